@@ -1,0 +1,1 @@
+"""pyxen: the Xen virtualization system rebuilt in Python on Linux KVM."""
