@@ -431,11 +431,11 @@ def _legacy_to_notes(info: dict[str, str], notes: dict[int, object], where: Path
             n = strtoull(value)
             if n is None:
                 raise KernelImageError(where, f"invalid {key}={value!r} in __xen_guest (not a number)")
-            notes[t] = n
+            notes[int(t)] = n
         elif key == "BSD_SYMTAB":
-            notes[t] = value or "yes"
+            notes[int(t)] = value or "yes"
         else:
-            notes[t] = value
+            notes[int(t)] = value
     # HYPERCALL_PAGE there is a page number relative to VIRT_BASE.
     if XenElfNote.HYPERCALL_PAGE in notes:
         pfn = notes[XenElfNote.HYPERCALL_PAGE]
@@ -444,4 +444,4 @@ def _legacy_to_notes(info: dict[str, str], notes: dict[int, object], where: Path
         addr = pfn << 12
         if isinstance(base, int):
             addr += base
-        notes[XenElfNote.HYPERCALL_PAGE] = addr & _MASK64
+        notes[int(XenElfNote.HYPERCALL_PAGE)] = addr & _MASK64
