@@ -155,17 +155,17 @@ def _lz4_legacy(payload: bytes, name: str) -> bytes:
         if size > end - pos:
             raise KernelImageError(
                 name,
-                f"corrupt LZ4 payload: block {nblocks} claims {size} bytes at offset {pos:#x}, "
+                f"corrupt lz4 payload: block {nblocks} claims {size} bytes at offset {pos:#x}, "
                 f"only {end - pos} left",
             )
         try:
             out += lz4.block.decompress(payload[pos : pos + size], uncompressed_size=LZ4_LEGACY_BLOCK_MAX)
         except Exception as e:
-            raise KernelImageError(name, f"corrupt LZ4 payload: block {nblocks} at offset {pos:#x}: {e}") from e
+            raise KernelImageError(name, f"corrupt lz4 payload: block {nblocks} at offset {pos:#x}: {e}") from e
         pos += size
         nblocks += 1
     if not nblocks:
-        raise KernelImageError(name, "corrupt LZ4 payload: no blocks after the frame magic")
+        raise KernelImageError(name, "corrupt lz4 payload: no blocks after the frame magic")
     return bytes(out)
 
 
