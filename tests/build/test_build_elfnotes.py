@@ -90,7 +90,16 @@ def test_feature_bitmask_unknown_bits() -> None:
 
 def encode_note(name: bytes, ntype: int, desc: bytes, align: int = 4) -> bytes:
     pad = lambda b: b + b"\0" * ((-len(b)) % align)  # noqa: E731
-    return struct.pack("<III", len(name), len(desc), ntype) + pad(name) + pad(desc)
+    return pad(pad(struct.pack("<III", len(name), len(desc), ntype) + name) + desc)
+
+
+def test_gnu_property_note_with_8_byte_alignment() -> None:
+    # As in static binaries: an 8-aligned PT_NOTE with a "GNU" property note,
+    # whose descriptor starts at offset 16 (12-byte header + 4-byte name).
+    desc = struct.pack("<IIII", 0xC0008002, 4, 1, 0)
+    blob = struct.pack("<III", 4, 16, 5) + b"GNU\0" + desc
+    assert len(blob) == 32
+    assert [(n.name, n.type, n.desc) for n in iter_notes(blob, align=8)] == [("GNU", 5, desc)]
 
 
 @given(st.lists(st.tuples(st.sampled_from([b"Xen\0", b"GNU\0", b"Linux\0", b""]),

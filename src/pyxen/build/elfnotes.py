@@ -134,7 +134,8 @@ def iter_notes(data: bytes, *, align: int = 4, byteorder: str = "little") -> Ite
     """Walk the note records contained in *data* (a PT_NOTE segment or SHT_NOTE section).
 
     Each record is ``namesz, descsz, type`` (three 32-bit words), then the name
-    and the descriptor, each padded to *align* bytes.  Trailing padding shorter
+    and the descriptor; the descriptor and the next record start on an *align*
+    boundary (4, or 8 for 8-aligned PT_NOTE segments such as GNU properties).  Trailing padding shorter
     than a header is ignored; a record running past the end raises
     :class:`NoteFormatError`.
     """
@@ -146,8 +147,10 @@ def iter_notes(data: bytes, *, align: int = 4, byteorder: str = "little") -> Ite
     while pos + 12 <= end:
         namesz, descsz, ntype = struct.unpack_from(fmt, data, pos)
         name_at = pos + 12
-        desc_at = name_at + _align(namesz, align)
-        nxt = desc_at + _align(descsz, align)
+        # The descriptor and the next note start at the next *align* boundary
+        # (for 4-byte alignment that is padding the name; for 8, header + name).
+        desc_at = _align(name_at + namesz, align)
+        nxt = _align(desc_at + descsz, align)
         if desc_at + descsz > end:
             raise NoteFormatError(
                 f"note at offset {pos:#x} (namesz {namesz}, descsz {descsz}) runs past the end "
