@@ -171,3 +171,15 @@ def test_bzimage_without_elf_inside(tmp_path: Path) -> None:
     with pytest.raises(KernelImageError) as ei:
         load_kernel(p)
     assert str(ei.value) == "vmlinuz: bzImage payload (xz) does not contain an ELF kernel"
+
+
+MAGICS = [b"\x1f\x8b", b"\xfd7zXZ\x00", b"\x5d\x00\x00", b"BZh", b"\x02\x21\x4c\x18", b"\x28\xb5\x2f\xfd", b""]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(MAGICS), st.binary(max_size=200))
+def test_garbage_payloads_raise_kernel_image_error(magic: bytes, junk: bytes) -> None:
+    try:
+        bzimage.extract_payload(make_bzimage(magic + junk), "junk")
+    except KernelImageError as e:
+        assert str(e).startswith("junk: ")

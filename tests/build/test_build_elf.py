@@ -347,3 +347,33 @@ def test_truncated_note(tmp_path: Path, linux_elf: Path) -> None:
     struct.pack_into("<I", data, note["offset"] + 4, 0x10000)  # descsz of the first note
     p.write_bytes(bytes(data))
     assert err(p).startswith("badnote.elf: corrupt ELF notes in PT_NOTE segment")
+
+
+# --- robustness ---------------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_mutated_elf_raises_only_kernel_image_error(linux_elf: Path, data) -> None:
+    blob = bytearray(linux_elf.read_bytes())
+    # mutate the headers, program/section headers and notes: where the parser looks
+    hot = [(0, 64), (64, 64 + 4 * 56)]
+    note = next(ph for ph in phdrs(bytes(blob)) if ph["type"] == 4)
+    hot.append((note["offset"], note["offset"] + note["filesz"]))
+    shoff = struct.unpack_from("<Q", blob, 40)[0]
+    hot.append((shoff, len(blob)))
+    for _ in range(data.draw(st.integers(1, 8))):
+        lo, hi = data.draw(st.sampled_from(hot))
+        pos = data.draw(st.integers(lo, hi - 1))
+        blob[pos] = data.draw(st.integers(0, 255))
+    if data.draw(st.booleans()):
+        blob = blob[: data.draw(st.integers(0, len(blob)))]
+    try:
+        k = parse_kernel(bytes(blob), "fuzz.elf")
+    except KernelImageError as e:
+        assert str(e).startswith("fuzz.elf: ")
+    else:
+        assert k.kernel_start <= k.entry < k.kernel_end

@@ -28,7 +28,6 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 from . import bzimage
@@ -203,7 +202,7 @@ def _parse_elf(data: bytes, path: Path, supported_features: frozenset[str]) -> K
     try:
         elf = ELFFile(io.BytesIO(data))
         machine_raw = struct.unpack_from("<H", data, 18)[0]
-    except (ELFError, struct.error, Exception) as e:  # pyelftools raises assorted errors
+    except Exception as e:  # pyelftools raises assorted errors (ELFError, construct errors, ...)
         raise KernelImageError(where, f"corrupt ELF file: {e}") from e
     if machine_raw != EM_X86_64:
         mname = _MACHINE_NAMES.get(machine_raw, f"e_machine {machine_raw}")
@@ -238,18 +237,17 @@ def _parse_elf(data: bytes, path: Path, supported_features: frozenset[str]) -> K
         found += collect(blob, 8 if ph.p_align == 8 else 4, f"PT_NOTE segment {i}")
     if not found:
         source = "sections"
-        for sec in elf.iter_sections():
-            if sec.header.sh_type != "SHT_NOTE":
+        sections = _sections(elf, where)
+        for sname, h in sections:
+            if h.sh_type != "SHT_NOTE":
                 continue
-            h = sec.header
-            blob = _file_range(data, h.sh_offset, h.sh_size, where, f"section {sec.name}")
-            found += collect(blob, 8 if h.sh_addralign == 8 else 4, f"section {sec.name}")
+            blob = _file_range(data, h.sh_offset, h.sh_size, where, f"section {sname}")
+            found += collect(blob, 8 if h.sh_addralign == 8 else 4, f"section {sname}")
     if not found:
-        sec = elf.get_section_by_name("__xen_guest")
-        if sec is None:
+        h = next((h for sname, h in sections if sname == "__xen_guest"), None)
+        if h is None:
             raise KernelImageError(where, "no Xen ELF notes (not a Xen PV kernel)")
         source = "__xen_guest"
-        h = sec.header
         raw = _file_range(data, h.sh_offset, h.sh_size, where, "section __xen_guest")
         guest_info = parse_guest_info(raw.decode("latin-1"))
         if not guest_info:
@@ -410,6 +408,14 @@ def _parse_elf(data: bytes, path: Path, supported_features: frozenset[str]) -> K
         guest_info=guest_info,
         e_entry=elf.header.e_entry,
     )
+
+
+def _sections(elf: ELFFile, where: Path) -> list[tuple[str, object]]:
+    """(name, header) of every section; pyelftools errors become KernelImageError."""
+    try:
+        return [(sec.name, sec.header) for sec in elf.iter_sections()]
+    except Exception as e:  # pyelftools raises assorted errors on damaged files
+        raise KernelImageError(where, f"corrupt ELF section headers: {e}") from e
 
 
 def _file_range(data: bytes, offset: int, size: int, where: Path, what: str) -> bytes:
