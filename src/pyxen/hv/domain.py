@@ -1,0 +1,223 @@
+"""A PV domain: its KVM VM, memory, vCPUs, and the hypervisor services the
+hypercalls use (shutdown, console, tracing). One Domain per domain process."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid as uuidlib
+from dataclasses import dataclass
+
+from ..kvm import Kvm, GuestMemory
+from . import layout as L
+from .abi import (HYPERCALLS, SharedInfo, VcpuInfo, ENOSYS, EINVAL, SHUTDOWN_NAMES,
+                  SHUTDOWN_crash, NR_HYPERCALLS)
+from .hypercalls import build_table
+from .mm import MemoryManager
+from .vcpu import PVVcpu, GuestCrash
+from .xenheap import XenHeap
+
+MASK64 = (1 << 64) - 1
+STORE_EVTCHN, CONSOLE_EVTCHN = 1, 2
+CONS_IN, CONS_OUT = 0, 1024
+CONS_IN_CONS, CONS_IN_PROD, CONS_OUT_CONS, CONS_OUT_PROD = 3072, 3076, 3080, 3084
+
+
+@dataclass
+class DomainResult:
+    reason: str                 # poweroff, reboot, suspend, crash, watchdog, soft_reset, destroyed
+    code: int | None = None
+    message: str = ""
+
+
+class Domain:
+    def __init__(self, *, name: str, memory_mb: int, vcpus: int = 1, domid: int = 1,
+                 kvm: Kvm | None = None, console=None, trace=None, maxmem_mb: int | None = None,
+                 supports_writable_pagetables: bool = False, uuid: uuidlib.UUID | None = None):
+        if vcpus < 1 or vcpus > L.MAX_VCPUS:
+            raise ValueError(f"vcpus={vcpus}: pyxen supports 1..{L.MAX_VCPUS}")
+        self.name = name
+        self.domid = domid
+        self.uuid = uuid or uuidlib.uuid4()
+        self.log = logging.getLogger(f"pyxen.dom{domid}")
+        self.kvm = kvm or Kvm()
+        self.nr_pages = memory_mb * 256
+        self.max_pages = (maxmem_mb or memory_mb) * 256
+        self.vm = self.kvm.create_vm()
+        self.ram = GuestMemory(self.nr_pages * L.PAGE_SIZE, name=f"pyxen-dom{domid}")
+        self.heap = XenHeap(self.nr_pages, vcpus)
+        self.vm.add_memory(L.RAM_SLOT, 0, self.ram)
+        self.vm.add_memory(L.XEN_SLOT, L.XEN_GPA, self.heap.mem)
+        self.mm = MemoryManager(self.ram.view, self.nr_pages, self.heap, self.log)
+        self.shared_info = SharedInfo.from_buffer(self.heap.mm, self.heap.shared_info_off)
+        for i in range(len(self.shared_info.vcpu_info)):
+            self.shared_info.vcpu_info[i].evtchn_upcall_mask = 1
+        self.shared_info.arch.max_pfn = self.nr_pages
+        self.cpuid_entries = self.kvm.supported_cpuid()
+        self.supports_writable_pagetables = supports_writable_pagetables
+        self.emulate = None          # instruction emulator hook (#UD/#GP), when present
+        self.vm_assist = 0
+        self.hypercalls = build_table()
+        self.vcpus = [PVVcpu(self, i) for i in range(vcpus)]
+        self.console = console or (lambda data: None)
+        self._trace = trace           # a writable text file, or None
+        self.stopped = False
+        self.result: DomainResult | None = None
+        self.shutdown_code: int | None = None
+        self._enosys_seen: set[tuple[int, int]] = set()
+        self._wake = threading.Event()
+        self.layout = None
+        self.start_time = time.monotonic()
+        self.hypercall_counts: dict[int, int] = {}
+
+    # --- building ------------------------------------------------------------
+    def build(self, image, *, ramdisk: bytes | None = None, cmdline: str = "") -> None:
+        from ..build.x86_64 import build_pv
+        lay = build_pv(self.ram.mm, self.nr_pages, image, ramdisk=ramdisk, cmdline=cmdline,
+                       shared_info_maddr=self.heap.shared_info_gpa,
+                       hypercall_port=L.PORT_HYPERCALL, store_evtchn=STORE_EVTCHN,
+                       console_evtchn=CONSOLE_EVTCHN, set_m2p=self.heap.set_m2p)
+        self.layout = lay
+        self.mm.pin(lay.l4_pfn, 4)
+        self.console_off = lay.console_pfn * L.PAGE_SIZE
+        self.vcpus[0].start(lay.entry, lay.stack_top, lay.start_info_va, lay.l4_pfn)
+        self.mm.get_type(lay.l4_pfn, 4)     # the reference held by vCPU 0's baseptr
+
+    # --- running -------------------------------------------------------------
+    def run(self) -> DomainResult:
+        try:
+            self.vcpus[0].run()
+        finally:
+            self.drain_console()
+        if self.result is None:
+            self.result = DomainResult("destroyed")
+        return self.result
+
+    def destroy(self) -> None:
+        if not self.stopped:
+            self.result = self.result or DomainResult("destroyed")
+            self.stopped = True
+            self._wake.set()
+            for v in self.vcpus:
+                v.kvm.kick()
+
+    def close(self) -> None:
+        self.vm.close()
+        self.shared_info = None
+        self.heap.mem.close()
+        self.ram.close()
+
+    def shutdown(self, reason: int, vcpu=None) -> None:
+        name = SHUTDOWN_NAMES.get(reason, str(reason))
+        self.trace(vcpu.id if vcpu else -1, "shutdown", name)
+        self.result = DomainResult(name, self.shutdown_code)
+        self.stopped = True
+        self._wake.set()
+
+    def crash(self, vcpu, message: str) -> None:
+        report = vcpu.crash_report() if vcpu is not None else ""
+        self.log.error("domain %s crashed: %s\n%s", self.name, message, report)
+        self.trace(vcpu.id if vcpu else -1, "crash", message)
+        self.result = DomainResult("crash", None, f"{message}\n{report}".rstrip())
+        self.stopped = True
+        self._wake.set()
+
+    # --- hypercalls ------------------------------------------------------------
+    def hypercall(self, vcpu, nr, a1, a2, a3, a4, a5, nested: bool = False) -> int:
+        fn = self.hypercalls.get(nr)
+        self.hypercall_counts[nr] = self.hypercall_counts.get(nr, 0) + 1
+        if fn is None:
+            ret = -ENOSYS
+        else:
+            try:
+                ret = fn(vcpu, a1, a2, a3, a4, a5)
+            except GuestCrash:
+                raise
+            except Exception as e:          # a bug in pyxen must not take the host down
+                self.log.exception("hypercall %s failed inside pyxen", HYPERCALLS.get(nr, nr))
+                raise GuestCrash(f"internal error in hypercall {HYPERCALLS.get(nr, nr)}: {e}")
+        if ret == -ENOSYS:
+            key = (nr, a1 if nr in (17, 24, 29, 30, 32, 33, 12, 26) else -1)
+            if key not in self._enosys_seen:
+                self._enosys_seen.add(key)
+                self.log.warning("unimplemented hypercall %s (sub-op %s): -ENOSYS",
+                                 HYPERCALLS.get(nr, nr), key[1] if key[1] >= 0 else "-")
+        if self._trace is not None:
+            self.trace(vcpu.id, "hypercall",
+                       f"{HYPERCALLS.get(nr, nr)}({a1:#x}, {a2:#x}, {a3:#x}) = {ret}")
+        name = HYPERCALLS.get(nr, str(nr))
+        lh = vcpu.last_hypercalls
+        lh.append(name)
+        if len(lh) > 16:
+            del lh[0]
+        return ret & MASK64 if not nested else ret & MASK64
+
+    def trace(self, vcpu_id: int, kind: str, msg: str) -> None:
+        if self._trace is not None:
+            t = time.monotonic() - self.start_time
+            self._trace.write(f"{t:12.6f} d{self.domid}v{vcpu_id} {kind} {msg}\n")
+
+    def log_guest_error(self, vcpu, msg: str) -> None:
+        self.log.info("d%dv%d: %s", self.domid, vcpu.id, msg)
+        self.trace(vcpu.id, "error", msg)
+
+    def flush_tlbs(self, vcpu) -> None:
+        """Guest TLB flushes. KVM re-walks the guest tables we edit in place
+        (measured), so there is nothing to do for the vCPU that asked."""
+
+    def block(self, vcpu, poll) -> int:
+        vi = vcpu.vcpu_info
+        if vi is not None:
+            vi.evtchn_upcall_mask = 0
+            if vi.evtchn_upcall_pending:
+                return 0
+        timeout = None
+        if poll is not None:
+            _ports, t = poll
+            if t:
+                timeout = max(0.0, (t - time.monotonic_ns()) / 1e9)
+        self._wake.wait(timeout)
+        return 0
+
+    def register_vcpu_info(self, vcpu, mfn: int, offset: int) -> int:
+        if not self.mm.owns(mfn) or offset > L.PAGE_SIZE - 64:
+            return -EINVAL
+        old = vcpu.vcpu_info
+        new = VcpuInfo.from_buffer(self.ram.mm, (mfn << 12) + offset)
+        if old is not None:
+            import ctypes
+            ctypes.memmove(ctypes.addressof(new), ctypes.addressof(old), 64)
+        vcpu.vcpu_info = new
+        return 0
+
+    # --- console ---------------------------------------------------------------
+    def console_write(self, data: bytes, source: str = "ring") -> None:
+        self.console(data)
+
+    def evtchn_send(self, vcpu, port: int) -> int:
+        if port == CONSOLE_EVTCHN:
+            self.drain_console()
+            return 0
+        if port == STORE_EVTCHN:
+            return 0
+        return -EINVAL
+
+    def drain_console(self) -> None:
+        """Move what the guest wrote into its console ring to the console sink."""
+        if self.layout is None:
+            return
+        mm = self.ram.mm
+        base = self.console_off
+        import struct
+        cons, prod = struct.unpack_from("<II", mm, base + CONS_OUT_CONS)
+        if cons == prod:
+            return
+        n = (prod - cons) & 0xFFFFFFFF
+        if n > 2048:
+            n = 2048
+            cons = (prod - n) & 0xFFFFFFFF
+        out = bytearray()
+        for i in range(n):
+            out.append(mm[base + CONS_OUT + ((cons + i) % 2048)])
+        struct.pack_into("<I", mm, base + CONS_OUT_CONS, prod)
+        self.console_write(bytes(out))

@@ -1,0 +1,84 @@
+"""Copying to and from a guest's virtual memory (Xen's copy_{to,from}_guest).
+
+Addresses are translated through the page tables the vCPU runs on; a missing
+mapping, a write to a read-only page, or an address in the hypervisor hole
+is a fault, reported as GuestFault (the hypercall then returns -EFAULT)."""
+from __future__ import annotations
+
+import struct
+
+from . import layout as L
+
+
+class GuestFault(Exception):
+    def __init__(self, va: int, write: bool):
+        super().__init__(f"guest {'write to' if write else 'read of'} {va:#x} faulted")
+        self.va = va
+        self.write = write
+
+
+def _in_hole(va: int) -> bool:
+    return 0xFFFF800000000000 <= va < 0xFFFF880000000000 or not L.canonical(va)
+
+
+class GuestMemoryAccess:
+    """Virtual-address access for one vCPU, through its current L4."""
+
+    def __init__(self, mm, cr3_mfn_getter):
+        self.mm = mm
+        self._cr3 = cr3_mfn_getter
+        self.ram = mm.ram
+
+    def _chunks(self, va: int, n: int, write: bool):
+        l4 = self._cr3()
+        end = va + n
+        while va < end:
+            if _in_hole(va) or _in_hole(end - 1):
+                raise GuestFault(va, write)
+            t = self.mm.walk(l4, va)
+            if t is None:
+                raise GuestFault(va, write)
+            gpa, rw, us = t
+            if (write and not rw) or not us:
+                raise GuestFault(va, write)
+            if gpa >= self.mm.nr_pages << 12:
+                heap = self.mm.heap
+                if not ((gpa & ~0xFFF) == heap.shared_info_gpa
+                        or (not write and heap.is_m2p(gpa))):
+                    raise GuestFault(va, write)
+                take = min(end - va, 0x1000 - (va & 0xFFF))
+                yield ("heap", gpa - L.XEN_GPA, take)
+                va += take
+                continue
+            take = min(end - va, 0x1000 - (va & 0xFFF))
+            yield ("ram", gpa, take)
+            va += take
+
+    def read(self, va: int, n: int) -> bytes:
+        if n == 0:
+            return b""
+        parts = []
+        for where, off, take in self._chunks(va, n, False):
+            buf = self.ram if where == "ram" else self.mm.heap.mm
+            parts.append(bytes(buf[off:off + take]))
+        return b"".join(parts)
+
+    def write(self, va: int, data: bytes) -> None:
+        pos = 0
+        for where, off, take in self._chunks(va, len(data), True):
+            buf = self.ram if where == "ram" else self.mm.heap.mm
+            buf[off:off + take] = data[pos:pos + take]
+            pos += take
+
+    def read_struct(self, va: int, fmt: struct.Struct) -> tuple:
+        return fmt.unpack(self.read(va, fmt.size))
+
+    def read_u64(self, va: int) -> int:
+        return struct.unpack("<Q", self.read(va, 8))[0]
+
+    def write_u64(self, va: int, value: int) -> None:
+        self.write(va, struct.pack("<Q", value & 0xFFFFFFFFFFFFFFFF))
+
+    def read_cstring(self, va: int, limit: int) -> bytes:
+        data = self.read(va, limit)
+        return data.split(b"\0", 1)[0]

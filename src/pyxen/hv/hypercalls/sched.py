@@ -1,0 +1,51 @@
+"""sched_op: yield, block, shutdown, poll (Xen's common/sched/core.c)."""
+from __future__ import annotations
+
+import os
+import struct
+
+from ..abi import (HC, EFAULT, EINVAL, EPERM, ENOSYS, SCHEDOP_yield, SCHEDOP_block,
+                   SCHEDOP_shutdown, SCHEDOP_poll, SCHEDOP_remote_shutdown,
+                   SCHEDOP_shutdown_code, SCHEDOP_watchdog, SHUTDOWN_soft_reset)
+from ..guestmem import GuestFault
+
+
+def sched_op(vcpu, cmd, arg, *_):
+    dom = vcpu.domain
+    if cmd == SCHEDOP_yield:
+        os.sched_yield()
+        return 0
+    if cmd == SCHEDOP_block:
+        return dom.block(vcpu, None)
+    if cmd in (SCHEDOP_shutdown, SCHEDOP_shutdown_code):
+        try:
+            (reason,) = struct.unpack("<I", vcpu.mem.read(arg, 4))
+        except GuestFault:
+            return -EFAULT
+        if reason > SHUTDOWN_soft_reset:
+            return -EINVAL
+        if cmd == SCHEDOP_shutdown_code:
+            dom.shutdown_code = reason
+            return 0
+        dom.shutdown(reason, vcpu)
+        return 0
+    if cmd == SCHEDOP_poll:
+        try:
+            ports_ptr, nr_ports, timeout = struct.unpack("<QIxxxxQ", vcpu.mem.read(arg, 24))
+        except GuestFault:
+            return -EFAULT
+        if nr_ports > 128:
+            return -EINVAL
+        try:
+            ports = struct.unpack(f"<{nr_ports}I", vcpu.mem.read(ports_ptr, 4 * nr_ports))
+        except GuestFault:
+            return -EFAULT
+        return dom.block(vcpu, (ports, timeout))
+    if cmd == SCHEDOP_remote_shutdown:
+        return -EPERM        # only a privileged domain may shut down others
+    if cmd == SCHEDOP_watchdog:
+        return -ENOSYS
+    return -ENOSYS
+
+
+HANDLERS = {HC.sched_op: sched_op}

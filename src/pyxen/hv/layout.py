@@ -1,0 +1,72 @@
+"""Where pyxen puts its own things, in guest-physical and guest-virtual space.
+
+Guest RAM is KVM slot 0 at guest-physical 0, and pyxen's PV guests see
+machine frame == KVM guest frame, with an identity p2m (mfn == pfn).
+pyxen's private memory ("xen heap": reserved page tables, exit stubs, IDT,
+GDTs, TSSs, CPL0 stacks, the M2P table, shared_info) is KVM slot 1 at
+XEN_GPA. Its frames are above every guest frame, so the guest can never map
+them: the page-table validator only accepts the guest's own frames.
+
+Virtual layout inside Xen's reserved hole (PML4 slots 256-271), avoiding
+slot 256, which this machine's KVM cannot map (DESIGN.md section 2):
+  slot 257  0xffff808000000000  M2P table, read-only to the guest (1 GiB)
+            0xffff808040000000  pyxen private area, supervisor-only
+"""
+from __future__ import annotations
+
+PAGE_SIZE = 4096
+PAGE_SHIFT = 12
+
+XEN_GPA = 0x80_0000_0000          # 512 GiB: start of pyxen's private memory slot
+XEN_SLOT, RAM_SLOT = 1, 0
+
+RESERVED_L4_FIRST, RESERVED_L4_LAST = 256, 271   # Xen's hole: never guest slots
+PYXEN_L4_SLOT = 257
+M2P_VIRT_START = 0xFFFF808000000000
+M2P_VIRT_SIZE = 1 << 30
+PRIV_VIRT = 0xFFFF808040000000
+
+# private area, offsets from PRIV_VIRT
+STUBS_OFF = 0x0000        # 256 exception stubs (16 bytes each): one page
+SYSCALL_STUBS_OFF = 0x1000
+IDT_OFF = 0x2000
+GDT_OFF = 0x100000        # one 64 KiB GDT per vCPU
+GDT_SIZE = 0x10000
+TSS_OFF = 0x400000        # 3 pages per vCPU (TSS + I/O bitmap)
+TSS_STRIDE = 0x4000
+TSS_IOMAP_OFF = 0x68
+TSS_LIMIT = TSS_IOMAP_OFF + 8192
+STACK_OFF = 0x500000      # CPL0 exception stack, 2 pages per vCPU
+STACK_SIZE = 0x2000
+PRIV_SIZE = 0x600000
+MAX_VCPUS = 32
+
+# I/O ports used by the exit stubs and the hypercall page
+PORT_HYPERCALL = 0xE0     # out from the hypercall page (guest kernel, CPL3)
+PORT_TRAP = 0xE1          # out from an IDT stub (CPL0)
+PORT_SYSCALL = 0xE2       # out from the LSTAR stub (CPL0)
+PORT_SYSCALL32 = 0xE3     # out from the CSTAR stub (CPL0)
+
+# hypervisor's own selectors (CPL0), in the reserved GDT page
+HYP_CS = 0xE008
+HYP_DS = 0xE010
+TSS_SEL = 0xE040
+
+# page-table entry bits
+PTE_P, PTE_RW, PTE_US, PTE_PWT, PTE_PCD = 1, 2, 4, 8, 0x10
+PTE_A, PTE_D, PTE_PSE, PTE_G = 0x20, 0x40, 0x80, 0x100
+PTE_NX = 1 << 63
+PTE_ADDR_MASK = 0x000FFFFFFFFFF000
+
+
+def l4_index(va: int) -> int:
+    return (va >> 39) & 511
+
+
+def canonical(va: int) -> bool:
+    top = va >> 47
+    return top == 0 or top == 0x1FFFF
+
+
+def priv(off: int) -> int:
+    return PRIV_VIRT + off

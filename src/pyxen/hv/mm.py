@@ -1,0 +1,235 @@
+"""PV memory management: frame types, page-table validation and updates.
+
+Like Xen's arch/x86/mm.c for 64-bit PV guests: every frame has a type
+(none / writable / L1..L4 page table / segment descriptors) with a count.
+A frame may be a page table or writably mapped, never both. A page-table
+frame is validated when its type count goes 0 -> 1 (every present entry
+takes a reference on what it points to) and released when it drops to 0.
+Guest L4 tables get pyxen's reserved slot written in; the guest cannot
+change Xen's slots (256-271).
+"""
+from __future__ import annotations
+
+import struct
+from array import array
+
+from . import layout as L
+from .abi import EINVAL, EPERM, EBUSY
+
+PGT_NONE, PGT_L1, PGT_L2, PGT_L3, PGT_L4, PGT_WRITABLE, PGT_SEG_DESC = 0, 1, 2, 3, 4, 7, 8
+TYPE_NAMES = {0: "none", 1: "L1", 2: "L2", 3: "L3", 4: "L4", 7: "writable", 8: "seg_desc"}
+
+_Q = struct.Struct("<Q")
+_512Q = struct.Struct("<512Q")
+
+ADDR = L.PTE_ADDR_MASK
+# Bits a guest may not set, by level (reserved bits 52-62; PSE/large pages
+# in L2/L3 and PSE/PAT/G in L4 are not available to PV guests here).
+L1_BAD = 0x7FF0000000000000
+L2_BAD = 0x7FF0000000000000 | L.PTE_PSE
+L3_BAD = L2_BAD
+L4_BAD = 0x7FF0000000000000 | L.PTE_PSE | L.PTE_G
+
+
+class PageTableError(Exception):
+    """A page-table operation the guest is not allowed to make. errno is Xen's."""
+
+    def __init__(self, errno: int, msg: str):
+        super().__init__(msg)
+        self.errno = errno
+
+
+class MemoryManager:
+    """Frame types and page-table updates for one PV domain (mfn == pfn)."""
+
+    def __init__(self, ram: memoryview, nr_pages: int, heap, log):
+        self.ram = ram
+        self.nr_pages = nr_pages
+        self.heap = heap
+        self.log = log
+        self.ptype = bytearray(nr_pages)
+        self.tcount = array("l", bytes(8 * nr_pages))
+        self.pinned = bytearray(nr_pages)
+        self.shared_info_mfn = heap.shared_info_gpa >> L.PAGE_SHIFT
+
+    # --- raw access -------------------------------------------------------
+    def read_entry(self, mfn: int, idx: int) -> int:
+        return _Q.unpack_from(self.ram, (mfn << 12) + idx * 8)[0]
+
+    def write_entry(self, mfn: int, idx: int, val: int) -> None:
+        _Q.pack_into(self.ram, (mfn << 12) + idx * 8, val)
+
+    def entries(self, mfn: int) -> tuple[int, ...]:
+        return _512Q.unpack_from(self.ram, mfn << 12)
+
+    def owns(self, mfn: int) -> bool:
+        return 0 <= mfn < self.nr_pages
+
+    # --- types ------------------------------------------------------------
+    def get_type(self, mfn: int, t: int) -> None:
+        """Take a type reference; validates page tables on first use."""
+        if not self.owns(mfn):
+            raise PageTableError(EINVAL, f"mfn {mfn:#x} is not this domain's")
+        cur = self.ptype[mfn]
+        cnt = self.tcount[mfn]
+        if cnt > 0:
+            if cur != t:
+                raise PageTableError(EINVAL, f"mfn {mfn:#x} is in use as {TYPE_NAMES[cur]}, "
+                                     f"cannot be used as {TYPE_NAMES[t]}")
+            self.tcount[mfn] = cnt + 1
+            return
+        self.ptype[mfn] = t
+        self.tcount[mfn] = 1
+        if PGT_L1 <= t <= PGT_L4:
+            try:
+                self._validate(mfn, t)
+            except PageTableError:
+                self.ptype[mfn] = PGT_NONE
+                self.tcount[mfn] = 0
+                raise
+
+    def put_type(self, mfn: int) -> None:
+        cnt = self.tcount[mfn] - 1
+        self.tcount[mfn] = cnt
+        if cnt == 0:
+            t = self.ptype[mfn]
+            self.ptype[mfn] = PGT_NONE
+            if PGT_L1 <= t <= PGT_L4:
+                self._release(mfn, t)
+
+    def _validate(self, mfn: int, level: int) -> None:
+        ents = self.entries(mfn)
+        done = []
+        try:
+            for i, e in enumerate(ents):
+                if level == 4 and L.RESERVED_L4_FIRST <= i <= L.RESERVED_L4_LAST:
+                    continue
+                if e & L.PTE_P:
+                    fixed = self._get_entry_ref(e, level)
+                    if fixed != e:
+                        self.write_entry(mfn, i, fixed)
+                    done.append(fixed)
+        except PageTableError as err:
+            for e in done:
+                self._put_entry_ref(e, level)
+            raise PageTableError(err.errno, f"L{level} table {mfn:#x} entry {i}: {err}") from None
+        if level == 4:
+            self.install_reserved_slots(mfn)
+
+    def install_reserved_slots(self, mfn: int) -> None:
+        for i in range(L.RESERVED_L4_FIRST, L.RESERVED_L4_LAST + 1):
+            self.write_entry(mfn, i, self.heap.l4_entry if i == L.PYXEN_L4_SLOT else 0)
+
+    def _release(self, mfn: int, level: int) -> None:
+        for i, e in enumerate(self.entries(mfn)):
+            if level == 4 and L.RESERVED_L4_FIRST <= i <= L.RESERVED_L4_LAST:
+                continue
+            if e & L.PTE_P:
+                self._put_entry_ref(e, level)
+
+    def _get_entry_ref(self, e: int, level: int) -> int:
+        """Validate one present entry of a level-`level` table and take the
+        reference it implies. Returns the entry as stored (Xen forces the
+        user bit on: a 64-bit PV kernel runs in ring 3)."""
+        target = (e & ADDR) >> 12
+        if level == 1:
+            if e & L1_BAD:
+                raise PageTableError(EINVAL, f"bad L1 flags {e:#x}")
+            if target == self.shared_info_mfn:
+                if e & L.PTE_RW:
+                    pass
+                return e | L.PTE_US
+            if not self.owns(target):
+                raise PageTableError(EINVAL, f"L1 entry maps mfn {target:#x}, not this domain's")
+            if e & L.PTE_RW:
+                self.get_type(target, PGT_WRITABLE)
+            return e | L.PTE_US
+        bad = L2_BAD if level < 4 else L4_BAD
+        if e & bad:
+            raise PageTableError(EINVAL, f"bad L{level} flags {e:#x} (large pages are not "
+                                 "available to PV guests)")
+        self.get_type(target, level - 1)
+        return e | L.PTE_US
+
+    def _put_entry_ref(self, e: int, level: int) -> None:
+        target = (e & ADDR) >> 12
+        if level == 1:
+            if (e & L.PTE_RW) and self.owns(target):
+                self.put_type(target)
+            return
+        self.put_type(target)
+
+    # --- guest operations ---------------------------------------------------
+    def pin(self, mfn: int, level: int) -> None:
+        if not self.owns(mfn):
+            raise PageTableError(EINVAL, f"pin: mfn {mfn:#x} is not this domain's")
+        if self.pinned[mfn]:
+            raise PageTableError(EINVAL, f"mfn {mfn:#x} is already pinned")
+        self.get_type(mfn, level)
+        self.pinned[mfn] = 1
+
+    def unpin(self, mfn: int) -> None:
+        if not self.owns(mfn) or not self.pinned[mfn]:
+            raise PageTableError(EINVAL, f"unpin: mfn {mfn:#x} is not pinned")
+        self.pinned[mfn] = 0
+        self.put_type(mfn)
+
+    def update_entry(self, ptr: int, val: int, preserve_ad: bool = False) -> None:
+        """MMU_NORMAL_PT_UPDATE: write val at machine address ptr."""
+        mfn = ptr >> 12
+        idx = (ptr & 0xFFF) >> 3
+        if ptr & 7:
+            raise PageTableError(EINVAL, f"unaligned PTE address {ptr:#x}")
+        if not self.owns(mfn):
+            raise PageTableError(EINVAL, f"PTE address {ptr:#x} is not in this domain's memory")
+        level = self.ptype[mfn] if self.tcount[mfn] else PGT_NONE
+        if not (PGT_L1 <= level <= PGT_L4):
+            # not a page table: a plain write to a page the guest may write
+            if self.tcount[mfn] and self.ptype[mfn] not in (PGT_WRITABLE, PGT_NONE):
+                raise PageTableError(EINVAL, f"mfn {mfn:#x} is a {TYPE_NAMES[self.ptype[mfn]]} page")
+            self.write_entry(mfn, idx, val)
+            return
+        if level == 4 and L.RESERVED_L4_FIRST <= idx <= L.RESERVED_L4_LAST:
+            raise PageTableError(EINVAL, f"L4 slot {idx} belongs to the hypervisor")
+        old = self.read_entry(mfn, idx)
+        if preserve_ad:
+            val |= old & (L.PTE_A | L.PTE_D)
+        if val & L.PTE_P:
+            if (old & L.PTE_P) and ((old ^ val) & (ADDR | L.PTE_RW | L.PTE_P)) == 0:
+                # same frame, same writability: only flag bits change
+                bad = L1_BAD if level == 1 else (L2_BAD if level < 4 else L4_BAD)
+                if val & bad:
+                    raise PageTableError(EINVAL, f"bad L{level} flags {val:#x}")
+                self.write_entry(mfn, idx, val | L.PTE_US)
+                return
+            new = self._get_entry_ref(val, level)
+        else:
+            new = val
+        self.write_entry(mfn, idx, new)
+        if old & L.PTE_P:
+            self._put_entry_ref(old, level)
+
+    # --- translation -------------------------------------------------------------
+    def read_q(self, gpa: int) -> int:
+        if gpa < self.nr_pages << 12:
+            return _Q.unpack_from(self.ram, gpa)[0]
+        if self.heap.contains(gpa):
+            return _Q.unpack_from(self.heap.mm, gpa - L.XEN_GPA)[0]
+        return 0
+
+    def walk(self, l4_mfn: int, va: int) -> tuple[int, bool, bool] | None:
+        """Translate va through the tables rooted at l4_mfn.
+        Returns (guest-physical address, writable, user) or None if unmapped."""
+        table = l4_mfn << 12
+        rw = us = True
+        for shift in (39, 30, 21, 12):
+            e = self.read_q(table + ((va >> shift) & 511) * 8)
+            if not e & L.PTE_P:
+                return None
+            rw = rw and bool(e & L.PTE_RW)
+            us = us and bool(e & L.PTE_US)
+            if shift in (30, 21) and e & L.PTE_PSE:
+                size = 1 << shift
+                return ((e & ADDR) & ~(size - 1)) | (va & (size - 1)), rw, us
+            table = e & ADDR
+        return table | (va & 0xFFF), rw, us

@@ -1,0 +1,387 @@
+"""A PV vCPU: Xen's per-vCPU guest state on top of a KVM vCPU, its run loop,
+and the ways into the hypervisor (hypercall port, exception stubs, syscall).
+
+Guest kernel and guest user both run at CPL3. pyxen tracks which one is
+current (like Xen's TF_kernel_mode) and switches page tables and GS bases
+when the guest changes mode.
+"""
+from __future__ import annotations
+
+import ctypes
+import struct
+import time
+from dataclasses import dataclass, field
+
+from ..kvm import ioctls as KI
+from ..kvm import structs as KS
+from . import layout as L
+from . import cpu as C
+from .abi import (FLAT_KERNEL_CS, FLAT_KERNEL_SS, FIRST_RESERVED_GDT_ENTRY, TRAP_NAMES,
+                  VGCF_in_syscall, CALLBACKF_mask_events, HYPERCALLS)
+from .guestmem import GuestMemoryAccess, GuestFault
+
+_FRAME = struct.Struct("<7Q")      # CPL0 stub frame: vector, error, rip, cs, rflags, rsp, ss
+_IRET = struct.Struct("<9Q")       # rax, r11, rcx, flags, rip, cs, rflags, rsp, ss
+
+
+class GuestCrash(Exception):
+    """The guest broke the rules; the domain is crashed with this message."""
+
+
+@dataclass
+class TrapEntry:
+    flags: int
+    cs: int
+    address: int
+
+
+@dataclass
+class Callback:
+    address: int = 0
+    flags: int = 0
+
+
+@dataclass
+class PVState:
+    kernel_mode: bool = True
+    kernel_l4: int = 0                 # mfn
+    user_l4: int = 0                   # mfn, 0 = none
+    trap_table: dict[int, TrapEntry] = field(default_factory=dict)
+    callbacks: dict[int, Callback] = field(default_factory=dict)
+    kernel_ss: int = FLAT_KERNEL_SS
+    kernel_sp: int = 0
+    fs_base: int = 0
+    gs_base_kernel: int = 0
+    gs_base_user: int = 0
+    iopl: int = 0
+    gdt_frames: list[int] = field(default_factory=list)
+    gdt_entries: int = 0
+    ldt_base: int = 0
+    ldt_entries: int = 0
+    debugreg: list[int] = field(default_factory=lambda: [0] * 8)
+    cr0_ts: bool = False
+    online: bool = False
+
+
+class PVVcpu:
+    def __init__(self, domain, vcpu_id: int):
+        self.domain = domain
+        self.id = vcpu_id
+        self.kvm = domain.vm.create_vcpu(vcpu_id)
+        self.kvm.set_cpuid(domain.cpuid_entries)
+        self.run_struct = self.kvm.run_struct
+        self.pv = PVState()
+        self.mem = GuestMemoryAccess(domain.mm, self._cr3_mfn)
+        self.vcpu_info = domain.shared_info.vcpu_info[vcpu_id] if vcpu_id < 32 else None
+        self.exits = 0
+        self.last_hypercalls: list[str] = []
+        self.sregs = KS.Sregs()
+        self._sregs_valid = False
+        heap = domain.heap
+        self.kvm.set_msrs(C.initial_msrs(heap.lstar, heap.cstar))
+        s = self.kvm.get_sregs()
+        C.initial_sregs(s, vcpu_id, heap.gdt_base(vcpu_id), heap.tss_base(vcpu_id), 0)
+        self.sregs = s
+        self.run_struct.kvm_valid_regs = KI.KVM_SYNC_X86_REGS
+
+    # --- state helpers -------------------------------------------------------
+    def _cr3_mfn(self) -> int:
+        return self.pv.kernel_l4 if self.pv.kernel_mode else (self.pv.user_l4 or self.pv.kernel_l4)
+
+    @property
+    def regs(self) -> KS.Regs:
+        return self.run_struct.s.regs.regs
+
+    def regs_changed(self) -> None:
+        self.run_struct.kvm_dirty_regs |= KI.KVM_SYNC_X86_REGS
+
+    def fetch_sregs(self) -> KS.Sregs:
+        if not self._sregs_valid:
+            self.sregs = self.kvm.get_sregs()
+            self._sregs_valid = True
+        return self.sregs
+
+    def sregs_changed(self) -> None:
+        self.run_struct.s.regs.sregs = self.sregs
+        self.run_struct.kvm_dirty_regs |= KI.KVM_SYNC_X86_SREGS
+
+    def start(self, rip: int, rsp: int, rsi: int, l4_mfn: int) -> None:
+        """Initial state of a freshly built PV guest (like Xen's domain builder)."""
+        self.pv.kernel_l4 = l4_mfn
+        self.pv.kernel_sp = rsp
+        self.pv.kernel_mode = True
+        self.pv.online = True
+        s = self.sregs
+        s.cr3 = l4_mfn << 12
+        self.kvm.set_sregs(s)
+        r = KS.Regs()
+        r.rip, r.rsp, r.rsi = rip, rsp, rsi
+        r.rflags = C.RFLAGS_IF | C.RFLAGS_RESERVED1
+        self.kvm.set_regs(r)
+        if self.vcpu_info is not None:
+            self.vcpu_info.evtchn_upcall_mask = 1
+
+    # --- segments -------------------------------------------------------------
+    def descriptor(self, selector: int) -> int | None:
+        """The 8-byte descriptor a selector names in this vCPU's GDT (or LDT)."""
+        idx = selector >> 3
+        if selector & 4:
+            if idx >= self.pv.ldt_entries:
+                return None
+            try:
+                return self.mem.read_u64(self.pv.ldt_base + idx * 8)
+            except GuestFault:
+                return None
+        if idx >= FIRST_RESERVED_GDT_ENTRY:
+            off = idx * 8 - FIRST_RESERVED_GDT_ENTRY * 8
+            heap = self.domain.heap
+            page_off = heap.stack_offset(self.id, heap.gdt_base(self.id) + 14 * 4096 + off)
+            return struct.unpack_from("<Q", heap.mm, page_off)[0]
+        if idx >= self.pv.gdt_entries or idx == 0:
+            return None
+        frame = self.pv.gdt_frames[idx // 512]
+        return self.domain.mm.read_entry(frame, idx % 512)
+
+    def load_segment(self, seg: KS.Segment, selector: int, code: bool) -> bool:
+        """Load cs/ss for a return to the guest; False if the selector is unusable."""
+        if selector & 3 != 3:
+            return False
+        if selector in (FLAT_KERNEL_CS, FLAT_KERNEL_SS) or selector == 0xE023:
+            C.flat_segment(seg, selector, code and selector == FLAT_KERNEL_CS)
+            if selector == 0xE023:
+                C.segment_from_descriptor(seg, selector, self.descriptor(selector))
+            return True
+        desc = self.descriptor(selector)
+        if desc is None or not (desc >> 47) & 1 or ((desc >> 45) & 3) != 3:
+            return False
+        is_code = bool((desc >> 43) & 1)
+        if code != is_code or not (desc >> 44) & 1:
+            return False
+        C.segment_from_descriptor(seg, selector, desc)
+        return True
+
+    # --- mode switches --------------------------------------------------------
+    def toggle_mode(self) -> None:
+        """Switch between guest kernel and guest user mode (Xen's toggle_guest_mode):
+        page tables and the GS base swap."""
+        s = self.fetch_sregs()
+        pv = self.pv
+        if pv.kernel_mode:
+            pv.gs_base_kernel = s.gs.base
+            s.gs.base = pv.gs_base_user
+        else:
+            pv.gs_base_user = s.gs.base
+            s.gs.base = pv.gs_base_kernel
+        pv.kernel_mode = not pv.kernel_mode
+        s.cr3 = self._cr3_mfn() << 12
+
+    def set_return(self, rip: int, rsp: int, rflags: int, cs: int, ss: int) -> None:
+        """Resume the guest at CPL3 with these values (after any exit)."""
+        s = self.fetch_sregs()
+        if not self.load_segment(s.cs, cs | 3, True):
+            raise GuestCrash(f"return to an unusable code selector {cs:#x}")
+        if not self.load_segment(s.ss, ss | 3, False):
+            raise GuestCrash(f"return to an unusable stack selector {ss:#x}")
+        r = self.regs
+        r.rip, r.rsp = rip, rsp
+        r.rflags = (rflags & ~(C.RFLAGS_IOPL3 | 0x20000 | C.RFLAGS_NT)) | C.RFLAGS_IF | 2
+        self.regs_changed()
+        self.sregs_changed()
+
+    # --- bounce frames ----------------------------------------------------------
+    def guest_rflags(self, rflags: int) -> int:
+        """RFLAGS as the guest should see them: IF mirrors the event mask,
+        IOPL is the virtual IOPL."""
+        rflags &= ~(C.RFLAGS_IF | C.RFLAGS_IOPL3)
+        vi = self.vcpu_info
+        if vi is None or not vi.evtchn_upcall_mask:
+            rflags |= C.RFLAGS_IF
+        return rflags | (self.pv.iopl << 12)
+
+    def bounce(self, handler: int, rip: int, cs: int, rflags: int, rsp: int, ss: int,
+               error: int | None, mask_events: bool) -> None:
+        """Deliver an exception/callback to the guest kernel with Xen's 64-bit
+        frame: rcx, r11, [error], rip, cs, rflags, rsp, ss (lowest first)."""
+        if handler == 0:
+            raise GuestCrash("no handler registered")
+        vi = self.vcpu_info
+        saved_mask = vi.evtchn_upcall_mask if vi is not None else 0
+        from_user = not self.pv.kernel_mode
+        if from_user:
+            if not self.pv.kernel_sp:
+                raise GuestCrash("trap from user mode but no kernel stack (stack_switch)")
+            self.toggle_mode()
+            stack = self.pv.kernel_sp
+        else:
+            stack = rsp
+            cs &= ~3           # the guest kernel sees its own CS at RPL 0
+        stack &= ~0xF
+        r = self.regs
+        words = [r.rcx, r.r11]
+        if error is not None:
+            words.append(error)
+        words += [rip, cs | (saved_mask << 32), self.guest_rflags(rflags), rsp, ss]
+        frame = struct.pack(f"<{len(words)}Q", *words)
+        base = stack - len(frame)
+        try:
+            self.mem.write(base, frame)
+        except GuestFault as f:
+            raise GuestCrash(f"cannot write the bounce frame on the guest kernel stack at "
+                             f"{base:#x}: {f}") from None
+        if mask_events and vi is not None:
+            vi.evtchn_upcall_mask = 1
+        self.set_return(handler, base, rflags & ~(C.RFLAGS_TF | 0x10000 | C.RFLAGS_NT),
+                        FLAT_KERNEL_CS, FLAT_KERNEL_SS)
+
+    def inject_trap(self, vector: int, error: int | None, rip: int, cs: int, rflags: int,
+                    rsp: int, ss: int) -> None:
+        t = self.pv.trap_table.get(vector)
+        name = TRAP_NAMES.get(vector, f"vector {vector}")
+        if t is None or t.address == 0:
+            raise GuestCrash(f"{name} at rip {rip:#x} (error {error}) with no handler "
+                             "in the guest's trap table")
+        self.domain.trace(self.id, "trap", f"{name} rip={rip:#x} err={error}")
+        self.bounce(t.address, rip, cs, rflags, rsp, ss, error, bool(t.flags & 4))
+
+    # --- exits -----------------------------------------------------------------
+    def handle_trap(self) -> None:
+        r = self.regs
+        heap = self.domain.heap
+        vec, err, rip, cs, rflags, rsp, ss = _FRAME.unpack_from(
+            heap.mm, heap.stack_offset(self.id, r.rsp))
+        self._sregs_valid = False
+        if vec == 14:
+            cr2 = self.fetch_sregs().cr2
+            if self.vcpu_info is not None:
+                self.vcpu_info.cr2 = cr2
+            self.domain.trace(self.id, "pf", f"cr2={cr2:#x} err={err:#x} rip={rip:#x}")
+        if vec == 13 and err & 2 and (err >> 3) < 256:
+            # `int $n` through a gate the hardware refused (DPL 0): a software
+            # interrupt the guest may route to its own handler (Xen's rule).
+            n = err >> 3
+            t = self.pv.trap_table.get(n)
+            if t is not None and t.address and (t.flags & 3) >= (0 if self.pv.kernel_mode else 3):
+                self.domain.trace(self.id, "trap", f"int {n:#x} rip={rip:#x}")
+                self.bounce(t.address, rip + 2, cs, rflags, rsp, ss, None, bool(t.flags & 4))
+                return
+        if vec in (0, 1, 3, 4, 5, 6, 7, 13, 14, 16, 17, 19) or vec < 32:
+            has_err = vec in (8, 10, 11, 12, 13, 14, 17, 21, 29, 30)
+            if self.domain.emulate is not None and vec in (6, 13) and \
+                    self.domain.emulate(self, vec, err, rip, cs, rflags, rsp, ss):
+                return
+            self.inject_trap(vec, err if has_err else None, rip, cs, rflags, rsp, ss)
+            return
+        raise GuestCrash(f"unexpected interrupt vector {vec}")
+
+    def handle_syscall(self) -> None:
+        r = self.regs
+        rip, rflags = r.rcx, r.r11
+        self._sregs_valid = False
+        if self.pv.kernel_mode:
+            # a `syscall` in guest kernel mode is a hypercall (rax = number)
+            r.rax = self.domain.hypercall(self, r.rax, r.rdi, r.rsi, r.rdx, r.r10, r.r8)
+            if self._returned:
+                return
+            self.set_return(rip, r.rsp, rflags, FLAT_KERNEL_CS, FLAT_KERNEL_SS)
+            return
+        cb = self.pv.callbacks.get(2)
+        if cb is None or cb.address == 0:
+            # no syscall callback: Xen raises #UD at the syscall instruction
+            self.inject_trap(6, None, rip - 2, FLAT_KERNEL_CS | 3, rflags, r.rsp, FLAT_KERNEL_SS)
+            return
+        self.domain.trace(self.id, "syscall", f"rax={r.rax:#x} rip={rip:#x}")
+        # like Xen, the frame names the flat user selectors: the hardware
+        # no longer knows which code selector the user ran with
+        self.bounce(cb.address, rip, FLAT_KERNEL_CS, rflags, r.rsp, FLAT_KERNEL_SS, None,
+                    bool(cb.flags & CALLBACKF_mask_events))
+
+    def do_iret(self) -> None:
+        """HYPERVISOR_iret: the guest's return from an exception, callback or
+        syscall; may switch to guest user mode."""
+        r = self.regs
+        try:
+            rax, r11, rcx, flags, rip, cs, rflags, rsp, ss = self.mem.read_struct(r.rsp, _IRET)
+        except GuestFault:
+            raise GuestCrash(f"iret with an unreadable frame at {r.rsp:#x}") from None
+        if (cs & 3) == 3:
+            if self.pv.kernel_mode:
+                if not self.pv.user_l4:
+                    raise GuestCrash("iret to user mode without a user page table")
+                self.toggle_mode()
+        elif not self.pv.kernel_mode:
+            raise GuestCrash("iret to kernel mode from user mode")
+        r.rax = rax
+        if flags & VGCF_in_syscall:
+            r.rcx, r.r11 = rip, rflags
+        else:
+            r.rcx, r.r11 = rcx, r11
+        vi = self.vcpu_info
+        if vi is not None:
+            vi.evtchn_upcall_mask = 0 if rflags & C.RFLAGS_IF else 1
+        self.set_return(rip, rsp, rflags, cs | 3, ss | 3)
+        self._returned = True
+
+    def crash_report(self) -> str:
+        try:
+            r = self.kvm.get_regs()
+            s = self.kvm.get_sregs()
+        except OSError:
+            return f"vcpu{self.id}: registers unavailable"
+        names = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp",
+                 "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rip", "rflags")
+        lines = [f"vcpu{self.id} ({'kernel' if self.pv.kernel_mode else 'user'} mode) "
+                 f"cs={s.cs.selector:#x} ss={s.ss.selector:#x} cr3={s.cr3:#x} cr2={s.cr2:#x}"]
+        for i in range(0, len(names), 4):
+            lines.append("  " + "  ".join(f"{n:>6}={getattr(r, n):016x}" for n in names[i:i + 4]))
+        if self.last_hypercalls:
+            lines.append("  last hypercalls: " + ", ".join(self.last_hypercalls[-8:]))
+        return "\n".join(lines)
+
+    # --- the loop --------------------------------------------------------------
+    def run(self) -> None:
+        """Run this vCPU until the domain shuts down or crashes."""
+        dom = self.domain
+        kvm = self.kvm
+        rs = self.run_struct
+        PORT_HC, PORT_TRAP, PORT_SYS = L.PORT_HYPERCALL, L.PORT_TRAP, L.PORT_SYSCALL
+        while not dom.stopped:
+            reason = kvm.run()
+            self.exits += 1
+            self._sregs_valid = False
+            try:
+                if reason == KI.KVM_EXIT_IO:
+                    port = rs.exit.io.port
+                    if port == PORT_HC:
+                        r = self.regs
+                        if not self.pv.kernel_mode:
+                            s = self.fetch_sregs()
+                            self.inject_trap(13, 0, r.rip - 2, s.cs.selector, r.rflags, r.rsp,
+                                             s.ss.selector)
+                            continue
+                        self._returned = False
+                        ret = dom.hypercall(self, r.rax, r.rdi, r.rsi, r.rdx, r.r10, r.r8)
+                        if not self._returned:
+                            r.rax = ret
+                            self.regs_changed()
+                    elif port == PORT_TRAP:
+                        self.handle_trap()
+                    elif port == PORT_SYS or port == L.PORT_SYSCALL32:
+                        self._returned = False
+                        self.handle_syscall()
+                    else:
+                        raise GuestCrash(f"unexpected I/O exit on port {port:#x}")
+                elif reason == -1:
+                    continue
+                elif reason == KI.KVM_EXIT_SHUTDOWN:
+                    raise GuestCrash("triple fault (the CPU could not deliver an exception)")
+                elif reason == KI.KVM_EXIT_INTERNAL_ERROR:
+                    ie = rs.exit.internal
+                    data = " ".join(f"{ie.data[i]:#x}" for i in range(min(ie.ndata, 16)))
+                    raise GuestCrash(f"KVM internal error {ie.suberror} ({data})")
+                elif reason == KI.KVM_EXIT_HLT:
+                    raise GuestCrash("hypervisor stub halted (unexpected return into a stub)")
+                else:
+                    raise GuestCrash(f"unexpected KVM exit {KI.EXIT_NAMES.get(reason, reason)}")
+            except GuestCrash as e:
+                dom.crash(self, str(e))
+                return

@@ -1,0 +1,234 @@
+"""pyxen's private memory (KVM slot 1): reserved page tables, exit stubs,
+IDT, GDTs, TSSs, CPL0 stacks, the M2P table and shared_info.
+
+It is a memfd like guest RAM, so dom0 services can map shared_info too.
+"""
+from __future__ import annotations
+
+import struct
+
+from ..kvm import GuestMemory
+from . import layout as L
+from .abi import FLAT_RING3_CS32, FLAT_RING3_CS64, FLAT_RING3_DS32, ERRCODE_VECTORS
+
+_Q = struct.Struct("<Q")
+
+
+def code_descriptor64(dpl: int) -> int:
+    # P, S, type=code exec/read accessed, L=1, G=1, limit 0xfffff
+    return 0x00AF9B000000FFFF | (dpl << 45)
+
+
+def data_descriptor(dpl: int) -> int:
+    return 0x00CF93000000FFFF | (dpl << 45)
+
+
+def code_descriptor32(dpl: int) -> int:
+    return 0x00CF9B000000FFFF | (dpl << 45)
+
+
+def tss_descriptor(base: int, limit: int = 0x67) -> tuple[int, int]:
+    low = (limit & 0xFFFF) | ((base & 0xFFFFFF) << 16) | (0x89 << 40) \
+        | (((limit >> 16) & 0xF) << 48) | (((base >> 24) & 0xFF) << 56)
+    return low, base >> 32
+
+
+def exception_stub(vector: int) -> bytes:
+    code = b""
+    if vector not in ERRCODE_VECTORS:
+        code += b"\x6a\x00"                       # push $0 (uniform frame)
+    code += bytes([0x6A, vector]) if vector < 0x80 else b"\x68" + struct.pack("<I", vector)
+    code += bytes([0xE6, L.PORT_TRAP])            # out %al, $PORT_TRAP
+    code += b"\xf4"                               # hlt: never reached
+    assert len(code) <= 16
+    return code.ljust(16, b"\xf4")
+
+
+class XenHeap:
+    """Allocates and fills pyxen's private pages, and builds the reserved
+    page tables that every guest L4 gets in slot PYXEN_L4_SLOT."""
+
+    def __init__(self, max_ram_pages: int, nr_vcpus: int):
+        m2p_pages = (max_ram_pages * 8 + L.PAGE_SIZE - 1) // L.PAGE_SIZE
+        if m2p_pages * L.PAGE_SIZE > L.M2P_VIRT_SIZE:
+            raise ValueError("guest too large for the M2P area")
+        self.nr_vcpus = nr_vcpus
+        fixed = 64 + 2 * L.MAX_VCPUS + 4 * L.MAX_VCPUS
+        npages = fixed + m2p_pages + (m2p_pages + 511) // 512 + 16
+        self.mem = GuestMemory(npages * L.PAGE_SIZE, name="pyxen-xenheap")
+        self.mm = self.mem.mm
+        self._next = 0
+        self._limit = npages
+        self.l3 = self.alloc()
+        l2_m2p = self.alloc()
+        l2_priv = self.alloc()
+        self.l4_entry = self.gpa(self.l3) | L.PTE_P | L.PTE_RW | L.PTE_US | L.PTE_A
+        self._w64(self.gpa(self.l3) - L.XEN_GPA, self.gpa(l2_m2p) | L.PTE_P | L.PTE_US | L.PTE_A)
+        self._w64(self.gpa(self.l3) - L.XEN_GPA + 8,
+                  self.gpa(l2_priv) | L.PTE_P | L.PTE_RW | L.PTE_A)
+        self._l2 = {0: l2_m2p, 1: l2_priv}
+        self._l1: dict[tuple[int, int], int] = {}
+        # M2P: read-only to the guest
+        self.m2p_first = self._next
+        self.m2p_pages = m2p_pages
+        for i in range(m2p_pages):
+            p = self.alloc()
+            self.map(L.M2P_VIRT_START + i * L.PAGE_SIZE, p, L.PTE_P | L.PTE_US)
+        self.m2p_off = self.m2p_first * L.PAGE_SIZE
+        self.max_ram_pages = max_ram_pages
+        # shared_info and the zero page (backs unused guest GDT pages)
+        self.shared_info_page = self.alloc()
+        self.zero_page = self.alloc()
+        # exit stubs and IDT
+        stubs = self.alloc()
+        sys_stubs = self.alloc()
+        idt = self.alloc()
+        self.map(L.priv(L.STUBS_OFF), stubs, L.PTE_P)
+        self.map(L.priv(L.SYSCALL_STUBS_OFF), sys_stubs, L.PTE_P)
+        self.map(L.priv(L.IDT_OFF), idt, L.PTE_P)
+        for v in range(256):
+            self.write(self.gpa(stubs) + v * 16, exception_stub(v))
+        self.lstar = L.priv(L.SYSCALL_STUBS_OFF)
+        self.cstar = L.priv(L.SYSCALL_STUBS_OFF + 16)
+        self.write(self.gpa(sys_stubs), bytes([0xE6, L.PORT_SYSCALL, 0xF4]))
+        self.write(self.gpa(sys_stubs) + 16, bytes([0xE6, L.PORT_SYSCALL32, 0xF4]))
+        for v in range(256):
+            target = L.priv(L.STUBS_OFF) + v * 16
+            dpl = 3 if v in (3, 4) else 0
+            low = (target & 0xFFFF) | (L.HYP_CS << 16) | ((0x8E | (dpl << 5)) << 40) \
+                | (((target >> 16) & 0xFFFF) << 48)
+            high = target >> 32
+            self._w64(self.gpa(idt) - L.XEN_GPA + v * 16, low)
+            self._w64(self.gpa(idt) - L.XEN_GPA + v * 16 + 8, high)
+        self.idt_base = L.priv(L.IDT_OFF)
+        # per-vCPU GDT (guest part backed by the zero page until set_gdt), TSS, stack
+        self.gdt_guest_ptes: list[list[int]] = []
+        for cpu in range(nr_vcpus):
+            gdt_va = self.gdt_base(cpu)
+            for pg in range(L.GDT_SIZE // L.PAGE_SIZE - 2):
+                self.map(gdt_va + pg * L.PAGE_SIZE, self.zero_page, L.PTE_P)
+            tss_va = self.tss_base(cpu)
+            stack_va = L.priv(L.STACK_OFF) + cpu * L.STACK_SIZE
+            r0 = self.alloc()
+            r1 = self.alloc()
+            tss = self.alloc()
+            tss_extra = [self.alloc(), self.alloc()]
+            self.map(gdt_va + 14 * L.PAGE_SIZE, r0, L.PTE_P | L.PTE_RW)
+            self.map(gdt_va + 15 * L.PAGE_SIZE, r1, L.PTE_P | L.PTE_RW)
+            self.map(tss_va, tss, L.PTE_P | L.PTE_RW)
+            for k, pg in enumerate(tss_extra):
+                self.map(tss_va + (k + 1) * L.PAGE_SIZE, pg, L.PTE_P | L.PTE_RW)
+            for s in range(L.STACK_SIZE // L.PAGE_SIZE):
+                self.map(stack_va + s * L.PAGE_SIZE, self.alloc(), L.PTE_P | L.PTE_RW | L.PTE_NX)
+            base = self.gpa(r0)
+            self._w64(base - L.XEN_GPA + (L.HYP_CS & 0xFF8) , code_descriptor64(0))
+            self._w64(base - L.XEN_GPA + (L.HYP_DS & 0xFF8), data_descriptor(0))
+            self._w64(base - L.XEN_GPA + (FLAT_RING3_CS32 & 0xFF8), code_descriptor32(3))
+            self._w64(base - L.XEN_GPA + (FLAT_RING3_DS32 & 0xFF8), data_descriptor(3))
+            self._w64(base - L.XEN_GPA + (FLAT_RING3_CS64 & 0xFF8), code_descriptor64(3))
+            lo, hi = tss_descriptor(tss_va, L.TSS_LIMIT)
+            self._w64(base - L.XEN_GPA + (L.TSS_SEL & 0xFF8), lo)
+            self._w64(base - L.XEN_GPA + (L.TSS_SEL & 0xFF8) + 8, hi)
+            # TSS: rsp0, and an I/O bitmap that lets the guest kernel reach
+            # only the hypercall port (every other port raises #GP to pyxen)
+            self._w64(self.gpa(tss) - L.XEN_GPA + 4, stack_va + L.STACK_SIZE)
+            self.write(self.gpa(tss) + 102, struct.pack("<H", L.TSS_IOMAP_OFF))
+            bitmap = bytearray(b"\xff" * (8192 + 1))
+            bitmap[L.PORT_HYPERCALL // 8] &= ~(1 << (L.PORT_HYPERCALL % 8))
+            self.tss_pages = (tss, *tss_extra)
+            self._write_tss(cpu, L.TSS_IOMAP_OFF, bytes(bitmap))
+
+    def _write_tss(self, cpu: int, off: int, data: bytes) -> None:
+        base = self.tss_base(cpu)
+        for i, b in enumerate(data):  # small, once per vCPU at build time
+            va = base + off + i
+            self.mm[self.stack_offset(cpu, va)] = b
+
+    # --- allocation and access -------------------------------------------------
+    def alloc(self) -> int:
+        """Allocate one zeroed page; returns its index in the heap."""
+        if self._next >= self._limit:
+            raise MemoryError("pyxen xen heap exhausted")
+        p = self._next
+        self._next += 1
+        return p
+
+    @staticmethod
+    def gpa(page: int) -> int:
+        return L.XEN_GPA + page * L.PAGE_SIZE
+
+    def contains(self, gpa: int) -> bool:
+        return L.XEN_GPA <= gpa < L.XEN_GPA + self.mem.size
+
+    def _w64(self, off: int, value: int) -> None:
+        _Q.pack_into(self.mm, off, value)
+
+    def write(self, gpa: int, data: bytes) -> None:
+        off = gpa - L.XEN_GPA
+        self.mm[off:off + len(data)] = data
+
+    def read(self, gpa: int, n: int) -> bytes:
+        off = gpa - L.XEN_GPA
+        return self.mm[off:off + n]
+
+    def map(self, va: int, page: int, flags: int) -> None:
+        """Map heap page `page` at va inside slot PYXEN_L4_SLOT."""
+        assert L.l4_index(va) == L.PYXEN_L4_SLOT
+        l3i = (va >> 30) & 511
+        l2i = (va >> 21) & 511
+        l1i = (va >> 12) & 511
+        l2 = self._l2[l3i]
+        l1 = self._l1.get((l3i, l2i))
+        if l1 is None:
+            l1 = self._l1[(l3i, l2i)] = self.alloc()
+            up = L.PTE_P | L.PTE_A | (L.PTE_US if l3i == 0 else L.PTE_RW)
+            self._w64(l2 * L.PAGE_SIZE + l2i * 8, self.gpa(l1) | up)
+        self._w64(l1 * L.PAGE_SIZE + l1i * 8, self.gpa(page) | flags | L.PTE_A | L.PTE_D)
+
+    def map_gpa(self, va: int, gpa: int, flags: int) -> None:
+        """Point an already-mapped private-area page at any guest-physical page
+        (used for the guest's GDT frames)."""
+        _Q.pack_into(self.mm, self.pte_offset(va), gpa | flags | L.PTE_A | L.PTE_D)
+
+    def pte_offset(self, va: int) -> int:
+        """Heap offset of the L1 entry that maps va (private area only)."""
+        l1 = self._l1[((va >> 30) & 511, (va >> 21) & 511)]
+        return l1 * L.PAGE_SIZE + ((va >> 12) & 511) * 8
+
+    # --- per-vCPU addresses -----------------------------------------------------
+    @staticmethod
+    def gdt_base(cpu: int) -> int:
+        return L.priv(L.GDT_OFF) + cpu * L.GDT_SIZE
+
+    @staticmethod
+    def stack_top(cpu: int) -> int:
+        return L.priv(L.STACK_OFF) + cpu * L.STACK_SIZE + L.STACK_SIZE
+
+    @staticmethod
+    def tss_base(cpu: int) -> int:
+        return L.priv(L.TSS_OFF) + cpu * L.TSS_STRIDE
+
+    def stack_offset(self, cpu: int, va: int) -> int:
+        """Heap offset of a byte on vCPU `cpu`'s CPL0 stack, given its virtual address."""
+        page_va = va & ~0xFFF
+        pte = _Q.unpack_from(self.mm, self.pte_offset(page_va))[0]
+        return (pte & L.PTE_ADDR_MASK) - L.XEN_GPA + (va & 0xFFF)
+
+    # --- M2P -----------------------------------------------------------------------
+    def set_m2p(self, mfn: int, pfn: int) -> None:
+        _Q.pack_into(self.mm, self.m2p_off + mfn * 8, pfn)
+
+    def is_m2p(self, gpa: int) -> bool:
+        off = gpa - L.XEN_GPA
+        return self.m2p_off <= off < self.m2p_off + self.m2p_pages * L.PAGE_SIZE
+
+    def get_m2p(self, mfn: int) -> int:
+        return _Q.unpack_from(self.mm, self.m2p_off + mfn * 8)[0]
+
+    @property
+    def shared_info_gpa(self) -> int:
+        return self.gpa(self.shared_info_page)
+
+    @property
+    def shared_info_off(self) -> int:
+        return self.shared_info_page * L.PAGE_SIZE

@@ -1,0 +1,88 @@
+"""Running one domain in the foreground (`pyxen create` without a daemon):
+build it from its DomainConfig, run it, apply the lifecycle actions."""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..build.elf import load_kernel
+from ..hv.domain import Domain, DomainResult
+from .domconfig import DomainConfig
+
+# exit status of `pyxen create` in the foreground, by shutdown reason
+EXIT_STATUS = {"poweroff": 0, "crash": 1, "reboot": 2, "suspend": 3, "watchdog": 4,
+               "soft_reset": 5, "destroyed": 6}
+
+
+class CreateError(Exception):
+    """A domain could not be created; the message says why."""
+
+
+def host_memory_mb() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) // 1024
+    return 0
+
+
+@dataclass
+class RunOutcome:
+    result: DomainResult
+    restarts: int = 0
+
+    @property
+    def exit_status(self) -> int:
+        return EXIT_STATUS.get(self.result.reason, 1)
+
+
+def make_domain(cfg: DomainConfig, *, console, trace=None, domid: int = 1, kvm=None) -> Domain:
+    if cfg.kernel is None:
+        raise CreateError(f"{cfg.source or 'config'}: no kernel= given")
+    avail = host_memory_mb()
+    if avail and cfg.memory > avail:
+        raise CreateError(f"memory={cfg.memory} MiB is more than this host can give "
+                          f"({avail} MiB available)")
+    image = load_kernel(cfg.kernel)
+    ramdisk = Path(cfg.ramdisk).read_bytes() if cfg.ramdisk else None
+    dom = Domain(name=cfg.name, memory_mb=cfg.memory, maxmem_mb=cfg.maxmem, vcpus=cfg.vcpus,
+                 domid=domid, console=console, trace=trace, kvm=kvm,
+                 supports_writable_pagetables=False)
+    try:
+        dom.build(image, ramdisk=ramdisk, cmdline=cfg.cmdline)
+    except BaseException:
+        dom.close()
+        raise
+    return dom
+
+
+def run_foreground(cfg: DomainConfig, *, console, trace=None, max_restarts: int = 16,
+                   on_start=None) -> RunOutcome:
+    """Create the domain and run it until it is gone, honouring on_poweroff,
+    on_reboot and on_crash (restart / destroy / preserve)."""
+    restarts = 0
+    while True:
+        dom = make_domain(cfg, console=console, trace=trace)
+        if on_start is not None:
+            on_start(dom)
+        prev = signal.getsignal(signal.SIGINT)
+
+        def _interrupt(signum, frame):
+            dom.destroy()
+        if signal.getsignal(signal.SIGTERM) is not None:
+            signal.signal(signal.SIGTERM, _interrupt)
+        signal.signal(signal.SIGINT, _interrupt)
+        try:
+            result = dom.run()
+        finally:
+            signal.signal(signal.SIGINT, prev)
+            dom.close()
+        action = {"poweroff": cfg.on_poweroff, "reboot": cfg.on_reboot,
+                  "crash": cfg.on_crash, "watchdog": cfg.on_watchdog}.get(result.reason, "destroy")
+        if action in ("restart", "rename-restart", "coredump-restart") and restarts < max_restarts:
+            restarts += 1
+            continue
+        return RunOutcome(result, restarts)
