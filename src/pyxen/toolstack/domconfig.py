@@ -1,0 +1,516 @@
+"""Domain configuration: a validated view of an xl.cfg file.
+
+:class:`DomainConfig` holds the xl.cfg(5) keys pyxen acts on today, converted
+from a parsed :class:`~pyxen.toolstack.xlcfg.Config`.  Every problem is an
+:class:`~pyxen.toolstack.xlcfg.XlCfgError` pointing at the offending line
+(``FILE:LINE: message``); keys pyxen does not act on are kept in
+``unknown`` and reported in ``warnings``.
+
+Defaults follow xl/libxl where they are documented or visible in the xl
+sources (tools/xl/xl_parse.c, libxl's build-info defaults):
+
+* ``type`` "pv" (the x86 default of xl);
+* ``memory`` 32 MiB (libxl's default when ``memory=`` is absent),
+  ``maxmem`` = ``memory``;
+* ``vcpus`` 1, ``maxvcpus`` = ``vcpus``;
+* ``on_poweroff`` destroy, ``on_reboot`` restart, ``on_watchdog`` destroy,
+  ``on_crash`` destroy, ``on_soft_reset`` soft-reset.
+
+Departures from xl: relative ``kernel``/``ramdisk`` paths are resolved
+against the directory of the config file (xl uses its working directory);
+overrides given on the command line still resolve against the working
+directory.  ``type``/``builder`` values must be spelled out (xl accepts any
+prefix, e.g. ``type="p"``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from .xlcfg import (
+    COMMAND_LINE,
+    Config,
+    Setting,
+    Value,
+    XlCfgError,
+    apply_overrides,
+    parse_c_integer,
+    parse_file,
+)
+
+__all__ = [
+    "DomainConfig",
+    "XlCfgError",
+    "DEFAULT_MEMORY_MIB",
+    "SHUTDOWN_ACTIONS",
+    "SOFT_RESET_ACTIONS",
+    "SUPPORTED_KEYS",
+    "UNSUPPORTED_KEYS",
+]
+
+#: libxl uses 32 MiB when a config has no ``memory=``.
+DEFAULT_MEMORY_MIB = 32
+#: Sanity bounds.
+MAX_MEMORY_MIB = 1 << 20  # 1 TiB
+MAX_VCPUS = 128  # Xen's HVM_MAX_VCPUS; plenty for pyxen guests
+MAX_NAME_LEN = 64
+#: Room in start_info.cmd_line (MAX_GUEST_CMDLINE) including the NUL.
+MAX_CMDLINE_BYTES = 1024
+
+#: Actions allowed for on_poweroff / on_reboot / on_watchdog / on_crash.
+SHUTDOWN_ACTIONS = (
+    "destroy",
+    "restart",
+    "rename-restart",
+    "preserve",
+    "coredump-destroy",
+    "coredump-restart",
+)
+#: on_soft_reset additionally allows soft-reset (its default).
+SOFT_RESET_ACTIONS = SHUTDOWN_ACTIONS + ("soft-reset",)
+
+_ACTION_KEYS = {
+    "on_poweroff": ("destroy", SHUTDOWN_ACTIONS),
+    "on_reboot": ("restart", SHUTDOWN_ACTIONS),
+    "on_watchdog": ("destroy", SHUTDOWN_ACTIONS),
+    "on_crash": ("destroy", SHUTDOWN_ACTIONS),
+    "on_soft_reset": ("soft-reset", SOFT_RESET_ACTIONS),
+}
+
+SUPPORTED_KEYS = frozenset({
+    "name", "type", "builder", "kernel", "ramdisk", "cmdline", "root", "extra",
+    "memory", "maxmem", "vcpus", "maxvcpus", "cpus", "cpus_soft", "uuid",
+    "disk", "vif", *_ACTION_KEYS,
+})
+
+#: Keys xl understands (xl.cfg(5), xl_parse.c) that pyxen does not act on
+#: yet: they are accepted with a "not supported, ignored" warning.
+UNSUPPORTED_KEYS = frozenset("""
+    acpi acpi_firmware acpi_laptop_slate acpi_s3 acpi_s4 altp2m altp2mhvm apic
+    bios bios_path_override boot bootloader bootloader_args cap channel
+    cpu_weight cpuid device_model device_model_args device_model_args_hvm
+    device_model_args_pv device_model_override device_model_stubdomain_override
+    device_model_stubdomain_seclabel device_model_user device_model_version
+    device_tree display dm_restrict driver_domain dtdev e820_host extratime
+    firmware gfx_passthru gic_version hap hdtype hpet init_seclabel iomem
+    ioports irqs keymap latency localtime max_event_channels max_grant_frames
+    max_grant_version max_maptrack_frames mca_caps mmio_hole ms_vm_genid
+    msr_relaxed nestedhvm nographic nomigrate nx oos opengl p9 pae passthrough
+    pci pci_msitranslate pci_permissive pci_power_mgmt pci_seize period pool
+    pvcalls pvshim pvshim_cmdline pvshim_extra pvshim_path rdm rdm_mem_boundary
+    rtc_timeoffset sdl seclabel serial shadow_memory slice smbios_firmware
+    soundhw spice spice_clipboard_sharing spice_image_compression
+    spice_streaming_video spiceagent_mouse spicedisable_ticketing spicehost
+    spicepasswd spiceport spicetls_port spiceusbredirection spicevdagent stdvga
+    stubdomain_cmdline stubdomain_kernel stubdomain_memory stubdomain_ramdisk
+    tee timer_mode tsc_mode usb usbctrl usbdev usbdevice usbversion vdispl
+    vendor_device vfb vga videoram viridian vkb vkb_device vmtrace_buf_kb vnc
+    vncdisplay vnclisten vncpasswd vncunused vnuma vpmu vpt_align vsnd vtpm
+    vuart xauthority xen_platform_pci xend_suspend_evtchn_compat
+""".split())
+
+_HVM_MESSAGE = ("type 'hvm' needs hardware virtualization (VT-x/AMD-V); "
+                "this host's KVM has none")
+_UUID_RE = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}\Z")
+
+
+def _is_list(v: Value) -> bool:
+    return isinstance(v, list)
+
+
+def _show(v: Value) -> str:
+    s = repr(v)
+    return s if len(s) <= 60 else s[:57] + "..."
+
+
+@dataclass
+class DomainConfig:
+    """The validated settings of one domain."""
+
+    name: str
+    type: str = "pv"
+    kernel: str | None = None          # absolute path
+    ramdisk: str | None = None         # absolute path
+    cmdline: str = ""                  # effective kernel command line
+    root: str | None = None            # raw root= (folded into cmdline)
+    extra: str | None = None           # raw extra= (folded into cmdline)
+    memory: int = DEFAULT_MEMORY_MIB   # MiB
+    maxmem: int | None = None          # MiB; None -> memory
+    vcpus: int = 1
+    maxvcpus: int | None = None        # None -> vcpus
+    cpus: str | list[str] | None = None       # hard affinity, raw
+    cpus_soft: str | list[str] | None = None  # soft affinity, raw
+    on_poweroff: str = "destroy"
+    on_reboot: str = "restart"
+    on_watchdog: str = "destroy"
+    on_crash: str = "destroy"
+    on_soft_reset: str = "soft-reset"
+    uuid: str | None = None            # lower-case canonical form
+    disk: list[str] = field(default_factory=list)   # raw DISK_SPEC_STRINGs
+    vif: list[str] = field(default_factory=list)    # raw NET_SPEC_STRINGs
+    unknown: dict[str, Value] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    source: str | None = None          # config file name, for messages
+    locations: dict[str, str] = field(default_factory=dict)  # key -> "FILE:LINE"
+
+    def __post_init__(self) -> None:
+        if self.maxmem is None:
+            self.maxmem = self.memory
+        if self.maxvcpus is None:
+            self.maxvcpus = self.vcpus
+
+    # ------------------------------------------------------------------
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], overrides: Iterable[str] = (),
+                  *, check_files: bool = True) -> "DomainConfig":
+        """Parse ``path``, apply ``key=value`` overrides, and validate."""
+        config = parse_file(path)
+        apply_overrides(config, overrides)
+        return cls.from_config(config, check_files=check_files)
+
+    @classmethod
+    def from_config(cls, config: Config, *, check_files: bool = True,
+                    base_dir: str | None = None) -> "DomainConfig":
+        """Validate ``config``.
+
+        Relative kernel/ramdisk paths set in the file are resolved against
+        ``base_dir`` (default: the config file's directory, or the working
+        directory when the config did not come from a file); those set on
+        the command line against the working directory.  With
+        ``check_files`` false, the files are not required to exist.
+        """
+        return _Builder(config, check_files, base_dir).build()
+
+    # ------------------------------------------------------------------
+    def location(self, key: str) -> str | None:
+        """``"FILE:LINE"`` where ``key`` was set, if it came from a config."""
+        return self.locations.get(key)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict of the configuration."""
+        def copy(v: Any) -> Any:
+            if isinstance(v, list):
+                return [copy(x) for x in v]
+            if isinstance(v, dict):
+                return {k: copy(x) for k, x in v.items()}
+            return v
+        return {
+            "name": self.name,
+            "type": self.type,
+            "uuid": self.uuid,
+            "kernel": self.kernel,
+            "ramdisk": self.ramdisk,
+            "cmdline": self.cmdline,
+            "root": self.root,
+            "extra": self.extra,
+            "memory": self.memory,
+            "maxmem": self.maxmem,
+            "vcpus": self.vcpus,
+            "maxvcpus": self.maxvcpus,
+            "cpus": copy(self.cpus),
+            "cpus_soft": copy(self.cpus_soft),
+            "on_poweroff": self.on_poweroff,
+            "on_reboot": self.on_reboot,
+            "on_watchdog": self.on_watchdog,
+            "on_crash": self.on_crash,
+            "on_soft_reset": self.on_soft_reset,
+            "disk": list(self.disk),
+            "vif": list(self.vif),
+            "unknown": copy(self.unknown),
+            "warnings": list(self.warnings),
+            "source": self.source,
+        }
+
+
+class _Builder:
+    """Turns a Config into a DomainConfig, one key at a time."""
+
+    def __init__(self, config: Config, check_files: bool, base_dir: str | None):
+        self.config = config
+        self.check_files = check_files
+        self.base_dir = base_dir
+        self.warnings: list[str] = []
+
+    # -- helpers -------------------------------------------------------------
+    def setting(self, key: str) -> Setting | None:
+        return self.config.setting(key)
+
+    def missing(self, message: str) -> XlCfgError:
+        # A required key that is absent has no line of its own: point at the
+        # top of the file.
+        return XlCfgError(self.config.filename, 1, message)
+
+    def warn(self, s: Setting, message: str) -> None:
+        self.warnings.append(f"{s.location}: warning: {message}")
+
+    def string(self, key: str, *, allow_number: bool = False) -> str | None:
+        s = self.setting(key)
+        if s is None:
+            return None
+        v = s.value
+        if isinstance(v, str):
+            return v
+        if isinstance(v, int) and allow_number:
+            return str(v)
+        if _is_list(v):
+            raise s.error(f"'{key}' must be a single string, not a list")
+        raise s.error(f"'{key}' must be a string (in quotes), got {_show(v)}")
+
+    def integer(self, key: str, default: int | None, lo: int, hi: int, what: str) -> int | None:
+        s = self.setting(key)
+        if s is None:
+            return default
+        v = s.value
+        if _is_list(v):
+            raise s.error(f"'{key}' must be a single number ({what}), not a list")
+        n = v if isinstance(v, int) else parse_c_integer(v)  # type: ignore[arg-type]
+        if n is None:
+            raise s.error(f"'{key}' must be a number ({what}), got {_show(v)}")
+        if n < lo:
+            raise s.error(f"'{key}' must be at least {lo} ({what}), got {n}")
+        if n > hi:
+            raise s.error(f"'{key}' must be at most {hi} ({what}), got {n}")
+        return n
+
+    def string_list(self, key: str) -> list[str]:
+        s = self.setting(key)
+        if s is None:
+            return []
+        v = s.value
+        if not isinstance(v, list):
+            raise s.error(f"'{key}' must be a list of strings, e.g. {key} = [ {_show(v)} ]")
+        out = []
+        for i, item in enumerate(v):
+            if not isinstance(item, str):
+                raise s.error(f"'{key}' entry {i} must be a string, got {_show(item)}")
+            out.append(item)
+        return out
+
+    def cpu_spec(self, key: str) -> str | list[str] | None:
+        s = self.setting(key)
+        if s is None:
+            return None
+        v = s.value
+        if isinstance(v, list):
+            out = []
+            for i, item in enumerate(v):
+                if isinstance(item, list):
+                    raise s.error(f"'{key}' entry {i} must be a CPU list string, not a list")
+                out.append(str(item))
+            return out
+        return str(v)
+
+    def path(self, key: str) -> str | None:
+        s = self.setting(key)
+        raw = self.string(key)
+        if s is None or raw is None:
+            return None
+        if raw == "":
+            raise s.error(f"'{key}' is empty")
+        if os.path.isabs(raw):
+            resolved = os.path.normpath(raw)
+        else:
+            resolved = os.path.normpath(os.path.join(self.base_for(s), raw))
+        if self.check_files:
+            try:
+                exists = os.path.exists(resolved)
+                is_file = os.path.isfile(resolved)
+                readable = is_file and os.access(resolved, os.R_OK)
+            except (OSError, ValueError) as e:
+                raise s.error(f"{key} file '{raw}': {e}") from None
+            if not exists:
+                where = "" if raw == resolved else f" (looked for '{resolved}')"
+                raise s.error(f"{key} file '{raw}' not found{where}")
+            if not is_file:
+                raise s.error(f"{key} file '{raw}' is not a regular file")
+            if not readable:
+                raise s.error(f"{key} file '{raw}' is not readable")
+        return resolved
+
+    def base_for(self, s: Setting) -> str:
+        if s.filename == COMMAND_LINE:
+            return os.getcwd()
+        if self.base_dir is not None:
+            return self.base_dir
+        if self.config.path is not None:
+            return os.path.dirname(os.path.abspath(self.config.path))
+        return os.getcwd()
+
+    # -- the conversion ------------------------------------------------------
+    def build(self) -> DomainConfig:
+        cfg = self.config
+
+        # name
+        name_s = self.setting("name")
+        name = self.string("name")
+        if name_s is None or name is None:
+            raise self.missing("domain name must be specified (name = \"...\")")
+        self.check_name(name_s, name)
+
+        dtype = self.domain_type()
+
+        # memory
+        memory = self.integer("memory", DEFAULT_MEMORY_MIB, 1, MAX_MEMORY_MIB, "MiB")
+        maxmem = self.integer("maxmem", memory, 1, MAX_MEMORY_MIB, "MiB")
+        assert memory is not None and maxmem is not None
+        if maxmem < memory:
+            s = self.setting("maxmem")
+            assert s is not None
+            raise s.error(f"maxmem ({maxmem} MiB) must not be less than memory ({memory} MiB)")
+
+        # vcpus
+        vcpus = self.integer("vcpus", 1, 1, MAX_VCPUS, "count")
+        maxvcpus = self.integer("maxvcpus", vcpus, 1, MAX_VCPUS, "count")
+        assert vcpus is not None and maxvcpus is not None
+        if maxvcpus < vcpus:
+            s = self.setting("maxvcpus")
+            assert s is not None
+            raise s.error(f"maxvcpus ({maxvcpus}) must not be less than vcpus ({vcpus})")
+        cpus = self.cpu_spec("cpus")
+        cpus_soft = self.cpu_spec("cpus_soft")
+
+        # shutdown actions
+        actions = {key: self.action(key, default, allowed)
+                   for key, (default, allowed) in _ACTION_KEYS.items()}
+
+        # uuid
+        uuid = self.string("uuid")
+        if uuid is not None:
+            if not _UUID_RE.match(uuid):
+                s = self.setting("uuid")
+                assert s is not None
+                raise s.error(f"invalid uuid {_show(uuid)} (expected "
+                              "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)")
+            uuid = uuid.lower()
+
+        # kernel, ramdisk, command line
+        kernel = self.path("kernel")
+        if kernel is None:
+            hint = ""
+            for k in ("bootloader", "firmware"):
+                if k in cfg:
+                    hint = f" ('{k}' is not supported)"
+                    break
+            raise self.missing("no kernel specified: pyxen boots PV guests from "
+                               f"kernel = \"PATH\" (direct kernel boot){hint}")
+        ramdisk = self.path("ramdisk")
+        cmdline, root, extra = self.command_line()
+
+        disk = self.string_list("disk")
+        vif = self.string_list("vif")
+
+        # everything else
+        unknown: dict[str, Value] = {}
+        for s in cfg.settings():
+            if s.key in SUPPORTED_KEYS:
+                continue
+            unknown[s.key] = s.value
+            if s.key in UNSUPPORTED_KEYS:
+                self.warn(s, f"'{s.key}' is not supported by pyxen yet, ignored")
+            else:
+                self.warn(s, f"unknown key '{s.key}' ignored")
+
+        return DomainConfig(
+            name=name,
+            type=dtype,
+            kernel=kernel,
+            ramdisk=ramdisk,
+            cmdline=cmdline,
+            root=root,
+            extra=extra,
+            memory=memory,
+            maxmem=maxmem,
+            vcpus=vcpus,
+            maxvcpus=maxvcpus,
+            cpus=cpus,
+            cpus_soft=cpus_soft,
+            uuid=uuid,
+            disk=disk,
+            vif=vif,
+            unknown=unknown,
+            warnings=self.warnings,
+            source=cfg.filename,
+            locations={s.key: s.location for s in cfg.settings()},
+            **actions,
+        )
+
+    def check_name(self, s: Setting, name: str) -> None:
+        if name == "":
+            raise s.error("domain name must not be empty")
+        if len(name) > MAX_NAME_LEN:
+            raise s.error(f"domain name is too long ({len(name)} characters, max {MAX_NAME_LEN})")
+        if "/" in name:
+            raise s.error(f"domain name {_show(name)} must not contain '/'")
+        if any(not c.isprintable() for c in name):
+            raise s.error(f"domain name {_show(name)} must not contain control characters")
+        if name.isascii() and name.isdigit():
+            raise s.error(f"domain name {_show(name)} must not be all digits "
+                          "(it would look like a domain id)")
+
+    def domain_type(self) -> str:
+        type_s = self.setting("type")
+        t = self.string("type")
+        if t is not None:
+            assert type_s is not None
+            if t not in ("pv", "pvh", "hvm"):
+                raise type_s.error(f"invalid domain type {_show(t)} (expected 'pv', 'pvh' or 'hvm')")
+        builder_s = self.setting("builder")
+        b = self.string("builder")
+        if b is not None:
+            assert builder_s is not None
+            if b == "generic":
+                bt = "pv"
+            elif b == "hvm":
+                bt = "hvm"
+            else:
+                raise builder_s.error(f"invalid builder {_show(b)} (expected 'generic' or 'hvm')")
+            if t is not None and t != bt:
+                raise builder_s.error(f"builder={b!r} contradicts type={t!r}")
+            if t is None:
+                t, type_s = bt, builder_s
+        if t is None:
+            return "pv"
+        assert type_s is not None
+        if t == "hvm":
+            raise type_s.error(_HVM_MESSAGE)
+        if t == "pvh":
+            raise type_s.error(f"type '{t}' is not supported by pyxen yet (only 'pv')")
+        return t
+
+    def action(self, key: str, default: str, allowed: tuple[str, ...]) -> str:
+        v = self.string(key)
+        if v is None:
+            return default
+        if v not in allowed:
+            s = self.setting(key)
+            assert s is not None
+            raise s.error(f"unknown {key} action {_show(v)} (expected one of: {', '.join(allowed)})")
+        return v
+
+    def command_line(self) -> tuple[str, str | None, str | None]:
+        cmdline = self.string("cmdline", allow_number=True)
+        root = self.string("root", allow_number=True)
+        extra = self.string("extra", allow_number=True)
+        if cmdline is not None:
+            if root is not None or extra is not None:
+                s = self.setting("cmdline")
+                assert s is not None
+                self.warn(s, "ignoring root= and extra= in favour of cmdline=")
+            effective = cmdline
+            where = self.setting("cmdline")
+        else:
+            if root is not None and extra is not None:
+                effective = f"root={root} {extra}"
+            elif root is not None:
+                effective = f"root={root}"
+            else:
+                effective = extra or ""
+            where = self.setting("extra") or self.setting("root")
+        size = len(effective.encode("utf-8", errors="surrogatepass"))
+        if size >= MAX_CMDLINE_BYTES and where is not None:
+            raise where.error(f"kernel command line too long ({size} bytes, "
+                              f"max {MAX_CMDLINE_BYTES - 1})")
+        return effective, root, extra
