@@ -46,6 +46,7 @@ class Domain:
         self.vm = self.kvm.create_vm()
         self.ram = GuestMemory(self.nr_pages * L.PAGE_SIZE, name=f"pyxen-dom{domid}")
         self.heap = XenHeap(self.nr_pages, vcpus)
+        self.heap.build_directmaps(self.nr_pages * L.PAGE_SIZE)
         self.vm.add_memory(L.RAM_SLOT, 0, self.ram)
         self.vm.add_memory(L.XEN_SLOT, L.XEN_GPA, self.heap.mem)
         self.mm = MemoryManager(self.ram.view, self.nr_pages, self.heap, self.log)
@@ -82,6 +83,7 @@ class Domain:
         self.console_off = lay.console_pfn * L.PAGE_SIZE
         self.vcpus[0].start(lay.entry, lay.stack_top, lay.start_info_va, lay.l4_pfn)
         self.mm.get_type(lay.l4_pfn, 4)     # the reference held by vCPU 0's baseptr
+        self.mm.pending = []                # from now on page-table writes are replayed
 
     # --- running -------------------------------------------------------------
     def run(self) -> DomainResult:
@@ -102,8 +104,13 @@ class Domain:
                 v.kvm.kick()
 
     def close(self) -> None:
-        self.vm.close()
+        """Free the VM and the guest memory. Views into the memory (shared_info,
+        vcpu_info) are dropped first, so the mappings can really go."""
+        for v in self.vcpus:
+            v.vcpu_info = None
         self.shared_info = None
+        self.mm.ram = None
+        self.vm.close()
         self.heap.mem.close()
         self.ram.close()
 

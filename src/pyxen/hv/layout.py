@@ -26,6 +26,17 @@ M2P_VIRT_START = 0xFFFF808000000000
 M2P_VIRT_SIZE = 1 << 30
 PRIV_VIRT = 0xFFFF808040000000
 
+# CPL0-only windows onto guest RAM and onto the xen heap (2 MiB pages):
+# pyxen's page-table writes are replayed through them by an emulated CPL0
+# stub, because KVM here does not notice guest page tables changed behind
+# its back (bench/README.md, probe f)
+DIRECTMAP_RAM = 0xFFFF810000000000      # slot 258: gpa 0.. (RAM)
+DIRECTMAP_HEAP = 0xFFFF818000000000     # slot 259: XEN_GPA..
+APPLY_OFF = 0x3000        # the replay stub
+APPLY_LIST_OFF = 0x4000   # the replay list: (va, value) pairs, one page
+APPLY_MAX = 256
+PORT_APPLY = 0xE4
+
 # private area, offsets from PRIV_VIRT
 STUBS_OFF = 0x0000        # 256 exception stubs (16 bytes each): one page
 SYSCALL_STUBS_OFF = 0x1000

@@ -51,13 +51,19 @@ class MemoryManager:
         self.tcount = array("l", bytes(8 * nr_pages))
         self.pinned = bytearray(nr_pages)
         self.shared_info_mfn = heap.shared_info_gpa >> L.PAGE_SHIFT
+        # guest-physical addresses of page-table entries written since the
+        # last replay (see PVVcpu.replay_pt_writes); None = not tracking yet
+        self.pending: list[int] | None = None
 
     # --- raw access -------------------------------------------------------
     def read_entry(self, mfn: int, idx: int) -> int:
         return _Q.unpack_from(self.ram, (mfn << 12) + idx * 8)[0]
 
     def write_entry(self, mfn: int, idx: int, val: int) -> None:
-        _Q.pack_into(self.ram, (mfn << 12) + idx * 8, val)
+        gpa = (mfn << 12) + idx * 8
+        _Q.pack_into(self.ram, gpa, val)
+        if self.pending is not None:
+            self.pending.append(gpa)
 
     def entries(self, mfn: int) -> tuple[int, ...]:
         return _512Q.unpack_from(self.ram, mfn << 12)
@@ -117,8 +123,11 @@ class MemoryManager:
             self.install_reserved_slots(mfn)
 
     def install_reserved_slots(self, mfn: int) -> None:
+        dm = self.heap.directmap_l4
         for i in range(L.RESERVED_L4_FIRST, L.RESERVED_L4_LAST + 1):
-            self.write_entry(mfn, i, self.heap.l4_entry if i == L.PYXEN_L4_SLOT else 0)
+            want = self.heap.l4_entry if i == L.PYXEN_L4_SLOT else dm.get(i, 0)
+            if self.read_entry(mfn, i) != want:
+                self.write_entry(mfn, i, want)
 
     def _release(self, mfn: int, level: int) -> None:
         for i, e in enumerate(self.entries(mfn)):

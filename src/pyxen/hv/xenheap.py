@@ -33,6 +33,12 @@ def tss_descriptor(base: int, limit: int = 0x67) -> tuple[int, int]:
     return low, base >> 32
 
 
+# CPL0 replay stub: rsi = list of (va, value) pairs, rcx = count.
+#   1: mov (%rsi),%rdi; mov 8(%rsi),%rax; mov %rax,(%rdi); add $16,%rsi;
+#      dec %rcx; jnz 1b; out %al,$PORT_APPLY; hlt
+APPLY_STUB = bytes.fromhex("488b3e488b46084889074883c61048ffc975ed") + bytes([0xE6, L.PORT_APPLY, 0xF4])
+
+
 def exception_stub(vector: int) -> bytes:
     code = b""
     if vector not in ERRCODE_VECTORS:
@@ -65,7 +71,7 @@ class XenHeap:
         self.l4_entry = self.gpa(self.l3) | L.PTE_P | L.PTE_RW | L.PTE_US | L.PTE_A
         self._w64(self.gpa(self.l3) - L.XEN_GPA, self.gpa(l2_m2p) | L.PTE_P | L.PTE_US | L.PTE_A)
         self._w64(self.gpa(self.l3) - L.XEN_GPA + 8,
-                  self.gpa(l2_priv) | L.PTE_P | L.PTE_RW | L.PTE_A)
+                  self.gpa(l2_priv) | L.PTE_P | L.PTE_RW | L.PTE_US | L.PTE_A)
         self._l2 = {0: l2_m2p, 1: l2_priv}
         self._l1: dict[tuple[int, int], int] = {}
         # M2P: read-only to the guest
@@ -84,7 +90,10 @@ class XenHeap:
         sys_stubs = self.alloc()
         idt = self.alloc()
         self.map(L.priv(L.STUBS_OFF), stubs, L.PTE_P)
-        self.map(L.priv(L.SYSCALL_STUBS_OFF), sys_stubs, L.PTE_P)
+        # syscall stubs are user-executable: on this host `syscall` reaches
+        # LSTAR without leaving CPL3 (bench/README.md), so the stub's `out`
+        # must work from CPL3 too (its ports are open in the I/O bitmap)
+        self.map(L.priv(L.SYSCALL_STUBS_OFF), sys_stubs, L.PTE_P | L.PTE_US)
         self.map(L.priv(L.IDT_OFF), idt, L.PTE_P)
         for v in range(256):
             self.write(self.gpa(stubs) + v * 16, exception_stub(v))
@@ -101,6 +110,17 @@ class XenHeap:
             self._w64(self.gpa(idt) - L.XEN_GPA + v * 16, low)
             self._w64(self.gpa(idt) - L.XEN_GPA + v * 16 + 8, high)
         self.idt_base = L.priv(L.IDT_OFF)
+        # the page-table replay stub and its list (one list per vCPU)
+        apply = self.alloc()
+        self.map(L.priv(L.APPLY_OFF), apply, L.PTE_P)
+        self.write(self.gpa(apply), APPLY_STUB)
+        self.apply_lists = []
+        for cpu in range(nr_vcpus):
+            pg = self.alloc()
+            self.map(L.priv(L.APPLY_LIST_OFF) + cpu * L.PAGE_SIZE, pg, L.PTE_P | L.PTE_RW)
+            self.apply_lists.append(pg)
+        self.directmap_l4 = {}
+
         # per-vCPU GDT (guest part backed by the zero page until set_gdt), TSS, stack
         self.gdt_guest_ptes: list[list[int]] = []
         for cpu in range(nr_vcpus):
@@ -134,7 +154,8 @@ class XenHeap:
             self._w64(self.gpa(tss) - L.XEN_GPA + 4, stack_va + L.STACK_SIZE)
             self.write(self.gpa(tss) + 102, struct.pack("<H", L.TSS_IOMAP_OFF))
             bitmap = bytearray(b"\xff" * (8192 + 1))
-            bitmap[L.PORT_HYPERCALL // 8] &= ~(1 << (L.PORT_HYPERCALL % 8))
+            for port in (L.PORT_HYPERCALL, L.PORT_SYSCALL, L.PORT_SYSCALL32):
+                bitmap[port // 8] &= ~(1 << (port % 8))
             self.tss_pages = (tss, *tss_extra)
             self._write_tss(cpu, L.TSS_IOMAP_OFF, bytes(bitmap))
 
@@ -181,14 +202,39 @@ class XenHeap:
         l1 = self._l1.get((l3i, l2i))
         if l1 is None:
             l1 = self._l1[(l3i, l2i)] = self.alloc()
-            up = L.PTE_P | L.PTE_A | (L.PTE_US if l3i == 0 else L.PTE_RW)
+            up = L.PTE_P | L.PTE_A | L.PTE_US | (0 if l3i == 0 else L.PTE_RW)
             self._w64(l2 * L.PAGE_SIZE + l2i * 8, self.gpa(l1) | up)
         self._w64(l1 * L.PAGE_SIZE + l1i * 8, self.gpa(page) | flags | L.PTE_A | L.PTE_D)
 
-    def map_gpa(self, va: int, gpa: int, flags: int) -> None:
+    def build_directmaps(self, ram_bytes: int) -> None:
+        """Supervisor-only 2 MiB mappings of all guest RAM and of this heap."""
+        for slot_va, base, size in ((L.DIRECTMAP_RAM, 0, ram_bytes),
+                                    (L.DIRECTMAP_HEAP, L.XEN_GPA, self.mem.size)):
+            l3 = self.alloc()
+            self.directmap_l4[L.l4_index(slot_va)] = self.gpa(l3) | L.PTE_P | L.PTE_RW | L.PTE_A
+            l2s = {}
+            for off in range(0, size, 1 << 21):
+                l3i = off >> 30
+                if l3i not in l2s:
+                    l2s[l3i] = self.alloc()
+                    self._w64(l3 * L.PAGE_SIZE + l3i * 8,
+                              self.gpa(l2s[l3i]) | L.PTE_P | L.PTE_RW | L.PTE_A)
+                self._w64(l2s[l3i] * L.PAGE_SIZE + ((off >> 21) & 511) * 8,
+                          (base + off) | L.PTE_P | L.PTE_RW | L.PTE_A | L.PTE_D | L.PTE_PSE)
+
+    @staticmethod
+    def directmap_va(gpa: int) -> int:
+        if gpa >= L.XEN_GPA:
+            return L.DIRECTMAP_HEAP + gpa - L.XEN_GPA
+        return L.DIRECTMAP_RAM + gpa
+
+    def map_gpa(self, va: int, gpa: int, flags: int) -> int:
         """Point an already-mapped private-area page at any guest-physical page
-        (used for the guest's GDT frames)."""
-        _Q.pack_into(self.mm, self.pte_offset(va), gpa | flags | L.PTE_A | L.PTE_D)
+        (used for the guest's GDT frames). Returns the PTE's guest-physical
+        address, which the caller must have replayed (see mm.pending)."""
+        off = self.pte_offset(va)
+        _Q.pack_into(self.mm, off, gpa | flags | L.PTE_A | L.PTE_D)
+        return L.XEN_GPA + off
 
     def pte_offset(self, va: int) -> int:
         """Heap offset of the L1 entry that maps va (private area only)."""

@@ -134,12 +134,18 @@ class GuestMemory:
         self.view = memoryview(self.mm)
 
     def close(self) -> None:
-        if self.mm is not None:
-            self.view.release()
-            del self._anchor
-            self.mm.close()
-            self.mm = None
-            os.close(self.fd)
+        """Unmap and close. If views into the memory are still alive somewhere
+        (e.g. a traceback), the mapping is left for the garbage collector."""
+        if self.mm is None:
+            return
+        mm, self.mm = self.mm, None
+        self.view.release()
+        self._anchor = None
+        try:
+            mm.close()
+        except BufferError:
+            pass
+        os.close(self.fd)
 
 
 class Vm:

@@ -63,7 +63,9 @@ def set_gdt(vcpu, frame_list, entries, *_):
     base = heap.gdt_base(vcpu.id)
     for i in range(FIRST_RESERVED_GDT_ENTRY // 512):
         gpa = frames[i] << 12 if i < nr else heap.gpa(heap.zero_page)
-        heap.map_gpa(base + i * L.PAGE_SIZE, gpa, L.PTE_P)
+        pte = heap.map_gpa(base + i * L.PAGE_SIZE, gpa, L.PTE_P)
+        if mm.pending is not None:
+            mm.pending.append(pte)
     dom.flush_tlbs(vcpu)
     return 0
 
