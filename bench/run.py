@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""pyxen benchmarks: each figure is printed with the baseline measured in the
+same run, as a ratio.
+
+  hypercall   µs per xen_version hypercall from a PV guest kernel, against the
+              C floor: a bare KVM I/O-exit round trip from CPL3 (kvm_floor.c)
+  compute     a CPU-bound loop in the PV guest kernel, against the same loop
+              run natively on the host
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+from pyxen.build.elf import load_kernel          # noqa: E402
+from pyxen.hv.domain import Domain               # noqa: E402
+
+NOTES = r"""
+.section .note.Xen,"a",@note
+.macro NOTE type, data:vararg
+  .balign 4
+  .long 4, 2f-1f, \type
+  .asciz "Xen"
+  .balign 4
+1: \data
+2: .balign 4
+.endm
+NOTE 6, .asciz "bench"
+NOTE 5, .asciz "xen-3.0"
+NOTE 8, .asciz "generic"
+NOTE 3, .quad 0xffffffff80000000
+NOTE 4, .quad 0xffffffff80000000
+NOTE 1, .quad _start
+NOTE 2, .quad hypercall_page
+"""
+
+GUEST = NOTES + r"""
+.text
+.globl _start
+_start:
+    mov $LOOPS_HC, %rbx
+1:  test %rbx, %rbx
+    jz 2f
+    xor %edi, %edi
+    xor %esi, %esi
+    call hypercall_page + 17*32      /* xen_version(XENVER_version) */
+    dec %rbx
+    jmp 1b
+2:  mov $LOOPS_CPU, %rcx
+3:  dec %rcx
+    jnz 3b
+    lea reason(%rip), %rsi
+    mov $2, %edi
+    call hypercall_page + 29*32      /* sched_op(shutdown, poweroff) */
+    ud2
+.balign 4096
+hypercall_page: .fill 4096,1,0
+.data
+reason: .long 0
+"""
+
+NATIVE = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+int main(int c, char **v) {
+    unsigned long n = strtoul(v[1], 0, 0);
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    __asm__ volatile("1: dec %0; jnz 1b" : "+r"(n));
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    printf("%f\n", (b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) / 1e9);
+    return 0;
+}
+"""
+
+
+def build_guest(tmp: Path, hc: int, cpu: int) -> Path:
+    src = tmp / f"g_{hc}_{cpu}.S"
+    src.write_text(GUEST.replace("LOOPS_HC", str(hc)).replace("LOOPS_CPU", str(cpu)))
+    out = tmp / f"g_{hc}_{cpu}.elf"
+    subprocess.run(["gcc", "-nostdlib", "-static", "-no-pie", "-Wl,--build-id=none",
+                    "-Wl,-Ttext=0xffffffff80001000",
+                    "-Wl,--section-start=.note.Xen=0xffffffff80000800", "-o", str(out), str(src)],
+                   check=True)
+    return out
+
+
+def run_guest(elf: Path) -> float:
+    dom = Domain(name="bench", memory_mb=16)
+    try:
+        dom.build(load_kernel(elf))
+        t = time.perf_counter()
+        res = dom.run()
+        dt = time.perf_counter() - t
+    finally:
+        dom.close()
+    if res.reason != "poweroff":
+        raise SystemExit(f"bench guest did not power off: {res}")
+    return dt
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--calls", type=int, default=20000)
+    ap.add_argument("--loops", type=int, default=2_000_000_000)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        floor_bin = tmp / "kvm_floor"
+        subprocess.run(["gcc", "-O2", "-o", str(floor_bin), str(HERE / "kvm_floor.c")], check=True)
+        native_src = tmp / "native.c"
+        native_src.write_text(NATIVE)
+        subprocess.run(["gcc", "-O2", "-o", str(tmp / "native"), str(native_src)], check=True)
+
+        out = subprocess.run([str(floor_bin), "exit", str(args.calls)], check=True,
+                             capture_output=True, text=True).stdout
+        floor_us = float(out.split("exit_us=")[1].split()[0])
+        base = run_guest(build_guest(tmp, 0, 1))
+        with_calls = run_guest(build_guest(tmp, args.calls, 1))
+        hc_us = (with_calls - base) / args.calls * 1e6
+        print(f"hypercall   pyxen {hc_us:8.2f} us/call   C KVM exit floor {floor_us:8.2f} us   "
+              f"ratio {hc_us / floor_us:5.2f}x floor (target <= 1.5x)")
+
+        native = float(subprocess.run([str(tmp / "native"), str(args.loops)], check=True,
+                                      capture_output=True, text=True).stdout)
+        guest = run_guest(build_guest(tmp, 0, args.loops)) - base
+        print(f"compute     pyxen guest kernel {guest:6.3f} s   native {native:6.3f} s   "
+              f"ratio {native / guest:5.2f}x native speed (target >= 0.95x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
