@@ -1,0 +1,202 @@
+/*
+ * usermode - guest user mode: iret hypercall into user mode, SYSCALL via
+ * the registered syscall callback, return with VGCF_in_syscall, a user-mode
+ * page fault, and FS/GS bases set with set_segment_base.
+ *
+ * The kernel (runtime/user.c) pins a user L4 (a copy of the kernel L4's
+ * guest slots), sets it with MMUEXT_NEW_USER_BASEPTR, registers a kernel
+ * entry stack with stack_switch and a syscall callback with callback_op,
+ * then irets to user_main() with CS = 0xe033 (RPL 3 = user mode).
+ */
+#include "minios.h"
+
+#define FS_MAGIC        0xf5f5f5f5a5a5a5a5UL
+#define GS_USER_MAGIC   0x6565656512121212UL
+#define GS_KERNEL_MAGIC 0x4b4b4b4b34343434UL
+#define EXIT_CODE       0x600d
+#define PF_HANDLED      0xfa17UL
+
+enum {
+    R_ADD, R_MAGIC, R_FS, R_GS, R_REGS, R_PF, R_CS, R_SS, R_COUNT
+};
+
+static volatile uint64_t fs_area[2] = { FS_MAGIC, 0 };
+static volatile uint64_t gs_user_area[2] = { GS_USER_MAGIC, 0 };
+static volatile uint64_t gs_kernel_area[2] = { GS_KERNEL_MAGIC, 0 };
+
+/*
+ * unsigned long user_regs_check(void): load known values into every GPR
+ * except rax/rcx/r11/rsp, do a SYS_NOP syscall and return the OR of
+ * (reg ^ expected) over those registers and the syscall result (0 = all
+ * preserved, result 0).
+ */
+#define LOAD(reg, val)  "    movabs $" val ", %" reg "\n"
+#define CMP(reg, val)   "    movabs $" val ", %rcx\n    xorq %rcx, %" reg "\n    orq %" reg ", %r11\n"
+asm(".pushsection .text\n"
+    ".globl user_regs_check\n"
+    "user_regs_check:\n"
+    "    pushq %rbx\n    pushq %rbp\n    pushq %r12\n    pushq %r13\n    pushq %r14\n    pushq %r15\n"
+    LOAD("rbx", "0x1111111111111111") LOAD("rbp", "0x2222222222222222")
+    LOAD("r12", "0x3333333333333333") LOAD("r13", "0x4444444444444444")
+    LOAD("r14", "0x5555555555555555") LOAD("r15", "0x6666666666666666")
+    LOAD("rdi", "0x7777777777777777") LOAD("rsi", "0x8888888888888888")
+    LOAD("rdx", "0x9999999999999999") LOAD("r8",  "0xaaaaaaaaaaaaaaaa")
+    LOAD("r9",  "0xbbbbbbbbbbbbbbbb") LOAD("r10", "0xcccccccccccccccc")
+    "    movl $3, %eax\n"                 /* SYS_NOP */
+    "    syscall\n"
+    "    movq %rax, %r11\n"
+    CMP("rbx", "0x1111111111111111") CMP("rbp", "0x2222222222222222")
+    CMP("r12", "0x3333333333333333") CMP("r13", "0x4444444444444444")
+    CMP("r14", "0x5555555555555555") CMP("r15", "0x6666666666666666")
+    CMP("rdi", "0x7777777777777777") CMP("rsi", "0x8888888888888888")
+    CMP("rdx", "0x9999999999999999") CMP("r8",  "0xaaaaaaaaaaaaaaaa")
+    CMP("r9",  "0xbbbbbbbbbbbbbbbb") CMP("r10", "0xcccccccccccccccc")
+    "    movq %r11, %rax\n"
+    "    popq %r15\n    popq %r14\n    popq %r13\n    popq %r12\n    popq %rbp\n    popq %rbx\n"
+    "    ret\n"
+
+    /* unsigned long user_pf_probe(void): read 0x1000; the kernel's #PF
+     * handler resumes at user_pf_after with rax = PF_HANDLED. */
+    ".globl user_pf_probe\n"
+    "user_pf_probe:\n"
+    "    movl $0x1000, %edx\n"
+    "    xorl %eax, %eax\n"
+    ".globl user_pf_insn\n"
+    "user_pf_insn:\n"
+    "    movq (%rdx), %rax\n"
+    ".globl user_pf_after\n"
+    "user_pf_after:\n"
+    "    ret\n"
+    ".popsection\n");
+_Static_assert(SYS_NOP == 3, "user_regs_check hard-codes SYS_NOP");
+
+unsigned long user_regs_check(void);
+unsigned long user_pf_probe(void);
+extern char user_pf_insn[], user_pf_after[];
+
+static void report(unsigned long idx, unsigned long val)
+{
+    user_syscall(SYS_REPORT, idx, val);
+}
+
+/* ---- runs in guest user mode: no hypercalls, no printk ---- */
+static void user_main(unsigned long arg)
+{
+    unsigned long v;
+    unsigned short sel;
+
+    report(R_ADD, user_syscall6(SYS_ADD, arg, 2, 3, 4, 5, 6));
+    report(R_MAGIC, user_syscall(SYS_GETMAGIC, 0, 0));
+    asm volatile("movq %%fs:0, %0" : "=r"(v));
+    report(R_FS, v);
+    asm volatile("movq %%gs:0, %0" : "=r"(v));
+    report(R_GS, v);
+    report(R_REGS, user_regs_check());
+    report(R_PF, user_pf_probe());
+    asm volatile("mov %%cs, %0" : "=r"(sel));
+    report(R_CS, sel);
+    asm volatile("mov %%ss, %0" : "=r"(sel));
+    report(R_SS, sel);
+    user_syscall(SYS_EXIT, EXIT_CODE, 0);
+    for (;;)
+        ;
+}
+
+/* ---- kernel side ---- */
+static volatile struct {
+    unsigned int count;
+    uint64_t vector, error_code, rip, cs, cr2, rsp;
+} upf;
+
+static bool user_fault_hook(struct trap_regs *r, uint64_t cr2)
+{
+    if (r->vector != X86_EXC_PF || r->rip != (uint64_t)user_pf_insn)
+        return false;
+    upf.count++;
+    upf.vector = r->vector;
+    upf.error_code = r->error_code;
+    upf.rip = r->rip;
+    upf.cs = r->cs;
+    upf.cr2 = cr2;
+    upf.rsp = r->rsp;
+    r->rip = (uint64_t)user_pf_after;
+    r->rax = PF_HANDLED;
+    return true;
+}
+
+static uint64_t read_gs0(void)
+{
+    uint64_t v;
+    asm volatile("movq %%gs:0, %0" : "=r"(v));
+    return v;
+}
+
+void test_main(void)
+{
+    long rc;
+
+    if (user_init())
+        test_error("user_init failed");
+
+    rc = HYPERVISOR_set_segment_base(SEGBASE_FS, (unsigned long)fs_area);
+    check(rc == 0, "set_segment_base(FS) (%ld)", rc);
+    rc = HYPERVISOR_set_segment_base(SEGBASE_GS_USER, (unsigned long)gs_user_area);
+    check(rc == 0, "set_segment_base(GS_USER) (%ld)", rc);
+    rc = HYPERVISOR_set_segment_base(SEGBASE_GS_KERNEL, (unsigned long)gs_kernel_area);
+    check(rc == 0, "set_segment_base(GS_KERNEL) (%ld)", rc);
+    check(read_gs0() == GS_KERNEL_MAGIC, "kernel %%gs:0 reads the kernel GS area (%#lx)",
+          read_gs0());
+
+    trap_hook = user_fault_hook;
+    printk("entering user mode\n");
+    long code = user_run(user_main, 1);
+    trap_hook = NULL;
+    printk("back in kernel mode: exit code %#lx after %lu syscalls\n", code,
+           (unsigned long)user_syscall_count);
+
+    check(code == EXIT_CODE, "user task exit code %#lx", code);
+    check(user_syscall_count == R_COUNT + 4,
+          "syscall count %lu (expected %u)", (unsigned long)user_syscall_count, R_COUNT + 4);
+    check(user_reports[R_ADD] == 21, "SYS_ADD(1..6) = %lu (6 arguments in rdi rsi rdx r10 r8 r9)",
+          (unsigned long)user_reports[R_ADD]);
+    check(user_reports[R_MAGIC] == USER_SYSCALL_MAGIC, "64-bit syscall return value %#lx",
+          (unsigned long)user_reports[R_MAGIC]);
+    check(user_reports[R_FS] == FS_MAGIC, "user %%fs:0 = %#lx (SEGBASE_FS)",
+          (unsigned long)user_reports[R_FS]);
+    check(user_reports[R_GS] == GS_USER_MAGIC, "user %%gs:0 = %#lx (SEGBASE_GS_USER)",
+          (unsigned long)user_reports[R_GS]);
+    check(user_reports[R_REGS] == 0,
+          "GPRs preserved across syscall + iret(VGCF_in_syscall) (diff %#lx)",
+          (unsigned long)user_reports[R_REGS]);
+    check((user_reports[R_CS] & 3) == 3 /* PVM shows 0x33, Xen 0xe033 */, "user mode runs with cs %#lx",
+          (unsigned long)user_reports[R_CS]);
+    check((user_reports[R_SS] & 3) == 3, "user mode runs with ss %#lx",
+          (unsigned long)user_reports[R_SS]);
+
+    /* The user-mode page fault. */
+    printk("user #PF: count=%u ec=%#lx rip=%p cs=%#lx cr2=%#lx rsp=%p\n", upf.count,
+           (unsigned long)upf.error_code, (void *)upf.rip, (unsigned long)upf.cs,
+           (unsigned long)upf.cr2, (void *)upf.rsp);
+    check(upf.count == 1 && user_reports[R_PF] == PF_HANDLED,
+          "user #PF delivered once and resumed in user mode");
+    check((upf.error_code & (PFEC_PRESENT | PFEC_WRITE | PFEC_USER)) == PFEC_USER,
+          "user #PF error code %#lx has U set, P/W clear", (unsigned long)upf.error_code);
+    check(upf.cr2 == 0x1000, "user #PF cr2 %#lx", (unsigned long)upf.cr2);
+    check((upf.cs & 0xffff) == FLAT_USER_CS, "user #PF frame cs %#lx (RPL 3: user mode)",
+          (unsigned long)(upf.cs & 0xffff));
+
+    /* The frame of the last syscall (SYS_EXIT). */
+    const volatile struct trap_regs *s = &user_last_syscall;
+    printk("last syscall frame: rip=%p cs=%#lx rflags=%#lx rsp=%p ss=%#lx rcx=%#lx r11=%#lx\n",
+           (void *)s->rip, (unsigned long)s->cs, (unsigned long)s->rflags, (void *)s->rsp,
+           (unsigned long)s->ss, (unsigned long)s->rcx, (unsigned long)s->r11);
+    check((s->cs & 3) == 3, "syscall frame cs %#lx has RPL 3", (unsigned long)(s->cs & 0xffff));
+    check(s->rcx == s->rip, "syscall frame rcx == rip (SYSCALL semantics)");
+    check(s->rax == SYS_EXIT && s->rdi == EXIT_CODE, "syscall frame carries rax/rdi");
+
+    check(read_gs0() == GS_KERNEL_MAGIC, "kernel %%gs:0 still the kernel GS area (%#lx)",
+          read_gs0());
+    check(vcpu_info0->evtchn_upcall_mask == 1, "event upcalls still masked (%u)",
+          vcpu_info0->evtchn_upcall_mask);
+    test_finish();
+}
