@@ -75,10 +75,11 @@ class XenHeap:
         self._l2 = {0: l2_m2p, 1: l2_priv}
         self._l1: dict[tuple[int, int], int] = {}
         # M2P: read-only to the guest
+        # the M2P pages are contiguous in the heap (set_m2p indexes them as one array)
         self.m2p_first = self._next
         self.m2p_pages = m2p_pages
-        for i in range(m2p_pages):
-            p = self.alloc()
+        pages = [self.alloc() for _ in range(m2p_pages)]
+        for i, p in enumerate(pages):
             self.map(L.M2P_VIRT_START + i * L.PAGE_SIZE, p, L.PTE_P | L.PTE_US)
         self.m2p_off = self.m2p_first * L.PAGE_SIZE
         self.max_ram_pages = max_ram_pages

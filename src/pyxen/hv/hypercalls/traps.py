@@ -65,10 +65,10 @@ def set_callbacks(vcpu, event, failsafe, syscall, *_):
 def callback_op(vcpu, cmd, arg, *_):
     try:
         if cmd == CALLBACKOP_register:
-            cbtype, flags, address = struct.unpack("<IIQ", vcpu.mem.read(arg, 16))
+            cbtype, flags, address = struct.unpack("<HH4xQ", vcpu.mem.read(arg, 16))
             return _set_callback(vcpu, cbtype, address, flags)
         if cmd == CALLBACKOP_unregister:
-            (cbtype,) = struct.unpack("<I", vcpu.mem.read(arg, 4))
+            (cbtype,) = struct.unpack("<H", vcpu.mem.read(arg, 2))
             if cbtype == CALLBACKTYPE_event or cbtype == CALLBACKTYPE_failsafe:
                 return -EINVAL   # Xen refuses to unregister these
             vcpu.pv.callbacks.pop(cbtype, None)
