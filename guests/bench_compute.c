@@ -11,7 +11,9 @@
 
 static volatile uint64_t seed = COMPUTE_SEED;
 
-static __attribute__((noinline)) uint64_t run_loop(uint64_t n, uint64_t s)
+/* noipa: GCC must not treat the call as a pure function and move it out of
+ * the timed region. */
+static __attribute__((noipa)) uint64_t run_loop(uint64_t n, uint64_t s)
 {
     return compute_loop(n, s);
 }

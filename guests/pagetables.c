@@ -112,8 +112,8 @@ static void step_a(void)
     check(rc == 0, "update_va_mapping(window -> U, RW) (%ld)", rc);
     fill(WIN, 0xa);
     check(matches(WIN, 0xa), "write/read through the new mapping");
-    check(pt_walk(current_l4_mfn(), (unsigned long)window, &w) == 0 &&
-          ((w.entry[1] & PTE_ADDR_MASK) >> PAGE_SHIFT) == mfn_u,
+    int walked = pt_walk(current_l4_mfn(), (unsigned long)window, &w);
+    check(walked == 0 && ((w.entry[1] & PTE_ADDR_MASK) >> PAGE_SHIFT) == mfn_u,
           "L1 entry of the window now holds mfn U (%#lx)", (unsigned long)w.entry[1]);
     if (!unmapped)
         check(matches(pfn_to_virt(pfn_u), 0xa), "data visible through U's own mapping");
