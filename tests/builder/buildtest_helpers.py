@@ -1,4 +1,4 @@
-"""Builders for the test inputs of tests/build: tiny Xen ELF kernels and fake bzImages."""
+"""Builders for the test inputs of tests/builder: tiny Xen ELF kernels and fake bzImages."""
 
 from __future__ import annotations
 
