@@ -56,7 +56,11 @@ class Domain:
         self.shared_info.arch.max_pfn = self.nr_pages
         self.cpuid_entries = self.kvm.supported_cpuid()
         self.supports_writable_pagetables = supports_writable_pagetables
-        self.emulate = None          # instruction emulator hook (#UD/#GP), when present
+        # instruction emulation hooks (writable page tables on #PF, privileged
+        # operations on #GP, forced-emulation CPUID on #UD); each returns True
+        # when it handled the trap and set the vCPU's return state
+        self.emulate = None          # (vcpu, vec, err, rip, cs, rflags, rsp, ss) -> bool
+        self.emulate_pf = None       # (vcpu, err, cr2, rip, cs, rflags, rsp, ss) -> bool
         self.vm_assist = 0
         self.hypercalls = build_table()
         self.vcpus = [PVVcpu(self, i) for i in range(vcpus)]
@@ -115,9 +119,11 @@ class Domain:
         self.ram.close()
 
     def shutdown(self, reason: int, vcpu=None) -> None:
+        if self.shutdown_code is not None:      # latched by SCHEDOP_shutdown_code (Xen's rule)
+            reason = self.shutdown_code
         name = SHUTDOWN_NAMES.get(reason, str(reason))
         self.trace(vcpu.id if vcpu else -1, "shutdown", name)
-        self.result = DomainResult(name, self.shutdown_code)
+        self.result = DomainResult(name, reason)
         self.stopped = True
         self._wake.set()
 

@@ -256,9 +256,12 @@ class PVVcpu:
             if self.pv.kernel_mode:
                 err &= ~4
             cr2 = self.fetch_sregs().cr2
+            self.domain.trace(self.id, "pf", f"cr2={cr2:#x} err={err:#x} rip={rip:#x}")
+            if self.domain.emulate_pf is not None and \
+                    self.domain.emulate_pf(self, err, cr2, rip, cs, rflags, rsp, ss):
+                return
             if self.vcpu_info is not None:
                 self.vcpu_info.cr2 = cr2
-            self.domain.trace(self.id, "pf", f"cr2={cr2:#x} err={err:#x} rip={rip:#x}")
         if vec == 13 and err & 2 and (err >> 3) < 256:
             # `int $n` through a gate the hardware refused (DPL 0): a software
             # interrupt the guest may route to its own handler (Xen's rule).

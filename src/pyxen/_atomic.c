@@ -1,0 +1,100 @@
+/* Atomic operations on guest memory shared with running vCPUs.
+ *
+ * Event-channel bits, grant-table flags and ring indexes are updated by the
+ * guest with locked instructions while pyxen touches the same words from
+ * other threads; these helpers give pyxen the same guarantees. Addresses are
+ * host virtual addresses (GuestMemory.addr + offset), checked by the caller.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+
+static PyObject *set_bit(PyObject *self, PyObject *args) {
+    unsigned long long addr; unsigned int bit;
+    if (!PyArg_ParseTuple(args, "KI", &addr, &bit)) return NULL;
+    uint64_t *p = (uint64_t *)(uintptr_t)addr + (bit >> 6);
+    uint64_t mask = 1ULL << (bit & 63);
+    uint64_t old = __atomic_fetch_or(p, mask, __ATOMIC_SEQ_CST);
+    return PyBool_FromLong((old & mask) != 0);
+}
+
+static PyObject *clear_bit(PyObject *self, PyObject *args) {
+    unsigned long long addr; unsigned int bit;
+    if (!PyArg_ParseTuple(args, "KI", &addr, &bit)) return NULL;
+    uint64_t *p = (uint64_t *)(uintptr_t)addr + (bit >> 6);
+    uint64_t mask = 1ULL << (bit & 63);
+    uint64_t old = __atomic_fetch_and(p, ~mask, __ATOMIC_SEQ_CST);
+    return PyBool_FromLong((old & mask) != 0);
+}
+
+static PyObject *test_bit(PyObject *self, PyObject *args) {
+    unsigned long long addr; unsigned int bit;
+    if (!PyArg_ParseTuple(args, "KI", &addr, &bit)) return NULL;
+    uint64_t *p = (uint64_t *)(uintptr_t)addr + (bit >> 6);
+    return PyBool_FromLong((__atomic_load_n(p, __ATOMIC_SEQ_CST) >> (bit & 63)) & 1);
+}
+
+static PyObject *cmpxchg16(PyObject *self, PyObject *args) {
+    unsigned long long addr; unsigned int expected, desired;
+    if (!PyArg_ParseTuple(args, "KII", &addr, &expected, &desired)) return NULL;
+    uint16_t e = (uint16_t)expected;
+    __atomic_compare_exchange_n((uint16_t *)(uintptr_t)addr, &e, (uint16_t)desired, 0,
+                                __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+    return PyLong_FromUnsignedLong(e);   /* the value found: == expected on success */
+}
+
+static PyObject *cmpxchg32(PyObject *self, PyObject *args) {
+    unsigned long long addr; unsigned int expected, desired;
+    if (!PyArg_ParseTuple(args, "KII", &addr, &expected, &desired)) return NULL;
+    uint32_t e = expected;
+    __atomic_compare_exchange_n((uint32_t *)(uintptr_t)addr, &e, desired, 0,
+                                __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+    return PyLong_FromUnsignedLong(e);
+}
+
+static PyObject *cmpxchg64(PyObject *self, PyObject *args) {
+    unsigned long long addr, expected, desired;
+    if (!PyArg_ParseTuple(args, "KKK", &addr, &expected, &desired)) return NULL;
+    uint64_t e = expected;
+    __atomic_compare_exchange_n((uint64_t *)(uintptr_t)addr, &e, (uint64_t)desired, 0,
+                                __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+    return PyLong_FromUnsignedLongLong(e);
+}
+
+static PyObject *xchg8(PyObject *self, PyObject *args) {
+    unsigned long long addr; unsigned int val;
+    if (!PyArg_ParseTuple(args, "KI", &addr, &val)) return NULL;
+    uint8_t old = __atomic_exchange_n((uint8_t *)(uintptr_t)addr, (uint8_t)val, __ATOMIC_SEQ_CST);
+    return PyLong_FromUnsignedLong(old);
+}
+
+static PyObject *rdtsc(PyObject *self, PyObject *noargs) {
+    uint32_t lo, hi;
+    __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+    return PyLong_FromUnsignedLongLong(((uint64_t)hi << 32) | lo);
+}
+
+static PyObject *store32(PyObject *self, PyObject *args) {
+    unsigned long long addr; unsigned int val;
+    if (!PyArg_ParseTuple(args, "KI", &addr, &val)) return NULL;
+    __atomic_store_n((uint32_t *)(uintptr_t)addr, val, __ATOMIC_SEQ_CST);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"rdtsc", rdtsc, METH_NOARGS, "rdtsc() -> the CPU's time-stamp counter (what a PV guest reads)"},
+    {"store32", store32, METH_VARARGS, "store32(addr, value): atomic 32-bit store"},
+    {"set_bit", set_bit, METH_VARARGS, "set_bit(addr, bit) -> was set: atomic OR of one bit"},
+    {"clear_bit", clear_bit, METH_VARARGS, "clear_bit(addr, bit) -> was set: atomic AND-NOT"},
+    {"test_bit", test_bit, METH_VARARGS, "test_bit(addr, bit) -> bool"},
+    {"cmpxchg16", cmpxchg16, METH_VARARGS, "cmpxchg16(addr, expected, new) -> value found"},
+    {"cmpxchg32", cmpxchg32, METH_VARARGS, "cmpxchg32(addr, expected, new) -> value found"},
+    {"cmpxchg64", cmpxchg64, METH_VARARGS, "cmpxchg64(addr, expected, new) -> value found"},
+    {"xchg8", xchg8, METH_VARARGS, "xchg8(addr, new) -> old byte"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "pyxen._atomic",
+    "Atomic operations on shared guest memory.", -1, methods};
+
+PyMODINIT_FUNC PyInit__atomic(void) { return PyModule_Create(&module); }

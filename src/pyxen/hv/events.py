@@ -1,0 +1,341 @@
+"""Event channels for one domain (Xen's common/event_channel.c with the
+2-level ABI of event_2l.c and the FIFO ABI of event_fifo.c).
+
+Bits the guest also changes (pending/mask words, selectors, FIFO event
+words) are updated with real atomic instructions (pyxen._atomic), because
+the guest's vCPUs run at the same time as pyxen's threads.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from .. import _atomic as A
+from .abi import EINVAL, ENOSPC, EBUSY, ENOENT, EPERM, ESRCH, ENOSYS, EEXIST
+
+CLOSED, UNBOUND, INTERDOMAIN, PIRQ, VIRQ, IPI = 0, 1, 2, 3, 4, 5
+NR_2L = 64 * 64
+NR_FIFO = 1 << 17
+NR_VIRQS = 24
+GLOBAL_VIRQS = {1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12, 13}   # bound to vCPU 0 only
+FIFO_PENDING, FIFO_MASKED, FIFO_LINKED, FIFO_BUSY = 31, 30, 29, 28
+FIFO_LINK_MASK = (1 << 17) - 1
+PRIORITY_DEFAULT = 7
+SHARED_PENDING_OFF, SHARED_MASK_OFF = 2048, 2560
+
+
+@dataclass
+class Channel:
+    state: int = CLOSED
+    vcpu: int = 0
+    remote_dom: int = 0
+    remote_port: int = 0
+    virq: int = 0
+    priority: int = PRIORITY_DEFAULT
+    remote: object = None        # the other end when it lives outside this domain
+    consumer: bool = False       # reserved for pyxen's own use (console, xenstore)
+
+
+class RemoteEnd:
+    """The far end of an inter-domain channel that pyxen's dom0 services (or
+    another domain process) hold. `notify()` is called when the guest sends."""
+
+    def __init__(self, domid: int, notify):
+        self.domid = domid
+        self.notify = notify
+
+
+@dataclass
+class FifoQueue:
+    head_addr: int = 0    # host address of control_block.head[prio]
+    tail: int = 0
+
+
+class EventChannels:
+    def __init__(self, domain):
+        self.dom = domain
+        self.ports: list[Channel] = [Channel()]
+        self.lock = threading.RLock()
+        self.virq_ports: dict[tuple[int, int], int] = {}   # (vcpu, virq) -> port
+        self.fifo = False
+        self.fifo_pages: list[int] = []                   # host addresses of event array pages
+        self.fifo_ctl: dict[int, int] = {}                # vcpu -> host address of control block
+        self.fifo_queues: dict[int, list[FifoQueue]] = {}
+        self.shared = 0                                    # host address of shared_info
+
+    # --- allocation --------------------------------------------------------
+    def limit(self) -> int:
+        return NR_FIFO if self.fifo else NR_2L
+
+    def alloc(self) -> int:
+        for p in range(1, len(self.ports)):
+            if self.ports[p].state == CLOSED:
+                self.ports[p] = Channel()
+                return p
+        if len(self.ports) >= self.limit() or (self.fifo and not self._fifo_word(len(self.ports))):
+            return -ENOSPC
+        self.ports.append(Channel())
+        return len(self.ports) - 1
+
+    def get(self, port: int) -> Channel | None:
+        if 0 < port < len(self.ports) and self.ports[port].state != CLOSED:
+            return self.ports[port]
+        return None
+
+    # --- raising ---------------------------------------------------------------
+    def set_pending(self, port: int) -> None:
+        ch = self.ports[port]
+        vcpu = self.dom.vcpus[ch.vcpu]
+        if self.fifo:
+            self._fifo_set_pending(port, ch, vcpu)
+            return
+        if A.set_bit(self.shared + SHARED_PENDING_OFF, port):
+            return
+        if not A.test_bit(self.shared + SHARED_MASK_OFF, port) and \
+                not A.set_bit(vcpu.vcpu_info_addr + 8, port // 64):
+            self.mark_pending(vcpu)
+
+    def mark_pending(self, vcpu) -> None:
+        if A.xchg8(vcpu.vcpu_info_addr, 1) == 0:
+            vcpu.notify_event()
+
+    def is_pending(self, port: int) -> bool:
+        if self.fifo:
+            w = self._fifo_word(port)
+            return bool(w and A.test_bit(w & ~7, (w & 4) * 8 + FIFO_PENDING))
+        return A.test_bit(self.shared + SHARED_PENDING_OFF, port)
+
+    def unmask(self, port: int) -> None:
+        ch = self.ports[port]
+        vcpu = self.dom.vcpus[ch.vcpu]
+        if self.fifo:
+            w = self._fifo_word(port)
+            if w is None:
+                return
+            base, bit = w & ~7, (w & 4) * 8
+            A.clear_bit(base, bit + FIFO_MASKED)
+            if A.test_bit(base, bit + FIFO_PENDING):
+                self._fifo_set_pending(port, ch, vcpu, already_pending=True)
+            return
+        if A.clear_bit(self.shared + SHARED_MASK_OFF, port) and \
+                A.test_bit(self.shared + SHARED_PENDING_OFF, port) and \
+                not A.set_bit(vcpu.vcpu_info_addr + 8, port // 64):
+            self.mark_pending(vcpu)
+
+    def send(self, port: int) -> int:
+        """EVTCHNOP_send from this domain's side."""
+        with self.lock:
+            ch = self.get(port)
+            if ch is None:
+                return -EINVAL
+            if ch.state == INTERDOMAIN:
+                if ch.remote is not None:
+                    remote = ch.remote
+                else:
+                    self.set_pending(ch.remote_port)   # loopback to this domain
+                    return 0
+            elif ch.state == IPI:
+                self.set_pending(port)
+                return 0
+            elif ch.state == UNBOUND:
+                return 0
+            else:
+                return -EINVAL
+        remote.notify()
+        return 0
+
+    def send_virq(self, virq: int, vcpu_id: int = 0) -> None:
+        with self.lock:
+            port = self.virq_ports.get((vcpu_id, virq))
+            if port:
+                self.set_pending(port)
+
+    # --- binding ------------------------------------------------------------------
+    def bind_virq(self, virq: int, vcpu: int) -> int:
+        if virq >= NR_VIRQS or vcpu >= len(self.dom.vcpus):
+            return -EINVAL
+        if virq in GLOBAL_VIRQS and vcpu != 0:
+            return -EINVAL
+        with self.lock:
+            if (vcpu, virq) in self.virq_ports:
+                return -EEXIST
+            port = self.alloc()
+            if port < 0:
+                return port
+            self.ports[port] = Channel(state=VIRQ, vcpu=vcpu, virq=virq)
+            self.virq_ports[(vcpu, virq)] = port
+            return port
+
+    def bind_ipi(self, vcpu: int) -> int:
+        if vcpu >= len(self.dom.vcpus):
+            return -ENOENT
+        with self.lock:
+            port = self.alloc()
+            if port >= 0:
+                self.ports[port] = Channel(state=IPI, vcpu=vcpu)
+            return port
+
+    def alloc_unbound(self, remote_dom: int) -> int:
+        with self.lock:
+            port = self.alloc()
+            if port >= 0:
+                self.ports[port] = Channel(state=UNBOUND, remote_dom=remote_dom)
+            return port
+
+    def bind_interdomain(self, remote_dom: int, remote_port: int) -> int:
+        """Bind to an unbound port. Within one domain (loopback) both ends are
+        here; ports of other domains are reached through their RemoteEnd."""
+        with self.lock:
+            if remote_dom != self.dom.domid:
+                connect = self.dom.connect_remote_port
+                if connect is None:
+                    return -ESRCH
+                local = self.alloc()
+                if local < 0:
+                    return local
+                end = connect(remote_dom, remote_port, local)
+                if isinstance(end, int):
+                    self.ports[local] = Channel()
+                    return end
+                self.ports[local] = Channel(state=INTERDOMAIN, remote_dom=remote_dom,
+                                            remote_port=remote_port, remote=end)
+                return local
+            rch = self.get(remote_port)
+            if rch is None or rch.state != UNBOUND or rch.remote_dom not in (self.dom.domid, 0x7FF0):
+                return -EINVAL
+            local = self.alloc()
+            if local < 0:
+                return local
+            self.ports[local] = Channel(state=INTERDOMAIN, remote_dom=self.dom.domid,
+                                        remote_port=remote_port)
+            rch.state, rch.remote_dom, rch.remote_port = INTERDOMAIN, self.dom.domid, local
+            self.set_pending(local)       # Xen signals the binding end once
+            return local
+
+    def bind_to_remote(self, remote_dom: int, notify) -> int:
+        """A port of this domain connected to a dom0 service (console, xenstore)."""
+        with self.lock:
+            port = self.alloc()
+            self.ports[port] = Channel(state=INTERDOMAIN, remote_dom=remote_dom,
+                                       remote=RemoteEnd(remote_dom, notify))
+            return port
+
+    def close(self, port: int) -> int:
+        with self.lock:
+            ch = self.get(port)
+            if ch is None:
+                return -EINVAL
+            if ch.state == PIRQ:
+                return -EINVAL
+            if ch.state == VIRQ:
+                self.virq_ports.pop((ch.vcpu, ch.virq), None)
+            if ch.state == INTERDOMAIN and ch.remote is None and ch.remote_dom == self.dom.domid:
+                other = self.get(ch.remote_port)
+                if other is not None and other.state == INTERDOMAIN:
+                    other.state, other.remote_port = UNBOUND, 0
+            self.ports[port] = Channel()
+            if not self.fifo:
+                A.clear_bit(self.shared + SHARED_PENDING_OFF, port)
+            return 0
+
+    def bind_vcpu(self, port: int, vcpu: int) -> int:
+        with self.lock:
+            ch = self.get(port)
+            if ch is None:
+                return -ENOENT
+            if vcpu >= len(self.dom.vcpus):
+                return -ENOENT
+            if ch.state == VIRQ and ch.virq not in GLOBAL_VIRQS:
+                return -EINVAL
+            if ch.state not in (VIRQ, UNBOUND, INTERDOMAIN, PIRQ):
+                return -EINVAL
+            if ch.state == VIRQ:
+                self.virq_ports.pop((ch.vcpu, ch.virq), None)
+                self.virq_ports[(vcpu, ch.virq)] = port
+            ch.vcpu = vcpu
+            return 0
+
+    def reset(self) -> None:
+        with self.lock:
+            for p in range(1, len(self.ports)):
+                if self.ports[p].state != CLOSED and not self.ports[p].consumer:
+                    self.close(p)
+
+    # --- FIFO ABI -------------------------------------------------------------------
+    def _fifo_word(self, port: int) -> int | None:
+        page = port // 1024
+        if page >= len(self.fifo_pages):
+            return None
+        return self.fifo_pages[page] + (port % 1024) * 4
+
+    def init_control(self, vcpu_id: int, ctl_addr: int) -> int:
+        with self.lock:
+            if vcpu_id in self.fifo_ctl:
+                return -EINVAL
+            self.fifo_ctl[vcpu_id] = ctl_addr
+            self.fifo_queues[vcpu_id] = [FifoQueue(ctl_addr + 8 + 4 * q) for q in range(16)]
+            if not self.fifo:
+                self.fifo = True
+            return 0
+
+    def expand_array(self, page_addr: int) -> int:
+        with self.lock:
+            if not self.fifo:
+                return -EINVAL
+            if len(self.fifo_pages) * 1024 >= NR_FIFO:
+                return -ENOSPC
+            self.fifo_pages.append(page_addr)
+            # ports already in use whose words just appeared start masked, as in Xen
+            first = (len(self.fifo_pages) - 1) * 1024
+            for port in range(first, min(first + 1024, len(self.ports))):
+                if self.ports[port].state != CLOSED:
+                    w = self._fifo_word(port)
+                    A.set_bit(w & ~7, (w & 4) * 8 + FIFO_MASKED)
+            return 0
+
+    def _fifo_set_pending(self, port, ch, vcpu, already_pending=False) -> None:
+        w = self._fifo_word(port)
+        if w is None:
+            return
+        base, bit = w & ~7, (w & 4) * 8
+        if not already_pending:
+            A.set_bit(base, bit + FIFO_PENDING)
+        if A.test_bit(base, bit + FIFO_MASKED) or A.set_bit(base, bit + FIFO_LINKED):
+            return
+        queues = self.fifo_queues.get(ch.vcpu)
+        if queues is None:
+            return
+        q = queues[ch.priority]
+        linked = False
+        if q.tail:
+            tw = self._fifo_word(q.tail)
+            while tw is not None:
+                old = int.from_bytes(bytes((ctypes_read(tw, 4))), "little")
+                if not (old >> FIFO_LINKED) & 1:
+                    break
+                new = (old & ~FIFO_LINK_MASK) | port
+                if A.cmpxchg32(tw, old, new) == old:
+                    linked = True
+                    break
+        if not linked:
+            A.store32(q.head_addr, port)
+        q.tail = port
+        if not A.set_bit(self.fifo_ctl[ch.vcpu], ch.priority):
+            self.mark_pending(vcpu)
+
+    def set_priority(self, port: int, priority: int) -> int:
+        if not self.fifo:
+            return -ENOSYS
+        if priority > 15:
+            return -EINVAL
+        with self.lock:
+            ch = self.get(port)
+            if ch is None:
+                return -EINVAL
+            ch.priority = priority
+            return 0
+
+
+def ctypes_read(addr: int, n: int) -> bytes:
+    import ctypes
+    return ctypes.string_at(addr, n)
