@@ -30,6 +30,7 @@ NR_HYPERCALLS = 64
 EPERM, ENOENT, ESRCH, EINTR, EIO, E2BIG = 1, 2, 3, 4, 5, 7
 EBADF, EAGAIN, ENOMEM, EACCES, EFAULT, EBUSY, EEXIST = 9, 11, 12, 13, 14, 16, 17
 EXDEV, ENODEV, EINVAL, ENOSPC, ERANGE, ENOSYS, EOPNOTSUPP = 18, 19, 22, 28, 34, 38, 95
+ETIME_, EALREADY_ = 62, 114
 assert EINVAL == _errno.EINVAL and ENOSYS == _errno.ENOSYS and EFAULT == _errno.EFAULT
 
 # --- segment selectors -----------------------------------------------------

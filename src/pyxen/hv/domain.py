@@ -2,6 +2,7 @@
 hypercalls use (shutdown, console, tracing). One Domain per domain process."""
 from __future__ import annotations
 
+import ctypes
 import logging
 import threading
 import time
@@ -16,9 +17,10 @@ from .hypercalls import build_table
 from .mm import MemoryManager
 from .vcpu import PVVcpu, GuestCrash
 from .xenheap import XenHeap
+from .events import EventChannels
+from .time import Clock, TimerService
 
 MASK64 = (1 << 64) - 1
-STORE_EVTCHN, CONSOLE_EVTCHN = 1, 2
 CONS_IN, CONS_OUT = 0, 1024
 CONS_IN_CONS, CONS_IN_PROD, CONS_OUT_CONS, CONS_OUT_PROD = 3072, 3076, 3080, 3084
 
@@ -63,25 +65,39 @@ class Domain:
         self.emulate_pf = None       # (vcpu, err, cr2, rip, cs, rflags, rsp, ss) -> bool
         self.vm_assist = 0
         self.hypercalls = build_table()
+        self.events = EventChannels(self)
+        self.events.shared = self.heap.mem.addr + self.heap.shared_info_off
+        self.connect_remote_port = None   # set by a daemon that links domains
         self.vcpus = [PVVcpu(self, i) for i in range(vcpus)]
+        self.clock = Clock(self.vcpus[0].kvm.tsc_khz())
+        self.clock.update_wallclock(self.shared_info)
+        for v in self.vcpus:
+            self.clock.update_vcpu_time(v.vcpu_info)
+        self.timers = TimerService(self.clock, self._timer_fired)
+        self.lock = threading.RLock()      # the domain's hypervisor lock (like Xen's domain lock)
         self.console = console or (lambda data: None)
         self._trace = trace           # a writable text file, or None
         self.stopped = False
         self.result: DomainResult | None = None
         self.shutdown_code: int | None = None
         self._enosys_seen: set[tuple[int, int]] = set()
-        self._wake = threading.Event()
         self.layout = None
         self.start_time = time.monotonic()
         self.hypercall_counts: dict[int, int] = {}
+        self.xenstore_ring = None          # a dom0 xenstored ring transport, when attached
 
     # --- building ------------------------------------------------------------
     def build(self, image, *, ramdisk: bytes | None = None, cmdline: str = "") -> None:
         from ..build.x86_64 import build_pv
+        # the two channels every domU is born with, both to dom0 services
+        self.store_port = self.events.bind_to_remote(0, self._store_notify)
+        self.console_port = self.events.bind_to_remote(0, self.drain_console)
+        for p in (self.store_port, self.console_port):
+            self.events.ports[p].consumer = True
         lay = build_pv(self.ram.mm, self.nr_pages, image, ramdisk=ramdisk, cmdline=cmdline,
                        shared_info_maddr=self.heap.shared_info_gpa,
-                       hypercall_port=L.PORT_HYPERCALL, store_evtchn=STORE_EVTCHN,
-                       console_evtchn=CONSOLE_EVTCHN, set_m2p=self.heap.set_m2p)
+                       hypercall_port=L.PORT_HYPERCALL, store_evtchn=self.store_port,
+                       console_evtchn=self.console_port, set_m2p=self.heap.set_m2p)
         self.layout = lay
         self.mm.pin(lay.l4_pfn, 4)
         self.console_off = lay.console_pfn * L.PAGE_SIZE
@@ -91,9 +107,19 @@ class Domain:
 
     # --- running -------------------------------------------------------------
     def run(self) -> DomainResult:
+        """Run vCPU 0 on this thread (others run on their own threads once the
+        guest brings them up) until the domain stops."""
         try:
             self.vcpus[0].run()
         finally:
+            self.stopped = True
+            for v in self.vcpus[1:]:
+                v.wake.set()
+                v.kvm.kick()
+            for v in self.vcpus[1:]:
+                if v.thread is not None:
+                    v.thread.join(5)
+            self.timers.stop()
             self.drain_console()
         if self.result is None:
             self.result = DomainResult("destroyed")
@@ -103,11 +129,15 @@ class Domain:
         if not self.stopped:
             self.result = self.result or DomainResult("destroyed")
             self.stopped = True
-            self._wake.set()
             for v in self.vcpus:
+                v.wake.set()
                 v.kvm.kick()
 
     def close(self) -> None:
+        self.timers.stop()
+        self._close_memory()
+
+    def _close_memory(self) -> None:
         """Free the VM and the guest memory. Views into the memory (shared_info,
         vcpu_info) are dropped first, so the mappings can really go."""
         for v in self.vcpus:
@@ -124,16 +154,22 @@ class Domain:
         name = SHUTDOWN_NAMES.get(reason, str(reason))
         self.trace(vcpu.id if vcpu else -1, "shutdown", name)
         self.result = DomainResult(name, reason)
-        self.stopped = True
-        self._wake.set()
+        self._stop_all()
 
     def crash(self, vcpu, message: str) -> None:
         report = vcpu.crash_report() if vcpu is not None else ""
         self.log.error("domain %s crashed: %s\n%s", self.name, message, report)
         self.trace(vcpu.id if vcpu else -1, "crash", message)
         self.result = DomainResult("crash", None, f"{message}\n{report}".rstrip())
+        self._stop_all()
+
+    def _stop_all(self) -> None:
         self.stopped = True
-        self._wake.set()
+        me = threading.get_ident()
+        for v in self.vcpus:
+            v.wake.set()
+            if v.thread_ident != me:
+                v.kvm.kick()
 
     # --- hypercalls ------------------------------------------------------------
     def hypercall(self, vcpu, nr, a1, a2, a3, a4, a5, nested: bool = False) -> int:
@@ -143,7 +179,11 @@ class Domain:
             ret = -ENOSYS
         else:
             try:
-                ret = fn(vcpu, a1, a2, a3, a4, a5)
+                if nr == 29 or nr == 23:       # sched_op may block; iret only touches its vCPU
+                    ret = fn(vcpu, a1, a2, a3, a4, a5)
+                else:
+                    with self.lock:
+                        ret = fn(vcpu, a1, a2, a3, a4, a5)
             except GuestCrash:
                 raise
             except Exception as e:          # a bug in pyxen must not take the host down
@@ -179,41 +219,95 @@ class Domain:
         (measured), so there is nothing to do for the vCPU that asked."""
 
     def block(self, vcpu, poll) -> int:
+        """SCHEDOP_block (poll None): enable event delivery and sleep until an
+        event is pending. SCHEDOP_poll: sleep until one of the ports is pending
+        or the (system-time) timeout passes. A blocked vCPU uses no host CPU."""
         vi = vcpu.vcpu_info
-        if vi is not None:
+        if poll is None:
             vi.evtchn_upcall_mask = 0
-            if vi.evtchn_upcall_pending:
-                return 0
-        timeout = None
-        if poll is not None:
-            _ports, t = poll
-            if t:
-                timeout = max(0.0, (t - time.monotonic_ns()) / 1e9)
-        self._wake.wait(timeout)
-        return 0
+            ports, deadline = (), 0
+        else:
+            ports, deadline = poll
+        vcpu.set_runstate(2)
+        vcpu.poll_ports = set(ports)
+        try:
+            while not self.stopped:
+                vcpu.wake.clear()
+                if poll is None:
+                    if vi.evtchn_upcall_pending:
+                        return 0
+                elif any(self.events.is_pending(p) for p in ports):
+                    return 0
+                timeout = None
+                if deadline:
+                    left = deadline - self.clock.now()
+                    if left <= 0:
+                        return 0
+                    timeout = left / 1e9
+                vcpu.wake.wait(timeout)
+            return 0
+        finally:
+            vcpu.poll_ports = set()
+            vcpu.set_runstate(0)
+
+    def vcpu_up(self, v) -> None:
+        """VCPUOP_up: start (or restart) a vCPU's thread."""
+        v.pv.online = True
+        v.set_runstate(0)
+        self.clock.update_vcpu_time(v.vcpu_info)
+        if v.thread is None:
+            v.thread = threading.Thread(target=self._vcpu_thread, args=(v,),
+                                        name=f"d{self.domid}v{v.id}", daemon=True)
+            v.thread.start()
+        else:
+            v.wake.set()
+
+    def _vcpu_thread(self, v) -> None:
+        try:
+            v.run()
+        except Exception as e:        # never let a vCPU thread die silently
+            self.log.exception("vcpu %d failed", v.id)
+            self.crash(v, f"internal error on vcpu {v.id}: {e}")
+
+    def wake_pollers(self, port: int) -> None:
+        for v in self.vcpus:
+            if port in v.poll_ports:
+                v.wake.set()
+
+    def _timer_fired(self, vcpu_id: int) -> None:
+        v = self.vcpus[vcpu_id]
+        if v.periodic_ns:
+            v.periodic_next += v.periodic_ns
+            now = self.clock.now()
+            if v.periodic_next <= now:
+                v.periodic_next = now + v.periodic_ns
+        v.rearm_timer()
+        self.clock.update_vcpu_time(v.vcpu_info)
+        self.events.send_virq(0, vcpu_id)
 
     def register_vcpu_info(self, vcpu, mfn: int, offset: int) -> int:
         if not self.mm.owns(mfn) or offset > L.PAGE_SIZE - 64:
             return -EINVAL
+        if vcpu.vcpu_info_moved:
+            return -EINVAL                 # Xen allows it once per vCPU
         old = vcpu.vcpu_info
         new = VcpuInfo.from_buffer(self.ram.mm, (mfn << 12) + offset)
-        if old is not None:
-            import ctypes
-            ctypes.memmove(ctypes.addressof(new), ctypes.addressof(old), 64)
+        ctypes.memmove(ctypes.addressof(new), ctypes.addressof(old), 64)
         vcpu.vcpu_info = new
+        vcpu.vcpu_info_addr = self.ram.addr + (mfn << 12) + offset
+        vcpu.vcpu_info_moved = True
+        # events that were pending stay visible to the guest at the new place
+        new.evtchn_upcall_pending = 1
+        self.clock.update_vcpu_time(new)
         return 0
 
     # --- console ---------------------------------------------------------------
     def console_write(self, data: bytes, source: str = "ring") -> None:
         self.console(data)
 
-    def evtchn_send(self, vcpu, port: int) -> int:
-        if port == CONSOLE_EVTCHN:
-            self.drain_console()
-            return 0
-        if port == STORE_EVTCHN:
-            return 0
-        return -EINVAL
+    def _store_notify(self) -> None:
+        if self.xenstore_ring is not None:
+            self.xenstore_ring.kick()
 
     def drain_console(self) -> None:
         """Move what the guest wrote into its console ring to the console sink."""

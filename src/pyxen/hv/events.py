@@ -91,6 +91,8 @@ class EventChannels:
             return
         if A.set_bit(self.shared + SHARED_PENDING_OFF, port):
             return
+        if vcpu.poll_ports:
+            self.dom.wake_pollers(port)
         if not A.test_bit(self.shared + SHARED_MASK_OFF, port) and \
                 not A.set_bit(vcpu.vcpu_info_addr + 8, port // 64):
             self.mark_pending(vcpu)
@@ -300,6 +302,8 @@ class EventChannels:
         base, bit = w & ~7, (w & 4) * 8
         if not already_pending:
             A.set_bit(base, bit + FIFO_PENDING)
+            if vcpu.poll_ports:
+                self.dom.wake_pollers(port)
         if A.test_bit(base, bit + FIFO_MASKED) or A.set_bit(base, bit + FIFO_LINKED):
             return
         queues = self.fifo_queues.get(ch.vcpu)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import struct
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -73,7 +74,23 @@ class PVVcpu:
         self.run_struct = self.kvm.run_struct
         self.pv = PVState()
         self.mem = GuestMemoryAccess(domain.mm, self._cr3_mfn)
-        self.vcpu_info = domain.shared_info.vcpu_info[vcpu_id] if vcpu_id < 32 else None
+        if vcpu_id >= 32:
+            raise ValueError("vCPUs beyond 32 need VCPUOP_register_vcpu_info before boot")
+        self.vcpu_info = domain.shared_info.vcpu_info[vcpu_id]
+        self.vcpu_info_addr = ctypes.addressof(self.vcpu_info)
+        self.vcpu_info_moved = False
+        self.wake = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.thread_ident: int | None = None
+        self.poll_ports: set[int] = set()
+        self.singleshot_ns = 0          # deadline in domain system time, 0 = none
+        self.periodic_ns = 0
+        self.periodic_next = 0
+        self.runstate = 3 if vcpu_id else 0
+        self.runstate_entry = 0
+        self.runstate_time = [0, 0, 0, 0]
+        self.runstate_area = 0          # guest virtual address, 0 = not registered
+        self.initialised = vcpu_id == 0
         self.exits = 0
         self.last_hypercalls: list[str] = []
         self.sregs = KS.Sregs()
@@ -84,6 +101,53 @@ class PVVcpu:
         C.initial_sregs(s, vcpu_id, heap.gdt_base(vcpu_id), heap.tss_base(vcpu_id), 0)
         self.sregs = s
         self.run_struct.kvm_valid_regs = KI.KVM_SYNC_X86_REGS
+
+    # --- events, timers, runstate ------------------------------------------------
+    def notify_event(self) -> None:
+        """An event became pending for this vCPU: wake it if blocked, and make a
+        running vCPU leave the guest so it takes the upcall promptly."""
+        self.wake.set()
+        if threading.get_ident() != self.thread_ident and not self.vcpu_info.evtchn_upcall_mask:
+            self.kvm.kick()
+
+    def deliver_event_upcall(self) -> None:
+        cb = self.pv.callbacks.get(0)
+        if cb is None or not cb.address:
+            return
+        r = self.regs
+        s = self.fetch_sregs()
+        self.domain.trace(self.id, "upcall", f"rip={r.rip:#x}")
+        self.bounce(cb.address, r.rip, s.cs.selector, r.rflags, r.rsp, s.ss.selector, None, True)
+
+    def rearm_timer(self) -> None:
+        deadlines = [d for d in (self.singleshot_ns, self.periodic_ns and self.periodic_next) if d]
+        if self.singleshot_ns and self.singleshot_ns <= self.domain.clock.now():
+            self.singleshot_ns = 0
+        self.domain.timers.set(self.id, min(deadlines) if deadlines else None)
+
+    def set_singleshot(self, deadline: int) -> None:
+        self.singleshot_ns = deadline
+        self.domain.timers.set(self.id, None)
+        self.rearm_timer()
+
+    def set_runstate(self, state: int) -> None:
+        now = self.domain.clock.now()
+        self.runstate_time[self.runstate] += now - self.runstate_entry
+        self.runstate, self.runstate_entry = state, now
+        if self.runstate_area:
+            self.write_runstate(self.runstate_area)
+
+    def runstate_bytes(self) -> bytes:
+        now = self.domain.clock.now()
+        times = list(self.runstate_time)
+        times[self.runstate] += now - self.runstate_entry
+        return struct.pack("<iIQ4Q", self.runstate, 0, self.runstate_entry, *times)
+
+    def write_runstate(self, va: int) -> None:
+        try:
+            self.mem.write(va, self.runstate_bytes())
+        except GuestFault:
+            pass     # Xen also ignores an unmapped runstate area
 
     # --- state helpers -------------------------------------------------------
     def _cr3_mfn(self) -> int:
@@ -121,6 +185,67 @@ class PVVcpu:
         self.kvm.set_regs(r)
         if self.vcpu_info is not None:
             self.vcpu_info.evtchn_upcall_mask = 1
+
+    def initialise(self, ctx: bytes) -> int:
+        """VCPUOP_initialise: load a vcpu_guest_context (x86-64 layout) into this
+        offline vCPU, validating it like Xen's arch_set_info_guest."""
+        from .hypercalls.descriptors import install_gdt
+        from .abi import EINVAL
+        dom = self.domain
+        mm = dom.mm
+        flags = struct.unpack_from("<Q", ctx, 512)[0]
+        ur = struct.unpack_from("<15Q", ctx, 520)            # r15 .. rdi
+        rip, cs = struct.unpack_from("<QH", ctx, 520 + 128)
+        rflags, rsp, ss = struct.unpack_from("<QQH", ctx, 520 + 144)
+        gdt_frames = list(struct.unpack_from("<16Q", ctx, 4832))
+        gdt_ents, kernel_ss, kernel_sp = struct.unpack_from("<3Q", ctx, 4960)
+        ctrlreg = struct.unpack_from("<8Q", ctx, 4984)
+        ev_cb, fs_cb, sys_cb = struct.unpack_from("<3Q", ctx, 5112)
+        fs_base, gs_kernel, gs_user = struct.unpack_from("<3Q", ctx, 5144)
+        l4 = ctrlreg[3] >> 12
+        if not mm.owns(l4) or (rip and not L.canonical(rip)) or gdt_ents > 7168:
+            return -EINVAL
+        from .mm import PageTableError
+        try:
+            with dom.lock:
+                mm.get_type(l4, 4)
+        except PageTableError as e:
+            return -e.errno
+        old = self.pv.kernel_l4
+        pv = self.pv
+        pv.kernel_l4, pv.user_l4 = l4, 0
+        if old:
+            mm.put_type(old)
+        pv.kernel_mode = True
+        pv.kernel_ss, pv.kernel_sp = kernel_ss, kernel_sp
+        pv.fs_base, pv.gs_base_kernel, pv.gs_base_user = fs_base, gs_kernel, gs_user
+        pv.trap_table.clear()
+        for i in range(256):
+            vec, tflags, tcs, addr = struct.unpack_from("<BBH4xQ", ctx, 720 + 16 * i)
+            if addr:
+                pv.trap_table[vec] = TrapEntry(tflags, tcs, addr)
+        for t, a in ((0, ev_cb), (1, fs_cb), (2, sys_cb)):
+            if a:
+                pv.callbacks[t] = Callback(a, 0)
+        with dom.lock:
+            rc = install_gdt(self, gdt_frames[:(gdt_ents + 511) // 512], gdt_ents)
+        if rc:
+            return rc
+        r = KS.Regs()
+        (r.r15, r.r14, r.r13, r.r12, r.rbp, r.rbx, r.r11, r.r10, r.r9, r.r8, r.rax, r.rcx,
+         r.rdx, r.rsi, r.rdi) = ur
+        r.rip, r.rsp = rip, rsp
+        r.rflags = (rflags & ~(C.RFLAGS_IOPL3)) | C.RFLAGS_IF | 2
+        self.kvm.set_regs(r)
+        s = self.kvm.get_sregs()
+        C.initial_sregs(s, self.id, dom.heap.gdt_base(self.id), dom.heap.tss_base(self.id),
+                        l4 << 12)
+        s.fs.base, s.gs.base = fs_base, gs_kernel
+        self.kvm.set_sregs(s)
+        self._sregs_valid = False
+        self.vcpu_info.evtchn_upcall_mask = 1
+        self.initialised = True
+        return 0
 
     # --- segments -------------------------------------------------------------
     def descriptor(self, selector: int) -> int | None:
@@ -408,7 +533,19 @@ class PVVcpu:
         kvm = self.kvm
         rs = self.run_struct
         PORT_HC, PORT_TRAP, PORT_SYS = L.PORT_HYPERCALL, L.PORT_TRAP, L.PORT_SYSCALL
+        self.thread_ident = threading.get_ident()
         while not dom.stopped:
+            if not self.pv.online:
+                self.wake.wait()
+                self.wake.clear()
+                continue
+            vi = self.vcpu_info
+            if vi.evtchn_upcall_pending and not vi.evtchn_upcall_mask:
+                try:
+                    self.deliver_event_upcall()
+                except GuestCrash as e:
+                    dom.crash(self, str(e))
+                    return
             reason = kvm.run()
             self.exits += 1
             self._sregs_valid = False

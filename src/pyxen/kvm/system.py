@@ -276,6 +276,9 @@ class Vcpu:
     def set_fpu(self, fpu: S.Fpu) -> None:
         ioctl(self.fd, I.KVM_SET_FPU, fpu)
 
+    def tsc_khz(self) -> int:
+        return ioctl(self.fd, I.KVM_GET_TSC_KHZ)
+
     def get_events(self) -> S.VcpuEvents:
         e = S.VcpuEvents()
         ioctl(self.fd, I.KVM_GET_VCPU_EVENTS, e)

@@ -27,8 +27,6 @@ def check_descriptor(desc: int) -> int | None:
 
 
 def set_gdt(vcpu, frame_list, entries, *_):
-    dom = vcpu.domain
-    mm = dom.mm
     if entries > FIRST_RESERVED_GDT_ENTRY:
         return -EINVAL
     nr = (entries + 511) // 512
@@ -36,6 +34,16 @@ def set_gdt(vcpu, frame_list, entries, *_):
         frames = list(struct.unpack(f"<{nr}Q", vcpu.mem.read(frame_list, 8 * nr))) if nr else []
     except GuestFault:
         return -EFAULT
+    return install_gdt(vcpu, frames, entries)
+
+
+def install_gdt(vcpu, frames: list[int], entries: int) -> int:
+    """Validate the guest's descriptor frames, take their type references and
+    map them into the vCPU's GDT (the rest of the guest part stays empty)."""
+    dom = vcpu.domain
+    mm = dom.mm
+    if entries > FIRST_RESERVED_GDT_ENTRY or len(frames) != (entries + 511) // 512:
+        return -EINVAL
     taken = []
     try:
         for f in frames:
@@ -62,11 +70,10 @@ def set_gdt(vcpu, frame_list, entries, *_):
     heap = dom.heap
     base = heap.gdt_base(vcpu.id)
     for i in range(FIRST_RESERVED_GDT_ENTRY // 512):
-        gpa = frames[i] << 12 if i < nr else heap.gpa(heap.zero_page)
+        gpa = frames[i] << 12 if i < len(frames) else heap.gpa(heap.zero_page)
         pte = heap.map_gpa(base + i * L.PAGE_SIZE, gpa, L.PTE_P)
         if mm.pending is not None:
             mm.pending.append(pte)
-    dom.flush_tlbs(vcpu)
     return 0
 
 

@@ -48,4 +48,10 @@ def sched_op(vcpu, cmd, arg, *_):
     return -ENOSYS
 
 
-HANDLERS = {HC.sched_op: sched_op}
+def set_timer_op(vcpu, timeout, *_):
+    """Set (or with 0, cancel) this vCPU's single-shot timer, in system time ns."""
+    vcpu.set_singleshot(timeout)
+    return 0
+
+
+HANDLERS = {HC.sched_op: sched_op, HC.set_timer_op: set_timer_op}

@@ -1,12 +1,23 @@
-"""vcpu_op: per-vCPU operations (Xen's common/domain.c do_vcpu_op).
-Timers, runstate and bringing up secondary vCPUs come with the events/SMP work."""
+"""vcpu_op: per-vCPU operations (Xen's common/domain.c do_vcpu_op and
+arch/x86/domain.c): bringing vCPUs up and down, timers, runstate, vcpu_info."""
 from __future__ import annotations
 
 import struct
+import threading
 
-from ..abi import (HC, EFAULT, EINVAL, ENOENT, ENOSYS, EEXIST, VCPUOP_is_up,
-                   VCPUOP_register_vcpu_info, VCPUOP_get_physid)
+from .. import layout as L
+from ..abi import (HC, EFAULT, EINVAL, ENOENT, ENOSYS, EEXIST, EALREADY_, ETIME_,
+                   VCPUOP_initialise, VCPUOP_up, VCPUOP_down, VCPUOP_is_up,
+                   VCPUOP_get_runstate_info, VCPUOP_register_runstate_memory_area,
+                   VCPUOP_set_periodic_timer, VCPUOP_stop_periodic_timer,
+                   VCPUOP_set_singleshot_timer, VCPUOP_stop_singleshot_timer,
+                   VCPUOP_register_vcpu_info, VCPUOP_get_physid,
+                   VCPUOP_register_vcpu_time_memory_area, VCPUOP_send_nmi)
 from ..guestmem import GuestFault
+
+VCPU_SSHOTTMR_future = 1
+MIN_PERIOD_NS = 1_000_000          # Xen refuses periods under 1 ms
+GUEST_CONTEXT_SIZE = 5168
 
 
 def vcpu_op(vcpu, cmd, vcpuid, arg, *_):
@@ -14,16 +25,78 @@ def vcpu_op(vcpu, cmd, vcpuid, arg, *_):
     if vcpuid >= len(dom.vcpus):
         return -ENOENT
     target = dom.vcpus[vcpuid]
-    if cmd == VCPUOP_is_up:
-        return 1 if target.pv.online else 0
-    if cmd == VCPUOP_register_vcpu_info:
-        try:
-            mfn, offset = struct.unpack("<QI", vcpu.mem.read(arg, 12))
-        except GuestFault:
-            return -EFAULT
-        return dom.register_vcpu_info(target, mfn, offset)
-    if cmd == VCPUOP_get_physid:
-        return -EINVAL
+    mem = vcpu.mem
+    try:
+        if cmd == VCPUOP_is_up:
+            return 1 if target.pv.online else 0
+        if cmd == VCPUOP_initialise:
+            if target.pv.online:
+                return -EEXIST
+            ctx = mem.read(arg, GUEST_CONTEXT_SIZE)
+            return target.initialise(ctx)
+        if cmd == VCPUOP_up:
+            if not target.initialised:
+                return -EINVAL
+            dom.vcpu_up(target)
+            return 0
+        if cmd == VCPUOP_down:
+            if target is not vcpu and target.pv.online:
+                target.pv.online = False
+                target.set_runstate(3)
+                target.kvm.kick()
+                return 0
+            if target is vcpu:
+                vcpu.pv.online = False
+                vcpu.set_runstate(3)
+                return 0
+            return 0
+        if cmd == VCPUOP_register_vcpu_info:
+            mfn, offset = struct.unpack("<QI", mem.read(arg, 12))
+            return dom.register_vcpu_info(target, mfn, offset)
+        if cmd == VCPUOP_set_singleshot_timer:
+            if target is not vcpu:
+                return -EINVAL
+            deadline, flags = struct.unpack("<QI", mem.read(arg, 12))
+            if flags & VCPU_SSHOTTMR_future and deadline < dom.clock.now():
+                return -ETIME_
+            vcpu.set_singleshot(deadline or 1)
+            return 0
+        if cmd == VCPUOP_stop_singleshot_timer:
+            if target is not vcpu:
+                return -EINVAL
+            vcpu.set_singleshot(0)
+            return 0
+        if cmd == VCPUOP_set_periodic_timer:
+            (period,) = struct.unpack("<Q", mem.read(arg, 8))
+            if period < MIN_PERIOD_NS:
+                return -EINVAL
+            target.periodic_ns = period
+            target.periodic_next = dom.clock.now() + period
+            target.rearm_timer()
+            return 0
+        if cmd == VCPUOP_stop_periodic_timer:
+            target.periodic_ns = 0
+            target.rearm_timer()
+            return 0
+        if cmd == VCPUOP_register_runstate_memory_area:
+            (va,) = struct.unpack("<Q", mem.read(arg, 8))
+            if va and not L.canonical(va):
+                return -EINVAL
+            target.runstate_area = va
+            if va and target is vcpu:
+                vcpu.write_runstate(va)
+            return 0
+        if cmd == VCPUOP_get_runstate_info:
+            mem.write(arg, target.runstate_bytes())
+            return 0
+        if cmd == VCPUOP_get_physid:
+            return -EINVAL             # only for dom0
+        if cmd == VCPUOP_register_vcpu_time_memory_area:
+            return -ENOSYS
+        if cmd == VCPUOP_send_nmi:
+            return -ENOSYS
+    except GuestFault:
+        return -EFAULT
     return -ENOSYS
 
 

@@ -1,0 +1,35 @@
+"""pyxen's xenstored: the Xen store daemon re-implemented in Python.
+
+Modules:
+
+* :mod:`.store`    -- the data model and every operation's semantics
+                      (permissions, quotas, transactions, watches); no I/O.
+* :mod:`.persist`  -- atomic JSON state file (save / load the whole tree).
+* :mod:`.protocol` -- the xs_wire message format and a per-client
+                      :class:`~.protocol.Connection` (bytes in, bytes out).
+* :mod:`.ring`     -- :class:`~.ring.RingTransport`, one guest's shared
+                      xenstore ring page.
+* :mod:`.server`   -- :class:`~.server.XenStoreServer` (Unix socket + rings,
+                      single thread) and the ``pyxen-xenstored`` entry point.
+"""
+from __future__ import annotations
+
+from .store import (
+    ERRORS,
+    Perm,
+    XenStore,
+    XenStoreError,
+    Client,
+    format_perm,
+    parse_perm,
+)
+
+__all__ = [
+    "ERRORS",
+    "Perm",
+    "XenStore",
+    "XenStoreError",
+    "Client",
+    "format_perm",
+    "parse_perm",
+]

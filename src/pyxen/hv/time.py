@@ -1,0 +1,117 @@
+"""Guest time: Xen's system time, the per-vCPU pvclock (vcpu_time_info), the
+shared wallclock, and timers that raise VIRQ_TIMER (Xen's common/time.c,
+arch/x86/time.c and the vCPU timers of common/sched/core.c)."""
+from __future__ import annotations
+
+import heapq
+import threading
+import time
+
+from .. import _atomic as A
+
+SECOND = 1_000_000_000
+PVCLOCK_TSC_STABLE = 1
+
+
+def time_scale(tsc_hz: int) -> tuple[int, int]:
+    """(mul, shift) with ns = ((tsc << shift or >> -shift) * mul) >> 32,
+    computed the way Xen's set_time_scale does."""
+    shift = 0
+    tps = tsc_hz
+    while tps > 2 * SECOND:
+        tps >>= 1
+        shift -= 1
+    while tps <= SECOND:
+        tps <<= 1
+        shift += 1
+    mul = (SECOND << 32) // tps
+    return mul, shift
+
+
+class Clock:
+    """Domain system time (ns since the domain started) and its TSC mapping."""
+
+    def __init__(self, tsc_khz: int):
+        self.tsc_hz = tsc_khz * 1000
+        self.mul, self.shift = time_scale(self.tsc_hz)
+        self.boot_ns = time.monotonic_ns()
+
+    def now(self) -> int:
+        return time.monotonic_ns() - self.boot_ns
+
+    def snapshot(self) -> tuple[int, int]:
+        """(tsc, system_time) read as close together as possible."""
+        t0 = A.rdtsc()
+        ns = time.monotonic_ns()
+        t1 = A.rdtsc()
+        return (t0 + t1) // 2, ns - self.boot_ns
+
+    def update_vcpu_time(self, vi) -> None:
+        """Write a fresh vcpu_time_info with Xen's odd/even version protocol."""
+        t = vi.time
+        t.version = (t.version + 1) | 1
+        tsc, ns = self.snapshot()
+        t.tsc_timestamp = tsc
+        t.system_time = ns
+        t.tsc_to_system_mul = self.mul
+        t.tsc_shift = self.shift
+        t.flags = PVCLOCK_TSC_STABLE
+        t.version = t.version + 1
+
+    def update_wallclock(self, shared) -> None:
+        boot_wall = time.time_ns() - self.now()
+        shared.wc_version = (shared.wc_version + 1) | 1
+        sec, nsec = divmod(boot_wall, SECOND)
+        shared.wc_sec = sec & 0xFFFFFFFF
+        shared.wc_sec_hi = sec >> 32
+        shared.wc_nsec = nsec
+        shared.wc_version = shared.wc_version + 1
+
+
+class TimerService:
+    """One thread per domain that fires vCPU timers at their deadlines
+    (domain system time, ns). fire(vcpu) is called on expiry."""
+
+    def __init__(self, clock: Clock, fire):
+        self.clock = clock
+        self.fire = fire
+        self.cond = threading.Condition()
+        self.heap: list[tuple[int, int, int]] = []   # (deadline, seq, vcpu id)
+        self.current: dict[int, int] = {}            # vcpu id -> seq of its live timer
+        self.seq = 0
+        self.stopped = False
+        self.thread = threading.Thread(target=self._run, name="pyxen-timers", daemon=True)
+        self.thread.start()
+
+    def set(self, vcpu_id: int, deadline: int | None) -> None:
+        with self.cond:
+            self.seq += 1
+            if deadline is None:
+                self.current.pop(vcpu_id, None)
+            else:
+                self.current[vcpu_id] = self.seq
+                heapq.heappush(self.heap, (deadline, self.seq, vcpu_id))
+            self.cond.notify()
+
+    def stop(self) -> None:
+        with self.cond:
+            self.stopped = True
+            self.cond.notify()
+
+    def _run(self) -> None:
+        with self.cond:
+            while not self.stopped:
+                now = self.clock.now()
+                while self.heap and self.heap[0][0] <= now:
+                    _, seq, vid = heapq.heappop(self.heap)
+                    if self.current.get(vid) == seq:
+                        del self.current[vid]
+                        self.cond.release()
+                        try:
+                            self.fire(vid)
+                        finally:
+                            self.cond.acquire()
+                if self.heap:
+                    self.cond.wait((self.heap[0][0] - now) / SECOND)
+                else:
+                    self.cond.wait()
