@@ -92,3 +92,9 @@ NOTE 4, .quad 0xffffffff80000000
 NOTE 1, .quad _start
 NOTE 2, .quad hypercall_page
 """
+
+
+def test_events_timers_and_time(kvm, guest_elf):
+    result, console = boot(kvm, guest_elf("events"))
+    assert re.findall(r"^Test result: .*$", console, re.M) == ["Test result: SUCCESS"], \
+        console + "\n" + result.message
