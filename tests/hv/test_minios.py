@@ -98,3 +98,16 @@ def test_events_timers_and_time(kvm, guest_elf):
     result, console = boot(kvm, guest_elf("events"))
     assert re.findall(r"^Test result: .*$", console, re.M) == ["Test result: SUCCESS"], \
         console + "\n" + result.message
+
+
+def test_smp_second_vcpu(kvm, guest_elf):
+    out = bytearray()
+    dom = Domain(name="smp", memory_mb=32, vcpus=2, kvm=kvm, console=out.extend)
+    try:
+        dom.build(load_kernel(guest_elf("smp")))
+        result = dom.run()
+    finally:
+        dom.close()
+    console = out.decode(errors="replace")
+    assert re.findall(r"^Test result: .*$", console, re.M) == ["Test result: SUCCESS"], \
+        console + "\n" + result.message
