@@ -18,6 +18,13 @@ def _console_writer(stream):
     return write
 
 
+def _crlf(write):
+    """In raw terminal mode a bare LF does not return the carriage."""
+    def w(data: bytes) -> None:
+        write(data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
+    return w
+
+
 def cmd_create(args) -> int:
     from .build.errors import KernelImageError
     from .kvm import KvmUnavailable
@@ -48,8 +55,21 @@ def cmd_create(args) -> int:
         if not args.quiet:
             print(f"pyxen: console of {cfg.name} is logged to {path}", file=sys.stderr)
     trace = open(args.trace, "w") if args.trace else None
+    stdin = None
+    saved_tty = None
+    if args.console and not sys.stdin.closed:
+        try:
+            stdin = sys.stdin
+            if sys.stdin.isatty():
+                import termios
+                import tty
+                saved_tty = termios.tcgetattr(sys.stdin.fileno())
+                tty.setraw(sys.stdin.fileno())
+                console = _crlf(console)
+        except (OSError, ValueError):
+            stdin = None
     try:
-        outcome = run_foreground(cfg, console=console, trace=trace)
+        outcome = run_foreground(cfg, console=console, trace=trace, stdin=stdin)
     except KvmUnavailable as e:
         print(f"pyxen: {e}", file=sys.stderr)
         return 69
@@ -57,6 +77,9 @@ def cmd_create(args) -> int:
         print(f"pyxen: {e}", file=sys.stderr)
         return 65
     finally:
+        if saved_tty is not None:
+            import termios
+            termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, saved_tty)
         if trace:
             trace.close()
         if log_file:

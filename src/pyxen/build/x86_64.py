@@ -19,6 +19,7 @@ from .elf import KernelImage
 from .errors import KernelImageError
 
 PAGE = 4096
+SIF_MOD_START_PFN = 1 << 3
 P, RW, US, A, D = 1, 2, 4, 0x20, 0x40
 _Q = struct.Struct("<Q")
 MB = 1 << 20
@@ -91,7 +92,8 @@ def build_pv(ram, nr_pages: int, image: KernelImage, *, ramdisk: bytes | None, c
     alloc = _round_up(image.kernel_end, PAGE)
 
     rd_va = rd_len = 0
-    if ramdisk:
+    unmapped_ramdisk = bool(ramdisk) and image.mod_start_pfn
+    if ramdisk and not unmapped_ramdisk:
         rd_va, rd_len = alloc, len(ramdisk)
         check_fits(rd_va + rd_len, "the ramdisk")
         ram[rd_va - vb:rd_va - vb + rd_len] = ramdisk
@@ -150,6 +152,19 @@ def build_pv(ram, nr_pages: int, image: KernelImage, *, ramdisk: bytes | None, c
         _Q.pack_into(ram, l1 * PAGE + ((va >> 12) & 511) * 8, (pfn << 12) | flags)
     nr_used = len(tables) + 1
 
+    si_flags = 0
+    if unmapped_ramdisk:
+        # the kernel takes its initrd by frame number, outside the bootstrap
+        # mapping (SIF_MOD_START_PFN), as libxc does for MOD_START_PFN kernels
+        first = pfn_of(end)
+        rd_len = len(ramdisk)
+        if (first << 12) + rd_len > mem_bytes:
+            raise KernelImageError(image.path, "the ramdisk does not fit in guest memory; "
+                                   "give the domain more memory")
+        ram[first << 12:(first << 12) + rd_len] = ramdisk
+        rd_va = first
+        si_flags |= SIF_MOD_START_PFN
+
     # hypercall page
     if image.hypercall_page is not None:
         hp = image.hypercall_page
@@ -160,7 +175,7 @@ def build_pv(ram, nr_pages: int, image: KernelImage, *, ramdisk: bytes | None, c
     # start_info
     si = bytearray(PAGE)
     si[0:32] = b"xen-3.0-x86_64".ljust(32, b"\0")
-    struct.pack_into("<QQI", si, 32, nr_pages, shared_info_maddr, 0)
+    struct.pack_into("<QQI", si, 32, nr_pages, shared_info_maddr, si_flags)
     struct.pack_into("<QI", si, 56, pfn_of(store_va), store_evtchn)
     struct.pack_into("<QI", si, 72, pfn_of(cons_va), console_evtchn)
     struct.pack_into("<QQQQQ", si, 88, pt_va, nr_pt, p2m_va, rd_va, rd_len)

@@ -85,13 +85,14 @@ class Domain:
         self.start_time = time.monotonic()
         self.hypercall_counts: dict[int, int] = {}
         self.xenstore_ring = None          # a dom0 xenstored ring transport, when attached
+        self.console_backend = None
 
     # --- building ------------------------------------------------------------
     def build(self, image, *, ramdisk: bytes | None = None, cmdline: str = "") -> None:
         from ..build.x86_64 import build_pv
         # the two channels every domU is born with, both to dom0 services
         self.store_port = self.events.bind_to_remote(0, self._store_notify)
-        self.console_port = self.events.bind_to_remote(0, self.drain_console)
+        self.console_port = self.events.bind_to_remote(0, self._console_notify)
         for p in (self.store_port, self.console_port):
             self.events.ports[p].consumer = True
         lay = build_pv(self.ram.mm, self.nr_pages, image, ramdisk=ramdisk, cmdline=cmdline,
@@ -120,7 +121,7 @@ class Domain:
                 if v.thread is not None:
                     v.thread.join(5)
             self.timers.stop()
-            self.drain_console()
+            self._console_notify()
         if self.result is None:
             self.result = DomainResult("destroyed")
         return self.result
@@ -135,6 +136,9 @@ class Domain:
 
     def close(self) -> None:
         self.timers.stop()
+        if self.console_backend is not None:
+            self.console_backend.close()
+            self.console_backend = None
         self._close_memory()
 
     def _close_memory(self) -> None:
@@ -304,6 +308,21 @@ class Domain:
     # --- console ---------------------------------------------------------------
     def console_write(self, data: bytes, source: str = "ring") -> None:
         self.console(data)
+
+    def attach_console(self, sink=None, log_path: str | None = None):
+        """Connect the console ring to a dom0 console backend (after build)."""
+        from ..dom0.console import ConsoleBackend
+        page = self.ram.view[self.console_off:self.console_off + L.PAGE_SIZE]
+        self.console_backend = ConsoleBackend(
+            page, lambda: self.events.raise_port(self.console_port) if not self.stopped else None,
+            sink=sink if sink is not None else self.console, log_path=log_path)
+        return self.console_backend
+
+    def _console_notify(self) -> None:
+        if self.console_backend is not None:
+            self.console_backend.on_notify()
+        else:
+            self.drain_console()
 
     def _store_notify(self) -> None:
         if self.xenstore_ring is not None:

@@ -97,6 +97,12 @@ class EventChannels:
                 not A.set_bit(vcpu.vcpu_info_addr + 8, port // 64):
             self.mark_pending(vcpu)
 
+    def raise_port(self, port: int) -> None:
+        """Make a port pending from outside the guest (a dom0 service, a timer)."""
+        with self.lock:
+            if self.get(port) is not None:
+                self.set_pending(port)
+
     def mark_pending(self, vcpu) -> None:
         if A.xchg8(vcpu.vcpu_info_addr, 1) == 0:
             vcpu.notify_event()

@@ -3,14 +3,18 @@ build it from its DomainConfig, run it, apply the lifecycle actions."""
 from __future__ import annotations
 
 import os
+import select
 import signal
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..build.elf import load_kernel
 from ..hv.domain import Domain, DomainResult
 from .domconfig import DomainConfig
+from ..dom0.console import DETACH
 
 # exit status of `pyxen create` in the foreground, by shutdown reason
 EXIT_STATUS = {"poweroff": 0, "crash": 1, "reboot": 2, "suspend": 3, "watchdog": 4,
@@ -39,7 +43,8 @@ class RunOutcome:
         return EXIT_STATUS.get(self.result.reason, 1)
 
 
-def make_domain(cfg: DomainConfig, *, console, trace=None, domid: int = 1, kvm=None) -> Domain:
+def make_domain(cfg: DomainConfig, *, console, trace=None, domid: int = 1, kvm=None,
+                console_log: str | None = None) -> Domain:
     if cfg.kernel is None:
         raise CreateError(f"{cfg.source or 'config'}: no kernel= given")
     avail = host_memory_mb()
@@ -53,21 +58,48 @@ def make_domain(cfg: DomainConfig, *, console, trace=None, domid: int = 1, kvm=N
                  supports_writable_pagetables=False)
     try:
         dom.build(image, ramdisk=ramdisk, cmdline=cfg.cmdline)
+        dom.attach_console(sink=console, log_path=console_log)
     except BaseException:
         dom.close()
         raise
     return dom
 
 
+def forward_input(dom: Domain, stream, stop: threading.Event) -> None:
+    """Send keystrokes from `stream` (a file descriptor source) to the guest's
+    console until Ctrl-] or end of input."""
+    fd = stream.fileno()
+    while not stop.is_set() and not dom.stopped:
+        r, _, _ = select.select([fd], [], [], 0.2)
+        if not r:
+            continue
+        data = os.read(fd, 1024)
+        if not data:
+            return
+        if DETACH in data:
+            data = data[:data.index(DETACH)]
+            stop.set()
+        backend = dom.console_backend
+        while data and backend is not None and not dom.stopped:
+            n = backend.write_input(data)
+            data = data[n:]
+            if data:
+                time.sleep(0.01)
+
+
 def run_foreground(cfg: DomainConfig, *, console, trace=None, max_restarts: int = 16,
-                   on_start=None) -> RunOutcome:
+                   on_start=None, stdin=None, console_log: str | None = None) -> RunOutcome:
     """Create the domain and run it until it is gone, honouring on_poweroff,
     on_reboot and on_crash (restart / destroy / preserve)."""
     restarts = 0
     while True:
-        dom = make_domain(cfg, console=console, trace=trace)
+        dom = make_domain(cfg, console=console, trace=trace, console_log=console_log)
         if on_start is not None:
             on_start(dom)
+        stop_input = threading.Event()
+        if stdin is not None:
+            threading.Thread(target=forward_input, args=(dom, stdin, stop_input),
+                             daemon=True).start()
         prev = signal.getsignal(signal.SIGINT)
 
         def _interrupt(signum, frame):
@@ -78,6 +110,7 @@ def run_foreground(cfg: DomainConfig, *, console, trace=None, max_restarts: int 
         try:
             result = dom.run()
         finally:
+            stop_input.set()
             signal.signal(signal.SIGINT, prev)
             dom.close()
         action = {"poweroff": cfg.on_poweroff, "reboot": cfg.on_reboot,
