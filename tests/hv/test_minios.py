@@ -111,3 +111,9 @@ def test_smp_second_vcpu(kvm, guest_elf):
     console = out.decode(errors="replace")
     assert re.findall(r"^Test result: .*$", console, re.M) == ["Test result: SUCCESS"], \
         console + "\n" + result.message
+
+
+def test_fifo_event_channels(kvm, guest_elf):
+    result, console = boot(kvm, guest_elf("fifo"))
+    assert re.findall(r"^Test result: .*$", console, re.M) == ["Test result: SUCCESS"], \
+        console + "\n" + result.message
