@@ -19,6 +19,7 @@ from .vcpu import PVVcpu, GuestCrash
 from .xenheap import XenHeap
 from .events import EventChannels
 from .time import Clock, TimerService
+from .sched import DomainScheduler
 
 MASK64 = (1 << 64) - 1
 CONS_IN, CONS_OUT = 0, 1024
@@ -75,6 +76,7 @@ class Domain:
             self.clock.update_vcpu_time(v.vcpu_info)
         self.timers = TimerService(self.clock, self._timer_fired)
         self.lock = threading.RLock()      # the domain's hypervisor lock (like Xen's domain lock)
+        self.sched = DomainScheduler(self)
         self.console = console or (lambda data: None)
         self._trace = trace           # a writable text file, or None
         self.stopped = False
@@ -121,6 +123,7 @@ class Domain:
                 if v.thread is not None:
                     v.thread.join(5)
             self.timers.stop()
+            self.sched.stop()
             self._console_notify()
         if self.result is None:
             self.result = DomainResult("destroyed")

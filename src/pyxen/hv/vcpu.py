@@ -91,6 +91,7 @@ class PVVcpu:
         self.runstate_time = [0, 0, 0, 0]
         self.runstate_area = 0          # guest virtual address, 0 = not registered
         self.initialised = vcpu_id == 0
+        self.native_tid = 0
         self.exits = 0
         self.last_hypercalls: list[str] = []
         self.sregs = KS.Sregs()
@@ -534,7 +535,12 @@ class PVVcpu:
         rs = self.run_struct
         PORT_HC, PORT_TRAP, PORT_SYS = L.PORT_HYPERCALL, L.PORT_TRAP, L.PORT_SYSCALL
         self.thread_ident = threading.get_ident()
+        self.native_tid = threading.get_native_id()
+        dom.sched.apply_weight(self.native_tid)
+        sched = dom.sched
         while not dom.stopped:
+            if sched.throttle_until:
+                sched.wait_if_throttled()
             if not self.pv.online:
                 self.wake.wait()
                 self.wake.clear()

@@ -1,0 +1,245 @@
+"""One guest's xenstore ring page (docs/misc/xenstore-ring.txt).
+
+Layout of the 4 KiB page (``struct xenstore_domain_interface``)::
+
+    0     req[1024]      guest -> xenstored bytes
+    1024  rsp[1024]      xenstored -> guest bytes (replies, watch events)
+    2048  req_cons  u32  2052 req_prod u32
+    2056  rsp_cons  u32  2060 rsp_prod u32
+    2064  server_features u32   2068 connection u32   2072 error u32
+
+Indexes are free-running u32 byte counters; byte ``x`` of a stream lives at
+``x % 1024``.  The producer writes data, then advances its index; the
+consumer reads data, then advances its index; either side signals the event
+channel after moving an index.
+
+Wiring: build the transport when the guest's page is mapped (or use
+``XenStoreServer.attach_ring``), call :meth:`RingTransport.kick` whenever
+the guest signals its xenstore event channel, and give it a ``notify``
+callable that signals the guest back.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable, Optional
+
+from .protocol import Connection, ProtocolError
+from .store import XenStore
+
+__all__ = [
+    "RingTransport",
+    "RING_SIZE", "REQ_OFFSET", "RSP_OFFSET", "REQ_CONS", "REQ_PROD",
+    "RSP_CONS", "RSP_PROD", "SERVER_FEATURES", "CONNECTION", "ERROR",
+    "FEATURE_RECONNECTION", "FEATURE_ERROR", "FEATURE_WATCH_DEPTH",
+    "CONNECTED", "RECONNECT",
+    "ERROR_NONE", "ERROR_COMM", "ERROR_RINGIDX", "ERROR_PROTO",
+]
+
+log = logging.getLogger("pyxen.xenstored")
+
+RING_SIZE = 1024
+REQ_OFFSET = 0
+RSP_OFFSET = 1024
+REQ_CONS = 2048
+REQ_PROD = 2052
+RSP_CONS = 2056
+RSP_PROD = 2060
+SERVER_FEATURES = 2064
+CONNECTION = 2068
+ERROR = 2072
+_PAGE_MIN = 2076
+
+FEATURE_RECONNECTION = 1
+FEATURE_ERROR = 2
+FEATURE_WATCH_DEPTH = 4
+
+CONNECTED = 0
+RECONNECT = 1
+
+ERROR_NONE = 0
+ERROR_COMM = 1
+ERROR_RINGIDX = 2
+ERROR_PROTO = 3
+
+_MASK = 0xFFFFFFFF
+
+
+class RingTransport:
+    """Serves one domain's xenstore ring.
+
+    ``page`` is a writable buffer of (at least) the 4096-byte shared page:
+    a memoryview, mmap slice or bytearray.  ``notify()`` must signal the
+    guest's xenstore event channel; it is called after the transport moved
+    an index (requests consumed and/or responses produced), from whichever
+    thread ran :meth:`kick`.
+
+    :meth:`kick` is safe to call from any thread, any time (spuriously
+    too): it consumes complete requests (one message at a time, at most
+    ``outstanding`` unanswered replies for an unprivileged domain), answers
+    them, and writes replies and watch events into the response ring.  When
+    the response ring is full the rest stays queued and goes out on a later
+    kick (the guest signals after consuming).  A guest that corrupts the
+    indexes or sends an oversized message gets the ring's error field set
+    and is ignored until it asks for a reconnection.
+    """
+
+    def __init__(self, store: XenStore, domid: int, page, notify: Callable[[], None],
+                 *, privileged: Optional[bool] = None,
+                 lock: Optional[threading.RLock] = None,
+                 before_output: Optional[Callable[[], None]] = None,
+                 on_activity: Optional[Callable[["RingTransport"], None]] = None,
+                 features: int = FEATURE_RECONNECTION | FEATURE_ERROR | FEATURE_WATCH_DEPTH):
+        mv = memoryview(page)
+        if mv.format != "B" or mv.ndim != 1:
+            mv = mv.cast("B")
+        if mv.readonly:
+            raise ValueError("ring page must be writable")
+        if len(mv) < _PAGE_MIN:
+            raise ValueError(f"ring page too small ({len(mv)} bytes)")
+        self.page = mv
+        self.domid = domid
+        self.store = store
+        self.notify = notify
+        self.lock = lock if lock is not None else threading.RLock()
+        self.before_output = before_output
+        self.on_activity = on_activity
+        self.conn = Connection(store, domid, privileged, name=f"dom{domid}-ring")
+        self.error = ERROR_NONE
+        self.closed = False
+        self._busy = False
+        self._again = False
+        self.kicks = 0
+        # features are advertised before any data moves, and never cleared
+        self._put(SERVER_FEATURES, self._get(SERVER_FEATURES) | features)
+
+    # -------------------------------------------------------------- page
+
+    def _get(self, off: int) -> int:
+        return int.from_bytes(self.page[off:off + 4], "little")
+
+    def _put(self, off: int, value: int) -> None:
+        self.page[off:off + 4] = (value & _MASK).to_bytes(4, "little")
+
+    # -------------------------------------------------------------- api
+
+    def kick(self) -> None:
+        """The guest signalled us (or we have output to deliver)."""
+        with self.lock:
+            self.kicks += 1
+            if self._busy:          # re-entered from notify() or a hook
+                self._again = True
+                return
+            self._busy = True
+            consumed = False
+            try:
+                while True:
+                    self._again = False
+                    consumed |= self._service()
+                    if not self._again:
+                        break
+            finally:
+                self._busy = False
+            if consumed and self.on_activity is not None:
+                self.on_activity(self)
+
+    def flush(self) -> None:
+        """Push queued replies / watch events (same as :meth:`kick`)."""
+        self.kick()
+
+    def reset(self) -> None:
+        """Reset the connection (re-INTRODUCE): empty both rings, drop
+        partial messages, queued output, watches and transactions."""
+        with self.lock:
+            self.conn.reset()
+            for off in (REQ_CONS, REQ_PROD, RSP_CONS, RSP_PROD):
+                self._put(off, 0)
+            self._put(ERROR, ERROR_NONE)
+            self.error = ERROR_NONE
+            self._put(CONNECTION, CONNECTED)
+            self.notify()
+
+    def close(self) -> None:
+        """Stop serving the ring and forget the connection's state."""
+        with self.lock:
+            if not self.closed:
+                self.closed = True
+                self.conn.close()
+
+    @property
+    def has_output(self) -> bool:
+        return self.conn.has_output()
+
+    # ---------------------------------------------------------- internals
+
+    def _fail(self, err: int) -> None:
+        log.warning("dom%d: xenstore ring error %d, connection ignored", self.domid, err)
+        self.error = err
+        self._put(ERROR, err)
+        self.conn.reset()
+
+    def _service(self) -> bool:
+        """One pass; returns True if requests were consumed."""
+        if self.closed:
+            return False
+        if self._get(CONNECTION) == RECONNECT:
+            self.reset()
+            return False
+        if self.error:
+            return False
+        signal = consumed = False
+        progress = True
+        while progress:
+            progress = False
+            limit = (self.store.quotas["outstanding"]
+                     if not self.conn.client.privileged else 1 << 30)
+            # requests: one message (or header) at a time, so the
+            # outstanding-reply limit applies between messages
+            while self.conn.replies_queued < limit:
+                cons, prod = self._get(REQ_CONS), self._get(REQ_PROD)
+                avail = (prod - cons) & _MASK
+                if avail > RING_SIZE:
+                    self._fail(ERROR_RINGIDX)
+                    return consumed
+                if not avail:
+                    break
+                start = cons % RING_SIZE
+                n = min(avail, self.conn.wanted(), RING_SIZE - start)
+                data = bytes(self.page[REQ_OFFSET + start:REQ_OFFSET + start + n])
+                self._put(REQ_CONS, cons + n)
+                signal = consumed = progress = True
+                try:
+                    self.conn.receive(data)
+                except ProtocolError as e:
+                    log.warning("dom%d: %s", self.domid, e)
+                    self._fail(ERROR_PROTO)
+                    self.notify()
+                    return consumed
+            # responses and watch events
+            if self.conn.has_output():
+                if self.before_output is not None:
+                    self.before_output()
+                cons, prod = self._get(RSP_CONS), self._get(RSP_PROD)
+                used = (prod - cons) & _MASK
+                if used > RING_SIZE:
+                    self._fail(ERROR_RINGIDX)
+                    self.notify()
+                    return consumed
+                space = RING_SIZE - used
+                wrote = False
+                while space and self.conn.has_output():
+                    start = prod % RING_SIZE
+                    chunk = self.conn.peek_output(min(space, RING_SIZE - start))
+                    self.page[RSP_OFFSET + start:RSP_OFFSET + start + len(chunk)] = chunk
+                    self.conn.consume_output(len(chunk))
+                    prod = (prod + len(chunk)) & _MASK
+                    space -= len(chunk)
+                    wrote = True
+                if wrote:
+                    # data is in place before the index moves (program order;
+                    # x86 keeps stores ordered)
+                    self._put(RSP_PROD, prod)
+                    signal = progress = True
+        if signal:
+            self.notify()
+        return consumed

@@ -1,0 +1,537 @@
+"""xenstored's server: tool connections on a Unix socket plus guest rings,
+served by one thread around one store.
+
+``XenStoreServer(store, socket_path)`` is embeddable: ``start()`` runs the
+loop in a background thread, ``serve_forever()`` runs it in the calling
+thread, ``stop()`` ends it.  Socket clients are dom0 (privileged), as with
+Xen's xenstored.  ``attach_ring(domid, page, notify)`` serves a guest's
+ring page; the returned :class:`~.ring.RingTransport`'s ``kick()`` is what
+the event channel handler calls.
+
+All store access happens under ``server.lock`` (a re-entrant lock), so
+``kick()`` may run in a hypervisor thread while the loop serves sockets.
+With a state file, every change is saved before the reply acknowledging it
+leaves (``save_delay=0``, the default) or at most ``save_delay`` seconds
+later, and always when the server stops.
+
+Command line (``pyxen-xenstored``)::
+
+    pyxen-xenstored --socket PATH [--state FILE] [-F] [--pid-file FILE]
+"""
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import os
+import selectors
+import signal
+import socket
+import stat
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+from .persist import load_or_create, save_state
+from .protocol import Connection, ProtocolError
+from .ring import RingTransport
+from .store import XenStore
+
+__all__ = ["XenStoreServer", "main", "DEFAULT_SOCKET"]
+
+log = logging.getLogger("pyxen.xenstored")
+
+DEFAULT_SOCKET = "/var/run/xenstored/socket"
+#: stop reading from a socket client while this much output waits for it
+_HIGH_WATER = 1 << 20
+
+#: ring_provider(domid, gfn, evtchn) -> (page, notify) or None
+RingProvider = Callable[[int, int, int], Optional[tuple]]
+
+
+class _SocketClient:
+    __slots__ = ("sock", "conn", "events")
+
+    def __init__(self, sock: socket.socket, conn: Connection):
+        self.sock = sock
+        self.conn = conn
+        self.events = 0
+
+
+class XenStoreServer:
+    """See the module docstring.
+
+    ``ring_provider`` (optional) is asked for ``(page, notify)`` when a tool
+    sends INTRODUCE for a domain; when it returns one, the ring is attached
+    (replacing any previous one for that domain).  RELEASE detaches it.
+    """
+
+    def __init__(self, store: Optional[XenStore] = None,
+                 socket_path: Optional[str] = None, *,
+                 state_file: Optional[str] = None,
+                 save_delay: float = 0.0,
+                 ring_provider: Optional[RingProvider] = None,
+                 socket_mode: int = 0o600):
+        self.store = store if store is not None else load_or_create(state_file)
+        self.socket_path = os.fspath(socket_path) if socket_path is not None else None
+        self.state_file = os.fspath(state_file) if state_file is not None else None
+        self.save_delay = float(save_delay)
+        self.ring_provider = ring_provider
+        self.socket_mode = socket_mode
+        self.lock = threading.RLock()
+        self.rings: dict[int, RingTransport] = {}
+        self._clients: dict[int, _SocketClient] = {}
+        self._listener: Optional[socket.socket] = None
+        self._socket_ino: Optional[tuple] = None
+        self._sel = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._sel.register(self._wake_r, selectors.EVENT_READ, None)
+        self._thread: Optional[threading.Thread] = None
+        self._stopping = False
+        self._running = threading.Event()
+        self._dirty_since: Optional[float] = None
+        self._nclients = 0
+        self.store.on_introduce = self._on_introduce
+        self.store.on_release = self._on_release
+
+    # ---------------------------------------------------------- lifetime
+
+    def bind(self) -> None:
+        """Create the listening socket (idempotent).  The socket file
+        appears only once it accepts connections."""
+        if self._listener is not None or self.socket_path is None:
+            return
+        path = self.socket_path
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        if os.path.lexists(path):
+            st = os.lstat(path)
+            if not stat.S_ISSOCK(st.st_mode):
+                raise OSError(errno.EEXIST, f"{path} exists and is not a socket")
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(path)
+            except OSError:
+                os.unlink(path)       # stale socket from a dead daemon
+            else:
+                raise OSError(errno.EADDRINUSE, f"a xenstored already serves {path}")
+            finally:
+                probe.close()
+        lst = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        tmp = os.path.join(os.path.dirname(path) or ".",
+                           f".{os.path.basename(path)}.{os.getpid()}.tmp")
+        if len(os.fsencode(tmp)) >= 107:
+            tmp = None
+        try:
+            lst.bind(tmp or path)
+            os.chmod(tmp or path, self.socket_mode)
+            lst.listen(64)
+            if tmp:
+                os.rename(tmp, path)
+        except BaseException:
+            lst.close()
+            if tmp and os.path.lexists(tmp):
+                os.unlink(tmp)
+            raise
+        lst.setblocking(False)
+        st = os.stat(path)
+        self._socket_ino = (st.st_dev, st.st_ino)
+        self._listener = lst
+        self._sel.register(lst, selectors.EVENT_READ, "listener")
+        log.info("listening on %s", path)
+
+    def start(self) -> None:
+        """Serve in a background thread."""
+        if self._thread is not None and self._thread.is_alive():
+            raise RuntimeError("server already running")
+        self.bind()
+        self._stopping = False
+        self._thread = threading.Thread(target=self.serve_forever,
+                                        name="pyxen-xenstored", daemon=True)
+        self._thread.start()
+        self._running.wait(5)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the loop (from any thread, or a signal handler), save the
+        state, close socket clients and the listening socket.  Attached
+        rings stay usable through kick()."""
+        self._stopping = True
+        self._wake()
+        t = self._thread
+        if t is not None and t is not threading.current_thread():
+            t.join(timeout)
+            self._thread = None
+
+    def close(self) -> None:
+        """stop() and detach every ring."""
+        self.stop()
+        with self.lock:
+            self._shutdown()
+            for domid in list(self.rings):
+                self.detach_ring(domid)
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._wake_r = self._wake_w = -1
+
+    def __enter__(self) -> "XenStoreServer":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except (BlockingIOError, OSError):
+            pass
+
+    # --------------------------------------------------------------- rings
+
+    def attach_ring(self, domid: int, page, notify: Callable[[], None], *,
+                    privileged: Optional[bool] = None,
+                    introduce: bool = True) -> RingTransport:
+        """Serve ``domid``'s xenstore ring in ``page`` (4096 writable bytes);
+        ``notify()`` signals the guest.  Replaces an existing transport for
+        the domain.  With ``introduce`` the domain is marked introduced
+        (firing @introduceDomain the first time)."""
+        with self.lock:
+            old = self.rings.pop(domid, None)
+            if old is not None:
+                old.close()
+            t = RingTransport(self.store, domid, page, notify,
+                              privileged=privileged, lock=self.lock,
+                              before_output=self._save_if_immediate,
+                              on_activity=self._ring_activity)
+            self.rings[domid] = t
+            if introduce:
+                self.store.mark_introduced(domid)
+            t.kick()
+            return t
+
+    def detach_ring(self, domid: int) -> None:
+        with self.lock:
+            t = self.rings.pop(domid, None)
+            if t is not None:
+                t.close()
+
+    def _on_introduce(self, domid: int, gfn: int, evtchn: int, first: bool) -> None:
+        if self.ring_provider is not None:
+            res = self.ring_provider(domid, gfn, evtchn)
+            if res is not None:
+                page, notify = res
+                self.attach_ring(domid, page, notify, introduce=False)
+                return
+        t = self.rings.get(domid)
+        if t is not None and not first:
+            t.reset()
+
+    def _on_release(self, domid: int) -> None:
+        self.detach_ring(domid)
+
+    def _ring_activity(self, transport: RingTransport) -> None:
+        # a guest request may have fired watches of other clients
+        self._save_if_immediate()
+        for t in list(self.rings.values()):
+            if t is not transport and t.has_output:
+                t.kick()
+        if any(c.conn.has_output() for c in self._clients.values()):
+            self._wake()
+        elif self.store.dirty and self.state_file and self.save_delay > 0:
+            self._wake()
+
+    # ---------------------------------------------------------- persistence
+
+    def flush_state(self) -> None:
+        """Save the store now if it changed since the last save."""
+        with self.lock:
+            if self.state_file and self.store.dirty:
+                try:
+                    save_state(self.store, self.state_file)
+                except OSError as e:
+                    log.error("cannot save state to %s: %s", self.state_file, e)
+                    return
+                self._dirty_since = None
+
+    def _save_if_immediate(self) -> None:
+        if self.save_delay <= 0:
+            self.flush_state()
+
+    def _save_timeout(self) -> Optional[float]:
+        if not self.state_file or not self.store.dirty:
+            self._dirty_since = None
+            return None
+        now = time.monotonic()
+        if self._dirty_since is None:
+            self._dirty_since = now
+        left = self._dirty_since + self.save_delay - now
+        if left <= 0:
+            self.flush_state()
+            return None
+        return left
+
+    # ----------------------------------------------------------- the loop
+
+    def serve_forever(self) -> None:
+        self.bind()
+        self._running.set()
+        try:
+            while not self._stopping:
+                with self.lock:
+                    self._update_interest()
+                    timeout = self._save_timeout()
+                events = self._sel.select(timeout)
+                with self.lock:
+                    for key, mask in events:
+                        self._handle(key, mask)
+                    self._after_activity()
+        finally:
+            with self.lock:
+                self._shutdown()
+            self._running.clear()
+
+    def _handle(self, key, mask) -> None:
+        if key.data is None:
+            try:
+                while os.read(self._wake_r, 4096):
+                    pass
+            except (BlockingIOError, OSError):
+                pass
+            return
+        if key.data == "listener":
+            self._accept()
+            return
+        client: _SocketClient = key.data
+        if client.conn.closed:
+            return
+        if mask & selectors.EVENT_READ:
+            try:
+                data = client.sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                data = None
+            except OSError:
+                data = b""
+            if data == b"":
+                self._drop(client)
+                return
+            if data:
+                try:
+                    client.conn.receive(data)
+                except ProtocolError as e:
+                    log.warning("%s: %s; closing", client.conn.name, e)
+                    self._drop(client)
+                    return
+        if mask & selectors.EVENT_WRITE:
+            self._send(client)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                log.error("accept: %s", e)
+                return
+            sock.setblocking(False)
+            self._nclients += 1
+            conn = Connection(self.store, 0, True, name=f"socket{self._nclients}")
+            client = _SocketClient(sock, conn)
+            self._clients[sock.fileno()] = client
+            client.events = selectors.EVENT_READ
+            self._sel.register(sock, selectors.EVENT_READ, client)
+
+    def _send(self, client: _SocketClient) -> None:
+        conn = client.conn
+        while conn.has_output():
+            data = conn.peek_output(65536)
+            try:
+                n = client.sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self._drop(client)
+                return
+            conn.consume_output(n)
+            if n < len(data):
+                return
+
+    def _drop(self, client: _SocketClient) -> None:
+        fd = client.sock.fileno()
+        self._clients.pop(fd, None)
+        try:
+            self._sel.unregister(client.sock)
+        except (KeyError, ValueError):
+            pass
+        client.sock.close()
+        client.conn.close()
+
+    def _update_interest(self) -> None:
+        for client in list(self._clients.values()):
+            want = 0
+            if client.conn.output_size < _HIGH_WATER:
+                want |= selectors.EVENT_READ
+            if client.conn.has_output():
+                want |= selectors.EVENT_WRITE
+            if want != client.events:
+                self._sel.modify(client.sock, want, client)
+                client.events = want
+
+    def _after_activity(self) -> None:
+        self._save_if_immediate()
+        for t in list(self.rings.values()):
+            if t.has_output:
+                t.kick()
+        for client in list(self._clients.values()):
+            if client.conn.has_output():
+                self._send(client)
+
+    def _shutdown(self) -> None:
+        self.flush_state()
+        for client in list(self._clients.values()):
+            try:
+                client.sock.setblocking(True)
+                client.sock.settimeout(0.2)
+                while client.conn.has_output():
+                    data = client.conn.peek_output(65536)
+                    client.conn.consume_output(client.sock.send(data))
+            except OSError:
+                pass
+            self._drop(client)
+        if self._listener is not None:
+            try:
+                self._sel.unregister(self._listener)
+            except (KeyError, ValueError):
+                pass
+            self._listener.close()
+            self._listener = None
+            try:
+                st = os.stat(self.socket_path)
+                if (st.st_dev, st.st_ino) == self._socket_ino:
+                    os.unlink(self.socket_path)
+            except OSError:
+                pass
+
+
+# ------------------------------------------------------------------ daemon
+
+def _parse_args(argv):
+    p = argparse.ArgumentParser(
+        prog="pyxen-xenstored",
+        description="pyxen's xenstore daemon: serves the Xen store on a Unix "
+                    "socket (for dom0 tools) and on guest rings.")
+    p.add_argument("--socket", "-s", default=DEFAULT_SOCKET, metavar="PATH",
+                   help=f"Unix socket to listen on (default {DEFAULT_SOCKET}); "
+                        "tools find it through XENSTORED_PATH")
+    p.add_argument("--state", metavar="FILE",
+                   help="state file: loaded at start, rewritten on every change")
+    p.add_argument("-F", "--foreground", action="store_true",
+                   help="stay in the foreground (default: daemonize)")
+    p.add_argument("--pid-file", metavar="FILE", help="write the daemon's pid here")
+    p.add_argument("--save-delay", type=float, default=0.0, metavar="SEC",
+                   help="batch state saves for up to SEC seconds (default 0: "
+                        "save before acknowledging each change)")
+    p.add_argument("--log-file", metavar="FILE", help="log here instead of stderr")
+    p.add_argument("-v", "--verbose", action="count", default=0,
+                   help="more logging (-vv traces every request)")
+    p.add_argument("--quota", action="append", default=[], metavar="NAME=VALUE",
+                   help="set a per-domain quota (nodes, watches, transactions, "
+                        "outstanding, node-size, node-permissions, path-max, "
+                        "transaction-nodes)")
+    return p.parse_args(argv)
+
+
+def _daemonize() -> int:
+    """Fork into the background.  Returns the write end of a pipe to close
+    (after a byte is written) once the daemon is ready; the original process
+    waits for that and exits."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(w)
+        ok = os.read(r, 1)
+        os._exit(0 if ok == b"1" else 1)
+    os.close(r)
+    os.setsid()
+    if os.fork():
+        os._exit(0)
+    fd = os.open(os.devnull, os.O_RDWR)
+    for target in (0, 1, 2):
+        os.dup2(fd, target)
+    if fd > 2:
+        os.close(fd)
+    return w
+
+
+def main(argv=None) -> int:
+    args = _parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    handler = (logging.FileHandler(args.log_file) if args.log_file
+               else logging.StreamHandler(sys.stderr))
+    handler.setFormatter(logging.Formatter("%(asctime)s xenstored: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(level)
+    log.propagate = False
+
+    quotas = {}
+    for q in args.quota:
+        name, _, value = q.partition("=")
+        try:
+            quotas[name] = int(value)
+        except ValueError:
+            print(f"pyxen-xenstored: bad --quota {q!r}", file=sys.stderr)
+            return 2
+    try:
+        store = load_or_create(args.state, quotas or None)
+    except (OSError, ValueError) as e:
+        print(f"pyxen-xenstored: cannot load state {args.state}: {e}", file=sys.stderr)
+        return 1
+
+    ready_fd = None
+    if not args.foreground:
+        ready_fd = _daemonize()
+    server = XenStoreServer(store, args.socket, state_file=args.state,
+                            save_delay=args.save_delay)
+    try:
+        server.bind()
+        if args.state and not os.path.exists(args.state):
+            server.store.dirty = True
+            server.flush_state()
+    except OSError as e:
+        log.error("cannot listen on %s: %s", args.socket, e)
+        if ready_fd is None:
+            print(f"pyxen-xenstored: cannot listen on {args.socket}: {e}", file=sys.stderr)
+        return 1
+
+    def on_signal(signum, frame):
+        server.stop()
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+
+    if args.pid_file:
+        Path(args.pid_file).write_text(f"{os.getpid()}\n")
+    if ready_fd is not None:
+        os.write(ready_fd, b"1")
+        os.close(ready_fd)
+    try:
+        server.serve_forever()
+    finally:
+        if args.pid_file:
+            try:
+                os.unlink(args.pid_file)
+            except OSError:
+                pass
+    log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""Credit-scheduler parameters for one domain, enforced on the host.
+
+weight (1..65535, default 256) shares host CPU among busy domains: it sets
+the host nice value of the domain's vCPU threads (CFS weights grow ~1.25x
+per nice step, so weight w maps to nice -log1.25(w/256)).
+cap (0 = none, else percent of one host CPU, as xl sched-credit -c) limits
+the domain: a watchdog measures the vCPU threads' CPU time every period and
+makes vCPUs that ran over the budget sit out the rest of the period.
+"""
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+
+PERIOD = 0.02       # seconds
+
+
+def weight_to_nice(weight: int) -> int:
+    return max(-20, min(19, -round(math.log(weight / 256) / math.log(1.25))))
+
+
+class DomainScheduler:
+    def __init__(self, domain):
+        self.dom = domain
+        self.weight = 256
+        self.cap = 0
+        self.throttle_until = 0.0
+        self._thread = None
+        self._stop = threading.Event()
+        self._orig_nice: dict[int, int] = {}
+
+    def set_params(self, weight: int | None = None, cap: int | None = None) -> None:
+        if weight is not None:
+            if not 1 <= weight <= 65535:
+                raise ValueError("weight must be 1..65535")
+            self.weight = weight
+            self.apply_weight()
+        if cap is not None:
+            if cap < 0:
+                raise ValueError("cap must be >= 0")
+            self.cap = cap
+            if cap and self._thread is None:
+                self._thread = threading.Thread(target=self._enforce, daemon=True,
+                                                name=f"d{self.dom.domid}-cap")
+                self._thread.start()
+
+    def apply_weight(self, tid: int | None = None) -> None:
+        nice = weight_to_nice(self.weight)
+        tids = [tid] if tid else [v.native_tid for v in self.dom.vcpus if v.native_tid]
+        for t in tids:
+            try:
+                self._orig_nice.setdefault(t, os.getpriority(os.PRIO_PROCESS, t))
+                os.setpriority(os.PRIO_PROCESS, t, nice)
+            except OSError:
+                pass
+
+    def _cpu_time(self) -> float:
+        total = 0.0
+        for v in self.dom.vcpus:
+            if v.native_tid:
+                try:
+                    with open(f"/proc/self/task/{v.native_tid}/stat") as f:
+                        fields = f.read().rsplit(")", 1)[1].split()
+                    total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+                except (OSError, IndexError, ValueError):
+                    pass
+        return total
+
+    def _enforce(self) -> None:
+        last = self._cpu_time()
+        window_start = time.monotonic()
+        window = 10 * PERIOD        # CPU accounting has clock-tick resolution
+        while not self._stop.wait(PERIOD) and not self.dom.stopped:
+            if not self.cap:
+                continue
+            now = time.monotonic()
+            used = self._cpu_time() - last
+            budget = (now - window_start) * self.cap / 100
+            if used > budget:
+                # sit out until the average is back under the cap
+                self.throttle_until = now + (used - budget) * 100 / self.cap
+                for v in self.dom.vcpus:
+                    v.kvm.kick()
+            if now - window_start > window:
+                last, window_start = self._cpu_time(), now
+
+    def wait_if_throttled(self) -> None:
+        delay = self.throttle_until - time.monotonic()
+        if delay > 0:
+            time.sleep(min(delay, 0.5))
+
+    def stop(self) -> None:
+        """Stop enforcing; give the threads back their own nice values (vCPU 0
+        runs on the caller's thread)."""
+        self._stop.set()
+        for t, n in self._orig_nice.items():
+            try:
+                os.setpriority(os.PRIO_PROCESS, t, n)
+            except OSError:
+                pass
+        self._orig_nice.clear()

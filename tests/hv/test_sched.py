@@ -1,0 +1,63 @@
+"""Credit-scheduler parameters enforced on the host."""
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+
+from pyxen.build.elf import load_kernel
+from pyxen.hv.domain import Domain
+from pyxen.hv.sched import weight_to_nice
+
+
+def test_weight_maps_to_nice():
+    assert weight_to_nice(256) == 0
+    assert weight_to_nice(512) < 0 < weight_to_nice(128)
+    assert weight_to_nice(65535) == -20 or weight_to_nice(65535) >= -20
+
+
+def run_spin(kvm, elf, ms, cap=0, weight=None):
+    out = bytearray()
+    dom = Domain(name="spin", memory_mb=16, kvm=kvm, console=out.extend)
+    try:
+        dom.build(load_kernel(elf), cmdline=f"ms={ms}")
+        dom.sched.set_params(weight=weight, cap=cap)
+        t0 = time.monotonic()
+        c0 = time.process_time()
+        res = dom.run()
+        wall = time.monotonic() - t0
+        cpu = time.process_time() - c0
+    finally:
+        dom.close()
+    assert "Test result: SUCCESS" in out.decode(), out.decode() + res.message
+    return wall, cpu
+
+
+def test_cap_limits_host_cpu(kvm, guest_elf):
+    elf = guest_elf("spin")
+    wall, cpu = run_spin(kvm, elf, 1500, cap=20)
+    # uncapped the guest would use ~100% of a CPU for 1.5 s
+    assert cpu / wall < 0.6, f"capped at 20% the domain used {cpu / wall:.0%} of a CPU"
+
+
+def test_weight_sets_nice_of_vcpu_threads(kvm, guest_elf):
+    elf = guest_elf("spin")
+    seen = {}
+    out = bytearray()
+    dom = Domain(name="w", memory_mb=16, kvm=kvm, console=out.extend)
+    try:
+        dom.build(load_kernel(elf), cmdline="ms=300")
+        dom.sched.set_params(weight=64)
+
+        def probe():
+            time.sleep(0.15)
+            tid = dom.vcpus[0].native_tid
+            seen["nice"] = os.getpriority(os.PRIO_PROCESS, tid)
+        t = threading.Thread(target=probe)
+        t.start()
+        dom.run()
+        t.join()
+    finally:
+        dom.close()
+    assert seen["nice"] == weight_to_nice(64) > 0
