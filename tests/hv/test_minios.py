@@ -117,3 +117,9 @@ def test_fifo_event_channels(kvm, guest_elf):
     result, console = boot(kvm, guest_elf("fifo"))
     assert re.findall(r"^Test result: .*$", console, re.M) == ["Test result: SUCCESS"], \
         console + "\n" + result.message
+
+
+def test_grant_tables(kvm, guest_elf):
+    result, console = boot(kvm, guest_elf("grants"), cmdline="domid=1")
+    assert re.findall(r"^Test result: .*$", console, re.M) == ["Test result: SUCCESS"], \
+        console + "\n" + result.message

@@ -20,6 +20,7 @@ from .xenheap import XenHeap
 from .events import EventChannels
 from .time import Clock, TimerService
 from .sched import DomainScheduler
+from .grant import GrantTable
 
 MASK64 = (1 << 64) - 1
 CONS_IN, CONS_OUT = 0, 1024
@@ -77,6 +78,7 @@ class Domain:
         self.timers = TimerService(self.clock, self._timer_fired)
         self.lock = threading.RLock()      # the domain's hypervisor lock (like Xen's domain lock)
         self.sched = DomainScheduler(self)
+        self.grants = GrantTable(self)
         self.console = console or (lambda data: None)
         self._trace = trace           # a writable text file, or None
         self.stopped = False

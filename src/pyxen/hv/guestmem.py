@@ -43,8 +43,9 @@ class GuestMemoryAccess:
                 raise GuestFault(va, write)
             if gpa >= self.mm.nr_pages << 12:
                 heap = self.mm.heap
-                if not ((gpa & ~0xFFF) == heap.shared_info_gpa
-                        or (not write and heap.is_m2p(gpa))):
+                mfn = gpa >> 12
+                if not (mfn in self.mm.shared_rw
+                        or (not write and (mfn in self.mm.shared_ro or heap.is_m2p(gpa)))):
                     raise GuestFault(va, write)
                 take = min(end - va, 0x1000 - (va & 0xFFF))
                 yield ("heap", gpa - L.XEN_GPA, take)

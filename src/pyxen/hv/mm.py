@@ -51,6 +51,10 @@ class MemoryManager:
         self.tcount = array("l", bytes(8 * nr_pages))
         self.pinned = bytearray(nr_pages)
         self.shared_info_mfn = heap.shared_info_gpa >> L.PAGE_SHIFT
+        # pyxen pages this guest may map: shared_info and grant frames (rw),
+        # grant status frames (read-only)
+        self.shared_rw: set[int] = {self.shared_info_mfn}
+        self.shared_ro: set[int] = set()
         # guest-physical addresses of page-table entries written since the
         # last replay (see PVVcpu.replay_pt_writes); None = not tracking yet
         self.pending: list[int] | None = None
@@ -144,9 +148,11 @@ class MemoryManager:
         if level == 1:
             if e & L1_BAD:
                 raise PageTableError(EINVAL, f"bad L1 flags {e:#x}")
-            if target == self.shared_info_mfn:
+            if target in self.shared_rw:
+                return e | L.PTE_US
+            if target in self.shared_ro:
                 if e & L.PTE_RW:
-                    pass
+                    raise PageTableError(EINVAL, f"frame {target:#x} may only be mapped read-only")
                 return e | L.PTE_US
             if not self.owns(target):
                 raise PageTableError(EINVAL, f"L1 entry maps mfn {target:#x}, not this domain's")

@@ -60,7 +60,8 @@ class XenHeap:
             raise ValueError("guest too large for the M2P area")
         self.nr_vcpus = nr_vcpus
         fixed = 64 + 2 * L.MAX_VCPUS + 4 * L.MAX_VCPUS
-        npages = fixed + m2p_pages + (m2p_pages + 511) // 512 + 16
+        npages = fixed + m2p_pages + (m2p_pages + 511) // 512 + 16 + 64 + 16 \
+            + (max_ram_pages * 4096 >> 30) + 8   # grant frames, direct-map tables
         self.mem = GuestMemory(npages * L.PAGE_SIZE, name="pyxen-xenheap")
         self.mm = self.mem.mm
         self._next = 0
