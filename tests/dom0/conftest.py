@@ -1,0 +1,202 @@
+"""Fixtures for the xenstored tests."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pyxen.dom0.xenstore.store import XenStore
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+
+
+class Rec:
+    """A store client that records its watch events."""
+
+    def __init__(self, store: XenStore, domid: int, privileged=None):
+        self.events: list[tuple[str, str]] = []
+        self.c = store.new_client(domid, privileged,
+                                  sink=lambda p, t: self.events.append((p, t)))
+
+    def take(self) -> list[tuple[str, str]]:
+        ev, self.events = self.events, []
+        return ev
+
+
+@pytest.fixture
+def store():
+    return XenStore()
+
+
+@pytest.fixture
+def dom0(store):
+    return Rec(store, 0)
+
+
+@pytest.fixture
+def domu(store):
+    """Factory: domu(domid) -> Rec for an unprivileged domain."""
+    def make(domid: int) -> Rec:
+        return Rec(store, domid)
+    return make
+
+
+# ------------------------------------------------------- a socket client
+
+HDR = struct.Struct("<IIII")
+
+
+class XsSocket:
+    """Minimal blocking xenstore client over a Unix socket (for tests)."""
+
+    def __init__(self, path: str, timeout: float = 5.0):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(path)
+        self.req_id = 0
+        self.events: list[tuple[str, str]] = []
+        self._buf = b""
+
+    def close(self):
+        self.sock.close()
+
+    def _recv_msg(self):
+        while True:
+            if len(self._buf) >= 16:
+                t, r, x, n = HDR.unpack_from(self._buf)
+                if len(self._buf) >= 16 + n:
+                    payload = self._buf[16:16 + n]
+                    self._buf = self._buf[16 + n:]
+                    return t, r, x, payload
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionError("xenstored closed the connection")
+            self._buf += data
+
+    def send_raw(self, data: bytes):
+        self.sock.sendall(data)
+
+    def request(self, msg_type: int, payload: bytes, tx: int = 0):
+        self.req_id += 1
+        self.sock.sendall(HDR.pack(msg_type, self.req_id, tx, len(payload)) + payload)
+        while True:
+            t, r, x, p = self._recv_msg()
+            if t == 15:  # WATCH_EVENT
+                path, token = p.split(b"\0")[:2]
+                self.events.append((path.decode(), token.decode()))
+                continue
+            assert r == self.req_id and x == tx
+            return t, p
+
+    def wait_event(self, timeout: float = 5.0):
+        if self.events:
+            return self.events.pop(0)
+        self.sock.settimeout(timeout)
+        t, r, x, p = self._recv_msg()
+        assert t == 15, (t, p)
+        path, token = p.split(b"\0")[:2]
+        return path.decode(), token.decode()
+
+
+@pytest.fixture
+def xs_socket():
+    opened = []
+
+    def connect(path):
+        c = XsSocket(str(path))
+        opened.append(c)
+        return c
+    yield connect
+    for c in opened:
+        c.close()
+
+
+# --------------------------------------------------- the daemon process
+
+def wait_for_socket(path: Path, proc=None, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"xenstored exited with {proc.returncode}: "
+                               f"{proc.stderr.read() if proc.stderr else ''}")
+        if path.exists():
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                s.connect(str(path))
+                return
+            except OSError:
+                pass
+            finally:
+                s.close()
+        time.sleep(0.02)
+    raise TimeoutError(f"xenstored did not create {path}")
+
+
+class Daemon:
+    """A pyxen-xenstored process in the foreground."""
+
+    def __init__(self, sock: Path, state: Path | None, extra=()):
+        self.sock, self.state = sock, state
+        exe = VENV_BIN / "pyxen-xenstored"
+        cmd = [str(exe)] if exe.exists() else [sys.executable, "-m",
+                                                "pyxen.dom0.xenstore.server"]
+        cmd += ["--socket", str(sock), "-F"]
+        if state is not None:
+            cmd += ["--state", str(state)]
+        cmd += list(extra)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True)
+        wait_for_socket(sock, self.proc)
+
+    def env(self) -> dict:
+        env = dict(os.environ)
+        env["XENSTORED_PATH"] = str(self.sock)
+        env.pop("XENSTORE_DOMAIN_INTERFACE", None)
+        return env
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self.proc.stderr:
+            self.proc.stderr.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def xenstored(tmp_path):
+    """Factory starting pyxen-xenstored; every daemon is stopped at the end."""
+    started: list[Daemon] = []
+
+    def start(state: bool = True, extra=()) -> Daemon:
+        d = Daemon(tmp_path / "xs.sock", tmp_path / "xs-state.json" if state else None,
+                   extra)
+        started.append(d)
+        return d
+    yield start
+    for d in started:
+        d.stop(signal.SIGKILL)
+
+
+@pytest.fixture(scope="session")
+def xs_tools():
+    tools = {}
+    for name in ("read", "write", "ls", "rm", "list", "exists", "chmod", "watch"):
+        path = shutil.which(f"xenstore-{name}")
+        if path is None:
+            pytest.fail(f"xenstore-{name} missing: install Debian's xenstore-utils (./dev setup)")
+        tools[name] = path
+    return tools
