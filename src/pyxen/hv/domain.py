@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import threading
 import time
 import uuid as uuidlib
@@ -19,7 +20,7 @@ from .vcpu import PVVcpu, GuestCrash
 from .xenheap import XenHeap
 from .events import EventChannels
 from .time import Clock, TimerService
-from .sched import DomainScheduler
+from .sched import DomainScheduler, thread_cpu_seconds
 from .grant import GrantTable
 
 MASK64 = (1 << 64) - 1
@@ -79,6 +80,9 @@ class Domain:
         self.lock = threading.RLock()      # the domain's hypervisor lock (like Xen's domain lock)
         self.sched = DomainScheduler(self)
         self.grants = GrantTable(self)
+        self.paused = False
+        self.run_gate = threading.Event()      # set while the domain may run
+        self.run_gate.set()
         self.console = console or (lambda data: None)
         self._trace = trace           # a writable text file, or None
         self.stopped = False
@@ -131,13 +135,42 @@ class Domain:
             self.result = DomainResult("destroyed")
         return self.result
 
+    def pause(self) -> None:
+        """Stop all vCPUs (xl pause); they keep their state."""
+        self.paused = True
+        self.run_gate.clear()
+        me = threading.get_ident()
+        for v in self.vcpus:
+            v.wake.set()
+            if v.thread_ident != me:
+                v.kvm.kick()
+
+    def unpause(self) -> None:
+        self.paused = False
+        self.run_gate.set()
+
+    def info(self) -> dict:
+        """What `xl list` / `vcpu-list` show: state letters, CPU time, vCPUs."""
+        vcpus = []
+        for v in self.vcpus:
+            state = {0: "running", 1: "runnable", 2: "blocked", 3: "offline"}[v.runstate]
+            vcpus.append({"id": v.id, "online": v.pv.online, "state": state,
+                          "cpu_time": thread_cpu_seconds(v.native_tid) if v.native_tid else 0.0,
+                          "affinity": sorted(os.sched_getaffinity(v.native_tid))
+                          if v.native_tid else []})
+        running = any(x["state"] == "running" and x["online"] for x in vcpus)
+        return {"name": self.name, "domid": self.domid, "uuid": str(self.uuid),
+                "memory_kb": self.nr_pages * 4, "max_memory_kb": self.max_pages * 4,
+                "vcpus": vcpus, "online_vcpus": sum(1 for x in vcpus if x["online"]),
+                "running": running and not self.paused, "blocked": not running and not self.paused,
+                "paused": self.paused, "cpu_time": sum(x["cpu_time"] for x in vcpus),
+                "uptime": time.monotonic() - self.start_time,
+                "weight": self.sched.weight, "cap": self.sched.cap}
+
     def destroy(self) -> None:
         if not self.stopped:
             self.result = self.result or DomainResult("destroyed")
-            self.stopped = True
-            for v in self.vcpus:
-                v.wake.set()
-                v.kvm.kick()
+            self._stop_all()
 
     def close(self) -> None:
         self.timers.stop()
@@ -174,6 +207,7 @@ class Domain:
 
     def _stop_all(self) -> None:
         self.stopped = True
+        self.run_gate.set()
         me = threading.get_ident()
         for v in self.vcpus:
             v.wake.set()

@@ -17,6 +17,16 @@ import time
 PERIOD = 0.02       # seconds
 
 
+def thread_cpu_seconds(tid: int) -> float:
+    """CPU time (user + system, which includes time in the guest) of one host thread."""
+    try:
+        with open(f"/proc/self/task/{tid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def weight_to_nice(weight: int) -> int:
     return max(-20, min(19, -round(math.log(weight / 256) / math.log(1.25))))
 
@@ -57,16 +67,7 @@ class DomainScheduler:
                 pass
 
     def _cpu_time(self) -> float:
-        total = 0.0
-        for v in self.dom.vcpus:
-            if v.native_tid:
-                try:
-                    with open(f"/proc/self/task/{v.native_tid}/stat") as f:
-                        fields = f.read().rsplit(")", 1)[1].split()
-                    total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-                except (OSError, IndexError, ValueError):
-                    pass
-        return total
+        return sum(thread_cpu_seconds(v.native_tid) for v in self.dom.vcpus if v.native_tid)
 
     def _enforce(self) -> None:
         last = self._cpu_time()

@@ -539,6 +539,9 @@ class PVVcpu:
         dom.sched.apply_weight(self.native_tid)
         sched = dom.sched
         while not dom.stopped:
+            if dom.paused:
+                dom.run_gate.wait()
+                continue
             if sched.throttle_until:
                 sched.wait_if_throttled()
             if not self.pv.online:

@@ -1,0 +1,156 @@
+"""Instruction emulation for PV guests: what Xen does in arch/x86/pv/
+ro-page-fault.c (writable page tables), emul-priv-op.c (privileged
+instructions on #GP) and emul-inv-op.c (the forced-emulation prefix on #UD).
+
+    from pyxen.hv import emulate
+    dom = Domain(...)
+    emulate.install(dom, image)      # before dom.build()
+
+install() hooks the Domain's emulate / emulate_pf and offers writable page
+tables (domain.supports_writable_pagetables, which vm_assist checks).
+
+When writable page tables are on: like Xen, the emulation runs only while
+the domain has VMASST_TYPE_writable_pagetables. Like libxc's builder,
+install() turns that assist on for a kernel whose FEATURES note names
+writable_page_tables (required or supported), and when no image is given;
+a guest can also switch it with the vm_assist hypercall (Linux enables it
+itself in xen_pvmmu_arch_setup).
+
+Modules: decode (capstone, register file, flags), ptwr, privop, cpuid.
+"""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+
+from ..guestmem import GuestFault
+from ..vcpu import GuestCrash
+from . import privop, ptwr
+from .cpuid import CpuidPolicy
+from .decode import Decoder, RegFile
+
+__all__ = ["install", "Emulator", "CpuidPolicy", "FORCED_EMULATION_PREFIX"]
+
+FORCED_EMULATION_PREFIX = b"\x0f\x0bxen"     # ud2; .ascii "xen"
+CPUID_OPCODE = b"\x0f\xa2"
+VMASST_WRITABLE_PAGETABLES = 2
+
+log = logging.getLogger("pyxen.emulate")
+
+
+@dataclass
+class VcpuState:
+    cr4: int                 # the guest's view of CR4 (Xen's pv.ctrlreg[4])
+
+
+@dataclass
+class IoState:
+    cmos_idx: int = 0        # last write to port 0x70
+    pci_cf8: int = 0         # last dword write to 0xcf8
+
+
+class Emulator:
+    """Per-domain emulation state: decoder and its cache, the CPUID policy,
+    the guest-visible CR4 of each vCPU, the latched I/O ports, counters."""
+
+    def __init__(self, domain):
+        self.domain = domain
+        self.decoder = Decoder()
+        self._policy: CpuidPolicy | None = None
+        self._vstate: dict[int, VcpuState] = {}
+        self.io = IoState()
+        self.stats: Counter[str] = Counter()
+
+    # --- state -------------------------------------------------------------------
+    def policy(self, vcpu) -> CpuidPolicy:
+        if self._policy is None:
+            from ..hypercalls.version import XEN_MAJOR, XEN_MINOR
+            try:
+                khz = vcpu.kvm.tsc_khz()
+            except OSError:
+                khz = 0
+            self._policy = CpuidPolicy.from_kvm(self.domain.cpuid_entries,
+                                                xen_version=(XEN_MAJOR, XEN_MINOR),
+                                                tsc_khz=khz, nr_pages=self.domain.nr_pages)
+        return self._policy
+
+    def vstate(self, vcpu) -> VcpuState:
+        st = self._vstate.get(vcpu.id)
+        if st is None:
+            # Xen: ctrlreg[4] = pv_fixup_guest_cr4(v, 0) at vCPU creation
+            st = VcpuState(cr4=vcpu.fetch_sregs().cr4 & privop.CR4_GUEST_VISIBLE)
+            self._vstate[vcpu.id] = st
+        return st
+
+    # --- hooks (Domain.emulate / Domain.emulate_pf) -----------------------------------
+    def emulate_pf(self, vcpu, err, cr2, rip, cs, rflags, rsp, ss) -> bool:
+        try:
+            return ptwr.emulate_pf(self, vcpu, err, cr2, rip, cs, rflags, rsp, ss)
+        except GuestCrash:
+            raise
+        except Exception as e:             # a bug here must not take pyxen down
+            log.exception("ptwr emulation failed at rip %#x", rip)
+            raise GuestCrash(f"internal error emulating a page-table write at {rip:#x}: {e}")
+
+    def emulate(self, vcpu, vec, err, rip, cs, rflags, rsp, ss) -> bool:
+        try:
+            if vec == 6:
+                return self.forced_invalid_op(vcpu, rip, cs, rflags, rsp, ss)
+            if vec == 13:
+                return privop.emulate_gp(self, vcpu, err, rip, cs, rflags, rsp, ss)
+            return False
+        except GuestCrash:
+            raise
+        except Exception as e:
+            log.exception("emulation of vector %d failed at rip %#x", vec, rip)
+            raise GuestCrash(f"internal error emulating an instruction at {rip:#x}: {e}")
+
+    # --- #UD: the forced-emulation prefix (emul-inv-op.c) -----------------------------------
+    def forced_invalid_op(self, vcpu, rip, cs, rflags, rsp, ss) -> bool:
+        """`ud2; .ascii "xen"; cpuid` -> CPUID from the PV policy. The prefix
+        before anything else is left as the #UD it is."""
+        try:
+            sig = vcpu.mem.read(rip, len(FORCED_EMULATION_PREFIX))
+        except GuestFault:
+            return False
+        if sig != FORCED_EMULATION_PREFIX:
+            return False
+        at = rip + len(FORCED_EMULATION_PREFIX)
+        try:
+            op = vcpu.mem.read(at, len(CPUID_OPCODE))
+        except GuestFault as f:
+            # Xen: a #PF for the unreadable instruction bytes
+            if vcpu.vcpu_info is not None:
+                vcpu.vcpu_info.cr2 = f.va
+            vcpu.inject_trap(14, 0 if vcpu.pv.kernel_mode else 4, rip, cs, rflags, rsp, ss)
+            return True
+        if op != CPUID_OPCODE:
+            return False
+        rf = RegFile(vcpu.regs, rsp, rip)
+        privop._cpuid(self, vcpu, rf)
+        vcpu.regs_changed()
+        self.stats["cpuid"] += 1
+        vcpu.set_return(at + len(CPUID_OPCODE), rsp, rflags, cs, ss)
+        return True
+
+
+def install(domain, image=None) -> Emulator:
+    """Hook instruction emulation into a Domain (call before build()).
+
+    image: the KernelImage about to be built, if known; writable page tables
+    are switched on (VMASST_TYPE_writable_pagetables) when it declares the
+    feature, or when no image is given."""
+    em = Emulator(domain)
+    domain.emulator = em
+    domain.emulate = em.emulate
+    domain.emulate_pf = em.emulate_pf
+    domain.supports_writable_pagetables = True
+    wants = image is None
+    if image is not None:
+        feats = set(getattr(image, "features_required", ())) | \
+            set(getattr(image, "features_supported", ()))
+        wants = "writable_page_tables" in feats
+    if wants:
+        domain.vm_assist |= 1 << VMASST_WRITABLE_PAGETABLES
+    return em
