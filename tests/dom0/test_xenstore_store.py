@@ -788,3 +788,21 @@ def test_state_roundtrip(store, dom0):
 def test_bad_state_rejected(state):
     with pytest.raises((ValueError, XenStoreError, KeyError, TypeError)):
         XenStore.from_state(state)
+
+
+def test_transaction_view_hides_nodes_created_under_its_removals(store, dom0):
+    """Found by hypothesis: a node created outside below a node the
+    transaction removed must stay invisible to the transaction."""
+    other = Rec(store, 0)
+    store.write(dom0.c, "/m", b"")
+    tx = store.transaction_start(dom0.c)
+    store.rm(dom0.c, "/m", tx)
+    store.write(other.c, "/m/a/b", b"")
+    with err("ENOENT"):
+        store.read(dom0.c, "/m/a/b", tx)
+    with err("ENOENT"):
+        store.rm(dom0.c, "/m/a", tx)      # missing, and so is its parent
+    with err("EAGAIN"):
+        store.transaction_end(dom0.c, tx, True)
+    assert store.read(dom0.c, "/m/a/b") == b""
+    assert store.check() == []

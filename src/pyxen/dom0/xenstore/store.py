@@ -405,9 +405,26 @@ class XenStore:
         n = tx.overlay.get(path, _MISSING)
         if n is not _MISSING:
             return n
+        if tx.overlay and not self._visible_in_tx(tx, path):
+            return None
         n = self.nodes.get(path)
         self._access(tx, path, n)
         return n
+
+    @staticmethod
+    def _visible_in_tx(tx: Transaction, path: str) -> bool:
+        """A live node is part of the transaction's view only if the
+        nearest ancestor the transaction modified still lists it (when they
+        disagree, something changed under the transaction, whose commit
+        will fail with EAGAIN anyway)."""
+        child = path
+        while child != "/":
+            p = _parent(child)
+            o = tx.overlay.get(p, _MISSING)
+            if o is not _MISSING:
+                return o is not None and _basename(child) in o.children
+            child = p
+        return True
 
     def _peek(self, tx: Optional[Transaction], path: str) -> Optional[_Node]:
         """Like _get but not recorded (used for watch permission checks)."""
