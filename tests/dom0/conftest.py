@@ -200,3 +200,101 @@ def xs_tools():
             pytest.fail(f"xenstore-{name} missing: install Debian's xenstore-utils (./dev setup)")
         tools[name] = path
     return tools
+
+
+# ------------------------------------------------- a guest-side ring client
+
+class GuestRing:
+    """The guest's half of a xenstore ring page, in Python (as a PV
+    frontend would drive it).  ``kick`` signals the server (it stands in for
+    the event channel: normally ``transport.kick``)."""
+
+    RING = 1024
+
+    def __init__(self, page, kick=None):
+        self.page = memoryview(page).cast("B") if not isinstance(page, memoryview) else page
+        self.kick = kick
+        self.rx = b""
+        self.req_id = 0
+        self.events: list[tuple[str, str]] = []
+
+    def _get(self, off):
+        return int.from_bytes(self.page[off:off + 4], "little")
+
+    def _put(self, off, v):
+        self.page[off:off + 4] = (v & 0xFFFFFFFF).to_bytes(4, "little")
+
+    def set_indexes(self, req: int, rsp: int):
+        for off, v in ((2048, req), (2052, req), (2056, rsp), (2060, rsp)):
+            self._put(off, v)
+
+    def write_some(self, data: bytes) -> int:
+        """Copy as much of ``data`` into the request ring as fits."""
+        cons, prod = self._get(2048), self._get(2052)
+        space = self.RING - ((prod - cons) & 0xFFFFFFFF)
+        n = 0
+        while n < len(data) and space:
+            start = prod % self.RING
+            chunk = data[n:n + min(space, self.RING - start)]
+            self.page[start:start + len(chunk)] = chunk
+            prod += len(chunk)
+            space -= len(chunk)
+            n += len(chunk)
+        self._put(2052, prod)
+        return n
+
+    def read_all(self) -> bytes:
+        """Consume everything in the response ring."""
+        cons, prod = self._get(2056), self._get(2060)
+        out = b""
+        while (prod - cons) & 0xFFFFFFFF:
+            start = cons % self.RING
+            n = min((prod - cons) & 0xFFFFFFFF, self.RING - start)
+            out += bytes(self.page[1024 + start:1024 + start + n])
+            cons += n
+        self._put(2056, cons)
+        return out
+
+    def pump(self):
+        self.rx += self.read_all()
+
+    def messages(self):
+        """Complete messages received so far (events are split off)."""
+        out = []
+        while len(self.rx) >= 16:
+            t, r, x, n = HDR.unpack_from(self.rx)
+            if len(self.rx) < 16 + n:
+                break
+            payload = self.rx[16:16 + n]
+            self.rx = self.rx[16 + n:]
+            if t == 15:
+                p, tok = payload.split(b"\0")[:2]
+                self.events.append((p.decode(), tok.decode()))
+            else:
+                out.append((t, r, x, payload))
+        return out
+
+    def send(self, data: bytes, max_rounds: int = 1000):
+        """Write ``data`` fully, kicking and draining responses as needed."""
+        pending = []
+        for _ in range(max_rounds):
+            n = self.write_some(data)
+            data = data[n:]
+            self.kick()
+            self.pump()
+            pending += self.messages()
+            if not data:
+                return pending
+        raise TimeoutError("request ring never drained")
+
+    def request(self, msg_type: int, payload: bytes, tx: int = 0):
+        self.req_id += 1
+        got = self.send(HDR.pack(msg_type, self.req_id, tx, len(payload)) + payload)
+        for _ in range(1000):
+            for t, r, x, p in got:
+                if r == self.req_id:
+                    return t, p
+            self.kick()
+            self.pump()
+            got = self.messages()
+        raise TimeoutError("no reply")

@@ -151,6 +151,8 @@ class RingTransport:
         """Reset the connection (re-INTRODUCE): empty both rings, drop
         partial messages, queued output, watches and transactions."""
         with self.lock:
+            if self.closed:
+                return
             self.conn.reset()
             for off in (REQ_CONS, REQ_PROD, RSP_CONS, RSP_PROD):
                 self._put(off, 0)
@@ -165,6 +167,10 @@ class RingTransport:
             if not self.closed:
                 self.closed = True
                 self.conn.close()
+                try:
+                    self.page.release()     # lets the owner close an mmap
+                except BufferError:
+                    pass
 
     @property
     def has_output(self) -> bool:
