@@ -31,6 +31,7 @@ import stat
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -213,6 +214,7 @@ class XenStoreServer:
             if introduce:
                 self.store.mark_introduced(domid)
             t.kick()
+            self._deliver_pending()
             return t
 
     def detach_ring(self, domid: int) -> None:
@@ -220,6 +222,32 @@ class XenStoreServer:
             t = self.rings.pop(domid, None)
             if t is not None:
                 t.close()
+
+    @contextmanager
+    def access(self):
+        """Use the store from another thread (the toolstack, the
+        hypervisor reporting a domain shutdown...)::
+
+            with server.access() as store:
+                store.domain_shutdown(5)
+
+        The block runs under the server lock; afterwards changes are saved
+        and the watch events they fired are delivered."""
+        with self.lock:
+            try:
+                yield self.store
+            finally:
+                self._deliver_pending()
+
+    def _deliver_pending(self) -> None:
+        """After store activity outside the loop: save, push ring output,
+        and wake the loop for socket output."""
+        self._save_if_immediate()
+        for t in list(self.rings.values()):
+            if t.has_output:
+                t.kick()
+        if threading.current_thread() is not self._thread:
+            self._wake()
 
     def _on_introduce(self, domid: int, gfn: int, evtchn: int, first: bool) -> None:
         if self.ring_provider is not None:
@@ -241,10 +269,10 @@ class XenStoreServer:
         for t in list(self.rings.values()):
             if t is not transport and t.has_output:
                 t.kick()
-        if any(c.conn.has_output() for c in self._clients.values()):
-            self._wake()
-        elif self.store.dirty and self.state_file and self.save_delay > 0:
-            self._wake()
+        if threading.current_thread() is not self._thread:
+            if (any(c.conn.has_output() for c in self._clients.values())
+                    or (self.store.dirty and self.state_file)):
+                self._wake()
 
     # ---------------------------------------------------------- persistence
 
