@@ -1,14 +1,21 @@
-"""pyxen — the xl-compatible command line."""
+"""pyxen — the xl-compatible command line. Commands talk to pyxend over its
+API; `create` also runs a domain stand-alone in the foreground when no
+pyxend is running."""
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import select
+import socket
 import sys
+import time
 
 from .toolstack.xlcfg import XlCfgError
 
 
+# --- helpers -----------------------------------------------------------------------------
 def _console_writer(stream):
     out = stream.buffer if hasattr(stream, "buffer") else stream
 
@@ -25,27 +32,90 @@ def _crlf(write):
     return w
 
 
+def err(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def client(args):
+    from .toolstack.client import Client
+    return Client(getattr(args, "run_dir", None))
+
+
+def api(args, method, **params):
+    from .toolstack.client import DaemonUnavailable, RpcError
+    try:
+        with client(args) as c:
+            return c.call(method, **params)
+    except DaemonUnavailable as e:
+        err(f"pyxen: {e}")
+        raise SystemExit(1)
+    except RpcError as e:
+        err(f"pyxen: {e.message}")
+        raise SystemExit(1)
+
+
+def state_letters(row: dict) -> str:
+    letters = {"poweroff": "-", "reboot": "r", "suspend": "s", "crash": "c", "watchdog": "w",
+               "soft_reset": "S"}
+    return "".join([
+        "r" if row.get("running") else "-",
+        "b" if row.get("blocked") else "-",
+        "p" if row.get("paused") else "-",
+        "s" if row.get("shutdown") else "-",
+        letters.get(row.get("reason"), "-") if row.get("shutdown") else "-",
+        "d" if row.get("dying") else "-"])
+
+
+def fmt_uptime(sec: float) -> str:
+    sec = int(sec)
+    days, rest = divmod(sec, 86400)
+    h, rest = divmod(rest, 3600)
+    m, s = divmod(rest, 60)
+    t = f"{h}:{m:02d}:{s:02d}"
+    return f"{days} day{'s' if days != 1 else ''}, {t}" if days else t
+
+
+# --- create ------------------------------------------------------------------------------
 def cmd_create(args) -> int:
+    from .toolstack.client import daemon_running
+    if not args.quiet:
+        err(f"Parsing config from {args.config}")
+    try:
+        with open(args.config) as f:
+            text = f.read()
+    except OSError as e:
+        err(f"pyxen: cannot read {args.config}: {e.strerror}")
+        return 66
+    if daemon_running(getattr(args, "run_dir", None)) and not args.foreground:
+        res = api(args, "create", config=text, path=os.path.abspath(args.config),
+                  overrides=list(args.overrides), paused=args.paused)
+        for w in res.get("warnings", []):
+            err(w)
+        if args.console:
+            return attach_console(args, str(res["domid"]))
+        return 0
+    return create_foreground(args)
+
+
+def create_foreground(args) -> int:
     from .build.errors import KernelImageError
     from .kvm import KvmUnavailable
     from .toolstack.domconfig import DomainConfig
-    from .toolstack.runner import run_foreground, CreateError, EXIT_STATUS
+    from .toolstack.runner import run_foreground, CreateError
 
-    if not args.quiet:
-        print(f"Parsing config from {args.config}", file=sys.stderr)
     try:
         cfg = DomainConfig.from_file(args.config, args.overrides)
     except XlCfgError as e:
-        print(f"pyxen: {e}", file=sys.stderr)
+        err(f"pyxen: {e}")
         return 64
     except OSError as e:
-        print(f"pyxen: cannot read {args.config}: {e.strerror}", file=sys.stderr)
+        err(f"pyxen: cannot read {args.config}: {e.strerror}")
         return 66
     for w in cfg.warnings:
-        print(w, file=sys.stderr)
+        err(w)
+    log_file = None
     if args.console:
         console = _console_writer(sys.stdout)
-        log_file = None
     else:
         logdir = os.environ.get("PYXEN_LOG_DIR") or os.path.expanduser("~/.local/state/pyxen")
         os.makedirs(logdir, exist_ok=True)
@@ -53,11 +123,12 @@ def cmd_create(args) -> int:
         log_file = open(path, "ab")
         console = _console_writer(log_file)
         if not args.quiet:
-            print(f"pyxen: console of {cfg.name} is logged to {path}", file=sys.stderr)
+            err(f"pyxen: no pyxend running: {cfg.name} runs in the foreground; "
+                f"its console is logged to {path}")
     trace = open(args.trace, "w") if args.trace else None
     stdin = None
     saved_tty = None
-    if args.console and not sys.stdin.closed:
+    if args.console and sys.stdin is not None and not sys.stdin.closed:
         try:
             stdin = sys.stdin
             if sys.stdin.isatty():
@@ -71,10 +142,10 @@ def cmd_create(args) -> int:
     try:
         outcome = run_foreground(cfg, console=console, trace=trace, stdin=stdin)
     except KvmUnavailable as e:
-        print(f"pyxen: {e}", file=sys.stderr)
+        err(f"pyxen: {e}")
         return 69
     except (KernelImageError, CreateError) as e:
-        print(f"pyxen: {e}", file=sys.stderr)
+        err(f"pyxen: {e}")
         return 65
     finally:
         if saved_tty is not None:
@@ -86,34 +157,390 @@ def cmd_create(args) -> int:
             log_file.close()
     res = outcome.result
     if res.reason == "crash":
-        print(f"\npyxen: domain {cfg.name} crashed: {res.message}", file=sys.stderr)
+        err(f"\npyxen: domain {cfg.name} crashed: {res.message}")
     elif not args.quiet:
         code = f" (code {res.code})" if res.code is not None else ""
-        print(f"\npyxen: domain {cfg.name} shut down: {res.reason}{code}", file=sys.stderr)
+        err(f"\npyxen: domain {cfg.name} shut down: {res.reason}{code}")
     return outcome.exit_status
 
 
+# --- console -----------------------------------------------------------------------------
+def attach_console(args, dom: str) -> int:
+    from .toolstack.client import DaemonUnavailable, RpcError
+    try:
+        c = client(args)
+        c.conn.send({"id": 1, "method": "console", "params": {"dom": dom}})
+        reply = c.conn.recv()
+    except DaemonUnavailable as e:
+        err(f"pyxen: {e}")
+        return 1
+    if reply is None or "error" in reply:
+        err(f"pyxen: {reply['error']['message'] if reply else 'pyxend closed the connection'}")
+        return 1
+    sock = c.conn.sock
+    sock.settimeout(None)
+    if c.conn.buf:
+        os.write(1, bytes(c.conn.buf))
+    fd_in = sys.stdin.fileno() if sys.stdin is not None else None
+    saved = None
+    if fd_in is not None and os.isatty(fd_in):
+        import termios
+        import tty
+        saved = termios.tcgetattr(fd_in)
+        tty.setraw(fd_in)
+    try:
+        watch = [sock] + ([fd_in] if fd_in is not None else [])
+        while True:
+            r, _, _ = select.select(watch, [], [])
+            if sock in r:
+                data = sock.recv(4096)
+                if not data:
+                    break
+                os.write(1, data)
+            if fd_in is not None and fd_in in r:
+                data = os.read(fd_in, 1024)
+                if not data:
+                    watch.remove(fd_in)
+                    fd_in = None
+                    continue
+                if b"\x1d" in data:            # Ctrl-] detaches
+                    data = data[:data.index(b"\x1d")]
+                    if data:
+                        sock.sendall(data)
+                    break
+                sock.sendall(data)
+    finally:
+        if saved is not None:
+            import termios
+            termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, saved)
+        c.close()
+    return 0
+
+
+def cmd_console(args) -> int:
+    return attach_console(args, args.domain)
+
+
+# --- listing -----------------------------------------------------------------------------
+def cmd_list(args) -> int:
+    rows = api(args, "list")
+    if args.domains:
+        wanted = set(args.domains)
+        rows = [r for r in rows if r["name"] in wanted or str(r["domid"]) in wanted]
+        missing = wanted - {r["name"] for r in rows} - {str(r["domid"]) for r in rows}
+        if missing:
+            err(f"{sorted(missing)[0]} is an invalid domain identifier (rc=-6)")
+            return 1
+    if args.long:
+        out = [{"domid": r["domid"], "config": {"c_info": {"name": r["name"], "uuid": r["uuid"],
+                                                           "type": "pv"},
+                                                "b_info": r.get("config", {})}}
+               for r in rows if r["domid"] != 0]
+        print(json.dumps(out, indent=4))
+        return 0
+    head = "Name                                        ID   Mem VCPUs\tState\tTime(s)"
+    if args.verbose:
+        head += "   UUID                            Reason-Code\tSecurity Label"
+    print(head)
+    codes = {"poweroff": 0, "reboot": 1, "suspend": 2, "crash": 3, "watchdog": 4}
+    for r in rows:
+        line = "%-40s %5d %5lu %5d     %s  %8.1f" % (r["name"], r["domid"], r["mem_mb"],
+                                                     r["vcpus"], state_letters(r), r["cpu_time"])
+        if args.verbose:
+            code = codes.get(r.get("reason"), 0) if r.get("shutdown") else 0
+            line += " %s %8d     %s" % (r["uuid"], code, "-")
+        print(line)
+    return 0
+
+
+def cmd_info(args) -> int:
+    i = api(args, "info")
+    pairs = [("host", i["host"]), ("release", i["release"]), ("version", i["version"]),
+             ("machine", i["machine"]), ("nr_cpus", i["nr_cpus"]),
+             ("max_cpu_id", i["nr_cpus"] - 1), ("nr_nodes", 1), ("cores_per_socket", i["nr_cpus"]),
+             ("threads_per_core", 1), ("cpu_mhz", i["cpu_mhz"]), ("virt_caps", i["virt_caps"]),
+             ("total_memory", i["total_memory"]), ("free_memory", i["free_memory"]),
+             ("memory_limit", i["memory_limit"]), ("promised_memory", i["promised_memory"]),
+             ("xen_major", i["xen_major"]), ("xen_minor", i["xen_minor"]),
+             ("xen_extra", i["xen_extra"]),
+             ("xen_version", f"{i['xen_major']}.{i['xen_minor']}{i['xen_extra']}"),
+             ("xen_caps", i["xen_caps"]), ("xen_scheduler", i["xen_scheduler"]),
+             ("xen_pagesize", i["xen_pagesize"]), ("xen_commandline", ""),
+             ("hypervisor", i["hypervisor"]), ("cc_compiler", f"Python {sys.version.split()[0]}"),
+             ("xend_config_format", 4)]
+    for k, v in pairs:
+        print(f"{k:<23}: {v}")
+    return 0
+
+
+def cmd_vcpu_list(args) -> int:
+    rows = api(args, "vcpu_list", dom=args.domain) if args.domain else api(args, "vcpu_list")
+    print("Name                                ID  VCPU   CPU State   Time(s) Affinity (Hard / Soft)")
+    ncpu = os.cpu_count() or 1
+    for v in rows:
+        state = {"running": "r", "runnable": "-", "blocked": "b", "offline": "-"}[v["state"]]
+        state += "-" if v["online"] else "p"
+        aff = v.get("affinity") or list(range(ncpu))
+        hard = "all" if len(aff) == ncpu else ",".join(map(str, aff))
+        cpu = "-" if not v["online"] else "0"
+        print("%-32s %5d %5d %5s   %-3s %9.1f  %s / all" % (v["name"], v["domid"], v["id"], cpu,
+                                                           state, v["cpu_time"], hard))
+    return 0
+
+
+def cmd_uptime(args) -> int:
+    rows = api(args, "uptime")
+    if args.domains:
+        rows = [r for r in rows if r["name"] in args.domains or str(r["domid"]) in args.domains]
+    if not args.short:
+        print("Name                                ID Uptime")
+    for r in rows:
+        if args.short:
+            print("%s up %s, %s (%d)" % (time.strftime("%H:%M:%S"), fmt_uptime(r["uptime"]),
+                                         r["name"], r["domid"]))
+        else:
+            print("%-33s %4d %s" % (r["name"], r["domid"], fmt_uptime(r["uptime"])))
+    return 0
+
+
+def cmd_sched_credit(args) -> int:
+    params = {}
+    if args.weight is not None:
+        params["weight"] = args.weight
+    if args.cap is not None:
+        params["cap"] = args.cap
+    if params and not args.domain:
+        err("pyxen: sched-credit: -w/-c need a domain (-d)")
+        return 1
+    rows = api(args, "sched_credit", dom=args.domain, **params) if args.domain else \
+        api(args, "sched_credit")
+    if params:
+        return 0
+    print("Cpupool Pool-0: tslice=30ms ratelimit=1000us migration-delay=0us")
+    print("Name                                ID Weight  Cap")
+    for r in rows:
+        print("%-33s %4d %6d %4d" % (r["name"], r["domid"], r["weight"], r["cap"]))
+    return 0
+
+
+def cmd_top(args) -> int:
+    """A live table like xentop (-b batch mode, -i iterations, -d delay)."""
+    prev = {}
+    n = 0
+    while True:
+        rows = api(args, "list")
+        now = time.monotonic()
+        total_mem = rows[0]["mem_mb"] * 1024 if rows else 1
+        lines = ["      NAME  STATE   CPU(sec) CPU(%)     MEM(k) MEM(%)  MAXMEM(k) MAXMEM(%) VCPUS"]
+        for r in rows:
+            key = r["domid"]
+            pct = 0.0
+            if key in prev:
+                t0, c0 = prev[key]
+                if now > t0:
+                    pct = 100 * (r["cpu_time"] - c0) / (now - t0)
+            prev[key] = (now, r["cpu_time"])
+            mem = r["mem_mb"] * 1024
+            maxm = r.get("max_mem_mb", r["mem_mb"]) * 1024
+            lines.append("%10s %6s %10d %6.1f %10d %6.1f %10d %9.1f %5d" % (
+                r["name"][:10], state_letters(r), r["cpu_time"], pct, mem,
+                100 * mem / total_mem, maxm, 100 * maxm / total_mem, r["vcpus"]))
+        if not args.batch:
+            sys.stdout.write("\x1b[H\x1b[2J")
+        print("\n".join(lines), flush=True)
+        n += 1
+        if args.iterations and n >= args.iterations:
+            return 0
+        time.sleep(args.delay)
+
+
+# --- simple commands --------------------------------------------------------------------------
+def simple(method, wait_for_gone=False):
+    def run(args) -> int:
+        doms = [args.domain] if hasattr(args, "domain") else []
+        if getattr(args, "all", False):
+            doms = [str(r["domid"]) for r in api(args, "list")[1:]]
+        for d in doms:
+            api(args, method, dom=d)
+        if wait_for_gone and getattr(args, "wait", False):
+            return wait_gone(args, doms)
+        return 0
+    return run
+
+
+def wait_gone(args, doms, timeout=300) -> int:
+    end = time.monotonic() + timeout
+    pending = set(doms)
+    while pending and time.monotonic() < end:
+        live = api(args, "list")
+        names = {r["name"] for r in live} | {str(r["domid"]) for r in live}
+        for d in list(pending):
+            if d not in names:
+                pending.discard(d)
+        time.sleep(0.2)
+    return 0 if not pending else 1
+
+
+def cmd_domid(args) -> int:
+    print(api(args, "domid", name=args.name))
+    return 0
+
+
+def cmd_domname(args) -> int:
+    print(api(args, "domname", domid=args.domid))
+    return 0
+
+
+def cmd_rename(args) -> int:
+    api(args, "rename", dom=args.domain, name=args.new_name)
+    return 0
+
+
+def parse_mem(text: str) -> int:
+    """xl memory sizes: a number with an optional unit (b, k, m, g, t); default MiB."""
+    t = text.strip().lower()
+    units = {"b": 1 / (1 << 20), "k": 1 / 1024, "m": 1, "g": 1024, "t": 1 << 20}
+    if t and t[-1] in units:
+        return int(float(t[:-1]) * units[t[-1]])
+    return int(t)
+
+
+def cmd_mem_set(args) -> int:
+    api(args, "mem_set", dom=args.domain, mb=parse_mem(args.memory))
+    return 0
+
+
+def cmd_mem_max(args) -> int:
+    api(args, "mem_max", dom=args.domain, mb=parse_mem(args.memory))
+    return 0
+
+
+def cmd_vcpu_set(args) -> int:
+    api(args, "vcpu_set", dom=args.domain, count=args.count)
+    return 0
+
+
+def cmd_vcpu_pin(args) -> int:
+    ncpu = os.cpu_count() or 1
+    if args.cpus == "all":
+        cpus = list(range(ncpu))
+    else:
+        cpus = []
+        for part in args.cpus.split(","):
+            if "-" in part:
+                a, b = part.split("-")
+                cpus += list(range(int(a), int(b) + 1))
+            else:
+                cpus.append(int(part))
+    api(args, "vcpu_pin", dom=args.domain, vcpu=args.vcpu, cpus=cpus)
+    return 0
+
+
+def cmd_dmesg(args) -> int:
+    for line in api(args, "dmesg"):
+        print(line)
+    return 0
+
+
+def cmd_log(args) -> int:
+    for line in api(args, "log", lines=args.lines):
+        print(line)
+    return 0
+
+
+# --- the parser -------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pyxen", description="pyxen: Xen on KVM, with xl's commands.")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    p.add_argument("--run-dir", help="pyxend's run directory (default $PYXEN_RUN_DIR or /run/pyxen)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    c = sub.add_parser("create", help="create a domain from an xl.cfg file",
-                       description="Create a domain from an xl.cfg(5) file and run it. Without "
-                       "a running pyxend it runs in the foreground until the domain is gone; "
-                       "the exit status tells why: 0 poweroff, 1 crash, 2 reboot, 3 suspend, "
-                       "4 watchdog, 5 soft_reset, 6 destroyed; 64 config error, 65 bad kernel, "
-                       "69 no KVM.")
+
+    def cmd(name, func, help_, **kw):
+        sp = sub.add_parser(name, help=help_, description=kw.pop("description", help_))
+        sp.set_defaults(func=func)
+        return sp
+
+    c = cmd("create", cmd_create, "create a domain from an xl.cfg file",
+            description="Create a domain from an xl.cfg(5) file. With pyxend running the "
+            "domain runs in its own process under pyxend; without it, it runs in the "
+            "foreground until it is gone, and the exit status tells why: 0 poweroff, "
+            "1 crash, 2 reboot, 3 suspend, 4 watchdog, 5 soft_reset, 6 destroyed; 64 config "
+            "error, 65 bad kernel, 69 no KVM.")
     c.add_argument("config", metavar="FILE.cfg")
     c.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="settings that override the file (xl syntax)")
-    c.add_argument("-c", dest="console", action="store_true",
-                   help="attach to the console (show it on this terminal)")
+    c.add_argument("-c", dest="console", action="store_true", help="attach to the console")
     c.add_argument("-q", dest="quiet", action="store_true", help="quiet")
-    c.add_argument("-p", dest="paused", action="store_true",
-                   help="leave the domain paused after creating it (with pyxend)")
+    c.add_argument("-p", dest="paused", action="store_true", help="leave the domain paused")
+    c.add_argument("-e", dest="no_restart", action="store_true",
+                   help="do not wait in the background for the domain's death (accepted)")
+    c.add_argument("-V", dest="vnc", action="store_true", help="attach to VNC (no graphics: ignored)")
+    c.add_argument("-F", "--foreground", action="store_true",
+                   help="run in this process even when pyxend is running")
     c.add_argument("--trace", metavar="FILE",
-                   help="write a per-domain trace of hypercalls and traps to FILE")
-    c.set_defaults(func=cmd_create)
+                   help="(foreground) write a trace of hypercalls and traps to FILE")
+
+    c = cmd("list", cmd_list, "list domains")
+    c.add_argument("-l", "--long", action="store_true", help="JSON, like xl list -l")
+    c.add_argument("-v", "--verbose", action="store_true", help="also UUID and reason code")
+    c.add_argument("domains", nargs="*")
+
+    for name, method, h in (("destroy", "destroy", "terminate a domain immediately"),
+                            ("pause", "pause", "pause a domain's vCPUs"),
+                            ("unpause", "unpause", "let a paused domain run")):
+        c = cmd(name, simple(method), h)
+        c.add_argument("domain")
+    for name, method, h in (("shutdown", "shutdown", "ask a domain to shut down (control/shutdown)"),
+                            ("reboot", "reboot", "ask a domain to reboot (control/shutdown)")):
+        c = cmd(name, simple(method, wait_for_gone=True), h)
+        c.add_argument("domain", nargs="?")
+        c.add_argument("-w", "--wait", action="store_true", help="wait until it is gone")
+        c.add_argument("-a", "--all", action="store_true", help="all domains")
+        c.add_argument("-F", dest="force", action="store_true",
+                       help="accepted for xl compatibility (no ACPI fallback for PV)")
+
+    c = cmd("console", cmd_console, "attach to a domain's console (Ctrl-] detaches)")
+    c.add_argument("domain")
+    c.add_argument("-t", dest="type", choices=["pv", "serial"], default="pv")
+    c.add_argument("-n", dest="num", type=int, default=0)
+    cmd("info", cmd_info, "host and hypervisor information")
+    cmd("dmesg", cmd_dmesg, "the hypervisor's log (pyxend and domain processes)")
+    c = cmd("log", cmd_log, "pyxend's log")
+    c.add_argument("-n", dest="lines", type=int, default=100)
+    c = cmd("domid", cmd_domid, "domain name to id")
+    c.add_argument("name")
+    c = cmd("domname", cmd_domname, "domain id to name")
+    c.add_argument("domid", type=int)
+    c = cmd("rename", cmd_rename, "rename a domain")
+    c.add_argument("domain")
+    c.add_argument("new_name")
+    c = cmd("uptime", cmd_uptime, "domains' uptimes")
+    c.add_argument("-s", dest="short", action="store_true")
+    c.add_argument("domains", nargs="*")
+    c = cmd("mem-set", cmd_mem_set, "set a domain's memory target (the balloon driver acts)")
+    c.add_argument("domain")
+    c.add_argument("memory")
+    c = cmd("mem-max", cmd_mem_max, "set a domain's maximum memory")
+    c.add_argument("domain")
+    c.add_argument("memory")
+    c = cmd("vcpu-set", cmd_vcpu_set, "set the number of online vCPUs")
+    c.add_argument("domain")
+    c.add_argument("count", type=int)
+    c = cmd("vcpu-list", cmd_vcpu_list, "list vCPUs")
+    c.add_argument("domain", nargs="?")
+    c = cmd("vcpu-pin", cmd_vcpu_pin, "pin a vCPU to host CPUs")
+    c.add_argument("domain")
+    c.add_argument("vcpu")
+    c.add_argument("cpus")
+    c.add_argument("soft", nargs="?", help="soft affinity (accepted, ignored)")
+    c = cmd("sched-credit", cmd_sched_credit, "credit scheduler weight and cap")
+    c.add_argument("-d", dest="domain")
+    c.add_argument("-w", dest="weight", type=int)
+    c.add_argument("-c", dest="cap", type=int)
+    c = cmd("top", cmd_top, "a live table of domains (like xentop)")
+    c.add_argument("-b", dest="batch", action="store_true", help="batch mode")
+    c.add_argument("-i", dest="iterations", type=int, default=0)
+    c.add_argument("-d", dest="delay", type=float, default=1.0)
     return p
 
 
@@ -125,6 +552,8 @@ def main(argv=None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if getattr(args, "command", None) in ("shutdown", "reboot") and not args.all and not args.domain:
+        parser.error(f"{args.command}: a domain or -a is required")
     return args.func(args)
 
 

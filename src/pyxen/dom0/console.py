@@ -24,6 +24,7 @@ class ConsoleBackend:
         self.log = open(log_path, "ab") if log_path else None
         self.log_path = log_path
         self.history = bytearray()        # recent output, shown to a console that attaches later
+        self.log_error: str | None = None
 
     def _idx(self):
         return struct.unpack_from("<IIII", self.page, IDX_OFF)
@@ -54,10 +55,18 @@ class ConsoleBackend:
         if self.sink is not None:
             self.sink(data)
         if self.log is not None:
-            if self.log.tell() > LOG_LIMIT:
-                self._rotate()
-            self.log.write(data)
-            self.log.flush()
+            try:
+                if self.log.tell() > LOG_LIMIT:
+                    self._rotate()
+                self.log.write(data)
+                self.log.flush()
+            except OSError as e:           # disk full: keep the console, drop the log
+                self.log_error = str(e)
+                try:
+                    self.log.close()
+                except OSError:
+                    pass
+                self.log = None
 
     def _rotate(self) -> None:
         self.log.close()

@@ -177,6 +177,9 @@ class Domain:
         if self.console_backend is not None:
             self.console_backend.close()
             self.console_backend = None
+        if self.xenstore_ring is not None:
+            self.xenstore_ring.close()
+            self.xenstore_ring = None
         self._close_memory()
 
     def _close_memory(self) -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..build.elf import load_kernel
+from ..hv import emulate
 from ..hv.domain import Domain, DomainResult
 from .domconfig import DomainConfig
 from ..dom0.console import DETACH
@@ -44,7 +45,7 @@ class RunOutcome:
 
 
 def make_domain(cfg: DomainConfig, *, console, trace=None, domid: int = 1, kvm=None,
-                console_log: str | None = None) -> Domain:
+                console_log: str | None = None, attach_console: bool = True) -> Domain:
     if cfg.kernel is None:
         raise CreateError(f"{cfg.source or 'config'}: no kernel= given")
     avail = host_memory_mb()
@@ -55,14 +56,35 @@ def make_domain(cfg: DomainConfig, *, console, trace=None, domid: int = 1, kvm=N
     ramdisk = Path(cfg.ramdisk).read_bytes() if cfg.ramdisk else None
     dom = Domain(name=cfg.name, memory_mb=cfg.memory, maxmem_mb=cfg.maxmem, vcpus=cfg.vcpus,
                  domid=domid, console=console, trace=trace, kvm=kvm,
-                 supports_writable_pagetables=False)
+                 supports_writable_pagetables=True)
     try:
+        emulate.install(dom, image)     # ptwr, privileged ops, forced-emulation CPUID
         dom.build(image, ramdisk=ramdisk, cmdline=cfg.cmdline)
-        dom.attach_console(sink=console, log_path=console_log)
+        if attach_console:
+            dom.attach_console(sink=console, log_path=console_log)
+            attach_local_xenstore(dom, cfg)
     except BaseException:
         dom.close()
         raise
     return dom
+
+
+def attach_local_xenstore(dom: Domain, cfg: DomainConfig) -> None:
+    """A stand-alone domain gets its own in-process xenstored, so PV guests
+    (xenbus, control/shutdown) work without pyxend."""
+    from ..dom0.xenstore.server import XenStoreServer
+    from ..dom0.xenstore.store import Client as XsClient
+    from .xsnodes import write_domain_nodes
+    xs = XenStoreServer(state_file=None)
+    page = dom.ram.view[dom.layout.store_pfn * 4096:(dom.layout.store_pfn + 1) * 4096]
+    with xs.lock:
+        write_domain_nodes(xs.store, XsClient(xs.store, 0, True), domid=dom.domid,
+                           name=dom.name, uuid=str(dom.uuid), vcpus=len(dom.vcpus),
+                           target_kb=dom.nr_pages * 4, max_kb=dom.max_pages * 4,
+                           created=time.time())
+    ring = xs.attach_ring(dom.domid, page, lambda: dom.events.raise_port(dom.store_port))
+    dom.xenstore_ring = ring
+    dom.local_xenstore = xs
 
 
 def forward_input(dom: Domain, stream, stop: threading.Event) -> None:

@@ -98,6 +98,9 @@ class RingTransport:
         if len(mv) < _PAGE_MIN:
             raise ValueError(f"ring page too small ({len(mv)} bytes)")
         self.page = mv
+        # the seven u32 fields from req_cons on, as native 32-bit words so
+        # each index is read and written with one aligned access
+        self._words = mv[REQ_CONS:_PAGE_MIN].cast("I")
         self.domid = domid
         self.store = store
         self.notify = notify
@@ -116,10 +119,10 @@ class RingTransport:
     # -------------------------------------------------------------- page
 
     def _get(self, off: int) -> int:
-        return int.from_bytes(self.page[off:off + 4], "little")
+        return self._words[(off - REQ_CONS) >> 2]
 
     def _put(self, off: int, value: int) -> None:
-        self.page[off:off + 4] = (value & _MASK).to_bytes(4, "little")
+        self._words[(off - REQ_CONS) >> 2] = value & _MASK
 
     # -------------------------------------------------------------- api
 
@@ -168,6 +171,7 @@ class RingTransport:
                 self.closed = True
                 self.conn.close()
                 try:
+                    self._words.release()
                     self.page.release()     # lets the owner close an mmap
                 except BufferError:
                     pass

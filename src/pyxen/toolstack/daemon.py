@@ -1,0 +1,841 @@
+"""pyxend — the control daemon of domain 0 (xend / libxl's role).
+
+It owns xenstored, the console backends and the registry of domains, spawns
+one domain process per guest (pyxen.toolstack.domproc), and serves the JSON
+API (run_dir/pyxend.sock) that `pyxen` and pyxen.toolstack.client use.
+Domain processes live in their own sessions: killing pyxend leaves them
+running, and a new pyxend finds them again through their sockets.
+
+API (API_VERSION 1), one JSON object per line; every method returns
+{"result": ...} or {"error": {"code", "message"}}:
+  version                         -> {"api": 1, "pyxen": "..."}
+  create {config, overrides, paused, path}  -> {"domid", "name"}
+  list                            -> [domain info], Domain-0 first
+  info                            -> host and hypervisor figures
+  destroy|pause|unpause {dom}
+  shutdown|reboot {dom}           -> writes control/shutdown like xl
+  rename {dom, name}; domid {name}; domname {domid}; uptime
+  mem_set {dom, mb}; mem_max {dom, mb}; vcpu_set {dom, count}
+  vcpu_list {dom?}; vcpu_pin {dom, vcpu, cpus}; sched_credit {dom?, weight?, cap?}
+  dmesg; log {lines}; console {dom}  (the connection then carries raw console bytes)
+"""
+from __future__ import annotations
+
+import argparse
+import fcntl
+import grp
+import json
+import logging
+import mmap
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid as uuidlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import paths
+from .rpc import API_VERSION, Connection, RpcError, error_reply
+from .domconfig import DomainConfig
+from .xlcfg import XlCfgError, parse as parse_cfg, apply_overrides
+from ..dom0.console import ConsoleBackend
+from .xsnodes import write_domain_nodes, remove_domain_nodes
+from ..dom0.xenstore.server import XenStoreServer
+from ..dom0.xenstore.store import Client as XsClient
+
+log = logging.getLogger("pyxend")
+ACTIONS = ("destroy", "restart", "rename-restart", "preserve", "coredump-destroy",
+           "coredump-restart")
+SHUTDOWN_LETTERS = {"poweroff": "-", "reboot": "r", "suspend": "s", "crash": "c",
+                    "watchdog": "w", "soft_reset": "S"}
+
+
+class ApiError(Exception):
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class Dom:
+    domid: int
+    name: str
+    uuid: str
+    config: dict
+    pid: int = 0
+    state: str = "running"           # running | shutdown | crashed | dying
+    reason: str | None = None
+    created: float = field(default_factory=time.time)
+    conn: Connection | None = None
+    ram: mmap.mmap | None = None
+    fds: list = field(default_factory=list)
+    console: ConsoleBackend | None = None
+    watchers: list = field(default_factory=list)     # console attachments
+    target_kb: int = 0
+    max_kb: int = 0
+    popen: subprocess.Popen | None = None
+    conn_lock: threading.Lock = field(default_factory=threading.Lock)
+    restarts: int = 0
+
+
+class Daemon:
+    def __init__(self, run_dir: Path, mem_limit_mb: int | None = None):
+        self.run_dir = Path(run_dir)
+        self.mem_limit_mb = mem_limit_mb or max(256, host_mem_mb() - 256)
+        self.domains: dict[int, Dom] = {}
+        self.lock = threading.RLock()
+        self.next_domid = 1
+        self.sel = selectors.DefaultSelector()
+        self.sel_lock = threading.Lock()
+        self._wake_r, self._wake_w = os.pipe()
+        self.stopping = False
+        self.log_lines: list[str] = []
+
+    # --- start-up --------------------------------------------------------------------
+    def start(self) -> None:
+        rd = self.run_dir
+        paths.domains_dir(rd).mkdir(parents=True, exist_ok=True)
+        paths.log_dir(rd).mkdir(parents=True, exist_ok=True)
+        self.lockfile = open(rd / "pyxend.lock", "w")
+        try:
+            fcntl.flock(self.lockfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise SystemExit(f"pyxend: another pyxend is running on {rd}")
+        self.xs = XenStoreServer(socket_path=str(paths.xenstored_socket(rd)),
+                                 state_file=str(rd / "xenstore.json"), socket_mode=0o660)
+        self.xs.start()
+        self.xsc = XsClient(self.xs.store, 0, True)
+        state = rd / "pyxend.state"
+        if state.exists():
+            try:
+                self.next_domid = json.loads(state.read_text()).get("next_domid", 1)
+            except ValueError:
+                pass
+        self.sel.register(self._wake_r, selectors.EVENT_READ, None)
+        threading.Thread(target=self._event_loop, daemon=True, name="evtchn").start()
+        self._recover()
+        api = paths.api_socket(rd)
+        try:
+            os.unlink(api)
+        except FileNotFoundError:
+            pass
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        self.listener.bind(str(api))
+        os.chmod(api, 0o660)
+        try:
+            os.chown(api, 0, grp.getgrnam("pyxen").gr_gid)
+        except (KeyError, PermissionError):
+            pass
+        self.listener.listen(16)
+        self.say(f"pyxend started on {rd} (API {API_VERSION}), memory limit {self.mem_limit_mb} MiB")
+
+    def say(self, msg: str) -> None:
+        log.info("%s", msg)
+        self.log_lines.append(time.strftime("%Y-%m-%d %H:%M:%S ") + msg)
+        del self.log_lines[:-2000]
+
+    def serve_forever(self) -> None:
+        while not self.stopping:
+            try:
+                s, _ = self.listener.accept()
+            except OSError:
+                if self.stopping:
+                    return
+                raise
+            threading.Thread(target=self._client, args=(Connection(s),), daemon=True).start()
+
+    def stop(self) -> None:
+        """Stop serving; domains keep running (they outlive pyxend)."""
+        self.stopping = True
+        try:
+            self.listener.close()
+        except OSError:
+            pass
+        self.xs.stop()
+
+    # --- persistence ------------------------------------------------------------------
+    def _save(self, d: Dom) -> None:
+        rec = {"domid": d.domid, "name": d.name, "uuid": d.uuid, "config": d.config,
+               "pid": d.pid, "created": d.created, "target_kb": d.target_kb,
+               "max_kb": d.max_kb, "state": d.state, "reason": d.reason, "restarts": d.restarts}
+        p = paths.domain_record(self.run_dir, d.domid)
+        tmp = p.with_suffix(".tmp")
+        tmp.write_text(json.dumps(rec))
+        tmp.replace(p)
+        st = self.run_dir / "pyxend.state"
+        st.write_text(json.dumps({"next_domid": self.next_domid}))
+
+    def _recover(self) -> None:
+        """Find the domains a previous pyxend started."""
+        for rec_path in sorted(paths.domains_dir(self.run_dir).glob("*.json")):
+            try:
+                rec = json.loads(rec_path.read_text())
+            except ValueError:
+                continue
+            d = Dom(rec["domid"], rec["name"], rec["uuid"], rec["config"], pid=rec["pid"],
+                    created=rec["created"], target_kb=rec["target_kb"], max_kb=rec["max_kb"],
+                    state=rec.get("state", "running"), reason=rec.get("reason"),
+                    restarts=rec.get("restarts", 0))
+            self.next_domid = max(self.next_domid, d.domid + 1)
+            if d.state != "running":
+                self.domains[d.domid] = d        # preserved: stays listed until destroyed
+                continue
+            if not pid_alive(d.pid):
+                self.domains[d.domid] = d
+                self._domain_gone(d)
+                continue
+            try:
+                self._connect(d)
+            except OSError as e:
+                self.say(f"domain {d.domid} ({d.name}): cannot reconnect: {e}")
+                continue
+            self.domains[d.domid] = d
+            threading.Thread(target=self._monitor, args=(d,), daemon=True).start()
+            self.say(f"found running domain {d.domid} ({d.name}), pid {d.pid}")
+
+    # --- domain processes ---------------------------------------------------------------
+    def _connect(self, d: Dom, timeout: float = 10.0) -> None:
+        sock = paths.domain_socket(self.run_dir, d.domid)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                conn = Connection.connect(sock, timeout=10)
+                break
+            except OSError:
+                if time.monotonic() > deadline or (d.popen and d.popen.poll() is not None):
+                    raise
+                time.sleep(0.02)
+        hello = conn.call("hello")
+        fds = conn.take_fds(6)
+        ram_fd, heap_fd, st_out, st_in, con_out, con_in = fds
+        os.close(heap_fd)
+        d.conn = conn
+        d.pid = hello["pid"]
+        d.ram = mmap.mmap(ram_fd, hello["ram_size"], mmap.MAP_SHARED,
+                          mmap.PROT_READ | mmap.PROT_WRITE)
+        os.close(ram_fd)
+        d.fds = [st_out, st_in, con_out, con_in]
+        view = memoryview(d.ram)
+        cpage = view[hello["console_pfn"] * 4096:(hello["console_pfn"] + 1) * 4096]
+        log_path = paths.log_dir(self.run_dir) / f"guest-{d.name}.log"
+        d.console = ConsoleBackend(cpage, lambda fd=con_in: eventfd_poke(fd),
+                                   sink=lambda data, d=d: self._console_out(d, data),
+                                   log_path=str(log_path))
+        spage = view[hello["store_pfn"] * 4096:(hello["store_pfn"] + 1) * 4096]
+        ring = self.xs.attach_ring(d.domid, spage, lambda fd=st_in: eventfd_poke(fd))
+        with self.sel_lock:
+            self.sel.register(st_out, selectors.EVENT_READ, ring.kick)
+            self.sel.register(con_out, selectors.EVENT_READ, d.console.on_notify)
+        os.write(self._wake_w, b"x")
+        ring.kick()
+        d.console.on_notify()
+
+    def _event_loop(self) -> None:
+        while True:
+            with self.sel_lock:
+                pass
+            for key, _ in self.sel.select(1.0):
+                if key.data is None:
+                    os.read(self._wake_r, 4096)
+                    continue
+                try:
+                    os.eventfd_read(key.fd)
+                except OSError:
+                    continue
+                try:
+                    key.data()
+                except Exception:
+                    log.exception("event handler failed")
+
+    def _console_out(self, d: Dom, data: bytes) -> None:
+        for w in list(d.watchers):
+            try:
+                w.sendall(data)
+            except OSError:
+                d.watchers.remove(w)
+
+    def _call(self, d: Dom, method: str, **params):
+        if d.conn is None or d.state != "running":
+            raise ApiError("EINVAL", f"domain {d.domid} is not running")
+        with d.conn_lock:
+            try:
+                return d.conn.call(method, **params)
+            except (OSError, RpcError) as e:
+                raise ApiError("EIO", f"domain {d.domid}: {e}") from None
+
+    def _spawn(self, cfg: DomainConfig, domid: int, paused: bool) -> subprocess.Popen:
+        cfg_path = paths.domains_dir(self.run_dir) / f"{domid}.config"
+        cfg_path.write_text(json.dumps(cfg.to_dict()))
+        errlog = open(paths.log_dir(self.run_dir) / f"domain-{domid}.log", "ab")
+        args = [sys.executable, "-m", "pyxen.toolstack.domproc", "--run-dir", str(self.run_dir),
+                "--domid", str(domid), "--config", str(cfg_path)]
+        if paused:
+            args.append("--paused")
+        try:
+            return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=errlog, stderr=errlog,
+                                    start_new_session=True, close_fds=True)
+        finally:
+            errlog.close()
+
+    def _monitor(self, d: Dom) -> None:
+        """Wait for the domain process to end, then apply the lifecycle action."""
+        if d.popen is not None:
+            d.popen.wait()
+        else:
+            try:
+                pfd = os.pidfd_open(d.pid)
+                selectors.DefaultSelector().register(pfd, selectors.EVENT_READ)
+                import select
+                select.select([pfd], [], [])
+                os.close(pfd)
+            except ProcessLookupError:
+                pass
+        self._domain_gone(d)
+
+    def _domain_gone(self, d: Dom) -> None:
+        res_path = paths.domain_result(self.run_dir, d.domid)
+        try:
+            res = json.loads(res_path.read_text())
+        except (OSError, ValueError):
+            res = {"reason": "crash", "message": "the domain process died"}
+        reason = res.get("reason", "crash")
+        if reason == "failed":
+            reason = "crash"
+        self._teardown_io(d)
+        with self.lock:
+            if d.domid not in self.domains:
+                return                          # destroyed on request
+            d.reason = reason
+            d.state = "crashed" if reason == "crash" else "shutdown"
+            if d.state == "shutdown" and reason == "destroyed":
+                self._cleanup(d)
+                return
+            key = {"poweroff": "on_poweroff", "reboot": "on_reboot", "crash": "on_crash",
+                   "watchdog": "on_watchdog"}.get(reason, "on_crash")
+            action = d.config.get(key, "destroy")
+            self.say(f"domain {d.domid} ({d.name}) {reason}: {res.get('message', '')[:200]}"
+                     f" -> {action}")
+            if action.startswith("coredump"):
+                self._coredump(d)
+            if action == "preserve":
+                self._save(d)
+                return
+            self._cleanup(d)
+            if action.endswith("restart") and d.restarts < 16:
+                cfg = dict(d.config)
+                if action == "rename-restart":
+                    cfg["name"] = f"{d.name}-{d.domid}"
+                try:
+                    self._create(config_from_dict(cfg), paused=False, restarts=d.restarts + 1)
+                except ApiError as e:
+                    self.say(f"restart of {d.name} failed: {e}")
+
+    def _coredump(self, d: Dom) -> None:
+        """Write guest memory as an ELF core (like xl dump-core)."""
+        from .coredump import write_core
+        if d.ram is None:
+            return
+        path = paths.log_dir(self.run_dir).parent / "dump" / f"{d.name}-{d.domid}.core"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            write_core(path, d.ram, d.name, d.domid)
+            self.say(f"core of domain {d.domid} written to {path}")
+        except OSError as e:
+            self.say(f"core dump of domain {d.domid} failed: {e}")
+
+    def _teardown_io(self, d: Dom) -> None:
+        with self.sel_lock:
+            for fd in d.fds:
+                try:
+                    self.sel.unregister(fd)
+                except (KeyError, ValueError):
+                    pass
+        os.write(self._wake_w, b"x")
+
+    def _cleanup(self, d: Dom) -> None:
+        """Free what the domain held: XenStore nodes, console, files."""
+        self.domains.pop(d.domid, None)
+        try:
+            self.xs.detach_ring(d.domid)
+            with self.xs.lock:
+                remove_domain_nodes(self.xs.store, self.xsc, domid=d.domid, uuid=d.uuid)
+                try:
+                    self.xs.store.release(self.xsc, d.domid)
+                except Exception:
+                    pass
+            self.xs._wake()
+        except Exception:
+            log.exception("xenstore cleanup of %d", d.domid)
+        if d.console is not None:
+            d.console.close()
+        for w in d.watchers:
+            try:
+                w.close()
+            except OSError:
+                pass
+        for fd in d.fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        d.fds = []
+        if d.conn is not None:
+            d.conn.close()
+        if d.ram is not None:
+            try:
+                d.ram.close()
+            except BufferError:
+                pass
+        for suffix in (".json", ".result", ".config", ".sock"):
+            try:
+                os.unlink(paths.domains_dir(self.run_dir) / f"{d.domid}{suffix}")
+            except FileNotFoundError:
+                pass
+
+    # --- API --------------------------------------------------------------------------------
+    def _client(self, conn: Connection) -> None:
+        try:
+            while True:
+                req = conn.recv()
+                if req is None:
+                    return
+                rid = req.get("id")
+                method = req.get("method", "")
+                params = req.get("params") or {}
+                if method == "console":
+                    self._attach_console(conn, rid, params)
+                    return
+                try:
+                    fn = getattr(self, "api_" + method, None)
+                    if fn is None:
+                        raise ApiError("ENOSYS", f"unknown method {method!r}")
+                    result = fn(**params)
+                    conn.send({"id": rid, "result": result})
+                except ApiError as e:
+                    conn.send(error_reply(rid, e.code, str(e)))
+                except TypeError as e:
+                    conn.send(error_reply(rid, "EINVAL", f"{method}: {e}"))
+                except Exception as e:
+                    log.exception("API %s failed", method)
+                    conn.send(error_reply(rid, "EFAIL", f"{method}: {e}"))
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def find(self, dom) -> Dom:
+        with self.lock:
+            if isinstance(dom, int) or (isinstance(dom, str) and dom.isdigit()):
+                d = self.domains.get(int(dom))
+                if d is not None:
+                    return d
+            for d in self.domains.values():
+                if d.name == dom:
+                    return d
+        raise ApiError("ENOENT", f"{dom} is an invalid domain identifier (rc=-6)")
+
+    def api_version(self):
+        from .. import __version__
+        return {"api": API_VERSION, "pyxen": __version__}
+
+    def api_create(self, config: str, path: str = "<config>", overrides=(), paused: bool = False):
+        try:
+            c = parse_cfg(config, filename=path)
+            apply_overrides(c, overrides)
+            base = os.path.dirname(os.path.abspath(path)) if path != "<config>" else None
+            cfg = DomainConfig.from_config(c, base_dir=base)
+        except XlCfgError as e:
+            raise ApiError("EINVAL", str(e)) from None
+        d = self._create(cfg, paused)
+        return {"domid": d.domid, "name": d.name, "warnings": cfg.warnings}
+
+    def _create(self, cfg: DomainConfig, paused: bool, restarts: int = 0) -> Dom:
+        with self.lock:
+            if any(x.name == cfg.name for x in self.domains.values()):
+                raise ApiError("EEXIST", f"domain with name \"{cfg.name}\" already exists.")
+            promised = sum(x.max_kb for x in self.domains.values()) // 1024
+            want = cfg.maxmem or cfg.memory
+            if promised + want > self.mem_limit_mb:
+                raise ApiError("ENOMEM", f"not enough memory: {want} MiB requested, "
+                               f"{self.mem_limit_mb - promised} MiB of the "
+                               f"{self.mem_limit_mb} MiB limit left")
+            domid = self.next_domid
+            self.next_domid += 1
+            d = Dom(domid, cfg.name, cfg.uuid or str(uuidlib.uuid4()), cfg.to_dict(),
+                    target_kb=cfg.memory * 1024, max_kb=want * 1024, restarts=restarts)
+            d.config["uuid"] = d.uuid
+            self.domains[domid] = d
+        try:
+            d.popen = self._spawn(config_from_dict(d.config), domid, paused)
+            d.pid = d.popen.pid
+            self._connect(d)
+        except Exception as e:
+            msg = self._spawn_failure(d, e)
+            with self.lock:
+                self.domains.pop(domid, None)
+            self._cleanup(d)
+            if d.popen is not None and d.popen.poll() is None:
+                d.popen.kill()
+            raise ApiError("EINVAL", msg) from None
+        self._write_xenstore(d)
+        self._save(d)
+        threading.Thread(target=self._monitor, args=(d,), daemon=True).start()
+        self.say(f"created domain {domid} ({d.name}), pid {d.pid}")
+        return d
+
+    def _spawn_failure(self, d: Dom, e: Exception) -> str:
+        try:
+            res = json.loads(paths.domain_result(self.run_dir, d.domid).read_text())
+            return res.get("message") or str(e)
+        except (OSError, ValueError):
+            return f"domain process failed to start: {e}"
+
+    def _write_xenstore(self, d: Dom) -> None:
+        with self.xs.lock:
+            write_domain_nodes(self.xs.store, self.xsc, domid=d.domid, name=d.name,
+                               uuid=d.uuid, vcpus=int(d.config.get("vcpus", 1)),
+                               target_kb=d.target_kb, max_kb=d.max_kb, created=d.created)
+        self.xs._wake()
+
+    def _xs_write(self, path: str, value: str) -> None:
+        with self.xs.lock:
+            self.xs.store.write(self.xsc, path, value.encode())
+        self.xs._wake()
+
+    def _xs_read(self, path: str) -> str | None:
+        try:
+            with self.xs.lock:
+                return self.xs.store.read(self.xsc, path).decode()
+        except Exception:
+            return None
+
+    def api_list(self, dom=None):
+        rows = [dom0_info()]
+        with self.lock:
+            doms = [self.find(dom)] if dom is not None else sorted(self.domains.values(),
+                                                                     key=lambda x: x.domid)
+        for d in doms:
+            rows.append(self._info(d))
+        return rows if dom is None else rows[1:]
+
+    def _info(self, d: Dom) -> dict:
+        row = {"name": d.name, "domid": d.domid, "uuid": d.uuid, "mem_mb": d.target_kb // 1024,
+               "max_mem_mb": d.max_kb // 1024, "vcpus": int(d.config.get("vcpus", 1)),
+               "running": False, "blocked": False, "paused": False,
+               "shutdown": d.state in ("shutdown", "crashed"), "dying": d.state == "dying",
+               "reason": d.reason, "cpu_time": 0.0, "config": d.config, "pid": d.pid,
+               "uptime": time.time() - d.created}
+        if d.state == "running" and d.conn is not None:
+            try:
+                info = self._call(d, "info")
+                row.update(running=info["running"], blocked=info["blocked"],
+                           paused=info["paused"], cpu_time=info["cpu_time"],
+                           vcpus=info["online_vcpus"], vcpu_info=info["vcpus"],
+                           weight=info["weight"], cap=info["cap"])
+            except ApiError:
+                row["dying"] = True
+        return row
+
+    def api_info(self):
+        return host_info(self)
+
+    def api_destroy(self, dom):
+        d = self.find(dom)
+        with self.lock:
+            self.domains.pop(d.domid, None)
+            d.state = "dying"
+        if pid_alive(d.pid):
+            try:
+                with d.conn_lock:
+                    d.conn.call("destroy")
+            except (OSError, RpcError, AttributeError):
+                pass
+            if not wait_pid_gone(d.pid, 3.0):
+                try:
+                    os.kill(d.pid, signal.SIGKILL)     # stuck in a hypercall: no mercy
+                except ProcessLookupError:
+                    pass
+                wait_pid_gone(d.pid, 3.0)
+        self._teardown_io(d)
+        self._cleanup(d)
+        self.say(f"destroyed domain {d.domid} ({d.name})")
+        return None
+
+    def api_pause(self, dom):
+        self._call(self.find(dom), "pause")
+
+    def api_unpause(self, dom):
+        self._call(self.find(dom), "unpause")
+
+    def _request_shutdown(self, dom, what: str):
+        d = self.find(dom)
+        if d.state != "running":
+            raise ApiError("EINVAL", f"domain {d.domid} is not running")
+        self._xs_write(f"/local/domain/{d.domid}/control/shutdown", what)
+        return d.domid
+
+    def api_shutdown(self, dom):
+        return self._request_shutdown(dom, "poweroff")
+
+    def api_reboot(self, dom):
+        return self._request_shutdown(dom, "reboot")
+
+    def api_rename(self, dom, name):
+        d = self.find(dom)
+        with self.lock:
+            if any(x.name == name for x in self.domains.values() if x is not d):
+                raise ApiError("EEXIST", f"domain with name \"{name}\" already exists.")
+            d.name = name
+            d.config["name"] = name
+        self._xs_write(f"/local/domain/{d.domid}/name", name)
+        self._save(d)
+
+    def api_domid(self, name):
+        return self.find(name).domid if name != "Domain-0" else 0
+
+    def api_domname(self, domid):
+        if int(domid) == 0:
+            return "Domain-0"
+        return self.find(int(domid)).name
+
+    def api_uptime(self):
+        return [{"name": "Domain-0", "domid": 0, "uptime": host_uptime()}] + [
+            {"name": d.name, "domid": d.domid, "uptime": time.time() - d.created}
+            for d in sorted(self.domains.values(), key=lambda x: x.domid)]
+
+    def api_mem_set(self, dom, mb):
+        d = self.find(dom)
+        kb = int(mb) * 1024
+        if kb > d.max_kb:
+            raise ApiError("EINVAL", f"memory_dynamic_max must be less than or equal to "
+                           f"memory_static_max ({d.max_kb // 1024} MiB)")
+        d.target_kb = kb
+        self._xs_write(f"/local/domain/{d.domid}/memory/target", str(kb))
+        self._save(d)
+
+    def api_mem_max(self, dom, mb):
+        d = self.find(dom)
+        kb = int(mb) * 1024
+        with self.lock:
+            promised = sum(x.max_kb for x in self.domains.values() if x is not d) // 1024
+            if promised + int(mb) > self.mem_limit_mb:
+                raise ApiError("ENOMEM", "not enough memory under the limit")
+            d.max_kb = kb
+        self._xs_write(f"/local/domain/{d.domid}/memory/static-max", str(kb))
+        if d.state == "running":
+            self._call(d, "set_maxmem", kb=kb)
+        self._save(d)
+
+    def api_vcpu_set(self, dom, count):
+        d = self.find(dom)
+        maxv = int(d.config.get("maxvcpus") or d.config.get("vcpus", 1))
+        if not 1 <= int(count) <= maxv:
+            raise ApiError("EINVAL", f"requested vcpus {count} is more than maxvcpus {maxv}")
+        for i in range(maxv):
+            self._xs_write(f"/local/domain/{d.domid}/cpu/{i}/availability",
+                           "online" if i < int(count) else "offline")
+
+    def api_vcpu_list(self, dom=None):
+        doms = [self.find(dom)] if dom is not None else sorted(self.domains.values(),
+                                                                key=lambda x: x.domid)
+        out = []
+        for d in doms:
+            if d.state != "running":
+                continue
+            info = self._call(d, "info")
+            for v in info["vcpus"]:
+                out.append({"name": d.name, "domid": d.domid, **v})
+        return out
+
+    def api_vcpu_pin(self, dom, vcpu, cpus):
+        d = self.find(dom)
+        ids = range(int(d.config.get("vcpus", 1))) if vcpu == "all" else [int(vcpu)]
+        for i in ids:
+            self._call(d, "vcpu_pin", vcpu=i, cpus=cpus)
+
+    def api_sched_credit(self, dom=None, weight=None, cap=None):
+        doms = [self.find(dom)] if dom is not None else sorted(self.domains.values(),
+                                                                key=lambda x: x.domid)
+        out = [{"name": "Domain-0", "domid": 0, "weight": 256, "cap": 0}]
+        for d in doms:
+            if d.state != "running":
+                continue
+            r = self._call(d, "sched", weight=weight, cap=cap)
+            out.append({"name": d.name, "domid": d.domid, **r})
+        return out if dom is None else out[1:]
+
+    def api_dmesg(self):
+        lines = list(self.log_lines)
+        for d in sorted(self.domains.values(), key=lambda x: x.domid):
+            if d.state == "running":
+                try:
+                    lines += self._call(d, "dmesg")
+                except ApiError:
+                    pass
+        return lines
+
+    def api_log(self, lines: int = 100):
+        return self.log_lines[-int(lines):]
+
+    def _attach_console(self, conn: Connection, rid, params) -> None:
+        try:
+            d = self.find(params.get("dom"))
+            if d.console is None:
+                raise ApiError("EINVAL", f"domain {d.domid} has no console")
+        except ApiError as e:
+            conn.send(error_reply(rid, e.code, str(e)))
+            conn.close()
+            return
+        conn.send({"id": rid, "result": {"domid": d.domid, "name": d.name}})
+        sock = conn.sock
+        sock.settimeout(None)
+        if conn.buf:
+            d.console.write_input(bytes(conn.buf))
+        sock.sendall(bytes(d.console.history))
+        d.watchers.append(sock)
+        try:
+            while True:
+                data = sock.recv(4096)
+                if not data:
+                    break
+                while data and d.console is not None and d.state == "running":
+                    n = d.console.write_input(data)
+                    data = data[n:]
+                    if data:
+                        time.sleep(0.01)
+        except OSError:
+            pass
+        finally:
+            if sock in d.watchers:
+                d.watchers.remove(sock)
+            conn.close()
+
+
+def config_from_dict(data: dict) -> DomainConfig:
+    from dataclasses import fields
+    names = {f.name for f in fields(DomainConfig)}
+    return DomainConfig(**{k: v for k, v in data.items() if k in names})
+
+
+def eventfd_poke(fd: int) -> None:
+    try:
+        os.eventfd_write(fd, 1)
+    except OSError:
+        pass
+
+
+def pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_pid_gone(pid: int, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if not pid_alive(pid):
+            return True
+        time.sleep(0.02)
+    return not pid_alive(pid)
+
+
+def host_mem_mb() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) // 1024
+    return 0
+
+
+def host_uptime() -> float:
+    with open("/proc/uptime") as f:
+        return float(f.read().split()[0])
+
+
+def dom0_info() -> dict:
+    t = os.times()
+    return {"name": "Domain-0", "domid": 0, "uuid": "00000000-0000-0000-0000-000000000000",
+            "mem_mb": host_mem_mb(), "max_mem_mb": host_mem_mb(), "vcpus": os.cpu_count(),
+            "running": True, "blocked": False, "paused": False, "shutdown": False,
+            "dying": False, "reason": None, "cpu_time": t.user + t.system + t.children_user +
+            t.children_system, "uptime": host_uptime()}
+
+
+def host_info(daemon: Daemon) -> dict:
+    import platform
+    meminfo = {}
+    with open("/proc/meminfo") as f:
+        for line in f:
+            k, v = line.split(":", 1)
+            meminfo[k] = int(v.split()[0])
+    cpuinfo = open("/proc/cpuinfo").read()
+    model = next((l.split(":", 1)[1].strip() for l in cpuinfo.splitlines()
+                  if l.startswith("model name")), "unknown")
+    mhz = next((l.split(":", 1)[1].strip() for l in cpuinfo.splitlines()
+                if l.startswith("cpu MHz")), "0")
+    from ..hv.hypercalls.version import XEN_MAJOR, XEN_MINOR, EXTRAVERSION
+    promised = sum(x.max_kb for x in daemon.domains.values()) // 1024
+    return {"host": platform.node(), "release": platform.release(),
+            "version": platform.version(), "machine": platform.machine(),
+            "nr_cpus": os.cpu_count(), "cpu_model": model, "cpu_mhz": mhz,
+            "total_memory": meminfo.get("MemTotal", 0) // 1024,
+            "free_memory": meminfo.get("MemAvailable", 0) // 1024,
+            "promised_memory": promised, "memory_limit": daemon.mem_limit_mb,
+            "xen_major": XEN_MAJOR, "xen_minor": XEN_MINOR,
+            "xen_extra": EXTRAVERSION.decode(), "xen_caps": "xen-3.0-x86_64",
+            "virt_caps": "pv", "xen_scheduler": "credit", "xen_pagesize": 4096,
+            "hypervisor": "pyxen on KVM (PVM)", "nr_domains": len(daemon.domains) + 1}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="pyxend", description="pyxen's control daemon (dom0).")
+    ap.add_argument("-F", "--foreground", action="store_true", help="stay in the foreground")
+    ap.add_argument("--run-dir", help="sockets and state (default /run/pyxen, "
+                    "or $XDG_RUNTIME_DIR/pyxen when not root; $PYXEN_RUN_DIR)")
+    ap.add_argument("--mem-limit", type=int, metavar="MiB",
+                    help="host memory that may be promised to domains (default: host RAM - 256 MiB)")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    args = ap.parse_args(argv)
+    rd = Path(args.run_dir) if args.run_dir else paths.run_dir()
+    rd.mkdir(parents=True, exist_ok=True)
+    if not args.foreground:
+        if os.fork() > 0:
+            # parent: wait until the daemon's socket answers
+            for _ in range(200):
+                if paths.api_socket(rd).exists():
+                    return 0
+                time.sleep(0.05)
+            return 0
+        os.setsid()
+        devnull = os.open(os.devnull, os.O_RDWR)
+        logf = os.open(str(rd / "pyxend.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        os.dup2(devnull, 0)
+        os.dup2(logf, 1)
+        os.dup2(logf, 2)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="pyxend: %(levelname)s %(message)s")
+    d = Daemon(rd, args.mem_limit)
+    d.start()
+    signal.signal(signal.SIGTERM, lambda *a: d.stop())
+    signal.signal(signal.SIGINT, lambda *a: d.stop())
+    d.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
