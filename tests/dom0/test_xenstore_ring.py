@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import mmap
-import struct
 import threading
 
 import pytest
@@ -12,7 +11,7 @@ from pyxen.dom0.xenstore import ring as R
 from pyxen.dom0.xenstore.ring import RingTransport
 from pyxen.dom0.xenstore.store import XenStore
 
-from conftest import HDR, GuestRing
+from xs_helpers import HDR, GuestRing
 
 
 class Notify:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import socket
 import struct
 import threading
@@ -16,7 +15,7 @@ from pyxen.dom0.xenstore.persist import load_state, save_state
 from pyxen.dom0.xenstore.server import XenStoreServer
 from pyxen.dom0.xenstore.store import XenStore
 
-from conftest import HDR, GuestRing, XsSocket
+from xs_helpers import HDR, GuestRing, XsSocket
 
 
 def wait_until(cond, timeout=5.0):

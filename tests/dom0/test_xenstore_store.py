@@ -7,7 +7,7 @@ import pytest
 from pyxen.dom0.xenstore.store import (
     ERRORS, INITIAL_PATHS, XenStore, XenStoreError, format_perm, parse_perm)
 
-from conftest import Rec
+from xs_helpers import Rec
 
 
 def err(name):

@@ -9,9 +9,7 @@ import subprocess
 import sys
 import time
 
-import pytest
-
-from conftest import VENV_BIN, wait_for_socket
+from xs_helpers import VENV_BIN, wait_for_socket
 
 TIMEOUT = 20
 
@@ -134,7 +132,7 @@ def test_watch_special_introduce(xenstored, xs_tools):
     try:
         assert _read_lines(proc, 1) == ["@introduceDomain"]
         # INTRODUCE through a Python socket client (there is no tool for it)
-        from conftest import XsSocket
+        from xs_helpers import XsSocket
         c = XsSocket(str(d.sock))
         assert c.request(8, b"12\x004096\x005\x00") == (8, b"OK\0")
         c.close()
