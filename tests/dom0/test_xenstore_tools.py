@@ -231,3 +231,13 @@ def test_many_tool_invocations_in_parallel(xenstored, xs_tools):
         assert p.wait(TIMEOUT) == 0
     listing = out(xs_tools, d, "list", "/par").split()
     assert sorted(listing, key=int) == [str(i) for i in range(16)]
+
+
+def test_large_directory_falls_back_to_directory_part(xenstored, xs_tools):
+    d = xenstored()
+    names = [f"entry-{i:03d}-" + "x" * 50 for i in range(150)]    # > 4096 bytes
+    args = []
+    for n in names:
+        args += [f"/big/{n}", "v"]
+    run(xs_tools, d, "write", *args)
+    assert out(xs_tools, d, "list", "/big").split() == names

@@ -117,7 +117,11 @@ class Daemon:
         cmd += list(extra)
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, text=True)
-        wait_for_socket(sock, self.proc)
+        try:
+            wait_for_socket(sock, self.proc)
+        except BaseException:
+            self.stop(signal.SIGKILL)
+            raise
 
     def env(self) -> dict:
         env = dict(os.environ)
