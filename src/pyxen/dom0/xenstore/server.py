@@ -173,6 +173,12 @@ class XenStoreServer:
             self._shutdown()
             for domid in list(self.rings):
                 self.detach_ring(domid)
+        if self._wake_r < 0:
+            return
+        try:
+            self._sel.close()
+        except (OSError, ValueError):
+            pass
         for fd in (self._wake_r, self._wake_w):
             try:
                 os.close(fd)
