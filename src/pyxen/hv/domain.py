@@ -322,14 +322,9 @@ class Domain:
 
     def _timer_fired(self, vcpu_id: int) -> None:
         v = self.vcpus[vcpu_id]
-        if v.periodic_ns:
-            v.periodic_next += v.periodic_ns
-            now = self.clock.now()
-            if v.periodic_next <= now:
-                v.periodic_next = now + v.periodic_ns
-        v.rearm_timer()
-        self.clock.update_vcpu_time(v.vcpu_info)
-        self.events.send_virq(0, vcpu_id)
+        if v.timer_expired():
+            self.clock.update_vcpu_time(v.vcpu_info)
+            self.events.send_virq(0, vcpu_id)
 
     def register_vcpu_info(self, vcpu, mfn: int, offset: int) -> int:
         if not self.mm.owns(mfn) or offset > L.PAGE_SIZE - 64:

@@ -86,6 +86,7 @@ class PVVcpu:
         self.singleshot_ns = 0          # deadline in domain system time, 0 = none
         self.periodic_ns = 0
         self.periodic_next = 0
+        self.timer_lock = threading.Lock()   # the timer thread and hypercalls both re-arm
         self.runstate = 3 if vcpu_id else 0
         self.runstate_entry = 0
         self.runstate_time = [0, 0, 0, 0]
@@ -121,15 +122,43 @@ class PVVcpu:
         self.bounce(cb.address, r.rip, s.cs.selector, r.rflags, r.rsp, s.ss.selector, None, True)
 
     def rearm_timer(self) -> None:
+        """Point the timer service at this vCPU's next deadline (the earlier
+        of the single-shot and periodic timers). Call with timer_lock held."""
         deadlines = [d for d in (self.singleshot_ns, self.periodic_ns and self.periodic_next) if d]
-        if self.singleshot_ns and self.singleshot_ns <= self.domain.clock.now():
-            self.singleshot_ns = 0
         self.domain.timers.set(self.id, min(deadlines) if deadlines else None)
 
     def set_singleshot(self, deadline: int) -> None:
-        self.singleshot_ns = deadline
-        self.domain.timers.set(self.id, None)
-        self.rearm_timer()
+        """set_timer_op / VCPUOP_set_singleshot_timer (0 cancels)."""
+        with self.timer_lock:
+            self.singleshot_ns = deadline
+            self.rearm_timer()
+
+    def set_periodic(self, period: int) -> None:
+        """VCPUOP_set_periodic_timer (0 stops): first tick one period from now."""
+        with self.timer_lock:
+            self.periodic_ns = period
+            self.periodic_next = self.domain.clock.now() + period if period else 0
+            self.rearm_timer()
+
+    def timer_expired(self) -> bool:
+        """The timer service reached this vCPU's deadline: retire the timers
+        that are due, re-arm, and say whether VIRQ_TIMER must be raised.
+        The periodic timer keeps its phase; periods missed while pyxen was
+        late are skipped (they would coalesce into one pending event anyway)."""
+        with self.timer_lock:
+            now = self.domain.clock.now()
+            due = False
+            if self.singleshot_ns and self.singleshot_ns <= now:
+                self.singleshot_ns = 0
+                due = True
+            if self.periodic_ns and self.periodic_next <= now:
+                due = True
+                nxt = self.periodic_next + self.periodic_ns
+                if nxt <= now:
+                    nxt += ((now - nxt) // self.periodic_ns + 1) * self.periodic_ns
+                self.periodic_next = nxt
+            self.rearm_timer()
+            return due
 
     def set_runstate(self, state: int) -> None:
         now = self.domain.clock.now()

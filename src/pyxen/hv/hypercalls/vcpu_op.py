@@ -70,13 +70,10 @@ def vcpu_op(vcpu, cmd, vcpuid, arg, *_):
             (period,) = struct.unpack("<Q", mem.read(arg, 8))
             if period < MIN_PERIOD_NS:
                 return -EINVAL
-            target.periodic_ns = period
-            target.periodic_next = dom.clock.now() + period
-            target.rearm_timer()
+            target.set_periodic(period)
             return 0
         if cmd == VCPUOP_stop_periodic_timer:
-            target.periodic_ns = 0
-            target.rearm_timer()
+            target.set_periodic(0)
             return 0
         if cmd == VCPUOP_register_runstate_memory_area:
             (va,) = struct.unpack("<Q", mem.read(arg, 8))

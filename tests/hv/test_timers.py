@@ -1,0 +1,74 @@
+"""vCPU timers (set_timer_op / single-shot and periodic) on the domain's
+timer service, observed through the VIRQ_TIMER sends they cause."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from pyxen.hv.domain import Domain
+
+MS = 1_000_000
+
+
+@pytest.fixture
+def dom(kvm):
+    d = Domain(name="timers", memory_mb=16, kvm=kvm)
+    d.fired = []
+    d.events.send_virq = lambda virq, vcpu=0: d.fired.append((d.clock.now(), virq, vcpu))
+    yield d
+    d.timers.stop()
+    d.close()
+
+
+def test_singleshot_fires_once(dom):
+    v = dom.vcpus[0]
+    deadline = dom.clock.now() + 5 * MS
+    v.set_singleshot(deadline)
+    time.sleep(0.05)
+    assert len(dom.fired) == 1, dom.fired
+    assert dom.fired[0][0] >= deadline
+    assert v.singleshot_ns == 0
+
+
+def test_singleshot_in_the_past_fires_at_once(dom):
+    dom.vcpus[0].set_singleshot(1)
+    time.sleep(0.02)
+    assert len(dom.fired) == 1
+
+
+def test_singleshot_cancel(dom):
+    v = dom.vcpus[0]
+    v.set_singleshot(dom.clock.now() + 10 * MS)
+    v.set_singleshot(0)
+    time.sleep(0.03)
+    assert dom.fired == []
+
+
+def test_singleshot_does_not_shift_the_periodic_timer(dom):
+    """A single-shot expiry must not advance the periodic timer: ticks stay
+    at start + k*period."""
+    v = dom.vcpus[0]
+    period = 20 * MS
+    v.set_periodic(period)
+    start = v.periodic_next - period
+    v.set_singleshot(start + 10 * MS)
+    time.sleep(0.075)
+    v.set_periodic(0)
+    times = [t - start for t, _, _ in dom.fired]
+    # single-shot at 10 ms, ticks at 20, 40, 60 ms
+    assert len(times) == 4, times
+    for got, want in zip(times, (10, 20, 40, 60)):
+        assert want * MS <= got < (want + 8) * MS, times
+
+
+def test_periodic_skips_missed_periods_but_keeps_phase(dom):
+    v = dom.vcpus[0]
+    with v.timer_lock:
+        v.periodic_ns = 10 * MS
+        v.periodic_next = dom.clock.now() - 35 * MS        # pyxen was 35 ms late
+        phase = v.periodic_next % v.periodic_ns
+    assert v.timer_expired()
+    assert v.periodic_next > dom.clock.now()
+    assert v.periodic_next % v.periodic_ns == phase
+    v.set_periodic(0)
