@@ -62,11 +62,30 @@ def test_singleshot_does_not_shift_the_periodic_timer(dom):
         assert want * MS <= got < (want + 8) * MS, times
 
 
-def test_periodic_skips_missed_periods_but_keeps_phase(dom):
+def test_periodic_catches_up_missed_ticks_in_phase(dom):
+    """pyxen 5 ms late on a 1 ms period: the 5 missed ticks still come,
+    faster, and the ticks after them are back at start + k*period."""
+    v = dom.vcpus[0]
+    with v.timer_lock:
+        v.periodic_ns = 2 * MS
+        v.periodic_next = v.periodic_fire = dom.clock.now() - 9 * MS   # 5 ticks missed
+        v.rearm_timer()
+        phase = v.periodic_next % v.periodic_ns
+    time.sleep(0.03)
+    with v.timer_lock:
+        nxt = v.periodic_next
+    v.set_periodic(0)
+    assert 5 + 10 <= len(dom.fired) <= 5 + 16, len(dom.fired)
+    gaps = [b[0] - a[0] for a, b in zip(dom.fired, dom.fired[1:])]
+    assert min(gaps[:4]) < 1 * MS            # the catch-up runs faster than the period
+    assert nxt % (2 * MS) == phase
+
+
+def test_periodic_far_behind_drops_ticks_but_keeps_phase(dom):
     v = dom.vcpus[0]
     with v.timer_lock:
         v.periodic_ns = 10 * MS
-        v.periodic_next = dom.clock.now() - 35 * MS        # pyxen was 35 ms late
+        v.periodic_next = v.periodic_fire = dom.clock.now() - 500 * MS
         phase = v.periodic_next % v.periodic_ns
     assert v.timer_expired()
     assert v.periodic_next > dom.clock.now()

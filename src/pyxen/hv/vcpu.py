@@ -24,6 +24,7 @@ from .guestmem import GuestMemoryAccess, GuestFault
 _FRAME = struct.Struct("<7Q")      # CPL0 stub frame: vector, error, rip, cs, rflags, rsp, ss
 _IRET = struct.Struct("<9Q")       # rax, r11, rcx, flags, rip, cs, rflags, rsp, ss
 _PAIR = struct.Struct("<QQ")
+CATCHUP_NS = 100_000_000           # periodic ticks further behind than this are dropped
 
 
 class GuestCrash(Exception):
@@ -85,7 +86,8 @@ class PVVcpu:
         self.poll_ports: set[int] = set()
         self.singleshot_ns = 0          # deadline in domain system time, 0 = none
         self.periodic_ns = 0
-        self.periodic_next = 0
+        self.periodic_next = 0          # the next tick, in phase
+        self.periodic_fire = 0          # when it is armed (later while catching up)
         self.timer_lock = threading.Lock()   # the timer thread and hypercalls both re-arm
         self.runstate = 3 if vcpu_id else 0
         self.runstate_entry = 0
@@ -124,7 +126,7 @@ class PVVcpu:
     def rearm_timer(self) -> None:
         """Point the timer service at this vCPU's next deadline (the earlier
         of the single-shot and periodic timers). Call with timer_lock held."""
-        deadlines = [d for d in (self.singleshot_ns, self.periodic_ns and self.periodic_next) if d]
+        deadlines = [d for d in (self.singleshot_ns, self.periodic_ns and self.periodic_fire) if d]
         self.domain.timers.set(self.id, min(deadlines) if deadlines else None)
 
     def set_singleshot(self, deadline: int) -> None:
@@ -138,25 +140,32 @@ class PVVcpu:
         with self.timer_lock:
             self.periodic_ns = period
             self.periodic_next = self.domain.clock.now() + period if period else 0
+            self.periodic_fire = self.periodic_next
             self.rearm_timer()
 
     def timer_expired(self) -> bool:
         """The timer service reached this vCPU's deadline: retire the timers
         that are due, re-arm, and say whether VIRQ_TIMER must be raised.
-        The periodic timer keeps its phase; periods missed while pyxen was
-        late are skipped (they would coalesce into one pending event anyway)."""
+
+        The periodic timer keeps its phase (ticks at start + k*period). When
+        pyxen was late by more than a period (a busy host), the missed ticks
+        are caught up at four times the rate, like KVM re-injects missed
+        periodic timer interrupts, so a guest that counts ticks stays right;
+        more than CATCHUP_NS behind, the missed ticks are dropped."""
         with self.timer_lock:
             now = self.domain.clock.now()
             due = False
             if self.singleshot_ns and self.singleshot_ns <= now:
                 self.singleshot_ns = 0
                 due = True
-            if self.periodic_ns and self.periodic_next <= now:
+            period = self.periodic_ns
+            if period and self.periodic_fire <= now:
                 due = True
-                nxt = self.periodic_next + self.periodic_ns
-                if nxt <= now:
-                    nxt += ((now - nxt) // self.periodic_ns + 1) * self.periodic_ns
+                nxt = self.periodic_next + period
+                if now - nxt > CATCHUP_NS:
+                    nxt += ((now - nxt) // period + 1) * period
                 self.periodic_next = nxt
+                self.periodic_fire = max(nxt, now + period // 4)
             self.rearm_timer()
             return due
 
