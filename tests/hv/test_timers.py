@@ -91,3 +91,30 @@ def test_periodic_far_behind_drops_ticks_but_keeps_phase(dom):
     assert v.periodic_next > dom.clock.now()
     assert v.periodic_next % v.periodic_ns == phase
     v.set_periodic(0)
+
+
+def test_pvclock_is_fixed_and_matches_pyxen_time(dom):
+    """Every vCPU gets the same time parameters, and the guest's formula
+    gives pyxen's own clock."""
+    from pyxen import _atomic as A
+    dom.clock.update_vcpu_time(dom.vcpus[0].vcpu_info)
+    t = dom.vcpus[0].vcpu_info.time
+    first = (t.tsc_timestamp, t.system_time, t.tsc_to_system_mul, t.tsc_shift)
+    time.sleep(0.01)
+    dom.clock.update_vcpu_time(dom.vcpus[0].vcpu_info)
+    assert (t.tsc_timestamp, t.system_time, t.tsc_to_system_mul, t.tsc_shift) == first
+    assert t.version % 2 == 0
+
+    def guest_time():
+        d = A.rdtsc() - t.tsc_timestamp
+        d = d << t.tsc_shift if t.tsc_shift >= 0 else d >> -t.tsc_shift
+        return t.system_time + ((d * t.tsc_to_system_mul) >> 32)
+    a = dom.clock.now()
+    g = guest_time()
+    b = dom.clock.now()
+    assert a <= g <= b
+    # and it runs at the host's rate
+    h0, g0 = time.monotonic_ns(), guest_time()
+    time.sleep(0.2)
+    h1, g1 = time.monotonic_ns(), guest_time()
+    assert abs((g1 - g0) - (h1 - h0)) < 2_000_000

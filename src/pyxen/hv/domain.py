@@ -323,7 +323,6 @@ class Domain:
     def _timer_fired(self, vcpu_id: int) -> None:
         v = self.vcpus[vcpu_id]
         if v.timer_expired():
-            self.clock.update_vcpu_time(v.vcpu_info)
             self.events.send_virq(0, vcpu_id)
 
     def register_vcpu_info(self, vcpu, mfn: int, offset: int) -> int:

@@ -29,30 +29,37 @@ def time_scale(tsc_hz: int) -> tuple[int, int]:
 
 
 class Clock:
-    """Domain system time (ns since the domain started) and its TSC mapping."""
+    """Domain system time: ns since the domain started, defined by the TSC.
+
+    The guest computes its time from vcpu_time_info as
+    system_time + scale(rdtsc - tsc_timestamp). pyxen publishes one fixed
+    (tsc_timestamp, system_time, mul, shift) for the whole life of the
+    domain, the same on every vCPU, and reads its own time with the very
+    same integer formula: so guest and hypervisor agree to the nanosecond,
+    and time can go backwards neither on one vCPU nor across vCPUs (the
+    host TSC is constant and synchronised; guests read it natively).
+    Re-pairing the TSC with the host's clock at each update, as before,
+    made the readings of two vCPUs disagree by up to microseconds."""
 
     def __init__(self, tsc_khz: int):
         self.tsc_hz = tsc_khz * 1000
         self.mul, self.shift = time_scale(self.tsc_hz)
-        self.boot_ns = time.monotonic_ns()
+        self.tsc0 = A.rdtsc()
+
+    def scale(self, delta: int) -> int:
+        """TSC ticks -> ns, exactly as the guest's pvclock code does it."""
+        delta = delta << self.shift if self.shift >= 0 else delta >> -self.shift
+        return (delta * self.mul) >> 32
 
     def now(self) -> int:
-        return time.monotonic_ns() - self.boot_ns
-
-    def snapshot(self) -> tuple[int, int]:
-        """(tsc, system_time) read as close together as possible."""
-        t0 = A.rdtsc()
-        ns = time.monotonic_ns()
-        t1 = A.rdtsc()
-        return (t0 + t1) // 2, ns - self.boot_ns
+        return self.scale(A.rdtsc() - self.tsc0)
 
     def update_vcpu_time(self, vi) -> None:
-        """Write a fresh vcpu_time_info with Xen's odd/even version protocol."""
+        """Write the (fixed) vcpu_time_info with Xen's odd/even version protocol."""
         t = vi.time
         t.version = (t.version + 1) | 1
-        tsc, ns = self.snapshot()
-        t.tsc_timestamp = tsc
-        t.system_time = ns
+        t.tsc_timestamp = self.tsc0
+        t.system_time = 0
         t.tsc_to_system_mul = self.mul
         t.tsc_shift = self.shift
         t.flags = PVCLOCK_TSC_STABLE
