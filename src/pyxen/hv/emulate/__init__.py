@@ -20,6 +20,7 @@ Modules: decode (capstone, register file, flags), ptwr, privop, cpuid.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import Counter
 from dataclasses import dataclass
@@ -84,9 +85,16 @@ class Emulator:
         return st
 
     # --- hooks (Domain.emulate / Domain.emulate_pf) -----------------------------------
+    def locked(self):
+        """The domain's hypervisor lock (held by hypercalls too): page-table
+        state and vCPU state change under it, as in Xen under the page lock."""
+        lock = getattr(self.domain, "lock", None)
+        return lock if lock is not None else contextlib.nullcontext()
+
     def emulate_pf(self, vcpu, err, cr2, rip, cs, rflags, rsp, ss) -> bool:
         try:
-            return ptwr.emulate_pf(self, vcpu, err, cr2, rip, cs, rflags, rsp, ss)
+            with self.locked():
+                return ptwr.emulate_pf(self, vcpu, err, cr2, rip, cs, rflags, rsp, ss)
         except GuestCrash:
             raise
         except Exception as e:             # a bug here must not take pyxen down
@@ -96,7 +104,8 @@ class Emulator:
     def emulate(self, vcpu, vec, err, rip, cs, rflags, rsp, ss) -> bool:
         try:
             if vec == 6:
-                return self.forced_invalid_op(vcpu, rip, cs, rflags, rsp, ss)
+                with self.locked():
+                    return self.forced_invalid_op(vcpu, rip, cs, rflags, rsp, ss)
             if vec == 13:
                 return privop.emulate_gp(self, vcpu, err, rip, cs, rflags, rsp, ss)
             return False

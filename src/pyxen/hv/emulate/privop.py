@@ -99,21 +99,28 @@ def emulate_gp(em, vcpu, err, rip, cs, rflags, rsp, ss) -> bool:
     except (GuestFault, DecodeError):
         return False
     rf = RegFile(vcpu.regs, rsp, rip)
-    try:
-        next_rip, rflags = _dispatch(em, vcpu, insn, rf, rflags)
-    except NotEmulated:
-        return False
-    except Fault as f:
-        if rf.dirty:
-            vcpu.regs_changed()
-        if f.cr2 is not None and vcpu.vcpu_info is not None:
-            vcpu.vcpu_info.cr2 = f.cr2
-        vcpu.inject_trap(f.vector, f.error, rip, cs, rflags, rf.rsp, ss)
-        return True
+    with em.locked():
+        try:
+            next_rip, rflags = _dispatch(em, vcpu, insn, rf, rflags)
+        except NotEmulated:
+            return False
+        except Fault as f:
+            if rf.dirty:
+                vcpu.regs_changed()
+            if f.cr2 is not None and vcpu.vcpu_info is not None:
+                vcpu.vcpu_info.cr2 = f.cr2
+            vcpu.inject_trap(f.vector, f.error, rip, cs, rflags, rf.rsp, ss)
+            return True
     em.stats["privop"] += 1
     if rf.dirty:
         vcpu.regs_changed()
     vcpu.domain.trace(vcpu.id, "emulate", f"{insn} rip={rip:#x}")
+    if insn.id == X.X86_INS_HLT:
+        # pyxen extension: a halting PV kernel waits for an event, as
+        # SCHEDOP_block (which also re-enables event delivery); never
+        # with the domain lock held
+        em.stats["hlt"] += 1
+        vcpu.domain.block(vcpu, None)
     vcpu.set_return(next_rip, rf.rsp, rflags, cs, ss)
     return True
 
@@ -169,11 +176,7 @@ def _dispatch(em, vcpu, insn, rf: RegFile, rflags: int) -> tuple[int, int]:
     if iid == X.X86_INS_WBINVD:
         return nxt, rflags
     if iid == X.X86_INS_HLT:
-        # pyxen extension: a halting PV kernel waits for an event, as
-        # SCHEDOP_block (which also re-enables event delivery)
-        em.stats["hlt"] += 1
-        vcpu.domain.block(vcpu, None)
-        return nxt, rflags
+        return nxt, rflags         # emulate_gp blocks, outside the lock
     raise NotEmulated
 
 
