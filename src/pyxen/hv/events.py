@@ -91,8 +91,7 @@ class EventChannels:
             return
         if A.set_bit(self.shared + SHARED_PENDING_OFF, port):
             return
-        if vcpu.poll_ports:
-            self.dom.wake_pollers(port)
+        self.dom.wake_pollers(port)
         if not A.test_bit(self.shared + SHARED_MASK_OFF, port) and \
                 not A.set_bit(vcpu.vcpu_info_addr + 8, port // 64):
             self.mark_pending(vcpu)
@@ -308,12 +307,13 @@ class EventChannels:
         base, bit = w & ~7, (w & 4) * 8
         if not already_pending:
             A.set_bit(base, bit + FIFO_PENDING)
-            if vcpu.poll_ports:
-                self.dom.wake_pollers(port)
-        if A.test_bit(base, bit + FIFO_MASKED) or A.set_bit(base, bit + FIFO_LINKED):
-            return
+            self.dom.wake_pollers(port)
         queues = self.fifo_queues.get(ch.vcpu)
         if queues is None:
+            # no control block for that vCPU: like Xen, leave the event
+            # pending but unlinked (EVTCHNOP_unmask links it later)
+            return
+        if A.test_bit(base, bit + FIFO_MASKED) or A.set_bit(base, bit + FIFO_LINKED):
             return
         q = queues[ch.priority]
         linked = False
@@ -330,7 +330,10 @@ class EventChannels:
         if not linked:
             A.store32(q.head_addr, port)
         q.tail = port
-        if not A.set_bit(self.fifo_ctl[ch.vcpu], ch.priority):
+        # READY only for a new head (Xen's "only set READY for new heads"):
+        # a READY bit left by an event linked onto a tail the guest has
+        # already consumed would send the guest to a stale HEAD
+        if not linked and not A.set_bit(self.fifo_ctl[ch.vcpu], ch.priority):
             self.mark_pending(vcpu)
 
     def set_priority(self, port: int, priority: int) -> int:

@@ -40,6 +40,9 @@ def sched_op(vcpu, cmd, arg, *_):
             ports = struct.unpack(f"<{nr_ports}I", vcpu.mem.read(ports_ptr, 4 * nr_ports))
         except GuestFault:
             return -EFAULT
+        valid = len(dom.events.ports)
+        if any(p >= valid for p in ports):
+            return -EINVAL      # Xen's port_is_valid(); also keeps the bitmap reads in bounds
         return dom.block(vcpu, (ports, timeout))
     if cmd == SCHEDOP_remote_shutdown:
         return -EPERM        # only a privileged domain may shut down others
