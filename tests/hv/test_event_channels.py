@@ -122,3 +122,18 @@ def test_poll_refuses_ports_beyond_the_table():
         assert sched_op(v, SCHEDOP_poll, 0x1000) == -EINVAL
     v.mem = Mem([port])
     assert sched_op(v, SCHEDOP_poll, 0x1000) == 0
+
+
+def test_fifo_same_event_raised_again_after_being_consumed():
+    """The guest consumed the only event of a queue (its tail); raising it
+    again must make it the new HEAD, not link it onto itself."""
+    dom, ev = make(1, fifo=True)
+    cb, words = dom.ctl[0], dom.words
+    p = ev.bind_ipi(0)
+    for _ in range(3):
+        ev.send(p)
+        assert cb[2 + 7] == p and cb[0] & (1 << 7)
+        assert words[p] & E.FIFO_LINK_MASK == 0, hex(words[p])
+        # the guest consumes it: clear READY, LINKED + link, PENDING
+        cb[0] = 0
+        words[p] &= ~((1 << E.FIFO_LINKED) | E.FIFO_LINK_MASK | (1 << E.FIFO_PENDING))

@@ -34,6 +34,7 @@ class Channel:
     priority: int = PRIORITY_DEFAULT
     remote: object = None        # the other end when it lives outside this domain
     consumer: bool = False       # reserved for pyxen's own use (console, xenstore)
+    fifo_queue: object = None    # FIFO: the queue the event was last linked on
 
 
 class RemoteEnd:
@@ -315,7 +316,15 @@ class EventChannels:
             return
         if A.test_bit(base, bit + FIFO_MASKED) or A.set_bit(base, bit + FIFO_LINKED):
             return
+        # The event is linked again, so the guest has consumed it: if it was
+        # the tail of the queue it was last on, that queue is empty now and
+        # its tail must not be used (Xen: "old_q->tail = 0"); otherwise the
+        # event would be linked onto itself and never be seen again.
+        old_q = ch.fifo_queue
+        if old_q is not None and old_q.tail == port:
+            old_q.tail = 0
         q = queues[ch.priority]
+        ch.fifo_queue = q
         linked = False
         if q.tail:
             tw = self._fifo_word(q.tail)
