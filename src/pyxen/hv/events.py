@@ -160,10 +160,12 @@ class EventChannels:
 
     # --- binding ------------------------------------------------------------------
     def bind_virq(self, virq: int, vcpu: int) -> int:
-        if virq >= NR_VIRQS or vcpu >= len(self.dom.vcpus):
+        if virq >= NR_VIRQS:
             return -EINVAL
         if virq in GLOBAL_VIRQS and vcpu != 0:
             return -EINVAL
+        if vcpu >= len(self.dom.vcpus):
+            return -ENOENT          # Xen: domain_vcpu() finds no such vCPU
         with self.lock:
             if (vcpu, virq) in self.virq_ports:
                 return -EEXIST

@@ -30,8 +30,8 @@ def vcpu_op(vcpu, cmd, vcpuid, arg, *_):
         if cmd == VCPUOP_is_up:
             return 1 if target.pv.online else 0
         if cmd == VCPUOP_initialise:
-            if target.pv.online:
-                return -EEXIST
+            if target.initialised:
+                return -EEXIST      # Xen: once initialised (even if down), only VCPUOP_up
             ctx = mem.read(arg, GUEST_CONTEXT_SIZE)
             return target.initialise(ctx)
         if cmd == VCPUOP_up:
