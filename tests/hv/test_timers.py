@@ -118,3 +118,21 @@ def test_pvclock_is_fixed_and_matches_pyxen_time(dom):
     time.sleep(0.2)
     h1, g1 = time.monotonic_ns(), guest_time()
     assert abs((g1 - g0) - (h1 - h0)) < 2_000_000
+
+
+def test_periodic_tick_owed_while_the_last_one_is_pending(dom):
+    """Ticks that come while the guest has not taken the previous one are
+    not merged into it: they are delivered once it is taken."""
+    v = dom.vcpus[0]
+    state = {"pending": True}
+    dom.events.virq_pending = lambda virq, vid: state["pending"]
+    v.set_periodic(2 * MS)
+    start = v.periodic_next - 2 * MS
+    time.sleep(0.011)
+    assert dom.fired == []                       # the guest never took a tick
+    state["pending"] = False
+    time.sleep(0.02)
+    with v.timer_lock:
+        ticks_due = (dom.clock.now() - start) // (2 * MS)
+    v.set_periodic(0)
+    assert ticks_due - 2 <= len(dom.fired) <= ticks_due, (len(dom.fired), ticks_due)

@@ -322,7 +322,7 @@ class Domain:
 
     def _timer_fired(self, vcpu_id: int) -> None:
         v = self.vcpus[vcpu_id]
-        if v.timer_expired():
+        if v.timer_expired(lambda: self.events.virq_pending(0, vcpu_id)):
             self.events.send_virq(0, vcpu_id)
 
     def register_vcpu_info(self, vcpu, mfn: int, offset: int) -> int:

@@ -158,6 +158,10 @@ class EventChannels:
             if port:
                 self.set_pending(port)
 
+    def virq_pending(self, virq: int, vcpu_id: int) -> bool:
+        port = self.virq_ports.get((vcpu_id, virq))
+        return bool(port) and self.is_pending(port)
+
     # --- binding ------------------------------------------------------------------
     def bind_virq(self, virq: int, vcpu: int) -> int:
         if virq >= NR_VIRQS:

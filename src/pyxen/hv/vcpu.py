@@ -87,7 +87,8 @@ class PVVcpu:
         self.singleshot_ns = 0          # deadline in domain system time, 0 = none
         self.periodic_ns = 0
         self.periodic_next = 0          # the next tick, in phase
-        self.periodic_fire = 0          # when it is armed (later while catching up)
+        self.periodic_fire = 0          # when it is armed (earlier while catching up)
+        self.periodic_owed = 0          # ticks due but not yet delivered
         self.timer_lock = threading.Lock()   # the timer thread and hypercalls both re-arm
         self.runstate = 3 if vcpu_id else 0
         self.runstate_entry = 0
@@ -141,17 +142,21 @@ class PVVcpu:
             self.periodic_ns = period
             self.periodic_next = self.domain.clock.now() + period if period else 0
             self.periodic_fire = self.periodic_next
+            self.periodic_owed = 0
             self.rearm_timer()
 
-    def timer_expired(self) -> bool:
+    def timer_expired(self, tick_pending=lambda: False) -> bool:
         """The timer service reached this vCPU's deadline: retire the timers
         that are due, re-arm, and say whether VIRQ_TIMER must be raised.
 
-        The periodic timer keeps its phase (ticks at start + k*period). When
-        pyxen was late by more than a period (a busy host), the missed ticks
-        are caught up at four times the rate, like KVM re-injects missed
-        periodic timer interrupts, so a guest that counts ticks stays right;
-        more than CATCHUP_NS behind, the missed ticks are dropped."""
+        The periodic timer keeps its phase (ticks at start + k*period). A
+        tick that finds the previous one still pending (tick_pending()), or
+        that pyxen raised late, would merge with it and be lost; it is owed
+        instead and delivered once the guest has taken the previous one,
+        at up to four times the rate (like KVM re-injects missed periodic
+        interrupts), so a guest that counts ticks stays right. At most
+        CATCHUP_NS worth of ticks is owed; a guest that never takes its
+        ticks costs no more wake-ups than the period itself."""
         with self.timer_lock:
             now = self.domain.clock.now()
             due = False
@@ -160,12 +165,19 @@ class PVVcpu:
                 due = True
             period = self.periodic_ns
             if period and self.periodic_fire <= now:
-                due = True
-                nxt = self.periodic_next + period
-                if now - nxt > CATCHUP_NS:
-                    nxt += ((now - nxt) // period + 1) * period
-                self.periodic_next = nxt
-                self.periodic_fire = max(nxt, now + period // 4)
+                if self.periodic_next <= now:
+                    missed = (now - self.periodic_next) // period + 1
+                    self.periodic_next += missed * period
+                    self.periodic_owed = min(self.periodic_owed + missed, CATCHUP_NS // period)
+                if self.periodic_owed and not (due or tick_pending()):
+                    self.periodic_owed -= 1
+                    due = True
+                    if self.periodic_owed:
+                        self.periodic_fire = min(self.periodic_next, now + period // 4)
+                    else:
+                        self.periodic_fire = self.periodic_next
+                else:
+                    self.periodic_fire = self.periodic_next
             self.rearm_timer()
             return due
 
