@@ -72,11 +72,26 @@ static inline long HYPERVISOR_vcpu_op(unsigned int cmd, unsigned int vcpu, void 
 static inline long HYPERVISOR_set_timer_op(uint64_t deadline)
 { return _HYPERCALL(__HYPERVISOR_set_timer_op, deadline, 0, 0, 0, 0); }
 
+#define VCPU_SSHOTTMR_future 1
+
+struct vcpu_set_periodic_timer { uint64_t period_ns; };
+struct vcpu_set_singleshot_timer { uint64_t timeout_abs_ns; uint32_t flags; uint32_t pad; };
+
 /* per-vCPU state the event code keeps (indexed by vCPU id) */
 extern volatile unsigned long event_count[NR_EVENT_PORTS];
 extern volatile unsigned long upcalls[MAX_GUEST_VCPUS];
 
-int events_init(void);                /* callbacks for this vCPU; events stay masked */
+/*
+ * Event ABI: 2-level by default; the FIFO ABI when the command line says
+ * "abi=fifo" (runtime/events_fifo.c).  Everything below works with either.
+ */
+extern bool evtchn_fifo;
+/* Called for every port the upcall handler finds pending (after it cleared
+ * the pending bit and counted the port in event_count[]), on the vCPU that
+ * took the upcall, events masked. */
+extern void (*event_hook)(unsigned int port);
+
+int events_init(void);                /* callbacks (+ FIFO control block) for this vCPU; events stay masked */
 unsigned int smp_id(void);            /* this vCPU's id (kernel %gs base) */
 void set_smp_id(unsigned int id);
 struct vcpu_info *this_vcpu_info(void);
@@ -93,5 +108,35 @@ void evtchn_mask(uint32_t port);
 uint64_t xen_system_time(void);       /* ns, from this vCPU's pvclock */
 long sched_block(void);
 long sched_poll(uint32_t *ports, unsigned int n, uint64_t deadline);
+bool evtchn_is_pending(uint32_t port);
+bool evtchn_is_masked(uint32_t port);
+void evtchn_clear(uint32_t port);     /* clear a pending port without handling it */
+/* Block until event_count[port] >= want (events masked around the check, so
+ * no wake-up is lost) or system time passes deadline (0 = none; it uses
+ * set_timer_op, so the caller's own single-shot timer is replaced).
+ * Returns true if the count was reached. Leaves events enabled. */
+/* This vCPU's VIRQ_TIMER port, bound on first use. */
+long timer_port(void);
+bool wait_event_count(uint32_t port, unsigned long want, uint64_t deadline);
+long vcpu_set_periodic(unsigned int vcpu, uint64_t period_ns);
+long vcpu_stop_periodic(unsigned int vcpu);
+
+/* FIFO ABI (runtime/events_fifo.c) */
+int fifo_init_vcpu(unsigned int vcpu);
+void fifo_dispatch(unsigned int vcpu);
+bool fifo_is_pending(uint32_t port);
+bool fifo_is_masked(uint32_t port);
+void fifo_mask(uint32_t port);
+bool fifo_clear(uint32_t port);       /* true if it was pending */
+
+/* SMP (runtime/vcpus.c): vCPU ids 0..n-1 exist */
+unsigned int smp_nr_vcpus(void);
+/* Initialise and bring up vCPU id on its own stack: it sets its id, trap
+ * table and event callbacks (events_init), then runs fn(id) with events
+ * masked; when fn returns the vCPU takes itself down. 0 or -errno. */
+long smp_start_vcpu(unsigned int id, void (*fn)(unsigned int));
+/* Fill a vcpu_guest_context (5168 bytes) that starts at entry(rdi=arg) on stack. */
+void smp_fill_context(void *ctx, void (*entry)(void), unsigned long rdi, void *stack_top);
+static inline void cpu_relax(void) { asm volatile("pause" ::: "memory"); }
 
 #endif

@@ -115,6 +115,7 @@ extern volatile struct fault_info last_fault;   /* last fault fixed up via extab
 /* A guest may hook traps; return true if handled (the frame may be edited). */
 extern bool (*trap_hook)(struct trap_regs *regs, uint64_t cr2);
 int traps_init(void);            /* map_shared_info + set_trap_table */
+int traps_init_this_vcpu(void);  /* set_trap_table again, for a secondary vCPU */
 const char *trap_name(unsigned int vector);
 
 /* Fault-tolerant accessors: return 0, or 1 if the access faulted. */

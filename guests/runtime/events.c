@@ -1,8 +1,12 @@
-/* Event channels, time and per-vCPU identity for the pyxen mini-OS (2-level ABI). */
+/* Event channels, time and per-vCPU identity for the pyxen mini-OS.
+ * The 2-level ABI lives here; the FIFO consumer is in events_fifo.c and is
+ * chosen at run time ("abi=fifo" on the command line). */
 #include "events.h"
 
 volatile unsigned long event_count[NR_EVENT_PORTS];
 volatile unsigned long upcalls[MAX_GUEST_VCPUS];
+bool evtchn_fifo;
+void (*event_hook)(unsigned int port);
 extern char event_entry[], failsafe_entry[];
 
 struct callback_register_args { uint16_t type, flags; uint32_t pad; unsigned long address; };
@@ -29,9 +33,20 @@ struct vcpu_info *this_vcpu_info(void)
 
 int events_init(void)
 {
+    static volatile int abi_chosen;
     int rc = map_shared_info();
     if (rc)
         return rc;
+    if (!abi_chosen) {
+        char abi[8];
+        evtchn_fifo = cmdline_get("abi", abi, sizeof(abi)) && !strcmp(abi, "fifo");
+        abi_chosen = 1;
+    }
+    if (evtchn_fifo) {
+        rc = fifo_init_vcpu(smp_id());
+        if (rc)
+            return rc;
+    }
     struct callback_register_args cb = { CALLBACKTYPE_event, 0, 0, (unsigned long)event_entry };
     rc = HYPERVISOR_callback_op(CALLBACKOP_register, &cb);
     if (rc)
@@ -46,6 +61,10 @@ void event_dispatch(void)
     unsigned int me = smp_id();
     upcalls[me]++;
     vi->evtchn_upcall_pending = 0;
+    if (evtchn_fifo) {
+        fifo_dispatch(me);
+        return;
+    }
     uint64_t sel = __atomic_exchange_n(&vi->evtchn_pending_sel, 0, __ATOMIC_SEQ_CST);
     while (sel) {
         unsigned int w = __builtin_ctzll(sel);
@@ -54,8 +73,13 @@ void event_dispatch(void)
         while (bits) {
             unsigned int b = __builtin_ctzll(bits);
             bits &= bits - 1;
-            __atomic_fetch_and(&shared_info->evtchn_pending[w], ~(1ULL << b), __ATOMIC_SEQ_CST);
+            uint64_t old = __atomic_fetch_and(&shared_info->evtchn_pending[w], ~(1ULL << b),
+                                              __ATOMIC_SEQ_CST);
+            if (!(old & (1ULL << b)))
+                continue;           /* someone else took it (evtchn_clear) */
             event_count[w * 64 + b]++;
+            if (event_hook)
+                event_hook(w * 64 + b);
         }
     }
 }
@@ -125,6 +149,10 @@ long evtchn_unmask(uint32_t port)
 
 void evtchn_mask(uint32_t port)
 {
+    if (evtchn_fifo) {
+        fifo_mask(port);
+        return;
+    }
     __atomic_fetch_or(&shared_info->evtchn_mask[port / 64], 1ULL << (port % 64), __ATOMIC_SEQ_CST);
 }
 
@@ -168,4 +196,73 @@ long sched_poll(uint32_t *ports, unsigned int n, uint64_t deadline)
 {
     struct poll_args a = { ports, n, 0, deadline };
     return HYPERVISOR_sched_op(SCHEDOP_poll, &a);
+}
+
+bool evtchn_is_pending(uint32_t port)
+{
+    if (evtchn_fifo)
+        return fifo_is_pending(port);
+    return (shared_info->evtchn_pending[port / 64] >> (port % 64)) & 1;
+}
+
+bool evtchn_is_masked(uint32_t port)
+{
+    if (evtchn_fifo)
+        return fifo_is_masked(port);
+    return (shared_info->evtchn_mask[port / 64] >> (port % 64)) & 1;
+}
+
+void evtchn_clear(uint32_t port)
+{
+    if (evtchn_fifo) {
+        fifo_clear(port);
+        return;
+    }
+    __atomic_fetch_and(&shared_info->evtchn_pending[port / 64], ~(1ULL << (port % 64)),
+                       __ATOMIC_SEQ_CST);
+}
+
+long timer_port(void)
+{
+    static long ports[MAX_GUEST_VCPUS];
+    unsigned int me = smp_id();
+    if (ports[me] <= 0)
+        ports[me] = evtchn_bind_virq(VIRQ_TIMER, me);
+    return ports[me];
+}
+
+bool wait_event_count(uint32_t port, unsigned long want, uint64_t deadline)
+{
+    bool armed = false;
+    if (deadline && timer_port() <= 0)
+        return false;
+    for (;;) {
+        local_events_disable();
+        if (event_count[port] >= want)
+            break;
+        if (deadline) {
+            if (xen_system_time() >= deadline)
+                break;
+            if (!armed) {
+                HYPERVISOR_set_timer_op(deadline);
+                armed = true;
+            }
+        }
+        sched_block();                 /* re-enables events atomically with the sleep */
+    }
+    if (armed)
+        HYPERVISOR_set_timer_op(0);
+    local_events_enable();
+    return event_count[port] >= want;
+}
+
+long vcpu_set_periodic(unsigned int vcpu, uint64_t period_ns)
+{
+    struct vcpu_set_periodic_timer t = { period_ns };
+    return HYPERVISOR_vcpu_op(VCPUOP_set_periodic_timer, vcpu, &t);
+}
+
+long vcpu_stop_periodic(unsigned int vcpu)
+{
+    return HYPERVISOR_vcpu_op(VCPUOP_stop_periodic_timer, vcpu, 0);
 }

@@ -48,6 +48,11 @@ static struct trap_info trap_table[] = {
     { 0, 0, 0, 0, 0 },   /* terminator: address 0 */
 };
 
+int traps_init_this_vcpu(void)
+{
+    return (int)HYPERVISOR_set_trap_table(trap_table);
+}
+
 int traps_init(void)
 {
     static bool done;
