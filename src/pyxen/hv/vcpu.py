@@ -553,6 +553,11 @@ class PVVcpu:
             self.run_struct.s.regs.sregs = stub_s
             self.run_struct.kvm_dirty_regs |= KI.KVM_SYNC_X86_REGS | KI.KVM_SYNC_X86_SREGS
             reason = self.kvm.run()
+            while reason == -1:
+                # a kick (an event for this vCPU, the cap watchdog) ended
+                # KVM_RUN before or inside the stub: KVM has applied and
+                # stored the registers, so running again resumes the stub
+                reason = self.kvm.run()
             if reason != KI.KVM_EXIT_IO or self.run_struct.exit.io.port != L.PORT_APPLY:
                 raise GuestCrash(f"page-table replay stub failed (exit {reason})")
         ctypes.memmove(ctypes.addressof(self.regs), ctypes.addressof(saved), ctypes.sizeof(saved))
