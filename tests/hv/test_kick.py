@@ -29,3 +29,20 @@ def test_guest_survives_a_flood_of_kicks(kvm, guest_elf):
         dom.close()
     assert result.reason == "poweroff", result.message
     assert "Test result: SUCCESS" in out.decode()
+
+
+def test_event_for_a_masked_vcpu_still_kicks_it(kvm):
+    """Xen's vcpu_kick() ignores the upcall mask: the guest may have just
+    unmasked (a plain store, not yet visible) and read no pending flag."""
+    dom = Domain(name="kick2", memory_mb=16, kvm=kvm)
+    try:
+        v = dom.vcpus[0]
+        kicks = []
+        v.kvm.kick = lambda: kicks.append(1)
+        v.vcpu_info.evtchn_upcall_mask = 1
+        v.thread_ident = -1                      # raised from another thread
+        dom.events.mark_pending(v)
+        assert kicks and v.wake.is_set()
+    finally:
+        dom.timers.stop()
+        dom.close()

@@ -110,9 +110,14 @@ class PVVcpu:
     # --- events, timers, runstate ------------------------------------------------
     def notify_event(self) -> None:
         """An event became pending for this vCPU: wake it if blocked, and make a
-        running vCPU leave the guest so it takes the upcall promptly."""
+        running vCPU leave the guest so it takes the upcall promptly.
+
+        Kicked whatever the upcall mask says, as Xen's vcpu_kick(): a guest
+        unmasks with a plain store and then reads evtchn_upcall_pending
+        (Linux's xen_irq_enable, no fence), so a mask of 1 read here may be
+        stale and the guest may already have missed the pending flag."""
         self.wake.set()
-        if threading.get_ident() != self.thread_ident and not self.vcpu_info.evtchn_upcall_mask:
+        if threading.get_ident() != self.thread_ident:
             self.kvm.kick()
 
     def deliver_event_upcall(self) -> None:
