@@ -166,28 +166,31 @@ def create_foreground(args) -> int:
 
 # --- console -----------------------------------------------------------------------------
 def attach_console(args, dom: str) -> int:
-    from .toolstack.client import DaemonUnavailable, RpcError
+    from .toolstack.client import DaemonUnavailable
+    fd_in = sys.stdin.fileno() if sys.stdin is not None and not sys.stdin.closed else None
+    saved = None
+    if fd_in is not None and os.isatty(fd_in):
+        # raw mode first, and without flushing: keys typed while we attach are kept
+        import termios
+        import tty
+        saved = termios.tcgetattr(fd_in)
+        tty.setraw(fd_in, termios.TCSANOW)
     try:
         c = client(args)
         c.conn.send({"id": 1, "method": "console", "params": {"dom": dom}})
         reply = c.conn.recv()
     except DaemonUnavailable as e:
+        _restore_tty(fd_in, saved)
         err(f"pyxen: {e}")
         return 1
     if reply is None or "error" in reply:
+        _restore_tty(fd_in, saved)
         err(f"pyxen: {reply['error']['message'] if reply else 'pyxend closed the connection'}")
         return 1
     sock = c.conn.sock
     sock.settimeout(None)
     if c.conn.buf:
         os.write(1, bytes(c.conn.buf))
-    fd_in = sys.stdin.fileno() if sys.stdin is not None else None
-    saved = None
-    if fd_in is not None and os.isatty(fd_in):
-        import termios
-        import tty
-        saved = termios.tcgetattr(fd_in)
-        tty.setraw(fd_in)
     try:
         watch = [sock] + ([fd_in] if fd_in is not None else [])
         while True:
@@ -210,11 +213,15 @@ def attach_console(args, dom: str) -> int:
                     break
                 sock.sendall(data)
     finally:
-        if saved is not None:
-            import termios
-            termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, saved)
+        _restore_tty(fd_in, saved)
         c.close()
     return 0
+
+
+def _restore_tty(fd, saved) -> None:
+    if saved is not None:
+        import termios
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
 def cmd_console(args) -> int:

@@ -276,6 +276,7 @@ class Domain:
             ports, deadline = poll
         vcpu.set_runstate(2)
         vcpu.poll_ports = set(ports)
+        vcpu.timer_to_block(True)
         try:
             while not self.stopped:
                 vcpu.wake.clear()
@@ -285,14 +286,25 @@ class Domain:
                 elif any(self.events.is_pending(p) for p in ports):
                     return 0
                 timeout = None
+                now = self.clock.now()
                 if deadline:
-                    left = deadline - self.clock.now()
+                    left = deadline - now
                     if left <= 0:
                         return 0
                     timeout = left / 1e9
+                # The vCPU's own timer: fire it from this thread when it is
+                # due (one wake-up instead of a hop through the timer thread).
+                own = vcpu.next_timer_deadline()
+                if own:
+                    if own <= now:
+                        self._timer_fired(vcpu.id)
+                        continue
+                    left = (own - now) / 1e9
+                    timeout = left if timeout is None else min(timeout, left)
                 vcpu.wake.wait(timeout)
             return 0
         finally:
+            vcpu.timer_to_block(False)
             vcpu.poll_ports = set()
             vcpu.set_runstate(0)
 

@@ -75,7 +75,7 @@ class Clock:
         shared.wc_version = shared.wc_version + 1
 
 
-def _precise_sleeps() -> None:
+def precise_sleeps() -> None:
     """Ask Linux not to add its default 50 us of timer slack to this
     thread's sleeps (prctl PR_SET_TIMERSLACK, 1 ns): timer deadlines are
     met as closely as the host allows."""
@@ -105,11 +105,12 @@ class TimerService:
         with self.cond:
             self.seq += 1
             if deadline is None:
-                self.current.pop(vcpu_id, None)
+                self.current.pop(vcpu_id, None)      # its heap entry goes stale
             else:
                 self.current[vcpu_id] = self.seq
                 heapq.heappush(self.heap, (deadline, self.seq, vcpu_id))
-            self.cond.notify()
+                if self.heap[0][1] == self.seq:      # wake the thread only for a new earliest
+                    self.cond.notify()
 
     def stop(self) -> None:
         with self.cond:
@@ -117,7 +118,7 @@ class TimerService:
             self.cond.notify()
 
     def _run(self) -> None:
-        _precise_sleeps()
+        precise_sleeps()
         with self.cond:
             while not self.stopped:
                 now = self.clock.now()

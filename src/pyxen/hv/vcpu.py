@@ -20,6 +20,7 @@ from . import cpu as C
 from .abi import (FLAT_KERNEL_CS, FLAT_KERNEL_SS, FIRST_RESERVED_GDT_ENTRY, TRAP_NAMES,
                   VGCF_in_syscall, CALLBACKF_mask_events, HYPERCALLS)
 from .guestmem import GuestMemoryAccess, GuestFault
+from .time import precise_sleeps
 
 _FRAME = struct.Struct("<7Q")      # CPL0 stub frame: vector, error, rip, cs, rflags, rsp, ss
 _IRET = struct.Struct("<9Q")       # rax, r11, rcx, flags, rip, cs, rflags, rsp, ss
@@ -89,6 +90,7 @@ class PVVcpu:
         self.periodic_next = 0          # the next tick, in phase
         self.periodic_fire = 0          # when it is armed (earlier while catching up)
         self.periodic_owed = 0          # ticks due but not yet delivered
+        self.timer_in_block = False     # Domain.block waits for the timer itself
         self.timer_lock = threading.Lock()   # the timer thread and hypercalls both re-arm
         self.runstate = 3 if vcpu_id else 0
         self.runstate_entry = 0
@@ -132,8 +134,27 @@ class PVVcpu:
     def rearm_timer(self) -> None:
         """Point the timer service at this vCPU's next deadline (the earlier
         of the single-shot and periodic timers). Call with timer_lock held."""
+        if self.timer_in_block:
+            self.wake.set()                 # the blocked thread re-reads its deadline
+            return
         deadlines = [d for d in (self.singleshot_ns, self.periodic_ns and self.periodic_fire) if d]
         self.domain.timers.set(self.id, min(deadlines) if deadlines else None)
+
+    def timer_to_block(self, blocking: bool) -> None:
+        """While the vCPU is blocked its own thread waits for its timer
+        (Domain.block); the timer thread takes it over again afterwards."""
+        with self.timer_lock:
+            self.timer_in_block = blocking
+            if blocking:
+                self.domain.timers.set(self.id, None)
+            else:
+                self.rearm_timer()
+
+    def next_timer_deadline(self) -> int:
+        """The earliest armed timer deadline (system time ns), 0 if none."""
+        with self.timer_lock:
+            d = [x for x in (self.singleshot_ns, self.periodic_ns and self.periodic_fire) if x]
+            return min(d) if d else 0
 
     def set_singleshot(self, deadline: int) -> None:
         """set_timer_op / VCPUOP_set_singleshot_timer (0 cancels)."""
@@ -596,6 +617,7 @@ class PVVcpu:
         PORT_HC, PORT_TRAP, PORT_SYS = L.PORT_HYPERCALL, L.PORT_TRAP, L.PORT_SYSCALL
         self.thread_ident = threading.get_ident()
         self.native_tid = threading.get_native_id()
+        precise_sleeps()                   # blocked vCPUs wake at their own timer deadlines
         dom.sched.apply_weight(self.native_tid)
         sched = dom.sched
         while not dom.stopped:

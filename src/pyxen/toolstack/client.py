@@ -22,8 +22,8 @@ class Client:
         sock = paths.api_socket(self.run_dir)
         try:
             self.conn = Connection.connect(sock, timeout=timeout)
-        except FileNotFoundError:
-            raise DaemonUnavailable(f"pyxend is not running (no socket {sock}); "
+        except (FileNotFoundError, ConnectionRefusedError):
+            raise DaemonUnavailable(f"pyxend is not running (nothing listens on {sock}); "
                                     "start it with `pyxend`") from None
         except PermissionError:
             raise DaemonUnavailable(f"no permission to use {sock}: run as root or join the "

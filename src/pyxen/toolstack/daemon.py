@@ -362,13 +362,9 @@ class Daemon:
         self.domains.pop(d.domid, None)
         try:
             self.xs.detach_ring(d.domid)
-            with self.xs.lock:
-                remove_domain_nodes(self.xs.store, self.xsc, domid=d.domid, uuid=d.uuid)
-                try:
-                    self.xs.store.release(self.xsc, d.domid)
-                except Exception:
-                    pass
-            self.xs._wake()
+            with self.xs.access() as store:
+                remove_domain_nodes(store, self.xsc, domid=d.domid, uuid=d.uuid)
+                store.domain_destroyed(d.domid)
         except Exception:
             log.exception("xenstore cleanup of %d", d.domid)
         if d.console is not None:
@@ -471,7 +467,9 @@ class Daemon:
             d.config["uuid"] = d.uuid
             self.domains[domid] = d
         try:
-            d.popen = self._spawn(config_from_dict(d.config), domid, paused)
+            # the guest starts paused: it runs only once its XenStore nodes,
+            # console and rings are in place
+            d.popen = self._spawn(config_from_dict(d.config), domid, True)
             d.pid = d.popen.pid
             self._connect(d)
         except Exception as e:
@@ -485,6 +483,8 @@ class Daemon:
         self._write_xenstore(d)
         self._save(d)
         threading.Thread(target=self._monitor, args=(d,), daemon=True).start()
+        if not paused:
+            self._call(d, "unpause")
         self.say(f"created domain {domid} ({d.name}), pid {d.pid}")
         return d
 
@@ -496,16 +496,14 @@ class Daemon:
             return f"domain process failed to start: {e}"
 
     def _write_xenstore(self, d: Dom) -> None:
-        with self.xs.lock:
-            write_domain_nodes(self.xs.store, self.xsc, domid=d.domid, name=d.name,
+        with self.xs.access() as store:
+            write_domain_nodes(store, self.xsc, domid=d.domid, name=d.name,
                                uuid=d.uuid, vcpus=int(d.config.get("vcpus", 1)),
                                target_kb=d.target_kb, max_kb=d.max_kb, created=d.created)
-        self.xs._wake()
 
     def _xs_write(self, path: str, value: str) -> None:
-        with self.xs.lock:
-            self.xs.store.write(self.xsc, path, value.encode())
-        self.xs._wake()
+        with self.xs.access() as store:
+            store.write(self.xsc, path, value.encode())
 
     def _xs_read(self, path: str) -> str | None:
         try:

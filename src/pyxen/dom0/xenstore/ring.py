@@ -108,6 +108,10 @@ class RingTransport:
         self.before_output = before_output
         self.on_activity = on_activity
         self.conn = Connection(store, domid, privileged, name=f"dom{domid}-ring")
+        self.conn.client.persist_watches = True
+        saved = getattr(store, "saved_ring_watches", {}).pop(domid, None)
+        if saved:                       # re-attached after a daemon restart
+            self.conn.client.watches.extend(saved)
         self.error = ERROR_NONE
         self.closed = False
         self._busy = False

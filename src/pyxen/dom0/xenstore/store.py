@@ -761,6 +761,8 @@ class XenStore:
         w = Watch(name, token, relative,
                   len(client.implicit_path) + 1 if relative else 0, depth)
         client.watches.append(w)
+        if getattr(client, "persist_watches", False):
+            self.dirty = True          # a guest's watches survive a daemon restart
         client.emit(w.event_path(name), token)
         return w
 
@@ -769,6 +771,8 @@ class XenStore:
         for i, w in enumerate(client.watches):
             if w.path == name and w.token == token:
                 del client.watches[i]
+                if getattr(client, "persist_watches", False):
+                    self.dirty = True
                 return
         raise XenStoreError("ENOENT", "no such watch")
 
@@ -1110,6 +1114,11 @@ class XenStore:
             ],
             "special": {name: [format_perm(x) for x in n.perms]
                         for name, n in self.special.items()},
+            # guests' ring connections outlive a restart of the daemon (the
+            # ring lives in guest memory), so their watches are kept too
+            "ring_watches": {str(c.domid): [[w.path, w.token, w.relative, w.prefix_len, w.depth]
+                                            for w in c.watches]
+                             for c in self.clients if getattr(c, "persist_watches", False)},
         }
 
     @classmethod
@@ -1134,5 +1143,8 @@ class XenStore:
             if name in store.special:
                 store.special[name].perms = tuple(parse_perm(p) for p in perms)
         store.generation = max(store.generation, int(state.get("generation", 0)))
+        store.saved_ring_watches = {
+            int(d): [Watch(p, t, bool(r), int(pl), dp) for p, t, r, pl, dp in ws]
+            for d, ws in state.get("ring_watches", {}).items()}
         store.dirty = False
         return store

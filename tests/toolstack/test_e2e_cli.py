@@ -1,0 +1,262 @@
+"""End to end through the command line only: pyxend, domain processes,
+mini-OS guests, the way an administrator uses them."""
+from __future__ import annotations
+
+import os
+import pty
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def env_for(rd: Path) -> dict:
+    return dict(os.environ, PYXEN_RUN_DIR=str(rd), PYTHONPATH=str(ROOT / "src"))
+
+
+def cli(rd, *args, timeout=60, input=None):
+    return subprocess.run([sys.executable, "-m", "pyxen.cli", *args], env=env_for(rd),
+                          capture_output=True, text=True, timeout=timeout, input=input)
+
+
+def start_daemon(rd: Path) -> subprocess.Popen:
+    p = subprocess.Popen([sys.executable, "-m", "pyxen.toolstack.daemon", "-F"], env=env_for(rd),
+                         stdout=subprocess.DEVNULL, stderr=open(rd / "pyxend.err", "ab"),
+                         start_new_session=True)
+    for _ in range(300):
+        if (rd / "pyxend.sock").exists() and cli(rd, "list", timeout=10).returncode == 0:
+            return p
+        time.sleep(0.05)
+    raise RuntimeError("pyxend did not start")
+
+
+@pytest.fixture
+def rd(tmp_path, kvm):
+    d = tmp_path / "run"
+    d.mkdir()
+    proc = start_daemon(d)
+    yield d
+    # destroy whatever is left, then stop the daemon and any domain process
+    r = cli(d, "list")
+    for line in r.stdout.splitlines()[2:]:
+        cli(d, "destroy", line.split()[1])
+    for p in [proc] + getattr(rd, "extra", []):
+        p.kill()
+    for f in (d / "domains").glob("*.json"):
+        pass
+
+
+def daemon_pid(rd):
+    out = subprocess.run(["pgrep", "-f", f"pyxen.toolstack.daemon -F"], capture_output=True,
+                         text=True).stdout.split()
+    for pid in out:
+        try:
+            if f"PYXEN_RUN_DIR={rd}".encode() in Path(f"/proc/{pid}/environ").read_bytes():
+                return int(pid)
+        except OSError:
+            pass
+    return None
+
+
+@pytest.fixture
+def cfgs(tmp_path, guest_elf):
+    def make(name, guest="idle", **extra):
+        elf = guest_elf(guest)
+        lines = [f'name = "{name}"', f'kernel = "{elf}"', "memory = 32"]
+        lines += [f'{k} = "{v}"' if isinstance(v, str) else f"{k} = {v}" for k, v in extra.items()]
+        p = tmp_path / f"{name}.cfg"
+        p.write_text("\n".join(lines) + "\n")
+        return str(p)
+    return make
+
+
+def rows(rd):
+    r = cli(rd, "list")
+    assert r.returncode == 0, r.stderr
+    out = {}
+    for line in r.stdout.splitlines()[1:]:
+        parts = line.split()
+        out[parts[0]] = {"id": int(parts[1]), "mem": int(parts[2]), "vcpus": int(parts[3]),
+                         "state": parts[4]}
+    return out
+
+
+def wait_until(pred, timeout=10.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.1)
+    return pred()
+
+
+def xs(rd, *args):
+    return subprocess.run(args, env=dict(os.environ, XENSTORED_PATH=str(rd / "xenstored.sock")),
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_create_list_pause_unpause_destroy(rd, cfgs):
+    for n in ("alpha", "beta"):
+        r = cli(rd, "create", cfgs(n))
+        assert r.returncode == 0, r.stderr
+    assert wait_until(lambda: rows(rd).get("alpha", {}).get("state") == "-b----")
+    t = rows(rd)
+    assert t["Domain-0"]["id"] == 0
+    assert t["alpha"]["mem"] == 32 and t["beta"]["vcpus"] == 1
+    assert cli(rd, "pause", "alpha").returncode == 0
+    assert rows(rd)["alpha"]["state"] == "--p---"
+    assert cli(rd, "unpause", "alpha").returncode == 0
+    assert rows(rd)["alpha"]["state"][2] == "-"
+    assert cli(rd, "domid", "beta").stdout.strip() == str(t["beta"]["id"])
+    assert cli(rd, "domname", str(t["alpha"]["id"])).stdout.strip() == "alpha"
+    assert cli(rd, "destroy", "alpha").returncode == 0
+    assert "alpha" not in rows(rd)
+    node = xs(rd, "xenstore-ls", f"/local/domain/{t['alpha']['id']}")
+    assert node.returncode != 0, "the destroyed domain's XenStore nodes must be gone"
+    assert not list((rd / "domains").glob(f"{t['alpha']['id']}.*"))
+
+
+def test_console_shows_history_and_echoes_input(rd, cfgs):
+    assert cli(rd, "create", cfgs("talker")).returncode == 0
+    assert wait_until(lambda: "talker" in rows(rd))
+    time.sleep(0.5)
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.environ.update(env_for(rd))
+        os.execv(sys.executable, [sys.executable, "-m", "pyxen.cli", "console", "talker"])
+    out = b""
+
+    def read_until(marker, end):
+        nonlocal out
+        while marker not in out and time.monotonic() < end:
+            r, _, _ = select.select([fd], [], [], 0.2)
+            if r:
+                out += os.read(fd, 4096)
+    try:
+        end = time.monotonic() + 15
+        read_until(b"idle: ready", end)
+        os.write(fd, b"ping from the test\r")
+        read_until(b"echo: ping from the test", end)
+        os.write(fd, b"\x1d")                     # Ctrl-] detaches
+        _, status = os.waitpid(pid, 0)
+    finally:
+        os.close(fd)
+    assert b"idle: ready" in out                  # output written before attaching
+    assert b"echo: ping from the test" in out
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert "talker" in rows(rd), "detaching leaves the domain running"
+
+
+def test_shutdown_and_reboot_restart(rd, cfgs):
+    assert cli(rd, "create", cfgs("rebooter", on_reboot="restart")).returncode == 0
+    assert wait_until(lambda: "rebooter" in rows(rd))
+    first = rows(rd)["rebooter"]["id"]
+    time.sleep(0.5)
+    assert cli(rd, "reboot", "rebooter").returncode == 0
+    assert wait_until(lambda: rows(rd).get("rebooter", {}).get("id", first) != first)
+    time.sleep(0.5)
+    r = cli(rd, "shutdown", "-w", "rebooter")
+    assert r.returncode == 0, r.stderr
+    assert "rebooter" not in rows(rd)
+
+
+def test_crash_preserve_and_coredump(rd, cfgs):
+    assert cli(rd, "create", cfgs("crasher", guest="shutdown", extra="reason=crash",
+                                  on_crash="preserve")).returncode == 0
+    assert wait_until(lambda: rows(rd).get("crasher", {}).get("state", "").startswith("---sc"))
+    assert cli(rd, "destroy", "crasher").returncode == 0
+    assert "crasher" not in rows(rd)
+    assert cli(rd, "create", cfgs("dumper", guest="shutdown", extra="reason=crash",
+                                  on_crash="coredump-destroy")).returncode == 0
+    dump = rd / "dump"
+    assert wait_until(lambda: list(dump.glob("dumper-*.core")))
+    assert wait_until(lambda: "dumper" not in rows(rd))
+    core = next(dump.glob("dumper-*.core"))
+    hdr = core.read_bytes()[:20]
+    assert hdr[:4] == b"\x7fELF" and hdr[16] == 4   # ET_CORE
+    out = subprocess.run(["readelf", "-S", str(core)], capture_output=True, text=True).stdout
+    assert ".xen_pages" in out and ".xen_p2m" in out
+
+
+def test_daemon_restart_keeps_domains(rd, cfgs):
+    assert cli(rd, "create", cfgs("survivor")).returncode == 0
+    assert wait_until(lambda: "survivor" in rows(rd))
+    before = rows(rd)["survivor"]["id"]
+    os.kill(daemon_pid(rd), signal.SIGKILL)
+    time.sleep(0.3)
+    down = cli(rd, "list")
+    assert down.returncode == 1 and "pyxend is not running" in down.stderr
+    start_daemon(rd)
+    assert rows(rd)["survivor"]["id"] == before
+    assert xs(rd, "xenstore-read", f"/local/domain/{before}/name").stdout.strip() == "survivor"
+    time.sleep(0.3)
+    assert cli(rd, "shutdown", "-w", "survivor").returncode == 0
+
+
+def test_killed_domain_process_is_crashed_and_freed(rd, cfgs):
+    assert cli(rd, "create", cfgs("victim")).returncode == 0
+    assert wait_until(lambda: "victim" in rows(rd))
+    domid = rows(rd)["victim"]["id"]
+    pid = int((rd / "domains" / f"{domid}.json").read_text().split('"pid": ')[1].split(",")[0])
+    os.kill(pid, signal.SIGKILL)
+    assert wait_until(lambda: "victim" not in rows(rd))     # on_crash defaults to destroy
+    assert xs(rd, "xenstore-ls", f"/local/domain/{domid}").returncode != 0
+    assert "crash" in cli(rd, "log").stdout
+
+
+def test_bad_input(rd, cfgs, tmp_path):
+    bad = tmp_path / "bad.cfg"
+    bad.write_text('name = "broken"\nmemory = 32\nkernel = "nope\n')
+    r = cli(rd, "create", str(bad))
+    assert r.returncode != 0 and f"{bad}:3:" in r.stderr
+    assert "broken" not in rows(rd)
+    assert not list((rd / "domains").glob("*.json"))
+    r = cli(rd, "destroy", "no-such-domain")
+    assert r.returncode == 1 and "invalid domain identifier" in r.stderr
+    # two concurrent creates of one name: one wins, the other gets xl's message
+    c = cfgs("twin")
+    procs = [subprocess.Popen([sys.executable, "-m", "pyxen.cli", "create", c], env=env_for(rd),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    results = [p.communicate(timeout=60) + (p.returncode,) for p in procs]
+    codes = sorted(r[2] for r in results)
+    assert codes == [0, 1], results
+    assert any("already exists" in r[1] for r in results)
+    r = cli(rd, "create", cfgs("huge", memory=10_000_000))
+    assert r.returncode == 1 and "memory" in r.stderr
+
+
+def test_cli_without_daemon(tmp_path):
+    r = cli(tmp_path / "nowhere", "list")
+    assert r.returncode == 1
+    assert "pyxend is not running" in r.stderr
+
+
+def test_info_uptime_vcpu_sched_mem(rd, cfgs):
+    assert cli(rd, "create", cfgs("tuned", vcpus=1)).returncode == 0
+    assert wait_until(lambda: "tuned" in rows(rd))
+    info = cli(rd, "info").stdout
+    assert "xen_caps               : xen-3.0-x86_64" in info and "total_memory" in info
+    assert "tuned" in cli(rd, "uptime").stdout
+    vl = cli(rd, "vcpu-list", "tuned").stdout.splitlines()
+    assert vl[0].startswith("Name") and vl[1].split()[0] == "tuned"
+    assert cli(rd, "vcpu-pin", "tuned", "0", "0").returncode == 0
+    assert cli(rd, "vcpu-list", "tuned").stdout.splitlines()[1].split()[-3] == "0"
+    assert cli(rd, "sched-credit", "-d", "tuned", "-w", "512", "-c", "50").returncode == 0
+    sc = cli(rd, "sched-credit").stdout
+    assert any(l.split()[:1] == ["tuned"] and l.split()[2:] == ["512", "50"] for l in sc.splitlines())
+    assert cli(rd, "mem-set", "tuned", "16m").returncode == 0
+    domid = rows(rd)["tuned"]["id"]
+    assert xs(rd, "xenstore-read", f"/local/domain/{domid}/memory/target").stdout.strip() == "16384"
+    r = cli(rd, "mem-set", "tuned", "64")
+    assert r.returncode == 1 and "static_max" in r.stderr
+    assert cli(rd, "rename", "tuned", "renamed").returncode == 0
+    assert "renamed" in rows(rd)
+    top = cli(rd, "top", "-b", "-i", "2", "-d", "0.2").stdout
+    assert "renamed" in top and "CPU(%)" in top
