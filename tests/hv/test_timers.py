@@ -136,3 +136,16 @@ def test_periodic_tick_owed_while_the_last_one_is_pending(dom):
         ticks_due = (dom.clock.now() - start) // (2 * MS)
     v.set_periodic(0)
     assert ticks_due - 2 <= len(dom.fired) <= ticks_due, (len(dom.fired), ticks_due)
+
+
+def test_timer_service_hands_a_blocked_vcpu_its_own_timer(dom):
+    """While a vCPU blocks, its own thread waits for its timer and the timer
+    thread leaves it alone; afterwards the timer thread has it again."""
+    v = dom.vcpus[0]
+    v.set_singleshot(dom.clock.now() + 50 * MS)
+    v.timer_to_block(True)
+    assert 0 not in dom.timers.current
+    assert v.next_timer_deadline() > 0
+    v.timer_to_block(False)
+    assert 0 in dom.timers.current
+    v.set_singleshot(0)

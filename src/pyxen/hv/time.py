@@ -104,13 +104,16 @@ class TimerService:
     def set(self, vcpu_id: int, deadline: int | None) -> None:
         with self.cond:
             self.seq += 1
-            if deadline is None:
-                self.current.pop(vcpu_id, None)      # its heap entry goes stale
-            else:
+            top = self.heap[0] if self.heap else None
+            if self.current.pop(vcpu_id, None) is not None:
+                # one entry per vCPU: a stale one would wake the thread for nothing
+                self.heap = [e for e in self.heap if e[2] != vcpu_id]
+                heapq.heapify(self.heap)
+            if deadline is not None:
                 self.current[vcpu_id] = self.seq
                 heapq.heappush(self.heap, (deadline, self.seq, vcpu_id))
-                if self.heap[0][1] == self.seq:      # wake the thread only for a new earliest
-                    self.cond.notify()
+            if (self.heap[0] if self.heap else None) != top:
+                self.cond.notify()                   # the thread's next wake-up changed
 
     def stop(self) -> None:
         with self.cond:
