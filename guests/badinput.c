@@ -118,6 +118,9 @@ void test_main(void)
     /* vCPU bring-up */
     smp_fill_context(ctx, (void (*)(void))idle, 0, stack + sizeof(stack) - 8);
     check(HYPERVISOR_vcpu_op(VCPUOP_initialise, 0, ctx) == -EEXIST, "initialise vcpu0 (up) -> -EEXIST");
+    check(HYPERVISOR_vcpu_op(VCPUOP_up, 0, 0) == 0, "up vcpu0, which is up: nothing to do (0)");
+    for (int i = 0; i < 20; i++)                 /* still one vcpu0 running here */
+        check(HYPERVISOR_vcpu_op(VCPUOP_is_up, 0, 0) == 1, "vcpu0 is up");
     check(HYPERVISOR_vcpu_op(VCPUOP_up, 31, 0) == -ENOENT, "up vcpu31 -> -ENOENT");
     check(HYPERVISOR_vcpu_op(VCPUOP_up, n, 0) == -ENOENT, "up vcpu%u (one past the last) -> -ENOENT", n);
     check(HYPERVISOR_vcpu_op(VCPUOP_is_up, n, 0) == -ENOENT, "is_up vcpu%u -> -ENOENT", n);

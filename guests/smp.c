@@ -2,6 +2,7 @@
  * smp: every other vCPU (1..n-1) is brought up with VCPUOP_initialise +
  * VCPUOP_up; an IPI wakes it from SCHEDOP_block; it takes its own timer;
  * it goes down with VCPUOP_down and comes back with VCPUOP_up, twice.
+ * Then vCPU 1 takes vCPU 0 down and brings it up again.
  * Needs 2 or more vCPUs (4 tested).
  */
 #include "events.h"
@@ -13,6 +14,7 @@ static char stacks[MAX_GUEST_VCPUS][16384] __aligned(16);
 static long ipi[MAX_GUEST_VCPUS];
 static volatile long started[MAX_GUEST_VCPUS], got_ipi[MAX_GUEST_VCPUS];
 static volatile long timer_ok[MAX_GUEST_VCPUS], resumed[MAX_GUEST_VCPUS];
+static volatile long down0_req, down0_seen, vcpu0_steps;
 
 void ap_main(unsigned long id)
 {
@@ -31,6 +33,17 @@ void ap_main(unsigned long id)
     resumed[id] = 1;
     HYPERVISOR_vcpu_op(VCPUOP_down, id, 0);
     resumed[id] = 2;
+    if (id == 1) {
+        /* take vCPU 0 down from here, and bring it up again */
+        while (!down0_req)
+            cpu_relax();
+        HYPERVISOR_vcpu_op(VCPUOP_down, 0, 0);
+        uint64_t until = xen_system_time() + 20 * MS;
+        while (xen_system_time() < until)
+            cpu_relax();
+        down0_seen = HYPERVISOR_vcpu_op(VCPUOP_is_up, 0, 0) == 0 ? 1 : -1;
+        HYPERVISOR_vcpu_op(VCPUOP_up, 0, 0);
+    }
     HYPERVISOR_vcpu_op(VCPUOP_down, id, 0);
     for (;;)
         sched_block();
@@ -92,5 +105,17 @@ void test_main(void)
         for (unsigned int i = 1; i < n; i++)
             check(wait_for(&resumed[i], round, 2000), "vcpu%u resumed after VCPUOP_down (round %d)", i, round);
     }
+    /* vcpu1 takes this vCPU down and up again: it stops, then goes on (once) */
+    down0_req = 1;
+    uint64_t t0 = xen_system_time();
+    while (!down0_seen && xen_system_time() < t0 + 2000 * MS) {
+        vcpu0_steps++;
+        HYPERVISOR_sched_op(SCHEDOP_yield, 0);
+    }
+    check(down0_seen == 1, "vcpu1 saw vcpu0 down (%ld)", down0_seen);
+    check(xen_system_time() - t0 >= 19 * MS, "vcpu0 stood still while down");
+    for (int i = 0; i < 50; i++)
+        HYPERVISOR_sched_op(SCHEDOP_yield, 0);
+    check(HYPERVISOR_vcpu_op(VCPUOP_is_up, 0, 0) == 1, "vcpu0 is up again");
     test_finish();
 }

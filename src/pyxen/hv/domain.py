@@ -313,7 +313,9 @@ class Domain:
         v.pv.online = True
         v.set_runstate(0)
         self.clock.update_vcpu_time(v.vcpu_info)
-        if v.thread is None:
+        if v.thread is None and v.thread_ident is None:
+            # first start (vCPU 0 runs on the caller of Domain.run, its
+            # loop already exists: it only needs waking)
             v.thread = threading.Thread(target=self._vcpu_thread, args=(v,),
                                         name=f"d{self.domid}v{v.id}", daemon=True)
             v.thread.start()

@@ -37,7 +37,8 @@ def vcpu_op(vcpu, cmd, vcpuid, arg, *_):
         if cmd == VCPUOP_up:
             if not target.initialised:
                 return -EINVAL
-            dom.vcpu_up(target)
+            if not target.pv.online:        # Xen: up of a running vCPU does nothing
+                dom.vcpu_up(target)
             return 0
         if cmd == VCPUOP_down:
             if target is not vcpu and target.pv.online:
