@@ -34,6 +34,7 @@ class Channel:
     priority: int = PRIORITY_DEFAULT
     remote: object = None        # the other end when it lives outside this domain
     consumer: bool = False       # reserved for pyxen's own use (console, xenstore)
+    fifo_pending: bool = False   # raised before its FIFO event word existed
     fifo_queue: object = None    # FIFO: the queue the event was last linked on
 
 
@@ -73,7 +74,9 @@ class EventChannels:
             if self.ports[p].state == CLOSED:
                 self.ports[p] = Channel()
                 return p
-        if len(self.ports) >= self.limit() or (self.fifo and not self._fifo_word(len(self.ports))):
+        # FIFO: a port may be bound before the guest's event array covers it
+        # (Linux expands the array while it sets the port up), as in Xen
+        if len(self.ports) >= self.limit():
             return -ENOSPC
         self.ports.append(Channel())
         return len(self.ports) - 1
@@ -302,14 +305,19 @@ class EventChannels:
             # ports already in use whose words just appeared start masked, as in Xen
             first = (len(self.fifo_pages) - 1) * 1024
             for port in range(first, min(first + 1024, len(self.ports))):
-                if self.ports[port].state != CLOSED:
+                ch = self.ports[port]
+                if ch.state != CLOSED:
                     w = self._fifo_word(port)
                     A.set_bit(w & ~7, (w & 4) * 8 + FIFO_MASKED)
+                    if ch.fifo_pending:
+                        ch.fifo_pending = False
+                        A.set_bit(w & ~7, (w & 4) * 8 + FIFO_PENDING)
             return 0
 
     def _fifo_set_pending(self, port, ch, vcpu, already_pending=False) -> None:
         w = self._fifo_word(port)
         if w is None:
+            ch.fifo_pending = True          # delivered when its event word appears
             return
         base, bit = w & ~7, (w & 4) * 8
         if not already_pending:

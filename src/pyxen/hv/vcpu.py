@@ -128,6 +128,10 @@ class PVVcpu:
             return
         r = self.regs
         s = self.fetch_sregs()
+        if s.cs.selector & 3 == 0:
+            # kicked while one of pyxen's CPL0 stubs runs: let it reach its
+            # exit first; the upcall goes in on the way back to the guest
+            return
         self.domain.trace(self.id, "upcall", f"rip={r.rip:#x}")
         self.bounce(cb.address, r.rip, s.cs.selector, r.rflags, r.rsp, s.ss.selector, None, True)
 
@@ -453,6 +457,12 @@ class PVVcpu:
         vec, err, rip, cs, rflags, rsp, ss = _FRAME.unpack_from(
             heap.mm, heap.stack_offset(self.id, r.rsp))
         self._sregs_valid = False
+        if cs & 3 == 0:
+            # a fault in pyxen's own CPL0 code: a hypervisor bug, not the guest's
+            cr2 = self.fetch_sregs().cr2
+            raise GuestCrash(f"pyxen fault at CPL0: vector {vec} error {err:#x} rip {rip:#x} "
+                             f"cr2 {cr2:#x} (registers: rsi={r.rsi:#x} rdi={r.rdi:#x} "
+                             f"rcx={r.rcx:#x})")
         if vec == 14:
             # the hardware always sees ring 3; Xen reports the guest's mode
             if self.pv.kernel_mode:
@@ -506,9 +516,10 @@ class PVVcpu:
         self._sregs_valid = False
         if self.pv.kernel_mode:
             # a `syscall` in guest kernel mode is a hypercall (rax = number)
-            r.rax = self.domain.hypercall(self, r.rax, r.rdi, r.rsi, r.rdx, r.r10, r.r8)
-            if self._returned:
+            ret = self.domain.hypercall(self, r.rax, r.rdi, r.rsi, r.rdx, r.r10, r.r8)
+            if self._returned:          # iret: the registers are the frame's
                 return
+            r.rax = ret
             self.set_return(rip, r.rsp, rflags, FLAT_KERNEL_CS, FLAT_KERNEL_SS)
             return
         cb = self.pv.callbacks.get(2)

@@ -79,9 +79,9 @@ def callback_op(vcpu, cmd, arg, *_):
 
 
 def stack_switch(vcpu, ss, esp, *_):
-    if (ss & 3) != 3:
-        return -EINVAL
-    vcpu.pv.kernel_ss = ss
+    """The guest kernel stack for traps from user mode. The selector's RPL is
+    forced to 3, as Xen does for 64-bit PV (the kernel runs in ring 3)."""
+    vcpu.pv.kernel_ss = (ss & 0xFFFF) | 3
     vcpu.pv.kernel_sp = esp
     return 0
 
