@@ -75,7 +75,7 @@ class Domain:
         self.clock = Clock(self.vcpus[0].kvm.tsc_khz())
         self.clock.update_wallclock(self.shared_info)
         for v in self.vcpus:
-            self.clock.update_vcpu_time(v.vcpu_info)
+            v.update_time()
         self.timers = TimerService(self.clock, self._timer_fired)
         self.lock = threading.RLock()      # the domain's hypervisor lock (like Xen's domain lock)
         self.sched = DomainScheduler(self)
@@ -312,7 +312,7 @@ class Domain:
         """VCPUOP_up: start (or restart) a vCPU's thread."""
         v.pv.online = True
         v.set_runstate(0)
-        self.clock.update_vcpu_time(v.vcpu_info)
+        v.update_time()
         if v.thread is None and v.thread_ident is None:
             # first start (vCPU 0 runs on the caller of Domain.run, its
             # loop already exists: it only needs waking)
@@ -352,7 +352,7 @@ class Domain:
         vcpu.vcpu_info_moved = True
         # events that were pending stay visible to the guest at the new place
         new.evtchn_upcall_pending = 1
-        self.clock.update_vcpu_time(new)
+        vcpu.update_time()
         return 0
 
     # --- console ---------------------------------------------------------------

@@ -76,6 +76,10 @@ class PVVcpu:
         self.run_struct = self.kvm.run_struct
         self.pv = PVState()
         self.mem = GuestMemoryAccess(domain.mm, self._cr3_mfn)
+        # kernel view, whatever mode the vCPU is in (for areas the guest
+        # registered with kernel addresses)
+        self.kmem = GuestMemoryAccess(domain.mm, lambda: self.pv.kernel_l4)
+        self.time_area = 0          # VCPUOP_register_vcpu_time_memory_area
         if vcpu_id >= 32:
             raise ValueError("vCPUs beyond 32 need VCPUOP_register_vcpu_info before boot")
         self.vcpu_info = domain.shared_info.vcpu_info[vcpu_id]
@@ -134,6 +138,21 @@ class PVVcpu:
             return
         self.domain.trace(self.id, "upcall", f"rip={r.rip:#x}")
         self.bounce(cb.address, r.rip, s.cs.selector, r.rflags, r.rsp, s.ss.selector, None, True)
+
+    def update_time(self) -> None:
+        """Refresh this vCPU's pvclock, and its copy in the guest's own time
+        area (the vDSO reads that one) when it registered one."""
+        vi = self.vcpu_info
+        if vi is None:
+            return
+        self.domain.clock.update_vcpu_time(vi)
+        if self.time_area and self.pv.kernel_l4:
+            raw = bytes(vi.time)
+            try:
+                self.kmem.write(self.time_area, raw[:4] + b"\0" * 4)
+                self.kmem.write(self.time_area, raw)
+            except GuestFault:
+                self.time_area = 0
 
     def rearm_timer(self) -> None:
         """Point the timer service at this vCPU's next deadline (the earlier

@@ -16,8 +16,8 @@ def write_domain_nodes(store, client, *, domid: int, name: str, uuid: str, vcpus
     for i in range(vcpus):
         store.write(client, f"{base}/cpu/{i}/availability", b"online")
     # what the guest itself may write: its control node, data and devices
-    for k in ("control/shutdown", "control/feature-poweroff", "control/feature-reboot",
-              "data", "device", "drivers", "feature", "attr", "error"):
+    for k in ("control", "control/shutdown", "control/feature-poweroff",
+              "control/feature-reboot", "data", "device", "drivers", "feature", "attr", "error"):
         p = f"{base}/{k}"
         store.write(client, p, b"")
         store.set_perms(client, p, [f"n{domid}"])

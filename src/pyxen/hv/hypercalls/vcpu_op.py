@@ -90,7 +90,13 @@ def vcpu_op(vcpu, cmd, vcpuid, arg, *_):
         if cmd == VCPUOP_get_physid:
             return -EINVAL             # only for dom0
         if cmd == VCPUOP_register_vcpu_time_memory_area:
-            return -ENOSYS
+            (va,) = struct.unpack("<Q", mem.read(arg, 8))
+            if va and (not L.canonical(va) or va & 7):
+                return -EINVAL
+            target.time_area = va
+            if va:
+                target.update_time()
+            return 0
         if cmd == VCPUOP_send_nmi:
             return -ENOSYS
     except GuestFault:
