@@ -455,6 +455,21 @@ def cmd_log(args) -> int:
     return 0
 
 
+def cmd_prepare_linux(args) -> int:
+    """Fetch Debian's cloud kernel and busybox (apt, by package name; cached) and
+    build the initramfs examples/linux.cfg boots."""
+    from .build.linux_guest import prepare_linux
+    from .build.fetch import FetchError
+    try:
+        g = prepare_linux()
+    except FetchError as e:
+        err(f"pyxen: {e}")
+        return 1
+    print(f"kernel  {g.kernel}")
+    print(f"initrd  {g.initrd}")
+    return 0
+
+
 # --- the parser -------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pyxen", description="pyxen: Xen on KVM, with xl's commands.")
@@ -544,6 +559,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-d", dest="domain")
     c.add_argument("-w", dest="weight", type=int)
     c.add_argument("-c", dest="cap", type=int)
+    cmd("prepare-linux", cmd_prepare_linux,
+        "fetch Debian's kernel and busybox and build the Linux guest's initramfs")
     c = cmd("top", cmd_top, "a live table of domains (like xentop)")
     c.add_argument("-b", dest="batch", action="store_true", help="batch mode")
     c.add_argument("-i", dest="iterations", type=int, default=0)

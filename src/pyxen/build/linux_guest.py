@@ -14,22 +14,31 @@ from pathlib import Path
 from .cpio import CpioWriter
 from .fetch import default_cache_dir, fetch_debian_package_file
 
-INIT_SCRIPT = """#!/bin/sh
-# pyxen initramfs /init: mount the kernel file systems, start a shell on hvc0
+INIT_SCRIPT = """#!/bin/busybox sh
+# pyxen initramfs /init: mount the kernel file systems, then busybox init
 /bin/busybox mount -t proc proc /proc
 /bin/busybox mount -t sysfs sysfs /sys
 /bin/busybox mount -t devtmpfs devtmpfs /dev 2>/dev/null
-/bin/busybox mkdir -p /dev/pts /tmp /run
+/bin/busybox mkdir -p /dev/pts /tmp /run /sbin /usr/bin /usr/sbin
 /bin/busybox mount -t devpts devpts /dev/pts 2>/dev/null
-/bin/busybox --install -s /bin
+/bin/busybox --install -s
+exec /bin/busybox init
+"""
+
+RC_SCRIPT = """#!/bin/sh
+# sysinit: load the modules listed in /etc/modules, say hello
 [ -d /lib/modules ] && for m in $(cat /etc/modules 2>/dev/null); do modprobe $m; done
 hostname pyxen-guest
 echo "pyxen initramfs: $(uname -sr) up; shell on $(cat /sys/hypervisor/type 2>/dev/null) console"
-export PS1='pyxen:\\w# ' HOME=/root PATH=/bin:/sbin
-while true; do
-    setsid cttyhack /bin/sh -l
-    echo "shell exited; starting a new one"
-done
+"""
+
+INITTAB = """::sysinit:/etc/rc
+hvc0::respawn:/bin/cttyhack /bin/sh -l
+::ctrlaltdel:/sbin/reboot
+::shutdown:/bin/umount -a -r
+"""
+
+PROFILE = """export PS1='pyxen:\\w# ' HOME=/root PATH=/bin:/sbin:/usr/bin:/usr/sbin
 """
 
 
@@ -55,6 +64,9 @@ def build_initramfs(busybox: Path, *, extra_files: dict[str, bytes] | None = Non
     w.add_symlink("bin/sh", "busybox")
     w.add_file("init", init.encode(), 0o755)
     w.add_file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n", 0o644)
+    w.add_file("etc/rc", RC_SCRIPT.encode(), 0o755)
+    w.add_file("etc/inittab", INITTAB.encode(), 0o644)
+    w.add_file("etc/profile", PROFILE.encode(), 0o644)
     for path, data in (extra_files or {}).items():
         w.add_file(path.lstrip("/"), data, 0o644)
     return w.finish(gzip=True)
@@ -65,8 +77,21 @@ def prepare_linux(cache_dir: Path | None = None) -> LinuxGuest:
     kernel = fetch_debian_package_file("linux-image-cloud-amd64", "boot/vmlinuz-*", cache)
     busybox = fetch_debian_package_file("busybox-static", "bin/busybox", cache)
     initrd = cache / "pyxen-initramfs.cpio.gz"
-    if not initrd.exists() or initrd.stat().st_mtime < busybox.stat().st_mtime:
+    stamp = initrd.with_suffix(".version")
+    version = f"{INIT_SCRIPT}{RC_SCRIPT}{INITTAB}{PROFILE}"
+    if not initrd.exists() or initrd.stat().st_mtime < busybox.stat().st_mtime or \
+            not stamp.exists() or stamp.read_text() != version:
         tmp = initrd.with_suffix(".tmp")
         tmp.write_bytes(build_initramfs(busybox))
         tmp.replace(initrd)
+        stamp.write_text(version)
+    # stable names for the example configs (examples/linux.cfg)
+    for link, target in (("vmlinuz", kernel), ("initrd.img", initrd)):
+        p = cache / "linux" / link
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if p.is_symlink() or p.exists():
+            if p.resolve() == Path(target).resolve():
+                continue
+            p.unlink()
+        p.symlink_to(Path(target).resolve())
     return LinuxGuest(kernel=kernel, initrd=initrd, busybox=busybox)
