@@ -28,6 +28,14 @@ CONS_IN, CONS_OUT = 0, 1024
 CONS_IN_CONS, CONS_IN_PROD, CONS_OUT_CONS, CONS_OUT_PROD = 3072, 3076, 3080, 3084
 
 
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def punch_hole(fd: int, offset: int, length: int) -> None:
+    """Give a range of a memfd back to the host (FALLOC_FL_PUNCH_HOLE)."""
+    _LIBC.fallocate(fd, 3, ctypes.c_long(offset), ctypes.c_long(length))
+
+
 @dataclass
 class DomainResult:
     reason: str                 # poweroff, reboot, suspend, crash, watchdog, soft_reset, destroyed
@@ -47,6 +55,7 @@ class Domain:
         self.log = logging.getLogger(f"pyxen.dom{domid}")
         self.kvm = kvm or Kvm()
         self.nr_pages = memory_mb * 256
+        self.nr_present = self.nr_pages      # frames the guest holds now (balloon)
         self.max_pages = (maxmem_mb or memory_mb) * 256
         self.vm = self.kvm.create_vm()
         self.ram = GuestMemory(self.nr_pages * L.PAGE_SIZE, name=f"pyxen-dom{domid}")
@@ -198,7 +207,11 @@ class Domain:
             reason = self.shutdown_code
         name = SHUTDOWN_NAMES.get(reason, str(reason))
         self.trace(vcpu.id if vcpu else -1, "shutdown", name)
-        self.result = DomainResult(name, reason)
+        message = ""
+        if reason == SHUTDOWN_crash:        # a guest panic: show what it said last
+            self._console_notify()
+            message = self.console_tail()
+        self.result = DomainResult(name, reason, message)
         self._stop_all()
 
     def crash(self, vcpu, message: str) -> None:
@@ -339,6 +352,34 @@ class Domain:
         if v.timer_expired(lambda: self.events.virq_pending(0, vcpu_id)):
             self.events.send_virq(0, vcpu_id)
 
+    def release_frame(self, mfn: int) -> bool:
+        """XENMEM_decrease_reservation of one frame: the guest gives it back;
+        its host memory is freed (hole punched in the memfd)."""
+        mm = self.mm
+        if not mm.owns(mfn) or mm.tcount[mfn] or mm.pinned[mfn]:
+            return False
+        mm.present[mfn] = 0
+        self.nr_present -= 1
+        self.heap.set_m2p(mfn, (1 << 64) - 1)
+        punch_hole(self.ram.fd, mfn << 12, 4096)
+        return True
+
+    def claim_frame(self, want: int | None) -> int | None:
+        """A frame back from the host (populate_physmap / increase_reservation);
+        pfn == mfn where possible."""
+        mm = self.mm
+        if self.nr_present >= self.max_pages:
+            return None
+        if want is None or not (0 <= want < mm.nr_pages) or mm.present[want]:
+            want = mm.present.find(0)
+            if want < 0:
+                return None
+        mm.present[want] = 1
+        self.nr_present += 1
+        self.ram.mm[want << 12:(want + 1) << 12] = bytes(4096)
+        self.heap.set_m2p(want, want)
+        return want
+
     def register_vcpu_info(self, vcpu, mfn: int, offset: int) -> int:
         if not self.mm.owns(mfn) or offset > L.PAGE_SIZE - 64:
             return -EINVAL
@@ -367,6 +408,12 @@ class Domain:
             page, lambda: self.events.raise_port(self.console_port) if not self.stopped else None,
             sink=sink if sink is not None else self.console, log_path=log_path)
         return self.console_backend
+
+    def console_tail(self, lines: int = 25) -> str:
+        if self.console_backend is None:
+            return ""
+        text = bytes(self.console_backend.history).decode(errors="replace")
+        return "\n".join(text.rstrip().splitlines()[-lines:])
 
     def _console_notify(self) -> None:
         if self.console_backend is not None:

@@ -47,6 +47,7 @@ class MemoryManager:
         self.nr_pages = nr_pages
         self.heap = heap
         self.log = log
+        self.present = bytearray(b"\x01" * nr_pages)   # ballooned-out frames are 0
         self.ptype = bytearray(nr_pages)
         self.tcount = array("l", bytes(8 * nr_pages))
         self.pinned = bytearray(nr_pages)
@@ -73,7 +74,7 @@ class MemoryManager:
         return _512Q.unpack_from(self.ram, mfn << 12)
 
     def owns(self, mfn: int) -> bool:
-        return 0 <= mfn < self.nr_pages
+        return 0 <= mfn < self.nr_pages and self.present[mfn] == 1
 
     # --- types ------------------------------------------------------------
     def get_type(self, mfn: int, t: int) -> None:

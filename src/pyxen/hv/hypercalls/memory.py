@@ -5,7 +5,8 @@ from __future__ import annotations
 import struct
 
 from .. import layout as L
-from ..abi import (HC, EFAULT, EINVAL, ENOSYS, EPERM, DOMID_SELF, XENMEM_memory_map,
+from ..abi import (HC, XENMEM_increase_reservation, XENMEM_decrease_reservation,
+                   XENMEM_populate_physmap, EFAULT, EINVAL, ENOSYS, EPERM, DOMID_SELF, XENMEM_memory_map,
                    XENMEM_current_reservation, XENMEM_maximum_reservation,
                    XENMEM_maximum_ram_page, XENMEM_machphys_mapping, XENMEM_machphys_mfn_list,
                    XENMEM_maximum_gpfn, XENMEM_get_vnumainfo, EOPNOTSUPP)
@@ -24,7 +25,7 @@ def memory_op(vcpu, cmd, arg, *_):
             if domid not in (DOMID_SELF, dom.domid):
                 return -EPERM
             if cmd == XENMEM_current_reservation:
-                return dom.nr_pages
+                return dom.nr_present
             if cmd == XENMEM_maximum_reservation:
                 return dom.max_pages
             return dom.nr_pages - 1
@@ -51,6 +52,9 @@ def memory_op(vcpu, cmd, arg, *_):
                 mem.write(extents, struct.pack(f"<{n}Q", *frames))
             mem.write(arg + 16, struct.pack("<I", n))
             return 0
+        if cmd in (XENMEM_increase_reservation, XENMEM_decrease_reservation,
+                   XENMEM_populate_physmap):
+            return _reservation(vcpu, cmd, arg)
         if cmd == XENMEM_get_vnumainfo:
             return -EOPNOTSUPP
     except GuestFault:
@@ -58,6 +62,37 @@ def memory_op(vcpu, cmd, arg, *_):
     return -ENOSYS
 
 
+
+
+_RESV = struct.Struct("<QQIIH")      # extent_start, nr_extents, extent_order, mem_flags, domid
+
+
+def _reservation(vcpu, cmd, arg) -> int:
+    """Ballooning: give frames back to the host (decrease_reservation) or get
+    them again (increase_reservation / populate_physmap). Returns the number
+    of extents done, like Xen."""
+    dom = vcpu.domain
+    mem = vcpu.mem
+    start, nr, order, _flags, domid = _RESV.unpack(mem.read(arg, _RESV.size))
+    if domid not in (DOMID_SELF, dom.domid):
+        return -EPERM
+    if order != 0:
+        return -EINVAL          # superpage extents are not offered
+    if nr > 1 << 20:
+        return -EINVAL
+    done = 0
+    for i in range(nr):
+        (frame,) = struct.unpack("<Q", mem.read(start + 8 * i, 8))
+        if cmd == XENMEM_decrease_reservation:
+            if not dom.release_frame(frame):
+                break
+        else:
+            mfn = dom.claim_frame(frame if cmd == XENMEM_populate_physmap else None)
+            if mfn is None:
+                break
+            mem.write(start + 8 * i, struct.pack("<Q", mfn))
+        done += 1
+    return done
 
 
 HANDLERS = {HC.memory_op: memory_op}
