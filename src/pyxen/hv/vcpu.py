@@ -102,6 +102,7 @@ class PVVcpu:
         self.runstate_area = 0          # guest virtual address, 0 = not registered
         self.initialised = vcpu_id == 0
         self.native_tid = 0
+        self.kicked = False
         self.exits = 0
         self.last_hypercalls: list[str] = []
         self.sregs = KS.Sregs()
@@ -136,6 +137,14 @@ class PVVcpu:
             # kicked while one of pyxen's CPL0 stubs runs: let it reach its
             # exit first; the upcall goes in on the way back to the guest
             return
+        if self.kicked:
+            # kicked out of KVM_RUN: KVM may hold an exception it has not
+            # delivered yet (a #PF the guest just raised). Moving rip now would
+            # have it delivered at the callback instead, so let it go first.
+            ev = self.kvm.get_events()
+            if ev.exception_pending or ev.exception_injected or ev.nmi_pending \
+                    or ev.nmi_injected or ev.interrupt_injected:
+                return
         self.domain.trace(self.id, "upcall", f"rip={r.rip:#x}")
         self.bounce(cb.address, r.rip, s.cs.selector, r.rflags, r.rsp, s.ss.selector, None, True)
 
@@ -317,6 +326,7 @@ class PVVcpu:
         if old:
             mm.put_type(old)
         pv.kernel_mode = True
+        pv.iopl = (rflags >> 12) & 3            # Xen takes the virtual IOPL from eflags
         pv.kernel_ss, pv.kernel_sp = kernel_ss, kernel_sp
         pv.fs_base, pv.gs_base_kernel, pv.gs_base_user = fs_base, gs_kernel, gs_user
         pv.trap_table.clear()
@@ -668,6 +678,7 @@ class PVVcpu:
                     dom.crash(self, str(e))
                     return
             reason = kvm.run()
+            self.kicked = reason == -1
             self.exits += 1
             self._sregs_valid = False
             try:

@@ -1,0 +1,67 @@
+"""Debian's unmodified cloud kernel as a PV domU on pyxen, booted to a shell."""
+from __future__ import annotations
+
+import re
+import time
+
+
+def xs_write(session, path, value):
+    from pyxen.dom0.xenstore.store import Client
+    xs = session.dom.local_xenstore
+    with xs.access() as store:
+        store.write(Client(store, 0, True), path, value.encode())
+
+
+def test_shell_commands_balloon_and_poweroff(boot_linux):
+    s = boot_linux()
+    assert s.run("echo hello from $(hostname)") == "hello from pyxen-guest"
+    uname = s.run("uname -a")
+    assert "Linux pyxen-guest 6.1" in uname and "x86_64" in uname
+    assert s.run("cat /sys/hypervisor/type") == "xen"
+    mem = s.run("grep MemTotal /proc/meminfo")
+    total_kb = int(mem.split()[1])
+    assert 200_000 < total_kb <= 262_144, mem
+    assert s.run("i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; echo $i") == "20000"
+    assert s.run("seq 1 100 | grep 7 | wc -l") == "19"
+    assert s.run("echo abc | tr a-z A-Z | rev") == "CBA"
+    # messages caused by pyxen would show up as errors/warnings in the kernel log
+    bad = s.run("dmesg | grep -i -E 'error|warn|fail|bug' | grep -v -E "
+                "'Fast TSC calibration|ACPI|PCI|no APIC|Spectre|Speculative|mitigation' || true")
+    assert bad == "", bad
+    # the balloon driver gives memory back when the target drops, and takes it again
+    xs_write(s, f"/local/domain/{s.dom.domid}/memory/target", str(160 * 1024))
+    deadline = time.monotonic() + 60
+    while s.dom.nr_present > 170 * 256 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert s.dom.nr_present <= 170 * 256, f"balloon kept {s.dom.nr_present} pages"
+    low_kb = int(s.run("grep MemTotal /proc/meminfo").split()[1])
+    assert low_kb < total_kb - 60_000
+    xs_write(s, f"/local/domain/{s.dom.domid}/memory/target", str(256 * 1024))
+    deadline = time.monotonic() + 60
+    while s.dom.nr_present < 250 * 256 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert s.dom.nr_present >= 250 * 256
+    assert s.run("echo still alive") == "still alive"
+    s.type("poweroff\r")
+    assert s.wait_end().reason == "poweroff"
+
+
+def test_two_vcpus_and_reboot_from_toolstack(boot_linux):
+    s = boot_linux(vcpus=2)
+    assert s.run("nproc") == "2"
+    assert s.run("grep -c ^processor /proc/cpuinfo") == "2"
+    assert s.run("cat /sys/devices/system/cpu/online") == "0-1"
+    # work on both CPUs at once
+    out = s.run("(i=0; while [ $i -lt 5000 ]; do i=$((i+1)); done; echo a) & "
+                "(j=0; while [ $j -lt 5000 ]; do j=$((j+1)); done; echo b) & wait")
+    assert sorted(out.split()) == ["a", "b"]
+    xs_write(s, f"/local/domain/{s.dom.domid}/control/shutdown", "reboot")
+    assert s.wait_end(90).reason == "reboot"
+
+
+def test_kernel_panic_is_a_crash_with_its_text(boot_linux):
+    s = boot_linux()
+    s.type("echo c > /proc/sysrq-trigger\r")
+    r = s.wait_end(90)
+    assert r.reason == "crash"
+    assert "Kernel panic" in r.message or "sysrq" in r.message.lower(), r.message
