@@ -409,11 +409,17 @@ class Domain:
             sink=sink if sink is not None else self.console, log_path=log_path)
         return self.console_backend
 
-    def console_tail(self, lines: int = 25) -> str:
+    def console_tail(self, lines: int = 40) -> str:
+        """The guest's last console lines, led by its panic/oops line if any."""
         if self.console_backend is None:
             return ""
-        text = bytes(self.console_backend.history).decode(errors="replace")
-        return "\n".join(text.rstrip().splitlines()[-lines:])
+        text = bytes(self.console_backend.history).decode(errors="replace").rstrip()
+        all_lines = text.splitlines()
+        tail = all_lines[-lines:]
+        panic = [l for l in all_lines if "Kernel panic" in l or "Oops:" in l]
+        if panic and panic[-1] not in tail:
+            tail = [panic[-1], "..."] + tail
+        return "\n".join(tail)
 
     def _console_notify(self) -> None:
         if self.console_backend is not None:
