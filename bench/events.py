@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -55,10 +56,14 @@ def run(idle_ms: int, abi: str) -> tuple[str, dict]:
 
     cmdline = f"idle_ms={idle_ms}" + (" abi=fifo" if abi == "fifo" else "")
     dom = Domain(name="bench-events", memory_mb=32, vcpus=2, console=console)
+    watchdog = threading.Timer(120 + idle_ms / 1000, dom.destroy)   # a hang ends as 'destroyed'
+    watchdog.daemon = True
     try:
         dom.build(load_kernel(guest_build.build_guest("bench_events")), cmdline=cmdline)
+        watchdog.start()
         result = dom.run()
     finally:
+        watchdog.cancel()
         dom.close()
     text = out.decode(errors="replace")
     if "Test result: SUCCESS" not in text:

@@ -19,8 +19,7 @@
 
 static long port1, port0, tport;
 static volatile uint64_t t_handler;
-static volatile int mode;          /* 1 block, 2 spin, 3 pong, 4 idle, 9 quit */
-static volatile int ap_ready;
+static volatile int mode;          /* vCPU1: 0 yield, 1 block, 2 spin, 3 pong, 4 block (idle) */
 static uint64_t samples[N];
 
 static void on_event(unsigned int port)
@@ -54,35 +53,56 @@ static void report(const char *name, uint64_t *v, unsigned int n)
            (unsigned long)v[(n * 99) / 100], n);
 }
 
+static volatile int ap_mode = -1;   /* the mode vCPU1 is in */
+
 static void ap(unsigned int me)
 {
     unsigned long seen = 0;
-    ap_ready = 1;
+    int cur = -1;
     for (;;) {
-        if (mode == 1 || mode == 3) {
+        int m = mode;
+        if (m != cur) {
+            cur = m;
+            seen = event_count[port1];
+            ap_mode = m;
+        }
+        if (m == 1 || m == 3) {
             wait_event_count(port1, seen + 1, 0);
             seen++;
-            if (mode == 3)
+            if (m == 3 && mode == 3)
                 evtchn_notify(port0);
-        } else if (mode == 2) {
+        } else if (m == 2) {
             local_events_enable();
             while (event_count[port1] == seen && mode == 2)
                 cpu_relax();
             seen = event_count[port1];
-        } else if (mode == 4) {
+        } else if (m == 4) {
             local_events_disable();
             while (mode == 4) {
                 sched_block();                     /* no timer: only an event wakes it */
                 local_events_disable();
             }
             local_events_enable();
-        } else if (mode == 9) {
-            return;
         } else {
             HYPERVISOR_sched_op(SCHEDOP_yield, 0);
         }
     }
     (void)me;
+}
+
+/* Switch vCPU1 to mode m through mode 0, so that no event of one phase is
+ * taken for one of the next (vCPU1 may be blocked: an extra event wakes it). */
+static void set_mode(int m)
+{
+    mode = 0;
+    evtchn_notify(port1);
+    while (ap_mode != 0)
+        HYPERVISOR_sched_op(SCHEDOP_yield, 0);
+    mode = m;
+    if (m == 4)
+        return;                /* vCPU1 blocks at once: do not wait for it */
+    while (ap_mode != m)
+        HYPERVISOR_sched_op(SCHEDOP_yield, 0);
 }
 
 static void settle(void)
@@ -94,14 +114,13 @@ static void settle(void)
 
 static void latency(const char *name, int m)
 {
-    mode = m;
+    set_mode(m);
     for (unsigned int i = 0; i < N; i++) {
-        unsigned long want = event_count[port1] + 1;
         settle();
         t_handler = 0;
         uint64_t t0 = rdtsc_ordered();
         evtchn_notify(port1);
-        while (event_count[port1] < want)
+        while (!t_handler)               /* the handler stores it after counting */
             HYPERVISOR_sched_op(SCHEDOP_yield, 0);
         samples[i] = cycles_to_ns(t_handler - t0);
     }
@@ -121,13 +140,13 @@ void test_main(void)
     tport = timer_port();
     event_hook = on_event;
     check(smp_start_vcpu(1, ap) == 0, "start vcpu1");
-    while (!ap_ready)
+    while (ap_mode != 0)
         HYPERVISOR_sched_op(SCHEDOP_yield, 0);
 
     latency("event_latency_blocked", 1);
     latency("event_latency_running", 2);
 
-    mode = 3;
+    set_mode(3);
     for (unsigned int i = 0; i < N; i++) {
         settle();
         unsigned long want = event_count[port0] + 1;
@@ -138,7 +157,7 @@ void test_main(void)
     }
     report("ipi_round_trip", samples, N);
 
-    mode = 0;
+    set_mode(4);                               /* vCPU1 blocked from here on */
     uint64_t rnd = 88172645463325252ULL;
     for (unsigned int i = 0; i < NT; i++) {
         rnd ^= rnd << 13; rnd ^= rnd >> 7; rnd ^= rnd << 17;
@@ -159,7 +178,6 @@ void test_main(void)
     report("timer_deviation", samples, NT);
 
     uint64_t idle = cmdline_get_ulong("idle_ms", 3000);
-    mode = 4;
     settle();
     printk("idle begin\n");
     local_events_disable();
