@@ -137,3 +137,20 @@ def test_fifo_same_event_raised_again_after_being_consumed():
         # the guest consumes it: clear READY, LINKED + link, PENDING
         cb[0] = 0
         words[p] &= ~((1 << E.FIFO_LINKED) | E.FIFO_LINK_MASK | (1 << E.FIFO_PENDING))
+
+
+def test_unmask_is_serialised_with_raisers():
+    """EVTCHNOP_unmask may link a FIFO event into a queue, like a raise from
+    the timer thread or a dom0 service does: it must hold the channel lock
+    (it ran under the domain lock only, which raisers do not take)."""
+    dom, ev = make(1, fifo=True)
+    p = ev.bind_ipi(0)
+    dom.words[p] |= 1 << E.FIFO_MASKED
+    ev.send(p)
+    done = threading.Event()
+    with ev.lock:
+        t = threading.Thread(target=lambda: (ev.unmask(p), done.set()))
+        t.start()
+        assert not done.wait(0.1), "unmask ran while another thread held the channel lock"
+    assert done.wait(2)
+    assert dom.ctl[0][2 + 7] == p

@@ -117,6 +117,10 @@ class EventChannels:
         return A.test_bit(self.shared + SHARED_PENDING_OFF, port)
 
     def unmask(self, port: int) -> None:
+        with self.lock:         # FIFO linking must not interleave with a raiser's
+            self._unmask(port)
+
+    def _unmask(self, port: int) -> None:
         ch = self.ports[port]
         vcpu = self.dom.vcpus[ch.vcpu]
         if self.fifo:
