@@ -33,7 +33,7 @@ echo "pyxen initramfs: $(uname -sr) up; shell on $(cat /sys/hypervisor/type 2>/d
 """
 
 INITTAB = """::sysinit:/etc/rc
-hvc0::respawn:/bin/cttyhack /bin/sh -l
+::respawn:/bin/cttyhack /bin/sh -l
 ::ctrlaltdel:/sbin/reboot
 ::shutdown:/bin/umount -a -r
 """
@@ -51,6 +51,7 @@ class LinuxGuest:
 
 
 def build_initramfs(busybox: Path, *, extra_files: dict[str, bytes] | None = None,
+                    extra_binaries: dict[str, bytes] | None = None,
                     init: str = INIT_SCRIPT) -> bytes:
     """A gzip newc initramfs with busybox, /init and the usual directories."""
     w = CpioWriter()
@@ -69,6 +70,8 @@ def build_initramfs(busybox: Path, *, extra_files: dict[str, bytes] | None = Non
     w.add_file("etc/profile", PROFILE.encode(), 0o644)
     for path, data in (extra_files or {}).items():
         w.add_file(path.lstrip("/"), data, 0o644)
+    for path, data in (extra_binaries or {}).items():
+        w.add_file(path.lstrip("/"), data, 0o755)
     return w.finish(gzip=True)
 
 

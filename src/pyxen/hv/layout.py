@@ -33,8 +33,11 @@ PRIV_VIRT = 0xFFFF808040000000
 DIRECTMAP_RAM = 0xFFFF810000000000      # slot 258: gpa 0.. (RAM)
 DIRECTMAP_HEAP = 0xFFFF818000000000     # slot 259: XEN_GPA..
 APPLY_OFF = 0x3000        # the replay stub
-APPLY_LIST_OFF = 0x4000   # the replay list: (va, value) pairs, one page
-APPLY_MAX = 256
+APPLY_IRET_OFF = 0x3800   # the replay stub that returns straight to the guest
+APPLY_LIST_OFF = 0x600000  # per vCPU: the replay list, (va, value) pairs
+APPLY_LIST_PAGES = 16
+APPLY_LIST_STRIDE = APPLY_LIST_PAGES * 0x1000
+APPLY_MAX = APPLY_LIST_PAGES * 256
 PORT_APPLY = 0xE4
 
 # private area, offsets from PRIV_VIRT
@@ -49,7 +52,7 @@ TSS_IOMAP_OFF = 0x68
 TSS_LIMIT = TSS_IOMAP_OFF + 8192
 STACK_OFF = 0x500000      # CPL0 exception stack, 2 pages per vCPU
 STACK_SIZE = 0x2000
-PRIV_SIZE = 0x600000
+PRIV_SIZE = 0x800000
 MAX_VCPUS = 32
 
 # I/O ports used by the exit stubs and the hypercall page

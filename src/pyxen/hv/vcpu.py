@@ -103,6 +103,7 @@ class PVVcpu:
         self.initialised = vcpu_id == 0
         self.native_tid = 0
         self.kicked = False
+        self.in_replay = False
         self.exits = 0
         self.last_hypercalls: list[str] = []
         self.sregs = KS.Sregs()
@@ -129,7 +130,7 @@ class PVVcpu:
 
     def deliver_event_upcall(self) -> None:
         cb = self.pv.callbacks.get(0)
-        if cb is None or not cb.address:
+        if cb is None or not cb.address or self.in_replay:
             return
         r = self.regs
         s = self.fetch_sregs()
@@ -594,43 +595,54 @@ class PVVcpu:
         KVM's shadow paging here never notices guest page tables written from
         the host side (bench/README.md, probe f), so the entries written since
         the last exit are written again, with the same values, by an emulated
-        CPL0 stub through pyxen's direct map; the vCPU then resumes where it
-        was meant to."""
+        CPL0 stub through pyxen's direct map. The stub then returns straight
+        to where the guest was meant to resume (iretq), so this costs no extra
+        exit: the next KVM_RUN of the run loop runs it."""
         mm = self.domain.mm
         heap = self.domain.heap
         gpas = list(dict.fromkeys(mm.pending))
         mm.pending = []
-        saved = KS.Regs.from_buffer_copy(self.regs)
-        saved_s = KS.Sregs.from_buffer_copy(self.fetch_sregs())
+        target = KS.Regs.from_buffer_copy(self.regs)
+        target_s = KS.Sregs.from_buffer_copy(self.fetch_sregs())
         list_off = heap.apply_lists[self.id] * L.PAGE_SIZE
-        stub_s = KS.Sregs.from_buffer_copy(saved_s)
+        list_va = L.priv(L.APPLY_LIST_OFF) + self.id * L.APPLY_LIST_STRIDE
+        stub_s = KS.Sregs.from_buffer_copy(target_s)
         C.flat_segment(stub_s.cs, L.HYP_CS, True, dpl=0)
         C.flat_segment(stub_s.ss, L.HYP_DS, False, dpl=0)
-        for i in range(0, len(gpas), L.APPLY_MAX):
-            chunk = gpas[i:i + L.APPLY_MAX]
+        chunks = [gpas[i:i + L.APPLY_MAX] for i in range(0, len(gpas), L.APPLY_MAX)]
+        r = self.regs
+        for n, chunk in enumerate(chunks):
             data = b"".join(_PAIR.pack(heap.directmap_va(g), mm.read_q(g)) for g in chunk)
             heap.mm[list_off:list_off + len(data)] = data
-            r = self.regs
-            r.rip = L.priv(L.APPLY_OFF)
-            r.rsi = L.priv(L.APPLY_LIST_OFF) + self.id * L.PAGE_SIZE
-            r.rcx = len(chunk)
-            r.rsp = heap.stack_top(self.id)
-            r.rflags = 2
+            r.rsi, r.rcx, r.rflags = list_va, len(chunk), 2
             self.run_struct.s.regs.sregs = stub_s
             self.run_struct.kvm_dirty_regs |= KI.KVM_SYNC_X86_REGS | KI.KVM_SYNC_X86_SREGS
+            if n == len(chunks) - 1:
+                break
+            # more than one list's worth: replay this one and come back
+            r.rip, r.rsp = L.priv(L.APPLY_OFF), heap.stack_top(self.id)
             reason = self.kvm.run()
             while reason == -1:
-                # a kick (an event for this vCPU, the cap watchdog) ended
-                # KVM_RUN before or inside the stub: KVM has applied and
-                # stored the registers, so running again resumes the stub
+                # a kick ended KVM_RUN before or inside the stub: KVM applied
+                # and stored the registers, so running again resumes the stub
                 reason = self.kvm.run()
             if reason != KI.KVM_EXIT_IO or self.run_struct.exit.io.port != L.PORT_APPLY:
                 raise GuestCrash(f"page-table replay stub failed (exit {reason})")
-        ctypes.memmove(ctypes.addressof(self.regs), ctypes.addressof(saved), ctypes.sizeof(saved))
-        self.sregs = saved_s
+        # the last list: the guest's rdi, rsi, rcx, rax and its iretq frame go on
+        # the CPL0 stack; every other register is already the guest's
+        top = heap.stack_top(self.id)
+        frame = struct.pack("<9Q", target.rdi, target.rsi, target.rcx, target.rax,
+                            target.rip, target_s.cs.selector, target.rflags,
+                            target.rsp, target_s.ss.selector)
+        base = top - len(frame)
+        off = heap.stack_offset(self.id, base)
+        heap.mm[off:off + len(frame)] = frame
+        for name in ("rbx", "rdx", "rbp", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15"):
+            setattr(r, name, getattr(target, name))
+        r.rip, r.rsp = L.priv(L.APPLY_IRET_OFF), base
+        self.sregs = target_s               # what the guest runs with after the iretq
         self._sregs_valid = True
-        self.regs_changed()
-        self.sregs_changed()
+        self.in_replay = True
 
     def crash_report(self) -> str:
         try:
@@ -678,6 +690,7 @@ class PVVcpu:
                     dom.crash(self, str(e))
                     return
             reason = kvm.run()
+            self.in_replay = False
             self.kicked = reason == -1
             self.exits += 1
             self._sregs_valid = False
@@ -716,6 +729,9 @@ class PVVcpu:
                 else:
                     raise GuestCrash(f"unexpected KVM exit {KI.EXIT_NAMES.get(reason, reason)}")
                 if dom.mm.pending:
+                    vi = self.vcpu_info
+                    if vi.evtchn_upcall_pending and not vi.evtchn_upcall_mask:
+                        self.deliver_event_upcall()     # before the stub takes over
                     self.replay_pt_writes()
             except GuestCrash as e:
                 dom.crash(self, str(e))

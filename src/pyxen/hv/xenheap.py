@@ -36,7 +36,12 @@ def tss_descriptor(base: int, limit: int = 0x67) -> tuple[int, int]:
 # CPL0 replay stub: rsi = list of (va, value) pairs, rcx = count.
 #   1: mov (%rsi),%rdi; mov 8(%rsi),%rax; mov %rax,(%rdi); add $16,%rsi;
 #      dec %rcx; jnz 1b; out %al,$PORT_APPLY; hlt
-APPLY_STUB = bytes.fromhex("488b3e488b46084889074883c61048ffc975ed") + bytes([0xE6, L.PORT_APPLY, 0xF4])
+_APPLY_LOOP = bytes.fromhex("488b3e488b46084889074883c61048ffc975ed")
+APPLY_STUB = _APPLY_LOOP + bytes([0xE6, L.PORT_APPLY, 0xF4])
+# the same loop, then back to the guest without an exit: the guest's rdi, rsi,
+# rcx, rax sit on the CPL0 stack under an iretq frame
+#   pop %rdi; pop %rsi; pop %rcx; pop %rax; iretq
+APPLY_IRET_STUB = _APPLY_LOOP + bytes.fromhex("5f5e595848cf") + b"\xf4"
 
 
 def exception_stub(vector: int) -> bytes:
@@ -59,7 +64,7 @@ class XenHeap:
         if m2p_pages * L.PAGE_SIZE > L.M2P_VIRT_SIZE:
             raise ValueError("guest too large for the M2P area")
         self.nr_vcpus = nr_vcpus
-        fixed = 64 + 2 * L.MAX_VCPUS + 4 * L.MAX_VCPUS
+        fixed = 64 + 2 * L.MAX_VCPUS + 4 * L.MAX_VCPUS + L.APPLY_LIST_PAGES * nr_vcpus
         npages = fixed + m2p_pages + (m2p_pages + 511) // 512 + 16 + 64 + 16 \
             + (max_ram_pages * 4096 >> 30) + 8   # grant frames, direct-map tables
         self.mem = GuestMemory(npages * L.PAGE_SIZE, name="pyxen-xenheap")
@@ -116,11 +121,14 @@ class XenHeap:
         apply = self.alloc()
         self.map(L.priv(L.APPLY_OFF), apply, L.PTE_P)
         self.write(self.gpa(apply), APPLY_STUB)
-        self.apply_lists = []
+        self.write(self.gpa(apply) + (L.APPLY_IRET_OFF - L.APPLY_OFF), APPLY_IRET_STUB)
+        self.apply_lists = []            # first heap page of each vCPU's list (contiguous)
         for cpu in range(nr_vcpus):
-            pg = self.alloc()
-            self.map(L.priv(L.APPLY_LIST_OFF) + cpu * L.PAGE_SIZE, pg, L.PTE_P | L.PTE_RW)
-            self.apply_lists.append(pg)
+            pages = [self.alloc() for _ in range(L.APPLY_LIST_PAGES)]
+            for k, pg in enumerate(pages):
+                self.map(L.priv(L.APPLY_LIST_OFF) + cpu * L.APPLY_LIST_STRIDE + k * L.PAGE_SIZE,
+                         pg, L.PTE_P | L.PTE_RW)
+            self.apply_lists.append(pages[0])
         self.directmap_l4 = {}
 
         # per-vCPU GDT (guest part backed by the zero page until set_gdt), TSS, stack

@@ -1,0 +1,170 @@
+#!/usr/bin/env python3
+"""Debian Linux on pyxen, against QEMU with TCG (pure emulation) in the same run.
+
+  boot     create -> shell prompt: pyxen vs qemu-system-x86_64 -accel tcg, same kernel
+           and initramfs, same prompt
+  loop     a busybox sh arithmetic loop and a static C loop in the guest's user space:
+           pyxen vs native (the same binaries on the host) vs TCG
+  traps    hypercalls and traps per boot, by kind: the figures to drive down
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import select
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+from pyxen.build.linux_guest import prepare_linux, build_initramfs   # noqa: E402
+from pyxen.hv.abi import HYPERCALLS                                     # noqa: E402
+from pyxen.toolstack.guestshell import GuestShell, PROMPT               # noqa: E402
+
+LOOP_C = r"""
+#include <stdio.h>
+#include <stdlib.h>
+int main(int c, char **v) {
+    unsigned long n = strtoul(v[1], 0, 0), x = 1;
+    for (unsigned long i = 0; i < n; i++) x = x * 6364136223846793005UL + 1442695040888963407UL;
+    printf("%lu\n", x & 0xff);
+    return 0;
+}
+"""
+SH_LOOP = "i=0; while [ $i -lt 1000000 ]; do i=$((i+1)); done"
+
+
+class Images:
+    def __init__(self, kernel, initrd):
+        self.kernel, self.initrd = kernel, initrd
+
+
+def timed_cmd(shell_run, cmd):
+    """Wall time of cmd inside the guest, measured by the guest's own clock
+    (busybox `time`)."""
+    out = shell_run(f"time sh -c '{cmd}' 2>&1 >/dev/null")
+    m = re.search(r"real\s+(\d+)m\s*([\d.]+)s", out)
+    if not m:
+        raise RuntimeError(f"no timing in {out!r}")
+    return int(m.group(1)) * 60 + float(m.group(2))
+
+
+def pyxen_run(images, c_loops):
+    t0 = time.monotonic()
+    s = GuestShell(images)
+    s.wait_for(PROMPT, timeout=300)
+    boot = time.monotonic() - t0
+    counts = dict(s.dom.hypercall_counts)
+    exits = sum(v.exits for v in s.dom.vcpus)
+    s.quiet()
+    sh = timed_cmd(s.run, SH_LOOP)
+    c = timed_cmd(s.run, f"/bin/loop {c_loops}")
+    s.close()
+    return boot, sh, c, counts, exits
+
+
+class Qemu:
+    def __init__(self, images, tmp):
+        self.p = subprocess.Popen(
+            ["qemu-system-x86_64", "-accel", "tcg", "-m", "256", "-nographic", "-no-reboot",
+             "-kernel", str(images.kernel), "-initrd", str(images.initrd),
+             "-append", "console=ttyS0 quiet"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.out = b""
+
+    def wait_for(self, pattern, timeout=300):
+        end = time.monotonic() + timeout
+        rx = re.compile(pattern.encode())
+        while time.monotonic() < end:
+            if rx.search(self.out):
+                return
+            r, _, _ = select.select([self.p.stdout], [], [], 0.5)
+            if r:
+                self.out += os.read(self.p.stdout.fileno(), 65536)
+        raise RuntimeError("qemu: timed out waiting for " + pattern)
+
+    def run(self, cmd, timeout=300):
+        marker = f"__q{time.monotonic_ns()}__"
+        start = len(self.out)
+        self.p.stdin.write(f"{cmd}; echo {marker[:3]}''{marker[3:]}\n".encode())
+        self.p.stdin.flush()
+        self.wait_for("(?<!')" + re.escape(marker) + r"\r?\n", timeout)
+        body = self.out[start:].decode(errors="replace")
+        body = body[:body.rfind(marker)]
+        typed = marker[:3] + "''" + marker[3:]
+        if typed in body:
+            body = body[body.rfind(typed) + len(typed):]
+        return body.replace("\r", "").strip()
+
+    def close(self):
+        self.p.kill()
+        self.p.wait()
+
+
+def qemu_run(images, c_loops, tmp):
+    t0 = time.monotonic()
+    q = Qemu(images, tmp)
+    q.wait_for(PROMPT)
+    boot = time.monotonic() - t0
+    q.run("stty -echo cols 4000; PS1=")
+    sh = timed_cmd(q.run, SH_LOOP)
+    c = timed_cmd(q.run, f"/bin/loop {c_loops}")
+    q.close()
+    return boot, sh, c
+
+
+def native_run(busybox, loop_bin, c_loops):
+    t = time.monotonic()
+    subprocess.run([str(busybox), "sh", "-c", SH_LOOP], check=True)
+    sh = time.monotonic() - t
+    t = time.monotonic()
+    subprocess.run([str(loop_bin), str(c_loops)], check=True, capture_output=True)
+    return sh, time.monotonic() - t
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--c-loops", type=int, default=2_000_000_000)
+    ap.add_argument("--no-qemu", action="store_true")
+    args = ap.parse_args()
+    g = prepare_linux()
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        (tmp / "loop.c").write_text(LOOP_C)
+        loop_bin = tmp / "loop"
+        subprocess.run(["gcc", "-O2", "-static", "-o", str(loop_bin), str(tmp / "loop.c")],
+                       check=True)
+        initrd = tmp / "bench-initrd.gz"
+        initrd.write_bytes(build_initramfs(g.busybox, extra_files={}, extra_binaries={
+            "bin/loop": loop_bin.read_bytes()}))
+        images = Images(g.kernel, initrd)
+        n_sh, n_c = native_run(g.busybox, loop_bin, args.c_loops)
+        p_boot, p_sh, p_c, counts, exits = pyxen_run(images, args.c_loops)
+        print(f"boot to shell   pyxen {p_boot:6.2f} s", end="")
+        if not args.no_qemu:
+            q_boot, q_sh, q_c = qemu_run(images, args.c_loops, tmp)
+            print(f"   QEMU TCG {q_boot:6.2f} s   pyxen/TCG {p_boot / q_boot:5.2f}x time "
+                  f"(target < 1)")
+        else:
+            print()
+        print(f"sh loop         pyxen {p_sh:6.3f} s   native {n_sh:6.3f} s   "
+              f"ratio {n_sh / p_sh:5.2f}x native (target >= 0.9)", end="")
+        print(f"   TCG {q_sh:6.3f} s" if not args.no_qemu else "")
+        print(f"C loop          pyxen {p_c:6.3f} s   native {n_c:6.3f} s   "
+              f"ratio {n_c / p_c:5.2f}x native (target >= 0.9)", end="")
+        print(f"   TCG {q_c:6.3f} s ({n_c / q_c:5.2f}x native)" if not args.no_qemu else "")
+        print(f"exits to pyxen during boot: {exits}")
+        print("hypercalls during boot, by kind:")
+        for nr, n in sorted(counts.items(), key=lambda kv: -kv[1]):
+            print(f"  {HYPERCALLS.get(nr, nr):<24} {n:8d}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
