@@ -30,3 +30,10 @@ def guest_elf():
     def get(name: str) -> Path:
         return guest_build.build_guest(name)
     return get
+
+
+@pytest.fixture(scope="session")
+def linux_images():
+    """Debian's cloud kernel and pyxen's busybox initramfs (fetched through apt once)."""
+    from pyxen.build.linux_guest import prepare_linux
+    return prepare_linux()

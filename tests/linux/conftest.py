@@ -4,13 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pyxen.build.linux_guest import prepare_linux
 from pyxen.toolstack.guestshell import GuestShell, PROMPT
-
-
-@pytest.fixture(scope="session")
-def linux_images():
-    return prepare_linux()
 
 
 @pytest.fixture

@@ -65,3 +65,22 @@ def test_kernel_panic_is_a_crash_with_its_text(boot_linux):
     r = s.wait_end(90)
     assert r.reason == "crash"
     assert "Kernel panic" in r.message or "sysrq" in r.message.lower(), r.message
+
+
+def test_two_gigabyte_guest(boot_linux):
+    s = boot_linux(memory=2048)
+    total_kb = int(s.run("grep MemTotal /proc/meminfo").split()[1])
+    assert total_kb > 1_900_000, total_kb
+    s.type("poweroff\r")
+    assert s.wait_end(90).reason == "poweroff"
+
+
+def test_destroy_during_boot(kvm, linux_images):
+    from pyxen.toolstack.guestshell import GuestShell
+    s = GuestShell(linux_images)
+    try:
+        s.wait_for(r"Linux version", timeout=120)
+        s.dom.destroy()
+        assert s.wait_end(30).reason == "destroyed"
+    finally:
+        s.close()

@@ -260,3 +260,42 @@ def test_info_uptime_vcpu_sched_mem(rd, cfgs):
     assert "renamed" in rows(rd)
     top = cli(rd, "top", "-b", "-i", "2", "-d", "0.2").stdout
     assert "renamed" in top and "CPU(%)" in top
+
+
+def test_two_linux_domains_at_once(rd, linux_images, tmp_path):
+    names = ("deb1", "deb2")
+    for n in names:
+        cfg = tmp_path / f"{n}.cfg"
+        cfg.write_text(f'name = "{n}"\nkernel = "{linux_images.kernel}"\n'
+                       f'ramdisk = "{linux_images.initrd}"\nextra = "console=hvc0"\n'
+                       f'memory = 256\n')
+        assert cli(rd, "create", str(cfg)).returncode == 0
+    t = rows(rd)
+    assert all(n in t for n in names)
+    for n in names:
+        log = rd / "log" / f"guest-{n}.log"
+        assert wait_until(lambda: log.exists() and b"pyxen:" in log.read_bytes(), timeout=180), \
+            (log.read_bytes()[-2000:] if log.exists() else b"no log")
+    for n in names:
+        pid, fd = pty.fork()
+        if pid == 0:
+            os.environ.update(env_for(rd))
+            os.execv(sys.executable, [sys.executable, "-m", "pyxen.cli", "console", n])
+        out = b""
+        end = time.monotonic() + 30
+        sent = False
+        while b"i am " + n.encode() not in out and time.monotonic() < end:
+            r, _, _ = select.select([fd], [], [], 0.5)
+            if r:
+                out += os.read(fd, 4096)
+            if not sent and time.monotonic() > end - 28:
+                os.write(fd, f"echo i am $(cat /proc/sys/kernel/hostname | tr -d -) {n}\r".encode())
+                os.write(fd, f"echo i am {n}\r".encode())
+                sent = True
+        os.write(fd, b"\x1d")
+        os.waitpid(pid, 0)
+        os.close(fd)
+        assert b"i am " + n.encode() in out, out[-1000:]
+    for n in names:
+        assert cli(rd, "shutdown", "-w", n, timeout=120).returncode == 0
+    assert not any(n in rows(rd) for n in names)
