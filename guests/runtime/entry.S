@@ -30,41 +30,7 @@
 /* Pseudo vector number the runtime stores for syscalls (TRAP_SYSCALL). */
 #define TRAP_SYSCALL_VEC 0x100
 
-.macro SAVE_GPRS
-        pushq   %rdi
-        pushq   %rsi
-        pushq   %rdx
-        pushq   %rcx
-        pushq   %rax
-        pushq   %r8
-        pushq   %r9
-        pushq   %r10
-        pushq   %r11
-        pushq   %rbx
-        pushq   %rbp
-        pushq   %r12
-        pushq   %r13
-        pushq   %r14
-        pushq   %r15
-.endm
-
-.macro RESTORE_GPRS
-        popq    %r15
-        popq    %r14
-        popq    %r13
-        popq    %r12
-        popq    %rbp
-        popq    %rbx
-        popq    %r11
-        popq    %r10
-        popq    %r9
-        popq    %r8
-        popq    %rax
-        popq    %rcx
-        popq    %rdx
-        popq    %rsi
-        popq    %rdi
-.endm
+#include "gprs.inc"
 
 .macro TRAP_ENTRY vec:req
         .globl trap_entry_\vec

@@ -3,6 +3,7 @@
  * code; events are masked on entry. Save everything, scan, iret.
  */
 #include "xen_abi.h"
+#include "gprs.inc"
 
 #define HYPERCALL_iret (hypercall_page + __HYPERVISOR_iret * HYPERCALL_STUB_SIZE)
 
@@ -12,41 +13,13 @@
 event_entry:
         popq    %rcx
         popq    %r11
-        pushq   %rdi
-        pushq   %rsi
-        pushq   %rdx
-        pushq   %rcx
-        pushq   %rax
-        pushq   %r8
-        pushq   %r9
-        pushq   %r10
-        pushq   %r11
-        pushq   %rbx
-        pushq   %rbp
-        pushq   %r12
-        pushq   %r13
-        pushq   %r14
-        pushq   %r15
+        SAVE_GPRS
         cld
         movq    %rsp, %rbx
         andq    $~15, %rsp
         call    event_dispatch
         movq    %rbx, %rsp
-        popq    %r15
-        popq    %r14
-        popq    %r13
-        popq    %r12
-        popq    %rbp
-        popq    %rbx
-        popq    %r11
-        popq    %r10
-        popq    %r9
-        popq    %r8
-        popq    %rax
-        popq    %rcx
-        popq    %rdx
-        popq    %rsi
-        popq    %rdi
+        RESTORE_GPRS
         pushq   $0                      /* iret flags */
         jmp     HYPERCALL_iret
         .size event_entry, . - event_entry
