@@ -76,3 +76,9 @@ def test_help_for_every_command():
     assert r.returncode == 0 and "create" in r.stdout
     r = pyxen("create", "--help")
     assert r.returncode == 0 and "exit status" in r.stdout
+
+
+def test_command_reference_is_generated_from_help():
+    """docs/commands.md comes from the same source as --help and is current."""
+    from pyxen import docgen
+    assert docgen.main(["--check"]) == 0

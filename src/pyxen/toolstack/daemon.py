@@ -800,7 +800,7 @@ def host_info(daemon: Daemon) -> dict:
             "hypervisor": "pyxen on KVM (PVM)", "nr_domains": len(daemon.domains) + 1}
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="pyxend", description="pyxen's control daemon (dom0).")
     ap.add_argument("-F", "--foreground", action="store_true", help="stay in the foreground")
     ap.add_argument("--run-dir", help="sockets and state (default /run/pyxen, "
@@ -808,7 +808,11 @@ def main(argv=None) -> int:
     ap.add_argument("--mem-limit", type=int, metavar="MiB",
                     help="host memory that may be promised to domains (default: host RAM - 256 MiB)")
     ap.add_argument("-v", "--verbose", action="store_true")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     rd = Path(args.run_dir) if args.run_dir else paths.run_dir()
     rd.mkdir(parents=True, exist_ok=True)
     if not args.foreground:
