@@ -299,3 +299,26 @@ def test_two_linux_domains_at_once(rd, linux_images, tmp_path):
     for n in names:
         assert cli(rd, "shutdown", "-w", n, timeout=120).returncode == 0
     assert not any(n in rows(rd) for n in names)
+
+
+def test_event_channel_between_two_domain_processes(rd, cfgs):
+    a_cfg = cfgs("peer-a", guest="evtpeer", extra="role=a peer=2")
+    assert cli(rd, "create", a_cfg).returncode == 0
+    a = rows(rd)["peer-a"]["id"]
+    assert a == 1
+    port = None
+
+    def published():
+        nonlocal port
+        r = xs(rd, "xenstore-read", f"/local/domain/{a}/data/port")
+        port = r.stdout.strip() if r.returncode == 0 and r.stdout.strip() else None
+        return port is not None
+    assert wait_until(published, 20)
+    b_cfg = cfgs("peer-b", guest="evtpeer", extra=f"role=b peer={a} port={port}")
+    assert cli(rd, "create", b_cfg).returncode == 0
+    # mini-OS writes with console_io, which lands in the hypervisor log (xl dmesg)
+    for domid in (a, a + 1):
+        log = rd / "log" / f"domain-{domid}.log"
+        assert wait_until(lambda: log.exists() and b"Test result:" in log.read_bytes(), 60), \
+            log.read_bytes() if log.exists() else b""
+        assert b"Test result: SUCCESS" in log.read_bytes(), log.read_bytes().decode()

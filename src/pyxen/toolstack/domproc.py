@@ -44,11 +44,15 @@ class DomainProcess:
         self.domid = domid
         self.cfg = cfg
         self.log = log
-        self.dom = make_domain(cfg, console=None, domid=domid, attach_console=False)
+        self._cio = bytearray()
+        # console_io output goes to the hypervisor's log (`pyxen dmesg`), as in Xen
+        self.dom = make_domain(cfg, console=self._console_io, domid=domid, attach_console=False)
         self.bridges: dict[int, tuple[int, int]] = {}    # port -> (to_dom0, to_guest) eventfds
         self.lock = threading.Lock()
+        self._tls = threading.local()       # the control connection a request came on
         for port in (self.dom.store_port, self.dom.console_port):
             self.dom.events.ports[port].remote.notify = self._notifier(port)
+        self.dom.connect_remote_port = self._connect_remote
         if paused:
             self.dom.pause()
         self.sock_path = paths.domain_socket(run_dir, domid)
@@ -61,6 +65,13 @@ class DomainProcess:
         os.chmod(self.sock_path, 0o600)
         self.listener.listen(4)
         threading.Thread(target=self._serve, daemon=True, name="control").start()
+
+    def _console_io(self, data: bytes) -> None:
+        self._cio += data
+        while b"\n" in self._cio:
+            line, _, rest = self._cio.partition(b"\n")
+            self._cio = bytearray(rest)
+            logging.getLogger("guest").info("%s", line.decode(errors="replace").rstrip("\r"))
 
     # --- dom0 channel bridges -----------------------------------------------------
     def _notifier(self, port: int):
@@ -107,6 +118,42 @@ class DomainProcess:
                     continue
                 self.dom.events.raise_port(by_fd[fd])
 
+    # --- inter-domain channels between domain processes -----------------------------
+    def _pump_port(self, port: int, fd: int) -> None:
+        """Raise `port` whenever the other domain signals `fd`."""
+        def run():
+            while not self.dom.stopped:
+                try:
+                    r, _, _ = select.select([fd], [], [], 0.5)
+                except (OSError, ValueError):
+                    return
+                if r:
+                    try:
+                        os.eventfd_read(fd)
+                    except OSError:
+                        continue
+                    self.dom.events.raise_port(port)
+        threading.Thread(target=run, daemon=True, name=f"evtchn-{port}").start()
+
+    def _connect_remote(self, remote_dom: int, remote_port: int, local_port: int):
+        """EVTCHNOP_bind_interdomain to another domain: pyxend asks that domain's
+        process to accept, and hands both sides an eventfd pair."""
+        from ..hv.events import RemoteEnd
+        try:
+            conn = Connection.connect(paths.api_socket(self.run_dir), timeout=10)
+        except OSError:
+            return -3                       # ESRCH: no pyxend to reach other domains
+        try:
+            conn.call("evtchn_connect", from_dom=self.domid, from_port=local_port,
+                      to_dom=remote_dom, to_port=remote_port)
+            to_remote, from_remote = conn.take_fds(2)
+        except Exception:
+            return -22                      # EINVAL, as Xen for a port that is not unbound
+        finally:
+            conn.close()
+        self._pump_port(local_port, from_remote)
+        return RemoteEnd(remote_dom, lambda: _poke(to_remote))
+
     # --- control socket -------------------------------------------------------------
     def _serve(self) -> None:
         while True:
@@ -117,6 +164,7 @@ class DomainProcess:
             threading.Thread(target=self._client, args=(Connection(s),), daemon=True).start()
 
     def _client(self, conn: Connection) -> None:
+        self._tls.conn = conn
         try:
             while True:
                 req = conn.recv()
@@ -133,6 +181,9 @@ class DomainProcess:
             return
         finally:
             conn.close()
+
+    def _take_fds(self, n: int) -> list[int]:
+        return self._tls.conn.take_fds(n)
 
     def handle(self, method: str, p: dict):
         dom = self.dom
@@ -167,6 +218,21 @@ class DomainProcess:
             return sorted(os.sched_getaffinity(v.native_tid)), ()
         if method == "dmesg":
             return list(self.log.lines), ()
+        if method == "evtchn_accept":
+            from ..hv.events import RemoteEnd, UNBOUND, INTERDOMAIN
+            from_remote, to_remote = self._take_fds(2)
+            port, rdom = int(p["port"]), int(p["remote_dom"])
+            ev = dom.events
+            with ev.lock:
+                ch = ev.get(port)
+                if ch is None or ch.state != UNBOUND or ch.remote_dom not in (rdom, 0x7FF0):
+                    os.close(from_remote)
+                    os.close(to_remote)
+                    raise RuntimeError(f"port {port} is not unbound for domain {rdom}")
+                ch.state, ch.remote_dom, ch.remote_port = INTERDOMAIN, rdom, int(p["remote_port"])
+                ch.remote = RemoteEnd(rdom, lambda: _poke(to_remote))
+            self._pump_port(port, from_remote)
+            return None, ()
         if method == "set_maxmem":
             dom.max_pages = int(p["kb"]) // 4
             return None, ()
@@ -189,6 +255,13 @@ class DomainProcess:
         tmp.write_text(json.dumps(rec))
         tmp.replace(paths.domain_result(self.run_dir, self.domid))
         return EXIT_STATUS.get(result.reason, 1)
+
+
+def _poke(fd: int) -> None:
+    try:
+        os.eventfd_write(fd, 1)
+    except OSError:
+        pass
 
 
 def config_from_json(text: str) -> DomainConfig:

@@ -77,8 +77,8 @@ class Connection:
         got, self.fds = self.fds[:n], self.fds[n:]
         return got
 
-    def call(self, method: str, **params):
-        self.send({"id": 1, "method": method, "params": params})
+    def call(self, method: str, _fds=(), **params):
+        self.send({"id": 1, "method": method, "params": params}, fds=_fds)
         reply = self.recv()
         if reply is None:
             raise RpcError("EPIPE", "the other side closed the connection")
