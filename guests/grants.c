@@ -21,6 +21,7 @@
 #define GNTMAP_host_map 2
 #define GNTMAP_readonly 4
 #define GNTCOPY_source_gref 1
+#define GNTCOPY_dest_gref 2
 #define __HYPERVISOR_grant_table_op 20
 
 static inline long HYPERVISOR_grant_table_op(unsigned int cmd, void *uop, unsigned int count)
@@ -100,6 +101,13 @@ void test_main(void)
     c.len = 4095;
     HYPERVISOR_grant_table_op(GNTTABOP_copy, &c, 1);
     check(c.status == -10, "copy past the page -> bad_copy_arg (%d)", c.status);
+    /* and the other way: from a plain frame into a granted page */
+    ((uint64_t *)pfn_to_virt(dst_pfn))[2] = 0x7261626269740aULL;
+    struct copy c2 = { { pfn_to_mfn(dst_pfn), DOMID_SELF, 16, 0 }, { 5, DOMID_SELF, 24, 0 }, 8,
+                       GNTCOPY_dest_gref, 0, 0 };
+    check(HYPERVISOR_grant_table_op(GNTTABOP_copy, &c2, 1) == 0 && c2.status == 0,
+          "copy into a grant (%d)", c2.status);
+    check(data[3] == 0x7261626269740aULL, "bytes arrived in the granted page");
 
     check(HYPERVISOR_grant_table_op(GNTTABOP_transfer, &c, 1) == -95, "transfer refused (-EOPNOTSUPP)");
 

@@ -123,3 +123,18 @@ def test_grant_tables(kvm, guest_elf):
     result, console = boot(kvm, guest_elf("grants"), cmdline="domid=1")
     assert re.findall(r"^Test result: .*$", console, re.M) == ["Test result: SUCCESS"], \
         console + "\n" + result.message
+
+
+def test_console_survives_a_full_disk(kvm, guest_elf):
+    """Console logging to a full disk (here /dev/full) is dropped, the console is not."""
+    from pyxen.dom0.console import ConsoleBackend
+    page = bytearray(4096)
+    seen = bytearray()
+    cb = ConsoleBackend(memoryview(page), lambda: None, sink=seen.extend, log_path="/dev/full")
+    msg = b"hello despite ENOSPC\n"
+    page[1024:1024 + len(msg)] = msg
+    page[3084:3088] = len(msg).to_bytes(4, "little")          # out_prod
+    cb.on_notify()
+    assert bytes(seen) == msg
+    assert cb.log is None and "No space" in cb.log_error
+    cb.close()

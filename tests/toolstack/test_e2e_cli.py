@@ -322,3 +322,20 @@ def test_event_channel_between_two_domain_processes(rd, cfgs):
         assert wait_until(lambda: log.exists() and b"Test result:" in log.read_bytes(), 60), \
             log.read_bytes() if log.exists() else b""
         assert b"Test result: SUCCESS" in log.read_bytes(), log.read_bytes().decode()
+
+
+def test_destroy_of_a_domain_whose_process_does_not_answer(rd, cfgs):
+    """A domain process that no longer answers (stopped, as if stuck in a
+    hypercall) is still destroyed: pyxend kills it."""
+    assert cli(rd, "create", cfgs("stuck")).returncode == 0
+    assert wait_until(lambda: "stuck" in rows(rd))
+    domid = rows(rd)["stuck"]["id"]
+    pid = int((rd / "domains" / f"{domid}.json").read_text().split('"pid": ')[1].split(",")[0])
+    os.kill(pid, signal.SIGSTOP)
+    t = time.monotonic()
+    r = cli(rd, "destroy", "stuck", timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert time.monotonic() - t < 30
+    assert wait_until(lambda: not Path(f"/proc/{pid}").exists() or
+                      "Z" in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0])
+    assert "stuck" not in rows(rd)
