@@ -45,6 +45,7 @@ from .domconfig import DomainConfig
 from .xlcfg import XlCfgError, parse as parse_cfg, apply_overrides
 from ..dom0.console import ConsoleBackend
 from .xsnodes import write_domain_nodes, remove_domain_nodes
+from .rpc import eventfd_poke
 from ..dom0.xenstore.server import XenStoreServer
 from ..dom0.xenstore.store import Client as XsClient
 
@@ -746,16 +747,7 @@ class WithFds:
 
 
 def config_from_dict(data: dict) -> DomainConfig:
-    from dataclasses import fields
-    names = {f.name for f in fields(DomainConfig)}
-    return DomainConfig(**{k: v for k, v in data.items() if k in names})
-
-
-def eventfd_poke(fd: int) -> None:
-    try:
-        os.eventfd_write(fd, 1)
-    except OSError:
-        pass
+    return DomainConfig.from_dict(data)
 
 
 def pid_alive(pid: int) -> bool:

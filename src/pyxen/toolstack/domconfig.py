@@ -184,6 +184,13 @@ class DomainConfig:
         """
         return _Builder(config, check_files, base_dir).build()
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "DomainConfig":
+        """Rebuild a validated config from to_dict() output (unknown keys dropped)."""
+        from dataclasses import fields
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
     # ------------------------------------------------------------------
     def location(self, key: str) -> str | None:
         """``"FILE:LINE"`` where ``key`` was set, if it came from a config."""

@@ -21,11 +21,10 @@ import signal
 import socket
 import sys
 import threading
-from dataclasses import fields
 
 from . import paths
 from .domconfig import DomainConfig
-from .rpc import Connection, error_reply
+from .rpc import Connection, error_reply, eventfd_poke
 from .runner import make_domain, EXIT_STATUS
 
 
@@ -78,10 +77,7 @@ class DomainProcess:
         def notify():
             pair = self.bridges.get(port)
             if pair is not None:
-                try:
-                    os.eventfd_write(pair[0], 1)
-                except OSError:
-                    pass
+                eventfd_poke(pair[0])
         return notify
 
     def _new_bridges(self) -> list[int]:
@@ -152,7 +148,7 @@ class DomainProcess:
         finally:
             conn.close()
         self._pump_port(local_port, from_remote)
-        return RemoteEnd(remote_dom, lambda: _poke(to_remote))
+        return RemoteEnd(remote_dom, lambda: eventfd_poke(to_remote))
 
     # --- control socket -------------------------------------------------------------
     def _serve(self) -> None:
@@ -230,7 +226,7 @@ class DomainProcess:
                     os.close(to_remote)
                     raise RuntimeError(f"port {port} is not unbound for domain {rdom}")
                 ch.state, ch.remote_dom, ch.remote_port = INTERDOMAIN, rdom, int(p["remote_port"])
-                ch.remote = RemoteEnd(rdom, lambda: _poke(to_remote))
+                ch.remote = RemoteEnd(rdom, lambda: eventfd_poke(to_remote))
             self._pump_port(port, from_remote)
             return None, ()
         if method == "set_maxmem":
@@ -257,17 +253,8 @@ class DomainProcess:
         return EXIT_STATUS.get(result.reason, 1)
 
 
-def _poke(fd: int) -> None:
-    try:
-        os.eventfd_write(fd, 1)
-    except OSError:
-        pass
-
-
 def config_from_json(text: str) -> DomainConfig:
-    data = json.loads(text)
-    names = {f.name for f in fields(DomainConfig)}
-    return DomainConfig(**{k: v for k, v in data.items() if k in names})
+    return DomainConfig.from_dict(json.loads(text))
 
 
 def main(argv=None) -> int:

@@ -93,5 +93,14 @@ class Connection:
             pass
 
 
+def eventfd_poke(fd: int) -> None:
+    """Signal the other end of an event-channel bridge (never raises)."""
+    try:
+        import os
+        os.eventfd_write(fd, 1)
+    except OSError:
+        pass
+
+
 def error_reply(req_id, code: str, message: str) -> dict:
     return {"id": req_id, "error": {"code": code, "message": message}}

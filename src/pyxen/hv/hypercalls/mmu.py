@@ -37,20 +37,27 @@ def _report_done(vcpu, pdone, n) -> int:
     return 0
 
 
+def _read_batch(vcpu, va, count, domid, size):
+    """The common prologue of mmu_update / mmuext_op: (raw bytes, None) or (None, -errno)."""
+    rc = _check_dom(vcpu, domid & 0xFFFF)
+    if rc:
+        return None, rc
+    if count > MAX_BATCH:
+        return None, -EINVAL
+    try:
+        return vcpu.mem.read(va, size * count), 0
+    except GuestFault:
+        return None, -EFAULT
+
+
 def mmu_update(vcpu, ureqs, count, pdone, domid, *_):
     dom = vcpu.domain
     count &= 0xFFFFFFFF
-    rc = _check_dom(vcpu, domid & 0xFFFF)
-    if rc:
+    raw, rc = _read_batch(vcpu, ureqs, count, domid, 16)
+    if raw is None:
         return rc
-    if count > MAX_BATCH:
-        return -EINVAL
     mm = dom.mm
     done = 0
-    try:
-        raw = vcpu.mem.read(ureqs, 16 * count)
-    except GuestFault:
-        return -EFAULT
     rc = 0
     for i in range(count):
         ptr, val = _UPD.unpack_from(raw, 16 * i)
@@ -110,17 +117,10 @@ def update_va_mapping(vcpu, va, val, flags, *_):
 
 def mmuext_op(vcpu, uops, count, pdone, domid, *_):
     dom = vcpu.domain
-    mm = dom.mm
     count &= 0xFFFFFFFF
-    rc = _check_dom(vcpu, domid & 0xFFFF)
-    if rc:
+    raw, rc = _read_batch(vcpu, uops, count, domid, 24)
+    if raw is None:
         return rc
-    if count > MAX_BATCH:
-        return -EINVAL
-    try:
-        raw = vcpu.mem.read(uops, 24 * count)
-    except GuestFault:
-        return -EFAULT
     done = 0
     rc = 0
     for i in range(count):
