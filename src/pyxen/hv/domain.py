@@ -273,9 +273,17 @@ class Domain:
         self.log.info("d%dv%d: %s", self.domid, vcpu.id, msg)
         self.trace(vcpu.id, "error", msg)
 
-    def flush_tlbs(self, vcpu) -> None:
-        """Guest TLB flushes. KVM re-walks the guest tables we edit in place
-        (measured), so there is nothing to do for the vCPU that asked."""
+    def flush_tlbs(self, vcpu, all_vcpus: bool = False) -> None:
+        """A guest TLB flush (MMUEXT_TLB_FLUSH_*, INVLPG_*, update_va_mapping's
+        flush flags). KVM's shadow paging may keep page-table pages unsynced
+        until the guest flushes, so each vCPU concerned reloads CR3 (through a
+        CPL0 stub) before it runs guest code again; other vCPUs are kicked."""
+        vcpu.flush_pending = True
+        if all_vcpus:
+            for v in self.vcpus:
+                if v is not vcpu and v.pv.online:
+                    v.flush_pending = True
+                    v.kvm.kick()
 
     def block(self, vcpu, poll) -> int:
         """SCHEDOP_block (poll None): enable event delivery and sleep until an

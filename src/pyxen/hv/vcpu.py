@@ -104,6 +104,7 @@ class PVVcpu:
         self.native_tid = 0
         self.kicked = False
         self.in_replay = False
+        self.flush_pending = False
         self.exits = 0
         self.last_hypercalls: list[str] = []
         self.sregs = KS.Sregs()
@@ -127,6 +128,21 @@ class PVVcpu:
         self.wake.set()
         if threading.get_ident() != self.thread_ident:
             self.kvm.kick()
+
+    def may_redirect(self) -> bool:
+        """Whether pyxen may move the vCPU elsewhere now: not while one of its
+        CPL0 stubs runs, nor while KVM holds an exception it has not delivered
+        (after a kick)."""
+        if self.in_replay:
+            return False
+        if self.fetch_sregs().cs.selector & 3 == 0:
+            return False
+        if self.kicked:
+            ev = self.kvm.get_events()
+            if ev.exception_pending or ev.exception_injected or ev.nmi_pending \
+                    or ev.nmi_injected or ev.interrupt_injected:
+                return False
+        return True
 
     def deliver_event_upcall(self) -> None:
         cb = self.pv.callbacks.get(0)
@@ -628,6 +644,10 @@ class PVVcpu:
                 reason = self.kvm.run()
             if reason != KI.KVM_EXIT_IO or self.run_struct.exit.io.port != L.PORT_APPLY:
                 raise GuestCrash(f"page-table replay stub failed (exit {reason})")
+        if not chunks:                      # only a TLB flush to do
+            r.rsi, r.rcx, r.rflags = list_va, 0, 2
+            self.run_struct.s.regs.sregs = stub_s
+            self.run_struct.kvm_dirty_regs |= KI.KVM_SYNC_X86_REGS | KI.KVM_SYNC_X86_SREGS
         # the last list: the guest's rdi, rsi, rcx, rax and its iretq frame go on
         # the CPL0 stack; every other register is already the guest's
         top = heap.stack_top(self.id)
@@ -639,7 +659,9 @@ class PVVcpu:
         heap.mm[off:off + len(frame)] = frame
         for name in ("rbx", "rdx", "rbp", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15"):
             setattr(r, name, getattr(target, name))
-        r.rip, r.rsp = L.priv(L.APPLY_IRET_OFF), base
+        stub = L.APPLY_FLUSH_OFF if self.flush_pending else L.APPLY_IRET_OFF
+        self.flush_pending = False
+        r.rip, r.rsp = L.priv(stub), base
         self.sregs = target_s               # what the guest runs with after the iretq
         self._sregs_valid = True
         self.in_replay = True
@@ -717,7 +739,7 @@ class PVVcpu:
                     else:
                         raise GuestCrash(f"unexpected I/O exit on port {port:#x}")
                 elif reason == -1:
-                    continue
+                    pass            # kicked: only the pending work below
                 elif reason == KI.KVM_EXIT_SHUTDOWN:
                     raise GuestCrash("triple fault (the CPU could not deliver an exception)")
                 elif reason == KI.KVM_EXIT_INTERNAL_ERROR:
@@ -728,7 +750,7 @@ class PVVcpu:
                     raise GuestCrash("hypervisor stub halted (unexpected return into a stub)")
                 else:
                     raise GuestCrash(f"unexpected KVM exit {KI.EXIT_NAMES.get(reason, reason)}")
-                if dom.mm.pending:
+                if (dom.mm.pending or self.flush_pending) and self.may_redirect():
                     vi = self.vcpu_info
                     if vi.evtchn_upcall_pending and not vi.evtchn_upcall_mask:
                         self.deliver_event_upcall()     # before the stub takes over

@@ -38,10 +38,17 @@ def tss_descriptor(base: int, limit: int = 0x67) -> tuple[int, int]:
 #      dec %rcx; jnz 1b; out %al,$PORT_APPLY; hlt
 _APPLY_LOOP = bytes.fromhex("488b3e488b46084889074883c61048ffc975ed")
 APPLY_STUB = _APPLY_LOOP + bytes([0xE6, L.PORT_APPLY, 0xF4])
-# the same loop, then back to the guest without an exit: the guest's rdi, rsi,
-# rcx, rax sit on the CPL0 stack under an iretq frame
+# Back to the guest without an exit: the guest's rdi, rsi, rcx, rax sit on the
+# CPL0 stack under an iretq frame. With rcx = 0 the write loop is skipped.
+#   test %rcx,%rcx; jz 1f; <loop>; 1: [mov %cr3,%rax; mov %rax,%cr3]
 #   pop %rdi; pop %rsi; pop %rcx; pop %rax; iretq
-APPLY_IRET_STUB = _APPLY_LOOP + bytes.fromhex("5f5e595848cf") + b"\xf4"
+_SKIP = bytes.fromhex("4885c974") + bytes([len(_APPLY_LOOP)])
+_RETURN = bytes.fromhex("5f5e595848cf") + b"\xf4"
+APPLY_IRET_STUB = _SKIP + _APPLY_LOOP + _RETURN
+# the same, and a TLB flush (a CR3 reload, which also makes KVM resync its
+# shadow of the guest's page tables) before returning: for the guest's
+# MMUEXT_TLB_FLUSH / INVLPG and update_va_mapping's flush flags
+APPLY_FLUSH_STUB = _SKIP + _APPLY_LOOP + bytes.fromhex("0f20d80f22d8") + _RETURN
 
 
 def exception_stub(vector: int) -> bytes:
@@ -122,6 +129,7 @@ class XenHeap:
         self.map(L.priv(L.APPLY_OFF), apply, L.PTE_P)
         self.write(self.gpa(apply), APPLY_STUB)
         self.write(self.gpa(apply) + (L.APPLY_IRET_OFF - L.APPLY_OFF), APPLY_IRET_STUB)
+        self.write(self.gpa(apply) + (L.APPLY_FLUSH_OFF - L.APPLY_OFF), APPLY_FLUSH_STUB)
         self.apply_lists = []            # first heap page of each vCPU's list (contiguous)
         for cpu in range(nr_vcpus):
             pages = [self.alloc() for _ in range(L.APPLY_LIST_PAGES)]

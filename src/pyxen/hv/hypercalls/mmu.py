@@ -13,7 +13,7 @@ from ..abi import (HC, EFAULT, EINVAL, ENOSYS, ESRCH, EPERM, DOMID_SELF,
                    MMUEXT_INVLPG_ALL, MMUEXT_FLUSH_CACHE, MMUEXT_SET_LDT,
                    MMUEXT_NEW_USER_BASEPTR, MMUEXT_CLEAR_PAGE, MMUEXT_COPY_PAGE,
                    MMUEXT_FLUSH_CACHE_GLOBAL, MMUEXT_MARK_SUPER, MMUEXT_UNMARK_SUPER,
-                   UVMF_FLUSHTYPE_MASK, EOPNOTSUPP)
+                   UVMF_FLUSHTYPE_MASK, UVMF_ALL, EOPNOTSUPP)
 from ..guestmem import GuestFault
 from ..mm import PageTableError, PGT_L4, PGT_WRITABLE
 
@@ -78,8 +78,6 @@ def mmu_update(vcpu, ureqs, count, pdone, domid, *_):
             rc = -e.errno
             break
         done += 1
-    if rc == 0:
-        dom.flush_tlbs(vcpu)
     r = _report_done(vcpu, pdone, done)
     return rc or r
 
@@ -111,7 +109,7 @@ def update_va_mapping(vcpu, va, val, flags, *_):
         dom.log_guest_error(vcpu, f"update_va_mapping {va:#x}: {e}")
         return -e.errno
     if flags & UVMF_FLUSHTYPE_MASK:
-        dom.flush_tlbs(vcpu)
+        dom.flush_tlbs(vcpu, all_vcpus=bool(flags & UVMF_ALL) or (flags & ~7) != 0)
     return 0
 
 
@@ -170,7 +168,7 @@ def _one_ext(vcpu, cmd, arg1, arg2) -> int:
         return 0
     if cmd in (MMUEXT_TLB_FLUSH_LOCAL, MMUEXT_TLB_FLUSH_MULTI, MMUEXT_TLB_FLUSH_ALL,
                MMUEXT_INVLPG_LOCAL, MMUEXT_INVLPG_MULTI, MMUEXT_INVLPG_ALL):
-        dom.flush_tlbs(vcpu)
+        dom.flush_tlbs(vcpu, all_vcpus=cmd not in (MMUEXT_TLB_FLUSH_LOCAL, MMUEXT_INVLPG_LOCAL))
         return 0
     if cmd in (MMUEXT_FLUSH_CACHE, MMUEXT_FLUSH_CACHE_GLOBAL):
         return -EPERM     # needs a privileged domain in Xen
