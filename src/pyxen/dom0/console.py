@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import struct
 import threading
+import time
 
 IN_SIZE, OUT_SIZE = 1024, 2048
 IN_OFF, OUT_OFF = 0, 1024
@@ -85,6 +86,15 @@ class ConsoleBackend:
         if n:
             self.notify_guest()
         return n
+
+    def feed(self, data: bytes, alive=lambda: True) -> None:
+        """write_input until all of data is in the guest's ring (it drains it),
+        or until alive() says the guest is gone."""
+        while data and self.page is not None and alive():
+            n = self.write_input(data)
+            data = data[n:]
+            if data:
+                time.sleep(0.01)
 
     def close(self) -> None:
         if self.log is not None:

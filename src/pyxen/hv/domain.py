@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from ..kvm import Kvm, GuestMemory
 from . import layout as L
 from .abi import (HYPERCALLS, SharedInfo, VcpuInfo, ENOSYS, EINVAL, SHUTDOWN_NAMES,
-                  SHUTDOWN_crash, NR_HYPERCALLS)
+                  SHUTDOWN_crash)
 from .hypercalls import build_table
 from .mm import MemoryManager
 from .vcpu import PVVcpu, GuestCrash
@@ -257,12 +257,8 @@ class Domain:
         if self._trace is not None:
             self.trace(vcpu.id, "hypercall",
                        f"{HYPERCALLS.get(nr, nr)}({a1:#x}, {a2:#x}, {a3:#x}) = {ret}")
-        name = HYPERCALLS.get(nr, str(nr))
-        lh = vcpu.last_hypercalls
-        lh.append(name)
-        if len(lh) > 16:
-            del lh[0]
-        return ret & MASK64 if not nested else ret & MASK64
+        vcpu.last_hypercalls.append(nr)
+        return ret & MASK64
 
     def trace(self, vcpu_id: int, kind: str, msg: str) -> None:
         if self._trace is not None:

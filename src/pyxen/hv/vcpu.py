@@ -7,10 +7,10 @@ when the guest changes mode.
 """
 from __future__ import annotations
 
+import collections
 import ctypes
 import struct
 import threading
-import time
 from dataclasses import dataclass, field
 
 from ..kvm import ioctls as KI
@@ -106,7 +106,7 @@ class PVVcpu:
         self.in_replay = False
         self.flush_pending = False
         self.exits = 0
-        self.last_hypercalls: list[str] = []
+        self.last_hypercalls = collections.deque(maxlen=16)   # numbers, for crash reports
         self.sregs = KS.Sregs()
         self._sregs_valid = False
         heap = domain.heap
@@ -130,9 +130,11 @@ class PVVcpu:
             self.kvm.kick()
 
     def may_redirect(self) -> bool:
-        """Whether pyxen may move the vCPU elsewhere now: not while one of its
-        CPL0 stubs runs, nor while KVM holds an exception it has not delivered
-        (after a kick)."""
+        """Whether pyxen may move the vCPU elsewhere now (an upcall, a replay
+        stub): not while one of its CPL0 stubs runs, nor, after a kick, while
+        KVM holds an exception it has not delivered yet (a #PF the guest just
+        raised would otherwise be delivered at the new rip). Leaves the current
+        sregs in self.sregs."""
         if self.in_replay:
             return False
         if self.fetch_sregs().cs.selector & 3 == 0:
@@ -146,22 +148,10 @@ class PVVcpu:
 
     def deliver_event_upcall(self) -> None:
         cb = self.pv.callbacks.get(0)
-        if cb is None or not cb.address or self.in_replay:
-            return
+        if cb is None or not cb.address or not self.may_redirect():
+            return                  # the upcall goes in on a later way back to the guest
         r = self.regs
-        s = self.fetch_sregs()
-        if s.cs.selector & 3 == 0:
-            # kicked while one of pyxen's CPL0 stubs runs: let it reach its
-            # exit first; the upcall goes in on the way back to the guest
-            return
-        if self.kicked:
-            # kicked out of KVM_RUN: KVM may hold an exception it has not
-            # delivered yet (a #PF the guest just raised). Moving rip now would
-            # have it delivered at the callback instead, so let it go first.
-            ev = self.kvm.get_events()
-            if ev.exception_pending or ev.exception_injected or ev.nmi_pending \
-                    or ev.nmi_injected or ev.interrupt_injected:
-                return
+        s = self.sregs
         self.domain.trace(self.id, "upcall", f"rip={r.rip:#x}")
         self.bounce(cb.address, r.rip, s.cs.selector, r.rflags, r.rsp, s.ss.selector, None, True)
 
@@ -679,7 +669,8 @@ class PVVcpu:
         for i in range(0, len(names), 4):
             lines.append("  " + "  ".join(f"{n:>6}={getattr(r, n):016x}" for n in names[i:i + 4]))
         if self.last_hypercalls:
-            lines.append("  last hypercalls: " + ", ".join(self.last_hypercalls[-8:]))
+            lines.append("  last hypercalls: " + ", ".join(
+                HYPERCALLS.get(nr, str(nr)) for nr in list(self.last_hypercalls)[-8:]))
         return "\n".join(lines)
 
     # --- the loop --------------------------------------------------------------

@@ -726,11 +726,8 @@ class Daemon:
                 data = sock.recv(4096)
                 if not data:
                     break
-                while data and d.console is not None and d.state == "running":
-                    n = d.console.write_input(data)
-                    data = data[n:]
-                    if data:
-                        time.sleep(0.01)
+                if d.console is not None:
+                    d.console.feed(data, lambda: d.state == "running")
         except OSError:
             pass
         finally:

@@ -57,12 +57,7 @@ class GuestShell:
                 self.cond.wait(left)
 
     def type(self, data: str) -> None:
-        b = data.encode()
-        while b:
-            n = self.dom.console_backend.write_input(b)
-            b = b[n:]
-            if b:
-                time.sleep(0.01)
+        self.dom.console_backend.feed(data.encode())
 
     def run(self, cmd: str, timeout: float = 60) -> str:
         """Run a shell command; returns its output."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import select
 import signal
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -102,11 +101,8 @@ def forward_input(dom: Domain, stream, stop: threading.Event) -> None:
             data = data[:data.index(DETACH)]
             stop.set()
         backend = dom.console_backend
-        while data and backend is not None and not dom.stopped:
-            n = backend.write_input(data)
-            data = data[n:]
-            if data:
-                time.sleep(0.01)
+        if backend is not None:
+            backend.feed(data, lambda: not dom.stopped)
 
 
 def run_foreground(cfg: DomainConfig, *, console, trace=None, max_restarts: int = 16,
