@@ -233,6 +233,27 @@ class EventChannels:
             self.set_pending(local)       # Xen signals the binding end once
             return local
 
+    def accept_remote(self, port: int, remote_dom: int, remote_port: int, notify) -> bool:
+        """The other side of EVTCHNOP_bind_interdomain, for an end that lives
+        outside this domain (a dom0 backend, another domain process): bind
+        this domain's unbound `port`. `notify()` is called when the guest
+        sends. False when the port is not unbound for `remote_dom`."""
+        with self.lock:
+            ch = self.get(port)
+            if ch is None or ch.state != UNBOUND or ch.remote_dom not in (remote_dom, 0x7FF0):
+                return False
+            ch.state, ch.remote_dom, ch.remote_port = INTERDOMAIN, remote_dom, remote_port
+            ch.remote = RemoteEnd(remote_dom, notify)
+            return True
+
+    def detach_remote(self, port: int) -> None:
+        """The outside end went away (a backend disconnected): the port is
+        unbound again, as in Xen when the other domain closes its end."""
+        with self.lock:
+            ch = self.get(port)
+            if ch is not None and ch.state == INTERDOMAIN and ch.remote is not None:
+                ch.state, ch.remote, ch.remote_port = UNBOUND, None, 0
+
     def bind_to_remote(self, remote_dom: int, notify) -> int:
         """A port of this domain connected to a dom0 service (console, xenstore)."""
         with self.lock:

@@ -48,6 +48,9 @@ from .xsnodes import write_domain_nodes, remove_domain_nodes
 from .rpc import eventfd_poke
 from ..dom0.xenstore.server import XenStoreServer
 from ..dom0.xenstore.store import Client as XsClient
+from ..kvm.system import GuestMemory
+from .devices import DeviceConfigError, DomainDevices, RemoteGuest, resolve_target
+from .devspec import DevSpecError, parse_disk_spec
 
 log = logging.getLogger("pyxend")
 ACTIONS = ("destroy", "restart", "rename-restart", "preserve", "coredump-destroy",
@@ -82,6 +85,8 @@ class Dom:
     popen: subprocess.Popen | None = None
     conn_lock: threading.Lock = field(default_factory=threading.Lock)
     restarts: int = 0
+    heap: object = None                 # GuestMemory over the domain's heap memfd
+    devices: object = None              # DomainDevices: its PV disks and vifs
 
 
 class Daemon:
@@ -214,7 +219,7 @@ class Daemon:
         hello = conn.call("hello")
         fds = conn.take_fds(6)
         ram_fd, heap_fd, st_out, st_in, con_out, con_in = fds
-        os.close(heap_fd)
+        d.heap = GuestMemory(hello["heap_size"], fd=heap_fd)
         d.conn = conn
         d.pid = hello["pid"]
         d.ram = mmap.mmap(ram_fd, hello["ram_size"], mmap.MAP_SHARED,
@@ -235,6 +240,10 @@ class Daemon:
         os.write(self._wake_w, b"x")
         ring.kick()
         d.console.on_notify()
+        guest = RemoteGuest(d.domid, d.ram, d.heap, hello["nr_pages"],
+                            call=lambda method, _fds=(), d=d, **kw: self._call(d, method, _fds=_fds, **kw),
+                            alive=lambda d=d: d.state == "running" and pid_alive(d.pid))
+        d.devices = DomainDevices(self.xs, guest)
 
     def _event_loop(self) -> None:
         while True:
@@ -260,12 +269,12 @@ class Daemon:
             except OSError:
                 d.watchers.remove(w)
 
-    def _call(self, d: Dom, method: str, **params):
+    def _call(self, d: Dom, method: str, _fds=(), **params):
         if d.conn is None or d.state != "running":
             raise ApiError("EINVAL", f"domain {d.domid} is not running")
         with d.conn_lock:
             try:
-                return d.conn.call(method, **params)
+                return d.conn.call(method, _fds=_fds, **params)
             except (OSError, RpcError) as e:
                 raise ApiError("EIO", f"domain {d.domid}: {e}") from None
 
@@ -368,6 +377,9 @@ class Daemon:
                 store.domain_destroyed(d.domid)
         except Exception:
             log.exception("xenstore cleanup of %d", d.domid)
+        if d.devices is not None:
+            d.devices.close_all()
+            d.devices = None
         if d.console is not None:
             d.console.close()
         for w in d.watchers:
@@ -388,6 +400,9 @@ class Daemon:
                 d.ram.close()
             except BufferError:
                 pass
+        if d.heap is not None:
+            d.heap.close()
+            d.heap = None
         for suffix in (".json", ".result", ".config", ".sock"):
             try:
                 os.unlink(paths.domains_dir(self.run_dir) / f"{d.domid}{suffix}")
@@ -487,12 +502,30 @@ class Daemon:
                 d.popen.kill()
             raise ApiError("EINVAL", msg) from None
         self._write_xenstore(d)
+        try:
+            self._attach_config_devices(d, cfg)
+        except (DeviceConfigError, DevSpecError) as e:
+            self.say(f"domain {domid} ({d.name}): {e}; destroying it")
+            with self.lock:
+                self.domains.pop(domid, None)
+            if d.popen is not None and d.popen.poll() is None:
+                d.popen.kill()
+                d.popen.wait()
+            self._teardown_io(d)
+            self._cleanup(d)
+            raise ApiError("EINVAL", str(e)) from None
         self._save(d)
         threading.Thread(target=self._monitor, args=(d,), daemon=True).start()
         if not paused:
             self._call(d, "unpause")
         self.say(f"created domain {domid} ({d.name}), pid {d.pid}")
         return d
+
+    def _attach_config_devices(self, d: Dom, cfg: DomainConfig) -> None:
+        base = os.path.dirname(os.path.abspath(cfg.source)) if cfg.source else os.getcwd()
+        for text in cfg.disk:
+            spec = resolve_target(parse_disk_spec(text), base)
+            d.devices.attach_disk(spec)
 
     def _spawn_failure(self, d: Dom, e: Exception) -> str:
         try:

@@ -16,6 +16,10 @@ sources (tools/xl/xl_parse.c, libxl's build-info defaults):
 * ``on_poweroff`` destroy, ``on_reboot`` restart, ``on_watchdog`` destroy,
   ``on_crash`` destroy, ``on_soft_reset`` soft-reset.
 
+``disk`` and ``vif`` entries are kept as the raw strings but checked with
+:mod:`pyxen.toolstack.devspec` (a bad entry, or two disks with the same
+vdev, or two vifs with the same devid, is an error at the key's line).
+
 Departures from xl: relative ``kernel``/``ramdisk`` paths are resolved
 against the directory of the config file (xl uses its working directory);
 overrides given on the command line still resolve against the working
@@ -30,6 +34,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from .devspec import DevSpecError, DiskSpec, VifSpec, parse_disk_spec, parse_vif_spec
 from .xlcfg import (
     COMMAND_LINE,
     Config,
@@ -192,6 +197,16 @@ class DomainConfig:
         return cls(**{k: v for k, v in data.items() if k in names})
 
     # ------------------------------------------------------------------
+    def disk_specs(self) -> list[DiskSpec]:
+        """The ``disk`` entries, parsed (they were validated when loaded)."""
+        return [parse_disk_spec(d) for d in self.disk]
+
+    def vif_specs(self, seed: str | None = None) -> list[VifSpec]:
+        """The ``vif`` entries, parsed; generated MACs derive from ``seed``
+        (default: the domain name) and each entry's index."""
+        seed = self.name if seed is None else seed
+        return [parse_vif_spec(v, i, seed=seed) for i, v in enumerate(self.vif)]
+
     def location(self, key: str) -> str | None:
         """``"FILE:LINE"`` where ``key`` was set, if it came from a config."""
         return self.locations.get(key)
@@ -407,7 +422,9 @@ class _Builder:
         cmdline, root, extra = self.command_line()
 
         disk = self.string_list("disk")
+        self.check_disks(disk)
         vif = self.string_list("vif")
+        self.check_vifs(vif, name)
 
         # everything else
         unknown: dict[str, Value] = {}
@@ -443,6 +460,41 @@ class _Builder:
             locations={s.key: s.location for s in cfg.settings()},
             **actions,
         )
+
+    def check_disks(self, specs: list[str]) -> None:
+        """Validate each DISK_SPEC_STRING; two disks may not share a vdev."""
+        if not specs:
+            return
+        s = self.setting("disk")
+        assert s is not None
+        seen: dict[int, tuple[int, DiskSpec]] = {}
+        for i, spec in enumerate(specs):
+            try:
+                d = parse_disk_spec(spec)
+            except DevSpecError as e:
+                raise s.error(f"disk entry {i}: {e}") from None
+            if d.devid in seen:
+                j, other = seen[d.devid]
+                same = "" if other.vdev == d.vdev else f" (same device as '{other.vdev}')"
+                raise s.error(f"disk entries {j} and {i} both use vdev "
+                              f"'{d.vdev}'{same}, device number {d.devid}")
+            seen[d.devid] = (i, d)
+
+    def check_vifs(self, specs: list[str], name: str) -> None:
+        """Validate each NET_SPEC_STRING; devids must differ."""
+        if not specs:
+            return
+        s = self.setting("vif")
+        assert s is not None
+        seen: dict[int, int] = {}
+        for i, spec in enumerate(specs):
+            try:
+                v = parse_vif_spec(spec, i, seed=name)
+            except DevSpecError as e:
+                raise s.error(f"vif entry {i}: {e}") from None
+            if v.devid in seen:
+                raise s.error(f"vif entries {seen[v.devid]} and {i} both use devid {v.devid}")
+            seen[v.devid] = i
 
     def check_name(self, s: Setting, name: str) -> None:
         if name == "":

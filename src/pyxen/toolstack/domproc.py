@@ -115,13 +115,21 @@ class DomainProcess:
                 self.dom.events.raise_port(by_fd[fd])
 
     # --- inter-domain channels between domain processes -----------------------------
-    def _pump_port(self, port: int, fd: int) -> None:
-        """Raise `port` whenever the other domain signals `fd`."""
+    def _pump_port(self, port: int, fd: int, end) -> None:
+        """Raise `port` whenever the other domain (or a dom0 backend) signals
+        `fd`; ends when the port is no longer bound to that end."""
         def run():
+            bound = False       # seen bound to `end` (binding may finish after we start)
             while not self.dom.stopped:
                 try:
                     r, _, _ = select.select([fd], [], [], 0.5)
                 except (OSError, ValueError):
+                    return
+                ch = self.dom.events.get(port)
+                if ch is not None and ch.remote is end:
+                    bound = True
+                elif bound:
+                    os.close(fd)
                     return
                 if r:
                     try:
@@ -147,8 +155,9 @@ class DomainProcess:
             return -22                      # EINVAL, as Xen for a port that is not unbound
         finally:
             conn.close()
-        self._pump_port(local_port, from_remote)
-        return RemoteEnd(remote_dom, lambda: eventfd_poke(to_remote))
+        end = RemoteEnd(remote_dom, lambda: eventfd_poke(to_remote))
+        self._pump_port(local_port, from_remote, end)
+        return end
 
     # --- control socket -------------------------------------------------------------
     def _serve(self) -> None:
@@ -215,20 +224,23 @@ class DomainProcess:
         if method == "dmesg":
             return list(self.log.lines), ()
         if method == "evtchn_accept":
-            from ..hv.events import RemoteEnd, UNBOUND, INTERDOMAIN
             from_remote, to_remote = self._take_fds(2)
             port, rdom = int(p["port"]), int(p["remote_dom"])
-            ev = dom.events
-            with ev.lock:
-                ch = ev.get(port)
-                if ch is None or ch.state != UNBOUND or ch.remote_dom not in (rdom, 0x7FF0):
-                    os.close(from_remote)
-                    os.close(to_remote)
-                    raise RuntimeError(f"port {port} is not unbound for domain {rdom}")
-                ch.state, ch.remote_dom, ch.remote_port = INTERDOMAIN, rdom, int(p["remote_port"])
-                ch.remote = RemoteEnd(rdom, lambda: eventfd_poke(to_remote))
-            self._pump_port(port, from_remote)
+            if not dom.events.accept_remote(port, rdom, int(p["remote_port"]),
+                                            lambda: eventfd_poke(to_remote)):
+                os.close(from_remote)
+                os.close(to_remote)
+                raise RuntimeError(f"port {port} is not unbound for domain {rdom}")
+            self._pump_port(port, from_remote, dom.events.get(port).remote)
             return None, ()
+        if method == "evtchn_detach":
+            dom.events.detach_remote(int(p["port"]))
+            return None, ()
+        if method == "grant_frames":
+            gt = dom.grants
+            with gt.lock:
+                return {"version": gt.version, "frames": list(gt.frames),
+                        "status_frames": list(gt.status_frames)}, ()
         if method == "set_maxmem":
             dom.max_pages = int(p["kb"]) // 4
             return None, ()

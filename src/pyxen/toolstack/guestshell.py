@@ -1,5 +1,7 @@
 """Drive a guest's shell through its Xen console (tests and benchmarks):
-boot a domain in-process, wait for output, type commands, collect results."""
+wait for output, type commands, collect results. `GuestShell` boots a domain
+in this process; `ConsoleShell` attaches to a domain pyxend runs, as
+`pyxen console` does."""
 from __future__ import annotations
 
 import re
@@ -13,27 +15,23 @@ from .xlcfg import parse
 PROMPT = "pyxen:"
 
 
-class GuestShell:
-    def __init__(self, images, vcpus=1, memory=256, extra="console=hvc0"):
-        """images: anything with .kernel and .initrd paths."""
-        text = (f'name = "linux-test"\nkernel = "{images.kernel}"\nramdisk = "{images.initrd}"\n'
-                f'extra = "{extra}"\nmemory = {memory}\nvcpus = {vcpus}\n')
-        self.cfg = DomainConfig.from_config(parse(text, "test.cfg"))
+class ShellSession:
+    """Console output collected in `out`; subclasses deliver it (`_sink`),
+    type keys (`type`) and set `result` when the guest has ended."""
+
+    def __init__(self):
         self.out = bytearray()
         self.cond = threading.Condition()
-        self.dom = make_domain(self.cfg, console=self._sink)
         self.result = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
 
     def _sink(self, data: bytes) -> None:
         with self.cond:
             self.out += data
             self.cond.notify_all()
 
-    def _run(self) -> None:
-        self.result = self.dom.run()
+    def _ended(self, result) -> None:
         with self.cond:
+            self.result = result
             self.cond.notify_all()
 
     @property
@@ -57,7 +55,7 @@ class GuestShell:
                 self.cond.wait(left)
 
     def type(self, data: str) -> None:
-        self.dom.console_backend.feed(data.encode())
+        raise NotImplementedError
 
     def run(self, cmd: str, timeout: float = 60) -> str:
         """Run a shell command; returns its output."""
@@ -72,6 +70,26 @@ class GuestShell:
             body = body[echo + len(typed):]
         return body.strip()
 
+    def quiet(self) -> None:
+        """Turn off echo, prompt and line wrapping so run() sees only output."""
+        self.type("stty -echo cols 4000; PS1=\r")
+        time.sleep(0.5)
+
+
+class GuestShell(ShellSession):
+    def __init__(self, images, vcpus=1, memory=256, extra="console=hvc0"):
+        """images: anything with .kernel and .initrd paths."""
+        super().__init__()
+        text = (f'name = "linux-test"\nkernel = "{images.kernel}"\nramdisk = "{images.initrd}"\n'
+                f'extra = "{extra}"\nmemory = {memory}\nvcpus = {vcpus}\n')
+        self.cfg = DomainConfig.from_config(parse(text, "test.cfg"))
+        self.dom = make_domain(self.cfg, console=self._sink)
+        self.thread = threading.Thread(target=lambda: self._ended(self.dom.run()), daemon=True)
+        self.thread.start()
+
+    def type(self, data: str) -> None:
+        self.dom.console_backend.feed(data.encode())
+
     def wait_end(self, timeout: float = 60):
         self.thread.join(timeout)
         assert self.result is not None, "the domain did not end:\n" + self.text[-2000:]
@@ -83,7 +101,42 @@ class GuestShell:
             self.thread.join(30)
         self.dom.close()
 
-    def quiet(self) -> None:
-        """Turn off echo, prompt and line wrapping so run() sees only output."""
-        self.type("stty -echo cols 4000; PS1=\r")
-        time.sleep(0.5)
+
+class ConsoleShell(ShellSession):
+    """The console of a domain pyxend runs (its history first, then live)."""
+
+    def __init__(self, dom: str, run_dir=None):
+        from .client import Client
+        super().__init__()
+        self.client = Client(run_dir, timeout=30)
+        conn = self.client.conn
+        conn.send({"id": 1, "method": "console", "params": {"dom": str(dom)}})
+        reply = conn.recv()
+        if reply is None or "error" in reply:
+            raise RuntimeError(f"cannot attach to the console of {dom}: {reply}")
+        self.sock = conn.sock
+        self.sock.settimeout(None)
+        if conn.buf:
+            self._sink(bytes(conn.buf))
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                self._ended("console closed")
+                return
+            self._sink(data)
+
+    def type(self, data: str) -> None:
+        self.sock.sendall(data.encode())
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass

@@ -1,0 +1,194 @@
+"""A domain's PV devices, as libxl manages them: the toolstack writes both
+XenStore directories of a device (backend and frontend, with their
+permissions), starts the backend, and on detach asks both sides to close,
+waits for the backend to reach Closed and removes the directories.
+
+`RemoteGuest` gives the backends (pyxen.dom0.backends) a domain that runs in
+its own process: its memory through the memfds it shares, its grant table
+frames and event channels through its control socket."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from ..dom0.backends import xenbus
+from ..dom0.backends.blkback import BlkBackend
+from ..dom0.backends.guest import EventEnd, ForeignGrantTable, GuestAccess, eventfd_poke
+from ..dom0.backends.image import ImageError, open_image
+from .devspec import DiskSpec, VifSpec
+
+log = logging.getLogger("pyxen.devices")
+DETACH_TIMEOUT = 10.0          # as libxl's device removal timeout
+
+
+class DeviceConfigError(Exception):
+    """A device cannot be attached or detached (the message says why)."""
+
+
+class RemoteGuest(GuestAccess):
+    """A domain process seen from pyxend."""
+
+    def __init__(self, domid: int, ram, heap, nr_pages: int, call, alive):
+        self.domid = domid
+        self.ram = memoryview(ram)
+        self.nr_pages = nr_pages
+        self._call = call               # call(method, _fds=(), **params) on the domain's socket
+        self._alive = alive
+        self.grants = ForeignGrantTable(heap, self.ram, nr_pages, self._frames)
+
+    def _frames(self):
+        r = self._call("grant_frames")
+        return r["version"], r["frames"], r["status_frames"]
+
+    def bind(self, port: int) -> EventEnd:
+        to_guest = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        from_guest = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        try:
+            self._call("evtchn_accept", _fds=(to_guest, from_guest), port=port, remote_dom=0,
+                       remote_port=port)
+        except Exception as e:
+            os.close(to_guest)
+            os.close(from_guest)
+            raise OSError(22, f"event channel {port}: {e}") from None
+
+        def closed():
+            os.close(to_guest)
+            try:
+                self._call("evtchn_detach", port=port)
+            except Exception:
+                pass
+        return EventEnd(port, from_guest, lambda: eventfd_poke(to_guest), on_close=closed)
+
+    def alive(self) -> bool:
+        return self._alive()
+
+
+def resolve_target(spec: DiskSpec, base: str) -> DiskSpec:
+    """A relative disk target is taken relative to the config file (pyxend's
+    working directory means nothing to the administrator)."""
+    import dataclasses
+    if spec.target and not os.path.isabs(spec.target) and not spec.target.startswith("/dev/"):
+        return dataclasses.replace(spec, target=os.path.normpath(os.path.join(base, spec.target)))
+    return spec
+
+
+def _disk_nodes(domid: int, spec: DiskSpec, image) -> tuple[dict, dict]:
+    be = {"frontend": xenbus.frontend_path("vbd", domid, spec.devid),
+          "frontend-id": domid, "online": 1, "state": xenbus.INITIALISING,
+          "removable": 0, "bootable": 1, "dev": spec.vdev,
+          "type": "phy" if getattr(image, "is_block", False) else "qdisk",
+          "mode": "r" if spec.access == "ro" else "w",
+          "device-type": spec.devtype, "params": spec.target or "",
+          "discard-enable": int(spec.discard)}
+    fe = {"backend": xenbus.backend_path("vbd", domid, spec.devid),
+          "backend-id": 0, "state": xenbus.INITIALISING, "virtual-device": spec.devid,
+          "device-type": spec.devtype}
+    return be, fe
+
+
+class DomainDevices:
+    """The PV devices of one domain."""
+
+    def __init__(self, xs, guest: GuestAccess):
+        self.xs = xs
+        self.guest = guest
+        self.domid = guest.domid
+        self.disks: dict[int, BlkBackend] = {}
+        self.vifs: dict = {}
+        self.specs: dict[tuple[str, int], object] = {}
+        self.xsc = None
+
+    def _write_device(self, kind: str, devid: int, be: dict, fe: dict) -> None:
+        bpath = xenbus.backend_path(kind, self.domid, devid)
+        fpath = xenbus.frontend_path(kind, self.domid, devid)
+        with self.xs.access() as store:
+            if self.xsc is None:
+                self.xsc = store.new_client(0, True)
+            c = self.xsc
+            for path, values, perms in ((bpath, be, ["n0", f"r{self.domid}"]),
+                                        (fpath, fe, [f"n{self.domid}", "r0"])):
+                store.mkdir(c, path)
+                store.set_perms(c, path, perms)
+                for k, v in values.items():
+                    store.write(c, f"{path}/{k}", str(v).encode())
+                    store.set_perms(c, f"{path}/{k}", perms)
+
+    def _remove_device(self, kind: str, devid: int) -> None:
+        with self.xs.access() as store:
+            c = self.xsc or store.new_client(0, True)
+            for path in (xenbus.frontend_path(kind, self.domid, devid),
+                         xenbus.backend_path(kind, self.domid, devid)):
+                try:
+                    store.rm(c, path)
+                except Exception:
+                    pass
+
+    # --- disks --------------------------------------------------------------------------------
+    def attach_disk(self, spec: DiskSpec, force: bool = False) -> BlkBackend:
+        if spec.devid in self.disks:
+            raise DeviceConfigError(f"domain {self.domid} already has a disk at {spec.vdev}")
+        if spec.backend not in ("0", "Domain-0"):
+            raise DeviceConfigError(f"disk {spec.vdev}: only domain 0 runs backends here")
+        if spec.target is None:
+            raise DeviceConfigError(f"disk {spec.vdev}: empty cdrom drives are not supported")
+        try:
+            image = open_image(spec.target, spec.format, spec.access == "ro", force)
+        except ImageError as e:
+            raise DeviceConfigError(str(e)) from None
+        be, fe = _disk_nodes(self.domid, spec, image)
+        try:
+            self._write_device("vbd", spec.devid, be, fe)
+            dev = BlkBackend(self.xs, self.guest, spec.devid, image, vdev=spec.vdev,
+                             readonly=spec.access == "ro", cdrom=spec.devtype == "cdrom",
+                             discard=spec.discard)
+            dev.start()
+        except Exception:
+            image.close()
+            self._remove_device("vbd", spec.devid)
+            raise
+        self.disks[spec.devid] = dev
+        self.specs[("vbd", spec.devid)] = spec
+        return dev
+
+    def find_disk(self, vdev) -> BlkBackend:
+        from .devspec import vdev_to_devid
+        for devid, dev in self.disks.items():
+            if str(vdev) in (dev.vdev, str(devid)):
+                return dev
+        try:
+            devid = vdev_to_devid(str(vdev))
+        except Exception:
+            devid = None
+        if devid in self.disks:
+            return self.disks[devid]
+        raise DeviceConfigError(f"domain {self.domid} has no disk {vdev}")
+
+    def detach(self, dev, force: bool = False, timeout: float = DETACH_TIMEOUT) -> None:
+        """Close the device with the frontend's cooperation; `force` (or a
+        domain that is gone) tears it down without waiting."""
+        table = self.disks if dev.kind == "vbd" else self.vifs
+        if not force and self.guest.alive():
+            dev.request_close()
+            if not dev.closed.wait(timeout):
+                raise DeviceConfigError(
+                    f"the frontend of {dev.kind} {dev.devid} did not close within "
+                    f"{timeout:.0f} s (the device is busy in the guest?); use -f to force")
+        dev.stop()
+        table.pop(dev.devid, None)
+        self.specs.pop((dev.kind, dev.devid), None)
+        self._remove_device(dev.kind, dev.devid)
+
+    def close_all(self) -> None:
+        """The domain is gone: stop every backend, free what it held."""
+        for dev in list(self.disks.values()) + list(self.vifs.values()):
+            try:
+                dev.stop()
+            except Exception:
+                log.exception("stopping %s", dev)
+        self.disks.clear()
+        self.vifs.clear()
+        if self.xsc is not None:
+            with self.xs.access() as store:
+                store.remove_client(self.xsc)
+            self.xsc = None
