@@ -50,7 +50,7 @@ from ..dom0.xenstore.server import XenStoreServer
 from ..dom0.xenstore.store import Client as XsClient
 from ..kvm.system import GuestMemory
 from .devices import DeviceConfigError, DomainDevices, RemoteGuest, resolve_target
-from .devspec import DevSpecError, parse_disk_spec
+from .devspec import DevSpecError, parse_disk_spec, parse_vif_spec
 
 log = logging.getLogger("pyxend")
 ACTIONS = ("destroy", "restart", "rename-restart", "preserve", "coredump-destroy",
@@ -526,6 +526,8 @@ class Daemon:
         for text in cfg.disk:
             spec = resolve_target(parse_disk_spec(text), base)
             d.devices.attach_disk(spec)
+        for i, text in enumerate(cfg.vif):
+            d.devices.attach_vif(parse_vif_spec(text, index=i, seed=d.name))
 
     def _spawn_failure(self, d: Dom, e: Exception) -> str:
         try:
@@ -734,6 +736,55 @@ class Daemon:
             os.close(to_b)
             raise ApiError("EINVAL", f"domain {to_dom} port {to_port}: {e}") from None
         return WithFds({"remote_dom": int(to_dom)}, (to_a, to_b))
+
+    # --- PV devices (xl block-* / network-*) ---------------------------------------------
+    def _devices(self, dom):
+        d = self.find(dom)
+        if d.state != "running" or d.devices is None:
+            raise ApiError("EINVAL", f"domain {d.domid} is not running")
+        return d, d.devices
+
+    def _devcall(self, fn, *a, **kw):
+        try:
+            return fn(*a, **kw)
+        except (DeviceConfigError, DevSpecError) as e:
+            raise ApiError("EINVAL", str(e)) from None
+
+    def api_block_attach(self, dom, spec: str, force: bool = False, base_dir: str | None = None):
+        d, devs = self._devices(dom)
+        parsed = self._devcall(parse_disk_spec, spec)
+        parsed = resolve_target(parsed, base_dir or os.getcwd())
+        dev = self._devcall(devs.attach_disk, parsed, force=force)
+        self.say(f"domain {d.domid}: attached disk {parsed.vdev} ({parsed.target})")
+        return {"devid": dev.devid}
+
+    def api_block_detach(self, dom, vdev: str, force: bool = False):
+        d, devs = self._devices(dom)
+        dev = self._devcall(devs.find_disk, vdev)
+        self._devcall(devs.detach, dev, force=force)
+        self.say(f"domain {d.domid}: detached disk {dev.vdev}{' (forced)' if force else ''}")
+        return None
+
+    def api_block_list(self, dom):
+        d, devs = self._devices(dom)
+        return [devs.describe(dev) for _, dev in sorted(devs.disks.items())]
+
+    def api_network_attach(self, dom, spec: str):
+        d, devs = self._devices(dom)
+        dev = self._devcall(devs.attach_vif_text, spec, seed=d.name)
+        self.say(f"domain {d.domid}: attached vif {dev.devid} ({dev.ifname} on {dev.bridge})")
+        return {"devid": dev.devid, "mac": dev.mac}
+
+    def api_network_detach(self, dom, dev: str, force: bool = False):
+        d, devs = self._devices(dom)
+        v = self._devcall(devs.find_vif, dev)
+        self._devcall(devs.detach, v, force=force)
+        self.say(f"domain {d.domid}: detached vif {v.devid}")
+        return None
+
+    def api_network_list(self, dom):
+        d, devs = self._devices(dom)
+        return [devs.describe(v) for _, v in sorted(devs.vifs.items())]
 
     def api_log(self, lines: int = 100):
         return self.log_lines[-int(lines):]

@@ -16,7 +16,9 @@ from ..dom0.backends import xenbus
 from ..dom0.backends.blkback import BlkBackend
 from ..dom0.backends.guest import EventEnd, ForeignGrantTable, GuestAccess, eventfd_poke
 from ..dom0.backends.image import ImageError, open_image
-from .devspec import DiskSpec, VifSpec
+from ..dom0.backends.netback import NetBackend
+from ..dom0.backends.tap import NetDeviceError
+from .devspec import DevSpecError, DiskSpec, VifSpec, parse_vif_spec
 
 log = logging.getLogger("pyxen.devices")
 DETACH_TIMEOUT = 10.0          # as libxl's device removal timeout
@@ -151,6 +153,55 @@ class DomainDevices:
         self.specs[("vbd", spec.devid)] = spec
         return dev
 
+    # --- network interfaces -------------------------------------------------------------------
+    def attach_vif(self, spec: VifSpec) -> NetBackend:
+        if spec.devid in self.vifs:
+            raise DeviceConfigError(f"domain {self.domid} already has vif {spec.devid}")
+        if spec.backend not in ("0", "Domain-0"):
+            raise DeviceConfigError(f"vif {spec.devid}: only domain 0 runs backends here")
+        rate = None
+        if spec.rate_bytes_per_interval:
+            rate = (spec.rate_bytes_per_interval, spec.rate_interval_us)
+        be = {"frontend": xenbus.frontend_path("vif", self.domid, spec.devid),
+              "frontend-id": self.domid, "online": 1, "state": xenbus.INITIALISING,
+              "script": spec.script or "vif-bridge", "mac": spec.mac, "bridge": spec.bridge,
+              "handle": spec.devid, "type": "vif"}
+        if spec.ip:
+            be["ip"] = " ".join(spec.ip)
+        if spec.rate:
+            be["rate"] = spec.rate
+        fe = {"backend": xenbus.backend_path("vif", self.domid, spec.devid), "backend-id": 0,
+              "state": xenbus.INITIALISING, "handle": spec.devid, "mac": spec.mac}
+        self._write_device("vif", spec.devid, be, fe)
+        try:
+            dev = NetBackend(self.xs, self.guest, spec.devid, mac=spec.mac, bridge=spec.bridge,
+                             ifname=spec.vifname, mtu=spec.mtu, rate=rate)
+            dev.start()
+        except NetDeviceError as e:
+            self._remove_device("vif", spec.devid)
+            raise DeviceConfigError(f"vif {spec.devid}: {e}") from None
+        except Exception:
+            self._remove_device("vif", spec.devid)
+            raise
+        self.vifs[spec.devid] = dev
+        self.specs[("vif", spec.devid)] = spec
+        return dev
+
+    def attach_vif_text(self, text: str, seed: str = "") -> NetBackend:
+        """network-attach: the next free index, xl's syntax."""
+        index = 0
+        while index in self.vifs:
+            index += 1
+        spec = parse_vif_spec(text, index=index, seed=seed or f"dom{self.domid}")
+        return self.attach_vif(spec)
+
+    def find_vif(self, which) -> NetBackend:
+        which = str(which)
+        for devid, dev in self.vifs.items():
+            if which == str(devid) or which.lower() == dev.mac:
+                return dev
+        raise DeviceConfigError(f"Unknown device {which}.")
+
     def find_disk(self, vdev) -> BlkBackend:
         from .devspec import vdev_to_devid
         for devid, dev in self.disks.items():
@@ -178,6 +229,24 @@ class DomainDevices:
         table.pop(dev.devid, None)
         self.specs.pop((dev.kind, dev.devid), None)
         self._remove_device(dev.kind, dev.devid)
+
+    def describe(self, dev) -> dict:
+        """What xl block-list / network-list show: the frontend's view (its
+        state, event channel and ring references; -1 where it has none)."""
+        def num(key):
+            v = dev.read_fe(key)
+            try:
+                return int(v)
+            except (TypeError, ValueError):
+                return -1
+        row = {"devid": dev.devid, "backend_id": 0, "frontend_id": self.domid,
+               "state": num("state"), "evtch": num("event-channel"), "be_path": dev.be}
+        if dev.kind == "vbd":
+            row.update(vdev=dev.vdev, ring_ref=num("ring-ref"))
+        else:
+            row.update(mac=dev.mac, tx_ring_ref=num("tx-ring-ref"),
+                       rx_ring_ref=num("rx-ring-ref"), ifname=dev.ifname, bridge=dev.bridge)
+        return row
 
     def close_all(self) -> None:
         """The domain is gone: stop every backend, free what it held."""

@@ -291,7 +291,7 @@ class BlkBackend(XenbusBackend):
         if nq > MAX_QUEUES:
             raise DeviceError(f"frontend asks for {nq} queues, {MAX_QUEUES} offered")
         self.persistent = self.read_fe_int("feature-persistent", 0) == 1
-        queues = [""] if nq == 0 else [f"queue-{i}/" for i in range(nq)]
+        queues = self.queue_paths(nq, "ring-ref")
         rings = []
         try:
             for i, q in enumerate(queues):

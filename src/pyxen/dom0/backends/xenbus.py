@@ -87,6 +87,13 @@ class XenbusBackend:
         except ValueError:
             raise DeviceError(f"frontend wrote {self.fe}/{key} = {v!r}, not a number") from None
 
+    def queue_paths(self, nq: int, key: str) -> list[str]:
+        """Where each queue's keys are: flat in the frontend dir for one queue
+        (Linux writes multi-queue-num-queues = 1 with flat keys), else queue-N/."""
+        if nq <= 1 and self.read_fe(key) is not None:
+            return [""]
+        return [f"queue-{i}/" for i in range(max(nq, 1))]
+
     def write_be(self, values: dict) -> None:
         with self.xs.access() as store:
             for k, v in values.items():
