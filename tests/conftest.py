@@ -9,6 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "guests"))
+sys.path.insert(0, str(ROOT / "tests"))     # daemon_helpers
 
 
 @pytest.fixture(scope="session")

@@ -44,10 +44,10 @@ exec /bin/busybox init
 
 RC_SCRIPT = """#!/bin/sh
 # sysinit: the usual mounts (a disk root starts without them), say hello
-[ -e /proc/self ] || mount -t proc proc /proc
+[ -e /proc/self ] || /bin/busybox mount -t proc proc /proc
+[ -x /bin/cttyhack ] || /bin/busybox --install -s
 [ -d /sys/kernel ] || mount -t sysfs sysfs /sys
 mkdir -p /dev/pts; [ -e /dev/pts/ptmx ] || mount -t devpts devpts /dev/pts
-[ -x /bin/cttyhack ] || /bin/busybox --install -s
 hostname pyxen-guest
 echo "pyxen initramfs: $(uname -sr) up; shell on $(cat /sys/hypervisor/type 2>/dev/null) console"
 """

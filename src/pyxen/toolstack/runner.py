@@ -62,10 +62,34 @@ def make_domain(cfg: DomainConfig, *, console, trace=None, domid: int = 1, kvm=N
         if attach_console:
             dom.attach_console(sink=console, log_path=console_log)
             attach_local_xenstore(dom, cfg)
+            attach_local_devices(dom, cfg)
     except BaseException:
-        dom.close()
+        close_domain(dom)
         raise
     return dom
+
+
+def attach_local_devices(dom: Domain, cfg: DomainConfig) -> None:
+    """disk= and vif= of a stand-alone domain: the backends run in this process."""
+    from ..dom0.backends.guest import LocalGuest
+    from .devices import DeviceConfigError, DomainDevices, resolve_target
+    devs = DomainDevices(dom.local_xenstore, LocalGuest(dom))
+    dom.pv_devices = devs
+    base = os.path.dirname(os.path.abspath(cfg.source)) if cfg.source else os.getcwd()
+    try:
+        for spec in cfg.disk_specs():
+            devs.attach_disk(resolve_target(spec, base))
+        for spec in cfg.vif_specs():
+            devs.attach_vif(spec)
+    except DeviceConfigError as e:
+        raise CreateError(str(e)) from None
+
+
+def close_domain(dom: Domain) -> None:
+    devs = getattr(dom, "pv_devices", None)
+    if devs is not None:
+        devs.close_all()
+    dom.close()
 
 
 def attach_local_xenstore(dom: Domain, cfg: DomainConfig) -> None:
@@ -130,7 +154,7 @@ def run_foreground(cfg: DomainConfig, *, console, trace=None, max_restarts: int 
         finally:
             stop_input.set()
             signal.signal(signal.SIGINT, prev)
-            dom.close()
+            close_domain(dom)
         action = {"poweroff": cfg.on_poweroff, "reboot": cfg.on_reboot,
                   "crash": cfg.on_crash, "watchdog": cfg.on_watchdog}.get(result.reason, "destroy")
         if action in ("restart", "rename-restart", "coredump-restart") and restarts < max_restarts:

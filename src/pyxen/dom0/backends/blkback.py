@@ -78,9 +78,13 @@ class BlkRing:
             if got is not None:
                 return got[1]
             if len(self.persistent) < MAX_PERSISTENT:
-                h, view = self.dev.guest.grants.map_ref(ref, 0, False)
-                self.persistent[ref] = (h, view)
-                return view
+                try:
+                    h, view = self.dev.guest.grants.map_ref(ref, 0, False)
+                except GrantError:
+                    pass            # a read-only grant: mapped for this request only
+                else:
+                    self.persistent[ref] = (h, view)
+                    return view
         h, view = self.dev.guest.grants.map_ref(ref, 0, not writable)
         held.append(h)
         return view

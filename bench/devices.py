@@ -1,0 +1,591 @@
+#!/usr/bin/env python3
+"""pyxen's PV disk (blkback) and network (netback) backends, with the host and
+QEMU TCG measured in the same run. It prints figures and ratios; it asserts
+nothing about them.
+
+  disk   a raw image file as /dev/xvdb (pyxen), as the file itself (host) and as
+         a virtio-blk disk with cache=none (QEMU TCG): sequential write (busybox
+         dd bs=1M conv=fsync), sequential read after dropping the caches
+         (busybox dd bs=1M), 4 KiB random reads with O_DIRECT (devio randread,
+         one request at a time)
+  net    guest -> host TCP throughput (devio send, 1 MiB writes; the host's
+         Python receiver checks a sha256 of everything it got) and ping round
+         trip (busybox ping, average): pyxen's vif and QEMU's virtio-net on a
+         TAP device are both on the bridge pxb0; the host baseline is loopback
+
+The guests run the same Debian cloud kernel, busybox and static devio (bench/devio.c).
+pyxen's guest runs under a private pyxend (its own run directory); the bridge
+pxb0 (10.213.7.1/24) is created for the run and deleted at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import select
+import shutil
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from array import array
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+from pyxen.build.linux_guest import (build_initramfs, kernel_modules_dir,    # noqa: E402
+                                     module_files, prepare_linux)
+from pyxen.toolstack.client import Client                                  # noqa: E402
+from pyxen.toolstack.guestshell import ConsoleShell, PROMPT               # noqa: E402
+
+BRIDGE, BRIDGE_IP, NET = "pxb0", "10.213.7.1", "10.213.7"
+PYXEN_VIF, QEMU_TAP = "pxbv0", "pxbq0"
+GUEST_IP = {"pyxen": f"{NET}.2", "tcg": f"{NET}.3"}
+DOMAIN = "pxbdev"
+BLOCK = 1 << 20
+
+# the virtio drivers the Debian cloud kernel needs for QEMU (all =m in its config)
+VIRTIO_MODULES = ("virtio_pci", "virtio_blk", "virtio_net")
+
+
+# --- helpers -------------------------------------------------------------------------------------
+def sh(*cmd, **kw):
+    return subprocess.run([str(c) for c in cmd], check=True, capture_output=True, text=True, **kw)
+
+
+def modinfo_depends(ko: Path) -> list[str]:
+    m = re.search(rb"\0depends=([^\0]*)\0", b"\0" + ko.read_bytes())
+    return [d for d in (m.group(1).decode().split(",") if m else []) if d]
+
+
+def virtio_module_files(mods: Path) -> dict[str, bytes]:
+    """VIRTIO_MODULES and everything they depend on (from each .ko's .modinfo),
+    a modules.dep for busybox's modprobe and /etc/modules in load order."""
+    by_name = {}
+    for ko in mods.rglob("*.ko"):
+        by_name[ko.stem.replace("-", "_")] = ko
+    order: list[str] = []
+    deps: dict[str, list[str]] = {}
+
+    def visit(name: str) -> None:
+        if name in deps:
+            return
+        if name not in by_name:
+            raise FileNotFoundError(f"module {name} is not in {mods}")
+        deps[name] = modinfo_depends(by_name[name])
+        for d in deps[name]:
+            visit(d)
+        order.append(name)
+
+    for m in VIRTIO_MODULES:
+        visit(m)
+    ver = mods.name
+    rel = {n: str(by_name[n].relative_to(mods)) for n in order}
+    files = {f"lib/modules/{ver}/{rel[n]}": by_name[n].read_bytes() for n in order}
+
+    def closure(n, seen):
+        for d in deps[n]:
+            if d not in seen:
+                seen.append(d)
+                closure(d, seen)
+        return seen
+    files[f"lib/modules/{ver}/modules.dep"] = "".join(
+        f"{rel[n]}: {' '.join(rel[d] for d in closure(n, []))}\n" for n in order).encode()
+    files["etc/modules"] = "".join(n + "\n" for n in order).encode()
+    return files
+
+
+def drop_host_cache(path: Path) -> None:
+    """Evict the image from the host page cache (blkback does buffered I/O)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fdatasync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def guest_time(run, cmd: str, timeout: float) -> float:
+    """Wall time of cmd measured by the guest's own clock (busybox time)."""
+    out = run(f"time sh -c '{cmd}' 2>&1 >/dev/null", timeout=timeout)
+    m = re.search(r"real\s+(\d+)m\s*([\d.]+)s", out)
+    if not m:
+        raise RuntimeError(f"no timing in {out!r}")
+    return int(m.group(1)) * 60 + float(m.group(2))
+
+
+def parse_kv(out: str, key: str) -> float:
+    m = re.search(rf"\b{key}=([\d.]+)", out)
+    if not m:
+        raise RuntimeError(f"no {key}= in {out!r}")
+    return float(m.group(1))
+
+
+def parse_ping(out: str) -> float:
+    m = re.search(r"min/avg/max = [\d.]+/([\d.]+)/", out)
+    if not m:
+        raise RuntimeError(f"no ping summary in {out!r}")
+    return float(m.group(1))
+
+
+def proc_cpu(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def expected_sha256(mib: int) -> str:
+    x, words = 1, array("Q", bytes(BLOCK))
+    mask = (1 << 64) - 1
+    for i in range(BLOCK // 8):
+        x = (x * 6364136223846793005 + 1442695040888963407) & mask
+        words[i] = x
+    blk = bytearray(words.tobytes())
+    h = hashlib.sha256()
+    for i in range(mib):
+        struct.pack_into("<Q", blk, 0, i)
+        h.update(blk)
+    return h.hexdigest()
+
+
+class Receiver:
+    """One TCP connection on the host: counts bytes, hashes them, times first
+    byte to end of stream."""
+
+    def __init__(self, ip: str):
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((ip, 0))
+        self.sock.listen(1)
+        self.sock.settimeout(600)
+        self.port = self.sock.getsockname()[1]
+        self.nbytes, self.secs, self.sha, self.error = 0, 0.0, None, None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            c, _ = self.sock.accept()
+            buf = bytearray(4 << 20)
+            mv = memoryview(buf)
+            h = hashlib.sha256()
+            t0 = None
+            with c:
+                while True:
+                    n = c.recv_into(buf)
+                    if t0 is None:
+                        t0 = time.monotonic()
+                    if n == 0:
+                        break
+                    h.update(mv[:n])
+                    self.nbytes += n
+            self.secs = time.monotonic() - t0
+            self.sha = h.hexdigest()
+        except Exception as e:               # reported by result()
+            self.error = e
+        finally:
+            self.sock.close()
+
+    def result(self, mib: int, sha: str, timeout: float) -> float:
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            raise RuntimeError("the receiver did not finish")
+        if self.error:
+            raise RuntimeError(f"receiver: {self.error}")
+        if self.nbytes != mib * BLOCK or self.sha != sha:
+            raise RuntimeError(f"received {self.nbytes} bytes (sent {mib * BLOCK}), sha256 "
+                               f"{'matches' if self.sha == sha else 'DIFFERS'}")
+        return self.nbytes / self.secs / 1e6
+
+
+# --- the measurements, the same in every environment -------------------------------------
+class Sizes:
+    def __init__(self, quick: bool):
+        self.disk_mib = 64 if quick else 256
+        self.net_mib = 32 if quick else 256
+        self.rand_secs = 3 if quick else 10
+        self.pings = 10 if quick else 20
+        self.reps = 1 if quick else 3
+
+
+def suite(ops: dict, img: Path, sz: Sizes, sha: str, note=None) -> dict:
+    """The measurements, the same everywhere. ops: write() and read() -> seconds,
+    randread() -> IOPS, send(port) -> sender's MB/s, ping() -> ms, drop_caches(),
+    receiver_ip. Write, read and TCP run sz.reps times (the median is the figure,
+    res["samples"] has all); note(key, f) wraps each timed call (pyxen's CPU split)."""
+    note = note or (lambda key, f: f())
+    res: dict = {"samples": {"write": [], "read": [], "tcp": []}}
+    smp = res["samples"]
+    for _ in range(sz.reps):
+        t = note("write", ops["write"])
+        smp["write"].append(sz.disk_mib * BLOCK / t / 1e6)
+        ops["drop_caches"]()
+        drop_host_cache(img)
+        t = note("read", ops["read"])
+        smp["read"].append(sz.disk_mib * BLOCK / t / 1e6)
+    drop_host_cache(img)
+    res["randread"] = note("randread", ops["randread"])
+    senders = []
+    for _ in range(sz.reps):
+        rcv = Receiver(ops["receiver_ip"])
+        senders.append(note("tcp", lambda: ops["send"](rcv.port)))
+        smp["tcp"].append(rcv.result(sz.net_mib, sha, 60))
+    res["tcp_sender"] = statistics.median(senders)
+    res["ping"] = note("ping", ops["ping"])
+    for k, v in smp.items():
+        res[k] = statistics.median(v)
+    return res
+
+
+def guest_ops(env: str, run, dev: str, sz: Sizes) -> dict:
+    """suite() ops inside a guest: run(cmd, timeout) -> output."""
+    ip = GUEST_IP[env]
+    run(f"ip link set eth0 up; ip addr add {ip}/24 dev eth0")
+    # the first packets also resolve ARP (and wait for the link to come up)
+    run(f"ping -c 1 -W 10 {BRIDGE_IP}", timeout=60)
+    return {
+        "write": lambda: guest_time(
+            run, f"dd if=/dev/zero of={dev} bs=1M count={sz.disk_mib} conv=fsync", 600),
+        "drop_caches": lambda: run("sync; echo 3 > /proc/sys/vm/drop_caches"),
+        "read": lambda: guest_time(run, f"dd if={dev} of=/dev/null bs=1M count={sz.disk_mib}",
+                                   600),
+        "randread": lambda: parse_kv(run(f"devio randread {dev} {sz.rand_secs}",
+                                         timeout=sz.rand_secs * 10 + 60), "iops"),
+        "receiver_ip": BRIDGE_IP,
+        "send": lambda port: parse_kv(run(f"devio send {BRIDGE_IP} {port} {sz.net_mib}",
+                                          timeout=600), "mbps"),
+        "ping": lambda: parse_ping(run(f"ping -c {sz.pings} -i 0.2 {BRIDGE_IP}", timeout=120)),
+    }
+
+
+def host_ops(devio: Path, busybox: Path, img: Path, sz: Sizes) -> dict:
+    def timed(*cmd):
+        t = time.monotonic()
+        sh(*cmd)
+        return time.monotonic() - t
+    return {
+        "write": lambda: timed(busybox, "dd", "if=/dev/zero", f"of={img}", "bs=1M",
+                               f"count={sz.disk_mib}", "conv=fsync,notrunc"),
+        "drop_caches": lambda: None,            # drop_host_cache(img) is what matters here
+        "read": lambda: timed(busybox, "dd", f"if={img}", "of=/dev/null", "bs=1M",
+                              f"count={sz.disk_mib}"),
+        "randread": lambda: parse_kv(sh(devio, "randread", img, sz.rand_secs).stdout, "iops"),
+        "receiver_ip": "127.0.0.1",
+        "send": lambda port: parse_kv(sh(devio, "send", "127.0.0.1", port, sz.net_mib).stdout,
+                                      "mbps"),
+        "ping": lambda: parse_ping(sh(busybox, "ping", "-c", sz.pings, "-i", "0.2",
+                                      "127.0.0.1").stdout),
+    }
+
+
+# --- pyxen ---------------------------------------------------------------------------------------
+def pyxen_env(rd: Path) -> dict:
+    return dict(os.environ, PYXEN_RUN_DIR=str(rd), PYTHONPATH=str(ROOT / "src"))
+
+
+def cli(rd: Path, *args, timeout=120):
+    return subprocess.run([sys.executable, "-m", "pyxen.cli", *args], env=pyxen_env(rd),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def settle_shell(run) -> None:
+    """The known pyxen fault: the first freshly exec'd busybox process after
+    boot sometimes segfaults. Run one until it works."""
+    for _ in range(3):
+        try:
+            if run("seq 1 3 | wc -l", timeout=60).strip().endswith("3"):
+                return
+        except AssertionError:
+            pass
+    raise RuntimeError("the guest shell does not run commands")
+
+
+def pyxen_run(tmp: Path, g, initrd: Path, img: Path, sz: Sizes, sha: str) -> tuple[dict, dict]:
+    rd = tmp / "run"
+    rd.mkdir()
+    daemon = subprocess.Popen([sys.executable, "-m", "pyxen.toolstack.daemon", "-F"],
+                              env=pyxen_env(rd), stdout=subprocess.DEVNULL,
+                              stderr=open(rd / "pyxend.err", "ab"), start_new_session=True)
+    shell = client = None
+    try:
+        for _ in range(300):
+            if (rd / "pyxend.sock").exists() and cli(rd, "list", timeout=10).returncode == 0:
+                break
+            time.sleep(0.05)
+        else:
+            raise RuntimeError("pyxend did not start")
+        cfg = tmp / "pyxen.cfg"
+        cfg.write_text(f'name = "{DOMAIN}"\nkernel = "{g.kernel}"\nramdisk = "{initrd}"\n'
+                       f'extra = "console=hvc0"\nmemory = 512\nvcpus = 1\n'
+                       f'disk = ["format=raw, vdev=xvdb, access=rw, target={img}"]\n'
+                       f'vif = ["bridge={BRIDGE}, vifname={PYXEN_VIF}"]\n')
+        t0 = time.monotonic()
+        r = cli(rd, "create", "-q", str(cfg))
+        if r.returncode != 0:
+            raise RuntimeError(f"pyxen create: {r.stderr.strip()}")
+        shell = ConsoleShell(DOMAIN, run_dir=rd)
+        shell.wait_for(PROMPT, 300)
+        boot = time.monotonic() - t0
+        shell.quiet()
+        settle_shell(shell.run)
+        dompid = json.loads(next((rd / "domains").glob("*.json")).read_text())["pid"]
+        client = Client(rd, timeout=30)
+        cpu: dict = {}
+
+        def sample():
+            vcpu = sum(v["cpu_time"] for v in client.call("vcpu_list", dom=DOMAIN))
+            return proc_cpu(daemon.pid), proc_cpu(dompid), vcpu, time.monotonic()
+
+        def note(key, f):
+            a = sample()
+            out = f()
+            b = sample()
+            old = cpu.get(key, (0.0,) * len(a))
+            cpu[key] = tuple(o + y - x for o, x, y in zip(old, a, b))     # summed over reps
+            return out
+        res = suite(guest_ops("pyxen", shell.run, "/dev/xvdb", sz), img, sz, sha, note)
+        res["boot"] = boot
+        return res, cpu
+    finally:
+        for c in (shell, client):
+            if c is not None:
+                c.close()
+        cli(rd, "destroy", DOMAIN)
+        daemon.kill()
+        daemon.wait()
+
+
+# --- QEMU TCG ------------------------------------------------------------------------------------
+class Qemu:
+    """qemu-system-x86_64 -accel tcg with the serial console on a pipe."""
+
+    def __init__(self, kernel: Path, initrd: Path, img: Path):
+        self.p = subprocess.Popen(
+            ["qemu-system-x86_64", "-accel", "tcg", "-m", "512", "-nographic", "-no-reboot",
+             "-kernel", str(kernel), "-initrd", str(initrd), "-append", "console=ttyS0 quiet",
+             "-drive", f"file={img},if=virtio,format=raw,cache=none",
+             "-netdev", f"tap,id=n0,ifname={QEMU_TAP},script=no,downscript=no",
+             "-device", "virtio-net-pci,netdev=n0"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.out = b""
+
+    def wait_for(self, pattern: str, timeout: float = 300, start: int = 0) -> None:
+        end = time.monotonic() + timeout
+        rx = re.compile(pattern.encode())
+        while time.monotonic() < end:
+            if rx.search(self.out, start):
+                return
+            if self.p.poll() is not None:
+                raise RuntimeError(f"qemu exited ({self.p.returncode}): "
+                                   + self.out[-2000:].decode(errors="replace"))
+            r, _, _ = select.select([self.p.stdout], [], [], 0.5)
+            if r:
+                self.out += os.read(self.p.stdout.fileno(), 65536)
+        raise RuntimeError("qemu: timed out waiting for " + pattern + "\n"
+                           + self.out[-2000:].decode(errors="replace"))
+
+    def run(self, cmd: str, timeout: float = 300) -> str:
+        marker = f"__q{time.monotonic_ns()}__"
+        start = len(self.out)
+        self.p.stdin.write(f"{cmd}; echo {marker[:3]}''{marker[3:]}\n".encode())
+        self.p.stdin.flush()
+        self.wait_for("(?<!')" + re.escape(marker) + r"\r?\n", timeout, start)
+        body = self.out[start:].decode(errors="replace")
+        body = body[:body.rfind(marker)]
+        typed = marker[:3] + "''" + marker[3:]
+        if typed in body:
+            body = body[body.rfind(typed) + len(typed):]
+        return body.replace("\r", "").strip()
+
+    def close(self) -> None:
+        if self.p.poll() is None:
+            self.p.kill()
+        self.p.wait()
+
+
+def qemu_run(kernel: Path, initrd: Path, img: Path, sz: Sizes, sha: str) -> dict:
+    from pyroute2 import IPRoute
+    t0 = time.monotonic()
+    q = Qemu(kernel, initrd, img)
+    try:
+        with IPRoute() as ip:
+            for _ in range(100):
+                tap = ip.link_lookup(ifname=QEMU_TAP)
+                if tap:
+                    break
+                if q.p.poll() is not None:
+                    q.wait_for("never", 0)
+                time.sleep(0.1)
+            else:
+                raise RuntimeError(f"qemu did not create {QEMU_TAP}")
+            ip.link("set", index=tap[0], master=ip.link_lookup(ifname=BRIDGE)[0], state="up")
+        q.wait_for(PROMPT, 600)
+        boot = time.monotonic() - t0
+        q.run("stty -echo cols 4000; PS1=")
+        res = suite(guest_ops("tcg", q.run, "/dev/vda", sz), img, sz, sha)
+        res["boot"] = boot
+        return res
+    finally:
+        q.close()
+
+
+# --- the bridge ----------------------------------------------------------------------------------
+def bridge_up() -> None:
+    from pyroute2 import IPRoute
+    with IPRoute() as ip:
+        if ip.link_lookup(ifname=BRIDGE):
+            raise RuntimeError(f"{BRIDGE} exists already (another run of bench/devices.py?)")
+        ip.link("add", ifname=BRIDGE, kind="bridge")
+        idx = ip.link_lookup(ifname=BRIDGE)[0]
+        ip.addr("add", index=idx, address=BRIDGE_IP, prefixlen=24)
+        ip.link("set", index=idx, state="up")
+
+
+def bridge_down() -> None:
+    from pyroute2 import IPRoute
+    with IPRoute() as ip:
+        for name in (PYXEN_VIF, QEMU_TAP, BRIDGE):
+            found = ip.link_lookup(ifname=name)
+            if found:
+                try:
+                    ip.link("del", index=found[0])
+                except Exception as e:
+                    print(f"could not delete {name}: {e}", file=sys.stderr)
+
+
+# --- report --------------------------------------------------------------------------------------
+ROWS = (("write", "disk seq write {d} MiB, bs=1M, fsync", "MB/s", "{:.1f}"),
+        ("read", "disk seq read {d} MiB, bs=1M, cold", "MB/s", "{:.1f}"),
+        ("randread", "disk 4 KiB random read, O_DIRECT", "IOPS", "{:.0f}"),
+        ("tcp", "TCP guest->host {n} MiB", "MB/s", "{:.1f}"),
+        ("ping", "ping round trip, average", "ms", "{:.3f}"))
+
+
+def report(sz: Sizes, p: dict | None, h: dict, q: dict | None, p_why: str | None,
+           q_why: str | None, cpu: dict) -> None:
+    def fmt(res, key, f):
+        return f.format(res[key]) if res and key in res else "-"
+
+    def ratio(a, b, key):
+        return f"{a[key] / b[key]:.3f}" if a and b and key in a and key in b and b[key] else "-"
+    head = ("operation", "unit", "pyxen", "host", "QEMU TCG", "pyxen/host", "pyxen/TCG")
+    print(f"\n{head[0]:<40} {head[1]:>5} {head[2]:>10} {head[3]:>10} {head[4]:>10} "
+          f"{head[5]:>10} {head[6]:>10}")
+    for key, label, unit, f in ROWS:
+        label = label.format(d=sz.disk_mib, n=sz.net_mib)
+        print(f"{label:<40} {unit:>5} {fmt(p, key, f):>10} {fmt(h, key, f):>10} "
+              f"{fmt(q, key, f):>10} {ratio(p, h, key):>10} {ratio(p, q, key):>10}")
+    print("(ratios are of the figures: above 1 is better for MB/s and IOPS, worse for ms; the "
+          "host TCP baseline is loopback)")
+    if p_why:
+        print(f"pyxen: FAILED: {p_why}")
+    if q_why:
+        print(f"QEMU TCG: not measured: {q_why}")
+    sender = "   ".join(f"{n} {r['tcp_sender']:.1f}" for n, r in (("pyxen", p), ("host", h),
+                                                                     ("TCG", q)) if r)
+    print(f"TCP as the sender's clock sees it (MB/s): {sender}")
+    if sz.reps > 1:
+        print(f"figures above are medians of {sz.reps} runs; all runs:")
+        for key in ("write", "read", "tcp"):
+            runs = "   ".join(f"{n} " + " ".join(f"{x:.0f}" for x in r["samples"][key])
+                             for n, r in (("pyxen", p), ("host", h), ("TCG", q)) if r)
+            print(f"  {key:<6} {runs}")
+    boots = "   ".join(f"{n} {r['boot']:.1f} s" for n, r in (("pyxen", p), ("QEMU TCG", q)) if r)
+    print(f"boot to shell with the devices: {boots}")
+    if cpu:
+        print("host CPU seconds during the pyxen operations (all runs): pyxend (the backend "
+              "threads, xenstored), the domain process (its vCPU thread: guest code, traps and "
+              "hypercalls; other threads: event-channel pump, timers), wall time:")
+        for key, (d, g, v, w) in cpu.items():
+            print(f"  {key:<10} pyxend {d:6.2f}   domain {g:6.2f} (vCPU {v:6.2f})   "
+                  f"wall {w:6.2f}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="smaller sizes (64 MiB disk, 32 MiB "
+                    "TCP, 3 s random reads, 10 pings)")
+    ap.add_argument("--no-qemu", action="store_true", help="skip QEMU TCG")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = ap.parse_args()
+    sz = Sizes(args.quick)
+    if os.geteuid() != 0:
+        print("bench/devices.py needs root (pyxend's TAP devices and bridge, drop_caches)")
+        return 1
+    g = prepare_linux()
+    mods = kernel_modules_dir(g.kernel)
+    tmp = Path(tempfile.mkdtemp(prefix="pxb-devices-"))
+    started = time.monotonic()
+    try:
+        devio = tmp / "devio"
+        sh("gcc", "-static", "-O2", "-Wall", "-o", devio, ROOT / "bench" / "devio.c")
+        bins = {"bin/devio": devio.read_bytes()}
+        p_initrd = tmp / "pyxen-initrd.gz"
+        p_initrd.write_bytes(build_initramfs(g.busybox, extra_files=module_files(mods),
+                                             extra_binaries=bins))
+        img = tmp / "disk.img"
+        with open(img, "wb") as f:
+            f.truncate(sz.disk_mib * BLOCK)
+        sha = expected_sha256(sz.net_mib)
+
+        q_why = None
+        q_initrd = None
+        if args.no_qemu:
+            q_why = "--no-qemu"
+        elif shutil.which("qemu-system-x86_64") is None:
+            q_why = "qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)"
+        else:
+            try:
+                q_initrd = tmp / "qemu-initrd.gz"
+                q_initrd.write_bytes(build_initramfs(g.busybox, extra_files=virtio_module_files(
+                    mods), extra_binaries=bins))
+            except FileNotFoundError as e:
+                q_why = f"the kernel's virtio modules: {e}"
+
+        print(f"sizes: disk {sz.disk_mib} MiB, random reads {sz.rand_secs} s, TCP {sz.net_mib} "
+              f"MiB, {sz.pings} pings; work directory {tmp}", flush=True)
+        print("host ...", flush=True)
+        h = suite(host_ops(devio, g.busybox, img, sz), img, sz, sha)
+        bridge_up()
+        try:
+            print("pyxen ...", flush=True)
+            p, cpu, p_why = None, {}, None
+            try:
+                p, cpu = pyxen_run(tmp, g, p_initrd, img, sz, sha)
+            except Exception as e:
+                p_why = f"{type(e).__name__}: {e} (logs in {tmp / 'run'})"
+                args.keep = True
+            q = None
+            if q_initrd is not None:
+                print("QEMU TCG ...", flush=True)
+                try:
+                    q = qemu_run(g.kernel, q_initrd, img, sz, sha)
+                except Exception as e:
+                    q_why = f"{type(e).__name__}: {e}"
+        finally:
+            bridge_down()
+        report(sz, p, h, q, p_why, q_why, cpu)
+        print(f"(run time {time.monotonic() - started:.0f} s)")
+        if p_why:
+            return 1
+    finally:
+        if args.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
