@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import struct
+import subprocess
 
 import pytest
 
@@ -58,7 +59,7 @@ class Disk:
 
     def __init__(self, dom, xs, path, spec_extra="", persistent=True, devid_vdev="xvdb"):
         self.devs = DomainDevices(xs, LocalGuest(dom))
-        spec = parse_disk_spec(f"format=raw, vdev={devid_vdev}, {spec_extra}target={path}")
+        spec = parse_disk_spec(f"vdev={devid_vdev}, {spec_extra or 'format=raw, '}target={path}")
         self.dev = self.devs.attach_disk(spec)
         self.fe = Frontend(dom, xs, "vbd", spec.devid)
         self.fe.wait_be_state(xenbus.INITWAIT)
@@ -270,3 +271,39 @@ def test_images_in_use_and_missing(domain, xs, image, tmp_path):
     db.attach_disk(parse_disk_spec(f"vdev=xvdc, access=ro, target={ro}"))
     da.close_all()
     db.close_all()
+
+
+def test_qcow2_through_qemu_nbd(domain, xs, tmp_path):
+    """A qcow2 image is served by QEMU's block layer (qemu-nbd); what the guest
+    writes is in the image as qemu-img sees it."""
+    q = tmp_path / "disk.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(q), "16M"], check=True)
+    dom = domain()
+    disk = Disk(dom, xs, q, spec_extra="format=qcow2, ")
+    assert disk.fe.read_be("sectors") == str(16 * MiB // 512)
+    pages = disk.data_pages(4)
+    for i, (frame, _) in enumerate(pages):
+        disk.fe.page(frame)[:] = bytes([0x30 + i]) * 4096
+    w = disk.request(B.OP_WRITE, 2048, [(ref, 0, 7) for _, ref in pages])
+    f = disk.request(B.OP_FLUSH)
+    assert [s for _, _, s in disk.do([w, f])] == [0, 0]
+    back = disk.data_pages(4, start=DATA_FRAME + 50)
+    r = disk.request(B.OP_READ, 2048, [(ref, 0, 7) for _, ref in back])
+    assert disk.do([r])[0][2] == 0
+    assert bytes(disk.fe.page(back[3][0])) == bytes([0x33]) * 4096
+    disk.close()
+    raw = tmp_path / "out.raw"
+    subprocess.run(["qemu-img", "convert", "-O", "raw", str(q), str(raw)], check=True)
+    data = raw.read_bytes()
+    assert data[2048 * 512:2048 * 512 + 4 * 4096] == b"".join(bytes([0x30 + i]) * 4096
+                                                            for i in range(4))
+    assert subprocess.run(["qemu-img", "check", str(q)], capture_output=True).returncode == 0
+
+
+def test_a_format_pyxen_cannot_read(domain, xs, image):
+    dom = domain()
+    devs = DomainDevices(xs, LocalGuest(dom))
+    with pytest.raises(DeviceConfigError, match="not in qcow2 format"):
+        devs.attach_disk(parse_disk_spec(f"vdev=xvdb, format=qcow2, target={image()}"))
+    assert xs.store.nodes.get(xenbus.backend_path("vbd", dom.domid, 51728)) is None
+    devs.close_all()
