@@ -218,7 +218,7 @@ class Sizes:
         self.net_mib = 32 if quick else 256
         self.rand_secs = 3 if quick else 10
         self.pings = 10 if quick else 20
-        self.reps = 1 if quick else 3
+        self.reps = 1 if quick else 5
 
 
 def suite(ops: dict, img: Path, sz: Sizes, sha: str, note=None) -> dict:
@@ -229,6 +229,10 @@ def suite(ops: dict, img: Path, sz: Sizes, sha: str, note=None) -> dict:
     note = note or (lambda key, f: f())
     res: dict = {"samples": {"write": [], "read": [], "tcp": []}}
     smp = res["samples"]
+    # one untimed pass first: the first write and read of an image are the slowest
+    # everywhere (block allocation, the caches of the machine under this host)
+    ops["write"]()
+    ops["read"]()
     for _ in range(sz.reps):
         t = note("write", ops["write"])
         smp["write"].append(sz.disk_mib * BLOCK / t / 1e6)
@@ -367,6 +371,24 @@ def pyxen_run(tmp: Path, g, initrd: Path, img: Path, sz: Sizes, sha: str) -> tup
         cli(rd, "destroy", DOMAIN)
         daemon.kill()
         daemon.wait()
+
+
+def complaints(rd: Path) -> list[str]:
+    """What pyxend, the domain process and the guest kernel complained about
+    during the run (a benchmark that only prints figures would hide bugs)."""
+    rx = re.compile(r"warn|error|fail|traceback|segfault|bug|oops|timed out|unable", re.I)
+    benign = re.compile(r"Fast TSC calibration failed")
+    out = []
+    for f in [rd / "pyxend.err"] + sorted((rd / "log").glob("*.log")):
+        try:
+            lines = [ln for ln in f.read_text(errors="replace").splitlines()
+                     if rx.search(ln) and not benign.search(ln)]
+        except OSError:
+            continue
+        if lines:
+            out.append(f"{f.name}: {len(lines)} line(s) worth a look:")
+            out += ["    " + ln.strip()[:200] for ln in lines[:10]]
+    return out
 
 
 # --- QEMU TCG ------------------------------------------------------------------------------------
@@ -557,6 +579,7 @@ def main() -> int:
             except FileNotFoundError as e:
                 q_why = f"the kernel's virtio modules: {e}"
 
+        print(f"load average before: {Path('/proc/loadavg').read_text().strip()}")
         print(f"sizes: disk {sz.disk_mib} MiB, random reads {sz.rand_secs} s, TCP {sz.net_mib} "
               f"MiB, {sz.pings} pings; work directory {tmp}", flush=True)
         print("host ...", flush=True)
@@ -580,7 +603,10 @@ def main() -> int:
         finally:
             bridge_down()
         report(sz, p, h, q, p_why, q_why, cpu)
-        print(f"(run time {time.monotonic() - started:.0f} s)")
+        for line in complaints(tmp / "run"):
+            print(line)
+        print(f"(run time {time.monotonic() - started:.0f} s; load average after: "
+              f"{Path('/proc/loadavg').read_text().strip()})")
         if p_why:
             return 1
     finally:

@@ -23,7 +23,7 @@ MiB = 1 << 20
 def pyxend(tmp_path, kvm, linux_images):
     rd = tmp_path / "run"
     rd.mkdir()
-    proc = start_daemon(rd)
+    procs = [start_daemon(rd)]
     shells = []
     bridges = []
 
@@ -47,11 +47,21 @@ def pyxend(tmp_path, kvm, linux_images):
                 f"memory = {memory}", *lines]) + "\n")
             r = self.cli("create", str(cfg))
             assert r.returncode == 0, r.stderr
-            s = ConsoleShell(name, run_dir=rd)
-            shells.append(s)
+            s = self.console(name)
             for f in s.settle():
                 warnings.warn("known TLS fault in a freshly exec'd busybox: " + f)
             return s
+
+        def console(self, name: str) -> ConsoleShell:
+            s = ConsoleShell(name, run_dir=rd)
+            shells.append(s)
+            return s
+
+        def restart_daemon(self):
+            """kill -9 pyxend and start it again (domains and devices carry on)."""
+            procs[-1].kill()
+            procs[-1].wait()
+            procs.append(start_daemon(rd))
 
         def gone(self, name: str, timeout: float = 60) -> bool:
             return wait_until(lambda: name not in self.cli("list").stdout, timeout)
@@ -62,8 +72,9 @@ def pyxend(tmp_path, kvm, linux_images):
     r = cli(rd, "list")
     for line in r.stdout.splitlines()[2:]:
         cli(rd, "destroy", line.split()[1])
-    proc.kill()
-    proc.wait()
+    for p in procs:
+        p.kill()
+        p.wait()
     from pyroute2 import IPRoute
     with IPRoute() as ip:
         for b in bridges:
@@ -88,7 +99,8 @@ def fsck(image) -> subprocess.CompletedProcess:
 
 
 def test_disk_data_survives_poweroff(pyxend, tmp_path):
-    """100 MB written and synced in the guest is on the host image after poweroff."""
+    """100 MB written and synced in the guest is on the host image after
+    poweroff, and pyxend can be killed and restarted in between."""
     img = tmp_path / "data.img"
     ext4_image(img, 256)
     s = pyxend.boot("disk1", f'disk = ["format=raw, vdev=xvdb, access=rw, target={img}"]')
@@ -98,6 +110,10 @@ def test_disk_data_survives_poweroff(pyxend, tmp_path):
     out = s.run("dd if=/dev/urandom of=/mnt/blob bs=1M count=100 2>&1 | tail -1; sync; "
                 "sha256sum /mnt/blob", timeout=300)
     digest = out.split()[-2]
+    # pyxend dies and comes back: the backend resumes on the guest's rings
+    s.close()
+    pyxend.restart_daemon()
+    s = pyxend.console("disk1")
     # read back through the disk, not the page cache
     again = s.run("echo 3 > /proc/sys/vm/drop_caches; sha256sum /mnt/blob", timeout=300)
     assert again.split()[0] == digest

@@ -236,11 +236,18 @@ class EventChannels:
     def accept_remote(self, port: int, remote_dom: int, remote_port: int, notify) -> bool:
         """The other side of EVTCHNOP_bind_interdomain, for an end that lives
         outside this domain (a dom0 backend, another domain process): bind
-        this domain's unbound `port`. `notify()` is called when the guest
-        sends. False when the port is not unbound for `remote_dom`."""
+        this domain's unbound `port` (or take over the outside end of a port
+        already bound to `remote_dom`: a restarted pyxend reconnecting its
+        backends). `notify()` is called when the guest sends. False when the
+        port is neither."""
         with self.lock:
             ch = self.get(port)
-            if ch is None or ch.state != UNBOUND or ch.remote_dom not in (remote_dom, 0x7FF0):
+            if ch is None or ch.remote_dom not in (remote_dom, 0x7FF0):
+                return False
+            # a restarted dom0 service takes over its own end of a bound channel
+            takeover = ch.state == INTERDOMAIN and isinstance(ch.remote, RemoteEnd) and \
+                ch.remote_dom == remote_dom
+            if ch.state != UNBOUND and not takeover:
                 return False
             ch.state, ch.remote_dom, ch.remote_port = INTERDOMAIN, remote_dom, remote_port
             ch.remote = RemoteEnd(remote_dom, notify)

@@ -202,7 +202,9 @@ class Daemon:
                 continue
             self.domains[d.domid] = d
             threading.Thread(target=self._monitor, args=(d,), daemon=True).start()
-            self.say(f"found running domain {d.domid} ({d.name}), pid {d.pid}")
+            resumed = d.devices.resume()
+            self.say(f"found running domain {d.domid} ({d.name}), pid {d.pid}"
+                     + (f"; backends resumed: {', '.join(resumed)}" if resumed else ""))
 
     # --- domain processes ---------------------------------------------------------------
     def _connect(self, d: Dom, timeout: float = 10.0) -> None:

@@ -81,7 +81,7 @@ def _disk_nodes(domid: int, spec: DiskSpec, image) -> tuple[dict, dict]:
           "removable": 0, "bootable": 1, "dev": spec.vdev,
           "type": "phy" if getattr(image, "is_block", False) else "qdisk",
           "mode": "r" if spec.access == "ro" else "w",
-          "device-type": spec.devtype, "params": spec.target or "",
+          "device-type": spec.devtype, "params": spec.target or "", "format": spec.format,
           "discard-enable": int(spec.discard)}
     fe = {"backend": xenbus.backend_path("vbd", domid, spec.devid),
           "backend-id": 0, "state": xenbus.INITIALISING, "virtual-device": spec.devid,
@@ -100,6 +100,39 @@ class DomainDevices:
         self.vifs: dict = {}
         self.specs: dict[tuple[str, int], object] = {}
         self.xsc = None
+
+    def resume(self) -> list[str]:
+        """pyxend restarted: start again the backends XenStore says this domain
+        has (a running guest's frontends keep their rings and ports)."""
+        from .devspec import parse_disk_spec
+        done = []
+        with self.xs.lock:
+            c = self.xs.store.new_client(0, True)
+            try:
+                kinds = {k: self.xs.store.directory(c, f"/local/domain/0/backend/{k}/{self.domid}")
+                         for k in ("vbd", "vif")
+                         if self.xs.store.exists(c, f"/local/domain/0/backend/{k}/{self.domid}")}
+                nodes = {(k, int(d)): {n: self.xs.store.read(c, f"{xenbus.backend_path(k, self.domid, int(d))}/{n}").decode()
+                                       for n in self.xs.store.directory(c, xenbus.backend_path(k, self.domid, int(d)))}
+                         for k, ds in kinds.items() for d in ds}
+            finally:
+                self.xs.store.remove_client(c)
+        for (kind, devid), n in sorted(nodes.items()):
+            try:
+                if kind == "vbd":
+                    spec = parse_disk_spec(f"vdev={n['dev']}, format={n.get('format', 'raw')}, "
+                                           f"access={'ro' if n.get('mode') == 'r' else 'rw'}, "
+                                           f"target={n['params']}")
+                    self.attach_disk(spec, force=True, existing=True)
+                else:
+                    text = f"mac={n['mac']}, bridge={n['bridge']}"
+                    if n.get("rate"):
+                        text += f", rate={n['rate']}"
+                    self.attach_vif(parse_vif_spec(text, index=devid), existing=True)
+                done.append(f"{kind} {devid}")
+            except Exception as e:
+                log.error("domain %d: cannot resume %s %d: %s", self.domid, kind, devid, e)
+        return done
 
     def _write_device(self, kind: str, devid: int, be: dict, fe: dict) -> None:
         bpath = xenbus.backend_path(kind, self.domid, devid)
@@ -127,7 +160,7 @@ class DomainDevices:
                     pass
 
     # --- disks --------------------------------------------------------------------------------
-    def attach_disk(self, spec: DiskSpec, force: bool = False) -> BlkBackend:
+    def attach_disk(self, spec: DiskSpec, force: bool = False, existing: bool = False) -> BlkBackend:
         if spec.devid in self.disks:
             raise DeviceConfigError(f"domain {self.domid} already has a disk at {spec.vdev}")
         if spec.backend not in ("0", "Domain-0"):
@@ -140,7 +173,8 @@ class DomainDevices:
             raise DeviceConfigError(str(e)) from None
         be, fe = _disk_nodes(self.domid, spec, image)
         try:
-            self._write_device("vbd", spec.devid, be, fe)
+            if not existing:
+                self._write_device("vbd", spec.devid, be, fe)
             dev = BlkBackend(self.xs, self.guest, spec.devid, image, vdev=spec.vdev,
                              readonly=spec.access == "ro", cdrom=spec.devtype == "cdrom",
                              discard=spec.discard)
@@ -154,7 +188,7 @@ class DomainDevices:
         return dev
 
     # --- network interfaces -------------------------------------------------------------------
-    def attach_vif(self, spec: VifSpec) -> NetBackend:
+    def attach_vif(self, spec: VifSpec, existing: bool = False) -> NetBackend:
         if spec.devid in self.vifs:
             raise DeviceConfigError(f"domain {self.domid} already has vif {spec.devid}")
         if spec.backend not in ("0", "Domain-0"):
@@ -172,7 +206,8 @@ class DomainDevices:
             be["rate"] = spec.rate
         fe = {"backend": xenbus.backend_path("vif", self.domid, spec.devid), "backend-id": 0,
               "state": xenbus.INITIALISING, "handle": spec.devid, "mac": spec.mac}
-        self._write_device("vif", spec.devid, be, fe)
+        if not existing:
+            self._write_device("vif", spec.devid, be, fe)
         try:
             dev = NetBackend(self.xs, self.guest, spec.devid, mac=spec.mac, bridge=spec.bridge,
                              ifname=spec.vifname, mtu=spec.mtu, rate=rate)

@@ -124,8 +124,12 @@ class XenbusBackend:
 
     # --- life ------------------------------------------------------------------------------------
     def start(self) -> None:
+        """Set up and wait for the frontend. A device found Connected (pyxend
+        restarted under a running guest) reconnects to the rings the frontend
+        still has."""
         self.setup()
-        self.switch_state(INITWAIT)
+        if self.state() != CONNECTED:
+            self.switch_state(INITWAIT)
         with self.xs.access() as store:
             store.watch(self.client, f"{self.fe}/state", "fe")
             store.watch(self.client, f"{self.be}/online", "online")
