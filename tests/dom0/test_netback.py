@@ -46,13 +46,30 @@ def udp_frame(dst_mac: bytes, payload: bytes, dport: int, blank: bool) -> bytes:
 
 
 @pytest.fixture
-def vif(kvm, tmp_path):
+def vif(make_vif):
+    return make_vif()
+
+
+@pytest.fixture
+def make_vif(kvm):
+    made = []
+
+    def make(extra=""):
+        v = _make_vif(kvm, extra)
+        made.append(v)
+        return v
+    yield make
+    for v in made:
+        v.cleanup()
+
+
+def _make_vif(kvm, extra):
     from pyroute2 import IPRoute
     br = f"pxn{os.getpid() % 10000}"
     xs = XenStoreServer(state_file=None)
     dom = Domain(name="n", memory_mb=16, kvm=kvm, domid=5)
     devs = DomainDevices(xs, LocalGuest(dom))
-    dev = devs.attach_vif(parse_vif_spec(f"bridge={br}, mac=00:16:3e:0a:0b:0c", 0))
+    dev = devs.attach_vif(parse_vif_spec(f"bridge={br}, mac=00:16:3e:0a:0b:0c{extra}", 0))
     with IPRoute() as ip:
         idx = ip.link_lookup(ifname=br)[0]
         ip.addr("add", index=idx, address=HOST_IP, prefixlen=24)
@@ -73,12 +90,15 @@ def vif(kvm, tmp_path):
     v = Vif()
     v.__dict__.update(dom=dom, fe=fe, tx=tx, rx=rx, port=port, dev=dev, br=br, br_mac=br_mac,
                       next_id=1)
-    yield v
-    devs.close_all()
-    dom.close()
-    with IPRoute() as ip:
-        for i in ip.link_lookup(ifname=br):
-            ip.link("del", index=i)
+
+    def cleanup():
+        devs.close_all()
+        dom.close()
+        with IPRoute() as ip:
+            for i in ip.link_lookup(ifname=br):
+                ip.link("del", index=i)
+    v.cleanup = cleanup
+    return v
 
 
 def send(v, frags, flags=0):
@@ -152,3 +172,24 @@ def test_impossible_tx_ring_shuts_the_vif_down(vif):
     vif.fe.wait_be_state(xenbus.CLOSING)
     assert "ring" in vif.fe.read_be("error")
     assert not vif.dom.stopped
+
+
+def test_rate_limit_holds_transmit_to_the_configured_rate(make_vif):
+    """rate=200Kb/s@20ms: 25 KB/s, 500 bytes per 20 ms. Forty 1 KB packets
+    (40 KB) cannot leave in less than about 1.5 s; without a rate they leave
+    at once. (This checks the limiter works, not how fast pyxen is.)"""
+    v = make_vif(", rate=200Kb/s@20ms")
+    assert v.dev.rate == (500, 20000)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((HOST_IP, 47001))
+    s.settimeout(10)
+    try:
+        t0 = time.monotonic()
+        for _ in range(40):
+            send(v, [udp_frame(v.br_mac, b"r" * 958, 47001, False)])
+        for _ in range(40):
+            s.recv(2000)
+        took = time.monotonic() - t0
+    finally:
+        s.close()
+    assert took >= 1.4, f"40 KB left in {took:.2f} s at 25 KB/s"

@@ -248,3 +248,16 @@ def test_two_guests_on_one_bridge_ping_each_other(pyxend):
     assert pyxend.cli("network-detach", "ping-b", "0").returncode == 0
     assert wait_until(lambda: "eth0" not in b.run("ls /sys/class/net"), 30)
     assert " 100% packet loss" in a.run("ping -c 2 -W 1 10.232.0.3", timeout=60)
+
+
+def test_foreground_domain_with_a_root_disk(boot_linux, linux_images, tmp_path):
+    """`pyxen create -F` (no pyxend): the backends run in the same process."""
+    root = tmp_path / "root.img"
+    shutil.copy(linux_images.initrd.parent / "linux" / "rootfs.img", root)
+    s = boot_linux(cfg_lines=[f'disk = ["vdev=xvda, target={root}"]'],
+                   extra="console=hvc0 root=/dev/xvda")
+    assert s.run("cat /etc/pyxen-rootfs") == "this root file system is a PV disk"
+    s.run("echo written-in-the-foreground > /root/note; sync")
+    s.type("poweroff\r")
+    assert s.wait_end(60).reason == "poweroff"
+    assert host_cat(root, "root/note") == b"written-in-the-foreground\n"

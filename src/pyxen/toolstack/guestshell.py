@@ -94,11 +94,13 @@ class ShellSession:
 
 
 class GuestShell(ShellSession):
-    def __init__(self, images, vcpus=1, memory=256, extra="console=hvc0"):
-        """images: anything with .kernel and .initrd paths."""
+    def __init__(self, images, vcpus=1, memory=256, extra="console=hvc0", cfg_lines=()):
+        """images: anything with .kernel and .initrd paths; cfg_lines: more
+        xl.cfg lines (disk = [...], vif = [...])."""
         super().__init__()
         text = (f'name = "linux-test"\nkernel = "{images.kernel}"\nramdisk = "{images.initrd}"\n'
-                f'extra = "{extra}"\nmemory = {memory}\nvcpus = {vcpus}\n')
+                f'extra = "{extra}"\nmemory = {memory}\nvcpus = {vcpus}\n'
+                + "".join(line + "\n" for line in cfg_lines))
         self.cfg = DomainConfig.from_config(parse(text, "test.cfg"))
         self.dom = make_domain(self.cfg, console=self._sink)
         self.thread = threading.Thread(target=lambda: self._ended(self.dom.run()), daemon=True)
