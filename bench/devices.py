@@ -10,8 +10,13 @@ nothing about them.
          one request at a time)
   net    guest -> host TCP throughput (devio send, 1 MiB writes; the host's
          Python receiver checks a sha256 of everything it got) and ping round
-         trip (busybox ping, average): pyxen's vif and QEMU's virtio-net on a
-         TAP device are both on the bridge pxb0; the host baseline is loopback
+         trip both ways (busybox ping, average): pyxen's vif and QEMU's
+         virtio-net on a TAP device are both on the bridge pxb0; the host
+         baseline is loopback
+
+Write, read and TCP are repeated (5 times, once with --quick) and the median
+is shown. For pyxen it also prints the host CPU time of pyxend (the backends)
+and of the domain process (vCPU thread, guest mode) for each operation.
 
 The guests run the same Debian cloud kernel, busybox and static devio (bench/devio.c).
 pyxen's guest runs under a private pyxend (its own run directory); the bridge
@@ -249,12 +254,17 @@ def suite(ops: dict, img: Path, sz: Sizes, sha: str, note=None) -> dict:
         smp["tcp"].append(rcv.result(sz.net_mib, sha, 60))
     res["tcp_sender"] = statistics.median(senders)
     res["ping"] = note("ping", ops["ping"])
+    res["ping_in"] = note("ping_in", ops["ping_in"])
     for k, v in smp.items():
         res[k] = statistics.median(v)
     return res
 
 
-def guest_ops(env: str, run, dev: str, sz: Sizes) -> dict:
+def host_ping(busybox: Path, ip: str, n: int) -> float:
+    return parse_ping(sh(busybox, "ping", "-c", n, "-i", "0.2", ip).stdout)
+
+
+def guest_ops(env: str, run, dev: str, busybox: Path, sz: Sizes) -> dict:
     """suite() ops inside a guest: run(cmd, timeout) -> output."""
     ip = GUEST_IP[env]
     run(f"ip link set eth0 up; ip addr add {ip}/24 dev eth0")
@@ -272,6 +282,7 @@ def guest_ops(env: str, run, dev: str, sz: Sizes) -> dict:
         "send": lambda port: parse_kv(run(f"devio send {BRIDGE_IP} {port} {sz.net_mib}",
                                           timeout=600), "mbps"),
         "ping": lambda: parse_ping(run(f"ping -c {sz.pings} -i 0.2 {BRIDGE_IP}", timeout=120)),
+        "ping_in": lambda: host_ping(busybox, ip, sz.pings),
     }
 
 
@@ -290,8 +301,8 @@ def host_ops(devio: Path, busybox: Path, img: Path, sz: Sizes) -> dict:
         "receiver_ip": "127.0.0.1",
         "send": lambda port: parse_kv(sh(devio, "send", "127.0.0.1", port, sz.net_mib).stdout,
                                       "mbps"),
-        "ping": lambda: parse_ping(sh(busybox, "ping", "-c", sz.pings, "-i", "0.2",
-                                      "127.0.0.1").stdout),
+        "ping": lambda: host_ping(busybox, "127.0.0.1", sz.pings),
+        "ping_in": lambda: host_ping(busybox, "127.0.0.1", sz.pings),
     }
 
 
@@ -303,18 +314,6 @@ def pyxen_env(rd: Path) -> dict:
 def cli(rd: Path, *args, timeout=120):
     return subprocess.run([sys.executable, "-m", "pyxen.cli", *args], env=pyxen_env(rd),
                           capture_output=True, text=True, timeout=timeout)
-
-
-def settle_shell(run) -> None:
-    """The known pyxen fault: the first freshly exec'd busybox process after
-    boot sometimes segfaults. Run one until it works."""
-    for _ in range(3):
-        try:
-            if run("seq 1 3 | wc -l", timeout=60).strip().endswith("3"):
-                return
-        except AssertionError:
-            pass
-    raise RuntimeError("the guest shell does not run commands")
 
 
 def pyxen_run(tmp: Path, g, initrd: Path, img: Path, sz: Sizes, sha: str) -> tuple[dict, dict]:
@@ -343,8 +342,9 @@ def pyxen_run(tmp: Path, g, initrd: Path, img: Path, sz: Sizes, sha: str) -> tup
         shell = ConsoleShell(DOMAIN, run_dir=rd)
         shell.wait_for(PROMPT, 300)
         boot = time.monotonic() - t0
-        shell.quiet()
-        settle_shell(shell.run)
+        # the known pyxen fault (the first re-exec'd busybox process after boot
+        # sometimes faults on its TLS): settle() retries and returns the faults
+        faults = shell.settle(60)
         dompid = json.loads(next((rd / "domains").glob("*.json")).read_text())["pid"]
         client = Client(rd, timeout=30)
         cpu: dict = {}
@@ -361,8 +361,11 @@ def pyxen_run(tmp: Path, g, initrd: Path, img: Path, sz: Sizes, sha: str) -> tup
             old = cpu.get(key, (0.0,) * len(a))
             cpu[key] = tuple(o + y - x for o, x, y in zip(old, a, b))     # summed over reps
             return out
-        res = suite(guest_ops("pyxen", shell.run, "/dev/xvdb", sz), img, sz, sha, note)
+        res = suite(guest_ops("pyxen", shell.run, "/dev/xvdb", g.busybox, sz), img, sz, sha, note)
         res["boot"] = boot
+        res["faults"] = faults
+        res["dmesg"] = [ln for ln in shell.run("dmesg", timeout=60).splitlines()
+                        if COMPLAINT.search(ln) and not BENIGN.search(ln)]
         return res, cpu
     finally:
         for c in (shell, client):
@@ -373,11 +376,14 @@ def pyxen_run(tmp: Path, g, initrd: Path, img: Path, sz: Sizes, sha: str) -> tup
         daemon.wait()
 
 
+COMPLAINT = re.compile(r"warn|error|fail|traceback|segfault|bug|oops|timed out|unable", re.I)
+BENIGN = re.compile(r"Fast TSC calibration failed")
+
+
 def complaints(rd: Path) -> list[str]:
     """What pyxend, the domain process and the guest kernel complained about
     during the run (a benchmark that only prints figures would hide bugs)."""
-    rx = re.compile(r"warn|error|fail|traceback|segfault|bug|oops|timed out|unable", re.I)
-    benign = re.compile(r"Fast TSC calibration failed")
+    rx, benign = COMPLAINT, BENIGN
     out = []
     for f in [rd / "pyxend.err"] + sorted((rd / "log").glob("*.log")):
         try:
@@ -439,7 +445,7 @@ class Qemu:
         self.p.wait()
 
 
-def qemu_run(kernel: Path, initrd: Path, img: Path, sz: Sizes, sha: str) -> dict:
+def qemu_run(kernel: Path, initrd: Path, img: Path, busybox: Path, sz: Sizes, sha: str) -> dict:
     from pyroute2 import IPRoute
     t0 = time.monotonic()
     q = Qemu(kernel, initrd, img)
@@ -458,7 +464,7 @@ def qemu_run(kernel: Path, initrd: Path, img: Path, sz: Sizes, sha: str) -> dict
         q.wait_for(PROMPT, 600)
         boot = time.monotonic() - t0
         q.run("stty -echo cols 4000; PS1=")
-        res = suite(guest_ops("tcg", q.run, "/dev/vda", sz), img, sz, sha)
+        res = suite(guest_ops("tcg", q.run, "/dev/vda", busybox, sz), img, sz, sha)
         res["boot"] = boot
         return res
     finally:
@@ -494,7 +500,8 @@ ROWS = (("write", "disk seq write {d} MiB, bs=1M, fsync", "MB/s", "{:.1f}"),
         ("read", "disk seq read {d} MiB, bs=1M, cold", "MB/s", "{:.1f}"),
         ("randread", "disk 4 KiB random read, O_DIRECT", "IOPS", "{:.0f}"),
         ("tcp", "TCP guest->host {n} MiB", "MB/s", "{:.1f}"),
-        ("ping", "ping round trip, average", "ms", "{:.3f}"))
+        ("ping", "ping guest->host, average", "ms", "{:.3f}"),
+        ("ping_in", "ping host->guest, average", "ms", "{:.3f}"))
 
 
 def report(sz: Sizes, p: dict | None, h: dict, q: dict | None, p_why: str | None,
@@ -512,7 +519,8 @@ def report(sz: Sizes, p: dict | None, h: dict, q: dict | None, p_why: str | None
         print(f"{label:<40} {unit:>5} {fmt(p, key, f):>10} {fmt(h, key, f):>10} "
               f"{fmt(q, key, f):>10} {ratio(p, h, key):>10} {ratio(p, q, key):>10}")
     print("(ratios are of the figures: above 1 is better for MB/s and IOPS, worse for ms; the "
-          "host TCP baseline is loopback)")
+          "host's TCP and ping baselines are loopback; host->guest ping is answered by the guest "
+          "kernel alone)")
     if p_why:
         print(f"pyxen: FAILED: {p_why}")
     if q_why:
@@ -526,6 +534,9 @@ def report(sz: Sizes, p: dict | None, h: dict, q: dict | None, p_why: str | None
             runs = "   ".join(f"{n} " + " ".join(f"{x:.0f}" for x in r["samples"][key])
                              for n, r in (("pyxen", p), ("host", h), ("TCG", q)) if r)
             print(f"  {key:<6} {runs}")
+    if p and p.get("faults"):
+        print(f"pyxen: the known first-command fault hit {len(p['faults'])} time(s) after boot: "
+              f"{p['faults'][0]}")
     boots = "   ".join(f"{n} {r['boot']:.1f} s" for n, r in (("pyxen", p), ("QEMU TCG", q)) if r)
     print(f"boot to shell with the devices: {boots}")
     if cpu:
@@ -597,7 +608,7 @@ def main() -> int:
             if q_initrd is not None:
                 print("QEMU TCG ...", flush=True)
                 try:
-                    q = qemu_run(g.kernel, q_initrd, img, sz, sha)
+                    q = qemu_run(g.kernel, q_initrd, img, g.busybox, sz, sha)
                 except Exception as e:
                     q_why = f"{type(e).__name__}: {e}"
         finally:
@@ -605,6 +616,10 @@ def main() -> int:
         report(sz, p, h, q, p_why, q_why, cpu)
         for line in complaints(tmp / "run"):
             print(line)
+        if p and p["dmesg"]:
+            print(f"pyxen guest dmesg: {len(p['dmesg'])} line(s) worth a look:")
+            for line in p["dmesg"][:10]:
+                print("   ", line[:200])
         print(f"(run time {time.monotonic() - started:.0f} s; load average after: "
               f"{Path('/proc/loadavg').read_text().strip()})")
         if p_why:

@@ -82,3 +82,14 @@ def test_command_reference_is_generated_from_help():
     """docs/commands.md comes from the same source as --help and is current."""
     from pyxen import docgen
     assert docgen.main(["--check"]) == 0
+
+
+def test_example_configs_are_valid():
+    """Every examples/*.cfg loads, including its disk and vif entries."""
+    from pyxen.toolstack.domconfig import DomainConfig
+    from pyxen.toolstack.xlcfg import parse
+    root = Path(__file__).resolve().parents[1]
+    for cfg in sorted((root / "examples").glob("*.cfg")):
+        c = DomainConfig.from_config(parse(cfg.read_text(), str(cfg)), base_dir=str(cfg.parent))
+        c.disk_specs()
+        c.vif_specs()

@@ -66,6 +66,12 @@ def make_vif(kvm):
 def _make_vif(kvm, extra):
     from pyroute2 import IPRoute
     br = f"pxn{os.getpid() % 10000}"
+    with IPRoute() as ip:         # a bridge left by a crashed run would take our subnet
+        for link in ip.get_links():
+            if link.get_attr("IFLA_IFNAME", "").startswith("pxn"):
+                addrs = ip.get_addr(index=link["index"])
+                if any(a.get_attr("IFA_ADDRESS") == HOST_IP for a in addrs):
+                    ip.link("del", index=link["index"])
     xs = XenStoreServer(state_file=None)
     dom = Domain(name="n", memory_mb=16, kvm=kvm, domid=5)
     devs = DomainDevices(xs, LocalGuest(dom))

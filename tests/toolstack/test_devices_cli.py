@@ -8,20 +8,8 @@ import subprocess
 
 import pytest
 
-from daemon_helpers import cli, rows, start_daemon, wait_until
-from test_e2e_cli import cfgs  # noqa: F401  (fixture)
-
-
-@pytest.fixture
-def rd(tmp_path, kvm):
-    d = tmp_path / "run"
-    d.mkdir()
-    proc = start_daemon(d)
-    yield d
-    for line in cli(d, "list").stdout.splitlines()[2:]:
-        cli(d, "destroy", line.split()[1])
-    proc.kill()
-    proc.wait()
+from daemon_helpers import cli, rows, wait_until
+from test_e2e_cli import cfgs, rd  # noqa: F401  (fixtures)
 
 
 def links():

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 
 from ..dom0.backends import xenbus
 from ..dom0.backends.blkback import BlkBackend
@@ -18,7 +17,7 @@ from ..dom0.backends.guest import EventEnd, ForeignGrantTable, GuestAccess, even
 from ..dom0.backends.image import ImageError, open_image
 from ..dom0.backends.netback import NetBackend
 from ..dom0.backends.tap import NetDeviceError
-from .devspec import DevSpecError, DiskSpec, VifSpec, parse_vif_spec
+from .devspec import DiskSpec, VifSpec, parse_vif_spec
 
 log = logging.getLogger("pyxen.devices")
 DETACH_TIMEOUT = 10.0          # as libxl's device removal timeout

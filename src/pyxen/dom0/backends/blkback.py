@@ -12,14 +12,11 @@ node, state Closing). Neither touches other devices or domains."""
 from __future__ import annotations
 
 import logging
-import os
-import select
 import struct
-import threading
 
 from ...hv.grant import GrantError
 from .image import SECTOR
-from .ring import BackRing, RingError
+from .ring import BackRing, QueueWorker
 from .xenbus import XenbusBackend, DeviceError
 
 log = logging.getLogger("pyxen.blkback")
@@ -49,26 +46,16 @@ class BadRequest(Exception):
         self.status = status
 
 
-class BlkRing:
+class BlkRing(QueueWorker):
     """One queue: a ring, its event channel, its persistent grants."""
 
     def __init__(self, dev: "BlkBackend", index: int, ring_ref: int, port: int):
-        self.dev = dev
-        self.index = index
-        guest = dev.guest
-        self.handle, view = guest.grants.map_ref(ring_ref, 0, False)
+        handle, view = dev.guest.grants.map_ref(ring_ref, 0, False)
         self.ring = BackRing(view, SLOT, f"{dev} queue {index}")
-        try:
-            self.evt = guest.bind(port)
-        except OSError:
-            guest.grants.unmap(self.handle)
-            raise DeviceError(f"event channel {port} of queue {index} is not unbound for dom0")
         self.persistent: dict[int, tuple[int, memoryview]] = {}
-        self.stop = threading.Event()
         self.stats = {"rd_req": 0, "wr_req": 0, "rd_sect": 0, "wr_sect": 0, "f_req": 0,
                       "ds_req": 0, "errors": 0}
-        self.thread = threading.Thread(target=self._serve, daemon=True,
-                                       name=f"blkback-{dev.domid}-{dev.devid}-{index}")
+        super().__init__(dev, index, port, [(handle, view)])
 
     # --- grants ------------------------------------------------------------------------------------
     def _map(self, ref: int, writable: bool, held: list) -> memoryview:
@@ -98,33 +85,15 @@ class BlkRing:
         held.clear()
 
     # --- serving -------------------------------------------------------------------------------------
-    def start(self) -> None:
-        self.thread.start()
-
-    def _serve(self) -> None:
-        ring, evt = self.ring, self.evt
-        try:
-            while not self.stop.is_set():
-                while True:
-                    n = ring.unconsumed()
-                    for _ in range(n):
-                        ring.put(self._handle(ring.take()))
-                    if ring.push():
-                        evt.notify()
-                    if not ring.final_check():
-                        break
-                r, _, _ = select.select([evt.fd], [], [], 0.5)
-                if r:
-                    evt.consume()
-                if not self.dev.guest.alive():
-                    return
-        except RingError as e:
-            if not self.stop.is_set():
-                self.dev.ring_failed(str(e))
-        except (OSError, ValueError) as e:
-            if not self.stop.is_set():
-                log.exception("%s queue %d", self.dev, self.index)
-                self.dev.ring_failed(f"queue {self.index}: {e}")
+    def work(self) -> list[int]:
+        ring = self.ring
+        while True:
+            for _ in range(ring.unconsumed()):
+                ring.put(self._handle(ring.take()))
+            if ring.push():
+                self.evt.notify()
+            if not ring.final_check():
+                return []
 
     def _handle(self, raw: bytes) -> bytes:
         op = raw[0]
@@ -228,12 +197,7 @@ class BlkRing:
                 b.release()
             self._unmap_all(held)
 
-    def close(self) -> None:
-        self.stop.set()
-        if self.thread.is_alive() and threading.current_thread() is not self.thread:
-            if self.evt.fd >= 0:
-                os.eventfd_write(self.evt.fd, 1)
-            self.thread.join(5)
+    def release(self) -> None:
         grants = self.dev.guest.grants
         for h, view in self.persistent.values():
             view.release()
@@ -242,12 +206,6 @@ class BlkRing:
             except GrantError:
                 pass
         self.persistent.clear()
-        self.ring.page.release()
-        try:
-            grants.unmap(self.handle)
-        except GrantError:
-            pass
-        self.evt.close()
 
 
 class BlkBackend(XenbusBackend):
@@ -262,13 +220,6 @@ class BlkBackend(XenbusBackend):
         self.cdrom = cdrom
         self.discard = discard and not readonly
         self.persistent = False
-        self.rings: list[BlkRing] = []
-        self.complaints = 0
-
-    def complain(self, msg: str) -> None:
-        self.complaints += 1
-        if self.complaints <= 20:
-            log.warning("%s: %s", self, msg)
 
     def setup(self) -> None:
         feats = {"feature-flush-cache": 1, "feature-barrier": 1,
@@ -291,43 +242,14 @@ class BlkBackend(XenbusBackend):
             raise DeviceError(f"frontend ring protocol {proto!r}: only x86_64-abi is served")
         if self.read_fe_int("ring-page-order", 0) != 0:
             raise DeviceError("multi-page rings were not offered")
-        nq = self.read_fe_int("multi-queue-num-queues", 0)
-        if nq > MAX_QUEUES:
-            raise DeviceError(f"frontend asks for {nq} queues, {MAX_QUEUES} offered")
+        paths = self.queue_paths("ring-ref", MAX_QUEUES)
         self.persistent = self.read_fe_int("feature-persistent", 0) == 1
-        queues = self.queue_paths(nq, "ring-ref")
-        rings = []
-        try:
-            for i, q in enumerate(queues):
-                ref = self.read_fe_int(q + "ring-ref")
-                port = self.read_fe_int(q + "event-channel")
-                try:
-                    rings.append(BlkRing(self, i, ref, port))
-                except GrantError as e:
-                    raise DeviceError(f"queue {i}: cannot map ring-ref {ref}: {e}") from None
-        except DeviceError:
-            for r in rings:
-                r.close()
-            raise
-        self.rings = rings
+        self.open_queues(paths, lambda i, q: BlkRing(self, i, self.read_fe_int(q + "ring-ref"),
+                                                     self.read_fe_int(q + "event-channel")))
         self.write_be({"sectors": self.image.sectors, "info": self.info(),
                        "sector-size": SECTOR})
-        for r in rings:
-            r.start()
-        log.info("%s connected: %d queue(s), persistent grants %s", self, len(rings),
+        log.info("%s connected: %d queue(s), persistent grants %s", self, len(self.queues),
                  "on" if self.persistent else "off")
-
-    def disconnect(self) -> None:
-        rings, self.rings = self.rings, []
-        for r in rings:
-            r.close()
 
     def teardown(self) -> None:
         self.image.close()
-
-    def stats(self) -> dict:
-        out: dict = {}
-        for r in self.rings:
-            for k, v in r.stats.items():
-                out[k] = out.get(k, 0) + v
-        return out

@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import logging
 import os
-import select
 import struct
-import threading
 import time
 
 from ...hv.grant import GrantError
 from . import tap
-from .ring import BackRing, RingError
+from .ring import BackRing, QueueWorker, RingError
 from .xenbus import XenbusBackend, DeviceError
 
 log = logging.getLogger("pyxen.netback")
@@ -43,57 +41,29 @@ _RXRSP = struct.Struct("<HHHh")            # id, offset, flags, status
 _EXTRA_GSO = struct.Struct("<BBHBxH")      # type, flags, gso size, gso type, features
 
 
-class NetQueue:
+class NetQueue(QueueWorker):
     def __init__(self, dev: "NetBackend", index: int, tx_ref: int, rx_ref: int, port: int,
                  tap_fd: int):
-        self.dev = dev
-        self.index = index
         g = dev.guest.grants
-        self.tx_handle, txv = g.map_ref(tx_ref, 0, False)
+        tx_h, txv = g.map_ref(tx_ref, 0, False)
         try:
-            self.rx_handle, rxv = g.map_ref(rx_ref, 0, False)
+            rx_h, rxv = g.map_ref(rx_ref, 0, False)
         except GrantError:
-            g.unmap(self.tx_handle)
+            g.unmap(tx_h)
             raise
         self.tx = BackRing(txv, TX_SLOT, f"{dev} queue {index} tx")
         self.rx = BackRing(rxv, RX_SLOT, f"{dev} queue {index} rx")
-        try:
-            self.evt = dev.guest.bind(port)
-        except OSError:
-            g.unmap(self.tx_handle)
-            g.unmap(self.rx_handle)
-            raise DeviceError(f"event channel {port} of queue {index} is not unbound for dom0")
         self.fd = tap_fd
         self.pending: bytes | None = None           # a received packet waiting for rx slots
-        self.stop = threading.Event()
         self.stats = {"tx_packets": 0, "tx_bytes": 0, "rx_packets": 0, "rx_bytes": 0,
                       "tx_errors": 0, "rx_dropped": 0}
         self.credit = dev.rate[0] if dev.rate else 0
         self.credit_at = time.monotonic()
-        self.thread = threading.Thread(target=self._serve, daemon=True,
-                                       name=f"netback-{dev.domid}-{dev.devid}-{index}")
+        super().__init__(dev, index, port, [(tx_h, txv), (rx_h, rxv)])
 
-    def start(self) -> None:
-        self.thread.start()
-
-    def _serve(self) -> None:
-        try:
-            while not self.stop.is_set():
-                self._tx()
-                want_packets = self._rx()
-                fds = [self.evt.fd] + ([self.fd] if want_packets else [])
-                r, _, _ = select.select(fds, [], [], 0.5)
-                if self.evt.fd in r:
-                    self.evt.consume()
-                if not self.dev.guest.alive():
-                    return
-        except RingError as e:
-            if not self.stop.is_set():
-                self.dev.ring_failed(str(e))
-        except (OSError, ValueError) as e:
-            if not self.stop.is_set():
-                log.exception("%s queue %d", self.dev, self.index)
-                self.dev.ring_failed(f"queue {self.index}: {e}")
+    def work(self) -> list[int]:
+        self._tx()
+        return [self.fd] if self._rx() else []
 
     # --- guest transmit ---------------------------------------------------------------------------
     def _tx(self) -> None:
@@ -290,21 +260,6 @@ class NetQueue:
         self.stats["rx_packets"] += 1
         self.stats["rx_bytes"] += len(pkt)
 
-    def close(self) -> None:
-        self.stop.set()
-        if self.thread.is_alive() and threading.current_thread() is not self.thread:
-            if self.evt.fd >= 0:
-                os.eventfd_write(self.evt.fd, 1)
-            self.thread.join(5)
-        g = self.dev.guest.grants
-        for ring, h in ((self.tx, self.tx_handle), (self.rx, self.rx_handle)):
-            ring.page.release()
-            try:
-                g.unmap(h)
-            except GrantError:
-                pass
-        self.evt.close()
-
 
 class NetBackend(XenbusBackend):
     kind = "vif"
@@ -317,15 +272,8 @@ class NetBackend(XenbusBackend):
         self.ifname = ifname or f"vif{guest.domid}.{devid}"
         self.mtu = mtu or 1500
         self.rate = rate
-        self.queues: list[NetQueue] = []
         self.tap_fds: list[int] = []
         self.frontend_sg = False
-        self.complaints = 0
-
-    def complain(self, msg: str) -> None:
-        self.complaints += 1
-        if self.complaints <= 20:
-            log.warning("%s: %s", self, msg)
 
     def setup(self) -> None:
         self.tap_fds = [tap.open_queue(self.ifname)]
@@ -344,38 +292,25 @@ class NetBackend(XenbusBackend):
     def connect(self) -> None:
         if self.read_fe_int("request-rx-copy", 0) != 1:
             raise DeviceError("the frontend does not use rx-copy (the only receive mode served)")
-        nq = self.read_fe_int("multi-queue-num-queues", 0)
-        if nq > MAX_QUEUES:
-            raise DeviceError(f"frontend asks for {nq} queues, {MAX_QUEUES} offered")
         self.frontend_sg = self.read_fe_int("feature-sg", 0) == 1
-        paths = self.queue_paths(nq, "tx-ring-ref")
-        queues = []
+        paths = self.queue_paths("tx-ring-ref", MAX_QUEUES)
         try:
             while len(self.tap_fds) < len(paths):
                 self.tap_fds.append(tap.open_queue(self.ifname))
-            for i, q in enumerate(paths):
-                if self.read_fe(q + "event-channel-tx") is not None:
-                    raise DeviceError("split event channels were not offered")
-                tx = self.read_fe_int(q + "tx-ring-ref")
-                rx = self.read_fe_int(q + "rx-ring-ref")
-                port = self.read_fe_int(q + "event-channel")
-                try:
-                    queues.append(NetQueue(self, i, tx, rx, port, self.tap_fds[i]))
-                except GrantError as e:
-                    raise DeviceError(f"queue {i}: cannot map its rings: {e}") from None
-        except (DeviceError, tap.NetDeviceError) as e:
-            for qq in queues:
-                qq.close()
+        except tap.NetDeviceError as e:
             raise DeviceError(str(e)) from None
-        self.queues = queues
-        for qq in queues:
-            qq.start()
-        log.info("%s connected: %s on %s, %d queue(s)", self, self.ifname, self.bridge, len(queues))
+
+        def make(i: int, q: str) -> NetQueue:
+            if self.read_fe(q + "event-channel-tx") is not None:
+                raise DeviceError("split event channels were not offered")
+            return NetQueue(self, i, self.read_fe_int(q + "tx-ring-ref"),
+                            self.read_fe_int(q + "rx-ring-ref"),
+                            self.read_fe_int(q + "event-channel"), self.tap_fds[i])
+        self.open_queues(paths, make)
+        log.info("%s connected: %s on %s, %d queue(s)", self, self.ifname, self.bridge, len(self.queues))
 
     def disconnect(self) -> None:
-        queues, self.queues = self.queues, []
-        for qq in queues:
-            qq.close()
+        super().disconnect()
         while len(self.tap_fds) > 1:                # the device itself stays until teardown
             os.close(self.tap_fds.pop())
 
@@ -383,10 +318,3 @@ class NetBackend(XenbusBackend):
         for fd in self.tap_fds:
             os.close(fd)
         self.tap_fds = []
-
-    def stats(self) -> dict:
-        out: dict = {}
-        for qq in self.queues:
-            for k, v in qq.stats.items():
-                out[k] = out.get(k, 0) + v
-        return out

@@ -12,9 +12,15 @@ page once before it is looked at."""
 from __future__ import annotations
 
 import ctypes
+import logging
+import os
+import select
 import struct
+import threading
 
 from ... import _atomic as A
+
+log = logging.getLogger("pyxen.backend")
 
 HEADER = 64
 PAGE = 4096
@@ -94,3 +100,73 @@ class BackRing:
             return True
         A.store32(self.addr + 4, (self.req_cons + 1) & M32)
         return self.unconsumed() > 0
+
+
+class QueueWorker:
+    """One queue of a device: a thread that calls `work()` whenever the
+    frontend's event channel fires (and on the fds `work()` returns), until
+    the device is closed or the guest is gone. A RingError (or an I/O error)
+    takes the whole device down through `dev.ring_failed`."""
+
+    def __init__(self, dev, index: int, port: int, rings: list[tuple[int, memoryview]]):
+        """rings: (grant handle, view) of the pages mapped for this queue,
+        released when the queue closes (also when binding the port fails)."""
+        self.dev = dev
+        self.index = index
+        self.mapped = rings
+        try:
+            self.evt = dev.guest.bind(port)
+        except OSError:
+            self._unmap()
+            from .xenbus import DeviceError
+            raise DeviceError(f"event channel {port} of queue {index} is not unbound for dom0")
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True,
+                                       name=f"{dev.kind}-{dev.domid}-{dev.devid}-q{index}")
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def work(self) -> list[int]:
+        """Serve the rings; returns more fds to wait on (besides the event channel)."""
+        raise NotImplementedError
+
+    def _serve(self) -> None:
+        try:
+            while not self.stop.is_set():
+                fds = [self.evt.fd] + self.work()
+                r, _, _ = select.select(fds, [], [], 0.5)
+                if self.evt.fd in r:
+                    self.evt.consume()
+                elif not r and not self.dev.guest.alive():    # only when idle: it costs
+                    return
+        except RingError as e:
+            if not self.stop.is_set():
+                self.dev.ring_failed(str(e))
+        except (OSError, ValueError) as e:
+            if not self.stop.is_set():
+                log.exception("%s queue %d", self.dev, self.index)
+                self.dev.ring_failed(f"queue {self.index}: {e}")
+
+    def release(self) -> None:
+        """Drop what the subclass keeps mapped (before the rings go)."""
+
+    def _unmap(self) -> None:
+        grants = self.dev.guest.grants
+        for h, view in self.mapped:
+            view.release()
+            try:
+                grants.unmap(h)
+            except Exception:
+                pass
+        self.mapped = []
+
+    def close(self) -> None:
+        self.stop.set()
+        if self.thread.is_alive() and threading.current_thread() is not self.thread:
+            if self.evt.fd >= 0:
+                os.eventfd_write(self.evt.fd, 1)
+            self.thread.join(5)
+        self.release()
+        self._unmap()
+        self.evt.close()

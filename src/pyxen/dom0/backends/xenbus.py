@@ -57,6 +57,8 @@ class XenbusBackend:
         self.stopping = False
         self.error: str | None = None
         self.closed = threading.Event()     # the backend reached Closed
+        self.queues: list = []               # QueueWorkers while connected
+        self.complaints = 0
         with xs.access() as store:
             self.client = store.new_client(0, True, sink=lambda path, token: self.events.put(path))
         self.thread = threading.Thread(target=self._run, daemon=True,
@@ -87,12 +89,52 @@ class XenbusBackend:
         except ValueError:
             raise DeviceError(f"frontend wrote {self.fe}/{key} = {v!r}, not a number") from None
 
-    def queue_paths(self, nq: int, key: str) -> list[str]:
+    # --- queues ------------------------------------------------------------------------------
+    def queue_paths(self, key: str, max_queues: int) -> list[str]:
         """Where each queue's keys are: flat in the frontend dir for one queue
         (Linux writes multi-queue-num-queues = 1 with flat keys), else queue-N/."""
+        nq = self.read_fe_int("multi-queue-num-queues", 0)
+        if nq > max_queues:
+            raise DeviceError(f"frontend asks for {nq} queues, {max_queues} offered")
         if nq <= 1 and self.read_fe(key) is not None:
             return [""]
         return [f"queue-{i}/" for i in range(max(nq, 1))]
+
+    def open_queues(self, paths: list[str], make) -> None:
+        """make(index, path) -> a QueueWorker for each queue; all or none."""
+        from ...hv.grant import GrantError
+        queues = []
+        try:
+            for i, q in enumerate(paths):
+                try:
+                    queues.append(make(i, q))
+                except GrantError as e:
+                    raise DeviceError(f"queue {i}: cannot map its rings: {e}") from None
+        except Exception:
+            for qq in queues:
+                qq.close()
+            raise
+        self.queues = queues
+        for qq in queues:
+            qq.start()
+
+    def disconnect(self) -> None:
+        queues, self.queues = self.queues, []
+        for qq in queues:
+            qq.close()
+
+    def stats(self) -> dict:
+        out: dict = {}
+        for qq in self.queues:
+            for k, v in qq.stats.items():
+                out[k] = out.get(k, 0) + v
+        return out
+
+    def complain(self, msg: str) -> None:
+        """A request failed: logged (the first 20 per device; a guest cannot flood the log)."""
+        self.complaints += 1
+        if self.complaints <= 20:
+            log.warning("%s: %s", self, msg)
 
     def write_be(self, values: dict) -> None:
         with self.xs.access() as store:
@@ -212,9 +254,6 @@ class XenbusBackend:
         """Before InitWait: write the features the frontend reads."""
 
     def connect(self) -> None:
-        raise NotImplementedError
-
-    def disconnect(self) -> None:
         raise NotImplementedError
 
     def teardown(self) -> None:
