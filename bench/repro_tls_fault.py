@@ -9,7 +9,22 @@ pipelines here, against ~1 in 5 boots for the first command without it), runs
 
     .venv/bin/python bench/repro_tls_fault.py [BOOTS] [RUNS]
 
-What is known (2026-11-26): at the ARCH_SET_FS hypercall the FS base is
+ROOT CAUSE (found 2026-11-26, not fixed yet): the guest kernel context-switches
+FPU state with FXSAVE (pyxen's PV CPUID policy hides XSAVE, and PVM's own
+supported CPUID lacks it too; dmesg: "x87 FPU will use FXSAVE"), while guest
+user space reads CPUID natively (PVM does not trap it), sees AVX/AVX-512 and
+the host's XCR0 (0xe7; xgetbv in the guest says so) and uses them (glibc's
+memcpy). A task switch in the guest then loses the upper halves of the
+vector registers: a memcpy interrupted by a switch (or by a page fault that
+sleeps) stores zeros. With GLIBC_TUNABLES=glibc.cpu.hwcaps=-AVX,-AVX2,
+-AVX512F,... in the guest the fault rate drops from ~30 % to ~3 %. Setting
+XCR0 = x87|SSE for the vCPU (KVM_SET_XCRS with CR4.OSXSAVE) does not help:
+PVM leaves the host's XCR0 in place while the guest runs. The fix is to
+offer the guest kernel XSAVE with exactly the hardware's XCR0 (its CPUID
+leaf 0xd and AVX/AVX-512 bits from the real CPU, xsetbv accepted only for
+that value), so its task switches save the full state.
+
+Earlier measurements: at the ARCH_SET_FS hypercall the FS base is
 right and the TCB self-pointer is at the base, but the .tdata word at
 base-0x90, in the same page and written earlier by glibc's memcpy of the TLS
 image, reads 0 in the frame the guest's page table maps; that PTE was written
