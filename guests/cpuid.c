@@ -107,7 +107,9 @@ void test_main(void)
     check(e1.c & BIT(31), "HYPERVISOR bit set");
     check(!(e1.c & (BIT(3) | BIT(5) | BIT(17) | BIT(21) | BIT(24))),
           "no MONITOR, VMX, PCID, x2APIC, TSC-deadline (ecx %#x)", e1.c);
-    check(!(e1.c & (BIT(26) | BIT(27))), "no XSAVE/OSXSAVE (ecx %#x)", e1.c);
+    /* XSAVE as the real CPU runs it (guest user space sees the host's XCR0) */
+    check((e1.c & (BIT(26) | BIT(27))) == (n1.c & (BIT(26) | BIT(27))),
+          "XSAVE/OSXSAVE as the hardware's (ecx %#x, native %#x)", e1.c, n1.c);
     check(!(e1.d & (BIT(1) | BIT(3) | BIT(12) | BIT(13) | BIT(17))),
           "no VME, PSE, MTRR, PGE, PSE36 (edx %#x)", e1.d);
     check((e1.d & (BIT(0) | BIT(4) | BIT(8) | BIT(24) | BIT(26))) ==
@@ -127,7 +129,17 @@ void test_main(void)
     check((x1.d & (BIT(29) | BIT(20))) == (BIT(29) | BIT(20)), "LM and NX (edx %#x)", x1.d);
     check(!(x1.d & BIT(26)), "no 1 GiB pages");
     r = xen_cpuid(0xd, 0);
-    check(!r.a && !r.b && !r.c && !r.d, "leaf 0xd empty (no XSAVE)");
+    if (e1.c & BIT(27)) {
+        uint32_t lo, hi;
+        __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+        check(r.a == lo && r.d == hi, "leaf 0xd offers the XCR0 in force (%#x, xgetbv %#x)",
+              r.a, lo);
+        check(r.b == r.c && r.b >= 576, "leaf 0xd size %u", r.b);
+        struct cpuid_res r1 = xen_cpuid(0xd, 1);
+        check(!(r1.a & 0xf), "no XSAVEOPT/XSAVEC/XGETBV1/XSAVES (%#x)", r1.a);
+    } else {
+        check(!r.a && !r.b && !r.c && !r.d, "leaf 0xd empty (no XSAVE)");
+    }
     r = xen_cpuid(5, 0);
     check(!r.a && !r.b && !r.c && !r.d, "leaf 5 (MONITOR) empty");
 

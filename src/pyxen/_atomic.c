@@ -81,8 +81,27 @@ static PyObject *store32(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* the host CPU's own answers (PVM lets guest user space read them natively) */
+static PyObject *host_cpuid(PyObject *self, PyObject *args) {
+    unsigned int leaf, sub, a, b, c, d;
+    if (!PyArg_ParseTuple(args, "II", &leaf, &sub)) return NULL;
+    __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(leaf), "c"(sub));
+    return Py_BuildValue("(IIII)", a, b, c, d);
+}
+
+static PyObject *host_xcr0(PyObject *self, PyObject *noargs) {
+    unsigned int a, b, c, d;
+    __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(1), "c"(0));
+    if (!(c & (1u << 27)))            /* no OSXSAVE: xgetbv would fault */
+        return PyLong_FromLong(0);
+    __asm__ volatile("xgetbv" : "=a"(a), "=d"(d) : "c"(0));
+    return PyLong_FromUnsignedLongLong(((uint64_t)d << 32) | a);
+}
+
 static PyMethodDef methods[] = {
     {"rdtsc", rdtsc, METH_NOARGS, "rdtsc() -> the CPU's time-stamp counter (what a PV guest reads)"},
+    {"host_cpuid", host_cpuid, METH_VARARGS, "host_cpuid(leaf, sub) -> (eax, ebx, ecx, edx) of this CPU"},
+    {"host_xcr0", host_xcr0, METH_NOARGS, "host_xcr0() -> XCR0 in force (0 without OSXSAVE)"},
     {"store32", store32, METH_VARARGS, "store32(addr, value): atomic 32-bit store"},
     {"set_bit", set_bit, METH_VARARGS, "set_bit(addr, bit) -> was set: atomic OR of one bit"},
     {"clear_bit", clear_bit, METH_VARARGS, "clear_bit(addr, bit) -> was set: atomic AND-NOT"},

@@ -379,11 +379,32 @@ def test_cpuid_amd_extended_leaves():
 
 
 def test_cpuid_hidden_features_include_dependents():
-    gone = CP.hidden_features()
+    gone = CP.hidden_features(("XSAVE",))       # no host XSAVE information
     assert {"XSAVE", "AVX", "AVX2", "AVX512F", "AVX512VL", "FMA", "VAES"} <= gone
     assert "SSE2" not in gone and "FSGSBASE" not in gone
-    m = CP.feature_masks()
+    m = CP.feature_masks(("XSAVE",))
     assert not m[1] >> 28 & 1 and m[1] >> 31 & 1       # AVX hidden, HYPERVISOR allowed
+    assert {"XSAVEOPT", "XSAVEC", "XGETBV1"} <= CP.hidden_features()
+    assert "XSAVE" not in CP.hidden_features()
+
+
+def test_cpuid_xsave_follows_the_host():
+    """With the host's CPUID and XCR0, XSAVE/OSXSAVE/AVX/AVX512F come from the
+    real CPU and leaf 0xd describes exactly the XCR0 in force."""
+    host = {(1, 0): (0, 0, (1 << 26) | (1 << 27) | (1 << 28), 0), (7, 0): (0, 1 << 16, 0, 0),
+            (0xD, 2): (256, 576, 0, 0), (0xD, 5): (64, 832, 0, 0), (0xD, 6): (512, 896, 0, 0),
+            (0xD, 7): (1024, 1408, 0, 0)}
+    p = CP.CpuidPolicy.from_kvm(kvm_entries(leaves={(1, 0): (0x000906EA, 0, 0x80002000, 0)}),
+                                host=(lambda l, s: host.get((l, s), (0, 0, 0, 0)), 0xE7))
+    c = p.leaf(1)[2]
+    assert c >> 26 & 1 and c >> 27 & 1 and c >> 28 & 1
+    assert p.leaf(7, 0)[1] >> 16 & 1
+    assert p.leaf(0xD, 0) == (0xE7, 2432, 2432, 0)
+    assert p.leaf(0xD, 1) == (0, 0, 0, 0) and p.leaf(0xD, 5) == (64, 832, 0, 0)
+    # a host without AVX-512 state in XCR0: no AVX512F for the guest either
+    p = CP.CpuidPolicy.from_kvm(kvm_entries(leaves={(1, 0): (0x000906EA, 0, 0x80002000, 0)}),
+                                host=(lambda l, s: host.get((l, s), (0, 0, 0, 0)), 0x7))
+    assert not p.leaf(7, 0)[1] >> 16 & 1 and p.leaf(0xD, 0)[0] == 0x7
 
 
 # --- unit tests: privileged operations --------------------------------------------------------
@@ -433,8 +454,9 @@ def test_privop_control_registers(priv):
     run_priv(priv, "0f06")                                 # clts
     assert not priv.vcpu.pv.cr0_ts and not priv.sregs.cr0 & 8
     assert PO.read_cr(priv.em, priv.vcpu, 4) == 0x620
-    PO.set_cr4(priv.em, priv.vcpu, 0xFFFFFFFF)             # only TSD, DE, FSGSBASE stick
-    assert PO.read_cr(priv.em, priv.vcpu, 4) == 0x620 | 0x4 | 0x8 | 0x10000
+    PO.set_cr4(priv.em, priv.vcpu, 0xFFFFFFFF)             # only TSD, DE, FSGSBASE, OSXSAVE stick
+    osxsave = 0x40000 if PO.guest_cr4_fixup(priv.em, priv.vcpu, 0x40000) & 0x40000 else 0
+    assert PO.read_cr(priv.em, priv.vcpu, 4) == 0x620 | 0x4 | 0x8 | 0x10000 | osxsave
     priv.vcpu.regs.rcx = 0
     with pytest.raises(PO.NotEmulated):
         run_priv(priv, "440f20c0")                         # mov rax, cr8
@@ -505,3 +527,24 @@ def test_privop_long_rep_restarts(priv):
     assert nxt == RIP and v.regs.rcx == 5 and v.regs.rdi == 0x10000 + PO.MAX_REP
     nxt, _ = run_priv(priv, "f36c")
     assert nxt == RIP + 2 and v.regs.rcx == 0 and len(written) == PO.MAX_REP + 5
+
+
+def test_privop_xsetbv_accepts_only_the_xcr0_in_force(priv):
+    """The guest kernel's xsetbv: the host's XCR0 (what leaf 0xd offers) is
+    accepted; another value, another XCR or CR4.OSXSAVE clear is the #GP."""
+    pol = priv.em.policy(priv.vcpu)
+    if not pol.xcr0:
+        pytest.fail("this host offers no XSAVE: the guest kernel would lose AVX state")
+    r = priv.vcpu.regs
+    r.rcx, r.rax, r.rdx = 0, pol.xcr0 & 0xFFFFFFFF, pol.xcr0 >> 32
+    with pytest.raises(PO.NotEmulated):
+        run_priv(priv, "0f01d1")                          # CR4.OSXSAVE not set yet
+    PO.set_cr4(priv.em, priv.vcpu, 0x620 | PO.CR4_OSXSAVE)
+    nxt, _ = run_priv(priv, "0f01d1")
+    assert nxt == RIP + 3
+    r.rax = 0x3
+    with pytest.raises(PO.NotEmulated):
+        run_priv(priv, "0f01d1")                          # x87|SSE only: an area too small
+    r.rax, r.rcx = pol.xcr0 & 0xFFFFFFFF, 1
+    with pytest.raises(PO.NotEmulated):
+        run_priv(priv, "0f01d1")                          # XCR1 does not exist

@@ -71,7 +71,9 @@ class Emulator:
                 khz = vcpu.kvm.tsc_khz()
             except OSError:
                 khz = 0
+            from ... import _atomic
             self._policy = CpuidPolicy.from_kvm(self.domain.cpuid_entries,
+                                                host=(_atomic.host_cpuid, _atomic.host_xcr0()),
                                                 xen_version=(XEN_MAJOR, XEN_MINOR),
                                                 tsc_khz=khz, nr_pages=self.domain.nr_pages)
         return self._policy

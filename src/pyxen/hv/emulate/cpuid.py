@@ -14,10 +14,16 @@ give a vCPU). From it pyxen builds Xen's *default PV policy*:
   TOPOEXT, IBS, LWP, SKINIT, WDT, OSVW, NODEID_MSR, EXTAPIC, CR8_LEGACY,
   WBNOINVD, AMD_PPIN, HYBRID, MOVDIRI/MOVDIR64B/ENQCMD, ...;
 * pyxen's own deviations, because it cannot back them:
-  - XSAVE and everything that needs it (AVX, AVX2, FMA, FMA4, F16C, XOP,
-    all AVX-512, VAES, VPCLMULQDQ, AVX_VNNI, XSAVEOPT/XSAVEC/XGETBV1,
-    leaf 0xd): pyxen does not run the vCPU with CR4.OSXSAVE and does not
-    emulate xsetbv, so OSXSAVE is never shown either;
+  - XSAVE is offered only as the host CPU runs it: guest user space reads
+    CPUID natively here (PVM does not trap it) and uses AVX/AVX-512 in the
+    host's XCR0, which PVM leaves in force while the guest runs. The guest
+    kernel must save that state at its task switches (with FXSAVE only, a
+    memcpy interrupted by a switch lost its data: the old "TLS fault"). So
+    XSAVE, OSXSAVE (leaked as Xen does), AVX and AVX512F come from the real
+    CPU when its XCR0 has their state, leaf 0xd describes exactly the
+    host's XCR0, and xsetbv is accepted for that value only (privop.py).
+    XSAVEOPT/XSAVEC/XGETBV1/XSAVES stay hidden. Without that information
+    (unit tests) XSAVE and what needs it are hidden;
   - speculation-control MSRs are not virtualised: IBRSB, STIBP, SSBD,
     INTEL_PSFD, IBPB (PRED_CMD) and ARCH_CAPS are hidden;
 * HYPERVISOR is set; leaf 1 EBX's initial APIC ID is 0; family/model keep
@@ -81,7 +87,7 @@ PV_DEFAULT = {
 }
 
 # what pyxen cannot back (see the module docstring), with what depends on it
-PYXEN_HIDDEN = {"XSAVE", "IBRSB", "STIBP", "SSBD", "INTEL_PSFD", "IBPB", "ARCH_CAPS",
+PYXEN_HIDDEN = {"XSAVEOPT", "XSAVEC", "XGETBV1", "IBRSB", "STIBP", "SSBD", "INTEL_PSFD", "IBPB", "ARCH_CAPS",
                 "IBPB_RET", "SBPB", "IBPB_BRTYPE"}
 DEPENDENTS = {   # a subset of Xen's gen-cpuid.py deep dependencies
     "XSAVE": ["XSAVEOPT", "XSAVEC", "XGETBV1", "AVX"],
@@ -95,8 +101,8 @@ DEPENDENTS = {   # a subset of Xen's gen-cpuid.py deep dependencies
 _NAMES = {name: (w, b) for w, bits in PV_DEFAULT.items() for name, b in bits.items()}
 
 
-def hidden_features() -> set[str]:
-    out, todo = set(), list(PYXEN_HIDDEN)
+def hidden_features(extra=()) -> set[str]:
+    out, todo = set(), list(PYXEN_HIDDEN) + list(extra)
     while todo:
         n = todo.pop()
         if n not in out:
@@ -105,9 +111,9 @@ def hidden_features() -> set[str]:
     return out
 
 
-def feature_masks() -> dict[int, int]:
+def feature_masks(extra_hidden=()) -> dict[int, int]:
     """Per feature word, the bits a PV guest may see."""
-    gone = hidden_features()
+    gone = hidden_features(extra_hidden)
     masks = {}
     for w, bits in PV_DEFAULT.items():
         masks[w] = sum(1 << b for n, b in bits.items() if n not in gone)
@@ -125,6 +131,10 @@ XEN_SIGNATURE = (0x566E6558, 0x65584D4D, 0x4D4D566E)   # "XenVMMXenVMM"
 XEN_CPUID_FEAT1_MMU_PT_UPDATE_PRESERVE_AD = 1
 XEN_LEAVES = 5                                         # XEN_CPUID_MAX_NUM_LEAVES
 MAX_BASIC = 0xD
+OSXSAVE_BIT = 27
+# the host CPU's own bits a guest kernel must know to save what user space uses
+HOST_LEAF1_ECX = (1 << 26) | (1 << 28)        # XSAVE, AVX
+HOST_LEAF7_EBX = 1 << 16                      # AVX512F (opmask, ZMM_Hi256, Hi16_ZMM)
 MAX_FEAT_SUBLEAF = 2
 REGS = ("eax", "ebx", "ecx", "edx")
 
@@ -152,9 +162,13 @@ class CpuidPolicy:
     maxphys_bits: int = 36
     masks: dict[int, int] = field(default_factory=feature_masks)
     indexed: set[int] = field(default_factory=set)    # leaves with subleaves
+    xcr0: int = 0                                      # the XCR0 guest code runs with
+    xsave_leaves: dict = field(default_factory=dict)   # host leaf 0xd, by subleaf
 
     @classmethod
-    def from_kvm(cls, entries, *, xen_version=(4, 17), tsc_khz=0, nr_pages=0):
+    def from_kvm(cls, entries, *, xen_version=(4, 17), tsc_khz=0, nr_pages=0, host=None):
+        """host: the real CPU, as a function (leaf, sub) -> regs and its XCR0
+        (pyxen._atomic.host_cpuid / host_xcr0), for the XSAVE part."""
         raw: dict[tuple[int, int], tuple[int, int, int, int]] = {}
         indexed = set()
         for e in entries:
@@ -167,8 +181,24 @@ class CpuidPolicy:
         vendor = (v[1].to_bytes(4, "little") + v[3].to_bytes(4, "little")
                   + v[2].to_bytes(4, "little")).decode("latin-1")
         bits = max(1, (max(nr_pages, 1) - 1).bit_length()) + 12
+        xcr0, xsave = 0, {}
+        if host is not None:
+            cpuid, xcr0 = host
+            if xcr0 & 3 == 3 and cpuid(1, 0)[2] & (1 << 26):
+                a, b, c, d = raw.get((1, 0), (0, 0, 0, 0))
+                native1 = cpuid(1, 0)[2]
+                c |= native1 & HOST_LEAF1_ECX & (0xFFFFFFFF if xcr0 & 4 else 1 << 26)
+                raw[(1, 0)] = (a, b, c, d)
+                if xcr0 & 0xE0 == 0xE0:
+                    a, b, c, d = raw.get((7, 0), (0, 0, 0, 0))
+                    raw[(7, 0)] = (a, b | (cpuid(7, 0)[1] & HOST_LEAF7_EBX), c, d)
+                xsave = {n: cpuid(0xD, n) for n in range(2, 64) if xcr0 >> n & 1}
+            else:
+                xcr0 = 0
+        masks = feature_masks(() if xcr0 else ("XSAVE",))
         return cls(raw=raw, vendor=vendor, xen_version=xen_version, tsc_khz=tsc_khz,
-                   maxphys_bits=bits, indexed=indexed)
+                   maxphys_bits=bits, indexed=indexed, masks=masks, xcr0=xcr0,
+                   xsave_leaves=xsave)
 
     @property
     def amd(self) -> bool:
@@ -198,10 +228,23 @@ class CpuidPolicy:
         leaf, sub, reg = WORDS[w]
         return bool(self.leaf(leaf, sub)[REGS.index(reg)] >> b & 1)
 
+    def xstate_size(self) -> int:
+        """Bytes of a standard-format XSAVE area for the host's XCR0."""
+        size = 512 + 64
+        for a, b, _, _ in self.xsave_leaves.values():
+            size = max(size, a + b)
+        return size
+
     def leaf(self, leaf: int, sub: int = 0) -> tuple[int, int, int, int]:
         """CPUID(leaf, sub) as the PV guest sees it (guest_cpuid)."""
         leaf &= 0xFFFFFFFF
         sub &= 0xFFFFFFFF
+        if leaf == 0xD and self.xcr0 and self.has("XSAVE"):
+            if sub == 0:
+                size = self.xstate_size()
+                return (self.xcr0 & 0xFFFFFFFF, size, size, self.xcr0 >> 32)
+            a, b, c, _ = self.xsave_leaves.get(sub, (0, 0, 0, 0))
+            return (a, b, c & 2, 0)                 # sub 1: no XSAVEOPT/XSAVEC/XSAVES
         if leaf <= 0xFFFF:
             return tuple(self._basic(leaf, sub))
         if 0x40000000 <= leaf <= 0x400001FF:
@@ -224,6 +267,8 @@ class CpuidPolicy:
             r[0] &= 0x0FFF0FFF                      # no processor type
             r[1] &= 0x00FFFFFF                      # APIC ID: dynamic, 0 for PV
             r[2] |= 1 << 31                         # HYPERVISOR
+            if r[2] >> 26 & 1:
+                r[2] |= 1 << OSXSAVE_BIT            # leaked, as Xen does
             return r
         if leaf in (5, 6, 8, 0xA, 0xB, 0xC, 0xD):
             return z                                # MONITOR, power, vPMU, topology, XSAVE

@@ -175,6 +175,9 @@ def _dispatch(em, vcpu, insn, rf: RegFile, rflags: int) -> tuple[int, int]:
         return nxt, rflags
     if iid == X.X86_INS_WBINVD:
         return nxt, rflags
+    if iid == X.X86_INS_XSETBV:
+        _xsetbv(em, vcpu, rf)
+        return nxt, rflags
     if iid == X.X86_INS_HLT:
         return nxt, rflags         # emulate_gp blocks, outside the lock
     raise NotEmulated
@@ -385,6 +388,21 @@ def _write_hypercall_page(vcpu, val: int) -> None:
     from ...build.x86_64 import hypercall_page
     page = hypercall_page(L.PORT_HYPERCALL)
     mm.ram[mfn << 12:(mfn << 12) + len(page)] = page
+
+
+# --- XCR0 -----------------------------------------------------------------------------------------
+def _xsetbv(em, vcpu, rf: RegFile) -> None:
+    """The guest kernel's xsetbv. The XCR0 in force is the host's (PVM keeps
+    it while the guest runs) and CPUID leaf 0xd describes exactly it, so
+    that value is accepted (nothing to do) and anything else is the #GP the
+    guest took: an XSAVE area sized for less would overflow."""
+    if rf.read("ecx") & 0xFFFFFFFF != 0 or not em.vstate(vcpu).cr4 & CR4_OSXSAVE:
+        raise NotEmulated
+    val = (rf.read("edx") & 0xFFFFFFFF) << 32 | (rf.read("eax") & 0xFFFFFFFF)
+    pol = em.policy(vcpu)
+    if not pol.xcr0 or val != pol.xcr0:
+        vcpu.domain.log_guest_error(vcpu, f"xsetbv {val:#x}: only {pol.xcr0:#x} can be run")
+        raise NotEmulated
 
 
 # --- cpuid -------------------------------------------------------------------------------------
