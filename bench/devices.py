@@ -29,7 +29,6 @@ import hashlib
 import json
 import os
 import re
-import select
 import shutil
 import socket
 import statistics
@@ -49,6 +48,7 @@ from pyxen.build.linux_guest import (build_initramfs, kernel_modules_dir,    # n
                                      module_files, prepare_linux)
 from pyxen.toolstack.client import Client                                  # noqa: E402
 from pyxen.toolstack.guestshell import ConsoleShell, PROMPT               # noqa: E402
+from qemu_console import Qemu                                              # noqa: E402
 
 BRIDGE, BRIDGE_IP, NET = "pxb0", "10.213.7.1", "10.213.7"
 PYXEN_VIF, QEMU_TAP = "pxbv0", "pxbq0"
@@ -398,57 +398,18 @@ def complaints(rd: Path) -> list[str]:
 
 
 # --- QEMU TCG ------------------------------------------------------------------------------------
-class Qemu:
-    """qemu-system-x86_64 -accel tcg with the serial console on a pipe."""
-
-    def __init__(self, kernel: Path, initrd: Path, img: Path):
-        self.p = subprocess.Popen(
-            ["qemu-system-x86_64", "-accel", "tcg", "-m", "512", "-nographic", "-no-reboot",
-             "-kernel", str(kernel), "-initrd", str(initrd), "-append", "console=ttyS0 quiet",
-             "-drive", f"file={img},if=virtio,format=raw,cache=none",
-             "-netdev", f"tap,id=n0,ifname={QEMU_TAP},script=no,downscript=no",
-             "-device", "virtio-net-pci,netdev=n0"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        self.out = b""
-
-    def wait_for(self, pattern: str, timeout: float = 300, start: int = 0) -> None:
-        end = time.monotonic() + timeout
-        rx = re.compile(pattern.encode())
-        while time.monotonic() < end:
-            if rx.search(self.out, start):
-                return
-            if self.p.poll() is not None:
-                raise RuntimeError(f"qemu exited ({self.p.returncode}): "
-                                   + self.out[-2000:].decode(errors="replace"))
-            r, _, _ = select.select([self.p.stdout], [], [], 0.5)
-            if r:
-                self.out += os.read(self.p.stdout.fileno(), 65536)
-        raise RuntimeError("qemu: timed out waiting for " + pattern + "\n"
-                           + self.out[-2000:].decode(errors="replace"))
-
-    def run(self, cmd: str, timeout: float = 300) -> str:
-        marker = f"__q{time.monotonic_ns()}__"
-        start = len(self.out)
-        self.p.stdin.write(f"{cmd}; echo {marker[:3]}''{marker[3:]}\n".encode())
-        self.p.stdin.flush()
-        self.wait_for("(?<!')" + re.escape(marker) + r"\r?\n", timeout, start)
-        body = self.out[start:].decode(errors="replace")
-        body = body[:body.rfind(marker)]
-        typed = marker[:3] + "''" + marker[3:]
-        if typed in body:
-            body = body[body.rfind(typed) + len(typed):]
-        return body.replace("\r", "").strip()
-
-    def close(self) -> None:
-        if self.p.poll() is None:
-            self.p.kill()
-        self.p.wait()
+def start_qemu(kernel: Path, initrd: Path, img: Path) -> Qemu:
+    """virtio-blk on the image, virtio-net on a TAP device on the bridge."""
+    return Qemu(kernel, initrd, 512, [
+        "-drive", f"file={img},if=virtio,format=raw,cache=none",
+        "-netdev", f"tap,id=n0,ifname={QEMU_TAP},script=no,downscript=no",
+        "-device", "virtio-net-pci,netdev=n0"])
 
 
 def qemu_run(kernel: Path, initrd: Path, img: Path, busybox: Path, sz: Sizes, sha: str) -> dict:
     from pyroute2 import IPRoute
     t0 = time.monotonic()
-    q = Qemu(kernel, initrd, img)
+    q = start_qemu(kernel, initrd, img)
     try:
         with IPRoute() as ip:
             for _ in range(100):

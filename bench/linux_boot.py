@@ -10,9 +10,7 @@
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import select
 import subprocess
 import sys
 import tempfile
@@ -25,6 +23,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from pyxen.build.linux_guest import prepare_linux, build_initramfs   # noqa: E402
 from pyxen.hv.abi import HYPERCALLS                                     # noqa: E402
 from pyxen.toolstack.guestshell import GuestShell, PROMPT               # noqa: E402
+from qemu_console import Qemu                                           # noqa: E402
 
 LOOP_C = r"""
 #include <stdio.h>
@@ -68,47 +67,9 @@ def pyxen_run(images, c_loops):
     return boot, sh, c, counts, exits
 
 
-class Qemu:
-    def __init__(self, images, tmp):
-        self.p = subprocess.Popen(
-            ["qemu-system-x86_64", "-accel", "tcg", "-m", "256", "-nographic", "-no-reboot",
-             "-kernel", str(images.kernel), "-initrd", str(images.initrd),
-             "-append", "console=ttyS0 quiet"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        self.out = b""
-
-    def wait_for(self, pattern, timeout=300):
-        end = time.monotonic() + timeout
-        rx = re.compile(pattern.encode())
-        while time.monotonic() < end:
-            if rx.search(self.out):
-                return
-            r, _, _ = select.select([self.p.stdout], [], [], 0.5)
-            if r:
-                self.out += os.read(self.p.stdout.fileno(), 65536)
-        raise RuntimeError("qemu: timed out waiting for " + pattern)
-
-    def run(self, cmd, timeout=300):
-        marker = f"__q{time.monotonic_ns()}__"
-        start = len(self.out)
-        self.p.stdin.write(f"{cmd}; echo {marker[:3]}''{marker[3:]}\n".encode())
-        self.p.stdin.flush()
-        self.wait_for("(?<!')" + re.escape(marker) + r"\r?\n", timeout)
-        body = self.out[start:].decode(errors="replace")
-        body = body[:body.rfind(marker)]
-        typed = marker[:3] + "''" + marker[3:]
-        if typed in body:
-            body = body[body.rfind(typed) + len(typed):]
-        return body.replace("\r", "").strip()
-
-    def close(self):
-        self.p.kill()
-        self.p.wait()
-
-
 def qemu_run(images, c_loops, tmp):
     t0 = time.monotonic()
-    q = Qemu(images, tmp)
+    q = Qemu(images.kernel, images.initrd)
     q.wait_for(PROMPT)
     boot = time.monotonic() - t0
     q.run("stty -echo cols 4000; PS1=")
