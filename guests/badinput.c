@@ -40,11 +40,7 @@ struct status_args { uint16_t dom, pad; uint32_t port, status, vcpu, u[2]; };
 
 void test_main(void)
 {
-    check(traps_init() == 0, "traps_init");
-    set_smp_id(0);
-    int erc = events_init();
-    check(erc == 0, "events_init (%s): %d", evtchn_fifo ? "fifo" : "2-level", erc);
-    unsigned int n = smp_nr_vcpus();
+    unsigned int n = events_test_start();
 
     /* the channel limit */
     if (!evtchn_fifo) {

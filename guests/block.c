@@ -48,11 +48,7 @@ static void sender(unsigned int me)
 
 void test_main(void)
 {
-    check(traps_init() == 0, "traps_init");
-    set_smp_id(0);
-    int erc = events_init();
-    check(erc == 0, "events_init (%s): %d", evtchn_fifo ? "fifo" : "2-level", erc);
-    nr_vcpus = smp_nr_vcpus();
+    nr_vcpus = events_test_start();
     check(HYPERVISOR_vcpu_op(VCPUOP_register_runstate_memory_area, 0,
                              &(unsigned long){(unsigned long)&runstate}) == 0, "runstate area");
     long tp = timer_port();

@@ -42,11 +42,7 @@ static void player(unsigned int me)
 
 void test_main(void)
 {
-    check(traps_init() == 0, "traps_init");
-    set_smp_id(0);
-    int erc = events_init();
-    check(erc == 0, "events_init (%s): %d", evtchn_fifo ? "fifo" : "2-level", erc);
-    unsigned int n = smp_nr_vcpus() & ~1u;
+    unsigned int n = events_test_start() & ~1u;
     rounds = cmdline_get_ulong("count", 10000);
     if (n < 2)
         test_skip("needs 2 vCPUs");

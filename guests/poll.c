@@ -42,11 +42,7 @@ static int pending_mask(void)
 
 void test_main(void)
 {
-    check(traps_init() == 0, "traps_init");
-    set_smp_id(0);
-    int erc = events_init();
-    check(erc == 0, "events_init (%s): %d", evtchn_fifo ? "fifo" : "2-level", erc);
-    unsigned int n = smp_nr_vcpus();
+    unsigned int n = events_test_start();
     unsigned int target = n > 1 ? 1 : 0;
     uint32_t list[NP + 1];
     for (int k = 0; k < NP; k++) {

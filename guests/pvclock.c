@@ -48,11 +48,7 @@ static void hammer(unsigned int me)
 
 void test_main(void)
 {
-    check(traps_init() == 0, "traps_init");
-    set_smp_id(0);
-    int erc = events_init();
-    check(erc == 0, "events_init (%s): %d", evtchn_fifo ? "fifo" : "2-level", erc);
-    unsigned int n = smp_nr_vcpus();
+    unsigned int n = events_test_start();
     struct vcpu_time_info *t = &this_vcpu_info()->time;
     check(t->tsc_to_system_mul != 0 && (t->version & 1) == 0, "vcpu_time_info is valid");
     for (unsigned int i = 1; i < n; i++)

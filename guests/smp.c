@@ -70,11 +70,7 @@ static bool wait_down(unsigned int id)
 
 void test_main(void)
 {
-    check(traps_init() == 0, "traps_init");
-    set_smp_id(0);
-    int erc = events_init();
-    check(erc == 0, "events_init (%s): %d", evtchn_fifo ? "fifo" : "2-level", erc);
-    unsigned int n = smp_nr_vcpus();
+    unsigned int n = events_test_start();
     if (n < 2)
         test_skip("needs 2 vCPUs");
     printk("%u vCPUs\n", n);

@@ -79,11 +79,7 @@ static void storm(unsigned int me)
 
 void test_main(void)
 {
-    check(traps_init() == 0, "traps_init");
-    set_smp_id(0);
-    int erc = events_init();
-    check(erc == 0, "events_init (%s): %d", evtchn_fifo ? "fifo" : "2-level", erc);
-    nr = smp_nr_vcpus();
+    nr = events_test_start();
     unsigned long total = cmdline_get_ulong("count", 100000);
     quota = total / nr;
     event_hook = on_event;

@@ -46,11 +46,7 @@ static void count_ticks(unsigned int me)
 
 void test_main(void)
 {
-    check(traps_init() == 0, "traps_init");
-    set_smp_id(0);
-    int erc = events_init();
-    check(erc == 0, "events_init (%s): %d", evtchn_fifo ? "fifo" : "2-level", erc);
-    unsigned int n = smp_nr_vcpus();
+    unsigned int n = events_test_start();
     printk("%u vCPUs\n", n);
     struct vcpu_set_periodic_timer bad = { 1000 };
     check(HYPERVISOR_vcpu_op(VCPUOP_set_periodic_timer, 0, &bad) == -22,

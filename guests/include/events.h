@@ -94,6 +94,9 @@ extern void (*event_hook)(unsigned int port);
 int events_init(void);                /* callbacks (+ FIFO control block) for this vCPU; events stay masked */
 unsigned int smp_id(void);            /* this vCPU's id (kernel %gs base) */
 void set_smp_id(unsigned int id);
+/* the usual start of an events test on vCPU 0: traps_init, events_init (both
+ * check()ed, printing which ABI), returns the number of vCPUs */
+unsigned int events_test_start(void);
 struct vcpu_info *this_vcpu_info(void);
 void local_events_enable(void);       /* unmask; take pending upcalls now */
 void local_events_disable(void);

@@ -31,6 +31,15 @@ struct vcpu_info *this_vcpu_info(void)
     return &shared_info->vcpu_info[smp_id()];
 }
 
+unsigned int events_test_start(void)
+{
+    check(traps_init() == 0, "traps_init");
+    set_smp_id(0);
+    int erc = events_init();
+    check(erc == 0, "events_init (%s): %d", evtchn_fifo ? "fifo" : "2-level", erc);
+    return smp_nr_vcpus();
+}
+
 int events_init(void)
 {
     static volatile int abi_chosen;
