@@ -5,6 +5,7 @@ in this process; `ConsoleShell` attaches to a domain pyxend runs, as
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 import threading
 import time
 
@@ -15,7 +16,7 @@ from .xlcfg import parse
 PROMPT = "pyxen:"
 
 
-class ShellSession:
+class ShellSession(ABC):
     """Console output collected in `out`; subclasses deliver it (`_sink`),
     type keys (`type`) and set `result` when the guest has ended."""
 
@@ -54,8 +55,9 @@ class ShellSession:
                     raise AssertionError(f"timed out waiting for {pattern!r}:\n" + self.text[-3000:])
                 self.cond.wait(left)
 
+    @abstractmethod
     def type(self, data: str) -> None:
-        raise NotImplementedError
+        """Send keystrokes to the guest's console."""
 
     def run(self, cmd: str, timeout: float = 60) -> str:
         """Run a shell command; returns its output."""

@@ -11,7 +11,8 @@ from __future__ import annotations
 import errno
 import os
 import threading
-from dataclasses import dataclass
+from abc import ABC, abstractmethod
+from types import SimpleNamespace
 
 from ...hv.grant import GrantTable
 
@@ -52,32 +53,24 @@ class EventEnd:
             self._on_close = None
 
 
-class GuestAccess:
+class GuestAccess(ABC):
     """A guest as a backend sees it."""
     domid: int
     ram: memoryview         # all of the guest's RAM (frame n at n * 4096)
     nr_pages: int
     grants: GrantTable
 
+    @abstractmethod
     def bind(self, port: int) -> EventEnd:
         """Bind to the frontend's unbound port (remote domain 0)."""
-        raise NotImplementedError
 
     def alive(self) -> bool:
         return True
 
 
-@dataclass
-class _HeapView:
-    mem: object            # has .addr (host address of the heap mapping)
-
-
-@dataclass
-class _RamView:
-    view: memoryview
-
-
 class _Owns:
+    """mm.owns() for GrantTable: any frame of the guest's RAM."""
+
     def __init__(self, nr_pages: int):
         self.nr_pages = nr_pages
 
@@ -92,13 +85,9 @@ class ForeignGrantTable(GrantTable):
     grew its table)."""
 
     def __init__(self, heap, ram: memoryview, nr_pages: int, fetch):
-        class _Dom:
-            pass
-        d = _Dom()
-        d.heap = _HeapView(heap)
-        d.ram = _RamView(ram)
-        d.mm = _Owns(nr_pages)
-        super().__init__(d)
+        # the parts of a Domain GrantTable reads: heap.mem.addr, ram.view, mm.owns
+        super().__init__(SimpleNamespace(heap=SimpleNamespace(mem=heap),
+                                         ram=SimpleNamespace(view=ram), mm=_Owns(nr_pages)))
         self._fetch = fetch
         self.refresh()
 

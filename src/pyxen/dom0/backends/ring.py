@@ -12,6 +12,7 @@ page once before it is looked at."""
 from __future__ import annotations
 
 import ctypes
+from abc import ABC, abstractmethod
 import logging
 import os
 import select
@@ -102,7 +103,7 @@ class BackRing:
         return self.unconsumed() > 0
 
 
-class QueueWorker:
+class QueueWorker(ABC):
     """One queue of a device: a thread that calls `work()` whenever the
     frontend's event channel fires (and on the fds `work()` returns), until
     the device is closed or the guest is gone. A RingError (or an I/O error)
@@ -127,9 +128,9 @@ class QueueWorker:
     def start(self) -> None:
         self.thread.start()
 
+    @abstractmethod
     def work(self) -> list[int]:
         """Serve the rings; returns more fds to wait on (besides the event channel)."""
-        raise NotImplementedError
 
     def _serve(self) -> None:
         try:

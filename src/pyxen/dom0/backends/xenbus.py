@@ -19,6 +19,7 @@ frontend's nodes, map rings, bind event channels) and `disconnect()`."""
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 import queue
 import threading
 
@@ -42,7 +43,7 @@ def frontend_path(kind: str, domid: int, devid: int) -> str:
     return f"/local/domain/{domid}/device/{kind}/{devid}"
 
 
-class XenbusBackend:
+class XenbusBackend(ABC):
     kind = "?"
 
     def __init__(self, xs, guest, devid: int):
@@ -253,8 +254,10 @@ class XenbusBackend:
     def setup(self) -> None:
         """Before InitWait: write the features the frontend reads."""
 
+    @abstractmethod
     def connect(self) -> None:
-        raise NotImplementedError
+        """The frontend is ready: read its nodes, map rings, bind event channels
+        (DeviceError when they are unusable)."""
 
     def teardown(self) -> None:
         """Release what setup() took (files, host devices)."""

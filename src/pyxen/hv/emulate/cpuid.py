@@ -133,8 +133,8 @@ XEN_LEAVES = 5                                         # XEN_CPUID_MAX_NUM_LEAVE
 MAX_BASIC = 0xD
 OSXSAVE_BIT = 27
 # the host CPU's own bits a guest kernel must know to save what user space uses
-HOST_LEAF1_ECX = (1 << 26) | (1 << 28)        # XSAVE, AVX
-HOST_LEAF7_EBX = 1 << 16                      # AVX512F (opmask, ZMM_Hi256, Hi16_ZMM)
+XSAVE_ECX, AVX_ECX = 1 << 26, 1 << 28         # leaf 1 ECX
+AVX512F_EBX = 1 << 16                         # leaf 7 EBX (opmask, ZMM_Hi256, Hi16_ZMM)
 MAX_FEAT_SUBLEAF = 2
 REGS = ("eax", "ebx", "ecx", "edx")
 
@@ -184,14 +184,14 @@ class CpuidPolicy:
         xcr0, xsave = 0, {}
         if host is not None:
             cpuid, xcr0 = host
-            if xcr0 & 3 == 3 and cpuid(1, 0)[2] & (1 << 26):
+            native1 = cpuid(1, 0)[2]
+            if xcr0 & 3 == 3 and native1 & XSAVE_ECX:
+                # XSAVE, and AVX / AVX512F where the XCR0 in force holds their state
                 a, b, c, d = raw.get((1, 0), (0, 0, 0, 0))
-                native1 = cpuid(1, 0)[2]
-                c |= native1 & HOST_LEAF1_ECX & (0xFFFFFFFF if xcr0 & 4 else 1 << 26)
-                raw[(1, 0)] = (a, b, c, d)
+                raw[(1, 0)] = (a, b, c | XSAVE_ECX | (native1 & AVX_ECX if xcr0 & 4 else 0), d)
                 if xcr0 & 0xE0 == 0xE0:
                     a, b, c, d = raw.get((7, 0), (0, 0, 0, 0))
-                    raw[(7, 0)] = (a, b | (cpuid(7, 0)[1] & HOST_LEAF7_EBX), c, d)
+                    raw[(7, 0)] = (a, b | (cpuid(7, 0)[1] & AVX512F_EBX), c, d)
                 xsave = {n: cpuid(0xD, n) for n in range(2, 64) if xcr0 >> n & 1}
             else:
                 xcr0 = 0
