@@ -42,6 +42,7 @@ from pathlib import Path
 from . import paths
 from .rpc import API_VERSION, Connection, RpcError, error_reply
 from .domconfig import DomainConfig
+from .runner import meminfo_mb
 from .xlcfg import XlCfgError, parse as parse_cfg, apply_overrides
 from ..dom0.console import ConsoleBackend
 from .xsnodes import write_domain_nodes, remove_domain_nodes
@@ -92,7 +93,7 @@ class Dom:
 class Daemon:
     def __init__(self, run_dir: Path, mem_limit_mb: int | None = None):
         self.run_dir = Path(run_dir)
-        self.mem_limit_mb = mem_limit_mb or max(256, host_mem_mb() - 256)
+        self.mem_limit_mb = mem_limit_mb or max(256, meminfo_mb("MemTotal") - 256)
         self.domains: dict[int, Dom] = {}
         self.lock = threading.RLock()
         self.next_domid = 1
@@ -858,14 +859,6 @@ def wait_pid_gone(pid: int, timeout: float) -> bool:
     return not pid_alive(pid)
 
 
-def host_mem_mb() -> int:
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) // 1024
-    return 0
-
-
 def host_uptime() -> float:
     with open("/proc/uptime") as f:
         return float(f.read().split()[0])
@@ -874,7 +867,7 @@ def host_uptime() -> float:
 def dom0_info() -> dict:
     t = os.times()
     return {"name": "Domain-0", "domid": 0, "uuid": "00000000-0000-0000-0000-000000000000",
-            "mem_mb": host_mem_mb(), "max_mem_mb": host_mem_mb(), "vcpus": os.cpu_count(),
+            "mem_mb": meminfo_mb("MemTotal"), "max_mem_mb": meminfo_mb("MemTotal"), "vcpus": os.cpu_count(),
             "running": True, "blocked": False, "paused": False, "shutdown": False,
             "dying": False, "reason": None, "cpu_time": t.user + t.system + t.children_user +
             t.children_system, "uptime": host_uptime()}

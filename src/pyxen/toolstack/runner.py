@@ -25,10 +25,11 @@ class CreateError(Exception):
     """A domain could not be created; the message says why."""
 
 
-def host_memory_mb() -> int:
+def meminfo_mb(field: str = "MemAvailable") -> int:
+    """A /proc/meminfo figure in MiB (0 when missing)."""
     with open("/proc/meminfo") as f:
         for line in f:
-            if line.startswith("MemAvailable:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) // 1024
     return 0
 
@@ -47,7 +48,7 @@ def make_domain(cfg: DomainConfig, *, console, trace=None, domid: int = 1, kvm=N
                 console_log: str | None = None, attach_console: bool = True) -> Domain:
     if cfg.kernel is None:
         raise CreateError(f"{cfg.source or 'config'}: no kernel= given")
-    avail = host_memory_mb()
+    avail = meminfo_mb()
     if avail and cfg.memory > avail:
         raise CreateError(f"memory={cfg.memory} MiB is more than this host can give "
                           f"({avail} MiB available)")

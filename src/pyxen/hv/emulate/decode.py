@@ -207,6 +207,16 @@ def fetch(vcpu, rip: int) -> bytes:
     return code
 
 
+def decode_at(decoder, vcpu, rip: int, rsp: int):
+    """The instruction at rip and a register file for emulating it, or None
+    when it cannot be read or decoded (the guest keeps its fault)."""
+    try:
+        insn = decoder.decode(fetch(vcpu, rip), rip)
+    except (GuestFault, DecodeError):
+        return None
+    return insn, RegFile(vcpu.regs, rsp, rip)
+
+
 def effective_address(op: Operand, rf: RegFile, insn: Insn, vcpu) -> int:
     """Linear address of a memory operand (64-bit mode: only %fs/%gs have a base)."""
     ea = op.disp

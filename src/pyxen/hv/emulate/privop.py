@@ -31,7 +31,7 @@ from ..abi import FLAT_KERNEL_CS, FLAT_RING3_CS32
 from ..guestmem import GuestFault
 from ..mm import PGT_L4, PGT_WRITABLE, PGT_NONE, PageTableError
 from .. import layout as L
-from .decode import DecodeError, RegFile, effective_address, fetch, DF, MASK64
+from .decode import RegFile, decode_at, effective_address, DF, MASK64
 
 CR0_TS = 1 << 3
 CR4_TSD, CR4_DE, CR4_PAE, CR4_MCE = 1 << 2, 1 << 3, 1 << 5, 1 << 6
@@ -93,12 +93,10 @@ def emulate_gp(em, vcpu, err, rip, cs, rflags, rsp, ss) -> bool:
         return False
     if not _code64(vcpu, cs):
         return False
-    try:
-        code = fetch(vcpu, rip)
-        insn = em.decoder.decode(code, rip)
-    except (GuestFault, DecodeError):
+    got = decode_at(em.decoder, vcpu, rip, rsp)
+    if got is None:
         return False
-    rf = RegFile(vcpu.regs, rsp, rip)
+    insn, rf = got
     with em.locked():
         try:
             next_rip, rflags = _dispatch(em, vcpu, insn, rf, rflags)

@@ -23,9 +23,8 @@ from __future__ import annotations
 
 from capstone import x86_const as X
 
-from ..guestmem import GuestFault
 from ..mm import PGT_L1, PageTableError
-from .decode import (DecodeError, RegFile, effective_address, fetch, flags_add,
+from .decode import (RegFile, decode_at, effective_address, flags_add,
                      flags_logic, flags_sub, merge_flags, CF, ZF, MASK64)
 
 PFEC_P, PFEC_W, PFEC_U, PFEC_RSVD, PFEC_I = 1, 2, 4, 8, 16
@@ -57,12 +56,10 @@ def emulate_pf(em, vcpu, err, cr2, rip, cs, rflags, rsp, ss) -> bool:
     mfn = gpa >> 12
     if writable or not mm.owns(mfn) or mm.tcount[mfn] == 0 or mm.ptype[mfn] != PGT_L1:
         return False
-    try:
-        code = fetch(vcpu, rip)
-        insn = em.decoder.decode(code, rip)
-    except (GuestFault, DecodeError):
+    got = decode_at(em.decoder, vcpu, rip, rsp)
+    if got is None:
         return False
-    rf = RegFile(vcpu.regs, rsp, rip)
+    insn, rf = got
     try:
         rflags = _perform(vcpu, insn, rf, cr2, mfn, rflags)
     except Unhandled as e:
