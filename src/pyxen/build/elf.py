@@ -301,8 +301,9 @@ def _parse_elf(data: bytes, path: Path, supported_features: frozenset[str]) -> K
     virt_base = num(XenElfNote.VIRT_BASE)
     paddr_offset = num(XenElfNote.PADDR_OFFSET)
     if virt_base is None:
-        extra = " (PADDR_OFFSET is set without it)" if paddr_offset is not None else ""
-        raise KernelImageError(where, f"missing VIRT_BASE{extra}")
+        if paddr_offset is not None:
+            raise KernelImageError(where, "ELF_PADDR_OFFSET is set but VIRT_BASE is not")
+        virt_base = 0  # libelf: VIRT_BASE unset means 0
     if virt_base % PAGE_SIZE or not _canonical(virt_base):
         raise KernelImageError(
             where, f"invalid VIRT_BASE {_hex(virt_base)} (must be a page-aligned canonical address)"
