@@ -16,7 +16,8 @@ writable_page_tables (required or supported), and when no image is given;
 a guest can also switch it with the vm_assist hypercall (Linux enables it
 itself in xen_pvmmu_arch_setup).
 
-Modules: decode (capstone, register file, flags), ptwr, privop, cpuid.
+Modules: decode (capstone, register file, flags), ptwr, privop, cpuid, m2p
+(loads from the ABI M2P address, which this host cannot map).
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 
 from ..guestmem import GuestFault
 from ..vcpu import GuestCrash
-from . import privop, ptwr
+from . import m2p, privop, ptwr
 from .cpuid import CpuidPolicy
 from .decode import Decoder, RegFile
 
@@ -95,6 +96,8 @@ class Emulator:
 
     def emulate_pf(self, vcpu, err, cr2, rip, cs, rflags, rsp, ss) -> bool:
         try:
+            if m2p.in_range(cr2):
+                return m2p.emulate_pf(self, vcpu, err, cr2, rip, cs, rflags, rsp, ss)
             with self.locked():
                 return ptwr.emulate_pf(self, vcpu, err, cr2, rip, cs, rflags, rsp, ss)
         except GuestCrash:
