@@ -4,10 +4,10 @@ from a table by number. A handler takes (vcpu, a1..a5) and returns an int:
 from __future__ import annotations
 
 from . import console, version, sched, memory, mmu, traps, descriptors, misc, physdev, \
-    vcpu_op, multicall, evtchn, grant_table, pmu
+    vcpu_op, multicall, evtchn, grant_table, pmu, control
 
 FAMILIES = (console, version, sched, memory, mmu, traps, descriptors, misc, physdev, vcpu_op,
-            multicall, evtchn, grant_table, pmu)
+            multicall, evtchn, grant_table, pmu, control)
 
 
 def build_table() -> dict:
