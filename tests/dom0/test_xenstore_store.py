@@ -693,6 +693,88 @@ def test_transaction_conflict_eagain(store, dom0):
     assert store.read(dom0.c, "/c/y") == b"2+"
 
 
+def test_transaction_keeps_a_node_as_first_read(store, dom0):
+    """test-xenstore's "ta err", as C xenstored does it: a node read in a
+    transaction keeps that value there after a write outside; the
+    transaction's own write shows; the commit fails with EAGAIN."""
+    other = Rec(store, 0)
+    store.write(dom0.c, "/e/a", b"a")
+    tx = store.transaction_start(dom0.c)
+    assert store.read(dom0.c, "/e/a", tx) == b"a"
+    store.write(other.c, "/e/a", b"b")
+    assert store.read(dom0.c, "/e/a", tx) == b"a"
+    assert store.read(dom0.c, "/e/a") == b"b"
+    store.write(dom0.c, "/e/a", b"c", tx)
+    assert store.read(dom0.c, "/e/a", tx) == b"c"
+    with err("EAGAIN"):
+        store.transaction_end(dom0.c, tx, True)
+    assert store.read(dom0.c, "/e/a") == b"b"
+    assert store.check() == []
+
+
+def test_transaction_keeps_children_perms_and_absence_as_first_seen(store, dom0):
+    other = Rec(store, 0)
+    store.write(dom0.c, "/f/x", b"")
+    tx = store.transaction_start(dom0.c)
+    assert store.directory(dom0.c, "/f", tx) == ["x"]
+    assert store.get_perms(dom0.c, "/f/x", tx) == [("n", 0)]
+    with err("ENOENT"):
+        store.read(dom0.c, "/f/later", tx)
+    store.write(other.c, "/f/y", b"")
+    store.write(other.c, "/f/later", b"now")
+    store.set_perms(other.c, "/f/x", ["n0", "r3"])
+    store.rm(other.c, "/f/x")
+    assert store.directory(dom0.c, "/f", tx) == ["x"]
+    assert store.get_perms(dom0.c, "/f/x", tx) == [("n", 0)]
+    assert store.read(dom0.c, "/f/x", tx) == b""
+    with err("ENOENT"):
+        store.read(dom0.c, "/f/later", tx)
+    with err("EAGAIN"):
+        store.transaction_end(dom0.c, tx, True)
+    assert store.directory(dom0.c, "/f") == ["y", "later"]
+
+
+def test_read_only_transaction_commits_when_nothing_changed(store, dom0):
+    other = Rec(store, 0)
+    store.write(dom0.c, "/g/a", b"1")
+    tx = store.transaction_start(dom0.c)
+    assert store.read(dom0.c, "/g/a", tx) == b"1"
+    store.write(other.c, "/h", b"unrelated")
+    assert store.read(dom0.c, "/g/a", tx) == b"1"
+    store.transaction_end(dom0.c, tx, True)
+
+
+def test_transaction_rm_of_a_child_whose_parent_went_away(store, dom0):
+    """The transaction still holds /p/c as read, but /p was removed outside:
+    removing /p/c there is EINVAL, as in C xenstored; nothing breaks."""
+    other = Rec(store, 0)
+    store.write(dom0.c, "/p/c", b"v")
+    tx = store.transaction_start(dom0.c)
+    assert store.read(dom0.c, "/p/c", tx) == b"v"
+    store.rm(other.c, "/p")
+    with err("EINVAL"):
+        store.rm(dom0.c, "/p/c", tx)
+    with err("EAGAIN"):
+        store.transaction_end(dom0.c, tx, True)
+    assert store.check() == []
+
+
+def test_transaction_hides_a_node_it_read_below_a_node_it_removed(store, dom0):
+    other = Rec(store, 0)
+    store.write(dom0.c, "/q/r/s", b"v")
+    tx = store.transaction_start(dom0.c)
+    assert store.read(dom0.c, "/q/r/s", tx) == b"v"
+    store.rm(other.c, "/q/r/s")              # /q/r no longer lists s ...
+    store.rm(dom0.c, "/q/r", tx)             # ... so the tx removes /q/r alone
+    with err("ENOENT"):
+        store.read(dom0.c, "/q/r/s", tx)
+    with err("ENOENT"):
+        store.rm(dom0.c, "/q/r/s", tx)
+    with err("EAGAIN"):
+        store.transaction_end(dom0.c, tx, True)
+    assert store.check() == []
+
+
 def test_transaction_conflict_on_created_node(store, dom0):
     other = Rec(store, 0)
     tx = store.transaction_start(dom0.c)

@@ -18,6 +18,7 @@ from ..kvm import structs as KS
 from . import layout as L
 from . import cpu as C
 from .abi import (FLAT_KERNEL_CS, FLAT_KERNEL_SS, FIRST_RESERVED_GDT_ENTRY, TRAP_NAMES,
+                  VMASST_TYPE_architectural_iopl,
                   VGCF_in_syscall, CALLBACKF_mask_events, HYPERCALLS)
 from .guestmem import GuestMemoryAccess, GuestFault
 from .time import precise_sleeps
@@ -584,6 +585,8 @@ class PVVcpu:
                 self.toggle_mode()
         elif not self.pv.kernel_mode:
             raise GuestCrash("iret to kernel mode from user mode")
+        if self.domain.vm_assist & (1 << VMASST_TYPE_architectural_iopl):
+            self.pv.iopl = (rflags >> 12) & 3      # Xen: the frame's IOPL becomes the virtual IOPL
         r.rax = rax
         if flags & VGCF_in_syscall:
             r.rcx, r.r11 = rip, rflags

@@ -36,7 +36,9 @@ Rules followed (from Xen's docs/misc/xenstore.txt and tools/xenstored):
   special node's permissions let them read it.
 * Transactions are optimistic: every node read or written in a transaction
   is remembered with its generation; the commit fails with EAGAIN if any of
-  them changed meanwhile.
+  them changed meanwhile.  As in Xen's C xenstored, a transaction keeps the
+  node as it first saw it (or its absence): changes made outside after that
+  do not show inside the transaction (they make its commit fail instead).
 * Quotas (per domain, only for unprivileged clients, as in Xen): nodes
   owned, node size, permissions per node, path length, watches,
   transactions, nodes touched per transaction.  Outstanding requests are
@@ -236,14 +238,17 @@ class Watch:
 
 class Transaction:
     """An open transaction: private copies of modified nodes (``None`` for
-    removed ones) over the live tree, plus what was read."""
+    removed ones) over the live tree, plus what was read (as it was read)."""
 
-    __slots__ = ("id", "client", "overlay", "accessed", "events", "delta")
+    __slots__ = ("id", "client", "overlay", "seen", "accessed", "events", "delta")
 
     def __init__(self, tx_id: int, client: "Client"):
         self.id = tx_id
         self.client = client
         self.overlay: dict[str, Optional[_Node]] = {}
+        # copies of unmodified nodes as first read (None: absent then); live
+        # nodes change in place, so a reference would not do
+        self.seen: dict[str, Optional[_Node]] = {}
         self.accessed: dict[str, Optional[int]] = {}   # path -> generation seen
         self.events: list[tuple] = []                   # queued watch firings
         self.delta: Counter = Counter()                 # node count per owner
@@ -399,7 +404,11 @@ class XenStore:
             tx.accessed[path] = node.generation if node is not None else None
 
     def _get(self, tx: Optional[Transaction], path: str) -> Optional[_Node]:
-        """Read a node through the transaction (recording the access)."""
+        """Read a node through the transaction (recording the access).
+        Inside a transaction a node keeps the state it had when the
+        transaction first touched it, as in C xenstored (test-xenstore's
+        "ta err" reads a node in a transaction after a write outside it and
+        expects the old value)."""
         if tx is None:
             return self.nodes.get(path)
         n = tx.overlay.get(path, _MISSING)
@@ -407,8 +416,14 @@ class XenStore:
             return n
         if tx.overlay and not self._visible_in_tx(tx, path):
             return None
+        n = tx.seen.get(path, _MISSING)
+        if n is not _MISSING:
+            return n
         n = self.nodes.get(path)
         self._access(tx, path, n)
+        if n is not None:
+            n = n.copy()
+        tx.seen[path] = n
         return n
 
     @staticmethod
@@ -432,6 +447,11 @@ class XenStore:
             n = tx.overlay.get(path, _MISSING)
             if n is not _MISSING:
                 return n
+            if tx.overlay and not self._visible_in_tx(tx, path):
+                return None
+            n = tx.seen.get(path, _MISSING)
+            if n is not _MISSING:
+                return n
         return self.nodes.get(path)
 
     def _bump(self, node: _Node) -> None:
@@ -447,11 +467,16 @@ class XenStore:
             return n
         n = tx.overlay.get(path, _MISSING)
         if n is _MISSING:
-            base = self.nodes[path]
-            self._access(tx, path, base)
-            n = base.copy()
-            tx.overlay[path] = n
-        assert n is not None
+            n = self._get(tx, path)
+            if n is not None:
+                tx.seen.pop(path, None)
+                n = n.copy()
+                tx.overlay[path] = n
+        if n is None:
+            # only a parent can be missing here: the transaction holds a
+            # child it read before the parent went away outside (C
+            # xenstored answers EINVAL too; the commit would fail anyway)
+            raise XenStoreError("EINVAL", f"{path} is gone in this transaction")
         self._bump(n)
         return n
 
