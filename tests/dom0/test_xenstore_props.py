@@ -203,3 +203,66 @@ def test_privileged_clients_match_dict_model(steps):
             model.apply(name, args)
         assert store.check() == []
     assert {p: v for p, v, _ in store.walk()} == model.nodes
+
+
+_outside = st.one_of(
+    st.tuples(st.just("write"), st.sampled_from(MODEL_PATHS), st.binary(max_size=4)),
+    st.tuples(st.just("mkdir"), st.sampled_from(MODEL_PATHS)),
+    st.tuples(st.just("rm"), st.sampled_from(MODEL_PATHS)),
+    st.tuples(st.just("set_perms"), st.sampled_from(MODEL_PATHS),
+              st.sampled_from([["n0"], ["n0", "r1"], ["b0"]])),
+)
+_inside = st.tuples(st.sampled_from(["read", "directory", "get_perms"]),
+                    st.sampled_from(MODEL_PATHS))
+
+
+def _observe(store, c, name, path, tx):
+    try:
+        return getattr(store, name)(c, path, tx)
+    except XenStoreError as e:
+        return e.name
+
+
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(_outside, _inside), min_size=1, max_size=40),
+       st.lists(st.tuples(st.sampled_from(MODEL_PATHS), st.binary(max_size=4)), max_size=6))
+def test_transaction_reads_are_repeatable(steps, setup):
+    """As in C xenstored: whatever happens outside, a transaction sees every
+    node (value, children, permissions, absence) as it first saw it, and
+    its commit fails with EAGAIN when something it saw is no longer so."""
+    store = XenStore()
+    reader, writer = store.new_client(0), store.new_client(0)
+    for path, value in setup:
+        store.write(writer, path, value)
+    tx = store.transaction_start(reader)
+    first: dict = {}
+    for name, path, *args in steps:
+        if name in ("read", "directory", "get_perms"):
+            got = _observe(store, reader, name, path, tx)
+            if (name, path) in first:
+                assert got == first[(name, path)], (name, path)
+            else:
+                first[(name, path)] = got
+            continue
+        try:
+            if name == "write":
+                store.write(writer, path, args[0])
+            elif name == "set_perms":
+                store.set_perms(writer, path, args[0])
+            else:
+                getattr(store, name)(writer, path)
+        except XenStoreError:
+            pass
+    # what the transaction saw first, as the world now stands outside it
+    stale = any(_observe(store, writer, name, path, 0) != got
+                for (name, path), got in first.items())
+    try:
+        store.transaction_end(reader, tx, True)
+        committed = True
+    except XenStoreError as e:
+        assert e.name == "EAGAIN"
+        committed = False
+    if stale:
+        assert not committed
+    assert store.check() == []
