@@ -63,7 +63,9 @@ class PVState:
     gdt_entries: int = 0
     ldt_base: int = 0
     ldt_entries: int = 0
-    debugreg: list[int] = field(default_factory=lambda: [0] * 8)
+    # %dr0-3, (4, 5 unused), %dr6, %dr7 as the guest set them (Xen's v->arch.dr*)
+    debugreg: list[int] = field(default_factory=lambda: [0, 0, 0, 0, 0, 0, 0xFFFF0FF0, 0x400])
+    dr7_emul: int = 0                  # enable bits of I/O breakpoints (Xen's pv.dr7_emul)
     cr0_ts: bool = False
     online: bool = False
 
@@ -538,9 +540,12 @@ class PVVcpu:
                 # a refused software interrupt is a #GP(vector*8+2), as in Xen
                 self.inject_trap(13, (n << 3) | 2, rip, cs, rflags, rsp, ss)
                 return
+        if vec == 1:
+            from .hypercalls.misc import debug_exception
+            debug_exception(self)
         if vec < 32:
             has_err = vec in (8, 10, 11, 12, 13, 14, 17, 21, 29, 30)
-            if self.domain.emulate is not None and vec in (6, 13) and \
+            if self.domain.emulate is not None and vec in (6, 12, 13) and \
                     self.domain.emulate(self, vec, err, rip, cs, rflags, rsp, ss):
                 return
             self.inject_trap(vec, err if has_err else None, rip, cs, rflags, rsp, ss)

@@ -49,6 +49,8 @@ KVM_SET_FPU = _iow(0x8D, S.Fpu)
 KVM_SET_CPUID2 = _iow(0x90, S.CpuidHeader)
 KVM_GET_VCPU_EVENTS = _ior(0x9F, S.VcpuEvents)
 KVM_SET_VCPU_EVENTS = _iow(0xA0, S.VcpuEvents)
+KVM_GET_DEBUGREGS = _ior(0xA1, S.DebugRegs)
+KVM_SET_DEBUGREGS = _iow(0xA2, S.DebugRegs)
 KVM_GET_TSC_KHZ = _io(0xA3)
 
 # The values linux/kvm.h defines on x86-64. A mismatch means a struct above
@@ -61,7 +63,7 @@ KERNEL_VALUES = {
     "KVM_SET_SREGS": 0x4138AE84, "KVM_GET_MSRS": 0xC008AE88, "KVM_SET_MSRS": 0x4008AE89,
     "KVM_GET_FPU": 0x81A0AE8C, "KVM_SET_FPU": 0x41A0AE8D, "KVM_SET_CPUID2": 0x4008AE90,
     "KVM_GET_VCPU_EVENTS": 0x8040AE9F, "KVM_SET_VCPU_EVENTS": 0x4040AEA0,
-    "KVM_GET_TSC_KHZ": 0xAEA3,
+    "KVM_GET_TSC_KHZ": 0xAEA3, "KVM_GET_DEBUGREGS": 0x8080AEA1, "KVM_SET_DEBUGREGS": 0x4080AEA2,
 }
 for _name, _value in KERNEL_VALUES.items():
     if globals()[_name] != _value:  # pragma: no cover - layout bug

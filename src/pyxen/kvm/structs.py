@@ -42,6 +42,11 @@ class Fpu(ctypes.Structure):
                 ("xmm", u8 * 256), ("mxcsr", u32), ("pad2", u32)]
 
 
+class DebugRegs(ctypes.Structure):
+    _fields_ = [("db", u64 * 4), ("dr6", u64), ("dr7", u64), ("flags", u64),
+                ("reserved", u64 * 9)]
+
+
 class VcpuEvents(ctypes.Structure):
     _fields_ = [("exception_injected", u8), ("exception_nr", u8),
                 ("exception_has_error_code", u8), ("exception_pending", u8),

@@ -268,6 +268,18 @@ class Vcpu:
             c.entries[i] = e
         ioctl(self.fd, I.KVM_SET_CPUID2, c)
 
+    def get_debugregs(self) -> S.DebugRegs:
+        d = S.DebugRegs()
+        ioctl(self.fd, I.KVM_GET_DEBUGREGS, d)
+        return d
+
+    def set_debugregs(self, db: list[int], dr6: int, dr7: int) -> None:
+        d = S.DebugRegs()
+        for i, v in enumerate(db):
+            d.db[i] = v
+        d.dr6, d.dr7 = dr6, dr7
+        ioctl(self.fd, I.KVM_SET_DEBUGREGS, d)
+
     def get_fpu(self) -> S.Fpu:
         f = S.Fpu()
         ioctl(self.fd, I.KVM_GET_FPU, f)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from ..guestmem import GuestFault
 from ..vcpu import GuestCrash
-from . import m2p, privop, ptwr
+from . import faultfix, m2p, privop, ptwr
 from .cpuid import CpuidPolicy
 from .decode import Decoder, RegFile
 
@@ -111,8 +111,13 @@ class Emulator:
             if vec == 6:
                 with self.locked():
                     return self.forced_invalid_op(vcpu, rip, cs, rflags, rsp, ss)
-            if vec == 13:
-                return privop.emulate_gp(self, vcpu, err, rip, cs, rflags, rsp, ss)
+            if vec == 13 and privop.emulate_gp(self, vcpu, err, rip, cs, rflags, rsp, ss):
+                return True
+            if vec in (12, 13):
+                fvec, ferr = faultfix.fix(self, vcpu, vec, err, rip, rsp)
+                if (fvec, ferr) != (vec, err):
+                    vcpu.inject_trap(fvec, ferr, rip, cs, rflags, rsp, ss)
+                    return True
             return False
         except GuestCrash:
             raise

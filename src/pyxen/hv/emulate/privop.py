@@ -44,6 +44,7 @@ MSR_TSC = 0x10
 MSR_INTEL_PLATFORM_INFO = 0xCE
 MSR_INTEL_MISC_FEATURES_ENABLES = 0x140
 MSR_IA32_MISC_ENABLE = 0x1A0
+MSR_IA32_DEBUGCTL = 0x1D9
 MSR_IA32_CR_PAT = 0x277
 MSR_IA32_PERF_CAPABILITIES = 0x345
 MSR_EFER = 0xC0000080
@@ -277,16 +278,22 @@ def set_cr4(em, vcpu, val: int) -> None:
 
 def read_dr(vcpu, n: int) -> int:
     from ..hypercalls.misc import get_debugreg
-    v = get_debugreg(vcpu, n)
-    if v < 0:
-        raise NotEmulated
-    return v
+    return _dr_result(get_debugreg(vcpu, n))
 
 
 def write_dr(em, vcpu, n: int, val: int) -> None:
     from ..hypercalls.misc import set_debugreg
-    if set_debugreg(vcpu, n, val) != 0:
-        raise NotEmulated
+    _dr_result(set_debugreg(vcpu, n, val))
+
+
+def _dr_result(rc: int) -> int:
+    """Xen's mapping of set/get_debugreg errors for a mov: -ENODEV is #UD
+    (%dr4/5 with CR4.DE), anything else negative #GP(0)."""
+    if rc == -19:
+        raise Fault(6)
+    if rc < 0 and rc > -4096:
+        raise Fault(13, 0)
+    return rc
 
 
 # --- MSRs ----------------------------------------------------------------------------------
@@ -327,8 +334,8 @@ def read_msr(em, vcpu, msr: int) -> int:
         return XEN_MSR_PAT
     if msr in (MSR_INTEL_PLATFORM_INFO, MSR_INTEL_MISC_FEATURES_ENABLES):
         return 0                 # no CPUID faulting on offer: native cpuid is untouchable here
-    if msr == MSR_IA32_PERF_CAPABILITIES:
-        return 0
+    if msr in (MSR_IA32_PERF_CAPABILITIES, MSR_IA32_DEBUGCTL):
+        return 0                 # DEBUGCTL: no LBR/BTF/BTS for a PV guest (XTF debug-regs)
     if msr == MSR_IA32_MISC_ENABLE and not pol.amd:
         v = vcpu.kvm.get_msrs([msr]).get(msr)
         if v is None:
@@ -357,7 +364,7 @@ def write_msr(em, vcpu, msr: int, val: int) -> None:
             pv.gs_base_user = val
         vcpu.sregs_changed()
         return
-    if msr == MSR_INTEL_MISC_FEATURES_ENABLES:
+    if msr in (MSR_INTEL_MISC_FEATURES_ENABLES, MSR_IA32_DEBUGCTL):
         if val:
             raise Fault(13, 0)
         return
