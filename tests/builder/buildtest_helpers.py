@@ -8,6 +8,7 @@ import lzma
 import shutil
 import struct
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import lz4.block
@@ -272,3 +273,168 @@ def make_bzimage(payload: bytes, *, setup_sects: int = 27, protocol: int = 0x020
     struct.pack_into("<H", setup, 0x206, protocol)
     struct.pack_into("<II", setup, 0x248, len(stub), len(payload))
     return bytes(setup) + stub + payload + tail
+
+
+# --- ELF files synthesized in Python (no toolchain) -------------------------
+
+KBASE = 0x100000  #: p_paddr of the first segment of a synthesized kernel
+SHT_PROGBITS, SHT_SYMTAB, SHT_STRTAB, SHT_NOTE = 1, 2, 3, 7
+PF_X, PF_W, PF_R = 1, 2, 4
+
+
+def note_record(name: bytes, ntype: int, desc: bytes) -> bytes:
+    """One ELF note, name and descriptor each padded to 4 bytes (as libelf reads them)."""
+    pad = lambda b: b + b"\0" * (-len(b) % 4)  # noqa: E731
+    return struct.pack("<III", len(name), len(desc), ntype) + pad(name) + pad(desc)
+
+
+def note_desc(value) -> bytes:
+    """A descriptor: str -> NUL-terminated, int -> 8 bytes, bytes -> as is."""
+    if isinstance(value, str):
+        return value.encode() + b"\0"
+    if isinstance(value, int):
+        return struct.pack("<Q", value)
+    return bytes(value)
+
+
+#: The notes of a modern x86-64 Linux kernel, for the default synthesized kernel.
+LINUX_NOTES: dict[int, object] = {
+    GUEST_OS: "linux",
+    GUEST_VERSION: "2.6",
+    XEN_VERSION: "xen-3.0",
+    LOADER: "generic",
+    VIRT_BASE_N: VIRT_BASE,
+    PADDR_OFFSET: 0,
+    ENTRY: VIRT_BASE + KBASE + 0x10,
+    HYPERCALL_PAGE: VIRT_BASE + KBASE + 0x1000,
+    FEATURES: "!writable_page_tables|pae_pgdir_above_4gb",
+    SUPPORTED_FEATURES: struct.pack("<I", 0x801),
+    PAE_MODE: "yes",
+    L1_MFN_VALID: struct.pack("<QQ", 1, 1),
+    INIT_P2M: 0x8000000000,
+    SUSPEND_CANCEL: struct.pack("<I", 1),
+    MOD_START_PFN: struct.pack("<I", 1),
+    HV_START_LOW: 0xFFFF800000000000,
+}
+
+
+def xen_notes(*extra: tuple[int, object], **changes) -> list[tuple[bytes, int, bytes]]:
+    """LINUX_NOTES with changes (by elfnote name, e.g. ``VIRT_BASE=None`` drops it,
+    ``ENTRY=b"..."`` gives a raw descriptor), then *extra* ``(type, value)`` notes."""
+    names = {"VIRT_BASE": VIRT_BASE_N}
+    notes = dict(LINUX_NOTES)
+    for k, v in changes.items():
+        t = names.get(k, globals()[k])
+        if v is None:
+            notes.pop(t, None)
+        else:
+            notes[t] = v
+    out = [(b"Xen\0", t, note_desc(v)) for t, v in notes.items()]
+    out += [(b"Xen\0", t, note_desc(v)) for t, v in extra]
+    return out
+
+
+@dataclass
+class Seg:
+    """A program header of a synthesized ELF; file data is filled with a pattern."""
+
+    paddr: int
+    filesz: int
+    memsz: int
+    flags: int = PF_R | PF_X
+    vaddr: int | None = None  # default: paddr + VIRT_BASE
+    p_type: int = PT_LOAD
+
+
+DEFAULT_SEGS = (Seg(KBASE, 0x1800, 0x2000), Seg(KBASE + 0x2000, 0x100, 0x3000, PF_R | PF_W))
+
+
+def synth_elf(
+    notes: list[tuple[bytes, int, bytes]] | None = None,
+    *,
+    note_where: str = "segment",
+    section_notes: list[tuple[bytes, int, bytes]] | None = None,
+    legacy: str | None = None,
+    segs: tuple[Seg, ...] | list[Seg] = DEFAULT_SEGS,
+    entry: int = VIRT_BASE + KBASE,
+    symtab: bool = False,
+    note_p_align: int = 4,
+    note_p_offset_zero: bool = False,
+) -> bytes:
+    """An x86-64 ELF executable, built byte by byte.
+
+    *notes* (default: :func:`xen_notes`) go into a ``.note.Xen`` section
+    covered by a PT_NOTE program header (``note_where="segment"``), into the
+    section only (``"section"``), or nowhere (``"none"``); *section_notes*
+    go into a second SHT_NOTE section with no PT_NOTE.  *legacy* is the
+    ``__xen_guest`` string; *symtab* adds ``.symtab``/``.strtab``.
+    """
+    if notes is None:
+        notes = xen_notes()
+    note_area = b"".join(note_record(*n) for n in notes)
+    phdrs: list[tuple] = []
+    out = bytearray(0x1000)
+    for i, s in enumerate(segs):
+        off = len(out) if s.filesz else 0
+        out += bytes([0x90 + i]) * s.filesz
+        out += b"\0" * (-len(out) % 0x1000)
+        vaddr = (s.paddr + VIRT_BASE) % (1 << 64) if s.vaddr is None else s.vaddr
+        phdrs.append((s.p_type, s.flags, off, vaddr, s.paddr, s.filesz, s.memsz, 0x1000))
+
+    sections: list[tuple[str, int, int, bytes, int, int]] = []  # name, type, flags, data, link, align
+
+    def add_section(name: str, stype: int, data: bytes, link: int = 0, align: int = 4) -> int:
+        sections.append((name, stype, 0, data, link, align))
+        return len(sections)  # its index (section 0 is the null one)
+
+    if note_where in ("segment", "section"):
+        add_section(".note.Xen", SHT_NOTE, note_area)
+    if section_notes is not None:
+        add_section(".note.more", SHT_NOTE, b"".join(note_record(*n) for n in section_notes))
+    if legacy is not None:
+        add_section("__xen_guest", SHT_PROGBITS, legacy.encode() + b"\0", align=1)
+    if symtab:
+        strtab = b"\0_start\0"
+        syms = bytes(24) + struct.pack("<IBBHQQ", 1, 0x10, 0, 1, VIRT_BASE + KBASE, 0)
+        add_section(".symtab", SHT_SYMTAB, syms, link=len(sections) + 2, align=8)
+        add_section(".strtab", SHT_STRTAB, strtab, align=1)
+    shstr = bytearray(b"\0")
+    name_off = []
+    for s in sections + [(".shstrtab",)]:
+        name_off.append(len(shstr))
+        shstr += s[0].encode() + b"\0"
+    add_section(".shstrtab", SHT_STRTAB, bytes(shstr), align=1)
+
+    offsets = []
+    for name, stype, _, data, _, align in sections:
+        out += b"\0" * (-len(out) % 8)
+        offsets.append(len(out))
+        out += data
+    if note_where == "segment":
+        off = offsets[0]
+        phdrs.append((PT_NOTE, PF_R, 0 if note_p_offset_zero else off, 0, 0, len(note_area),
+                      len(note_area), note_p_align))
+    out += b"\0" * (-len(out) % 8)
+    shoff = len(out)
+    out += bytes(64)  # the null section
+    for i, (name, stype, flags, data, link, align) in enumerate(sections):
+        entsize = 24 if stype == SHT_SYMTAB else 0
+        info = 1 if stype == SHT_SYMTAB else 0
+        out += struct.pack("<IIQQQQIIQQ", name_off[i], stype, flags, 0, offsets[i], len(data), link, info,
+                           align, entsize)
+    phoff = 64
+    if phoff + 56 * len(phdrs) > 0x1000:
+        raise ValueError("too many program headers")
+    for i, ph in enumerate(phdrs):
+        struct.pack_into("<IIQQQQQQ", out, phoff + 56 * i, *ph)
+    ident = b"\x7fELF" + bytes([2, 1, 1, 0]) + bytes(8)
+    struct.pack_into("<16sHHIQQQIHHHHHH", out, 0, ident, 2, 62, 1, entry, phoff, shoff, 0, 64, 56,
+                     len(phdrs), 64, len(sections) + 1, len(sections))
+    return bytes(out)
+
+
+def patch(data: bytes, offset: int, fmt: str, *values) -> bytes:
+    """*data* with struct *fmt* packed at *offset*."""
+    b = bytearray(data)
+    struct.pack_into(fmt, b, offset, *values)
+    return bytes(b)

@@ -9,7 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pyxen.build.elfnotes import (
+    LIBELF_FEATURE_NAMES,
     XENFEAT_BITS,
+    FeatureError,
     NoteFormatError,
     XenElfNote,
     decode_xen_note,
@@ -19,8 +21,12 @@ from pyxen.build.elfnotes import (
     iter_notes,
     note_numeric,
     parse_features,
+    guest_info_items,
+    note_words,
     parse_guest_info,
+    split_features,
     strtoull,
+    unknown_optional_features,
 )
 
 
@@ -58,19 +64,40 @@ def test_numbers_match_installed_headers() -> None:
             assert XENFEAT_BITS[name] == value, name
 
 
-def test_parse_features_examples() -> None:
-    assert parse_features("!writable_page_tables|pae_pgdir_above_4gb") == (
-        {"writable_page_tables", "pae_pgdir_above_4gb"},
-        {"writable_page_tables"},
-    )
-    assert parse_features("") == (set(), set())
-    assert parse_features("||a|!|!b|") == ({"a", "b"}, {"b"})
+FEATURE_ROWS = [
+    # (rule, FEATURES string, (supported, required) or the unknown required name)
+    ("'!' marks required, '|' separates", "!writable_page_tables|pae_pgdir_above_4gb",
+     ({"writable_page_tables", "pae_pgdir_above_4gb"}, {"writable_page_tables"})),
+    ("empty string", "", (set(), set())),
+    ("empty items ignored", "||writable_page_tables|", ({"writable_page_tables"}, set())),
+    ("only libelf's seven names", "hvm_safe_pvclock|dom0|gnttab_map_avail_bits", ({"dom0"}, set())),
+    ("nothing stripped", " writable_page_tables|dom0 ", (set(), set())),
+    ("names are case-sensitive", "Writable_Page_Tables", (set(), set())),
+    ("items cut after 63 characters", "x" * 63 + "!dom0", ({"dom0"}, {"dom0"})),
+    ("ends at NUL", "dom0\0|writable_page_tables", ({"dom0"}, set())),
+    ("unknown required", "writable_page_tables|!teleportation", "teleportation"),
+    ("'!' alone", "!", ""),
+    ("'!!' is not a name", "!!dom0", "!dom0"),
+]
 
 
-feature_name = st.from_regex(r"[a-z][a-z0-9_]{0,30}", fullmatch=True)
+@pytest.mark.parametrize("text, expected", [pytest.param(t, e, id=r) for r, t, e in FEATURE_ROWS])
+def test_parse_features_rules(text: str, expected) -> None:
+    if isinstance(expected, str):
+        with pytest.raises(FeatureError) as ei:
+            parse_features(text)
+        assert ei.value.name == expected
+    else:
+        assert parse_features(text) == expected
 
 
-@given(st.dictionaries(feature_name, st.booleans(), max_size=12))
+def test_split_features_and_unknown_names() -> None:
+    assert split_features("!a|b||" + "c" * 70) == [("a", True), ("b", False), ("", False),
+                                                   ("c" * 63, False), ("c" * 7, False)]
+    assert unknown_optional_features("a|!dom0|writable_page_tables||b") == ["a", "b"]
+
+
+@given(st.dictionaries(st.sampled_from(LIBELF_FEATURE_NAMES), st.booleans()))
 def test_features_round_trip(spec: dict[str, bool]) -> None:
     supported = set(spec)
     required = {n for n, req in spec.items() if req}
@@ -127,20 +154,59 @@ def test_note_numeric_sizes() -> None:
     assert note_numeric(b"") is None
 
 
-def test_decode_xen_note() -> None:
-    assert decode_xen_note(XenElfNote.GUEST_OS, b"linux\0\0\0") == "linux"
-    assert decode_xen_note(XenElfNote.VIRT_BASE, struct.pack("<Q", 0xFFFFFFFF80000000)) == 0xFFFFFFFF80000000
-    assert decode_xen_note(XenElfNote.L1_MFN_VALID, struct.pack("<QQ", 1, 1)) == (1, 1)
-    assert decode_xen_note(XenElfNote.L1_MFN_VALID, struct.pack("<Q", 5)) == 5
-    assert decode_xen_note(XenElfNote.SUPPORTED_FEATURES, struct.pack("<I", 0x801)) == 0x801
-    assert decode_xen_note(0x1000001, b"\x01\x02\x03\x04") == b"\x01\x02\x03\x04"  # CRASH_INFO: unknown
-    assert decode_xen_note(XenElfNote.ENTRY, b"\x01\x02\x03") == b"\x01\x02\x03"
+DECODE_ROWS = [
+    # (rule, note type, descriptor, value)
+    ("string up to NUL", XenElfNote.GUEST_OS, b"linux\0\0\0", "linux"),
+    ("string without NUL", XenElfNote.GUEST_OS, b"linux", "linux"),
+    ("number of 8 bytes", XenElfNote.VIRT_BASE, struct.pack("<Q", 0xFFFFFFFF80000000), 0xFFFFFFFF80000000),
+    ("number of 4 bytes", XenElfNote.INIT_P2M, struct.pack("<I", 0x40000000), 0x40000000),
+    ("number of 2 bytes", XenElfNote.PHYS32_ENTRY, struct.pack("<H", 0x1234), 0x1234),
+    ("number of 1 byte", XenElfNote.SUSPEND_CANCEL, b"\x01", 1),
+    ("number of 3 bytes is 0", XenElfNote.ENTRY, b"\x01\x02\x03", 0),
+    ("number of 0 bytes is 0", XenElfNote.MOD_START_PFN, b"", 0),
+    ("SUPPORTED_FEATURES word 0", XenElfNote.SUPPORTED_FEATURES, struct.pack("<II", 0x801, 7), 0x801),
+    ("SUPPORTED_FEATURES not whole words", XenElfNote.SUPPORTED_FEATURES, b"\x01\x08\x00\x00\x00", 0),
+    ("L1_MFN_VALID 64-bit words", XenElfNote.L1_MFN_VALID, struct.pack("<QQ", 1, 1), (1, 1)),
+    ("PHYS32_RELOC up to three words", XenElfNote.PHYS32_RELOC, struct.pack("<IIII", 1, 2, 3, 4), (1, 2, 3)),
+    ("INFO unknown to libelf", XenElfNote.INFO, b"A=b\0", b"A=b\0"),
+    ("CRASH_INFO unknown", 0x1000001, b"\x01\x02\x03\x04", b"\x01\x02\x03\x04"),
+]
+
+
+@pytest.mark.parametrize("ntype, desc, value", [pytest.param(t, d, v, id=r) for r, t, d, v in DECODE_ROWS])
+def test_decode_xen_note(ntype: int, desc: bytes, value) -> None:
+    assert decode_xen_note(ntype, desc) == value
+
+
+def test_note_words() -> None:
+    assert note_words(struct.pack("<II", 1, 2), 4) == (1, 2)
+    assert note_words(b"\x01\x02\x03", 4) == ()
+    assert note_words(b"", 8) == ()
+
+
+GUEST_INFO_ROWS = [
+    # (rule, __xen_guest string, items)
+    ("KEY=VALUE items, ',' separated", "GUEST_OS=linux,XEN_VER=xen-3.0",
+     [("GUEST_OS", "linux"), ("XEN_VER", "xen-3.0")]),
+    ("a key without '='", "BSD_SYMTAB,PAE=yes", [("BSD_SYMTAB", ""), ("PAE", "yes")]),
+    ("ends at NUL", "GUEST_OS=linux\0,XEN_VER=x", [("GUEST_OS", "linux")]),
+    ("nothing stripped", " GUEST_OS = linux ", [(" GUEST_OS ", " linux ")]),
+    ("only the first '=' splits", "A=b=c", [("A", "b=c")]),
+    ("empty items", ",,A=1", [("", ""), ("", ""), ("A", "1")]),
+    ("keys cut after 31 characters", "K" * 33 + "=v", [("K" * 31, ""), ("KK", "v")]),
+    ("values cut after 127 characters", "A=" + "v" * 130 + ",B=1", [("A", "v" * 127), ("vvv", ""), ("B", "1")]),
+]
+
+
+@pytest.mark.parametrize("text, items", [pytest.param(t, i, id=r) for r, t, i in GUEST_INFO_ROWS])
+def test_guest_info_items(text: str, items) -> None:
+    assert guest_info_items(text) == items
 
 
 def test_parse_guest_info() -> None:
-    s = "GUEST_OS=linux,XEN_VER=xen-3.0,VIRT_BASE=0xC0000000,BSD_SYMTAB,HYPERCALL_PAGE=0x12\0junk"
+    s = "GUEST_OS=linux,XEN_VER=xen-3.0,VIRT_BASE=0xC0000000,BSD_SYMTAB,HYPERCALL_PAGE=0x12,GUEST_OS=bsd\0junk"
     assert parse_guest_info(s) == {
-        "GUEST_OS": "linux",
+        "GUEST_OS": "bsd",
         "XEN_VER": "xen-3.0",
         "VIRT_BASE": "0xC0000000",
         "BSD_SYMTAB": "",
@@ -156,8 +222,24 @@ def test_strtoull(n: int) -> None:
     assert strtoull("0" + oct(n)[2:]) == n
 
 
-def test_strtoull_prefixes() -> None:
-    assert strtoull("0x1000zz") == 0x1000
-    assert strtoull("12abc") == 12
-    assert strtoull("abc") is None
-    assert strtoull("0") == 0
+STRTOULL_ROWS = [
+    ("0x1000zz", 0x1000),
+    ("12abc", 12),
+    ("abc", None),  # no digits: C returns 0
+    ("", None),
+    ("0", 0),
+    ("0x", 0),  # the "0" is the number
+    ("0xg", 0),
+    ("010", 8),
+    ("08", 0),
+    ("  \t42", 42),
+    ("+7", 7),
+    ("-1", 2**64 - 1),
+    ("-0x10", 2**64 - 16),
+    ("99999999999999999999999", 2**64 - 1),  # ERANGE: ULLONG_MAX
+]
+
+
+@pytest.mark.parametrize("text, value", STRTOULL_ROWS)
+def test_strtoull_c_rules(text: str, value) -> None:
+    assert strtoull(text) == value

@@ -165,12 +165,18 @@ def build_pv(ram, nr_pages: int, image: KernelImage, *, ramdisk: bytes | None, c
         rd_va = first
         si_flags |= SIF_MOD_START_PFN
 
-    # hypercall page
+    # hypercall page: the guest page holding HYPERCALL_PAGE, as libxc's
+    # setup_hypercall_page computes it ((vaddr - VIRT_BASE) >> 12); Xen's
+    # XEN_DOMCTL_hypercall_init wants a writable page of the domain
     if image.hypercall_page is not None:
         hp = image.hypercall_page
-        if not (vb <= hp < end) or hp & 0xFFF:
-            raise KernelImageError(image.path, f"hypercall page {hp:#x} is outside the image")
-        ram[hp - vb:hp - vb + PAGE] = hypercall_page(hypercall_port)
+        hpfn = ((hp - vb) & ((1 << 64) - 1)) >> 12
+        if hpfn >= nr_pages:
+            raise KernelImageError(image.path, f"HYPERCALL_PAGE {hp:#x} is not in the guest's memory "
+                                   f"(VIRT_BASE {vb:#x} + {nr_pages} pages)")
+        if hpfn in pt_set:
+            raise KernelImageError(image.path, f"HYPERCALL_PAGE {hp:#x} falls on a bootstrap page-table page")
+        ram[hpfn * PAGE:(hpfn + 1) * PAGE] = hypercall_page(hypercall_port)
 
     # start_info
     si = bytearray(PAGE)
