@@ -1,7 +1,9 @@
 /*
- * fifo: the FIFO event-channel ABI. init_control + expand_array, then
+ * fifo: the FIFO event-channel ABI. init_control + expand_array (refused
+ * arguments first: they must leave no FIFO state behind, XSA-188), then
  * check event words, queue heads, links and READY bits as pyxen raises
- * events (upcalls stay masked; this guest reads the structures itself).
+ * events (upcalls stay masked; this guest reads the structures itself);
+ * EVTCHNOP_reset goes back to the 2-level ABI.
  */
 #include "events.h"
 
@@ -22,12 +24,46 @@ void test_main(void)
     volatile struct control_block *cb = pfn_to_virt(cpfn);
     volatile uint32_t *words = pfn_to_virt(apfn);
 
-    struct { uint64_t gfn; uint32_t offset, vcpu; uint8_t link_bits, pad[7]; } ic =
-        { pfn_to_mfn(cpfn), 0, 0, 0, {0} };
-    check(HYPERVISOR_event_channel_op(EVTCHNOP_init_control, &ic) == 0, "init_control");
+    struct { uint64_t gfn; uint32_t offset, vcpu; uint8_t link_bits, pad[7]; } ic;
+    uint64_t ag = pfn_to_mfn(apfn);
+    long rc;
+#define INIT_CONTROL(g, o, v) \
+    (ic.gfn = (g), ic.offset = (o), ic.vcpu = (v), ic.link_bits = 0, \
+     HYPERVISOR_event_channel_op(EVTCHNOP_init_control, &ic))
+#define NO_FIFO_YET(what) do { \
+        rc = HYPERVISOR_event_channel_op(EVTCHNOP_expand_array, &ag); \
+        check(rc == -XEN_EOPNOTSUPP, "expand_array after %s: still no FIFO ABI (%ld)", what, rc); \
+    } while (0)
+
+    NO_FIFO_YET("nothing");
+    rc = INIT_CONTROL(~1UL, 0, 0);
+    check(rc == -XEN_EINVAL, "init_control gfn -2 refused (%ld)", rc);
+    NO_FIFO_YET("a bad gfn");
+    rc = INIT_CONTROL(pfn_to_mfn(cpfn), 0, 99);
+    check(rc == -XEN_ENOENT,
+          "init_control for vCPU 99 refused (%ld)", rc);
+    rc = INIT_CONTROL(pfn_to_mfn(cpfn), 4096 - 64, 0);
+    check(rc == -XEN_EINVAL,
+          "init_control crossing the page refused (%ld)", rc);
+    rc = INIT_CONTROL(pfn_to_mfn(cpfn), 4, 0);
+    check(rc == -XEN_EINVAL,
+          "unaligned init_control refused (%ld)", rc);
+    rc = INIT_CONTROL(current_l4_mfn(), 0, 0);
+    check(rc == -XEN_EINVAL,
+          "init_control on a page-table frame refused (%ld)", rc);
+    NO_FIFO_YET("refused init_controls");
+
+    check(INIT_CONTROL(pfn_to_mfn(cpfn), 0, 0) == 0, "init_control");
     check(ic.link_bits == 17, "link_bits %u", ic.link_bits);
     check(HYPERVISOR_event_channel_op(EVTCHNOP_init_control, &ic) == -22, "second init_control refused");
-    uint64_t ag = pfn_to_mfn(apfn);
+    /* Xen holds a writable type reference on the control block's frame */
+    check(make_page_readonly((void *)cb) == 0, "control block mapped read-only");
+    rc = mmuext_simple(MMUEXT_PIN_L1_TABLE, pfn_to_mfn(cpfn), 0);
+    check(rc == -XEN_EINVAL,
+          "the control block's frame cannot become a page table (%ld)", rc);
+    if (rc == 0)
+        mmuext_simple(MMUEXT_UNPIN_TABLE, pfn_to_mfn(cpfn), 0);
+    check(make_page_writable((void *)cb) == 0, "control block writable again");
     check(HYPERVISOR_event_channel_op(EVTCHNOP_expand_array, &ag) == 0, "expand_array");
 
     long p = evtchn_bind_ipi(0), q = evtchn_bind_ipi(0), r = evtchn_bind_ipi(0);
@@ -54,5 +90,18 @@ void test_main(void)
     check(evtchn_unmask(r) == 0, "unmask r");
     check((words[r] & (LINKED | MASKED)) == LINKED, "r linked after unmask (%#x)", words[r]);
     check(cb->ready & (1u << 3) && cb->head[3] == r, "queue 3 holds r");
+
+    uint16_t self = DOMID_SELF;
+    rc = HYPERVISOR_event_channel_op(EVTCHNOP_reset, &self);
+    check(rc == 0, "EVTCHNOP_reset (%ld)", rc);
+    NO_FIFO_YET("EVTCHNOP_reset");
+    for (unsigned int i = 0; i < 1024; i++)
+        words[i] = 0;
+    check(make_page_readonly((void *)words) == 0, "event array page mapped read-only");
+    rc = mmuext_simple(MMUEXT_PIN_L1_TABLE, pfn_to_mfn(apfn), 0);
+    check(rc == 0,
+          "after the reset its frame may become a page table (%ld)", rc);
+    mmuext_simple(MMUEXT_UNPIN_TABLE, pfn_to_mfn(apfn), 0);
+    check(INIT_CONTROL(pfn_to_mfn(cpfn), 0, 0) == 0, "init_control again after the reset");
     test_finish();
 }

@@ -20,6 +20,7 @@
 #define EVTCHNOP_bind_ipi         7
 #define EVTCHNOP_bind_vcpu        8
 #define EVTCHNOP_unmask           9
+#define EVTCHNOP_reset           10
 #define EVTCHNOP_init_control    11
 #define EVTCHNOP_expand_array    12
 #define EVTCHNOP_set_priority    13

@@ -193,6 +193,7 @@
 #define XEN_EEXIST  17
 #define XEN_EINVAL  22
 #define XEN_ENOSYS  38
+#define XEN_EOPNOTSUPP 95
 
 /* Exception vectors */
 #define X86_EXC_DE   0

@@ -154,3 +154,27 @@ def test_unmask_is_serialised_with_raisers():
         assert not done.wait(0.1), "unmask ran while another thread held the channel lock"
     assert done.wait(2)
     assert dom.ctl[0][2 + 7] == p
+
+
+def test_expand_array_needs_fifo_and_reset_goes_back_to_2l():
+    """Xen: EVTCHNOP_expand_array before any control block is -EOPNOTSUPP;
+    EVTCHNOP_reset closes the guest's ports and returns to the 2-level ABI
+    (pyxen's own ports stay, with their pending state), handing back the
+    frames whose references the FIFO ABI held."""
+    dom, ev = make(1)
+    arr = (ctypes.c_uint32 * 1024)()
+    assert ev.expand_array(ctypes.addressof(arr), 0x55) == -E.EOPNOTSUPP
+    cb = (ctypes.c_uint32 * 18)()
+    mine = ev.bind_to_remote(0, lambda: None)
+    ev.ports[mine].consumer = True
+    assert ev.init_control(0, ctypes.addressof(cb), 0x44) == 0
+    assert ev.expand_array(ctypes.addressof(arr), 0x55) == 0
+    guest = ev.bind_ipi(0)
+    ev.raise_port(mine)
+    assert ev.is_pending(mine)
+    assert sorted(ev.reset()) == [0x44, 0x55]
+    assert not ev.fifo and ev.get(guest) is None and ev.get(mine) is not None
+    assert ev.is_pending(mine)                   # now in shared_info's bitmap
+    assert ev.reset() == []
+    assert ev.expand_array(ctypes.addressof(arr)) == -E.EOPNOTSUPP
+    assert ev.init_control(0, ctypes.addressof(cb)) == 0

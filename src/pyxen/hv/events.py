@@ -11,7 +11,7 @@ import threading
 from dataclasses import dataclass, field
 
 from .. import _atomic as A
-from .abi import EINVAL, ENOSPC, EBUSY, ENOENT, EPERM, ESRCH, ENOSYS, EEXIST
+from .abi import EINVAL, ENOSPC, EBUSY, ENOENT, EPERM, ESRCH, ENOSYS, EEXIST, EOPNOTSUPP
 
 CLOSED, UNBOUND, INTERDOMAIN, PIRQ, VIRQ, IPI = 0, 1, 2, 3, 4, 5
 NR_2L = 64 * 64
@@ -21,6 +21,8 @@ GLOBAL_VIRQS = {1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12, 13}   # bound to vCPU 0 only
 FIFO_PENDING, FIFO_MASKED, FIFO_LINKED, FIFO_BUSY = 31, 30, 29, 28
 FIFO_LINK_MASK = (1 << 17) - 1
 PRIORITY_DEFAULT = 7
+FIFO_CONTROL_BLOCK_SIZE = 72          # ready, reserved, head[16]
+FIFO_MAX_ARRAY_PAGES = NR_FIFO // 1024
 SHARED_PENDING_OFF, SHARED_MASK_OFF = 2048, 2560
 
 
@@ -63,6 +65,9 @@ class EventChannels:
         self.fifo_pages: list[int] = []                   # host addresses of event array pages
         self.fifo_ctl: dict[int, int] = {}                # vcpu -> host address of control block
         self.fifo_queues: dict[int, list[FifoQueue]] = {}
+        # guest frames under the FIFO structures, whose (writable type)
+        # references the hypercall layer took and drops again on reset
+        self.fifo_frames: list[int] = []
         self.shared = 0                                    # host address of shared_info
 
     # --- allocation --------------------------------------------------------
@@ -70,7 +75,7 @@ class EventChannels:
         return NR_FIFO if self.fifo else NR_2L
 
     def alloc(self) -> int:
-        for p in range(1, len(self.ports)):
+        for p in range(1, min(len(self.ports), self.limit())):
             if self.ports[p].state == CLOSED:
                 self.ports[p] = Channel()
                 return p
@@ -304,11 +309,30 @@ class EventChannels:
             ch.vcpu = vcpu
             return 0
 
-    def reset(self) -> None:
+    def reset(self) -> list[int]:
+        """EVTCHNOP_reset: close the guest's ports and, as Xen does, go back
+        to the 2-level ABI. Returns the guest frames the FIFO ABI used (the
+        caller drops the references it took on them)."""
         with self.lock:
             for p in range(1, len(self.ports)):
                 if self.ports[p].state != CLOSED and not self.ports[p].consumer:
                     self.close(p)
+            if not self.fifo:
+                return []
+            # pyxen's own ports stay bound: keep their pending state, as
+            # Xen's setup_ports() does when it switches the other way
+            for p in range(1, len(self.ports)):
+                ch = self.ports[p]
+                if ch.state != CLOSED and p < NR_2L and (ch.fifo_pending or self.is_pending(p)):
+                    A.set_bit(self.shared + SHARED_PENDING_OFF, p)
+                ch.fifo_pending, ch.fifo_queue, ch.priority = False, None, PRIORITY_DEFAULT
+            # the 2-level ABI has 4096 ports: drop the closed ones above
+            while len(self.ports) > NR_2L and self.ports[-1].state == CLOSED:
+                self.ports.pop()
+            frames = self.fifo_frames
+            self.fifo = False
+            self.fifo_pages, self.fifo_ctl, self.fifo_queues, self.fifo_frames = [], {}, {}, []
+            return frames
 
     # --- FIFO ABI -------------------------------------------------------------------
     def _fifo_word(self, port: int) -> int | None:
@@ -317,23 +341,33 @@ class EventChannels:
             return None
         return self.fifo_pages[page] + (port % 1024) * 4
 
-    def init_control(self, vcpu_id: int, ctl_addr: int) -> int:
+    def init_control(self, vcpu_id: int, ctl_addr: int, frame: int | None = None) -> int:
+        """EVTCHNOP_init_control once the guest's arguments are checked and its
+        frame mapped (hypercalls/evtchn.py): the first control block switches
+        the domain to the FIFO ABI with an empty event array."""
         with self.lock:
             if vcpu_id in self.fifo_ctl:
                 return -EINVAL
             self.fifo_ctl[vcpu_id] = ctl_addr
             self.fifo_queues[vcpu_id] = [FifoQueue(ctl_addr + 8 + 4 * q) for q in range(16)]
+            if frame is not None:
+                self.fifo_frames.append(frame)
             if not self.fifo:
                 self.fifo = True
             return 0
 
-    def expand_array(self, page_addr: int) -> int:
+    def array_full(self) -> bool:
+        return len(self.fifo_pages) >= FIFO_MAX_ARRAY_PAGES
+
+    def expand_array(self, page_addr: int, frame: int | None = None) -> int:
         with self.lock:
             if not self.fifo:
-                return -EINVAL
-            if len(self.fifo_pages) * 1024 >= NR_FIFO:
+                return -EOPNOTSUPP          # Xen: no FIFO control block yet
+            if self.array_full():
                 return -ENOSPC
             self.fifo_pages.append(page_addr)
+            if frame is not None:
+                self.fifo_frames.append(frame)
             # ports already in use whose words just appeared start masked, as in Xen
             first = (len(self.fifo_pages) - 1) * 1024
             for port in range(first, min(first + 1024, len(self.ports))):

@@ -5,24 +5,40 @@ from __future__ import annotations
 import struct
 
 from .. import layout as L
-from ..abi import (HC, EFAULT, EINVAL, ENOSYS, EPERM, ESRCH, DOMID_SELF, EVTCHNOP_bind_interdomain,
+from ..abi import (HC, EFAULT, EINVAL, ENOENT, ENOSPC, ENOSYS, EOPNOTSUPP, EPERM, ESRCH,
+                   DOMID_SELF, EVTCHNOP_bind_interdomain,
                    EVTCHNOP_bind_virq, EVTCHNOP_bind_pirq, EVTCHNOP_close, EVTCHNOP_send,
                    EVTCHNOP_status, EVTCHNOP_alloc_unbound, EVTCHNOP_bind_ipi, EVTCHNOP_bind_vcpu,
                    EVTCHNOP_unmask, EVTCHNOP_reset, EVTCHNOP_init_control,
                    EVTCHNOP_expand_array, EVTCHNOP_set_priority)
-from ..events import CLOSED, UNBOUND, INTERDOMAIN, VIRQ, IPI
+from ..events import CLOSED, UNBOUND, INTERDOMAIN, VIRQ, IPI, FIFO_CONTROL_BLOCK_SIZE
 from ..guestmem import GuestFault
+from ..mm import PageTableError, PGT_WRITABLE
 
 
 def _u32(vcpu, va, n=1):
     return struct.unpack(f"<{n}I", vcpu.mem.read(va, 4 * n))
 
 
-def _frame_addr(dom, gfn: int, offset: int = 0) -> int | None:
-    """Host address of a guest frame (+offset), if it is the guest's RAM."""
-    if not dom.mm.owns(gfn) or offset >= L.PAGE_SIZE:
+def _map_guest_page(dom, gfn: int) -> int | None:
+    """Host address of a guest frame pyxen keeps writing into (a FIFO
+    control block or event array page), or None (Xen: -EINVAL). Like Xen's
+    map_guest_page() it takes a writable type reference, so the frame cannot
+    become a page table (or a descriptor page) while pyxen uses it, nor be
+    ballooned out; _unmap_guest_page() drops it."""
+    mm = dom.mm
+    if not mm.owns(gfn):
         return None
-    return dom.ram.addr + (gfn << 12) + offset
+    try:
+        mm.get_type(gfn, PGT_WRITABLE)
+    except PageTableError as e:
+        dom.log.info("d%d: event channel page %#x refused: %s", dom.domid, gfn, e)
+        return None
+    return dom.ram.addr + (gfn << 12)
+
+
+def _unmap_guest_page(dom, gfn: int) -> None:
+    dom.mm.put_type(gfn)
 
 
 def event_channel_op(vcpu, cmd, arg, *_):
@@ -104,25 +120,41 @@ def event_channel_op(vcpu, cmd, arg, *_):
             (d,) = struct.unpack("<H", mem.read(arg, 2))
             if d not in (DOMID_SELF, dom.domid):
                 return -EPERM
-            ev.reset()
+            for gfn in ev.reset():          # back to the 2-level ABI, as in Xen
+                _unmap_guest_page(dom, gfn)
             return 0
         if cmd == EVTCHNOP_init_control:
+            # Xen's evtchn_fifo_init_control(), checks in its order; a
+            # failure leaves no FIFO state behind (XSA-188)
             gfn, offset, vcpu_id = struct.unpack("<QII", mem.read(arg, 16))
-            if vcpu_id >= len(dom.vcpus) or offset & 7 or offset > L.PAGE_SIZE - 72:
+            if vcpu_id >= len(dom.vcpus):
+                return -ENOENT
+            if offset > L.PAGE_SIZE - FIFO_CONTROL_BLOCK_SIZE or offset & 7:
                 return -EINVAL
-            addr = _frame_addr(dom, gfn, offset)
+            if vcpu_id in ev.fifo_ctl:
+                return -EINVAL
+            addr = _map_guest_page(dom, gfn)
             if addr is None:
                 return -EINVAL
-            rc = ev.init_control(vcpu_id, addr)
-            if rc == 0:
-                mem.write(arg + 16, struct.pack("<B7x", 17))
-            return rc
+            rc = ev.init_control(vcpu_id, addr + offset, gfn)
+            if rc:
+                _unmap_guest_page(dom, gfn)
+                return rc
+            mem.write(arg + 16, struct.pack("<B7x", 17))
+            return 0
         if cmd == EVTCHNOP_expand_array:
             (gfn,) = struct.unpack("<Q", mem.read(arg, 8))
-            addr = _frame_addr(dom, gfn)
+            if not ev.fifo:
+                return -EOPNOTSUPP
+            if ev.array_full():
+                return -ENOSPC
+            addr = _map_guest_page(dom, gfn)
             if addr is None:
                 return -EINVAL
-            return ev.expand_array(addr)
+            rc = ev.expand_array(addr, gfn)
+            if rc:
+                _unmap_guest_page(dom, gfn)
+            return rc
         if cmd == EVTCHNOP_set_priority:
             port, prio = _u32(vcpu, arg, 2)
             return ev.set_priority(port, prio)
