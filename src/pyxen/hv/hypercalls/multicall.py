@@ -1,4 +1,5 @@
-"""multicall: a batch of hypercalls in one trap (Xen's common/multicall.c)."""
+"""multicall: a batch of hypercalls in one trap (Xen's common/multicall.c
+with x86's pv_do_multicall_call)."""
 from __future__ import annotations
 
 import struct
@@ -12,7 +13,14 @@ MASK = (1 << 64) - 1
 
 
 def multicall(vcpu, call_list, nr_calls, *_):
+    """Each entry's result is written back as its call ends. Like Xen, the
+    batch ends at an __HYPERVISOR_iret: the iret has switched to the frame's
+    context (perhaps guest user mode), so nothing after it may run with the
+    kernel's rights (XSA-213). The multicall then returns what the iret
+    returned, the frame's rax, which the guest resumes with. A nested
+    multicall is refused (-EINVAL) and the batch goes on."""
     dom = vcpu.domain
+    nr_calls &= 0xFFFFFFFF
     if nr_calls > MAX_CALLS:
         return -EINVAL
     for i in range(nr_calls):
@@ -21,16 +29,25 @@ def multicall(vcpu, call_list, nr_calls, *_):
             op, _res, a1, a2, a3, a4, a5, _a6 = _ENTRY.unpack(vcpu.mem.read(va, 64))
         except GuestFault:
             return -EFAULT
-        if op == HC.multicall or op == HC.iret:
-            ret = -EINVAL
+        if op == HC.multicall:
+            ret = -EINVAL               # Xen: "Multicall reentry is disallowed"
         else:
             ret = dom.hypercall(vcpu, op, a1, a2, a3, a4, a5, nested=True)
+        if op == HC.iret:
+            # Xen's do_iret returns the frame's rax (the register the guest
+            # resumes with); the result is written back on a best-effort basis
+            ret = vcpu.regs.rax
+            try:
+                vcpu.mem.write(va + 8, struct.pack("<Q", ret & MASK))
+            except GuestFault:
+                pass
+            return ret
         try:
             vcpu.mem.write(va + 8, struct.pack("<Q", ret & MASK))
         except GuestFault:
             return -EFAULT
-        if dom.stopped:
-            break
+        if dom.stopped or not vcpu.pv.kernel_mode:
+            break       # (only an iret leaves kernel mode; Xen would preempt here)
     return 0
 
 
