@@ -1,7 +1,8 @@
 /*
  * pagetables - the PV MMU interface: update_va_mapping, mmu_update,
  * mmuext_op (pin/unpin, new base pointer, TLB flush/invlpg, clear/copy
- * page), the M2P table and Xen's page-table safety rules.
+ * page), the M2P table and Xen's page-table safety rules, linear
+ * (recursive) page tables included (Xen's default pv-linear-pt=true).
  *
  * Free frames come from the mapped padding after the bootstrap elements
  * (runtime/mm.c) and, when the domain has more memory than the bootstrap
@@ -366,6 +367,148 @@ static void step_h(void)
     check(WIN[0] == 42, "window writable again");
 }
 
+/* (i) linear page tables: an L4/L2 entry mapping a table of its own level */
+#define CANON(va) ((unsigned long)((long)((unsigned long)(va) << 16) >> 16))
+
+/* The L1 entry of va, seen through L4 slot `slot` mapping an L4 read-only. */
+static unsigned long linear_pte_va(unsigned int slot, unsigned long va)
+{
+    return CANON(((unsigned long)slot << 39) | (((va & ((1UL << 48) - 1)) >> 12) << 3));
+}
+
+static void step_i(void)
+{
+    unsigned long cur = current_l4_mfn(), win = (unsigned long)window;
+    const volatile uint64_t *l4 = mfn_to_virt(cur);
+    struct pt_walk w;
+    unsigned int slots[3], n = 0;
+    uint64_t v = 0;
+    long rc;
+    int faulted;
+
+    printk("-- (i) linear page tables on L4 mfn %#lx\n", cur);
+    if (!l4 || pt_walk(cur, win, &w) != 0)
+        test_error("cannot walk the window mapping");
+    for (unsigned int i = 1; i < L4_XEN_SLOT_FIRST && n < 3; i++)
+        if (!(l4[i] & _PAGE_PRESENT))
+            slots[n++] = i;
+    if (n < 3)
+        test_error("fewer than 3 free L4 slots");
+    unsigned int ks = slots[0], kb = slots[1], kc = slots[2];
+    uint64_t self = (cur << PAGE_SHIFT) + ks * 8, cur_ro = (cur << PAGE_SHIFT) | PTE_KERN_RO;
+
+    rc = mmu_update1(self | MMU_NORMAL_PT_UPDATE, cur_ro | _PAGE_RW);
+    check(rc == -XEN_EINVAL, "a writable recursive L4 entry is refused (%ld)", rc);
+    rc = mmu_update1(self | MMU_NORMAL_PT_UPDATE, cur_ro);
+    check(rc == 0, "a read-only recursive L4 entry (slot %u) is accepted (%ld)", ks, rc);
+    if (rc)
+        return;
+    faulted = probe_read64(linear_pte_va(ks, win), &v);
+    check(!faulted && pte_same(v, w.entry[1]),
+          "the window's L1 entry read through the recursive slot (%#lx, want %#lx)",
+          (unsigned long)v, (unsigned long)w.entry[1]);
+    unsigned long self_va = CANON(((unsigned long)ks << 39) | ((unsigned long)ks << 30) |
+                                  ((unsigned long)ks << 21) | ((unsigned long)ks << 12));
+    faulted = probe_read64(self_va + ks * 8, &v);
+    check(!faulted && (v & PTE_ADDR_MASK) == (cur << PAGE_SHIFT) && !(v & _PAGE_RW),
+          "the L4 reads its own recursive entry at %#lx (%#lx)", self_va, (unsigned long)v);
+    last_fault.vector = ~0UL;
+    faulted = probe_write64(self_va + kc * 8, (mfn_v << PAGE_SHIFT) | PTE_KERN_RW);
+    check(faulted && last_fault.vector == X86_EXC_PF && !(l4[kc] & _PAGE_PRESENT),
+          "a store into the L4 through it faults (vector %ld), the L4 unchanged",
+          (long)last_fault.vector);
+    rc = mmu_update1(self | MMU_NORMAL_PT_UPDATE, cur_ro | _PAGE_RW | _PAGE_DIRTY);
+    check(rc == -XEN_EINVAL && !(l4[ks] & _PAGE_RW),
+          "it cannot be made writable by a flags-only update (%ld)", rc);
+    rc = mmu_update1(self | MMU_PT_UPDATE_PRESERVE_AD, cur_ro | _PAGE_RW);
+    check(rc == -XEN_EINVAL && !(l4[ks] & _PAGE_RW),
+          "nor with MMU_PT_UPDATE_PRESERVE_AD (%ld)", rc);
+    rc = mmu_update1(self | MMU_NORMAL_PT_UPDATE, cur_ro | _PAGE_DIRTY);
+    check(rc == 0 && !(l4[ks] & _PAGE_RW), "its dirty bit may change (%ld)", rc);
+    rc = HYPERVISOR_update_va_mapping(self_va, cur_ro, UVMF_INVLPG);
+    check(rc == -XEN_EINVAL, "update_va_mapping where the 'L1' is the L4 is refused (%ld)", rc);
+
+    /* A second L4, B: a copy of the guest slots without the recursive one. */
+    unsigned long pfn_b = must_alloc(), mfn_b = p2m[pfn_b];
+    volatile uint64_t *b = pfn_to_virt(pfn_b);
+    for (unsigned int i = 0; i < 512; i++)
+        if ((i < L4_XEN_SLOT_FIRST || i > L4_XEN_SLOT_LAST) && i != ks)
+            b[i] = l4[i];
+    uint64_t b_ro = (mfn_b << PAGE_SHIFT) | PTE_KERN_RO;
+    uint64_t cur_kb = ((cur << PAGE_SHIFT) + kb * 8) | MMU_NORMAL_PT_UPDATE;
+    uint64_t b_kc = ((mfn_b << PAGE_SHIFT) + kc * 8) | MMU_NORMAL_PT_UPDATE;
+    rc = make_page_readonly((void *)b);
+    if (rc == 0)
+        rc = mmuext_simple(MMUEXT_PIN_L4_TABLE, mfn_b, 0);
+    check(rc == 0, "pin a second L4 B at mfn %#lx (%ld)", mfn_b, rc);
+    if (rc)
+        return;
+    rc = mmu_update1(cur_kb, b_ro | _PAGE_RW);
+    check(rc == -XEN_EINVAL, "a writable entry mapping L4 B from the L4 is refused (%ld)", rc);
+    rc = mmu_update1(cur_kb, b_ro);
+    check(rc == 0, "the L4 maps L4 B read-only (%ld)", rc);
+    faulted = probe_read64(linear_pte_va(kb, win), &v);
+    check(!faulted && pte_same(v, w.entry[1]),
+          "the window's L1 entry read through B (%#lx)", (unsigned long)v);
+    rc = mmu_update1(b_kc, cur_ro);
+    check(rc == -XEN_EINVAL, "B, mapped as a linear table, may not map another L4 (%ld)", rc);
+    rc = mmu_update1(b_kc, b_ro);
+    check(rc == 0, "but B may map itself (%ld)", rc);
+    mmu_update1(b_kc, 0);
+    rc = mmu_update1(cur_kb, 0);
+    check(rc == 0, "unhook B (%ld)", rc);
+    rc = mmu_update1(b_kc, cur_ro);
+    check(rc == 0, "now B maps the L4 (%ld)", rc);
+    rc = mmu_update1(cur_kb, b_ro);
+    check(rc == -XEN_EINVAL, "and the L4, mapped as a linear table, may not map B (%ld)", rc);
+    rc = mmu_update1(b_kc, 0);
+    check(rc == 0, "unhook the L4 from B (%ld)", rc);
+    rc = mmu_update1(cur_kb, b_ro);
+    check(rc == 0, "the L4 maps B again (%ld)", rc);
+    rc = mmuext_simple(MMUEXT_UNPIN_TABLE, mfn_b, 0);
+    check(rc == 0, "unpin B (%ld)", rc);
+    rc = make_page_writable((void *)b);
+    check(rc < 0, "B is still an L4 while the linear entry holds it (%ld)", rc);
+    rc = mmu_update1(cur_kb, 0);
+    check(rc == 0, "drop the linear entry (%ld)", rc);
+    last_fault.vector = ~0UL;
+    faulted = probe_read64(linear_pte_va(kb, win), &v);
+    check(faulted && last_fault.vector == X86_EXC_PF, "its slot faults again, without a flush");
+    rc = make_page_writable((void *)b);
+    check(rc == 0, "then B may be mapped writable again (%ld)", rc);
+
+    /* An L2 mapping itself: its slot then shows the L1 tables as pages. */
+    unsigned long l2_mfn = w.table_mfn[2];
+    const volatile uint64_t *l2 = mfn_to_virt(l2_mfn);
+    unsigned int s;
+    for (s = 0; s < 512 && (l2[s] & _PAGE_PRESENT); s++)
+        ;
+    if (s == 512 || !l2)
+        test_error("no free L2 slot");
+    uint64_t l2e = ((l2_mfn << PAGE_SHIFT) + s * 8) | MMU_NORMAL_PT_UPDATE;
+    rc = mmu_update1(l2e, (l2_mfn << PAGE_SHIFT) | PTE_KERN_RW);
+    check(rc == -XEN_EINVAL, "a writable recursive L2 entry is refused (%ld)", rc);
+    rc = mmu_update1(l2e, (l2_mfn << PAGE_SHIFT) | PTE_KERN_RO);
+    check(rc == 0, "a read-only recursive L2 entry (slot %u) is accepted (%ld)", s, rc);
+    unsigned long l1_va = (win & ~((1UL << 30) - 1)) | ((unsigned long)s << 21) |
+                          (((win >> 21) & 511) << 12);
+    faulted = probe_read64(l1_va + ((win >> 12) & 511) * 8, &v);
+    check(!faulted && pte_same(v, w.entry[1]),
+          "the window's L1 entry read through the L2 (%#lx)", (unsigned long)v);
+    rc = mmu_update1(l2e, 0);
+    check(rc == 0, "drop the recursive L2 entry (%ld)", rc);
+    last_fault.vector = ~0UL;
+    faulted = probe_read64(l1_va, &v);
+    check(faulted && last_fault.vector == X86_EXC_PF, "its slot faults again, without a flush");
+
+    rc = mmu_update1(self | MMU_NORMAL_PT_UPDATE, 0);
+    check(rc == 0, "drop the recursive L4 entry (%ld)", rc);
+    /* no flush here: Xen flushes the TLBs itself after an L2-L4 update */
+    last_fault.vector = ~0UL;
+    faulted = probe_read64(linear_pte_va(ks, win), &v);
+    check(faulted && last_fault.vector == X86_EXC_PF, "the recursive slot faults again");
+}
+
 void test_main(void)
 {
     if (traps_init())
@@ -390,5 +533,6 @@ void test_main(void)
     step_f();
     step_g();
     step_h();
+    step_i();
     test_finish();
 }

@@ -7,6 +7,15 @@ frame is validated when its type count goes 0 -> 1 (every present entry
 takes a reference on what it points to) and released when it drops to 0.
 Guest L4 tables get pyxen's reserved slot written in; the guest cannot
 change Xen's slots (256-271).
+
+Linear (recursive) page tables are allowed as in Xen 4.17 with its default
+pv-linear-pt=true: an L2, L3 or L4 entry may map a page table of its own
+level instead of the level below, read-only only. A table mapping itself
+takes no reference; mapping another table takes a type reference on it,
+which must already be a validated table of that level. A table that holds
+such entries may not itself be mapped that way and vice versa (Xen's
+linear_pt_count: > 0 counts a table's linear entries, < 0 the linear
+entries that map it).
 """
 from __future__ import annotations
 
@@ -29,6 +38,8 @@ L1_BAD = 0x7FF0000000000000
 L2_BAD = 0x7FF0000000000000 | L.PTE_PSE
 L3_BAD = L2_BAD
 L4_BAD = 0x7FF0000000000000 | L.PTE_PSE | L.PTE_G
+# Xen keeps linear_pt_count in 16 signed bits
+LINEAR_MAX = 0x7FFF
 
 
 class PageTableError(Exception):
@@ -51,6 +62,7 @@ class MemoryManager:
         self.ptype = bytearray(nr_pages)
         self.tcount = array("l", bytes(8 * nr_pages))
         self.pinned = bytearray(nr_pages)
+        self.linear = array("l", bytes(8 * nr_pages))   # Xen's linear_pt_count
         self.shared_info_mfn = heap.shared_info_gpa >> L.PAGE_SHIFT
         # pyxen pages this guest may map: shared_info and grant frames (rw),
         # grant status frames (read-only)
@@ -92,6 +104,7 @@ class MemoryManager:
         self.ptype[mfn] = t
         self.tcount[mfn] = 1
         if PGT_L1 <= t <= PGT_L4:
+            self.linear[mfn] = 0
             try:
                 self._validate(mfn, t)
             except PageTableError:
@@ -116,13 +129,13 @@ class MemoryManager:
                 if level == 4 and L.RESERVED_L4_FIRST <= i <= L.RESERVED_L4_LAST:
                     continue
                 if e & L.PTE_P:
-                    fixed = self._get_entry_ref(e, level)
+                    fixed = self._get_entry_ref(e, level, mfn)
                     if fixed != e:
                         self.write_entry(mfn, i, fixed)
                     done.append(fixed)
         except PageTableError as err:
             for e in done:
-                self._put_entry_ref(e, level)
+                self._put_entry_ref(e, level, mfn)
             raise PageTableError(err.errno, f"L{level} table {mfn:#x} entry {i}: {err}") from None
         if level == 4:
             self.install_reserved_slots(mfn)
@@ -139,12 +152,12 @@ class MemoryManager:
             if level == 4 and L.RESERVED_L4_FIRST <= i <= L.RESERVED_L4_LAST:
                 continue
             if e & L.PTE_P:
-                self._put_entry_ref(e, level)
+                self._put_entry_ref(e, level, mfn)
 
-    def _get_entry_ref(self, e: int, level: int) -> int:
-        """Validate one present entry of a level-`level` table and take the
-        reference it implies. Returns the entry as stored (Xen forces the
-        user bit on: a 64-bit PV kernel runs in ring 3)."""
+    def _get_entry_ref(self, e: int, level: int, table: int) -> int:
+        """Validate one present entry of the level-`level` table `table` and
+        take the reference it implies. Returns the entry as stored (Xen forces
+        the user bit on: a 64-bit PV kernel runs in ring 3)."""
         target = (e & ADDR) >> 12
         if level == 1:
             if e & L1_BAD:
@@ -164,15 +177,53 @@ class MemoryManager:
         if e & bad:
             raise PageTableError(EINVAL, f"bad L{level} flags {e:#x} (large pages are not "
                                  "available to PV guests)")
-        self.get_type(target, level - 1)
+        try:
+            self.get_type(target, level - 1)
+        except PageTableError as err:
+            # Xen tries a linear page table only when the normal type failed
+            # with -EINVAL; if that is refused too, the first error stands
+            if err.errno != EINVAL:
+                raise
+            why = self._get_linear(e, level, table, target)
+            if why is not None:
+                raise PageTableError(EINVAL, f"{err}; not a linear page table either: {why}") \
+                    from None
         return e | L.PTE_US
 
-    def _put_entry_ref(self, e: int, level: int) -> None:
+    def _get_linear(self, e: int, level: int, table: int, target: int) -> str | None:
+        """Accept a level-`level` entry of `table` that maps `target` as a
+        table of its own level (Xen's get_lN_linear_pagetable). Returns None
+        when accepted (the references are taken), else why not."""
+        if e & L.PTE_RW:
+            return "a linear page-table entry must be read-only"
+        if target == table:
+            return None                 # a table mapping itself: no reference
+        if not self.owns(target):
+            return f"mfn {target:#x} is not this domain's"
+        entries, uses = self.linear[table], self.linear[target]
+        if entries < 0 or entries >= LINEAR_MAX:
+            return f"L{level} table {table:#x} is itself mapped as a linear page table"
+        if uses > 0 or uses <= -LINEAR_MAX - 1:
+            return f"L{level} table {target:#x} has linear entries of its own"
+        if self.tcount[target] == 0 or self.ptype[target] != level:
+            return f"mfn {target:#x} is not a validated L{level} table"
+        self.linear[table] = entries + 1
+        self.linear[target] = uses - 1
+        self.tcount[target] += 1
+        return None
+
+    def _put_entry_ref(self, e: int, level: int, table: int) -> None:
         target = (e & ADDR) >> 12
         if level == 1:
             if (e & L.PTE_RW) and self.owns(target):
                 self.put_type(target)
             return
+        if target == table:
+            return                      # a linear self-map holds no reference
+        if self.ptype[target] == level:
+            # a linear entry: only those map a table of their own level
+            self.linear[table] -= 1
+            self.linear[target] += 1
         self.put_type(target)
 
     # --- guest operations ---------------------------------------------------
@@ -218,12 +269,12 @@ class MemoryManager:
                     raise PageTableError(EINVAL, f"bad L{level} flags {val:#x}")
                 self.write_entry(mfn, idx, val | L.PTE_US)
                 return
-            new = self._get_entry_ref(val, level)
+            new = self._get_entry_ref(val, level, mfn)
         else:
             new = val
         self.write_entry(mfn, idx, new)
         if old & L.PTE_P:
-            self._put_entry_ref(old, level)
+            self._put_entry_ref(old, level, mfn)
 
     # --- translation -------------------------------------------------------------
     def read_q(self, gpa: int) -> int:

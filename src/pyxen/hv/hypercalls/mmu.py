@@ -15,7 +15,7 @@ from ..abi import (HC, EFAULT, EINVAL, ENOSYS, ESRCH, EPERM, DOMID_SELF,
                    MMUEXT_FLUSH_CACHE_GLOBAL, MMUEXT_MARK_SUPER, MMUEXT_UNMARK_SUPER,
                    UVMF_FLUSHTYPE_MASK, UVMF_ALL, EOPNOTSUPP)
 from ..guestmem import GuestFault
-from ..mm import PageTableError, PGT_L4, PGT_WRITABLE
+from ..mm import PageTableError, PGT_L1, PGT_L4, PGT_WRITABLE
 
 _UPD = struct.Struct("<QQ")
 _EXT = struct.Struct("<IIQQ")      # cmd, pad, arg1 (mfn / linear_addr), arg2 (nr_ents / vcpumask / src_mfn)
@@ -83,7 +83,9 @@ def mmu_update(vcpu, ureqs, count, pdone, domid, *_):
 
 
 def _l1_slot(vcpu, va):
-    """Machine address of the L1 entry that maps va in the current tables."""
+    """Machine address of the L1 entry that maps va in the current tables,
+    if that entry is in an L1 table (Xen's __do_update_va_mapping checks the
+    type: with linear page tables the walk can end in a higher-level table)."""
     mm = vcpu.domain.mm
     table = vcpu._cr3_mfn()
     for shift in (39, 30, 21):
@@ -93,6 +95,8 @@ def _l1_slot(vcpu, va):
         table = (e & L.PTE_ADDR_MASK) >> 12
         if not mm.owns(table):
             return None
+    if mm.tcount[table] == 0 or mm.ptype[table] != PGT_L1:
+        return None
     return (table << 12) | (((va >> 12) & 511) * 8)
 
 
