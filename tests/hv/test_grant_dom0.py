@@ -8,7 +8,7 @@ import pytest
 
 from pyxen.hv.domain import Domain
 from pyxen.hv.grant import (GrantError, GTF_permit_access, GTF_readonly, GTF_reading,
-                            GTF_writing, GNTST_permission_denied, GNTST_bad_gntref)
+                            GTF_writing, GNTST_general_error, GNTST_bad_gntref)
 from pyxen.hv import layout as L
 
 
@@ -47,7 +47,7 @@ def test_readonly_grants_and_wrong_mapper_are_refused(dom):
     grant(dom, 4, GTF_permit_access | GTF_readonly, 0, 6)
     with pytest.raises(GrantError) as e:
         dom.grants.map_ref(4, mapper=0, readonly=False)
-    assert e.value.status == GNTST_permission_denied
+    assert e.value.status == GNTST_general_error          # as Xen: a r/o entry cannot be write-pinned
     h, view = dom.grants.map_ref(4, mapper=0, readonly=True)
     assert view.readonly
     dom.grants.unmap(h)
@@ -98,3 +98,50 @@ def test_running_guest_grants_a_page_that_dom0_maps(kvm, guest_elf):
     finally:
         dom.close()
     assert "Test result: SUCCESS" in out.decode(), out.decode()
+
+
+def test_a_pinned_entry_keeps_its_frame(dom):
+    """Once in use, the entry is the active entry's: a guest rewriting the
+    shared entry does not change what a second mapping gets (as Xen)."""
+    dom.ram.mm[0x5000:0x5004] = b"five"
+    dom.ram.mm[0x6000:0x6004] = b"six!"
+    off = grant(dom, 9, GTF_permit_access, 0, 5)
+    h1, _ = dom.grants.map_ref(9, mapper=0)
+    struct.pack_into("<HHI", dom.heap.mm, off, GTF_permit_access | GTF_reading | GTF_writing, 0, 6)
+    h2, view = dom.grants.map_ref(9, mapper=0)
+    assert bytes(view[:4]) == b"five"
+    dom.grants.unmap(h1)
+    dom.grants.unmap(h2)
+    assert flags_of(dom, off) == GTF_permit_access
+
+
+def test_set_version_keeps_reserved_entries_and_refuses_while_in_use(dom):
+    gt = dom.grants
+    grant(dom, 1, GTF_permit_access, 0, 5)           # a toolstack-reserved entry
+    grant(dom, 20, GTF_permit_access, 0, 6)
+    h, _ = gt.map_ref(20, mapper=0)
+    assert gt.set_version(2) == -16                   # -EBUSY: entry 20 is mapped
+    gt.unmap(h)
+    hr, _ = gt.map_ref(1, mapper=0)                   # reserved entries may stay in use
+    assert gt.set_version(2) == 0 and gt.version == 2
+    assert len(gt.status_frames) == 1
+    flags, domid, frame, _, _ = gt.read_entry(1)
+    assert (flags, domid, frame) == (GTF_permit_access, 0, 5)
+    assert gt.read_entry(20)[0] == 0                  # the rest is cleared
+    status = struct.unpack_from("<H", dom.heap.mm, gt.status_frames[0] * L.PAGE_SIZE + 2)[0]
+    assert status == GTF_reading | GTF_writing        # the in-use bits moved to the status frame
+    gt.unmap(hr)
+    assert gt.set_version(1) == 0
+    assert gt.read_entry(1)[:3] == (GTF_permit_access, 0, 5)
+    assert gt.status_frames == []
+    assert gt.set_version(3) == -22
+
+
+def test_in_use_bits_of_a_backend_in_another_process_count(dom):
+    """pyxend's backends pin in their own process: the domain sees their
+    mappings as the in-use bits, and does not change version under them."""
+    gt = dom.grants
+    grant(dom, 30, GTF_permit_access | GTF_reading, 0, 5)
+    assert gt.set_version(2) == -16
+    grant(dom, 30, GTF_permit_access, 0, 5)
+    assert gt.set_version(2) == 0

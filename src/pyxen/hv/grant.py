@@ -1,30 +1,58 @@
 """Grant tables, v1 and v2 (Xen's common/grant_table.c).
 
 The shared entries live in pyxen's heap (frames the guest maps through the
-list setup_table returns). GTF_reading / GTF_writing are set and cleared
-with real compare-and-swap on the shared memory, because the granting
-guest's vCPUs may be revoking the same entry at that moment.
+list setup_table returns); with v2 the status words live in separate status
+frames, given to the guest while the table is at v2 and taken back (only
+when no page table maps them any more) when it returns to v1.
+
+What is in use is kept as Xen keeps it, in an active entry per reference:
+four pin counts (host/device, writable/read-only), the mapping domain and the
+frame, fixed when the first pin is taken. GTF_reading / GTF_writing are set
+and cleared with real atomics on the shared memory, because the granting
+guest's vCPUs may be revoking the same entry at that moment; once an entry is
+pinned only the active entry counts, so a guest rewriting a pinned entry
+changes nothing.
 
 `map_ref()` / `unmap()` are the dom0 side: a backend service maps a page a
 guest granted to it. `GrantTable` works on the domain's memory only, so
-another process holding the domain's memfds can do the same.
+another process holding the domain's memfds can do the same. A domain's own
+mappings of grants (GNTTABOP_map_grant_ref) are tracked by handle in its
+`maptrack`, as in Xen.
 """
 from __future__ import annotations
 
+import ctypes
 import struct
 import threading
+from collections import deque
 from dataclasses import dataclass
 
 from .. import _atomic as A
 from . import layout as L
 
-GTF_permit_access, GTF_accept_transfer, GTF_transitive, GTF_type_mask = 1, 2, 3, 3
+GTF_invalid, GTF_permit_access, GTF_accept_transfer, GTF_transitive = 0, 1, 2, 3
+GTF_type_mask = 3
 GTF_readonly, GTF_reading, GTF_writing, GTF_sub_page = 1 << 2, 1 << 3, 1 << 4, 1 << 8
+GTF_PWT, GTF_PCD, GTF_PAT = 1 << 5, 1 << 6, 1 << 7
 GNTST_okay, GNTST_general_error, GNTST_bad_domain, GNTST_bad_gntref = 0, -1, -2, -3
-GNTST_bad_handle, GNTST_bad_virt_addr, GNTST_permission_denied = -4, -5, -8
-GNTST_bad_page, GNTST_bad_copy_arg = -9, -10
-MAX_FRAMES = 64
+GNTST_bad_handle, GNTST_bad_virt_addr, GNTST_bad_dev_addr = -4, -5, -6
+GNTST_no_device_space, GNTST_permission_denied, GNTST_bad_page = -7, -8, -9
+GNTST_bad_copy_arg, GNTST_address_too_big, GNTST_eagain, GNTST_no_space = -10, -11, -12, -13
+
+# an active entry's pin: four 8-bit counts, as in Xen
+GNTPIN_hstw, GNTPIN_hstr, GNTPIN_devw, GNTPIN_devr = 1, 1 << 8, 1 << 16, 1 << 24
+GNTPIN_write_mask = 0xFF | (0xFF << 16)         # any writable pin (host or device)
+
+GNTTAB_NR_RESERVED_ENTRIES = 8   # kept across set_version (toolstack grants)
+INITIAL_FRAMES = 1               # every table has at least this many (Xen's x86 value)
+MAX_FRAMES = 64                  # Xen's default gnttab_max_frames
 MAX_STATUS_FRAMES = (MAX_FRAMES * 256 * 2 + 4095) // 4096
+MAPTRACK_PER_FRAME = L.PAGE_SIZE // 16
+MAX_MAPTRACK_FRAMES = 1024       # Xen's default gnttab_max_maptrack_frames
+V1_PER_FRAME, V2_PER_FRAME, STATUS_PER_FRAME = 512, 256, 2048
+
+_U32 = ctypes.c_uint32
+_U64 = ctypes.c_uint64
 
 
 class GrantError(Exception):
@@ -34,45 +62,118 @@ class GrantError(Exception):
 
 
 @dataclass
+class Active:
+    """Xen's active grant entry."""
+    pin: int = 0
+    domid: int = 0          # the domain the pins belong to
+    mfn: int = 0
+    start: int = 0          # sub-page grants (copy only)
+    length: int = L.PAGE_SIZE
+    sub_page: bool = False
+
+
+@dataclass
 class Mapping:
+    """A dom0-side mapping (map_ref)."""
     handle: int
     ref: int
     mapper: int
     readonly: bool
     mfn: int
-    va: int = 0          # guest virtual address when mapped into the guest itself
+
+
+@dataclass
+class MapEntry:
+    """One of a domain's own grant mappings (Xen's struct grant_mapping)."""
+    ref: int
+    flags: int              # GNTMAP_* still mapped
+    domid: int              # the granting domain
+
+
+class MapTrack:
+    """A domain's grant mapping handles: small integers from 0, freed ones
+    reused in the order they were freed, at most Xen's default number."""
+
+    def __init__(self, max_frames: int = MAX_MAPTRACK_FRAMES):
+        self.entries: list[MapEntry | None] = []
+        self.free: deque[int] = deque()
+        self.limit = max_frames * MAPTRACK_PER_FRAME
+
+    def get(self) -> int | None:
+        if not self.free:
+            n = len(self.entries)
+            if n >= self.limit:
+                return None
+            self.entries.extend([None] * MAPTRACK_PER_FRAME)
+            self.free.extend(range(n, n + MAPTRACK_PER_FRAME))
+        return self.free.popleft()
+
+    def put(self, handle: int) -> None:
+        self.entries[handle] = None
+        self.free.append(handle)
+
+    def lookup(self, handle: int) -> MapEntry | None:
+        if 0 <= handle < len(self.entries):
+            return self.entries[handle]
+        return None
+
+
+class EmptyGrantTable:
+    """The grant table of a domain that grants nothing a domU can reach
+    through pyxen: domain 0, whose services (pyxend and its backends) map
+    guests' grants but never grant pages themselves. Like every table on Xen
+    it has its initial frame of v1 entries, all unused."""
+    version = 1
+
+    def nr_entries(self) -> int:
+        return INITIAL_FRAMES * V1_PER_FRAME
+
+    def acquire(self, ref: int, mapper: int, readonly: bool, pin_incr: int | None = None,
+                mapflag: bool = True):
+        if ref >= self.nr_entries():
+            raise GrantError(GNTST_bad_gntref, f"grant reference {ref} out of range")
+        raise GrantError(GNTST_general_error, f"grant {ref} of domain 0 grants nothing "
+                         f"to domain {mapper}")
+
+
+DOM0_TABLE = EmptyGrantTable()
 
 
 class GrantTable:
-    def __init__(self, domain):
+    def __init__(self, domain, max_frames: int = MAX_FRAMES):
         self.dom = domain
         self.version = 1
+        self.max_version = 2
+        self.max_frames = max_frames
         self.frames: list[int] = []          # heap page indexes of the shared frames
         self.status_frames: list[int] = []   # v2 only
-        self.lock = threading.Lock()
-        self.maps: dict[int, Mapping] = {}
+        self._spare_status: list[int] = []   # status pages taken back at v1, for reuse
+        self.lock = threading.RLock()
+        self.active: dict[int, Active] = {}
+        self.maps: dict[int, Mapping] = {}   # dom0 side
         self.next_handle = 1
-        self.pins: dict[int, list[int]] = {} # ref -> [readers, writers]
+        self.maptrack = MapTrack()           # this domain's own mappings of grants
 
     # --- table geometry ----------------------------------------------------------
     def per_frame(self) -> int:
-        return 512 if self.version == 1 else 256
+        return V1_PER_FRAME if self.version == 1 else V2_PER_FRAME
 
     def nr_entries(self) -> int:
         return len(self.frames) * self.per_frame()
 
+    @staticmethod
+    def status_frames_for(nr_frames: int) -> int:
+        return (nr_frames * V2_PER_FRAME + STATUS_PER_FRAME - 1) // STATUS_PER_FRAME
+
     def grow(self, nr_frames: int) -> None:
         heap = self.dom.heap
-        while len(self.frames) < nr_frames:
-            page = heap.alloc()
-            self.frames.append(page)
-            self.dom.mm.shared_rw.add(heap.gpa(page) >> 12)
-        if self.version == 2:
-            need = (self.nr_entries() * 2 + 4095) // 4096
-            while len(self.status_frames) < need:
+        with self.lock:
+            while len(self.frames) < nr_frames:
                 page = heap.alloc()
-                self.status_frames.append(page)
-                self.dom.mm.shared_ro.add(heap.gpa(page) >> 12)
+                self.frames.append(page)
+                self.dom.mm.shared_rw.add(heap.gpa(page) >> 12)
+            if self.version == 2:
+                self._populate_status()
 
     def frame_mfns(self) -> list[int]:
         return [self.dom.heap.gpa(p) >> 12 for p in self.frames]
@@ -80,32 +181,26 @@ class GrantTable:
     def status_mfns(self) -> list[int]:
         return [self.dom.heap.gpa(p) >> 12 for p in self.status_frames]
 
+    def _page_addr(self, page: int) -> int:
+        return self.dom.heap.mem.addr + page * L.PAGE_SIZE
+
     def _entry_addr(self, ref: int) -> int:
         size = 8 if self.version == 1 else 16
         page = self.frames[ref // self.per_frame()]
-        return self.dom.heap.mem.addr + page * L.PAGE_SIZE + (ref % self.per_frame()) * size
+        return self._page_addr(page) + (ref % self.per_frame()) * size
 
     def _status_addr(self, ref: int) -> int:
-        page = self.status_frames[ref // 2048]
-        return self.dom.heap.mem.addr + page * L.PAGE_SIZE + (ref % 2048) * 2
+        return self._page_addr(self.status_frames[ref // STATUS_PER_FRAME]) \
+            + (ref % STATUS_PER_FRAME) * 2
 
-    def set_version(self, version: int) -> None:
-        if version not in (1, 2):
-            raise GrantError(-22, "grant table version must be 1 or 2")
-        if version == self.version:
-            return
-        if self.maps or any(r or w for r, w in self.pins.values()):
-            raise GrantError(-16, "grants are in use")
-        nr = len(self.frames)
-        for p in self.frames:
-            self.dom.heap.mm[p * L.PAGE_SIZE:(p + 1) * L.PAGE_SIZE] = bytes(L.PAGE_SIZE)
-        self.version = version
-        self.grow(nr)
+    def _header(self, ref: int) -> tuple[int, int]:
+        """(flags, domid) of an entry, read in one go as Xen does."""
+        raw = _U32.from_address(self._entry_addr(ref)).value
+        return raw & 0xFFFF, raw >> 16
 
     # --- reading entries --------------------------------------------------------
     def read_entry(self, ref: int) -> tuple[int, int, int, int, int]:
         """(flags, domid, frame, page_off, length) of a grant entry."""
-        import ctypes
         raw = ctypes.string_at(self._entry_addr(ref), 8 if self.version == 1 else 16)
         if self.version == 1:
             flags, domid, frame = struct.unpack("<HHI", raw)
@@ -115,73 +210,280 @@ class GrantTable:
             return flags, domid, frame, off, length
         return flags, domid, frame, 0, L.PAGE_SIZE
 
-    # --- acquiring and releasing (the flag protocol) ---------------------------------
-    def acquire(self, ref: int, mapper: int, readonly: bool) -> tuple[int, int, int]:
-        """Check the entry grants `mapper` access and mark it in use (reading /
-        writing), atomically against the guest. Returns (mfn, offset, length)."""
-        if ref >= self.nr_entries():
-            raise GrantError(GNTST_bad_gntref, f"grant reference {ref} out of range")
-        flags, domid, frame, off, length = self.read_entry(ref)
-        if flags & GTF_type_mask != GTF_permit_access:
-            raise GrantError(GNTST_general_error, f"grant {ref} is not a permit-access grant")
-        if domid != mapper:
-            raise GrantError(GNTST_permission_denied, f"grant {ref} is for domain {domid}, not {mapper}")
+    # --- the in-use flags ---------------------------------------------------------
+    def _set_status(self, ref: int, act: Active, readonly: bool, mapflag: bool,
+                    ldomid: int) -> None:
+        """Check the entry lets `ldomid` in and mark it reading (and writing),
+        atomically against the guest (Xen's _set_status)."""
+        mask = GTF_type_mask | (GTF_sub_page if mapflag else 0)
+        addr = self._entry_addr(ref)
+        if self.version == 1:
+            raw = _U32.from_address(addr).value
+            for _ in range(5):          # a guest racing us forever is refused
+                flags, domid = raw & 0xFFFF, raw >> 16
+                if not act.pin and ((flags & mask) != GTF_permit_access or domid != ldomid):
+                    raise GrantError(GNTST_general_error, f"grant {ref}: bad flags {flags:#x} "
+                                     f"or domain {domid} (expected {ldomid})")
+                new = flags | GTF_reading
+                if not readonly:
+                    if flags & GTF_readonly:
+                        raise GrantError(GNTST_general_error,
+                                         f"grant {ref} is read-only: cannot pin it writable")
+                    new |= GTF_writing
+                prev = A.cmpxchg32(addr, raw, (raw & 0xFFFF0000) | new)
+                if prev == raw:
+                    return
+                raw = prev
+            raise GrantError(GNTST_general_error, f"grant {ref}: shared entry is unstable")
+
+        def refused(flags: int, domid: int) -> bool:
+            return (((flags & mask) != GTF_permit_access
+                     and (mapflag or (flags & mask) != GTF_transitive))
+                    or domid != ldomid)
+
+        flags, domid = self._header(ref)
+        if not act.pin and refused(flags, domid):
+            raise GrantError(GNTST_general_error, f"grant {ref}: bad flags {flags:#x} "
+                             f"or domain {domid} (expected {ldomid})")
         if not readonly and flags & GTF_readonly:
-            raise GrantError(GNTST_permission_denied, f"grant {ref} is read-only")
-        if not self.dom.mm.owns(frame):
-            raise GrantError(GNTST_bad_page, f"grant {ref} names frame {frame:#x}, not the granter's")
-        if off + length > L.PAGE_SIZE:
-            raise GrantError(GNTST_general_error, f"grant {ref}: bad sub-page")
-        inuse = GTF_reading if readonly else GTF_writing | GTF_reading
-        if self.version == 1:
-            addr = self._entry_addr(ref)
-            while True:
-                cur = A.cmpxchg16(addr, flags, flags | inuse)
-                if cur == flags:
-                    break
-                # the guest changed the flags under us: re-check them
-                if cur & GTF_type_mask != GTF_permit_access or (not readonly and cur & GTF_readonly):
-                    raise GrantError(GNTST_general_error, f"grant {ref} revoked while mapping")
-                flags = cur
-        else:
-            sa = self._status_addr(ref)
-            A.set_bit(sa & ~7, (sa & 7) * 8 + (3 if readonly else 4))
-            if not readonly:
-                A.set_bit(sa & ~7, (sa & 7) * 8 + 3)
-            # re-check the entry after publishing our use (Xen's v2 ordering)
-            f2, d2, fr2, _, _ = self.read_entry(ref)
-            if f2 & GTF_type_mask != GTF_permit_access or d2 != mapper or fr2 != frame:
-                self._clear(ref, not readonly, True)
-                raise GrantError(GNTST_general_error, f"grant {ref} revoked while mapping")
-        pin = self.pins.setdefault(ref, [0, 0])
-        pin[0 if readonly else 1] += 1
-        return frame, off, length
+            raise GrantError(GNTST_general_error, f"grant {ref} is read-only: cannot pin it writable")
+        self._set_flags(ref, GTF_reading if readonly else GTF_reading | GTF_writing)
+        # the status is visible before the entry is checked again
+        flags, domid = self._header(ref)
+        if not act.pin:
+            if refused(flags, domid) or (not readonly and flags & GTF_readonly):
+                self._clear_flags(ref, GTF_reading | GTF_writing)
+                raise GrantError(GNTST_general_error, f"grant {ref} changed while being pinned")
+        elif flags & GTF_readonly:
+            self._clear_flags(ref, GTF_writing)
+            raise GrantError(GNTST_general_error, f"grant {ref} became read-only")
 
-    def release(self, ref: int, readonly: bool) -> None:
-        pin = self.pins.get(ref)
-        if pin is None:
-            return
-        pin[0 if readonly else 1] -= 1
-        clear_w = pin[1] == 0 and not readonly
-        clear_r = pin[0] == 0 and pin[1] == 0
-        if pin == [0, 0]:
-            del self.pins[ref]
-        self._clear(ref, clear_w, clear_r)
+    def _flag_word(self, ref: int) -> tuple[int, int]:
+        """(8-aligned address, bit offset) of the flags an entry's use shows in."""
+        a = self._entry_addr(ref) if self.version == 1 else self._status_addr(ref)
+        return a & ~7, (a & 7) * 8
 
-    def _clear(self, ref: int, writing: bool, reading: bool) -> None:
+    def _set_flags(self, ref: int, bits: int) -> None:
+        base, shift = self._flag_word(ref)
+        for b in (3, 4):
+            if bits & (1 << b):
+                A.set_bit(base, shift + b)
+
+    def _clear_flags(self, ref: int, bits: int) -> None:
+        if ref >= self.nr_entries():
+            return                  # a reserved pin across a version change is covered
+        base, shift = self._flag_word(ref)
+        for b in (3, 4):
+            if bits & (1 << b):
+                A.clear_bit(base, shift + b)
+
+    def _reduce_status(self, ref: int, act: Active, readonly: bool) -> None:
+        """Drop the in-use flags the remaining pins no longer need."""
+        bits = 0 if act.pin else GTF_reading
+        if not readonly and not act.pin & GNTPIN_write_mask:
+            bits |= GTF_writing
+        if bits:
+            self._clear_flags(ref, bits)
+
+    # --- pinning (map and copy) ----------------------------------------------------------
+    def acquire(self, ref: int, mapper: int, readonly: bool, pin_incr: int | None = None,
+                mapflag: bool = True) -> tuple[int, int, int]:
+        """Pin grant `ref` for domain `mapper` (Xen's map_grant_ref pinning, or
+        with mapflag=False acquire_grant_for_copy, which also takes sub-page
+        grants). Returns (mfn, offset, length)."""
+        if pin_incr is None:
+            pin_incr = GNTPIN_hstr if readonly else GNTPIN_hstw
+        with self.lock:
+            if ref >= self.nr_entries():
+                raise GrantError(GNTST_bad_gntref, f"grant reference {ref} out of range")
+            act = self.active.get(ref) or Active()
+            if act.pin and (act.domid != mapper or act.pin & (pin_incr << 7)
+                            or (mapflag and act.sub_page)):
+                raise GrantError(GNTST_general_error, f"grant {ref} is in use by domain "
+                                 f"{act.domid}, or its pin count would overflow")
+            if not act.pin or (not readonly and not act.pin & GNTPIN_write_mask):
+                if not mapflag and self.version == 2 \
+                        and self._header(ref)[0] & GTF_type_mask == GTF_transitive:
+                    self._transitive(ref, act, readonly, mapper)      # raises
+                self._set_status(ref, act, readonly, mapflag, mapper)
+                # a map upgrading a pinned entry to writable keeps the pinned
+                # frame; a copy checks the entry still names it
+                if not act.pin or not mapflag:
+                    try:
+                        frame, start, length, sub = self._frame_of(ref, mapflag)
+                        if not self.dom.mm.owns(frame):
+                            raise GrantError(GNTST_bad_page, f"grant {ref} names frame "
+                                             f"{frame:#x}, not the granter's")
+                        if act.pin and (frame != act.mfn or (act.sub_page and (
+                                not sub or (start, length) != (act.start, act.length)))):
+                            raise GrantError(GNTST_general_error,
+                                             f"grant {ref} changed while in use")
+                    except GrantError:
+                        self._reduce_status(ref, act, readonly)
+                        raise
+                    if not act.pin:
+                        act = Active(0, mapper, frame, start, length, sub)
+            act.pin += pin_incr
+            self.active[ref] = act
+            return act.mfn, act.start, act.length
+
+    def _frame_of(self, ref: int, mapflag: bool) -> tuple[int, int, int, bool]:
+        """(frame, start, length, sub_page) an entry grants."""
+        addr = self._entry_addr(ref)
         if self.version == 1:
-            addr = self._entry_addr(ref)
-            base, shift = addr & ~7, (addr & 7) * 8
-            if writing:
-                A.clear_bit(base, shift + 4)
-            if reading:
-                A.clear_bit(base, shift + 3)
-        else:
-            sa = self._status_addr(ref)
-            if writing:
-                A.clear_bit(sa & ~7, (sa & 7) * 8 + 4)
-            if reading:
-                A.clear_bit(sa & ~7, (sa & 7) * 8 + 3)
+            return _U32.from_address(addr + 4).value, 0, L.PAGE_SIZE, False
+        frame = _U64.from_address(addr + 8).value
+        flags = self._header(ref)[0]
+        if not mapflag and flags & GTF_sub_page:
+            off, length = struct.unpack("<HH", ctypes.string_at(addr + 4, 4))
+            return frame, off & 0x7FFF, length, True
+        return frame, 0, L.PAGE_SIZE, False
+
+    def _transitive(self, ref: int, act: Active, readonly: bool, mapper: int) -> None:
+        """A v2 transitive grant (copy only): it names another domain's grant.
+        pyxen reaches no other domain's table from here, and a grant naming
+        its own domain is refused as in Xen; either way the copy fails."""
+        self._set_status(ref, act, readonly, False, mapper)
+        trans_domid, = struct.unpack("<H", ctypes.string_at(self._entry_addr(ref) + 4, 2))
+        trans_gref = _U32.from_address(self._entry_addr(ref) + 8).value
+        try:
+            if trans_domid == getattr(self.dom, "domid", None):
+                raise GrantError(GNTST_general_error, "transitive grants cannot be self-referential")
+            if trans_domid == 0:
+                DOM0_TABLE.acquire(trans_gref, getattr(self.dom, "domid", 0), readonly, mapflag=False)
+            raise GrantError(GNTST_general_error,
+                             f"transitive grant {ref} names domain {trans_domid}")
+        except GrantError:
+            self._reduce_status(ref, act, readonly)
+            raise
+
+    def release(self, ref: int, readonly: bool, pin_dec: int | None = None) -> None:
+        """Give back a pin taken by acquire()."""
+        if pin_dec is None:
+            pin_dec = GNTPIN_hstr if readonly else GNTPIN_hstw
+        with self.lock:
+            act = self.active.get(ref)
+            if act is None:
+                return
+            act.pin -= pin_dec
+            self._reduce_status(ref, act, readonly)
+            if not act.pin:
+                del self.active[ref]
+
+    # --- versions -------------------------------------------------------------------
+    def _in_use(self, ref: int) -> bool:
+        act = self.active.get(ref)
+        return act is not None and act.pin != 0
+
+    def _busy(self) -> bool:
+        """Whether an entry past the reserved ones is in use. Pins held in
+        this process are in `active`; a backend in pyxend's process shows its
+        pins only as the in-use flags, so those count too."""
+        if any(ref >= GNTTAB_NR_RESERVED_ENTRIES and act.pin for ref, act in self.active.items()):
+            return True
+        busy = GTF_reading | GTF_writing
+        first = GNTTAB_NR_RESERVED_ENTRIES
+        if self.version == 1:
+            for i, page in enumerate(self.frames):
+                words = memoryview(self.dom.heap.mm)[page * L.PAGE_SIZE:(page + 1) * L.PAGE_SIZE]
+                flags = words.cast("H")[0::4]
+                if any(f & busy for f in flags[first if i == 0 else 0:]):
+                    return True
+            return False
+        for i, page in enumerate(self.status_frames):
+            words = memoryview(self.dom.heap.mm)[page * L.PAGE_SIZE:(page + 1) * L.PAGE_SIZE]
+            if any(f & busy for f in words.cast("H")[first if i == 0 else 0:]):
+                return True
+        return False
+
+    def _populate_status(self) -> None:
+        heap = self.dom.heap
+        need = self.status_frames_for(len(self.frames))
+        while len(self.status_frames) < need:
+            if self._spare_status:
+                page = self._spare_status.pop()
+                heap.mm[page * L.PAGE_SIZE:(page + 1) * L.PAGE_SIZE] = bytes(L.PAGE_SIZE)
+            else:
+                page = heap.alloc()
+            self.status_frames.append(page)
+            self.dom.mm.shared_rw.add(heap.gpa(page) >> 12)
+
+    def _unpopulate_status(self) -> bool:
+        """Take the status frames back from the guest: refused (False, nothing
+        changed) while any page table of the guest still maps one."""
+        mfns = set(self.status_mfns())
+        if self._mapped(mfns):
+            return False
+        for mfn in mfns:
+            self.dom.mm.shared_rw.discard(mfn)
+        self._spare_status.extend(self.status_frames)
+        self.status_frames = []
+        return True
+
+    def _mapped(self, mfns: set[int]) -> bool:
+        """Whether a present entry of one of the guest's L1 tables in use maps
+        one of `mfns` (each such entry is a reference on the frame in Xen)."""
+        mm = self.dom.mm
+        addrs = {m << 12 for m in mfns}
+        ptype, tcount = mm.ptype, mm.tcount
+        mfn = ptype.find(1)                 # PGT_L1
+        while mfn >= 0:
+            if tcount[mfn] > 0:
+                for e in mm.entries(mfn):
+                    if e & L.PTE_P and e & L.PTE_ADDR_MASK in addrs:
+                        return True
+            mfn = ptype.find(1, mfn + 1)
+        return False
+
+    def set_version(self, version: int) -> int:
+        """GNTTABOP_set_version: 0 or -errno as Xen (the reserved entries are
+        carried over; everything else must be unused)."""
+        from .abi import EINVAL, ENOSYS, EBUSY, ERANGE
+        if version not in (1, 2):
+            return -EINVAL
+        if version == 2 and self.max_version < 2:
+            return -ENOSYS
+        if version == self.version:
+            return 0
+        with self.lock:
+            if self._busy():
+                return -EBUSY
+            nres = min(GNTTAB_NR_RESERVED_ENTRIES, self.nr_entries())
+            if self.version == 1:
+                self._populate_status()
+            else:
+                for ref in range(nres):
+                    flags, _domid, frame, _o, _l = self.read_entry(ref)
+                    t = flags & GTF_type_mask
+                    if (t == GTF_permit_access and frame >> 32) or t == GTF_transitive:
+                        return -ERANGE
+            reserved = []
+            for ref in range(nres):
+                addr = self._entry_addr(ref)
+                if self.version == 1:
+                    reserved.append(struct.unpack("<HHI", ctypes.string_at(addr, 8)))
+                    continue
+                flags, domid = self._header(ref)
+                if flags & GTF_type_mask == GTF_permit_access:
+                    status = struct.unpack("<H", ctypes.string_at(self._status_addr(ref), 2))[0]
+                    reserved.append((flags | status, domid, _U64.from_address(addr + 8).value))
+                else:
+                    reserved.append((0, 0, 0))
+            if version == 1 and not self._unpopulate_status():
+                return -EBUSY
+            mm = self.dom.heap.mm
+            for page in self.frames:
+                mm[page * L.PAGE_SIZE:(page + 1) * L.PAGE_SIZE] = bytes(L.PAGE_SIZE)
+            self.version = version
+            for ref, (flags, domid, frame) in enumerate(reserved):
+                addr = self._entry_addr(ref)
+                if version == 1:
+                    ctypes.memmove(addr, struct.pack("<HHI", flags, domid, frame & 0xFFFFFFFF), 8)
+                else:
+                    inuse = flags & (GTF_reading | GTF_writing)
+                    ctypes.memmove(self._status_addr(ref), struct.pack("<H", inuse), 2)
+                    ctypes.memmove(addr, struct.pack("<HH4xQ", flags & ~inuse, domid, frame), 16)
+            return 0
 
     # --- dom0 side -------------------------------------------------------------------
     def map_ref(self, ref: int, mapper: int = 0, readonly: bool = False) -> tuple[int, memoryview]:
