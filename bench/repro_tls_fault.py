@@ -23,7 +23,9 @@ XCR0 = x87|SSE for the vCPU (KVM_SET_XCRS with CR4.OSXSAVE) does not help:
 PVM leaves the host's XCR0 in place while the guest runs. The fix: the
 guest kernel is offered XSAVE with exactly the hardware's XCR0 (its CPUID
 leaf 0xd and AVX/AVX-512 bits from the real CPU, xsetbv accepted only for
-that value), so its task switches save the full state (docs/design.md).
+that value), so its task switches save the full state. Since issue 12 the
+offer is Xen's PV XSAVE policy built from the host's CPUID, and xsetbv takes
+what Xen would (docs/design.md, "FPU state").
 
 Earlier measurements: at the ARCH_SET_FS hypercall the FS base is
 right and the TCB self-pointer is at the base, but the .tdata word at

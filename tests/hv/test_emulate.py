@@ -61,9 +61,38 @@ def test_privop_guest(kvm, guest_elf):
 
 
 def test_cpuid_guest(kvm, guest_elf):
+    """The guest checks what holds on any host; what depends on the host
+    (XSAVE, AVX, the offered XCR0 and leaf 0xd) is checked here against the
+    host's own CPUID (_atomic.host_cpuid) and Xen's PV rules."""
+    from pyxen import _atomic
+    from cpuid_dumps import expected, std_size
     result, console, em = boot(kvm, guest_elf("cpuid"))
     assert_success(result, console)
     assert em.stats["cpuid"] >= 15
+    exp = expected(_atomic.host_cpuid, _atomic.host_xcr0())
+    num = r"(0x[0-9a-f]+|0)"
+    m = re.search(rf"leaf 1: emulated ecx {num} ", console)
+    ecx = int(m.group(1), 0)
+    assert (ecx >> 26 & 1, ecx >> 27 & 1, ecx >> 28 & 1) == (exp.xsave, exp.xsave, exp.avx), \
+        f"XSAVE/OSXSAVE/AVX in {ecx:#x}, host XCR0 {_atomic.host_xcr0():#x}"
+    m = re.search(rf"xstate: leaf 0xd.0 {num} (\d+) (\d+) {num}, 0xd.1 {num} (\d+)", console)
+    a, b, c, d, a1, b1 = (int(x, 0) for x in m.groups())
+    if not exp.xsave:
+        assert (a, b, c, d, a1, b1) == (0,) * 6
+        return
+    assert (a | d << 32, b, c, a1) == (exp.max_xcr0, 576, exp.max_size, exp.d1)
+    m = re.search(r"xstate: (\d+) values accepted", console)
+    assert int(m.group(1)) == len(exp.valid)
+    # informational: an XSAVE mask past the guest's XCR0 reaches the host's
+    # XCR0 (PVM keeps it), never more than the host's own size for it
+    m = re.search(rf"xgetbv {num}; xsave with mask ~0 wrote (\d+) bytes .*XSTATE_BV {num}", console)
+    if m:
+        xgetbv, wrote, bv = (int(x, 0) for x in m.groups())
+        host = _atomic.host_xcr0()
+        assert exp.max_xcr0 & ~xgetbv == 0 and bv & ~xgetbv == 0
+        assert wrote <= std_size(_atomic.host_cpuid, xgetbv)
+        print(f"\nguest xgetbv {xgetbv:#x} (host process {host:#x}); xsave with mask ~0 wrote "
+              f"{wrote} bytes where leaf 0xd offers {exp.max_size}")
 
 
 # --- unit tests: decoder and flags ----------------------------------------------------------
@@ -384,26 +413,33 @@ def test_cpuid_hidden_features_include_dependents():
     assert "SSE2" not in gone and "FSGSBASE" not in gone
     m = CP.feature_masks(("XSAVE",))
     assert not m[1] >> 28 & 1 and m[1] >> 31 & 1       # AVX hidden, HYPERVISOR allowed
-    assert {"XSAVEOPT", "XSAVEC", "XGETBV1"} <= CP.hidden_features()
-    assert "XSAVE" not in CP.hidden_features()
+    assert {"XSAVEOPT", "XSAVEC", "XGETBV1"} <= gone
+    assert not {"XSAVE", "XSAVEOPT", "XSAVEC", "XGETBV1"} & CP.hidden_features()  # Xen: 'A'
+    assert {"AVX512F", "AVX512VL"} <= CP.hidden_features(("AVX512F",))
 
 
 def test_cpuid_xsave_follows_the_host():
-    """With the host's CPUID and XCR0, XSAVE/OSXSAVE/AVX/AVX512F come from the
-    real CPU and leaf 0xd describes exactly the XCR0 in force."""
-    host = {(1, 0): (0, 0, (1 << 26) | (1 << 27) | (1 << 28), 0), (7, 0): (0, 1 << 16, 0, 0),
+    """With the host's CPUID and XCR0, XSAVE/AVX/AVX512F come from the real
+    CPU (not KVM's table) and leaf 0xd is Xen's PV one for that XCR0
+    (tests/hv/test_xstate.py does this for recorded CPUs)."""
+    host = {(0, 0): (0xD, 0, 0, 0), (1, 0): (0, 0, (1 << 26) | (1 << 27) | (1 << 28), 0),
+            (7, 0): (0, 1 << 16, 0, 0), (0xD, 1): (0xF, 0, 0, 0),
             (0xD, 2): (256, 576, 0, 0), (0xD, 5): (64, 832, 0, 0), (0xD, 6): (512, 896, 0, 0),
-            (0xD, 7): (1024, 1408, 0, 0)}
+            (0xD, 7): (1024, 1408, 0, 0), (0xD, 9): (8, 2432, 0, 0)}
+    cpu = lambda l, s: host.get((l, s), (0, 0, 0, 0))                       # noqa: E731
     p = CP.CpuidPolicy.from_kvm(kvm_entries(leaves={(1, 0): (0x000906EA, 0, 0x80002000, 0)}),
-                                host=(lambda l, s: host.get((l, s), (0, 0, 0, 0)), 0xE7))
+                                host=(cpu, 0x2E7))
     c = p.leaf(1)[2]
-    assert c >> 26 & 1 and c >> 27 & 1 and c >> 28 & 1
+    assert c >> 26 & 1 and c >> 28 & 1 and not c >> 27 & 1
+    assert p.guest_leaf(1)[2] >> 27 & 1                        # leaked to the kernel
     assert p.leaf(7, 0)[1] >> 16 & 1
-    assert p.leaf(0xD, 0) == (0xE7, 2432, 2432, 0)
-    assert p.leaf(0xD, 1) == (0, 0, 0, 0) and p.leaf(0xD, 5) == (64, 832, 0, 0)
+    assert p.leaf(0xD, 0) == (0xE7, 576, 2432, 0)              # no PKRU for PV
+    assert p.guest_leaf(0xD, 0, xcr0=0xE7) == (0xE7, 2432, 2432, 0)
+    assert p.guest_leaf(0xD, 1, xcr0=7) == (7, 832, 0, 0)      # no XSAVES; compacted size
+    assert p.leaf(0xD, 5) == (64, 832, 0, 0) and p.leaf(0xD, 9) == (0, 0, 0, 0)
     # a host without AVX-512 state in XCR0: no AVX512F for the guest either
     p = CP.CpuidPolicy.from_kvm(kvm_entries(leaves={(1, 0): (0x000906EA, 0, 0x80002000, 0)}),
-                                host=(lambda l, s: host.get((l, s), (0, 0, 0, 0)), 0x7))
+                                host=(cpu, 0x7))
     assert not p.leaf(7, 0)[1] >> 16 & 1 and p.leaf(0xD, 0)[0] == 0x7
 
 
@@ -414,7 +450,8 @@ def priv():
     s = KS.Sregs()
     s.cr0, s.cr4, s.efer = 0x80050033, 0x620, 0xD01
     dom = SimpleNamespace(vm_assist=0, log_guest_error=lambda *a: None, nr_pages=8192,
-                          cpuid_entries=kvm_entries(), trace=lambda *a: None)
+                          cpuid_entries=kvm_entries(), trace=lambda *a: None, domid=1,
+                          log=__import__("logging").getLogger("pyxen.test"))
     changed = []
     vcpu = SimpleNamespace(id=0, pv=PVState(), fetch_sregs=lambda: s,
                            sregs_changed=lambda: changed.append(1), regs=KS.Regs(),
@@ -529,22 +566,33 @@ def test_privop_long_rep_restarts(priv):
     assert nxt == RIP + 2 and v.regs.rcx == 0 and len(written) == PO.MAX_REP + 5
 
 
-def test_privop_xsetbv_accepts_only_the_xcr0_in_force(priv):
-    """The guest kernel's xsetbv: the host's XCR0 (what leaf 0xd offers) is
-    accepted; another value, another XCR or CR4.OSXSAVE clear is the #GP."""
+def test_privop_xsetbv_on_this_host(priv):
+    """The guest kernel's xsetbv with this host's policy: Xen's rules within
+    the offered XCR0, whatever the host (tests/hv/test_xstate.py covers
+    recorded CPUs). #UD before CR4.OSXSAVE, #GP for refused values and XCR1."""
+    from pyxen import _atomic
+    from cpuid_dumps import expected
+    exp = expected(_atomic.host_cpuid, _atomic.host_xcr0())
     pol = priv.em.policy(priv.vcpu)
-    if not pol.xcr0:
-        pytest.fail("this host offers no XSAVE: the guest kernel would lose AVX state")
+    assert (pol.xstate.max_xcr0 if pol.xstate else 0) == exp.max_xcr0
     r = priv.vcpu.regs
-    r.rcx, r.rax, r.rdx = 0, pol.xcr0 & 0xFFFFFFFF, pol.xcr0 >> 32
-    with pytest.raises(PO.NotEmulated):
+    r.rcx, r.rax, r.rdx = 0, 3, 0
+    with pytest.raises(PO.Fault) as f:
         run_priv(priv, "0f01d1")                          # CR4.OSXSAVE not set yet
+    assert f.value.vector == 6
     PO.set_cr4(priv.em, priv.vcpu, 0x620 | PO.CR4_OSXSAVE)
-    nxt, _ = run_priv(priv, "0f01d1")
-    assert nxt == RIP + 3
-    r.rax = 0x3
-    with pytest.raises(PO.NotEmulated):
-        run_priv(priv, "0f01d1")                          # x87|SSE only: an area too small
-    r.rax, r.rcx = pol.xcr0 & 0xFFFFFFFF, 1
+    if not exp.xsave:
+        with pytest.raises(PO.Fault):
+            run_priv(priv, "0f01d1")                      # no XSAVE: OSXSAVE cannot be set
+        return
+    for v in exp.valid:
+        r.rax, r.rdx = v, 0
+        nxt, _ = run_priv(priv, "0f01d1")
+        assert nxt == RIP + 3 and priv.em.vstate(priv.vcpu).xcr0 == v
+    for v in (0, 2, exp.max_xcr0 | 1 << 9, exp.max_xcr0 | 3 << 17, exp.max_xcr0 << 1):
+        r.rax = v
+        with pytest.raises(PO.NotEmulated):
+            run_priv(priv, "0f01d1")
+    r.rax, r.rcx = exp.max_xcr0, 1
     with pytest.raises(PO.NotEmulated):
         run_priv(priv, "0f01d1")                          # XCR1 does not exist

@@ -1,6 +1,7 @@
 """Debian's unmodified cloud kernel as a PV domU on pyxen, booted to a shell."""
 from __future__ import annotations
 
+import re
 import time
 
 
@@ -14,11 +15,21 @@ def xs_write(session, path, value):
 def test_vector_registers_survive_task_switches(boot_linux):
     """Guest user space uses AVX/AVX-512 (it reads CPUID natively here), so
     the guest kernel must save that state at task switches: it is offered
-    XSAVE with the host's XCR0. Before that, a memcpy interrupted by a task
-    switch lost its data (freshly exec'd busybox faulted in ~30 % of these
-    pipelines with a CPU-bound process beside them)."""
+    XSAVE as Xen offers it to PV guests, from the host's CPU, and enables
+    all of it. Before that, a memcpy interrupted by a task switch lost its
+    data (freshly exec'd busybox faulted in ~30 % of these pipelines with a
+    CPU-bound process beside them)."""
+    from pyxen import _atomic
+    from hv.cpuid_dumps import compacted_size, expected, std_size
+    exp = expected(_atomic.host_cpuid, _atomic.host_xcr0())
     s = boot_linux()
-    assert "Enabled xstate features" in s.run("dmesg | grep 'x86/fpu'")
+    fpu = s.run("dmesg | grep 'x86/fpu: Enabled xstate'")
+    m = re.search(r"features (0x[0-9a-f]+), context size is (\d+) bytes, using '(\w+)'", fpu)
+    assert m, fpu
+    compacted = bool(exp.d1 & 2)                       # Linux >= 5.19 uses XSAVEC when offered
+    size = (compacted_size if compacted else std_size)(_atomic.host_cpuid, exp.max_xcr0)
+    assert (int(m.group(1), 16), int(m.group(2)), m.group(3)) == \
+        (exp.max_xcr0, size, "compacted" if compacted else "standard"), fpu
     s.type("(i=0; while true; do i=$((i+1)); done) &\r")
     outs = [s.run("seq 1 100 | grep 7 | wc -l") for _ in range(15)]
     assert outs == ["19"] * 15, outs

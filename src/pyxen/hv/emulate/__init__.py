@@ -16,7 +16,7 @@ writable_page_tables (required or supported), and when no image is given;
 a guest can also switch it with the vm_assist hypercall (Linux enables it
 itself in xen_pvmmu_arch_setup).
 
-Modules: decode (capstone, register file, flags), ptwr, privop, cpuid, m2p
+Modules: decode (capstone, register file, flags), ptwr, privop, cpuid, xstate, m2p
 (loads from the ABI M2P address, which this host cannot map).
 """
 from __future__ import annotations
@@ -44,6 +44,8 @@ log = logging.getLogger("pyxen.emulate")
 @dataclass
 class VcpuState:
     cr4: int                 # the guest's view of CR4 (Xen's pv.ctrlreg[4])
+    xcr0: int = 0            # the XCR0 the guest set (Xen's v->arch.xcr0; 0: never set)
+    warned_unsaved: int = 0  # XCR0 bits already logged as not saved by the guest kernel
 
 
 @dataclass
@@ -147,7 +149,7 @@ class Emulator:
         if op != CPUID_OPCODE:
             return False
         rf = RegFile(vcpu.regs, rsp, rip)
-        privop._cpuid(self, vcpu, rf)
+        privop._cpuid(self, vcpu, rf, forced=True)
         vcpu.regs_changed()
         self.stats["cpuid"] += 1
         vcpu.set_return(at + len(CPUID_OPCODE), rsp, rflags, cs, ss)

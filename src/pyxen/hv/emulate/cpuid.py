@@ -13,17 +13,21 @@ give a vCPU). From it pyxen builds Xen's *default PV policy*:
   TSC_ADJUST, XSAVES, MPX, SGX, PQM/PQE, PROC_TRACE, CET, invariant TSC,
   TOPOEXT, IBS, LWP, SKINIT, WDT, OSVW, NODEID_MSR, EXTAPIC, CR8_LEGACY,
   WBNOINVD, AMD_PPIN, HYBRID, MOVDIRI/MOVDIR64B/ENQCMD, ...;
+* XSAVE (xstate.py): XSAVE, AVX and AVX512F - the bits that decide which
+  state a guest kernel must save - come from the host CPU (the `host`
+  argument: its CPUID and the XCR0 in force, or a recorded dump), not from
+  KVM's table: guest user space reads CPUID natively here (PVM does not
+  trap it) and uses AVX/AVX-512 in the host's XCR0, which PVM leaves in
+  force while the guest runs, so the guest kernel must be told about that
+  state (with FXSAVE only, a memcpy interrupted by a task switch lost its
+  data: the old "TLS fault"). Leaf 0xd is Xen's PV one: max XCR0 =
+  x87|SSE|YMM|AVX-512 as far as the host has and runs them (no MPX, PKRU,
+  AMX), sub 0 EBX and sub 1 EBX follow the vCPU's XCR0 (guest_leaf),
+  XSAVEOPT/XSAVEC/XGETBV1 as the hardware has them, no XSAVES/XFD.
+  OSXSAVE is clear in the policy and added per vCPU as Xen's guest_cpuid
+  does for PV (guest_leaf). Without host information (unit tests) XSAVE
+  and what needs it are hidden;
 * pyxen's own deviations, because it cannot back them:
-  - XSAVE is offered only as the host CPU runs it: guest user space reads
-    CPUID natively here (PVM does not trap it) and uses AVX/AVX-512 in the
-    host's XCR0, which PVM leaves in force while the guest runs. The guest
-    kernel must save that state at its task switches (with FXSAVE only, a
-    memcpy interrupted by a switch lost its data: the old "TLS fault"). So
-    XSAVE, OSXSAVE (leaked as Xen does), AVX and AVX512F come from the real
-    CPU when its XCR0 has their state, leaf 0xd describes exactly the
-    host's XCR0, and xsetbv is accepted for that value only (privop.py).
-    XSAVEOPT/XSAVEC/XGETBV1/XSAVES stay hidden. Without that information
-    (unit tests) XSAVE and what needs it are hidden;
   - speculation-control MSRs are not virtualised: IBRSB, STIBP, SSBD,
     INTEL_PSFD, IBPB (PRED_CMD) and ARCH_CAPS are hidden;
 * HYPERVISOR is set; leaf 1 EBX's initial APIC ID is 0; family/model keep
@@ -43,6 +47,8 @@ give a vCPU). From it pyxen builds Xen's *default PV policy*:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from .xstate import XstatePolicy, YMM, AVX512
 
 # feature word -> (leaf, subleaf, register)
 WORDS = {
@@ -87,7 +93,7 @@ PV_DEFAULT = {
 }
 
 # what pyxen cannot back (see the module docstring), with what depends on it
-PYXEN_HIDDEN = {"XSAVEOPT", "XSAVEC", "XGETBV1", "IBRSB", "STIBP", "SSBD", "INTEL_PSFD", "IBPB", "ARCH_CAPS",
+PYXEN_HIDDEN = {"IBRSB", "STIBP", "SSBD", "INTEL_PSFD", "IBPB", "ARCH_CAPS",
                 "IBPB_RET", "SBPB", "IBPB_BRTYPE"}
 DEPENDENTS = {   # a subset of Xen's gen-cpuid.py deep dependencies
     "XSAVE": ["XSAVEOPT", "XSAVEC", "XGETBV1", "AVX"],
@@ -132,7 +138,7 @@ XEN_CPUID_FEAT1_MMU_PT_UPDATE_PRESERVE_AD = 1
 XEN_LEAVES = 5                                         # XEN_CPUID_MAX_NUM_LEAVES
 MAX_BASIC = 0xD
 OSXSAVE_BIT = 27
-# the host CPU's own bits a guest kernel must know to save what user space uses
+# the bits that follow the XSAVE policy rather than KVM's table
 XSAVE_ECX, AVX_ECX = 1 << 26, 1 << 28         # leaf 1 ECX
 AVX512F_EBX = 1 << 16                         # leaf 7 EBX (opmask, ZMM_Hi256, Hi16_ZMM)
 MAX_FEAT_SUBLEAF = 2
@@ -162,13 +168,13 @@ class CpuidPolicy:
     maxphys_bits: int = 36
     masks: dict[int, int] = field(default_factory=feature_masks)
     indexed: set[int] = field(default_factory=set)    # leaves with subleaves
-    xcr0: int = 0                                      # the XCR0 guest code runs with
-    xsave_leaves: dict = field(default_factory=dict)   # host leaf 0xd, by subleaf
+    xstate: XstatePolicy | None = None                 # XSAVE on offer (None: hidden)
 
     @classmethod
     def from_kvm(cls, entries, *, xen_version=(4, 17), tsc_khz=0, nr_pages=0, host=None):
-        """host: the real CPU, as a function (leaf, sub) -> regs and its XCR0
-        (pyxen._atomic.host_cpuid / host_xcr0), for the XSAVE part."""
+        """entries: KVM's supported CPUID. host: the real CPU as a function
+        (leaf, sub) -> regs and the XCR0 in force (pyxen._atomic.host_cpuid /
+        host_xcr0, or a recorded dump), for the XSAVE part."""
         raw: dict[tuple[int, int], tuple[int, int, int, int]] = {}
         indexed = set()
         for e in entries:
@@ -181,24 +187,21 @@ class CpuidPolicy:
         vendor = (v[1].to_bytes(4, "little") + v[3].to_bytes(4, "little")
                   + v[2].to_bytes(4, "little")).decode("latin-1")
         bits = max(1, (max(nr_pages, 1) - 1).bit_length()) + 12
-        xcr0, xsave = 0, {}
-        if host is not None:
-            cpuid, xcr0 = host
-            native1 = cpuid(1, 0)[2]
-            if xcr0 & 3 == 3 and native1 & XSAVE_ECX:
-                # XSAVE, and AVX / AVX512F where the XCR0 in force holds their state
-                a, b, c, d = raw.get((1, 0), (0, 0, 0, 0))
-                raw[(1, 0)] = (a, b, c | XSAVE_ECX | (native1 & AVX_ECX if xcr0 & 4 else 0), d)
-                if xcr0 & 0xE0 == 0xE0:
-                    a, b, c, d = raw.get((7, 0), (0, 0, 0, 0))
-                    raw[(7, 0)] = (a, b | (cpuid(7, 0)[1] & AVX512F_EBX), c, d)
-                xsave = {n: cpuid(0xD, n) for n in range(2, 64) if xcr0 >> n & 1}
-            else:
-                xcr0 = 0
-        masks = feature_masks(() if xcr0 else ("XSAVE",))
+        xstate = XstatePolicy.from_host(*host) if host is not None else None
+        # XSAVE, AVX, AVX512F exactly as the XSAVE policy offers them
+        offer = xstate.max_xcr0 if xstate else 0
+        a, b, c, d = raw.get((1, 0), (0, 0, 0, 0))
+        c &= ~(XSAVE_ECX | AVX_ECX)
+        c |= (XSAVE_ECX if xstate else 0) | (AVX_ECX if offer & YMM else 0)
+        raw[(1, 0)] = (a, b, c, d)
+        a, b, c, d = raw.get((7, 0), (0, 0, 0, 0))
+        raw[(7, 0)] = (a, (b & ~AVX512F_EBX) | (AVX512F_EBX if offer & AVX512 else 0), c, d)
+        indexed.add(7)
+        extra = ("XSAVE",) if not xstate else ("AVX",) if not offer & YMM else \
+            ("AVX512F",) if not offer & AVX512 else ()
         return cls(raw=raw, vendor=vendor, xen_version=xen_version, tsc_khz=tsc_khz,
-                   maxphys_bits=bits, indexed=indexed, masks=masks, xcr0=xcr0,
-                   xsave_leaves=xsave)
+                   maxphys_bits=bits, indexed=indexed, masks=feature_masks(extra),
+                   xstate=xstate)
 
     @property
     def amd(self) -> bool:
@@ -217,7 +220,8 @@ class CpuidPolicy:
         return regs
 
     def max_basic(self) -> int:
-        return min(self._raw(0)[0], MAX_BASIC)
+        top = self._raw(0)[0]
+        return MAX_BASIC if self.xstate is not None else min(top, MAX_BASIC)
 
     def max_extended(self) -> int:
         top = self._raw(0x80000000)[0]
@@ -228,23 +232,14 @@ class CpuidPolicy:
         leaf, sub, reg = WORDS[w]
         return bool(self.leaf(leaf, sub)[REGS.index(reg)] >> b & 1)
 
-    def xstate_size(self) -> int:
-        """Bytes of a standard-format XSAVE area for the host's XCR0."""
-        size = 512 + 64
-        for a, b, _, _ in self.xsave_leaves.values():
-            size = max(size, a + b)
-        return size
-
     def leaf(self, leaf: int, sub: int = 0) -> tuple[int, int, int, int]:
-        """CPUID(leaf, sub) as the PV guest sees it (guest_cpuid)."""
+        """CPUID(leaf, sub) in the domain's policy (Xen's guest_cpuid before
+        its per-vCPU adjustments: OSXSAVE clear, leaf 0xd EBX for a vCPU that
+        has not set XCR0)."""
         leaf &= 0xFFFFFFFF
         sub &= 0xFFFFFFFF
-        if leaf == 0xD and self.xcr0 and self.has("XSAVE"):
-            if sub == 0:
-                size = self.xstate_size()
-                return (self.xcr0 & 0xFFFFFFFF, size, size, self.xcr0 >> 32)
-            a, b, c, _ = self.xsave_leaves.get(sub, (0, 0, 0, 0))
-            return (a, b, c & 2, 0)                 # sub 1: no XSAVEOPT/XSAVEC/XSAVES
+        if leaf == 0xD and self.xstate is not None and leaf <= self.max_basic():
+            return self.xstate.leaf(sub)
         if leaf <= 0xFFFF:
             return tuple(self._basic(leaf, sub))
         if 0x40000000 <= leaf <= 0x400001FF:
@@ -252,6 +247,22 @@ class CpuidPolicy:
         if 0x80000000 <= leaf <= 0x8000FFFF:
             return tuple(self._extended(leaf, sub))
         return (0, 0, 0, 0)
+
+    def guest_leaf(self, leaf: int, sub: int = 0, *, xcr0: int = 0, cr4_osxsave: bool = False,
+                   kernel: bool = True, forced: bool = True) -> tuple[int, int, int, int]:
+        """CPUID as one vCPU sees it (Xen's guest_cpuid for a PV vCPU):
+        leaf 1 OSXSAVE is the guest's CR4.OSXSAVE, or - Xen's PV quirk, part
+        of the ABI since Linux relies on it - set for the kernel asking
+        through the forced-emulation prefix when XSAVE is offered; leaf 0xd
+        sub 0/1 EBX are the area sizes for the vCPU's XCR0 (xcr0; 0 = never set)."""
+        leaf &= 0xFFFFFFFF
+        sub &= 0xFFFFFFFF
+        r = self.leaf(leaf, sub)
+        if leaf == 1 and (cr4_osxsave or (self.xstate is not None and forced and kernel)):
+            return (r[0], r[1], r[2] | 1 << OSXSAVE_BIT, r[3])
+        if leaf == 0xD and sub in (0, 1) and any(r):
+            return self.xstate.leaf(sub, xcr0)
+        return r
 
     # --- basic leaves ------------------------------------------------------------
     def _basic(self, leaf: int, sub: int) -> list[int]:
@@ -266,9 +277,8 @@ class CpuidPolicy:
             r = self._word(self._raw(1), 1, 0)
             r[0] &= 0x0FFF0FFF                      # no processor type
             r[1] &= 0x00FFFFFF                      # APIC ID: dynamic, 0 for PV
+            r[2] &= ~(1 << OSXSAVE_BIT)             # per vCPU (guest_leaf)
             r[2] |= 1 << 31                         # HYPERVISOR
-            if r[2] >> 26 & 1:
-                r[2] |= 1 << OSXSAVE_BIT            # leaked, as Xen does
             return r
         if leaf in (5, 6, 8, 0xA, 0xB, 0xC, 0xD):
             return z                                # MONITOR, power, vPMU, topology, XSAVE

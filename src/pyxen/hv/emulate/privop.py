@@ -10,7 +10,9 @@ Guest kernel mode (Xen's "ring 0" for the emulator):
   reach the vCPU's real CR4); clts; mov to/from %dr0-7 (set/get_debugreg);
   rdmsr/wrmsr (see MSR_* below; anything else is #GP); wbinvd (no-op);
   hlt (SCHEDOP_block - a pyxen extension: Xen gives #GP); rdtsc/rdtscp
-  when CR4.TSD makes them fault.
+  when CR4.TSD makes them fault; xsetbv (Xen's handle_xsetbv with the
+  offered leaf 0xd, xstate.py; #UD without the guest's CR4.OSXSAVE, in
+  any mode).
 Any mode, under the virtual IOPL (Xen's iopl_ok: kernel counts as CPL 1,
   or 0 with VMASST_TYPE_architectural_iopl; user as 3) or the
   PHYSDEVOP_set_iobitmap bitmap: in/out/ins/outs (with rep) - a domU owns
@@ -147,6 +149,9 @@ def _dispatch(em, vcpu, insn, rf: RegFile, rflags: int) -> tuple[int, int]:
     if iid == X.X86_INS_CPUID:
         _cpuid(em, vcpu, rf)
         return nxt, rflags
+    if iid == X.X86_INS_XSETBV:
+        _xsetbv(em, vcpu, rf)
+        return nxt, rflags
     if iid in (X.X86_INS_RDTSC, X.X86_INS_RDTSCP):
         if not kernel and em.vstate(vcpu).cr4 & CR4_TSD:
             raise NotEmulated
@@ -173,9 +178,6 @@ def _dispatch(em, vcpu, insn, rf: RegFile, rflags: int) -> tuple[int, int]:
         write_msr(em, vcpu, rf.read("ecx"), (rf.read("edx") << 32) | rf.read("eax"))
         return nxt, rflags
     if iid == X.X86_INS_WBINVD:
-        return nxt, rflags
-    if iid == X.X86_INS_XSETBV:
-        _xsetbv(em, vcpu, rf)
         return nxt, rflags
     if iid == X.X86_INS_HLT:
         return nxt, rflags         # emulate_gp blocks, outside the lock
@@ -397,22 +399,42 @@ def _write_hypercall_page(vcpu, val: int) -> None:
 
 # --- XCR0 -----------------------------------------------------------------------------------------
 def _xsetbv(em, vcpu, rf: RegFile) -> None:
-    """The guest kernel's xsetbv. The XCR0 in force is the host's (PVM keeps
-    it while the guest runs) and CPUID leaf 0xd describes exactly it, so
-    that value is accepted (nothing to do) and anything else is the #GP the
-    guest took: an XSAVE area sized for less would overflow."""
-    if rf.read("ecx") & 0xFFFFFFFF != 0 or not em.vstate(vcpu).cr4 & CR4_OSXSAVE:
+    """xsetbv as Xen emulates it for a PV guest (x86_emulate + handle_xsetbv):
+    #UD without the guest's CR4.OSXSAVE, #GP from user mode, for an XCR other
+    than 0, or for a value outside the offered leaf 0xd or against the
+    architectural dependencies (xstate.valid_xcr0). An accepted value becomes
+    the vCPU's XCR0, which leaf 0xd's sizes follow. The hardware's XCR0 stays
+    the host's (PVM keeps it in force): docs/design.md, "FPU state"."""
+    st = em.vstate(vcpu)
+    if not st.cr4 & CR4_OSXSAVE:
+        raise Fault(6)
+    if not vcpu.pv.kernel_mode:
         raise NotEmulated
     val = (rf.read("edx") & 0xFFFFFFFF) << 32 | (rf.read("eax") & 0xFFFFFFFF)
-    pol = em.policy(vcpu)
-    if not pol.xcr0 or val != pol.xcr0:
-        vcpu.domain.log_guest_error(vcpu, f"xsetbv {val:#x}: only {pol.xcr0:#x} can be run")
+    xs = em.policy(vcpu).xstate
+    if rf.read("ecx") & 0xFFFFFFFF != 0 or xs is None or not xs.xsetbv_ok(val):
+        vcpu.domain.log_guest_error(vcpu, f"xsetbv {rf.read('ecx') & 0xFFFFFFFF} {val:#x}: #GP "
+                                    f"(offered XCR0 {xs.max_xcr0 if xs else 0:#x})")
         raise NotEmulated
+    st.xcr0 = val
+    declined = xs.max_xcr0 & ~val & ~st.warned_unsaved
+    if declined:
+        # offered state guest user space uses natively (CPUID and XCR0 are the
+        # host's to it) that this kernel will not save at its task switches
+        vcpu.domain.log.warning("d%dv%d: xsetbv %#x leaves out offered state %#x that guest "
+                                "user space can use (host XCR0 %#x): it is not saved at task "
+                                "switches", vcpu.domain.domid, vcpu.id, val, declined,
+                                xs.host_xcr0)
+        st.warned_unsaved |= declined
 
 
 # --- cpuid -------------------------------------------------------------------------------------
-def _cpuid(em, vcpu, rf: RegFile) -> None:
-    a, b, c, d = em.policy(vcpu).leaf(rf.read("eax"), rf.read("ecx"))
+def _cpuid(em, vcpu, rf: RegFile, forced: bool = False) -> None:
+    """forced: asked through the forced-emulation prefix (#UD), not a #GP."""
+    st = em.vstate(vcpu)
+    a, b, c, d = em.policy(vcpu).guest_leaf(rf.read("eax"), rf.read("ecx"), xcr0=st.xcr0,
+                                            cr4_osxsave=bool(st.cr4 & CR4_OSXSAVE),
+                                            kernel=vcpu.pv.kernel_mode, forced=forced)
     rf.write("eax", a)
     rf.write("ebx", b)
     rf.write("ecx", c)
