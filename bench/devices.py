@@ -11,16 +11,21 @@ nothing about them.
   net    guest -> host TCP throughput (devio send, 1 MiB writes; the host's
          Python receiver checks a sha256 of everything it got) and ping round
          trip both ways (busybox ping, average): pyxen's vif and QEMU's
-         virtio-net on a TAP device are both on the bridge pxb0; the host
-         baseline is loopback
+         virtio-net on a TAP device are both on the bridge pxb0 in a network
+         namespace of the run's own; the host baseline is loopback
 
 Write, read and TCP are repeated (5 times, once with --quick) and the median
 is shown. For pyxen it also prints the host CPU time of pyxend (the backends)
 and of the domain process (vCPU thread, guest mode) for each operation.
 
 The guests run the same Debian cloud kernel, busybox and static devio (bench/devio.c).
-pyxen's guest runs under a private pyxend (its own run directory); the bridge
-pxb0 (10.213.7.1/24) is created for the run and deleted at the end.
+pyxen's guest runs under a private pyxend (its own run directory). The network
+is hermetic: a namespace pxb-<pid>-<random> (ip netns) is created for the run
+and holds the bridge pxb0 with the host-side address 192.0.2.1/24, pyxen's vif
+(vif key netns=, a pyxen extension) and QEMU's TAP device; the host side of
+the traffic (receiver, ping) runs inside it, and the namespace is deleted at
+the end, also when the run fails. The host's own namespace gets no bridge
+and no address.
 """
 from __future__ import annotations
 
@@ -29,7 +34,9 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
+import signal
 import socket
 import statistics
 import struct
@@ -50,8 +57,10 @@ from pyxen.toolstack.client import Client                                  # noq
 from pyxen.toolstack.guestshell import ConsoleShell, PROMPT               # noqa: E402
 from qemu_console import Qemu                                              # noqa: E402
 
-BRIDGE, BRIDGE_IP, NET = "pxb0", "10.213.7.1", "10.213.7"
-PYXEN_VIF, QEMU_TAP = "pxbv0", "pxbq0"
+NETNS = f"pxb-{os.getpid()}-{secrets.token_hex(3)}"      # this run's network namespace
+BRIDGE, BRIDGE_IP, NET = "pxb0", "192.0.2.1", "192.0.2"   # in NETNS (TEST-NET-1)
+PYXEN_VIF = "pxbv0"                                       # in NETNS
+QEMU_TAP = f"pxbq{os.getpid() % 100000}"                  # QEMU makes it here; moved to NETNS
 GUEST_IP = {"pyxen": f"{NET}.2", "tcg": f"{NET}.3"}
 DOMAIN = "pxbdev"
 BLOCK = 1 << 20
@@ -166,12 +175,19 @@ def expected_sha256(mib: int) -> str:
     return h.hexdigest()
 
 
+def netns_socket(family=socket.AF_INET, type=socket.SOCK_STREAM) -> socket.socket:
+    """A socket in the run's network namespace."""
+    from pyroute2 import netns
+    return netns.create_socket(NETNS, family, type, flags=0)
+
+
 class Receiver:
     """One TCP connection on the host: counts bytes, hashes them, times first
-    byte to end of stream."""
+    byte to end of stream. in_netns: listen in the run's namespace (the
+    guests' side), else in the host's (loopback)."""
 
-    def __init__(self, ip: str):
-        self.sock = socket.socket()
+    def __init__(self, ip: str, in_netns: bool = False):
+        self.sock = netns_socket() if in_netns else socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((ip, 0))
         self.sock.listen(1)
@@ -229,7 +245,7 @@ class Sizes:
 def suite(ops: dict, img: Path, sz: Sizes, sha: str, note=None) -> dict:
     """The measurements, the same everywhere. ops: write() and read() -> seconds,
     randread() -> IOPS, send(port) -> sender's MB/s, ping() -> ms, drop_caches(),
-    receiver_ip. Write, read and TCP run sz.reps times (the median is the figure,
+    receiver_ip, receiver_in_netns. Write, read and TCP run sz.reps times (the median is the figure,
     res["samples"] has all); note(key, f) wraps each timed call (pyxen's CPU split)."""
     note = note or (lambda key, f: f())
     res: dict = {"samples": {"write": [], "read": [], "tcp": []}}
@@ -249,7 +265,7 @@ def suite(ops: dict, img: Path, sz: Sizes, sha: str, note=None) -> dict:
     res["randread"] = note("randread", ops["randread"])
     senders = []
     for _ in range(sz.reps):
-        rcv = Receiver(ops["receiver_ip"])
+        rcv = Receiver(ops["receiver_ip"], ops["receiver_in_netns"])
         senders.append(note("tcp", lambda: ops["send"](rcv.port)))
         smp["tcp"].append(rcv.result(sz.net_mib, sha, 60))
     res["tcp_sender"] = statistics.median(senders)
@@ -260,8 +276,9 @@ def suite(ops: dict, img: Path, sz: Sizes, sha: str, note=None) -> dict:
     return res
 
 
-def host_ping(busybox: Path, ip: str, n: int) -> float:
-    return parse_ping(sh(busybox, "ping", "-c", n, "-i", "0.2", ip).stdout)
+def host_ping(busybox: Path, ip: str, n: int, in_netns: bool = False) -> float:
+    where = ("ip", "netns", "exec", NETNS) if in_netns else ()
+    return parse_ping(sh(*where, busybox, "ping", "-c", n, "-i", "0.2", ip).stdout)
 
 
 def guest_ops(env: str, run, dev: str, busybox: Path, sz: Sizes) -> dict:
@@ -279,10 +296,11 @@ def guest_ops(env: str, run, dev: str, busybox: Path, sz: Sizes) -> dict:
         "randread": lambda: parse_kv(run(f"devio randread {dev} {sz.rand_secs}",
                                          timeout=sz.rand_secs * 10 + 60), "iops"),
         "receiver_ip": BRIDGE_IP,
+        "receiver_in_netns": True,
         "send": lambda port: parse_kv(run(f"devio send {BRIDGE_IP} {port} {sz.net_mib}",
                                           timeout=600), "mbps"),
         "ping": lambda: parse_ping(run(f"ping -c {sz.pings} -i 0.2 {BRIDGE_IP}", timeout=120)),
-        "ping_in": lambda: host_ping(busybox, ip, sz.pings),
+        "ping_in": lambda: host_ping(busybox, ip, sz.pings, in_netns=True),
     }
 
 
@@ -299,6 +317,7 @@ def host_ops(devio: Path, busybox: Path, img: Path, sz: Sizes) -> dict:
                               f"count={sz.disk_mib}"),
         "randread": lambda: parse_kv(sh(devio, "randread", img, sz.rand_secs).stdout, "iops"),
         "receiver_ip": "127.0.0.1",
+        "receiver_in_netns": False,
         "send": lambda port: parse_kv(sh(devio, "send", "127.0.0.1", port, sz.net_mib).stdout,
                                       "mbps"),
         "ping": lambda: host_ping(busybox, "127.0.0.1", sz.pings),
@@ -334,7 +353,7 @@ def pyxen_run(tmp: Path, g, initrd: Path, img: Path, sz: Sizes, sha: str) -> tup
         cfg.write_text(f'name = "{DOMAIN}"\nkernel = "{g.kernel}"\nramdisk = "{initrd}"\n'
                        f'extra = "console=hvc0"\nmemory = 512\nvcpus = 1\n'
                        f'disk = ["format=raw, vdev=xvdb, access=rw, target={img}"]\n'
-                       f'vif = ["bridge={BRIDGE}, vifname={PYXEN_VIF}"]\n')
+                       f'vif = ["bridge={BRIDGE}, netns={NETNS}, vifname={PYXEN_VIF}"]\n')
         t0 = time.monotonic()
         r = cli(rd, "create", "-q", str(cfg))
         if r.returncode != 0:
@@ -399,7 +418,8 @@ def complaints(rd: Path) -> list[str]:
 
 # --- QEMU TCG ------------------------------------------------------------------------------------
 def start_qemu(kernel: Path, initrd: Path, img: Path) -> Qemu:
-    """virtio-blk on the image, virtio-net on a TAP device on the bridge."""
+    """virtio-blk on the image, virtio-net on a TAP device (put on the bridge
+    in the run's namespace by qemu_run)."""
     return Qemu(kernel, initrd, 512, [
         "-drive", f"file={img},if=virtio,format=raw,cache=none",
         "-netdev", f"tap,id=n0,ifname={QEMU_TAP},script=no,downscript=no",
@@ -421,7 +441,11 @@ def qemu_run(kernel: Path, initrd: Path, img: Path, busybox: Path, sz: Sizes, sh
                 time.sleep(0.1)
             else:
                 raise RuntimeError(f"qemu did not create {QEMU_TAP}")
-            ip.link("set", index=tap[0], master=ip.link_lookup(ifname=BRIDGE)[0], state="up")
+            # into the run's namespace (QEMU's file descriptor stays valid), off the host's
+            ip.link("set", index=tap[0], net_ns_fd=NETNS)
+        with IPRoute(netns=NETNS, flags=0) as ip:
+            ip.link("set", index=ip.link_lookup(ifname=QEMU_TAP)[0],
+                    master=ip.link_lookup(ifname=BRIDGE)[0], state="up")
         q.wait_for(PROMPT, 600)
         boot = time.monotonic() - t0
         q.run("stty -echo cols 4000; PS1=")
@@ -432,28 +456,51 @@ def qemu_run(kernel: Path, initrd: Path, img: Path, busybox: Path, sz: Sizes, sh
         q.close()
 
 
-# --- the bridge ----------------------------------------------------------------------------------
-def bridge_up() -> None:
-    from pyroute2 import IPRoute
-    with IPRoute() as ip:
-        if ip.link_lookup(ifname=BRIDGE):
-            raise RuntimeError(f"{BRIDGE} exists already (another run of bench/devices.py?)")
-        ip.link("add", ifname=BRIDGE, kind="bridge")
-        idx = ip.link_lookup(ifname=BRIDGE)[0]
-        ip.addr("add", index=idx, address=BRIDGE_IP, prefixlen=24)
-        ip.link("set", index=idx, state="up")
+# --- the network namespace ------------------------------------------------------------------
+def sweep_stale_netns() -> None:
+    """Namespaces of earlier runs that were killed (their pid is gone)."""
+    from pyroute2 import netns
+    for name in netns.listnetns():
+        m = re.fullmatch(r"pxb-(\d+)-[0-9a-f]+", name)
+        if m and not Path(f"/proc/{m.group(1)}").exists():
+            try:
+                netns.remove(name)
+            except OSError:
+                pass
 
 
-def bridge_down() -> None:
-    from pyroute2 import IPRoute
+def netns_up() -> None:
+    """The run's namespace, with the bridge and the host-side address in it."""
+    from pyroute2 import IPRoute, netns
+    sweep_stale_netns()
+    netns.create(NETNS)
+    try:
+        with IPRoute(netns=NETNS, flags=0) as ip:
+            ip.link("set", index=ip.link_lookup(ifname="lo")[0], state="up")
+            ip.link("add", ifname=BRIDGE, kind="bridge")
+            idx = ip.link_lookup(ifname=BRIDGE)[0]
+            ip.addr("add", index=idx, address=BRIDGE_IP, prefixlen=24)
+            ip.link("set", index=idx, state="up")
+    except BaseException:
+        netns_down()
+        raise
+
+
+def netns_down() -> None:
+    """Delete the namespace: the bridge, its address and the TAP devices in it go
+    with it (and QEMU's TAP if it never got there)."""
+    from pyroute2 import IPRoute, netns
+    try:
+        if NETNS in netns.listnetns():
+            netns.remove(NETNS)
+    except OSError as e:
+        print(f"could not delete network namespace {NETNS}: {e}", file=sys.stderr)
     with IPRoute() as ip:
-        for name in (PYXEN_VIF, QEMU_TAP, BRIDGE):
-            found = ip.link_lookup(ifname=name)
-            if found:
-                try:
-                    ip.link("del", index=found[0])
-                except Exception as e:
-                    print(f"could not delete {name}: {e}", file=sys.stderr)
+        for i in ip.link_lookup(ifname=QEMU_TAP):
+            try:
+                ip.link("del", index=i)
+            except Exception as e:
+                print(f"could not delete {QEMU_TAP}: {e}", file=sys.stderr)
 
 
 # --- report --------------------------------------------------------------------------------------
@@ -518,8 +565,10 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
     sz = Sizes(args.quick)
+    # a kill runs the finally clauses too (the namespace is deleted)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if os.geteuid() != 0:
-        print("bench/devices.py needs root (pyxend's TAP devices and bridge, drop_caches)")
+        print("bench/devices.py needs root (a network namespace, TAP devices, drop_caches)")
         return 1
     g = prepare_linux()
     mods = kernel_modules_dir(g.kernel)
@@ -556,7 +605,7 @@ def main() -> int:
               f"MiB, {sz.pings} pings; work directory {tmp}", flush=True)
         print("host ...", flush=True)
         h = suite(host_ops(devio, g.busybox, img, sz), img, sz, sha)
-        bridge_up()
+        netns_up()
         try:
             print("pyxen ...", flush=True)
             p, cpu, p_why = None, {}, None
@@ -573,7 +622,7 @@ def main() -> int:
                 except Exception as e:
                     q_why = f"{type(e).__name__}: {e}"
         finally:
-            bridge_down()
+            netns_down()
         report(sz, p, h, q, p_why, q_why, cpu)
         for line in complaints(tmp / "run"):
             print(line)

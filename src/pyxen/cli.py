@@ -603,8 +603,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("domains", nargs="+", metavar="domain")
     c = cmd("network-attach", cmd_network_attach, "attach a PV network interface",
             description="Attach a network interface to a running domain, in "
-            "xl-network-configuration(5) syntax (e.g. 'bridge=xenbr0, mac=00:16:3e:01:02:03'). "
-            "The host side is a TAP device vif<domid>.<devid> on the bridge.")
+            "xl-network-configuration(5) syntax (e.g. 'bridge=xenbr0, mac=00:16:3e:01:02:03'), "
+            "the syntax of vif= entries in xl.cfg. The host side is a TAP device "
+            "vif<domid>.<devid> (or vifname=) on the bridge, which is created when missing. "
+            "A pyxen extension, here and in vif=, that xl does not have: netns=NAME, the bridge "
+            "is in the named network namespace NAME (made beforehand with `ip netns add NAME`); "
+            "the TAP device is created in pyxend's namespace, moved into NAME and put on the "
+            "bridge there, e.g. 'bridge=xenbr0, netns=guests'.")
     c.add_argument("domain")
     c.add_argument("spec", nargs="*", metavar="NET-SPEC")
     c = cmd("network-detach", cmd_network_detach, "detach a PV network interface",

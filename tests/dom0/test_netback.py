@@ -1,10 +1,13 @@
 """netback against a frontend played by the test: packets from the guest's
 tx ring come out of the TAP device into the host's network stack (checksum
 offload and fragments included), packets for the guest land in the buffers
-it posted, and an impossible ring shuts only that vif down."""
+it posted, and an impossible ring shuts only that vif down.
+
+Each vif is on a bridge in a network namespace of its own (vif key
+netns=NAME): the bridge, its address and the TAP device live there, the
+test's sockets are made there, and the host's namespace is left alone."""
 from __future__ import annotations
 
-import os
 import socket
 import struct
 import time
@@ -19,10 +22,12 @@ from pyxen.hv.domain import Domain
 from pyxen.toolstack.devices import DomainDevices
 from pyxen.toolstack.devspec import parse_vif_spec
 
+from netns_helpers import host_links, netns  # noqa: F401  (fixture)
 from pvfront import Frontend, RingWriter, RING_FRAME, DATA_FRAME
 
 GUEST_MAC = bytes.fromhex("00163e0a0b0c")
-HOST_IP, GUEST_IP = "10.233.0.1", "10.233.0.2"
+HOST_IP, GUEST_IP = "192.0.2.1", "192.0.2.2"          # TEST-NET-1, inside the namespace
+BRIDGE = "pxbr0"
 
 
 def csum(data: bytes) -> int:
@@ -51,11 +56,11 @@ def vif(make_vif):
 
 
 @pytest.fixture
-def make_vif(kvm):
+def make_vif(kvm, netns):
     made = []
 
     def make(extra=""):
-        v = _make_vif(kvm, extra)
+        v = _make_vif(kvm, netns(), extra)
         made.append(v)
         return v
     yield make
@@ -63,48 +68,58 @@ def make_vif(kvm):
         v.cleanup()
 
 
-def _make_vif(kvm, extra):
-    from pyroute2 import IPRoute
-    br = f"pxn{os.getpid() % 10000}"
-    with IPRoute() as ip:         # a bridge left by a crashed run would take our subnet
-        for link in ip.get_links():
-            if link.get_attr("IFLA_IFNAME", "").startswith("pxn"):
-                addrs = ip.get_addr(index=link["index"])
-                if any(a.get_attr("IFA_ADDRESS") == HOST_IP for a in addrs):
-                    ip.link("del", index=link["index"])
+def _make_vif(kvm, ns, extra):
+    ns.bridge(BRIDGE, HOST_IP)
     xs = XenStoreServer(state_file=None)
     dom = Domain(name="n", memory_mb=16, kvm=kvm, domid=5)
     devs = DomainDevices(xs, LocalGuest(dom))
-    dev = devs.attach_vif(parse_vif_spec(f"bridge={br}, mac=00:16:3e:0a:0b:0c{extra}", 0))
-    with IPRoute() as ip:
-        idx = ip.link_lookup(ifname=br)[0]
-        ip.addr("add", index=idx, address=HOST_IP, prefixlen=24)
-        br_mac = bytes.fromhex(ip.get_links(idx)[0].get_attr("IFLA_ADDRESS").replace(":", ""))
-    fe = Frontend(dom, xs, "vif", 0)
-    fe.wait_be_state(xenbus.INITWAIT)
-    tx = RingWriter(fe, RING_FRAME, N.TX_SLOT)
-    rx = RingWriter(fe, RING_FRAME + 1, N.RX_SLOT)
-    tx_ref, rx_ref = fe.init_ring(RING_FRAME), fe.init_ring(RING_FRAME + 1)
-    port = fe.alloc_port()
-    fe.write({"tx-ring-ref": tx_ref, "rx-ring-ref": rx_ref, "event-channel": port,
-              "request-rx-copy": 1, "feature-sg": 1, "feature-rx-notify": 1,
-              "state": xenbus.CONNECTED})
-    fe.wait_be_state(xenbus.CONNECTED)
+    try:
+        dev = devs.attach_vif(parse_vif_spec(
+            f"bridge={BRIDGE}, netns={ns.name}, mac=00:16:3e:0a:0b:0c{extra}", 0))
+        fe = Frontend(dom, xs, "vif", 0)
+        fe.wait_be_state(xenbus.INITWAIT)
+        tx = RingWriter(fe, RING_FRAME, N.TX_SLOT)
+        rx = RingWriter(fe, RING_FRAME + 1, N.RX_SLOT)
+        tx_ref, rx_ref = fe.init_ring(RING_FRAME), fe.init_ring(RING_FRAME + 1)
+        port = fe.alloc_port()
+        fe.write({"tx-ring-ref": tx_ref, "rx-ring-ref": rx_ref, "event-channel": port,
+                  "request-rx-copy": 1, "feature-sg": 1, "feature-rx-notify": 1,
+                  "state": xenbus.CONNECTED})
+        fe.wait_be_state(xenbus.CONNECTED)
+        # the bridge's address once the vif is a port (a bridge takes its ports' lowest)
+        br_mac = bytes.fromhex(ns.links()[BRIDGE].get_attr("IFLA_ADDRESS").replace(":", ""))
+    except BaseException:
+        devs.close_all()
+        dom.close()
+        raise
 
     class Vif:
         pass
     v = Vif()
-    v.__dict__.update(dom=dom, fe=fe, tx=tx, rx=rx, port=port, dev=dev, br=br, br_mac=br_mac,
+    v.__dict__.update(dom=dom, fe=fe, tx=tx, rx=rx, port=port, dev=dev, ns=ns, br_mac=br_mac,
                       next_id=1)
 
     def cleanup():
         devs.close_all()
         dom.close()
-        with IPRoute() as ip:
-            for i in ip.link_lookup(ifname=br):
-                ip.link("del", index=i)
     v.cleanup = cleanup
     return v
+
+
+def test_the_vif_lives_in_the_named_namespace(vif):
+    """vif5.0 is on the bridge inside the namespace, with Xen's host-side MAC,
+    and nothing of it is in the host's namespace."""
+    links = vif.ns.links()
+    assert links["vif5.0"].get_attr("IFLA_MASTER") == links[BRIDGE]["index"]
+    assert links["vif5.0"].get_attr("IFLA_ADDRESS") == "fe:ff:ff:ff:ff:ff"
+    assert links["vif5.0"].get_attr("IFLA_OPERSTATE") != "DOWN"
+    assert "vif5.0" not in host_links() and BRIDGE not in host_links()
+
+
+def test_closing_the_vif_removes_its_tap_device(vif):
+    vif.cleanup()
+    assert "vif5.0" not in vif.ns.links()
+    vif.cleanup = lambda: None
 
 
 def send(v, frags, flags=0):
@@ -125,7 +140,7 @@ def send(v, frags, flags=0):
 
 
 def test_guest_packets_reach_the_host_stack(vif):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s = vif.ns.socket()
     s.bind((HOST_IP, 47000))
     s.settimeout(5)
     try:
@@ -144,15 +159,14 @@ def test_guest_packets_reach_the_host_stack(vif):
 
 
 def test_host_packets_land_in_posted_buffers(vif):
-    from pyroute2 import IPRoute
     for i in range(8):                               # post 8 receive buffers
         frame = DATA_FRAME + 100 + i
         ref = vif.fe.grant(frame)
         vif.rx.push(struct.pack("<HxxI", 500 + i, ref), vif.port, publish=i == 7)
-    with IPRoute() as ip:
+    with vif.ns.ipr() as ip:
         ip.neigh("add", dst=GUEST_IP, lladdr="00:16:3e:0a:0b:0c",
-                 ifindex=ip.link_lookup(ifname=vif.br)[0], state="permanent")
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                 ifindex=ip.link_lookup(ifname=BRIDGE)[0], state="permanent")
+    s = vif.ns.socket()
     try:
         s.sendto(b"hello guest", (GUEST_IP, 48000))
         # other traffic (multicast reports of the new bridge) may come first
@@ -186,7 +200,7 @@ def test_rate_limit_holds_transmit_to_the_configured_rate(make_vif):
     at once. (This checks the limiter works, not how fast pyxen is.)"""
     v = make_vif(", rate=200Kb/s@20ms")
     assert v.dev.rate == (500, 20000)
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s = v.ns.socket()
     s.bind((HOST_IP, 47001))
     s.settimeout(10)
     try:
@@ -199,3 +213,16 @@ def test_rate_limit_holds_transmit_to_the_configured_rate(make_vif):
     finally:
         s.close()
     assert took >= 1.4, f"40 KB left in {took:.2f} s at 25 KB/s"
+
+
+def test_deleting_the_namespace_under_the_vif_closes_only_that_vif(vif):
+    """The administrator deletes the namespace while the guest runs: the TAP
+    device goes with it, the vif goes to Closing with an error, the domain
+    and the backend process carry on."""
+    for i in range(4):                               # the guest waits for packets
+        ref = vif.fe.grant(DATA_FRAME + 100 + i)
+        vif.rx.push(struct.pack("<HxxI", 500 + i, ref), vif.port, publish=i == 3)
+    vif.ns.delete()
+    vif.fe.wait_be_state(xenbus.CLOSING)
+    assert vif.fe.read_be("error")
+    assert not vif.dom.stopped

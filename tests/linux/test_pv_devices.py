@@ -1,29 +1,34 @@
 """Debian's Linux on pyxen with paravirtual disks and network: its own
 xen-blkfront and xen-netfront against pyxend's blkback and netback, driven
-the way an administrator does (config files, the pyxen CLI, the console)."""
+the way an administrator does (config files, the pyxen CLI, the console).
+
+The network tests are hermetic: the bridge, the host-side address and the
+guests' vifs are in a network namespace of the test's own (vif key
+netns=NAME), the host side of the traffic runs inside it (ip netns exec),
+and the namespace is deleted after the test, failed or not."""
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import subprocess
-import urllib.request
+import sys
 
 import pytest
 
 from daemon_helpers import cli, start_daemon, wait_until
+from netns_helpers import netns  # noqa: F401  (fixture)
 from pyxen.toolstack.guestshell import ConsoleShell
 
 MiB = 1 << 20
 
 
 @pytest.fixture
-def pyxend(tmp_path, kvm, linux_images):
+def pyxend(tmp_path, kvm, linux_images, netns):
+    # netns is set up first, so its namespaces are deleted after the domains are gone
     rd = tmp_path / "run"
     rd.mkdir()
     procs = [start_daemon(rd)]
     shells = []
-    bridges = []
 
     class Env:
         run_dir = rd
@@ -32,10 +37,9 @@ def pyxend(tmp_path, kvm, linux_images):
         def cli(self, *args, **kw):
             return cli(rd, *args, **kw)
 
-        def bridge(self, tag: str, host_ip: str | None = None) -> str:
-            name = f"pxt{os.getpid() % 10000}{tag}"[:15]
-            bridges.append(name)
-            return name
+        def netns(self):
+            """A network namespace of this test's own (deleted at the end)."""
+            return netns()
 
         def boot(self, name: str, *lines: str, memory: int = 256, extra: str = "") -> ConsoleShell:
             cfg = tmp_path / f"{name}.cfg"
@@ -72,11 +76,6 @@ def pyxend(tmp_path, kvm, linux_images):
     for p in procs:
         p.kill()
         p.wait()
-    from pyroute2 import IPRoute
-    with IPRoute() as ip:
-        for b in bridges:
-            for i in ip.link_lookup(ifname=b):
-                ip.link("del", index=i)
 
 
 def ext4_image(path, size_mb: int) -> None:
@@ -198,53 +197,72 @@ def test_attach_and_detach_disks_while_running(pyxend, tmp_path):
     assert s.run("echo alive") == "alive"
 
 
+# run inside the namespace: fetch a URL, print its length and sha256 (no proxies)
+FETCH = """
+import hashlib, sys, urllib.request
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+h, n = hashlib.sha256(), 0
+with opener.open(sys.argv[1], timeout=120) as resp:
+    while chunk := resp.read(1 << 20):
+        h.update(chunk)
+        n += len(chunk)
+print(n, h.hexdigest())
+"""
+
+
 def test_pv_root_disk_and_network_from_a_config_file(pyxend, tmp_path):
     """The issue's 'done when': root on a PV disk, eth0 on a bridge, and 100 MB
-    from the guest to the host over TCP, verified by checksum."""
+    from the guest to the host over TCP, verified by checksum. The bridge
+    xenbr0 and the host's address 192.0.2.1 are in the test's namespace."""
     root = tmp_path / "root.img"
     shutil.copy(pyxend.images.initrd.parent / "linux" / "rootfs.img", root)
-    br = pyxend.bridge("a")
+    ns = pyxend.netns()
+    ns.bridge("xenbr0", "192.0.2.1")          # the administrator's bridge, set up beforehand
     s = pyxend.boot("pvroot", f'disk = ["format=raw, vdev=xvda, access=rw, target={root}"]',
-                    f'vif = ["bridge={br}, mac=00:16:3e:00:00:42"]', memory=512,
-                    extra="root=/dev/xvda")
+                    f'vif = ["bridge=xenbr0, netns={ns.name}, mac=00:16:3e:00:00:42"]',
+                    memory=512, extra="root=/dev/xvda")
     assert s.run("cat /etc/pyxen-rootfs") == "this root file system is a PV disk"
     assert "/dev/xvda on / type ext4" in s.run("mount")
-    from pyroute2 import IPRoute
-    with IPRoute() as ip:
-        ip.addr("add", index=ip.link_lookup(ifname=br)[0], address="10.231.0.1", prefixlen=24)
     assert s.run("cat /sys/class/net/eth0/address") == "00:16:3e:00:00:42"
-    s.run("ip link set eth0 up; ip addr add 10.231.0.2/24 dev eth0")
-    assert " 0% packet loss" in s.run("ping -c 3 -W 5 10.231.0.1", timeout=60)
+    s.run("ip link set eth0 up; ip addr add 192.0.2.2/24 dev eth0")
+    assert " 0% packet loss" in s.run("ping -c 3 -W 5 192.0.2.1", timeout=60)
+    r = ns.run(pyxend.images.busybox, "ping", "-c", "3", "-W", "5", "192.0.2.2", timeout=60)
+    assert " 0% packet loss" in r.stdout, r.stdout + r.stderr
     rows = pyxend.cli("network-list", "pvroot").stdout.splitlines()
     assert rows[1].split()[:3] == ["0", "0", "00:16:3e:00:00:42"]
     # guest -> host: the guest's busybox httpd serves a 100 MB file
     out = s.run("mkdir -p /srv; dd if=/dev/urandom of=/srv/blob bs=1M count=100 2>/dev/null; "
                 "sha256sum /srv/blob; httpd -p 8080 -h /srv", timeout=300)
     digest = out.split()[0]
-    h = hashlib.sha256()
-    n = 0
-    with urllib.request.urlopen("http://10.231.0.2:8080/blob", timeout=120) as resp:
-        while chunk := resp.read(1 << 20):
-            h.update(chunk)
-            n += len(chunk)
-    assert n == 100 * MiB and h.hexdigest() == digest
+    r = ns.run(sys.executable, "-c", FETCH, "http://192.0.2.2:8080/blob", timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [str(100 * MiB), digest]
     s.type("poweroff\r")
     assert pyxend.gone("pvroot", 120)
     assert fsck(root).returncode == 0
 
 
 def test_two_guests_on_one_bridge_ping_each_other(pyxend):
-    br = pyxend.bridge("b")
-    a = pyxend.boot("ping-a", f'vif = ["bridge={br}"]')
-    b = pyxend.boot("ping-b", f'vif = ["bridge={br}"]')
-    a.run("ip link set eth0 up; ip addr add 10.232.0.2/24 dev eth0")
-    b.run("ip link set eth0 up; ip addr add 10.232.0.3/24 dev eth0")
-    assert " 0% packet loss" in a.run("ping -c 3 -W 5 10.232.0.3", timeout=60)
-    assert " 0% packet loss" in b.run("ping -c 3 -W 5 10.232.0.2", timeout=60)
+    """Two guests on a bridge pyxend creates in the test's namespace reach
+    each other; after network-detach one of them is unreachable."""
+    ns = pyxend.netns()
+    vif = f'vif = ["bridge=xenbr0, netns={ns.name}"]'
+    a = pyxend.boot("ping-a", vif)
+    b = pyxend.boot("ping-b", vif)
+    def ports():
+        links = ns.links()
+        return [n for n, link in links.items()
+                if link.get_attr("IFLA_MASTER") == links["xenbr0"]["index"]]
+    assert len(ports()) == 2 and all(n.startswith("vif") for n in ports())
+    a.run("ip link set eth0 up; ip addr add 192.0.2.2/24 dev eth0")
+    b.run("ip link set eth0 up; ip addr add 192.0.2.3/24 dev eth0")
+    assert " 0% packet loss" in a.run("ping -c 3 -W 5 192.0.2.3", timeout=60)
+    assert " 0% packet loss" in b.run("ping -c 3 -W 5 192.0.2.2", timeout=60)
     # detach b's interface: a can no longer reach it
     assert pyxend.cli("network-detach", "ping-b", "0").returncode == 0
     assert wait_until(lambda: "eth0" not in b.run("ls /sys/class/net"), 30)
-    assert " 100% packet loss" in a.run("ping -c 2 -W 1 10.232.0.3", timeout=60)
+    assert wait_until(lambda: len(ports()) == 1, 10)
+    assert " 100% packet loss" in a.run("ping -c 2 -W 1 192.0.2.3", timeout=60)
 
 
 def test_foreground_domain_with_a_root_disk(boot_linux, linux_images, tmp_path):

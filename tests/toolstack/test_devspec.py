@@ -437,6 +437,7 @@ class TestVifSpec:
         assert v.ip == () and v.model is None and v.vifname is None and v.script is None
         assert v.rate is None and v.rate_bytes_per_interval is None and v.rate_interval_us is None
         assert v.mtu is None and v.gatewaydev is None and v.accel is None
+        assert v.netns is None
 
     def test_manual_examples(self):
         v = parse_vif_spec("mac=00:16:3E:74:3d:76,model=rtl8139,bridge=xenbr0")
@@ -455,6 +456,11 @@ class TestVifSpec:
         assert v.rate == "10Mb/s@20ms"
         assert (v.rate_bytes_per_interval, v.rate_interval_us) == (25_000, 20_000)
         assert (v.mtu, v.gatewaydev, v.accel, v.devid) == (9000, "eth0", "x", 7)
+
+    def test_netns_is_a_pyxen_extension(self):
+        v = parse_vif_spec("bridge=xenbr0, netns=guests-1.a_b")
+        assert (v.bridge, v.netns) == ("xenbr0", "guests-1.a_b")
+        assert parse_vif_spec("netns=").netns is None
 
     def test_netdev_alias(self):
         assert parse_vif_spec("netdev=eth1").gatewaydev == "eth1"
@@ -494,6 +500,11 @@ class TestVifSpec:
         ("devid=", "bad devid ''"),
         ("vifname=a/b", "bad vifname 'a/b'"),
         ("vifname=abcdefghijklmnop", "bad vifname"),
+        ("netns=../../proc/1/ns/net", "bad netns '../../proc/1/ns/net'"),
+        ("netns=a/b", "bad netns 'a/b'"),
+        ("netns=.", "bad netns '.'"),
+        ("netns=-x", "bad netns '-x'"),
+        ("netns=" + "n" * 65, "bad netns"),
         ("Mac=00:16:3e:00:00:01", "unknown key 'Mac'"),
     ])
     def test_errors(self, spec, detail):

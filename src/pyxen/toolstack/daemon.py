@@ -775,7 +775,9 @@ class Daemon:
     def api_network_attach(self, dom, spec: str):
         d, devs = self._devices(dom)
         dev = self._devcall(devs.attach_vif_text, spec, seed=d.name)
-        self.say(f"domain {d.domid}: attached vif {dev.devid} ({dev.ifname} on {dev.bridge})")
+        where = f" in network namespace {dev.netns}" if dev.netns else ""
+        self.say(f"domain {d.domid}: attached vif {dev.devid} "
+                 f"({dev.ifname} on {dev.bridge}{where})")
         return {"devid": dev.devid, "mac": dev.mac}
 
     def api_network_detach(self, dom, dev: str, force: bool = False):

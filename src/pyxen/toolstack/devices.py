@@ -125,8 +125,9 @@ class DomainDevices:
                     self.attach_disk(spec, force=True, existing=True)
                 else:
                     text = f"mac={n['mac']}, bridge={n['bridge']}"
-                    if n.get("rate"):
-                        text += f", rate={n['rate']}"
+                    for key in ("rate", "vifname", "netns"):
+                        if n.get(key):
+                            text += f", {key}={n[key]}"
                     self.attach_vif(parse_vif_spec(text, index=devid), existing=True)
                 done.append(f"{kind} {devid}")
             except Exception as e:
@@ -203,13 +204,17 @@ class DomainDevices:
             be["ip"] = " ".join(spec.ip)
         if spec.rate:
             be["rate"] = spec.rate
+        if spec.vifname:
+            be["vifname"] = spec.vifname
+        if spec.netns:
+            be["netns"] = spec.netns        # pyxen's own node: the bridge's namespace
         fe = {"backend": xenbus.backend_path("vif", self.domid, spec.devid), "backend-id": 0,
               "state": xenbus.INITIALISING, "handle": spec.devid, "mac": spec.mac}
         if not existing:
             self._write_device("vif", spec.devid, be, fe)
         try:
             dev = NetBackend(self.xs, self.guest, spec.devid, mac=spec.mac, bridge=spec.bridge,
-                             ifname=spec.vifname, mtu=spec.mtu, rate=rate)
+                             ifname=spec.vifname, mtu=spec.mtu, rate=rate, netns=spec.netns)
             dev.start()
         except NetDeviceError as e:
             self._remove_device("vif", spec.devid)
@@ -279,7 +284,8 @@ class DomainDevices:
             row.update(vdev=dev.vdev, ring_ref=num("ring-ref"))
         else:
             row.update(mac=dev.mac, tx_ring_ref=num("tx-ring-ref"),
-                       rx_ring_ref=num("rx-ring-ref"), ifname=dev.ifname, bridge=dev.bridge)
+                       rx_ring_ref=num("rx-ring-ref"), ifname=dev.ifname, bridge=dev.bridge,
+                       netns=dev.netns)
         return row
 
     def close_all(self) -> None:

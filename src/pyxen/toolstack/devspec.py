@@ -27,6 +27,11 @@ nonsense, these parsers follow the documentation or are stricter:
   says (xl's code reads it as seconds); prefixes ``k`` and ``K`` are both
   accepted; a rate that rounds down to 0 bytes per interval is an error;
 * unknown vif keys are errors (xl prints a message and goes on).
+
+One vif key is a pyxen extension that xl does not have: ``netns=NAME``, a
+named network namespace (``ip netns add NAME``, /run/netns/NAME) in which
+``bridge=`` lives; the vif's TAP device is moved into it and put on the
+bridge there (empty or absent: pyxend's own namespace).
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ import hashlib
 import ipaddress
 import re
 from dataclasses import dataclass
+
+from ..dom0.backends.tap import NETNS_NAME
 
 __all__ = [
     "DevSpecError",
@@ -437,7 +444,9 @@ _COLO_KEYS = frozenset(
 _VIF_KEYS = frozenset({
     "mac", "bridge", "ip", "type", "model", "vifname", "script", "backend",
     "rate", "mtu", "gatewaydev", "netdev", "accel", "devid",
+    "netns",                        # pyxen extension: the bridge's network namespace
 }) | _COLO_KEYS
+
 
 
 @dataclass(frozen=True)
@@ -461,6 +470,7 @@ class VifSpec:
     mtu: int | None = None          # None: 1500 or the bridge's
     gatewaydev: str | None = None
     accel: str | None = None        # accepted, not supported (xl ignores it too)
+    netns: str | None = None        # pyxen extension: the bridge's namespace (None: pyxend's)
     colo: tuple[tuple[str, str], ...] = ()   # COLO settings, (key, value)
 
 
@@ -600,6 +610,12 @@ def parse_vif_spec(spec: str, index: int = 0, seed: str = "") -> VifSpec:
     if vifname is not None and not _check_ifname(vifname):
         raise error(f"bad vifname '{vifname}' (1-15 characters, no '/', ':' or spaces)")
 
+    # netns (pyxen extension)
+    netns = opt("netns")
+    if netns is not None and not NETNS_NAME.match(netns):
+        raise error(f"bad netns '{netns}' (a network namespace name: 1-64 letters, digits, "
+                    "'_', '-' or '.', not starting with '.' or '-')")
+
     # rate
     rate = opt("rate")
     per_interval = interval_us = None
@@ -647,5 +663,6 @@ def parse_vif_spec(spec: str, index: int = 0, seed: str = "") -> VifSpec:
         mtu=mtu,
         gatewaydev=opt("gatewaydev"),
         accel=opt("accel"),
+        netns=netns,
         colo=tuple((k, v) for k, v in values.items() if k in _COLO_KEYS),
     )

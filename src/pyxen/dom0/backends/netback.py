@@ -1,5 +1,6 @@
 """netback: the backend of Xen's network protocol (public/io/netif.h), with
-the host end of each vif a TAP device on a Linux bridge.
+the host end of each vif a TAP device on a Linux bridge (in pyxend's network
+namespace, or in a named one: netns=, see tap.py).
 
 Guest transmit: requests name granted pages (one per fragment, more_data
 chains them; extra-info slots carry GSO sizes); the packet is copied out and
@@ -265,10 +266,12 @@ class NetBackend(XenbusBackend):
     kind = "vif"
 
     def __init__(self, xs, guest, devid: int, *, mac: str, bridge: str, ifname: str | None = None,
-                 mtu: int | None = None, rate: tuple[int, int] | None = None):
+                 mtu: int | None = None, rate: tuple[int, int] | None = None,
+                 netns: str | None = None):
         super().__init__(xs, guest, devid)
         self.mac = mac
         self.bridge = bridge
+        self.netns = netns                          # None: pyxend's own namespace
         self.ifname = ifname or f"vif{guest.domid}.{devid}"
         self.mtu = mtu or 1500
         self.rate = rate
@@ -276,9 +279,12 @@ class NetBackend(XenbusBackend):
         self.frontend_sg = False
 
     def setup(self) -> None:
-        self.tap_fds = [tap.open_queue(self.ifname)]
+        if self.netns is None:
+            self.tap_fds = [tap.open_queue(self.ifname)]
+        else:
+            self.tap_fds = [tap.create_in_netns(self.ifname, self.netns)]
         try:
-            tap.plug(self.ifname, self.bridge, self.mtu)
+            tap.plug(self.ifname, self.bridge, self.mtu, self.netns)
         except Exception:
             self.teardown()
             raise
@@ -296,7 +302,7 @@ class NetBackend(XenbusBackend):
         paths = self.queue_paths("tx-ring-ref", MAX_QUEUES)
         try:
             while len(self.tap_fds) < len(paths):
-                self.tap_fds.append(tap.open_queue(self.ifname))
+                self.tap_fds.append(tap.open_queue(self.ifname, self.netns))
         except tap.NetDeviceError as e:
             raise DeviceError(str(e)) from None
 
@@ -307,7 +313,8 @@ class NetBackend(XenbusBackend):
                             self.read_fe_int(q + "rx-ring-ref"),
                             self.read_fe_int(q + "event-channel"), self.tap_fds[i])
         self.open_queues(paths, make)
-        log.info("%s connected: %s on %s, %d queue(s)", self, self.ifname, self.bridge, len(self.queues))
+        log.info("%s connected: %s on %s%s, %d queue(s)", self, self.ifname, self.bridge,
+                 f" in network namespace {self.netns}" if self.netns else "", len(self.queues))
 
     def disconnect(self) -> None:
         super().disconnect()
