@@ -27,7 +27,7 @@ HC = type("HC", (), {name: nr for nr, name in HYPERCALLS.items()})
 NR_HYPERCALLS = 64
 
 # --- errno values as Xen returns them (negated) ---------------------------
-EPERM, ENOENT, ESRCH, EINTR, EIO, E2BIG = 1, 2, 3, 4, 5, 7
+EPERM, ENOENT, ESRCH, EINTR, EIO, ENXIO, E2BIG = 1, 2, 3, 4, 5, 6, 7
 EBADF, EAGAIN, ENOMEM, EACCES, EFAULT, EBUSY, EEXIST = 9, 11, 12, 13, 14, 16, 17
 EXDEV, ENODEV, EINVAL, ENOSPC, ERANGE, ENOSYS, EOPNOTSUPP = 18, 19, 22, 28, 34, 38, 95
 ETIME_, EALREADY_ = 62, 114

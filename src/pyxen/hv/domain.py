@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 from ..kvm import Kvm, GuestMemory
 from . import layout as L
-from .abi import (HYPERCALLS, SharedInfo, VcpuInfo, ENOSYS, EINVAL, SHUTDOWN_NAMES,
+from .abi import (HYPERCALLS, SharedInfo, VcpuInfo, ENOSYS, EINVAL, ENXIO, SHUTDOWN_NAMES,
                   SHUTDOWN_crash)
 from .hypercalls import build_table
-from .mm import MemoryManager
+from .mm import MemoryManager, PageTableError, PGT_WRITABLE
 from .vcpu import PVVcpu, GuestCrash
 from .xenheap import XenHeap
 from .events import EventChannels
@@ -118,6 +118,11 @@ class Domain:
                        console_evtchn=self.console_port, set_m2p=self.heap.set_m2p)
         self.layout = lay
         self.mm.pin(lay.l4_pfn, 4)
+        # xenstored and xenconsoled keep the two ring frames mapped writable
+        # for the domain's life; on Xen their foreign mappings hold writable
+        # type references, so the guest can never make them page tables
+        for pfn in (lay.store_pfn, lay.console_pfn):
+            self.mm.get_type(pfn, PGT_WRITABLE)
         self.console_off = lay.console_pfn * L.PAGE_SIZE
         self.vcpus[0].start(lay.entry, lay.stack_top, lay.start_info_va, lay.l4_pfn)
         self.mm.get_type(lay.l4_pfn, 4)     # the reference held by vCPU 0's baseptr
@@ -360,7 +365,8 @@ class Domain:
         """XENMEM_decrease_reservation of one frame: the guest gives it back;
         its host memory is freed (hole punched in the memfd)."""
         mm = self.mm
-        if not mm.owns(mfn) or mm.tcount[mfn] or mm.pinned[mfn]:
+        if not mm.owns(mfn) or mm.tcount[mfn] or mm.pinned[mfn] or \
+                (mm.frefs is not None and mm.frefs.writers(mfn)):
             return False
         mm.present[mfn] = 0
         self.nr_present -= 1
@@ -384,11 +390,23 @@ class Domain:
         self.heap.set_m2p(want, want)
         return want
 
-    def register_vcpu_info(self, vcpu, mfn: int, offset: int) -> int:
-        if not self.mm.owns(mfn) or offset > L.PAGE_SIZE - 64:
-            return -EINVAL
+    def register_vcpu_info(self, vcpu, mfn: int, offset: int, caller=None) -> int:
+        """VCPUOP_register_vcpu_info (Xen's map_vcpu_info): pyxen writes the
+        vCPU's event flags, time and cr2 there from now on, so it takes a
+        writable type reference on the frame and keeps it (a page table or
+        descriptor page is refused with -EINVAL, and the frame cannot become
+        one)."""
+        if offset > L.PAGE_SIZE - 64 or offset & 7:
+            return -ENXIO
         if vcpu.vcpu_info_moved:
             return -EINVAL                 # Xen allows it once per vCPU
+        if caller is not None and vcpu is not caller and vcpu.pv.online:
+            return -EINVAL                 # only for itself or a vCPU that is down
+        try:
+            self.mm.get_type(mfn, PGT_WRITABLE)
+        except PageTableError as e:
+            self.log.info("d%d: vcpu_info frame %#x refused: %s", self.domid, mfn, e)
+            return -EINVAL
         old = vcpu.vcpu_info
         new = VcpuInfo.from_buffer(self.ram.mm, (mfn << 12) + offset)
         ctypes.memmove(ctypes.addressof(new), ctypes.addressof(old), 64)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import ctypes
 import struct
 import threading
-from collections import deque
+from array import array
 from dataclasses import dataclass
 
 from .. import _atomic as A
@@ -91,31 +91,69 @@ class MapEntry:
 
 
 class MapTrack:
-    """A domain's grant mapping handles: small integers from 0, freed ones
-    reused in the order they were freed, at most Xen's default number."""
+    """A domain's grant mapping handles (Xen's maptrack): small integers from
+    0, freed ones reused in the order they were freed, grown a frame's worth
+    (MAPTRACK_PER_FRAME) at a time up to max_frames (xl.cfg
+    max_maptrack_frames; Xen's default 1024, 262,144 handles). A map past
+    that is refused with GNTST_no_space, as Xen's. Kept in flat arrays, 12
+    bytes a handle (Xen's struct grant_mapping is 16), so a full maptrack
+    costs about what it costs Xen."""
 
     def __init__(self, max_frames: int = MAX_MAPTRACK_FRAMES):
-        self.entries: list[MapEntry | None] = []
-        self.free: deque[int] = deque()
-        self.limit = max_frames * MAPTRACK_PER_FRAME
+        self.max_frames = max_frames
+        self.ref = array("I")
+        self.flags = array("H")             # GNTMAP_* still mapped; 0: free
+        self.domid = array("H")
+        self.next = array("i")              # free list links, -1 ends it
+        self.head = self.tail = -1
+
+    @property
+    def limit(self) -> int:
+        return self.max_frames * MAPTRACK_PER_FRAME
+
+    def __len__(self) -> int:
+        return len(self.ref)
 
     def get(self) -> int | None:
-        if not self.free:
-            n = len(self.entries)
-            if n >= self.limit:
+        """A free handle (its entry is set with set()), or None at the limit."""
+        if self.head < 0:
+            n = len(self.ref)
+            if n + MAPTRACK_PER_FRAME > self.limit:
                 return None
-            self.entries.extend([None] * MAPTRACK_PER_FRAME)
-            self.free.extend(range(n, n + MAPTRACK_PER_FRAME))
-        return self.free.popleft()
+            zeros = bytes(4 * MAPTRACK_PER_FRAME)
+            self.ref.frombytes(zeros)
+            self.flags.frombytes(zeros[:2 * MAPTRACK_PER_FRAME])
+            self.domid.frombytes(zeros[:2 * MAPTRACK_PER_FRAME])
+            self.next.extend(range(n + 1, n + MAPTRACK_PER_FRAME + 1))
+            self.next[-1] = -1
+            self.head, self.tail = n, n + MAPTRACK_PER_FRAME - 1
+        h = self.head
+        self.head = self.next[h]
+        if self.head < 0:
+            self.tail = -1
+        return h
+
+    def set(self, handle: int, ref: int, flags: int, domid: int) -> None:
+        # Xen keeps the GNTMAP_* bits in 16 bits too
+        self.ref[handle], self.flags[handle], self.domid[handle] = ref, flags & 0xFFFF, domid
 
     def put(self, handle: int) -> None:
-        self.entries[handle] = None
-        self.free.append(handle)
+        self.flags[handle] = 0
+        self.next[handle] = -1
+        if self.tail >= 0:
+            self.next[self.tail] = handle
+        else:
+            self.head = handle
+        self.tail = handle
 
     def lookup(self, handle: int) -> MapEntry | None:
-        if 0 <= handle < len(self.entries):
-            return self.entries[handle]
+        """The mapping a handle names (a copy), or None if it names none."""
+        if 0 <= handle < len(self.ref) and self.flags[handle]:
+            return MapEntry(self.ref[handle], self.flags[handle], self.domid[handle])
         return None
+
+    def in_use(self) -> int:
+        return sum(1 for f in self.flags if f)
 
 
 class EmptyGrantTable:
@@ -140,7 +178,8 @@ DOM0_TABLE = EmptyGrantTable()
 
 
 class GrantTable:
-    def __init__(self, domain, max_frames: int = MAX_FRAMES):
+    def __init__(self, domain, max_frames: int = MAX_FRAMES,
+                 max_maptrack_frames: int = MAX_MAPTRACK_FRAMES):
         self.dom = domain
         self.version = 1
         self.max_version = 2
@@ -152,7 +191,7 @@ class GrantTable:
         self.active: dict[int, Active] = {}
         self.maps: dict[int, Mapping] = {}   # dom0 side
         self.next_handle = 1
-        self.maptrack = MapTrack()           # this domain's own mappings of grants
+        self.maptrack = MapTrack(max_maptrack_frames)   # this domain's own mappings of grants
 
     # --- table geometry ----------------------------------------------------------
     def per_frame(self) -> int:
@@ -487,9 +526,18 @@ class GrantTable:
 
     # --- dom0 side -------------------------------------------------------------------
     def map_ref(self, ref: int, mapper: int = 0, readonly: bool = False) -> tuple[int, memoryview]:
-        """Map a granted page for a dom0 service. Returns (handle, view)."""
+        """Map a granted page for a dom0 service. Returns (handle, view).
+        A writable map holds a writable reference on the frame until unmap
+        (Xen's map_grant_ref: get_page_type(PGT_writable_page)), so a page
+        table or descriptor page is refused, and the frame cannot become
+        one while dom0 may write it."""
         with self.lock:
             mfn, off, length = self.acquire(ref, mapper, readonly)
+            frefs = getattr(self.dom.mm, "frefs", None)
+            if not readonly and frefs is not None and not frefs.get_writable(mfn):
+                self.release(ref, readonly)
+                raise GrantError(GNTST_general_error, f"grant {ref}: frame {mfn:#x} is a page "
+                                 "table or descriptor page, it cannot be mapped writable")
             h = self.next_handle
             self.next_handle += 1
             self.maps[h] = Mapping(h, ref, mapper, readonly, mfn)
@@ -502,3 +550,6 @@ class GrantTable:
             if m is None:
                 raise GrantError(GNTST_bad_handle, f"no grant mapping with handle {handle}")
             self.release(m.ref, m.readonly)
+            frefs = getattr(self.dom.mm, "frefs", None)
+            if not m.readonly and frefs is not None:
+                frefs.put_writable(m.mfn)

@@ -16,12 +16,22 @@ which must already be a validated table of that level. A table that holds
 such entries may not itself be mapped that way and vice versa (Xen's
 linear_pt_count: > 0 counts a table's linear entries, < 0 the linear
 entries that map it).
+
+A frame's writable references are split across two processes: the domain
+process counts its own (page-table entries, grants it maps, frames pyxen
+keeps writing into) in `tcount`; dom0's services (pyxend's backends, which
+write through grant maps) count theirs in a shared word per frame
+(`FrameRefs`), where the domain also marks the frames whose type excludes
+writers. Either side changes the word only atomically, so a frame is never
+both writable by dom0 and a page table or descriptor page.
 """
 from __future__ import annotations
 
+import ctypes
 import struct
 from array import array
 
+from .. import _atomic as A
 from . import layout as L
 from .abi import EINVAL, EPERM, EBUSY
 
@@ -40,6 +50,74 @@ L3_BAD = L2_BAD
 L4_BAD = 0x7FF0000000000000 | L.PTE_PSE | L.PTE_G
 # Xen keeps linear_pt_count in 16 signed bits
 LINEAR_MAX = 0x7FFF
+
+
+# a FrameRefs word: the frame's type excludes writers (domain side) | dom0's
+# writable references (bits 0-30)
+FR_TYPED = 1 << 31
+FR_COUNT = FR_TYPED - 1
+
+
+class FrameRefs:
+    """One 32-bit word per guest frame, in pyxen's heap (which pyxend maps
+    too): bit 31 is set by the domain's MemoryManager while the frame has a
+    type that excludes writable use (a page table, a descriptor page); bits
+    0-30 count the writable references dom0 holds on it (Xen's
+    get_page_and_type(PGT_writable_page) by a backend's grant map). A writer
+    is refused a typed frame and a type is refused a frame with writers,
+    both with a compare-and-exchange on the word."""
+
+    def __init__(self, addr: int, nr_pages: int):
+        self.addr = addr
+        self.nr_pages = nr_pages
+
+    def _load(self, mfn: int) -> int:
+        return ctypes.c_uint32.from_address(self.addr + 4 * mfn).value
+
+    def _update(self, mfn: int, change) -> bool:
+        """Apply change(word) -> new word or None (refused), atomically."""
+        addr = self.addr + 4 * mfn
+        old = self._load(mfn)
+        while True:
+            new = change(old)
+            if new is None:
+                return False
+            seen = A.cmpxchg32(addr, old, new)
+            if seen == old:
+                return True
+            old = seen
+
+    # --- dom0's side: a writable reference for as long as it writes ------------
+    def get_writable(self, mfn: int) -> bool:
+        """Take a writable reference; False when the frame is a page table or
+        descriptor page (or not a guest frame at all)."""
+        if not 0 <= mfn < self.nr_pages:
+            return False
+        return self._update(mfn, lambda w: None if w & FR_TYPED or w & FR_COUNT == FR_COUNT
+                            else w + 1)
+
+    def put_writable(self, mfn: int) -> None:
+        self._update(mfn, lambda w: w - 1 if w & FR_COUNT else None)
+
+    def writers(self, mfn: int) -> int:
+        return self._load(mfn) & FR_COUNT
+
+    def drop_writers(self) -> int:
+        """Forget every writable reference dom0 held: its process is gone (a
+        new pyxend says hello), and its mappings went with it. Returns how
+        many frames had some."""
+        words = (ctypes.c_uint32 * self.nr_pages).from_address(self.addr)
+        held = [i for i, w in enumerate(words) if w & FR_COUNT]
+        for mfn in held:
+            self._update(mfn, lambda w: w & FR_TYPED)
+        return len(held)
+
+    # --- the domain's side: the type ------------------------------------------------
+    def set_typed(self, mfn: int) -> bool:
+        return self._update(mfn, lambda w: None if w & FR_COUNT else w | FR_TYPED)
+
+    def clear_typed(self, mfn: int) -> None:
+        A.clear_bit(self.addr + 4 * mfn, 31)
 
 
 class PageTableError(Exception):
@@ -63,6 +141,9 @@ class MemoryManager:
         self.tcount = array("l", bytes(8 * nr_pages))
         self.pinned = bytearray(nr_pages)
         self.linear = array("l", bytes(8 * nr_pages))   # Xen's linear_pt_count
+        # dom0's writable references and the typed marks (None: no shared heap)
+        off = getattr(heap, "frame_refs_off", None)
+        self.frefs = FrameRefs(heap.mem.addr + off, nr_pages) if off is not None else None
         self.shared_info_mfn = heap.shared_info_gpa >> L.PAGE_SHIFT
         # pyxen pages this guest may map: shared_info and grant frames (rw),
         # grant status frames (read-only)
@@ -101,6 +182,10 @@ class MemoryManager:
                                      f"cannot be used as {TYPE_NAMES[t]}")
             self.tcount[mfn] = cnt + 1
             return
+        if t != PGT_WRITABLE and self.frefs is not None and not self.frefs.set_typed(mfn):
+            raise PageTableError(EINVAL, f"mfn {mfn:#x} is mapped writable by dom0 "
+                                 f"({self.frefs.writers(mfn)} references): it cannot be "
+                                 f"used as {TYPE_NAMES[t]}")
         self.ptype[mfn] = t
         self.tcount[mfn] = 1
         if PGT_L1 <= t <= PGT_L4:
@@ -110,6 +195,8 @@ class MemoryManager:
             except PageTableError:
                 self.ptype[mfn] = PGT_NONE
                 self.tcount[mfn] = 0
+                if self.frefs is not None:
+                    self.frefs.clear_typed(mfn)
                 raise
 
     def put_type(self, mfn: int) -> None:
@@ -120,6 +207,8 @@ class MemoryManager:
             self.ptype[mfn] = PGT_NONE
             if PGT_L1 <= t <= PGT_L4:
                 self._release(mfn, t)
+            if t != PGT_WRITABLE and self.frefs is not None:
+                self.frefs.clear_typed(mfn)
 
     def _validate(self, mfn: int, level: int) -> None:
         ents = self.entries(mfn)

@@ -72,8 +72,10 @@ class XenHeap:
             raise ValueError("guest too large for the M2P area")
         self.nr_vcpus = nr_vcpus
         fixed = 64 + 2 * L.MAX_VCPUS + 4 * L.MAX_VCPUS + L.APPLY_LIST_PAGES * nr_vcpus
+        fref_pages = (max_ram_pages * 4 + L.PAGE_SIZE - 1) // L.PAGE_SIZE
         npages = fixed + m2p_pages + (m2p_pages + 511) // 512 + 16 + 64 + 16 \
-            + (max_ram_pages * 4096 >> 30) + 8   # grant frames, direct-map tables
+            + (max_ram_pages * 4096 >> 30) + 8 \
+            + fref_pages                         # grant frames, direct-map tables, FrameRefs
         self.mem = GuestMemory(npages * L.PAGE_SIZE, name="pyxen-xenheap")
         self.mm = self.mem.mm
         self._next = 0
@@ -96,6 +98,11 @@ class XenHeap:
             self.map(L.M2P_VIRT_START + i * L.PAGE_SIZE, p, L.PTE_P | L.PTE_US)
         self.m2p_off = self.m2p_first * L.PAGE_SIZE
         self.max_ram_pages = max_ram_pages
+        # a word per guest frame shared with dom0 (mm.FrameRefs); never mapped
+        # for the guest
+        self.frame_refs_off = self._next * L.PAGE_SIZE
+        for _ in range(fref_pages):
+            self.alloc()
         # shared_info and the zero page (backs unused guest GDT pages)
         self.shared_info_page = self.alloc()
         self.zero_page = self.alloc()

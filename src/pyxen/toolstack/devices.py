@@ -40,7 +40,7 @@ class RemoteGuest(GuestAccess):
 
     def _frames(self):
         r = self._call("grant_frames")
-        return r["version"], r["frames"], r["status_frames"]
+        return r["version"], r["frames"], r["status_frames"], r["frame_refs"]
 
     def bind(self, port: int) -> EventEnd:
         to_guest = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)

@@ -193,6 +193,12 @@ class DomainProcess:
     def handle(self, method: str, p: dict):
         dom = self.dom
         if method == "hello":
+            # a new pyxend: the writable grant maps of the one before died
+            # with it, and their references with them
+            dropped = dom.mm.frefs.drop_writers()
+            if dropped:
+                logging.info("pyxend reconnected: dropped dom0's writable references "
+                             "on %d frames", dropped)
             fds = [dom.ram.fd, dom.heap.mem.fd] + self._new_bridges()
             lay = dom.layout
             return ({"domid": dom.domid, "name": dom.name, "uuid": str(dom.uuid),
@@ -240,7 +246,8 @@ class DomainProcess:
             gt = dom.grants
             with gt.lock:
                 return {"version": gt.version, "frames": list(gt.frames),
-                        "status_frames": list(gt.status_frames)}, ()
+                        "status_frames": list(gt.status_frames),
+                        "frame_refs": dom.heap.frame_refs_off}, ()
         if method == "set_maxmem":
             dom.max_pages = int(p["kb"]) // 4
             return None, ()

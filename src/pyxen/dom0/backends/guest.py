@@ -15,6 +15,7 @@ from abc import ABC, abstractmethod
 from types import SimpleNamespace
 
 from ...hv.grant import GrantTable
+from ...hv.mm import FrameRefs
 
 
 def eventfd_poke(fd: int) -> None:
@@ -69,10 +70,12 @@ class GuestAccess(ABC):
 
 
 class _Owns:
-    """mm.owns() for GrantTable: any frame of the guest's RAM."""
+    """What GrantTable needs of mm: owns() (any frame of the guest's RAM) and
+    frefs (the shared words where dom0's writable references are counted)."""
 
     def __init__(self, nr_pages: int):
         self.nr_pages = nr_pages
+        self.frefs: FrameRefs | None = None
 
     def owns(self, mfn: int) -> bool:
         return 0 <= mfn < self.nr_pages
@@ -80,22 +83,27 @@ class _Owns:
 
 class ForeignGrantTable(GrantTable):
     """A grant table of a guest in another process. The list of table frames
-    comes from `fetch()` -> (version, frames, status_frames) and is fetched
-    again when a reference lies beyond the frames known so far (the guest
-    grew its table)."""
+    comes from `fetch()` -> (version, frames, status_frames, frame_refs_off)
+    and is fetched again when a reference lies beyond the frames known so
+    far (the guest grew its table). frame_refs_off is where in the heap the
+    domain keeps its FrameRefs words: a writable map takes its reference
+    there, as the domain's own grant maps take theirs."""
 
     def __init__(self, heap, ram: memoryview, nr_pages: int, fetch):
-        # the parts of a Domain GrantTable reads: heap.mem.addr, ram.view, mm.owns
+        # the parts of a Domain GrantTable reads: heap.mem.addr, ram.view, mm
         super().__init__(SimpleNamespace(heap=SimpleNamespace(mem=heap),
                                          ram=SimpleNamespace(view=ram), mm=_Owns(nr_pages)))
         self._fetch = fetch
         self.refresh()
 
     def refresh(self) -> None:
-        version, frames, status = self._fetch()
+        version, frames, status, frefs_off = self._fetch()
         self.version = version
         self.frames = list(frames)
         self.status_frames = list(status)
+        mm = self.dom.mm
+        if mm.frefs is None:
+            mm.frefs = FrameRefs(self.dom.heap.mem.addr + frefs_off, mm.nr_pages)
 
     def acquire(self, ref: int, mapper: int, readonly: bool):
         if ref >= self.nr_entries():

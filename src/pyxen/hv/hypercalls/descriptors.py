@@ -49,15 +49,20 @@ def install_gdt(vcpu, frames: list[int], entries: int) -> int:
         for f in frames:
             if not mm.owns(f):
                 raise PageTableError(EINVAL, f"GDT frame {f:#x} is not this domain's")
-            if mm.tcount[f] == 0 or mm.ptype[f] != PGT_SEG_DESC:
+            fixes = []
+            if mm.tcount[f] == 0:
+                # a new descriptor page: checked, and fixed only once it has
+                # the type (nothing is written into a frame of another type)
                 for i, d in enumerate(mm.entries(f)):
                     fixed = check_descriptor(d)
                     if fixed is None:
                         raise PageTableError(EINVAL, f"GDT frame {f:#x} entry {i}: bad descriptor {d:#x}")
                     if fixed != d:
-                        mm.write_entry(f, i, fixed)
+                        fixes.append((i, fixed))
             mm.get_type(f, PGT_SEG_DESC)
             taken.append(f)
+            for i, fixed in fixes:
+                mm.write_entry(f, i, fixed)
     except PageTableError as e:
         for f in taken:
             mm.put_type(f)

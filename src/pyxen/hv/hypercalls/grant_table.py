@@ -21,7 +21,7 @@ from ..grant import (GrantError, GNTST_okay, GNTST_general_error, GNTST_bad_doma
                      GNTST_bad_gntref, GNTST_bad_handle, GNTST_bad_virt_addr, GNTST_bad_dev_addr,
                      GNTST_permission_denied, GNTST_bad_page, GNTST_bad_copy_arg, GNTST_eagain,
                      GNTST_no_space, GNTPIN_hstw, GNTPIN_hstr, GNTPIN_devw, GNTPIN_devr,
-                     DOM0_TABLE, INITIAL_FRAMES, MapEntry)
+                     DOM0_TABLE, INITIAL_FRAMES)
 from ..guestmem import GuestFault
 from ..mm import PageTableError, PGT_L1, PGT_WRITABLE
 
@@ -222,7 +222,7 @@ def _map_one(vcpu, op) -> None:
         lgt.maptrack.put(handle)
         op.status = status
         return
-    lgt.maptrack.entries[handle] = MapEntry(op.ref, flags, op.dom)
+    lgt.maptrack.set(handle, op.ref, flags, op.dom)
     op.dev_bus_addr = mfn << 12
     op.handle = handle
     op.status = GNTST_okay
@@ -379,6 +379,8 @@ def _unmap_common(vcpu, host_addr, dev_bus_addr, new_addr, handle):
         done |= GNTMAP_device_map | (flags & GNTMAP_readonly)
     if not m.flags & (GNTMAP_device_map | GNTMAP_host_map):
         lgt.maptrack.put(handle)
+    elif done:
+        lgt.maptrack.set(handle, m.ref, m.flags, m.domid)
     return status, ((rgt, m.ref, mfn, done) if done else None)
 
 

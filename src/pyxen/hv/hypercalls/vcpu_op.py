@@ -53,7 +53,7 @@ def vcpu_op(vcpu, cmd, vcpuid, arg, *_):
             return 0
         if cmd == VCPUOP_register_vcpu_info:
             mfn, offset = struct.unpack("<QI", mem.read(arg, 12))
-            return dom.register_vcpu_info(target, mfn, offset)
+            return dom.register_vcpu_info(target, mfn, offset, caller=vcpu)
         if cmd == VCPUOP_set_singleshot_timer:
             if target is not vcpu:
                 return -EINVAL
