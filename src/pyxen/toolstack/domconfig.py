@@ -15,6 +15,9 @@ sources (tools/xl/xl_parse.c, libxl's build-info defaults):
 * ``vcpus`` 1, ``maxvcpus`` = ``vcpus``;
 * ``on_poweroff`` destroy, ``on_reboot`` restart, ``on_watchdog`` destroy,
   ``on_crash`` destroy, ``on_soft_reset`` soft-reset.
+* ``max_maptrack_frames`` 1024 (Xen 4.17's gnttab_max_maptrack_frames;
+  at most that, as Xen refuses more): the domain's own grant mappings, 256
+  per frame.
 
 ``disk`` and ``vif`` entries are kept as the raw strings but checked with
 :mod:`pyxen.toolstack.devspec` (a bad entry, or two disks with the same
@@ -62,6 +65,8 @@ DEFAULT_MEMORY_MIB = 32
 MAX_MEMORY_MIB = 1 << 20  # 1 TiB
 MAX_VCPUS = 128  # Xen's HVM_MAX_VCPUS; plenty for pyxen guests
 MAX_NAME_LEN = 64
+#: Xen 4.17's gnttab_max_maptrack_frames: the default and the most a domain may ask.
+MAX_MAPTRACK_FRAMES = 1024
 #: Room in start_info.cmd_line (MAX_GUEST_CMDLINE) including the NUL.
 MAX_CMDLINE_BYTES = 1024
 
@@ -89,6 +94,7 @@ SUPPORTED_KEYS = frozenset({
     "name", "type", "builder", "kernel", "ramdisk", "cmdline", "root", "extra",
     "memory", "maxmem", "vcpus", "maxvcpus", "cpus", "cpus_soft", "uuid",
     "disk", "vif", *_ACTION_KEYS,
+    "max_maptrack_frames",
 })
 
 #: Keys xl understands (xl.cfg(5), xl_parse.c) that pyxen does not act on
@@ -102,7 +108,7 @@ UNSUPPORTED_KEYS = frozenset("""
     device_tree display dm_restrict driver_domain dtdev e820_host extratime
     firmware gfx_passthru gic_version hap hdtype hpet init_seclabel iomem
     ioports irqs keymap latency localtime max_event_channels max_grant_frames
-    max_grant_version max_maptrack_frames mca_caps mmio_hole ms_vm_genid
+    max_grant_version mca_caps mmio_hole ms_vm_genid
     msr_relaxed nestedhvm nographic nomigrate nx oos opengl p9 pae passthrough
     pci pci_msitranslate pci_permissive pci_power_mgmt pci_seize period pool
     pvcalls pvshim pvshim_cmdline pvshim_extra pvshim_path rdm rdm_mem_boundary
@@ -153,6 +159,7 @@ class DomainConfig:
     on_watchdog: str = "destroy"
     on_crash: str = "destroy"
     on_soft_reset: str = "soft-reset"
+    max_maptrack_frames: int = MAX_MAPTRACK_FRAMES
     uuid: str | None = None            # lower-case canonical form
     disk: list[str] = field(default_factory=list)   # raw DISK_SPEC_STRINGs
     vif: list[str] = field(default_factory=list)    # raw NET_SPEC_STRINGs
@@ -239,6 +246,7 @@ class DomainConfig:
             "on_watchdog": self.on_watchdog,
             "on_crash": self.on_crash,
             "on_soft_reset": self.on_soft_reset,
+            "max_maptrack_frames": self.max_maptrack_frames,
             "disk": list(self.disk),
             "vif": list(self.vif),
             "unknown": copy(self.unknown),
@@ -394,6 +402,9 @@ class _Builder:
         cpus = self.cpu_spec("cpus")
         cpus_soft = self.cpu_spec("cpus_soft")
 
+        # grant maptrack frames (xl: 0..INT_MAX; Xen refuses more than its own limit)
+        maptrack = self.integer("max_maptrack_frames", MAX_MAPTRACK_FRAMES, 0,
+                                MAX_MAPTRACK_FRAMES, "grant maptrack frames")
         # shutdown actions
         actions = {key: self.action(key, default, allowed)
                    for key, (default, allowed) in _ACTION_KEYS.items()}
@@ -451,6 +462,7 @@ class _Builder:
             maxvcpus=maxvcpus,
             cpus=cpus,
             cpus_soft=cpus_soft,
+            max_maptrack_frames=maptrack,
             uuid=uuid,
             disk=disk,
             vif=vif,

@@ -57,6 +57,7 @@ def make_domain(cfg: DomainConfig, *, console, trace=None, domid: int = 1, kvm=N
     dom = Domain(name=cfg.name, memory_mb=cfg.memory, maxmem_mb=cfg.maxmem, vcpus=cfg.vcpus,
                  domid=domid, console=console, trace=trace, kvm=kvm,
                  supports_writable_pagetables=True)
+    dom.grants.maptrack.max_frames = cfg.max_maptrack_frames
     try:
         emulate.install(dom, image)     # ptwr, privileged ops, forced-emulation CPUID
         dom.build(image, ramdisk=ramdisk, cmdline=cfg.cmdline)
