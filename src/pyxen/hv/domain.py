@@ -18,7 +18,7 @@ from .hypercalls import build_table
 from .mm import MemoryManager, PageTableError, PGT_WRITABLE
 from .vcpu import PVVcpu, GuestCrash
 from .xenheap import XenHeap
-from .events import EventChannels
+from .events import EventChannels, DEFAULT_MAX_PORT
 from .time import Clock, TimerService
 from .sched import DomainScheduler, thread_cpu_seconds
 from .grant import GrantTable
@@ -46,7 +46,8 @@ class DomainResult:
 class Domain:
     def __init__(self, *, name: str, memory_mb: int, vcpus: int = 1, domid: int = 1,
                  kvm: Kvm | None = None, console=None, trace=None, maxmem_mb: int | None = None,
-                 supports_writable_pagetables: bool = False, uuid: uuidlib.UUID | None = None):
+                 supports_writable_pagetables: bool = False, uuid: uuidlib.UUID | None = None,
+                 max_event_channels: int = DEFAULT_MAX_PORT):
         if vcpus < 1 or vcpus > L.MAX_VCPUS:
             raise ValueError(f"vcpus={vcpus}: pyxen supports 1..{L.MAX_VCPUS}")
         self.name = name
@@ -77,7 +78,8 @@ class Domain:
         self.emulate_pf = None       # (vcpu, err, cr2, rip, cs, rflags, rsp, ss) -> bool
         self.vm_assist = 0
         self.hypercalls = build_table()
-        self.events = EventChannels(self)
+        # the highest port the guest may allocate (xl.cfg max_event_channels)
+        self.events = EventChannels(self, max_port=max_event_channels)
         self.events.shared = self.heap.mem.addr + self.heap.shared_info_off
         self.connect_remote_port = None   # set by a daemon that links domains
         self.vcpus = [PVVcpu(self, i) for i in range(vcpus)]

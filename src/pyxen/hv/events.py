@@ -7,6 +7,7 @@ the guest's vCPUs run at the same time as pyxen's threads.
 """
 from __future__ import annotations
 
+import heapq
 import threading
 from dataclasses import dataclass, field
 
@@ -16,6 +17,9 @@ from .abi import EINVAL, ENOSPC, EBUSY, ENOENT, EPERM, ESRCH, ENOSYS, EEXIST, EO
 CLOSED, UNBOUND, INTERDOMAIN, PIRQ, VIRQ, IPI = 0, 1, 2, 3, 4, 5
 NR_2L = 64 * 64
 NR_FIFO = 1 << 17
+#: xl's default max_event_channels (libxl: b_info->event_channels = 1023):
+#: the highest port a domain may allocate (port 0 is never allocated)
+DEFAULT_MAX_PORT = 1023
 NR_VIRQS = 24
 GLOBAL_VIRQS = {1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12, 13}   # bound to vCPU 0 only
 FIFO_PENDING, FIFO_MASKED, FIFO_LINKED, FIFO_BUSY = 31, 30, 29, 28
@@ -42,11 +46,21 @@ class Channel:
 
 class RemoteEnd:
     """The far end of an inter-domain channel that pyxen's dom0 services (or
-    another domain process) hold. `notify()` is called when the guest sends."""
+    another domain process) hold. `notify()` is called when the guest sends;
+    `bound()` (if given) once the port is bound to this end, `closed()` (if
+    given) once the port no longer uses it (closed, reset, detached or
+    taken over), so its owner can free what it holds."""
 
-    def __init__(self, domid: int, notify):
+    def __init__(self, domid: int, notify, closed=None, bound=None):
         self.domid = domid
         self.notify = notify
+        self.closed = closed
+        self.bound = bound
+
+    def release(self) -> None:
+        fn, self.closed = self.closed, None
+        if fn is not None:
+            fn()
 
 
 @dataclass
@@ -56,9 +70,14 @@ class FifoQueue:
 
 
 class EventChannels:
-    def __init__(self, domain):
+    def __init__(self, domain, max_port: int = DEFAULT_MAX_PORT):
         self.dom = domain
+        self.max_port = max_port          # Xen's d->max_evtchn_port (xl: max_event_channels)
         self.ports: list[Channel] = [Channel()]
+        # closed ports below len(ports), lowest first (Xen's get_free_port
+        # gives the lowest free port); entries may be stale (checked on pop)
+        self._free: list[int] = []
+        self._in_free: set[int] = set()
         self.lock = threading.RLock()
         self.virq_ports: dict[tuple[int, int], int] = {}   # (vcpu, virq) -> port
         self.fifo = False
@@ -72,19 +91,34 @@ class EventChannels:
 
     # --- allocation --------------------------------------------------------
     def limit(self) -> int:
-        return NR_FIFO if self.fifo else NR_2L
+        """One past the highest port that may be allocated: the ABI's size
+        or max_event_channels, whichever is smaller (Xen's
+        evtchn_allocate_port: port > max_evtchn_port or >= max_evtchns)."""
+        return min(NR_FIFO if self.fifo else NR_2L, self.max_port + 1)
 
     def alloc(self) -> int:
-        for p in range(1, min(len(self.ports), self.limit())):
-            if self.ports[p].state == CLOSED:
+        """The lowest free port, or -ENOSPC. A min-heap of closed ports and
+        the end of the table: O(log n) per allocation, not a scan."""
+        limit = self.limit()
+        free = self._free
+        while free and free[0] < limit:
+            p = heapq.heappop(free)
+            self._in_free.discard(p)
+            if p < len(self.ports) and self.ports[p].state == CLOSED:
                 self.ports[p] = Channel()
                 return p
         # FIFO: a port may be bound before the guest's event array covers it
         # (Linux expands the array while it sets the port up), as in Xen
-        if len(self.ports) >= self.limit():
+        if len(self.ports) >= limit:
             return -ENOSPC
         self.ports.append(Channel())
         return len(self.ports) - 1
+
+    def _freed(self, port: int) -> None:
+        """`port` became CLOSED: it may be allocated again."""
+        if port not in self._in_free:
+            self._in_free.add(port)
+            heapq.heappush(self._free, port)
 
     def get(self, port: int) -> Channel | None:
         if 0 < port < len(self.ports) and self.ports[port].state != CLOSED:
@@ -222,9 +256,12 @@ class EventChannels:
                 end = connect(remote_dom, remote_port, local)
                 if isinstance(end, int):
                     self.ports[local] = Channel()
+                    self._freed(local)
                     return end
                 self.ports[local] = Channel(state=INTERDOMAIN, remote_dom=remote_dom,
                                             remote_port=remote_port, remote=end)
+                if end.bound is not None:
+                    end.bound()
                 return local
             rch = self.get(remote_port)
             if rch is None or rch.state != UNBOUND or rch.remote_dom not in (self.dom.domid, 0x7FF0):
@@ -238,13 +275,15 @@ class EventChannels:
             self.set_pending(local)       # Xen signals the binding end once
             return local
 
-    def accept_remote(self, port: int, remote_dom: int, remote_port: int, notify) -> bool:
+    def accept_remote(self, port: int, remote_dom: int, remote_port: int, notify,
+                      closed=None, bound=None) -> bool:
         """The other side of EVTCHNOP_bind_interdomain, for an end that lives
         outside this domain (a dom0 backend, another domain process): bind
         this domain's unbound `port` (or take over the outside end of a port
         already bound to `remote_dom`: a restarted pyxend reconnecting its
-        backends). `notify()` is called when the guest sends. False when the
-        port is neither."""
+        backends). `notify()` is called when the guest sends, `bound()` once
+        the port is bound, `closed()` once the port no longer uses this end.
+        False when the port is neither."""
         with self.lock:
             ch = self.get(port)
             if ch is None or ch.remote_dom not in (remote_dom, 0x7FF0):
@@ -254,22 +293,32 @@ class EventChannels:
                 ch.remote_dom == remote_dom
             if ch.state != UNBOUND and not takeover:
                 return False
+            old = ch.remote if takeover else None
             ch.state, ch.remote_dom, ch.remote_port = INTERDOMAIN, remote_dom, remote_port
-            ch.remote = RemoteEnd(remote_dom, notify)
-            return True
+            ch.remote = RemoteEnd(remote_dom, notify, closed, bound)
+            if bound is not None:
+                bound()
+        if old is not None:
+            old.release()
+        return True
 
     def detach_remote(self, port: int) -> None:
         """The outside end went away (a backend disconnected): the port is
         unbound again, as in Xen when the other domain closes its end."""
         with self.lock:
             ch = self.get(port)
-            if ch is not None and ch.state == INTERDOMAIN and ch.remote is not None:
-                ch.state, ch.remote, ch.remote_port = UNBOUND, None, 0
+            if ch is None or ch.state != INTERDOMAIN or ch.remote is None:
+                return
+            end = ch.remote
+            ch.state, ch.remote, ch.remote_port = UNBOUND, None, 0
+        end.release()
 
     def bind_to_remote(self, remote_dom: int, notify) -> int:
         """A port of this domain connected to a dom0 service (console, xenstore)."""
         with self.lock:
             port = self.alloc()
+            if port < 0:
+                raise RuntimeError(f"no event channel left for a dom0 service: {port}")
             self.ports[port] = Channel(state=INTERDOMAIN, remote_dom=remote_dom,
                                        remote=RemoteEnd(remote_dom, notify))
             return port
@@ -287,10 +336,14 @@ class EventChannels:
                 other = self.get(ch.remote_port)
                 if other is not None and other.state == INTERDOMAIN:
                     other.state, other.remote_port = UNBOUND, 0
+            end = ch.remote
             self.ports[port] = Channel()
+            self._freed(port)
             if not self.fifo:
                 A.clear_bit(self.shared + SHARED_PENDING_OFF, port)
-            return 0
+        if isinstance(end, RemoteEnd):
+            end.release()
+        return 0
 
     def bind_vcpu(self, port: int, vcpu: int) -> int:
         with self.lock:

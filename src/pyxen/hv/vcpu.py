@@ -33,6 +33,55 @@ class GuestCrash(Exception):
     """The guest broke the rules; the domain is crashed with this message."""
 
 
+# vcpu_guest_context (x86-64) offsets used by the checks below
+CTX_FLAGS, CTX_RIP, CTX_RSP = 512, 520 + 128, 520 + 152
+CTX_TRAPS, CTX_LDT_BASE, CTX_KERNEL_SP, CTX_CTRLREG = 720, 4816, 4976, 4984
+CTX_CALLBACKS, CTX_FS_BASE = 5112, 5144
+VGCF_in_kernel = 1 << 2
+HV_HOLE_END = 0xFFFF880000000000
+
+
+def check_guest_context(ctx: bytes) -> int:
+    """The address checks Xen's arch_set_info_guest() makes on a 64-bit PV
+    context before it changes anything: rip, rsp, kernel_sp, the segment
+    bases and the LDT base (when there is an LDT) canonical; every trap
+    handler and the event/failsafe/syscall callbacks as set_trap_table and
+    set_callbacks accept them (canonical, and in pyxen not in the
+    hypervisor hole); the LDT base below the hole or above it
+    (__addr_ok), page aligned, at most 8192 entries; at most 16 GDT frames;
+    a vCPU started in user mode needs a user L4. 0 or -EINVAL."""
+    from .abi import EINVAL
+    from .hypercalls.traps import guest_code_address
+    (flags,) = struct.unpack_from("<Q", ctx, CTX_FLAGS)
+    (rip,) = struct.unpack_from("<Q", ctx, CTX_RIP)
+    (rsp,) = struct.unpack_from("<Q", ctx, CTX_RSP)
+    ldt_base, ldt_ents = struct.unpack_from("<QQ", ctx, CTX_LDT_BASE)
+    (gdt_ents,) = struct.unpack_from("<Q", ctx, CTX_KERNEL_SP - 16)
+    (kernel_sp,) = struct.unpack_from("<Q", ctx, CTX_KERNEL_SP)
+    ctrlreg = struct.unpack_from("<8Q", ctx, CTX_CTRLREG)
+    callbacks = struct.unpack_from("<3Q", ctx, CTX_CALLBACKS)
+    bases = struct.unpack_from("<3Q", ctx, CTX_FS_BASE)
+    if not all(L.canonical(a) for a in (rip, rsp, kernel_sp, *bases)):
+        return -EINVAL
+    if ldt_ents and not L.canonical(ldt_base):
+        return -EINVAL
+    if not all(guest_code_address(a) for a in callbacks):
+        return -EINVAL
+    for i in range(256):
+        (addr,) = struct.unpack_from("<Q", ctx, CTX_TRAPS + 16 * i + 8)
+        if not guest_code_address(addr):
+            return -EINVAL
+    if not (ldt_base < 1 << 47 or ldt_base >= HV_HOLE_END):
+        return -EINVAL
+    if ldt_base & 0xFFF or ldt_ents > 8192:
+        return -EINVAL
+    if (gdt_ents + 511) // 512 > 16:
+        return -EINVAL
+    if not flags & VGCF_in_kernel and not ctrlreg[1]:
+        return -EINVAL
+    return 0
+
+
 @dataclass
 class TrapEntry:
     flags: int
@@ -312,17 +361,21 @@ class PVVcpu:
         from .abi import EINVAL
         dom = self.domain
         mm = dom.mm
+        rc = check_guest_context(ctx)
+        if rc:
+            return rc                   # refused before anything changed
         flags = struct.unpack_from("<Q", ctx, 512)[0]
         ur = struct.unpack_from("<15Q", ctx, 520)            # r15 .. rdi
         rip, cs = struct.unpack_from("<QH", ctx, 520 + 128)
         rflags, rsp, ss = struct.unpack_from("<QQH", ctx, 520 + 144)
+        ldt_base, ldt_ents = struct.unpack_from("<QQ", ctx, CTX_LDT_BASE)
         gdt_frames = list(struct.unpack_from("<16Q", ctx, 4832))
         gdt_ents, kernel_ss, kernel_sp = struct.unpack_from("<3Q", ctx, 4960)
         ctrlreg = struct.unpack_from("<8Q", ctx, 4984)
         ev_cb, fs_cb, sys_cb = struct.unpack_from("<3Q", ctx, 5112)
         fs_base, gs_kernel, gs_user = struct.unpack_from("<3Q", ctx, 5144)
         l4 = ctrlreg[3] >> 12
-        if not mm.owns(l4) or (rip and not L.canonical(rip)) or gdt_ents > 7168:
+        if not mm.owns(l4) or gdt_ents > 7168:
             return -EINVAL
         from .mm import PageTableError
         try:
@@ -339,6 +392,7 @@ class PVVcpu:
         pv.iopl = (rflags >> 12) & 3            # Xen takes the virtual IOPL from eflags
         pv.kernel_ss, pv.kernel_sp = kernel_ss, kernel_sp
         pv.fs_base, pv.gs_base_kernel, pv.gs_base_user = fs_base, gs_kernel, gs_user
+        pv.ldt_base, pv.ldt_entries = (ldt_base, ldt_ents) if ldt_ents else (0, 0)
         pv.trap_table.clear()
         for i in range(256):
             vec, tflags, tcs, addr = struct.unpack_from("<BBH4xQ", ctx, 720 + 16 * i)

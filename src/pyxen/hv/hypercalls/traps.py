@@ -17,7 +17,10 @@ from .. import cpu as C
 MAX_TRAPS = 256
 
 
-def _guest_code_address(addr: int) -> bool:
+def guest_code_address(addr: int) -> bool:
+    """Where a trap handler or callback may be: canonical (Xen's check) and,
+    in pyxen, not in Xen's hypervisor hole either (a handler there could
+    never run: the guest cannot map slots 256-271)."""
     return L.canonical(addr) and not (0xFFFF800000000000 <= addr < 0xFFFF880000000000)
 
 
@@ -36,7 +39,7 @@ def set_trap_table(vcpu, traps, *_):
             return -EFAULT
         if t.address == 0:
             break
-        if not _guest_code_address(t.address):
+        if not guest_code_address(t.address):
             return -EINVAL
         entries[t.vector] = TrapEntry(t.flags, t.cs, t.address)
     pv.trap_table.update(entries)
@@ -44,7 +47,7 @@ def set_trap_table(vcpu, traps, *_):
 
 
 def _set_callback(vcpu, cbtype, address, flags) -> int:
-    if address and not _guest_code_address(address):
+    if address and not guest_code_address(address):
         return -EINVAL
     if cbtype in (CALLBACKTYPE_event, CALLBACKTYPE_failsafe, CALLBACKTYPE_syscall,
                   CALLBACKTYPE_syscall32, CALLBACKTYPE_sysenter, CALLBACKTYPE_nmi):
