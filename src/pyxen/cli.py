@@ -399,6 +399,11 @@ def cmd_domname(args) -> int:
 
 
 def cmd_rename(args) -> int:
+    from .toolstack.domconfig import domain_name_problem
+    problem = domain_name_problem(args.new_name)
+    if problem:
+        err(f"pyxen: rename: {problem}")
+        return 1
     api(args, "rename", dom=args.domain, name=args.new_name)
     return 0
 
@@ -577,7 +582,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("name")
     c = cmd("domname", cmd_domname, "domain id to name")
     c.add_argument("domid", type=int)
-    c = cmd("rename", cmd_rename, "rename a domain")
+    c = cmd("rename", cmd_rename, "rename a domain",
+            description="Give a domain a new name. Names follow the rules of xl.cfg's name=: "
+            "unique, at most 64 printable characters, no '/', not '.' or '..', not all "
+            "digits, not Domain-0.")
     c.add_argument("domain")
     c.add_argument("new_name")
     c = cmd("uptime", cmd_uptime, "domains' uptimes")

@@ -18,12 +18,21 @@ API (API_VERSION 1), one JSON object per line; every method returns
   mem_set {dom, mb}; mem_max {dom, mb}; vcpu_set {dom, count}
   vcpu_list {dom?}; vcpu_pin {dom, vcpu, cpus}; sched_credit {dom?, weight?, cap?}
   dmesg; log {lines}; console {dom}  (the connection then carries raw console bytes)
+
+Every request's parameters are checked against the method's annotations
+before it runs (apiparams.check_params: unknown, missing or mistyped
+parameters and values out of range are EINVAL); file descriptors passed with
+a request are closed once it is answered (no method takes any). Domain names
+follow domconfig.domain_name_problem (no '/', not "." or "..", printable,
+at most 64 characters, not all digits). SIGHUP reopens the console logs
+(for logrotate) and, when daemonized, pyxend.log.
 """
 from __future__ import annotations
 
 import argparse
 import fcntl
 import grp
+import heapq
 import json
 import logging
 import mmap
@@ -39,12 +48,15 @@ import uuid as uuidlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from typing import Annotated
+
 from . import paths
+from .apiparams import DomId, DomRef, MaxLen, ParamError, Range, check_params
 from .rpc import API_VERSION, Connection, RpcError, error_reply
-from .domconfig import DomainConfig
+from .domconfig import MAX_MEMORY_MIB, MAX_VCPUS, DomainConfig, domain_name_problem
 from .runner import meminfo_mb
 from .xlcfg import XlCfgError, parse as parse_cfg, apply_overrides
-from ..dom0.console import ConsoleBackend
+from ..dom0.console import ConsoleBackend, ConsoleClient
 from .xsnodes import write_domain_nodes, remove_domain_nodes
 from .rpc import eventfd_poke
 from ..dom0.xenstore.server import XenStoreServer
@@ -80,7 +92,7 @@ class Dom:
     ram: mmap.mmap | None = None
     fds: list = field(default_factory=list)
     console: ConsoleBackend | None = None
-    watchers: list = field(default_factory=list)     # console attachments
+    watchers: list = field(default_factory=list)     # ConsoleClient: attached consoles
     target_kb: int = 0
     max_kb: int = 0
     popen: subprocess.Popen | None = None
@@ -100,8 +112,11 @@ class Daemon:
         self.sel = selectors.DefaultSelector()
         self.sel_lock = threading.Lock()
         self._wake_r, self._wake_w = os.pipe()
+        self.timers: list = []                # (when, seq, fn) run by the event thread
+        self._timer_seq = 0
         self.stopping = False
         self.log_lines: list[str] = []
+        self.own_log: Path | None = None      # pyxend.log when daemonized (reopened on SIGHUP)
 
     # --- start-up --------------------------------------------------------------------
     def start(self) -> None:
@@ -164,6 +179,22 @@ class Daemon:
         except OSError:
             pass
         self.xs.stop()
+
+    def reopen_logs(self) -> None:
+        """Reopen every console log and pyxend's own log (SIGHUP)."""
+        with self.lock:
+            consoles = [d.console for d in self.domains.values() if d.console is not None]
+        for c in consoles:
+            c.reopen_log()
+        if self.own_log is not None:
+            try:
+                fd = os.open(str(self.own_log), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+                os.dup2(fd, 1)
+                os.dup2(fd, 2)
+                os.close(fd)
+            except OSError as e:
+                log.error("cannot reopen %s: %s", self.own_log, e)
+        self.say(f"logs reopened ({len(consoles)} console logs)")
 
     # --- persistence ------------------------------------------------------------------
     def _save(self, d: Dom) -> None:
@@ -231,10 +262,10 @@ class Daemon:
         d.fds = [st_out, st_in, con_out, con_in]
         view = memoryview(d.ram)
         cpage = view[hello["console_pfn"] * 4096:(hello["console_pfn"] + 1) * 4096]
-        log_path = paths.log_dir(self.run_dir) / f"guest-{d.name}.log"
+        log_path = safe_file(paths.log_dir(self.run_dir), f"guest-{d.name}.log")
         d.console = ConsoleBackend(cpage, lambda fd=con_in: eventfd_poke(fd),
                                    sink=lambda data, d=d: self._console_out(d, data),
-                                   log_path=str(log_path))
+                                   log_path=str(log_path), defer=self.defer)
         spage = view[hello["store_pfn"] * 4096:(hello["store_pfn"] + 1) * 4096]
         ring = self.xs.attach_ring(d.domid, spage, lambda fd=st_in: eventfd_poke(fd))
         with self.sel_lock:
@@ -248,11 +279,36 @@ class Daemon:
                             alive=lambda d=d: d.state == "running" and pid_alive(d.pid))
         d.devices = DomainDevices(self.xs, guest)
 
+    def defer(self, delay: float, fn) -> None:
+        """Run fn on the event thread after `delay` seconds (the consoles'
+        rate limit resumes reading this way)."""
+        with self.sel_lock:
+            self._timer_seq += 1
+            heapq.heappush(self.timers, (time.monotonic() + delay, self._timer_seq, fn))
+        os.write(self._wake_w, b"t")
+
+    def _run_timers(self) -> float:
+        """Run the timers that are due; seconds until the next one (<= 1)."""
+        while True:
+            with self.sel_lock:
+                if not self.timers:
+                    return 1.0
+                when, _, fn = self.timers[0]
+                now = time.monotonic()
+                if when > now:
+                    return min(1.0, when - now)
+                heapq.heappop(self.timers)
+            try:
+                fn()
+            except Exception:
+                log.exception("timer failed")
+
     def _event_loop(self) -> None:
         while True:
             with self.sel_lock:
                 pass
-            for key, _ in self.sel.select(1.0):
+            timeout = self._run_timers()
+            for key, _ in self.sel.select(timeout):
                 if key.data is None:
                     os.read(self._wake_r, 4096)
                     continue
@@ -266,11 +322,18 @@ class Daemon:
                     log.exception("event handler failed")
 
     def _console_out(self, d: Dom, data: bytes) -> None:
+        """Console output for the attached clients: queued, never a
+        blocking send (this runs on the event thread every guest's xenstore
+        ring and console share)."""
         for w in list(d.watchers):
-            try:
-                w.sendall(data)
-            except OSError:
-                d.watchers.remove(w)
+            if not w.offer(data):
+                try:
+                    d.watchers.remove(w)
+                except ValueError:
+                    pass
+                if w.overflowed:
+                    self.say(f"domain {d.domid}: console client disconnected: it left "
+                             f"{w.limit} bytes unread")
 
     def _call(self, d: Dom, method: str, _fds=(), **params):
         if d.conn is None or d.state != "running":
@@ -353,12 +416,15 @@ class Daemon:
         from .coredump import write_core
         if d.ram is None:
             return
-        path = paths.log_dir(self.run_dir).parent / "dump" / f"{d.name}-{d.domid}.core"
-        path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            # the name is checked when it is given; safe_file() refuses any
+            # name that would still lead out of the dump directory
+            path = safe_file(paths.log_dir(self.run_dir).parent / "dump",
+                             f"{d.name}-{d.domid}.core")
+            path.parent.mkdir(parents=True, exist_ok=True)
             write_core(path, d.ram, d.name, d.domid)
             self.say(f"core of domain {d.domid} written to {path}")
-        except OSError as e:
+        except (OSError, ValueError) as e:
             self.say(f"core dump of domain {d.domid} failed: {e}")
 
     def _teardown_io(self, d: Dom) -> None:
@@ -386,10 +452,7 @@ class Daemon:
         if d.console is not None:
             d.console.close()
         for w in d.watchers:
-            try:
-                w.close()
-            except OSError:
-                pass
+            w.close()
         for fd in d.fds:
             try:
                 os.close(fd)
@@ -416,36 +479,52 @@ class Daemon:
     def _client(self, conn: Connection) -> None:
         try:
             while True:
-                req = conn.recv()
+                try:
+                    req = conn.recv()
+                except (ValueError, RpcError) as e:      # not JSON, or a line too long
+                    conn.send(error_reply(None, "EPROTO", f"bad request: {e}"))
+                    return
                 if req is None:
                     return
+                # no method takes descriptors: whatever came with a request is closed
+                conn.close_fds()
+                if not isinstance(req, dict):
+                    conn.send(error_reply(None, "EINVAL", "a request must be a JSON object"))
+                    continue
                 rid = req.get("id")
                 method = req.get("method", "")
-                params = req.get("params") or {}
+                params = req.get("params")
+                if params is None:
+                    params = {}
                 if method == "console":
                     self._attach_console(conn, rid, params)
                     return
+                fds = ()
                 try:
-                    fn = getattr(self, "api_" + method, None)
+                    fn = getattr(self, "api_" + method, None) \
+                        if isinstance(method, str) and method.isidentifier() else None
                     if fn is None:
-                        raise ApiError("ENOSYS", f"unknown method {method!r}")
+                        raise ApiError("ENOSYS", f"unknown method {_show(method)}")
+                    try:
+                        check_params(fn, params, method)
+                    except ParamError as e:
+                        raise ApiError("EINVAL", str(e)) from None
                     result = fn(**params)
-                    fds = ()
                     if isinstance(result, WithFds):
                         result, fds = result.result, result.fds
                     conn.send({"id": rid, "result": result}, fds=fds)
-                    for fd in fds:
-                        os.close(fd)
                 except ApiError as e:
                     conn.send(error_reply(rid, e.code, str(e)))
-                except TypeError as e:
-                    conn.send(error_reply(rid, "EINVAL", f"{method}: {e}"))
                 except Exception as e:
                     log.exception("API %s failed", method)
                     conn.send(error_reply(rid, "EFAIL", f"{method}: {e}"))
+                finally:
+                    for fd in fds:
+                        os.close(fd)
         except OSError:
             pass
         finally:
+            conn.close_fds()
             conn.close()
 
     def find(self, dom) -> Dom:
@@ -463,7 +542,8 @@ class Daemon:
         from .. import __version__
         return {"api": API_VERSION, "pyxen": __version__}
 
-    def api_create(self, config: str, path: str = "<config>", overrides=(), paused: bool = False):
+    def api_create(self, config: Annotated[str, MaxLen(1 << 20)], path: str = "<config>",
+                   overrides: list[str] = (), paused: bool = False):
         try:
             c = parse_cfg(config, filename=path)
             apply_overrides(c, overrides)
@@ -475,8 +555,9 @@ class Daemon:
         return {"domid": d.domid, "name": d.name, "warnings": cfg.warnings}
 
     def _create(self, cfg: DomainConfig, paused: bool, restarts: int = 0) -> Dom:
+        check_name(cfg.name)
         with self.lock:
-            if any(x.name == cfg.name for x in self.domains.values()):
+            if cfg.name == "Domain-0" or any(x.name == cfg.name for x in self.domains.values()):
                 raise ApiError("EEXIST", f"domain with name \"{cfg.name}\" already exists.")
             promised = sum(x.max_kb for x in self.domains.values()) // 1024
             want = cfg.maxmem or cfg.memory
@@ -556,7 +637,7 @@ class Daemon:
         except Exception:
             return None
 
-    def api_list(self, dom=None):
+    def api_list(self, dom: DomRef | None = None):
         rows = [dom0_info()]
         with self.lock:
             doms = [self.find(dom)] if dom is not None else sorted(self.domains.values(),
@@ -586,7 +667,7 @@ class Daemon:
     def api_info(self):
         return host_info(self)
 
-    def api_destroy(self, dom):
+    def api_destroy(self, dom: DomRef):
         d = self.find(dom)
         with self.lock:
             self.domains.pop(d.domid, None)
@@ -608,10 +689,10 @@ class Daemon:
         self.say(f"destroyed domain {d.domid} ({d.name})")
         return None
 
-    def api_pause(self, dom):
+    def api_pause(self, dom: DomRef):
         self._call(self.find(dom), "pause")
 
-    def api_unpause(self, dom):
+    def api_unpause(self, dom: DomRef):
         self._call(self.find(dom), "unpause")
 
     def _request_shutdown(self, dom, what: str):
@@ -621,26 +702,28 @@ class Daemon:
         self._xs_write(f"/local/domain/{d.domid}/control/shutdown", what)
         return d.domid
 
-    def api_shutdown(self, dom):
+    def api_shutdown(self, dom: DomRef):
         return self._request_shutdown(dom, "poweroff")
 
-    def api_reboot(self, dom):
+    def api_reboot(self, dom: DomRef):
         return self._request_shutdown(dom, "reboot")
 
-    def api_rename(self, dom, name):
+    def api_rename(self, dom: DomRef, name: str):
+        check_name(name)
         d = self.find(dom)
         with self.lock:
-            if any(x.name == name for x in self.domains.values() if x is not d):
+            if name == "Domain-0" or \
+                    any(x.name == name for x in self.domains.values() if x is not d):
                 raise ApiError("EEXIST", f"domain with name \"{name}\" already exists.")
             d.name = name
             d.config["name"] = name
         self._xs_write(f"/local/domain/{d.domid}/name", name)
         self._save(d)
 
-    def api_domid(self, name):
+    def api_domid(self, name: Annotated[str, MaxLen(256)]):
         return self.find(name).domid if name != "Domain-0" else 0
 
-    def api_domname(self, domid):
+    def api_domname(self, domid: Annotated[int, Range(0, 0x7FEF)]):
         if int(domid) == 0:
             return "Domain-0"
         return self.find(int(domid)).name
@@ -650,7 +733,7 @@ class Daemon:
             {"name": d.name, "domid": d.domid, "uptime": time.time() - d.created}
             for d in sorted(self.domains.values(), key=lambda x: x.domid)]
 
-    def api_mem_set(self, dom, mb):
+    def api_mem_set(self, dom: DomRef, mb: Annotated[int, Range(1, MAX_MEMORY_MIB)]):
         d = self.find(dom)
         kb = int(mb) * 1024
         if kb > d.max_kb:
@@ -660,7 +743,7 @@ class Daemon:
         self._xs_write(f"/local/domain/{d.domid}/memory/target", str(kb))
         self._save(d)
 
-    def api_mem_max(self, dom, mb):
+    def api_mem_max(self, dom: DomRef, mb: Annotated[int, Range(1, MAX_MEMORY_MIB)]):
         d = self.find(dom)
         kb = int(mb) * 1024
         with self.lock:
@@ -673,7 +756,7 @@ class Daemon:
             self._call(d, "set_maxmem", kb=kb)
         self._save(d)
 
-    def api_vcpu_set(self, dom, count):
+    def api_vcpu_set(self, dom: DomRef, count: Annotated[int, Range(1, MAX_VCPUS)]):
         d = self.find(dom)
         maxv = int(d.config.get("maxvcpus") or d.config.get("vcpus", 1))
         if not 1 <= int(count) <= maxv:
@@ -682,7 +765,7 @@ class Daemon:
             self._xs_write(f"/local/domain/{d.domid}/cpu/{i}/availability",
                            "online" if i < int(count) else "offline")
 
-    def api_vcpu_list(self, dom=None):
+    def api_vcpu_list(self, dom: DomRef | None = None):
         doms = [self.find(dom)] if dom is not None else sorted(self.domains.values(),
                                                                 key=lambda x: x.domid)
         out = []
@@ -694,13 +777,21 @@ class Daemon:
                 out.append({"name": d.name, "domid": d.domid, **v})
         return out
 
-    def api_vcpu_pin(self, dom, vcpu, cpus):
+    def api_vcpu_pin(self, dom: DomRef, vcpu: Annotated[int, Range(0, MAX_VCPUS - 1)] | str,
+                     cpus: list[Annotated[int, Range(0, 4095)]]):
         d = self.find(dom)
-        ids = range(int(d.config.get("vcpus", 1))) if vcpu == "all" else [int(vcpu)]
+        if isinstance(vcpu, str) and vcpu != "all" and not (vcpu.isascii() and vcpu.isdigit()):
+            raise ApiError("EINVAL", f"vcpu must be a number or 'all', got {_show(vcpu)}")
+        n = int(d.config.get("vcpus", 1))
+        ids = range(n) if vcpu == "all" else [int(vcpu)]
+        if any(i >= n for i in ids):
+            raise ApiError("EINVAL", f"domain {d.domid} has no vcpu {vcpu}")
         for i in ids:
             self._call(d, "vcpu_pin", vcpu=i, cpus=cpus)
 
-    def api_sched_credit(self, dom=None, weight=None, cap=None):
+    def api_sched_credit(self, dom: DomRef | None = None,
+                         weight: Annotated[int, Range(1, 65535)] | None = None,
+                         cap: Annotated[int, Range(0, 100 * 4096)] | None = None):
         doms = [self.find(dom)] if dom is not None else sorted(self.domains.values(),
                                                                 key=lambda x: x.domid)
         out = [{"name": "Domain-0", "domid": 0, "weight": 256, "cap": 0}]
@@ -721,7 +812,8 @@ class Daemon:
                     pass
         return lines
 
-    def api_evtchn_connect(self, from_dom: int, from_port: int, to_dom: int, to_port: int):
+    def api_evtchn_connect(self, from_dom: DomId, from_port: Annotated[int, Range(1, (1 << 17) - 1)],
+                           to_dom: DomId, to_port: Annotated[int, Range(1, (1 << 17) - 1)]):
         """A domain binds to another domain's unbound port (EVTCHNOP_bind_interdomain
         across processes): hand both domain processes one end of a pair of
         eventfds, so each notification is a single write, no polling."""
@@ -753,7 +845,8 @@ class Daemon:
         except (DeviceConfigError, DevSpecError) as e:
             raise ApiError("EINVAL", str(e)) from None
 
-    def api_block_attach(self, dom, spec: str, force: bool = False, base_dir: str | None = None):
+    def api_block_attach(self, dom: DomRef, spec: str, force: bool = False,
+                         base_dir: str | None = None):
         d, devs = self._devices(dom)
         parsed = self._devcall(parse_disk_spec, spec)
         parsed = resolve_target(parsed, base_dir or os.getcwd())
@@ -761,14 +854,14 @@ class Daemon:
         self.say(f"domain {d.domid}: attached disk {parsed.vdev} ({parsed.target})")
         return {"devid": dev.devid}
 
-    def api_block_detach(self, dom, vdev: str, force: bool = False):
+    def api_block_detach(self, dom: DomRef, vdev: str, force: bool = False):
         d, devs = self._devices(dom)
         dev = self._devcall(devs.find_disk, vdev)
         self._devcall(devs.detach, dev, force=force)
         self.say(f"domain {d.domid}: detached disk {dev.vdev}{' (forced)' if force else ''}")
         return None
 
-    def api_block_list(self, dom):
+    def api_block_list(self, dom: DomRef):
         d, devs = self._devices(dom)
         return [devs.describe(dev) for _, dev in sorted(devs.disks.items())]
 
@@ -791,12 +884,16 @@ class Daemon:
         d, devs = self._devices(dom)
         return [devs.describe(v) for _, v in sorted(devs.vifs.items())]
 
-    def api_log(self, lines: int = 100):
-        return self.log_lines[-int(lines):]
+    def api_log(self, lines: Annotated[int, Range(0, 100000)] = 100):
+        return self.log_lines[-lines:] if lines else []
 
     def _attach_console(self, conn: Connection, rid, params) -> None:
         try:
-            d = self.find(params.get("dom"))
+            try:
+                check_params(self._console_params, params, "console")
+            except ParamError as e:
+                raise ApiError("EINVAL", str(e)) from None
+            d = self.find(params["dom"])
             if d.console is None:
                 raise ApiError("EINVAL", f"domain {d.domid} has no console")
         except ApiError as e:
@@ -804,25 +901,44 @@ class Daemon:
             conn.close()
             return
         conn.send({"id": rid, "result": {"domid": d.domid, "name": d.name}})
-        sock = conn.sock
-        sock.settimeout(None)
-        if conn.buf:
-            d.console.write_input(bytes(conn.buf))
-        sock.sendall(bytes(d.console.history))
-        d.watchers.append(sock)
+        client = ConsoleClient(conn.sock)
+        typed = bytes(conn.buf)
+        client.offer(bytes(d.console.history))
+        d.watchers.append(client)
+        console = d.console
+
+        def write_input(data: bytes) -> int:
+            return console.write_input(data)
         try:
-            while True:
-                data = sock.recv(4096)
-                if not data:
-                    break
-                if d.console is not None:
-                    d.console.feed(data, lambda: d.state == "running")
-        except OSError:
-            pass
+            client.serve(write_input, alive=lambda: d.state == "running" and
+                         d.console is not None, typed=typed)
         finally:
-            if sock in d.watchers:
-                d.watchers.remove(sock)
+            if client in d.watchers:
+                d.watchers.remove(client)
             conn.close()
+
+    @staticmethod
+    def _console_params(dom: DomRef):
+        """The parameters of the console method (checked like the others)."""
+
+def check_name(name: str) -> None:
+    """A domain name as xl.cfg's name= allows it (domconfig), else EINVAL."""
+    problem = domain_name_problem(name)
+    if problem:
+        raise ApiError("EINVAL", problem)
+
+
+def safe_file(directory: Path, filename: str) -> Path:
+    """directory/filename, refusing a filename that is not a single path
+    component (a name that would lead out of the directory)."""
+    if not filename or "/" in filename or "\0" in filename or filename in (".", ".."):
+        raise ValueError(f"{filename!r} cannot be a file name in {directory}")
+    return Path(directory) / filename
+
+
+def _show(v) -> str:
+    s = repr(v)
+    return s if len(s) <= 60 else s[:57] + "..."
 
 
 @dataclass
@@ -933,9 +1049,14 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="pyxend: %(levelname)s %(message)s")
     d = Daemon(rd, args.mem_limit)
+    if not args.foreground:
+        d.own_log = rd / "pyxend.log"
     d.start()
     signal.signal(signal.SIGTERM, lambda *a: d.stop())
     signal.signal(signal.SIGINT, lambda *a: d.stop())
+    # like xenconsoled: SIGHUP reopens the logs (logrotate moved them)
+    signal.signal(signal.SIGHUP, lambda *a: threading.Thread(
+        target=d.reopen_logs, daemon=True, name="log-reload").start())
     d.serve_forever()
     return 0
 

@@ -14,10 +14,14 @@ sources (tools/xl/xl_parse.c, libxl's build-info defaults):
   ``maxmem`` = ``memory``;
 * ``vcpus`` 1, ``maxvcpus`` = ``vcpus``;
 * ``on_poweroff`` destroy, ``on_reboot`` restart, ``on_watchdog`` destroy,
-  ``on_crash`` destroy, ``on_soft_reset`` soft-reset.
+  ``on_crash`` destroy, ``on_soft_reset`` soft-reset;
+* ``max_event_channels`` 1023 (libxl's default; 0 means the default too):
+  the highest event-channel port the guest may allocate.
 * ``max_maptrack_frames`` 1024 (Xen 4.17's gnttab_max_maptrack_frames;
   at most that, as Xen refuses more): the domain's own grant mappings, 256
   per frame.
+
+Domain names (``name=``, ``pyxen rename``): see :func:`domain_name_problem`.
 
 ``disk`` and ``vif`` entries are kept as the raw strings but checked with
 :mod:`pyxen.toolstack.devspec` (a bad entry, or two disks with the same
@@ -53,6 +57,8 @@ __all__ = [
     "DomainConfig",
     "XlCfgError",
     "DEFAULT_MEMORY_MIB",
+    "DEFAULT_MAX_EVENT_CHANNELS",
+    "domain_name_problem",
     "SHUTDOWN_ACTIONS",
     "SOFT_RESET_ACTIONS",
     "SUPPORTED_KEYS",
@@ -67,6 +73,10 @@ MAX_VCPUS = 128  # Xen's HVM_MAX_VCPUS; plenty for pyxen guests
 MAX_NAME_LEN = 64
 #: Xen 4.17's gnttab_max_maptrack_frames: the default and the most a domain may ask.
 MAX_MAPTRACK_FRAMES = 1024
+#: libxl's default for max_event_channels (b_info->event_channels).
+DEFAULT_MAX_EVENT_CHANNELS = 1023
+#: Xen keeps max_evtchn_port within INT_MAX.
+MAX_EVENT_CHANNELS = (1 << 31) - 1
 #: Room in start_info.cmd_line (MAX_GUEST_CMDLINE) including the NUL.
 MAX_CMDLINE_BYTES = 1024
 
@@ -93,7 +103,7 @@ _ACTION_KEYS = {
 SUPPORTED_KEYS = frozenset({
     "name", "type", "builder", "kernel", "ramdisk", "cmdline", "root", "extra",
     "memory", "maxmem", "vcpus", "maxvcpus", "cpus", "cpus_soft", "uuid",
-    "disk", "vif", *_ACTION_KEYS,
+    "disk", "vif", "max_event_channels", *_ACTION_KEYS,
     "max_maptrack_frames",
 })
 
@@ -107,7 +117,7 @@ UNSUPPORTED_KEYS = frozenset("""
     device_model_stubdomain_seclabel device_model_user device_model_version
     device_tree display dm_restrict driver_domain dtdev e820_host extratime
     firmware gfx_passthru gic_version hap hdtype hpet init_seclabel iomem
-    ioports irqs keymap latency localtime max_event_channels max_grant_frames
+    ioports irqs keymap latency localtime max_grant_frames
     max_grant_version mca_caps mmio_hole ms_vm_genid
     msr_relaxed nestedhvm nographic nomigrate nx oos opengl p9 pae passthrough
     pci pci_msitranslate pci_permissive pci_power_mgmt pci_seize period pool
@@ -126,6 +136,31 @@ UNSUPPORTED_KEYS = frozenset("""
 _HVM_MESSAGE = ("type 'hvm' needs hardware virtualization (VT-x/AMD-V); "
                 "this host's KVM has none")
 _UUID_RE = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}\Z")
+
+
+def domain_name_problem(name: object) -> str | None:
+    """Why ``name`` cannot name a domain, or None. libxl itself only wants
+    names unique (and the toolstack, xl, finds a domain by name or id);
+    pyxen also builds file names from them (console logs, core dumps), so
+    a name is a non-empty string of at most 64 printable characters, with
+    no '/', not "." or "..", and not all digits (it would read as an id).
+    (pyxend also refuses "Domain-0": dom0 has it.)"""
+    if not isinstance(name, str):
+        return f"domain name must be a string, got {type(name).__name__}"
+    if name == "":
+        return "domain name must not be empty"
+    if len(name) > MAX_NAME_LEN:
+        return f"domain name is too long ({len(name)} characters, max {MAX_NAME_LEN})"
+    if "/" in name:
+        return f"domain name {_show(name)} must not contain '/'"
+    if name in (".", ".."):
+        return f"domain name {_show(name)} is not allowed"
+    if any(not c.isprintable() for c in name):
+        return f"domain name {_show(name)} must not contain control characters"
+    if name.isascii() and name.isdigit():
+        return (f"domain name {_show(name)} must not be all digits "
+                "(it would look like a domain id)")
+    return None
 
 
 def _is_list(v: Value) -> bool:
@@ -159,6 +194,7 @@ class DomainConfig:
     on_watchdog: str = "destroy"
     on_crash: str = "destroy"
     on_soft_reset: str = "soft-reset"
+    max_event_channels: int = DEFAULT_MAX_EVENT_CHANNELS
     max_maptrack_frames: int = MAX_MAPTRACK_FRAMES
     uuid: str | None = None            # lower-case canonical form
     disk: list[str] = field(default_factory=list)   # raw DISK_SPEC_STRINGs
@@ -246,6 +282,7 @@ class DomainConfig:
             "on_watchdog": self.on_watchdog,
             "on_crash": self.on_crash,
             "on_soft_reset": self.on_soft_reset,
+            "max_event_channels": self.max_event_channels,
             "max_maptrack_frames": self.max_maptrack_frames,
             "disk": list(self.disk),
             "vif": list(self.vif),
@@ -402,9 +439,15 @@ class _Builder:
         cpus = self.cpu_spec("cpus")
         cpus_soft = self.cpu_spec("cpus_soft")
 
+        # event channels (xl: 0 or absent means libxl's default)
+        max_evtchn = self.integer("max_event_channels", DEFAULT_MAX_EVENT_CHANNELS, 0,
+                                  MAX_EVENT_CHANNELS, "event channels")
+        max_evtchn = max_evtchn or DEFAULT_MAX_EVENT_CHANNELS
+
         # grant maptrack frames (xl: 0..INT_MAX; Xen refuses more than its own limit)
         maptrack = self.integer("max_maptrack_frames", MAX_MAPTRACK_FRAMES, 0,
                                 MAX_MAPTRACK_FRAMES, "grant maptrack frames")
+
         # shutdown actions
         actions = {key: self.action(key, default, allowed)
                    for key, (default, allowed) in _ACTION_KEYS.items()}
@@ -462,6 +505,7 @@ class _Builder:
             maxvcpus=maxvcpus,
             cpus=cpus,
             cpus_soft=cpus_soft,
+            max_event_channels=max_evtchn,
             max_maptrack_frames=maptrack,
             uuid=uuid,
             disk=disk,
@@ -509,17 +553,9 @@ class _Builder:
             seen[v.devid] = i
 
     def check_name(self, s: Setting, name: str) -> None:
-        if name == "":
-            raise s.error("domain name must not be empty")
-        if len(name) > MAX_NAME_LEN:
-            raise s.error(f"domain name is too long ({len(name)} characters, max {MAX_NAME_LEN})")
-        if "/" in name:
-            raise s.error(f"domain name {_show(name)} must not contain '/'")
-        if any(not c.isprintable() for c in name):
-            raise s.error(f"domain name {_show(name)} must not contain control characters")
-        if name.isascii() and name.isdigit():
-            raise s.error(f"domain name {_show(name)} must not be all digits "
-                          "(it would look like a domain id)")
+        problem = domain_name_problem(name)
+        if problem:
+            raise s.error(problem)
 
     def domain_type(self) -> str:
         type_s = self.setting("type")

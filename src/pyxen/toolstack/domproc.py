@@ -15,6 +15,7 @@ import argparse
 import collections
 import json
 import logging
+import logging.handlers
 import os
 import select
 import signal
@@ -24,7 +25,7 @@ import threading
 
 from . import paths
 from .domconfig import DomainConfig
-from .rpc import Connection, error_reply, eventfd_poke
+from .rpc import Connection, RpcError, error_reply, eventfd_poke
 from .runner import make_domain, EXIT_STATUS
 
 
@@ -37,6 +38,76 @@ class LogRing(logging.Handler):
         self.lines.append(self.format(record))
 
 
+class Eventfd:
+    """An eventfd this process signals while another thread may close it
+    (the port it serves was closed): never a write to a closed, perhaps
+    reused, descriptor."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.lock = threading.Lock()
+
+    def poke(self) -> None:
+        with self.lock:
+            if self.fd >= 0:
+                eventfd_poke(self.fd)
+
+    def close(self) -> None:
+        with self.lock:
+            fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+
+class EventPoller:
+    """One thread waits on every eventfd through which the outside signals
+    this domain's ports (the dom0 bridges of xenstore and console, dom0
+    backends, other domains' processes) with one epoll set, and raises the
+    port an eventfd belongs to: no host thread per channel."""
+
+    def __init__(self, dom):
+        self.dom = dom
+        self.ep = select.epoll()
+        self.lock = threading.Lock()
+        self.ports: dict[int, int] = {}            # fd -> port
+        threading.Thread(target=self._run, daemon=True, name="evtchn-poller").start()
+
+    def add(self, fd: int, port: int) -> None:
+        with self.lock:
+            self.ports[fd] = port
+            self.ep.register(fd, select.EPOLLIN)
+
+    def remove(self, fd: int) -> None:
+        """Stop waiting on fd and close it."""
+        with self.lock:
+            if self.ports.pop(fd, None) is None:
+                return
+            try:
+                self.ep.unregister(fd)
+            except OSError:
+                pass
+            os.close(fd)
+
+    def _run(self) -> None:
+        while not self.dom.stopped:
+            try:
+                ready = self.ep.poll(0.5)
+            except InterruptedError:
+                continue
+            except (OSError, ValueError):
+                return
+            for fd, _ in ready:
+                with self.lock:             # fd cannot be closed (and reused) meanwhile
+                    port = self.ports.get(fd)
+                    if port is None:
+                        continue
+                    try:
+                        os.eventfd_read(fd)
+                    except OSError:
+                        continue
+                self.dom.events.raise_port(port)
+
+
 class DomainProcess:
     def __init__(self, run_dir, domid: int, cfg: DomainConfig, paused: bool, log: LogRing):
         self.run_dir = run_dir
@@ -46,8 +117,10 @@ class DomainProcess:
         self._cio = bytearray()
         # console_io output goes to the hypervisor's log (`pyxen dmesg`), as in Xen
         self.dom = make_domain(cfg, console=self._console_io, domid=domid, attach_console=False)
-        self.bridges: dict[int, tuple[int, int]] = {}    # port -> (to_dom0, to_guest) eventfds
+        # port -> (to_dom0, to_guest) eventfds of the xenstore and console channels
+        self.bridges: dict[int, tuple[Eventfd, int]] = {}
         self.lock = threading.Lock()
+        self.poller = EventPoller(self.dom)
         self._tls = threading.local()       # the control connection a request came on
         for port in (self.dom.store_port, self.dom.console_port):
             self.dom.events.ports[port].remote.notify = self._notifier(port)
@@ -77,72 +150,52 @@ class DomainProcess:
         def notify():
             pair = self.bridges.get(port)
             if pair is not None:
-                eventfd_poke(pair[0])
+                pair[0].poke()
         return notify
 
     def _new_bridges(self) -> list[int]:
+        """A fresh eventfd pair per dom0 channel for a (re)connecting pyxend;
+        the old pair is closed. Returns the fds to pass, in port order."""
         with self.lock:
             old = self.bridges
-            self.bridges = {p: (os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK),
+            self.bridges = {p: (Eventfd(os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)),
                                 os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK))
                             for p in (self.dom.store_port, self.dom.console_port)}
-            for a, b in old.values():
-                os.close(a)
-                os.close(b)
-            threading.Thread(target=self._pump, args=(dict(self.bridges),), daemon=True,
-                             name="evtchn-bridge").start()
+            for to_dom0, to_guest in old.values():
+                to_dom0.close()
+                self.poller.remove(to_guest)
             fds = []
             for p in (self.dom.store_port, self.dom.console_port):
-                fds += list(self.bridges[p])
+                to_dom0, to_guest = self.bridges[p]
+                self.poller.add(to_guest, p)
+                fds += [to_dom0.fd, to_guest]
             return fds
 
-    def _pump(self, bridges) -> None:
-        """Raise the guest's port whenever pyxend signals its eventfd."""
-        by_fd = {b: p for p, (_a, b) in bridges.items()}
-        while not self.dom.stopped and self.bridges is not None:
-            try:
-                r, _, _ = select.select(list(by_fd), [], [], 0.5)
-            except (OSError, ValueError):
-                return
-            if self.bridges is not bridges and any(
-                    self.bridges.get(p) != bridges[p] for p in bridges):
-                return
-            for fd in r:
-                try:
-                    os.eventfd_read(fd)
-                except OSError:
-                    continue
-                self.dom.events.raise_port(by_fd[fd])
-
     # --- inter-domain channels between domain processes -----------------------------
-    def _pump_port(self, port: int, fd: int, end) -> None:
-        """Raise `port` whenever the other domain (or a dom0 backend) signals
-        `fd`; ends when the port is no longer bound to that end."""
-        def run():
-            bound = False       # seen bound to `end` (binding may finish after we start)
-            while not self.dom.stopped:
-                try:
-                    r, _, _ = select.select([fd], [], [], 0.5)
-                except (OSError, ValueError):
-                    return
-                ch = self.dom.events.get(port)
-                if ch is not None and ch.remote is end:
-                    bound = True
-                elif bound:
-                    os.close(fd)
-                    return
-                if r:
-                    try:
-                        os.eventfd_read(fd)
-                    except OSError:
-                        continue
-                    self.dom.events.raise_port(port)
-        threading.Thread(target=run, daemon=True, name=f"evtchn-{port}").start()
+    def _remote_end(self, remote_dom: int, port: int, to_remote: int, from_remote: int):
+        """The outside end of `port`: sends poke to_remote; from_remote raises
+        the port through the poller once the port is bound (a signal that
+        came earlier is still counted in the eventfd); both are closed when
+        the port no longer uses this end."""
+        from ..hv.events import RemoteEnd
+        out = Eventfd(to_remote)
+        polled = []
+
+        def bound():
+            self.poller.add(from_remote, port)
+            polled.append(True)
+
+        def closed():
+            if polled:
+                self.poller.remove(from_remote)
+            else:
+                os.close(from_remote)
+            out.close()
+        return RemoteEnd(remote_dom, out.poke, closed, bound)
 
     def _connect_remote(self, remote_dom: int, remote_port: int, local_port: int):
         """EVTCHNOP_bind_interdomain to another domain: pyxend asks that domain's
         process to accept, and hands both sides an eventfd pair."""
-        from ..hv.events import RemoteEnd
         try:
             conn = Connection.connect(paths.api_socket(self.run_dir), timeout=10)
         except OSError:
@@ -151,13 +204,15 @@ class DomainProcess:
             conn.call("evtchn_connect", from_dom=self.domid, from_port=local_port,
                       to_dom=remote_dom, to_port=remote_port)
             to_remote, from_remote = conn.take_fds(2)
-        except Exception:
+        except RpcError as e:
+            if e.code in ("ENOENT", "ESRCH"):
+                return -3                   # ESRCH: no such domain, as Xen
             return -22                      # EINVAL, as Xen for a port that is not unbound
+        except Exception:
+            return -22
         finally:
             conn.close()
-        end = RemoteEnd(remote_dom, lambda: eventfd_poke(to_remote))
-        self._pump_port(local_port, from_remote, end)
-        return end
+        return self._remote_end(remote_dom, local_port, to_remote, from_remote)
 
     # --- control socket -------------------------------------------------------------
     def _serve(self) -> None:
@@ -232,12 +287,11 @@ class DomainProcess:
         if method == "evtchn_accept":
             from_remote, to_remote = self._take_fds(2)
             port, rdom = int(p["port"]), int(p["remote_dom"])
-            if not dom.events.accept_remote(port, rdom, int(p["remote_port"]),
-                                            lambda: eventfd_poke(to_remote)):
-                os.close(from_remote)
-                os.close(to_remote)
+            end = self._remote_end(rdom, port, to_remote, from_remote)
+            if not dom.events.accept_remote(port, rdom, int(p["remote_port"]), end.notify,
+                                            end.closed, end.bound):
+                end.release()
                 raise RuntimeError(f"port {port} is not unbound for domain {rdom}")
-            self._pump_port(port, from_remote, dom.events.get(port).remote)
             return None, ()
         if method == "evtchn_detach":
             dom.events.detach_remote(int(p["port"]))
@@ -272,6 +326,24 @@ class DomainProcess:
         return EXIT_STATUS.get(result.reason, 1)
 
 
+LOG_LIMIT = 8 * 1024 * 1024
+
+
+def log_handler() -> logging.Handler:
+    """Where this process logs: stderr, which pyxend points at
+    log/domain-N.log. When that is a regular file it is written through a
+    handler that caps it at LOG_LIMIT (renamed to .1, as the console logs):
+    a guest that makes pyxen log (console_io is rate-limited, but not every
+    message a guest can provoke is) cannot fill the disk."""
+    try:
+        path = os.readlink("/proc/self/fd/2")
+        if os.path.isfile(path) and path.startswith("/"):
+            return logging.handlers.RotatingFileHandler(path, maxBytes=LOG_LIMIT, backupCount=1)
+    except OSError:
+        pass
+    return logging.StreamHandler(sys.stderr)
+
+
 def config_from_json(text: str) -> DomainConfig:
     return DomainConfig.from_dict(json.loads(text))
 
@@ -289,7 +361,7 @@ def main(argv=None) -> int:
     ring.setFormatter(logging.Formatter("(d%(domid)s) %(levelname)s %(message)s"
                                         .replace("%(domid)s", str(args.domid))))
     logging.basicConfig(level=logging.INFO, format=f"d{args.domid} %(levelname)s %(message)s",
-                        stream=sys.stderr)
+                        handlers=[log_handler()])
     logging.getLogger().addHandler(ring)
     cfg = config_from_json(Path(args.config).read_text())
     try:

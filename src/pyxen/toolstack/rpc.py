@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import array
 import json
+import os
 import socket
 
 API_VERSION = 1
@@ -66,7 +67,6 @@ class Connection:
                 if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                     fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
             for fd in fds:
-                import os
                 os.set_inheritable(fd, False)
             self.fds.extend(fds)
             if not data:
@@ -76,6 +76,15 @@ class Connection:
     def take_fds(self, n: int) -> list[int]:
         got, self.fds = self.fds[:n], self.fds[n:]
         return got
+
+    def close_fds(self) -> None:
+        """Close the descriptors received and not taken."""
+        fds, self.fds = self.fds, []
+        for fd in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
     def call(self, method: str, _fds=(), **params):
         self.send({"id": 1, "method": method, "params": params}, fds=_fds)
@@ -96,7 +105,6 @@ class Connection:
 def eventfd_poke(fd: int) -> None:
     """Signal the other end of an event-channel bridge (never raises)."""
     try:
-        import os
         os.eventfd_write(fd, 1)
     except OSError:
         pass

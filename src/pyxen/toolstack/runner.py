@@ -56,7 +56,8 @@ def make_domain(cfg: DomainConfig, *, console, trace=None, domid: int = 1, kvm=N
     ramdisk = Path(cfg.ramdisk).read_bytes() if cfg.ramdisk else None
     dom = Domain(name=cfg.name, memory_mb=cfg.memory, maxmem_mb=cfg.maxmem, vcpus=cfg.vcpus,
                  domid=domid, console=console, trace=trace, kvm=kvm,
-                 supports_writable_pagetables=True)
+                 supports_writable_pagetables=True,
+                 max_event_channels=cfg.max_event_channels)
     dom.grants.maptrack.max_frames = cfg.max_maptrack_frames
     try:
         emulate.install(dom, image)     # ptwr, privileged ops, forced-emulation CPUID
