@@ -236,6 +236,8 @@ class DomainProcess:
                 except Exception as e:      # report, never die
                     conn.send(error_reply(rid, "EFAIL", str(e)))
                     continue
+                finally:
+                    conn.close_fds()        # passed with the request and not taken
                 conn.send({"id": rid, "result": result}, fds=fds)
         except OSError:
             return
