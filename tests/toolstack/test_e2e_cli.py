@@ -21,14 +21,17 @@ def rd(tmp_path, kvm):
     d.mkdir()
     proc = start_daemon(d)
     yield d
-    # destroy whatever is left, then stop the daemon and any domain process
+    # destroy whatever is left, then stop every pyxend serving this run
+    # directory (a test may have started a second one) and wait for them
     r = cli(d, "list")
     for line in r.stdout.splitlines()[2:]:
         cli(d, "destroy", line.split()[1])
-    for p in [proc] + getattr(rd, "extra", []):
-        p.kill()
-    for f in (d / "domains").glob("*.json"):
-        pass
+    proc.kill()
+    proc.wait()
+    while (pid := daemon_pid(d)) is not None:
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: not Path(f"/proc/{pid}").exists() or
+                   Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z", timeout=10)
 
 
 def daemon_pid(rd):
