@@ -6,7 +6,28 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pyxen.dom0.xenstore import persist
 from pyxen.dom0.xenstore.store import XenStore, XenStoreError
+
+
+def replayed(initial: dict, records: list) -> XenStore:
+    """A store rebuilt from a snapshot and journal records, the records
+    going through the log's encoding as on disk."""
+    copy = XenStore.from_state(initial)
+    for rec in records:
+        copy.apply_record(persist._decode_record(persist._encode_record(rec)))
+    copy._recount_memory()
+    return copy
+
+
+def assert_replay_matches(store: XenStore, initial: dict) -> None:
+    copy = replayed(initial, store.journal)
+    assert list(copy.walk()) == list(store.walk())       # children order included
+    assert +copy.node_count == +store.node_count
+    assert copy.node_mem == store.node_mem
+    assert {n: s.perms for n, s in copy.special.items()} == \
+        {n: s.perms for n, s in store.special.items()}
+    assert copy.ring_watch_state() == store.ring_watch_state()
 
 PATHS = ["/a", "/a/b", "/a/b/c", "/a/d", "/b", "/b/a", "/local/domain/1",
          "/local/domain/1/data", "/local/domain/1/data/x", "/local/domain/2/y",
@@ -41,9 +62,12 @@ op = st.one_of(
 @given(st.lists(st.tuples(st.sampled_from([0, 1, 2]), st.booleans(), op), max_size=60))
 def test_random_operations_keep_invariants(steps):
     store = XenStore({"nodes": 8, "watches": 3, "transactions": 2})
+    initial = store.to_state()
+    store.journal = []
     events = {0: [], 1: [], 2: []}
     clients = {d: store.new_client(d, sink=lambda p, t, d=d: events[d].append((p, t)))
                for d in (0, 1, 2)}
+    clients[1].persist_watches = True       # like a guest's ring
     txs = {d: [] for d in clients}
     for domid, in_tx, (name, *args) in steps:
         c = clients[domid]
@@ -94,6 +118,8 @@ def test_random_operations_keep_invariants(steps):
     copy = XenStore.from_state(store.to_state())
     assert list(copy.walk()) == list(store.walk())
     assert copy.node_count == store.node_count
+    # the journal replayed over the first snapshot gives the same store
+    assert_replay_matches(store, initial)
 
 
 MODEL_PATHS = ["/m", "/m/a", "/m/a/b", "/m/c", "/n", "/n/x/y"]
@@ -151,6 +177,8 @@ class Model:
                 min_size=10, max_size=80))
 def test_privileged_clients_match_dict_model(steps):
     store = XenStore()
+    initial = store.to_state()
+    store.journal = []
     clients = [store.new_client(0), store.new_client(0)]
     model = Model(store, clients[0])
     open_tx = [None, None]          # (tx id, list of ops)
@@ -203,6 +231,7 @@ def test_privileged_clients_match_dict_model(steps):
             model.apply(name, args)
         assert store.check() == []
     assert {p: v for p, v, _ in store.walk()} == model.nodes
+    assert_replay_matches(store, initial)
 
 
 _outside = st.one_of(

@@ -212,10 +212,13 @@ class GuestRing:
                 out.append((t, r, x, payload))
         return out
 
-    def send(self, data: bytes, max_rounds: int = 1000):
-        """Write ``data`` fully, kicking and draining responses as needed."""
+    def send(self, data: bytes, timeout: float = 10.0):
+        """Write ``data`` fully, kicking and draining responses as needed
+        (the server may serve the ring from its own thread: wait a little
+        when nothing moved)."""
         pending = []
-        for _ in range(max_rounds):
+        deadline = time.monotonic() + timeout
+        while True:
             n = self.write_some(data)
             data = data[n:]
             self.kick()
@@ -223,16 +226,23 @@ class GuestRing:
             pending += self.messages()
             if not data:
                 return pending
-        raise TimeoutError("request ring never drained")
+            if time.monotonic() > deadline:
+                raise TimeoutError("request ring never drained")
+            if not n:
+                time.sleep(0.0005)
 
-    def request(self, msg_type: int, payload: bytes, tx: int = 0):
+    def request(self, msg_type: int, payload: bytes, tx: int = 0, timeout: float = 10.0):
         self.req_id += 1
         got = self.send(HDR.pack(msg_type, self.req_id, tx, len(payload)) + payload)
-        for _ in range(1000):
+        deadline = time.monotonic() + timeout
+        while True:
             for t, r, x, p in got:
                 if r == self.req_id:
                     return t, p
+            if time.monotonic() > deadline:
+                raise TimeoutError("no reply")
             self.kick()
             self.pump()
             got = self.messages()
-        raise TimeoutError("no reply")
+            if not got:
+                time.sleep(0.0005)

@@ -4,13 +4,15 @@ Modules:
 
 * :mod:`.store`    -- the data model and every operation's semantics
                       (permissions, quotas, transactions, watches); no I/O.
-* :mod:`.persist`  -- atomic JSON state file (save / load the whole tree).
+* :mod:`.persist`  -- the state on disk: a JSON snapshot plus an
+                      append-only log (group commit, compaction).
 * :mod:`.protocol` -- the xs_wire message format and a per-client
                       :class:`~.protocol.Connection` (bytes in, bytes out).
 * :mod:`.ring`     -- :class:`~.ring.RingTransport`, one guest's shared
                       xenstore ring page.
 * :mod:`.server`   -- :class:`~.server.XenStoreServer` (Unix socket + rings,
-                      single thread) and the ``pyxen-xenstored`` entry point.
+                      served in turn by one thread) and the
+                      ``pyxen-xenstored`` entry point.
 """
 from __future__ import annotations
 

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import logging
 import struct
+import time
 from collections import Counter, deque
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 from .store import PAYLOAD_MAX, XenStore, XenStoreError, format_perm
 
@@ -285,33 +286,54 @@ def _dispatch(store: XenStore, c, msg: Message) -> bytes:
 class Connection:
     """One client of the store, speaking the wire protocol.
 
-    ``receive(data)`` parses and performs every complete request in
-    ``data`` (partial messages are kept for the next call) and queues the
-    replies; watch events that fire for this client are queued too, after
-    the reply of the request that caused them.  At most ``max_events``
-    watch events wait in the queue (later ones are dropped, as xenstored
-    drops events over a client's memory quota), and an event identical to
-    one still queued is not queued twice.
+    Input: :meth:`feed` frames received bytes into requests without
+    performing them; :meth:`process_pending` performs up to a given number
+    of them (a transport's turn); :meth:`receive` does both for everything.
+
+    Output: replies and watch events are queued, events after the reply of
+    the request that caused them.  When ``durable`` is set (a callable
+    giving the journal position that is on disk), an entry leaves only once
+    the changes it may reflect are durable (group commit).  At most
+    ``max_events`` watch events wait in the queue, an event identical to one
+    still queued is not queued twice, events to an unprivileged domain over
+    its memory quota are dropped (as xenstored drops them), and for such a
+    domain an event not yet started is dropped after ``event_timeout``
+    seconds (xenstored's watch-event timeout, 20 s).  An event counts as an
+    outstanding request of the unprivileged client whose request caused it
+    until it leaves the queue.
     """
 
     DEFAULT_MAX_EVENTS = 1024
+    #: xenstored's --timeout watch-event default (seconds)
+    WATCH_EVENT_TIMEOUT = 20.0
 
     def __init__(self, store: XenStore, domid: int = 0,
                  privileged: Optional[bool] = None, *,
-                 max_events: Optional[int] = None, name: str = ""):
+                 max_events: Optional[int] = None, name: str = "",
+                 event_timeout: Optional[float] = None):
         self.store = store
         self.name = name or f"dom{domid}"
         self.client = store.new_client(domid, privileged, sink=self._on_event)
         self.parser = Parser()
         self.max_events = self.DEFAULT_MAX_EVENTS if max_events is None else max_events
-        self._out: deque = deque()          # [data, is_reply, event key]
+        if event_timeout is None and not self.client.privileged:
+            event_timeout = self.WATCH_EVENT_TIMEOUT
+        self.event_timeout = event_timeout or None
+        #: () -> journal position on disk, or None: no holding back
+        self.durable: Optional[Callable[[], int]] = None
+        self._in: deque = deque()           # framed requests not performed yet
+        self._in_bytes = 0
+        # output entries: [data, is_reply, event key, lsn, origin, deadline]
+        self._out: deque = deque()
         self._out_off = 0                   # bytes of _out[0] already sent
         self._out_bytes = 0
         self.replies_queued = 0
         self.events_queued = 0
+        self._timed_events = 0
         self._event_keys: Counter = Counter()
         self._deferred: Optional[list] = None
         self.dropped_events = 0
+        self.requests = 0                   # requests performed (for tests, stats)
         self.closed = False
 
     @property
@@ -324,44 +346,77 @@ class Connection:
         """Bytes needed to complete the message being received."""
         return self.parser.wanted()
 
-    def receive(self, data: bytes) -> int:
-        """Process the bytes; returns how many requests were handled.
+    def feed(self, data: bytes) -> int:
+        """Frame received bytes into requests (performed later by
+        :meth:`process_pending`); returns how many requests are waiting.
         Raises :class:`ProtocolError` on a framing violation."""
         if self.closed:
             return 0
-        msgs = self.parser.feed(data)
-        for m in msgs:
+        for m in self.parser.feed(data):
+            self._in.append(m)
+            self._in_bytes += HEADER_SIZE + len(m.payload)
+        return len(self._in)
+
+    @property
+    def pending_requests(self) -> int:
+        return len(self._in)
+
+    @property
+    def input_size(self) -> int:
+        """Bytes received and not performed yet (framed or not)."""
+        return self._in_bytes + self.parser.buffered
+
+    def process_pending(self, limit: int = 1 << 62) -> int:
+        """Perform up to ``limit`` waiting requests; returns how many."""
+        n = 0
+        while self._in and n < limit and not self.closed:
+            m = self._in.popleft()
+            self._in_bytes -= HEADER_SIZE + len(m.payload)
             self.process(m)
-        return len(msgs)
+            n += 1
+        return n
+
+    def receive(self, data: bytes) -> int:
+        """Frame and perform every complete request in ``data``; returns
+        how many were handled.  Raises :class:`ProtocolError` on a framing
+        violation."""
+        if self.closed:
+            return 0
+        self.feed(data)
+        return self.process_pending()
 
     def process(self, msg: Message) -> None:
         self._deferred = []
+        store = self.store
+        prev_origin, store.origin = store.origin, self.client
         try:
             try:
-                rtype, payload = dispatch(self.store, self.client, msg)
+                rtype, payload = dispatch(store, self.client, msg)
             except Exception:
                 log.exception("%s: internal error handling %s", self.name,
                               TYPE_NAMES.get(msg.type, msg.type))
                 rtype, payload = XS_ERROR, b"EIO\0"
         finally:
+            store.origin = prev_origin
             deferred, self._deferred = self._deferred, None
+        self.requests += 1
         if len(payload) > PAYLOAD_MAX:
             rtype, payload = XS_ERROR, b"E2BIG\0"
-        if self.store.logging_enabled and log.isEnabledFor(logging.DEBUG):
+        if store.logging_enabled and log.isEnabledFor(logging.DEBUG):
             log.debug("%s: %s %r -> %s %r", self.name,
                       TYPE_NAMES.get(msg.type, msg.type), msg.payload[:80],
                       TYPE_NAMES.get(rtype, rtype), payload[:80])
-        self._queue(encode_message(rtype, msg.req_id, msg.tx_id, payload), True, None)
+        self._queue(encode_message(rtype, msg.req_id, msg.tx_id, payload), True, None, None)
         for path, token in deferred:
-            self._queue_event(path, token)
+            self._queue_event(path, token, self.client)
 
     def _on_event(self, path: str, token: str) -> None:
         if self._deferred is not None:
             self._deferred.append((path, token))
         else:
-            self._queue_event(path, token)
+            self._queue_event(path, token, self.store.origin)
 
-    def _queue_event(self, path: str, token: str) -> None:
+    def _queue_event(self, path: str, token: str, origin) -> None:
         if self.closed:
             return
         payload = path.encode("latin-1") + b"\0" + token.encode("latin-1") + b"\0"
@@ -370,7 +425,10 @@ class Connection:
         key = payload if path[:1] != "@" else None
         if key is not None and self._event_keys[key]:
             return
-        if self.events_queued >= self.max_events:
+        size = HEADER_SIZE + len(payload)
+        if (self.events_queued >= self.max_events
+                or (not self.client.privileged
+                    and self.store.over_memory_quota(self.client.domid, size))):
             self.dropped_events += 1
             if self.dropped_events == 1 or self.dropped_events % 1000 == 0:
                 log.warning("%s: watch event queue full, dropped %d events",
@@ -378,34 +436,75 @@ class Connection:
             return
         if key is not None:
             self._event_keys[key] += 1
-        self._queue(encode_message(XS_WATCH_EVENT, 0, 0, payload), False, key)
+        if origin is not None and origin.privileged:
+            origin = None
+        if origin is not None:
+            origin.events_pending += 1
+        deadline = (time.monotonic() + self.event_timeout
+                    if self.event_timeout is not None else None)
+        self._queue(encode_message(XS_WATCH_EVENT, 0, 0, payload), False, key, origin,
+                    deadline)
 
-    def _queue(self, data: bytes, is_reply: bool, key) -> None:
-        self._out.append((data, is_reply, key))
+    def _queue(self, data: bytes, is_reply: bool, key, origin, deadline=None) -> None:
+        self._out.append([data, is_reply, key, self.store.current_lsn(), origin, deadline])
         self._out_bytes += len(data)
+        self.client.queued_bytes += len(data)
         if is_reply:
             self.replies_queued += 1
         else:
             self.events_queued += 1
+            if deadline is not None:
+                self._timed_events += 1
+
+    def _forget(self, entry) -> None:
+        """An output entry leaves the queue (sent, dropped or reset)."""
+        data, is_reply, key, _lsn, origin, deadline = entry
+        self._out_bytes -= len(data)
+        self.client.queued_bytes -= len(data)
+        if is_reply:
+            self.replies_queued -= 1
+            return
+        self.events_queued -= 1
+        if deadline is not None:
+            self._timed_events -= 1
+        if key is not None:
+            self._event_keys[key] -= 1
+            if not self._event_keys[key]:
+                del self._event_keys[key]
+        if origin is not None:
+            origin.events_pending -= 1
 
     # ------------------------------------------------------------- output
 
     def has_output(self) -> bool:
+        """Anything queued (durable or not)?"""
         return bool(self._out)
+
+    def has_ready_output(self) -> bool:
+        """Anything that may leave now?"""
+        if not self._out:
+            return False
+        if self.durable is None or self._out_off:
+            return True
+        return self._out[0][3] <= self.durable()
 
     @property
     def output_size(self) -> int:
         return self._out_bytes - self._out_off
 
     def peek_output(self, limit: int) -> bytes:
-        """Up to ``limit`` queued bytes, without removing them."""
+        """Up to ``limit`` queued bytes that may leave now, without removing
+        them."""
         parts = []
         need = limit
         off = self._out_off
-        for data, _, _ in self._out:
+        durable = self.durable() if self.durable is not None else None
+        for entry in self._out:
             if need <= 0:
                 break
-            chunk = data[off:off + need]
+            if durable is not None and not off and entry[3] > durable:
+                break
+            chunk = entry[0][off:off + need]
             parts.append(chunk)
             need -= len(chunk)
             off = 0
@@ -414,44 +513,67 @@ class Connection:
     def consume_output(self, n: int) -> None:
         """Mark ``n`` bytes of the queue as sent."""
         while n > 0 and self._out:
-            data, is_reply, key = self._out[0]
-            left = len(data) - self._out_off
+            entry = self._out[0]
+            left = len(entry[0]) - self._out_off
             if n < left:
                 self._out_off += n
                 return
             n -= left
             self._out.popleft()
             self._out_off = 0
-            self._out_bytes -= len(data)
-            if is_reply:
-                self.replies_queued -= 1
-            else:
-                self.events_queued -= 1
-                if key is not None:
-                    self._event_keys[key] -= 1
-                    if not self._event_keys[key]:
-                        del self._event_keys[key]
+            self._forget(entry)
 
     def take_output(self) -> bytes:
         data = self.peek_output(self.output_size)
         self.consume_output(len(data))
         return data
 
+    @property
+    def timed_events(self) -> int:
+        """Queued events that expire (unprivileged receivers)."""
+        return self._timed_events
+
+    def expire_events(self, now: Optional[float] = None) -> int:
+        """Drop queued watch events whose timeout passed and of which
+        nothing was sent yet; returns how many."""
+        if not self._timed_events:
+            return 0
+        now = time.monotonic() if now is None else now
+        keep: deque = deque()
+        dropped = 0
+        for i, entry in enumerate(self._out):
+            deadline = entry[5]
+            if deadline is not None and deadline <= now and not (i == 0 and self._out_off):
+                self._forget(entry)
+                dropped += 1
+            else:
+                keep.append(entry)
+        if dropped:
+            self._out = keep
+            self.dropped_events += dropped
+            log.info("%s: %d watch events timed out", self.name, dropped)
+        return dropped
+
     # ---------------------------------------------------------- lifetime
+
+    def _clear_output(self) -> None:
+        while self._out:
+            self._forget(self._out.popleft())
+        self._out_off = 0
 
     def reset(self) -> None:
         """Forget partial input, queued output, watches and transactions
         (ring reconnection)."""
         self.parser.reset()
-        self._out.clear()
-        self._out_off = self._out_bytes = 0
-        self.replies_queued = self.events_queued = 0
-        self._event_keys.clear()
+        self._in.clear()
+        self._in_bytes = 0
+        self._clear_output()
         self.store.reset_watches(self.client)
 
     def close(self) -> None:
         if not self.closed:
             self.closed = True
+            self._in.clear()
+            self._in_bytes = 0
+            self._clear_output()
             self.store.remove_client(self.client)
-            self._out.clear()
-            self._out_off = self._out_bytes = 0

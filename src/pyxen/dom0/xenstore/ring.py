@@ -65,6 +65,11 @@ ERROR_PROTO = 3
 _MASK = 0xFFFFFFFF
 
 
+#: requests one connection may have performed per turn before the others
+#: get theirs (the server's lock is released between turns)
+TURN_REQUESTS = 8
+
+
 class RingTransport:
     """Serves one domain's xenstore ring.
 
@@ -72,16 +77,24 @@ class RingTransport:
     a memoryview, mmap slice or bytearray.  ``notify()`` must signal the
     guest's xenstore event channel; it is called after the transport moved
     an index (requests consumed and/or responses produced), from whichever
-    thread ran :meth:`kick`.
+    thread serviced the ring.
 
     :meth:`kick` is safe to call from any thread, any time (spuriously
-    too): it consumes complete requests (one message at a time, at most
-    ``outstanding`` unanswered replies for an unprivileged domain), answers
-    them, and writes replies and watch events into the response ring.  When
-    the response ring is full the rest stays queued and goes out on a later
-    kick (the guest signals after consuming).  A guest that corrupts the
-    indexes or sends an oversized message gets the ring's error field set
-    and is ignored until it asks for a reconnection.
+    too).  With a ``scheduler`` (set by :class:`~.server.XenStoreServer`
+    while its loop runs) it only hands the ring to the server, which
+    serves every connection in turn (:meth:`service_input`, at most
+    ``turn_requests`` requests a turn), writes the journal and then the
+    replies (:meth:`service_output`).  Without one, kick serves the ring
+    itself, turn after turn, releasing the lock in between.
+
+    An unprivileged domain's requests are not read while it has
+    ``outstanding`` requests unanswered (counting the watch events its
+    requests caused that still wait in some queue) or while it is over its
+    memory quota, as xenstored does.  When the response ring is full the
+    rest stays queued and goes out later (the guest signals after
+    consuming).  A guest that corrupts the indexes or sends an oversized
+    message gets the ring's error field set and is ignored until it asks
+    for a reconnection.
     """
 
     def __init__(self, store: XenStore, domid: int, page, notify: Callable[[], None],
@@ -89,7 +102,8 @@ class RingTransport:
                  lock: Optional[threading.RLock] = None,
                  before_output: Optional[Callable[[], None]] = None,
                  on_activity: Optional[Callable[["RingTransport"], None]] = None,
-                 features: int = FEATURE_RECONNECTION | FEATURE_ERROR | FEATURE_WATCH_DEPTH):
+                 features: int = FEATURE_RECONNECTION | FEATURE_ERROR | FEATURE_WATCH_DEPTH,
+                 turn_requests: int = TURN_REQUESTS):
         mv = memoryview(page)
         if mv.format != "B" or mv.ndim != 1:
             mv = mv.cast("B")
@@ -107,16 +121,21 @@ class RingTransport:
         self.lock = lock if lock is not None else threading.RLock()
         self.before_output = before_output
         self.on_activity = on_activity
+        self.turn_requests = max(1, int(turn_requests))
+        #: set by the server while its loop runs: scheduler(transport)
+        self.scheduler: Optional[Callable[["RingTransport"], None]] = None
         self.conn = Connection(store, domid, privileged, name=f"dom{domid}-ring")
         self.conn.client.persist_watches = True
-        saved = getattr(store, "saved_ring_watches", {}).pop(domid, None)
+        saved = store.saved_ring_watches.pop(domid, None)
         if saved:                       # re-attached after a daemon restart
             self.conn.client.watches.extend(saved)
+            self.conn.client.watch_mem += sum(len(w.path) + len(w.token) for w in saved)
         self.error = ERROR_NONE
         self.closed = False
         self._busy = False
         self._again = False
         self.kicks = 0
+        self.turns = 0
         # features are advertised before any data moves, and never cleared
         self._put(SERVER_FEATURES, self._get(SERVER_FEATURES) | features)
 
@@ -132,22 +151,38 @@ class RingTransport:
 
     def kick(self) -> None:
         """The guest signalled us (or we have output to deliver)."""
+        self.kicks += 1
+        sched = self.scheduler
+        if sched is not None and not self.closed:
+            sched(self)
+            return
         with self.lock:
-            self.kicks += 1
             if self._busy:          # re-entered from notify() or a hook
                 self._again = True
                 return
             self._busy = True
-            consumed = False
-            try:
-                while True:
+        consumed = False
+        try:
+            while True:
+                with self.lock:
                     self._again = False
-                    consumed |= self._service()
-                    if not self._again:
+                    n, more = self._input_turn()
+                    consumed |= n > 0
+                    if self.conn.has_output():
+                        if self.before_output is not None:
+                            self.before_output()
+                        self.service_output()
+                        # replies went out: more requests may be read now
+                        more = more or self.can_read()
+                    if not (more or self._again):
+                        self._busy = False
                         break
-            finally:
+        except BaseException:
+            with self.lock:
                 self._busy = False
-            if consumed and self.on_activity is not None:
+            raise
+        if consumed and self.on_activity is not None:
+            with self.lock:
                 self.on_activity(self)
 
     def flush(self) -> None:
@@ -184,6 +219,26 @@ class RingTransport:
     def has_output(self) -> bool:
         return self.conn.has_output()
 
+    def has_input(self) -> bool:
+        """Are request bytes waiting in the ring?"""
+        if self.closed or self.error:
+            return False
+        return self._get(REQ_CONS) != self._get(REQ_PROD)
+
+    def can_read(self) -> bool:
+        """May a request be read now (xenstored's domain_can_read)?  False
+        for an unprivileged domain with ``outstanding`` requests unanswered
+        or over its memory quota."""
+        if self.closed or self.error or not self.has_input():
+            return False
+        client = self.conn.client
+        if client.privileged:
+            return True
+        if (self.conn.replies_queued + client.events_pending
+                >= self.store.quotas["outstanding"]):
+            return False
+        return not self.store.over_memory_quota(self.domid)
+
     # ---------------------------------------------------------- internals
 
     def _fail(self, err: int) -> None:
@@ -192,68 +247,92 @@ class RingTransport:
         self._put(ERROR, err)
         self.conn.reset()
 
-    def _service(self) -> bool:
-        """One pass; returns True if requests were consumed."""
+    def service_input(self, budget: Optional[int] = None) -> bool:
+        """One turn (call with the lock held): read and perform up to
+        ``budget`` (default ``turn_requests``) requests.  Returns True when
+        the turn ended on the budget with more requests readable."""
+        n, more = self._input_turn(budget)
+        return more
+
+    def _input_turn(self, budget: Optional[int] = None) -> tuple[int, bool]:
         if self.closed:
+            return 0, False
+        if self._get(CONNECTION) == RECONNECT:
+            self.reset()
+            return 0, False
+        if self.error:
+            return 0, False
+        self.turns += 1
+        budget = self.turn_requests if budget is None else budget
+        done = 0
+        moved = False
+        try:
+            while done < budget:
+                if not self.can_read():
+                    return done, False
+                # one message at a time (the header, then the rest), so the
+                # limits apply between messages
+                while True:
+                    cons, prod = self._get(REQ_CONS), self._get(REQ_PROD)
+                    avail = (prod - cons) & _MASK
+                    if avail > RING_SIZE:
+                        self._fail(ERROR_RINGIDX)
+                        self.notify()
+                        return done, False
+                    if not avail:
+                        return done, False
+                    start = cons % RING_SIZE
+                    n = min(avail, self.conn.wanted(), RING_SIZE - start)
+                    data = bytes(self.page[REQ_OFFSET + start:REQ_OFFSET + start + n])
+                    self._put(REQ_CONS, cons + n)
+                    moved = True
+                    try:
+                        got = self.conn.feed(data)
+                    except ProtocolError as e:
+                        log.warning("dom%d: %s", self.domid, e)
+                        self._fail(ERROR_PROTO)
+                        self.notify()
+                        return done, False
+                    if got:
+                        break
+                done += self.conn.process_pending(1)
+            return done, self.can_read()
+        finally:
+            if moved and not self.error:
+                # the guest may wait for room in the request ring
+                self.notify()
+
+    def service_output(self) -> bool:
+        """Write queued replies and events that may leave into the response
+        ring (call with the lock held); returns True if some remain."""
+        if self.closed or self.error:
             return False
         if self._get(CONNECTION) == RECONNECT:
             self.reset()
             return False
-        if self.error:
-            return False
-        signal = consumed = False
-        progress = True
-        while progress:
-            progress = False
-            limit = (self.store.quotas["outstanding"]
-                     if not self.conn.client.privileged else 1 << 30)
-            # requests: one message (or header) at a time, so the
-            # outstanding-reply limit applies between messages
-            while self.conn.replies_queued < limit:
-                cons, prod = self._get(REQ_CONS), self._get(REQ_PROD)
-                avail = (prod - cons) & _MASK
-                if avail > RING_SIZE:
-                    self._fail(ERROR_RINGIDX)
-                    return consumed
-                if not avail:
-                    break
-                start = cons % RING_SIZE
-                n = min(avail, self.conn.wanted(), RING_SIZE - start)
-                data = bytes(self.page[REQ_OFFSET + start:REQ_OFFSET + start + n])
-                self._put(REQ_CONS, cons + n)
-                signal = consumed = progress = True
-                try:
-                    self.conn.receive(data)
-                except ProtocolError as e:
-                    log.warning("dom%d: %s", self.domid, e)
-                    self._fail(ERROR_PROTO)
-                    self.notify()
-                    return consumed
-            # responses and watch events
-            if self.conn.has_output():
-                if self.before_output is not None:
-                    self.before_output()
-                cons, prod = self._get(RSP_CONS), self._get(RSP_PROD)
-                used = (prod - cons) & _MASK
-                if used > RING_SIZE:
-                    self._fail(ERROR_RINGIDX)
-                    self.notify()
-                    return consumed
-                space = RING_SIZE - used
-                wrote = False
-                while space and self.conn.has_output():
-                    start = prod % RING_SIZE
-                    chunk = self.conn.peek_output(min(space, RING_SIZE - start))
-                    self.page[RSP_OFFSET + start:RSP_OFFSET + start + len(chunk)] = chunk
-                    self.conn.consume_output(len(chunk))
-                    prod = (prod + len(chunk)) & _MASK
-                    space -= len(chunk)
-                    wrote = True
-                if wrote:
-                    # data is in place before the index moves (program order;
-                    # x86 keeps stores ordered)
-                    self._put(RSP_PROD, prod)
-                    signal = progress = True
-        if signal:
+        if not self.conn.has_ready_output():
+            return self.conn.has_output()
+        cons, prod = self._get(RSP_CONS), self._get(RSP_PROD)
+        used = (prod - cons) & _MASK
+        if used > RING_SIZE:
+            self._fail(ERROR_RINGIDX)
             self.notify()
-        return consumed
+            return False
+        space = RING_SIZE - used
+        wrote = False
+        while space:
+            start = prod % RING_SIZE
+            chunk = self.conn.peek_output(min(space, RING_SIZE - start))
+            if not chunk:
+                break
+            self.page[RSP_OFFSET + start:RSP_OFFSET + start + len(chunk)] = chunk
+            self.conn.consume_output(len(chunk))
+            prod = (prod + len(chunk)) & _MASK
+            space -= len(chunk)
+            wrote = True
+        if wrote:
+            # data is in place before the index moves (program order;
+            # x86 keeps stores ordered)
+            self._put(RSP_PROD, prod)
+            self.notify()
+        return self.conn.has_output()

@@ -39,18 +39,33 @@ Rules followed (from Xen's docs/misc/xenstore.txt and tools/xenstored):
   them changed meanwhile.  As in Xen's C xenstored, a transaction keeps the
   node as it first saw it (or its absence): changes made outside after that
   do not show inside the transaction (they make its commit fail instead).
-* Quotas (per domain, only for unprivileged clients, as in Xen): nodes
-  owned, node size, permissions per node, path length, watches,
-  transactions, nodes touched per transaction.  Outstanding requests are
-  limited by the transports.  Privileged clients have generous safety caps
-  on watches and transactions so no client can grow memory without bound.
+* Quotas (per domain, only for unprivileged clients; dom0 is exempt, as
+  in Xen), with Xen 4.17's defaults and C xenstored's errors: nodes owned
+  (1000, ENOSPC), node size (2048 bytes as C xenstored counts a record,
+  ENOSPC), permissions per node (5, ENOSPC), path length (2048 below the
+  domain's home, EINVAL), watches (128, E2BIG), transactions (10, ENOSPC),
+  nodes accessed per transaction (1024, ENOSPC, and the transaction then
+  fails at commit with ENOMEM), memory (2.5 MB hard: ENOMEM, the ring is
+  not read and watch events to the domain are dropped; 2 MB soft: a
+  warning).  A domain's memory counts the nodes it owns (path + record),
+  its connections' watches, queued replies and events, and the nodes its
+  transactions hold.  Outstanding requests (20) are limited by the
+  transports.  Privileged clients have generous safety caps on watches and
+  transactions so no client can grow memory without bound.
+* A transaction keeps one entry per node however often it is written, and
+  one pending watch event per node (C xenstored's accessed-node list).
+* Persistence: with ``journal`` set to a list, every change to the tree
+  appends records describing the new state of the nodes it touched (see
+  :mod:`.persist`); the store itself does no I/O.
 """
 from __future__ import annotations
 
 import base64
 import logging
 import re
+import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Optional
 
@@ -66,6 +81,7 @@ __all__ = [
     "Domain",
     "XenStore",
     "DEFAULT_QUOTAS",
+    "DEFAULT_SOFT_QUOTAS",
     "QUOTA_DESCRIPTIONS",
     "PRIVILEGED_LIMITS",
     "PAYLOAD_MAX",
@@ -97,33 +113,52 @@ SPECIAL_PATHS = ("@introduceDomain", "@releaseDomain")
 INITIAL_PATHS = ("/", "/local", "/local/domain", "/tool", "/tool/xenstored",
                  "/vm")
 
-#: per-domain hard quotas (names as in Xen's xenstored), unprivileged only
+#: per-domain hard quotas (names and defaults as Xen 4.17's xenstored),
+#: unprivileged domains only; 0 turns the memory quota off
 DEFAULT_QUOTAS = {
     "nodes": 1000,
     "watches": 128,
     "transactions": 10,
     "outstanding": 20,
-    "node-size": 2048,
-    "node-permissions": 5,
-    "path-max": REL_PATH_MAX,
     "transaction-nodes": 1024,
+    "memory": 2 * 1024 * 1024 + 512 * 1024,
+    "node-size": 2048,
+    "path-max": REL_PATH_MAX,
+    "permissions": 5,
+}
+#: soft quotas: crossing one only logs a warning (as xenstored's -q)
+DEFAULT_SOFT_QUOTAS = {
+    "memory": 2 * 1024 * 1024,
 }
 QUOTA_DESCRIPTIONS = {
     "nodes": "Nodes per domain",
     "watches": "Watches per domain",
-    "transactions": "Active transactions per domain",
+    "transactions": "Transactions per domain",
     "outstanding": "Outstanding requests per domain",
-    "node-size": "Max. size of a node",
-    "node-permissions": "Max. number of permissions per node",
-    "path-max": "Max. length of a node path",
     "transaction-nodes": "Max. number of accessed nodes per transaction",
+    "memory": "Total Xenstore memory per domain (error level)",
+    "node-size": "Max. size of a node",
+    "path-max": "Max. length of a node path",
+    "permissions": "Max. number of permissions per node",
 }
+SOFT_QUOTA_DESCRIPTIONS = {
+    "memory": "Total Xenstore memory per domain (warning level)",
+}
+#: older pyxen names of quotas
+QUOTA_ALIASES = {"node-permissions": "permissions"}
 #: caps that also bind privileged clients (Xen has none; we want bounds)
 PRIVILEGED_LIMITS = {
     "watches": 65536,
     "transactions": 4096,
     "transaction-nodes": 1 << 20,
 }
+#: bytes C xenstored accounts for a node record besides its data
+#: (struct xs_tdb_record_hdr) and for each permission entry
+NODE_HEADER = 24
+PERM_SIZE = 8
+#: at most one "below the quota again" / soft-quota message per domain this
+#: often (seconds), like xenstored
+_MEM_WARN_INTERVAL = 5.0
 
 PERM_READ = 1
 PERM_WRITE = 2
@@ -204,21 +239,48 @@ def _levels_below(name: str, watched: str) -> int:
 
 
 class _Node:
-    __slots__ = ("value", "perms", "children", "generation")
+    __slots__ = ("value", "perms", "children", "generation", "childlen")
 
-    def __init__(self, value: bytes, perms: tuple, children: list, generation: int = 0):
+    def __init__(self, value: bytes, perms: tuple, children: list, generation: int = 0,
+                 childlen: Optional[int] = None):
         self.value = value
         self.perms = perms
         self.children = children
         self.generation = generation
+        # bytes of the NUL-terminated child names, kept up to date by
+        # add_child / remove_child so sizes cost O(1)
+        self.childlen = (sum(len(c) + 1 for c in children)
+                         if childlen is None else childlen)
 
     def copy(self) -> "_Node":
-        return _Node(self.value, self.perms, list(self.children), self.generation)
+        return _Node(self.value, self.perms, list(self.children), self.generation,
+                     self.childlen)
+
+    def add_child(self, name: str) -> None:
+        self.children.append(name)
+        self.childlen += len(name) + 1
+
+    def remove_child(self, name: str) -> bool:
+        try:
+            self.children.remove(name)
+        except ValueError:
+            return False
+        self.childlen -= len(name) + 1
+        return True
+
+    def set_children(self, names: list) -> None:
+        self.children = names
+        self.childlen = sum(len(c) + 1 for c in names)
 
     def size(self) -> int:
-        # accounted like Xen: header + perms + data + NUL-terminated children
-        return (16 + 8 * len(self.perms) + len(self.value)
-                + sum(len(c) + 1 for c in self.children))
+        """The record size C xenstored accounts (and checks against the
+        node-size quota): header, permissions, data, child names."""
+        return NODE_HEADER + PERM_SIZE * len(self.perms) + len(self.value) + self.childlen
+
+
+def _cost(path: str, node: _Node) -> int:
+    """Memory a node is accounted for (key + record, as C xenstored)."""
+    return len(path) + node.size()
 
 
 _MISSING = object()
@@ -238,9 +300,14 @@ class Watch:
 
 class Transaction:
     """An open transaction: private copies of modified nodes (``None`` for
-    removed ones) over the live tree, plus what was read (as it was read)."""
+    removed ones) over the live tree, plus what was read (as it was read).
 
-    __slots__ = ("id", "client", "overlay", "seen", "accessed", "events", "delta")
+    Everything here is bounded by the number of distinct nodes accessed
+    (the transaction-nodes quota): a node written any number of times has
+    one copy and at most one pending watch event, as with C xenstored."""
+
+    __slots__ = ("id", "client", "overlay", "seen", "accessed", "events", "delta",
+                 "mem", "touched", "failed")
 
     def __init__(self, tx_id: int, client: "Client"):
         self.id = tx_id
@@ -250,8 +317,13 @@ class Transaction:
         # nodes change in place, so a reference would not do
         self.seen: dict[str, Optional[_Node]] = {}
         self.accessed: dict[str, Optional[int]] = {}   # path -> generation seen
-        self.events: list[tuple] = []                   # queued watch firings
+        # watch events to fire at commit, one per node: path -> [exact,
+        # perm sets of the first firing, perm sets of the last one]
+        self.events: dict[str, list] = {}
         self.delta: Counter = Counter()                 # node count per owner
+        self.mem = 0            # bytes of the copies held (overlay and seen)
+        self.touched: dict[str, None] = {}   # overlay paths changed by this request
+        self.failed = False     # a quota hit inside: the commit fails (ENOMEM)
 
 
 class Client:
@@ -268,10 +340,23 @@ class Client:
         self.transactions: dict[int, Transaction] = {}
         self.next_tx_id = 1
         self.closed = False
+        #: the ring's watches survive a restart of the daemon
+        self.persist_watches = False
+        #: bytes of this client's watches (path + token), for the memory quota
+        self.watch_mem = 0
+        #: bytes of replies and events queued for this client (its transport
+        #: keeps this up to date)
+        self.queued_bytes = 0
+        #: watch events this client's requests caused that still wait in some
+        #: connection's queue: they keep requests outstanding, as in Xen
+        self.events_pending = 0
 
     @property
     def implicit_path(self) -> str:
         return f"/local/domain/{self.domid}"
+
+    def tx_mem(self) -> int:
+        return sum(tx.mem for tx in self.transactions.values())
 
     def emit(self, path: str, token: str) -> None:
         if self.sink is not None and not self.closed:
@@ -295,25 +380,49 @@ class Domain:
 class XenStore:
     """The store.  See the module docstring for the rules enforced."""
 
-    def __init__(self, quotas: Optional[dict] = None, *, initial: bool = True):
+    def __init__(self, quotas: Optional[dict] = None, *, initial: bool = True,
+                 soft_quotas: Optional[dict] = None):
         self.nodes: dict[str, _Node] = {}
         self.special: dict[str, _Node] = {
             name: _Node(b"", (("n", 0),), []) for name in SPECIAL_PATHS}
         self.generation = 0
         self.node_count: Counter = Counter()
+        #: bytes of the nodes each domain owns (see _cost)
+        self.node_mem: Counter = Counter()
         self.clients: list[Client] = []
+        self._by_domid: dict[int, list[Client]] = {}
         self.domains: dict[int, Domain] = {}
         self.quotas = dict(DEFAULT_QUOTAS)
-        if quotas:
-            for k, v in quotas.items():
-                if k not in self.quotas:
+        self.soft_quotas = dict(DEFAULT_SOFT_QUOTAS)
+        for table, given in ((self.quotas, quotas), (self.soft_quotas, soft_quotas)):
+            for k, v in (given or {}).items():
+                k = QUOTA_ALIASES.get(k, k)
+                if k not in table:
                     raise ValueError(f"unknown quota {k!r}")
-                self.quotas[k] = int(v)
+                table[k] = int(v)
         self.logging_enabled = True
         #: set on every committed change; persistence clears it
         self.dirty = False
         #: counts committed changes (for tests and persistence)
         self.change_count = 0
+        #: with a list here, every change appends journal records (see
+        #: :mod:`.persist`); the owner drains it
+        self.journal: Optional[list] = None
+        #: one more at the end of every request that may change something;
+        #: replies and events are tagged with it so a transport can hold
+        #: them until the journal up to there is on disk
+        self.op_seq = 0
+        self._op_depth = 0
+        #: live-tree paths changed by the running request (ordered)
+        self._touched: dict[str, bool] = {}
+        self._tx_touched: list[Transaction] = []
+        #: the client whose request is being served (set by the transport):
+        #: the watch events it causes count as its outstanding requests
+        self.origin: Optional[Client] = None
+        #: domains over their soft / hard memory quota (logged once)
+        self._mem_warned: dict[int, tuple[str, float]] = {}
+        #: guests' watches loaded from a state, until their ring comes back
+        self.saved_ring_watches: dict[int, list[Watch]] = {}
         #: hooks for the server: on_introduce(domid, gfn, evtchn, first),
         #: on_release(domid)
         self.on_introduce: Optional[Callable[[int, int, int, bool], None]] = None
@@ -322,6 +431,7 @@ class XenStore:
         if initial:
             for path in INITIAL_PATHS:
                 self._load_node(path, b"", (("n", 0),))
+            self._recount_memory()
             self.dirty = False
 
     # ----------------------------------------------------------- clients
@@ -332,16 +442,25 @@ class XenStore:
             privileged = domid == 0
         c = Client(self, domid, privileged, sink)
         self.clients.append(c)
+        self._by_domid.setdefault(domid, []).append(c)
         return c
 
     def remove_client(self, client: Client) -> None:
-        client.watches.clear()
-        client.transactions.clear()
-        client.closed = True
-        try:
-            self.clients.remove(client)
-        except ValueError:
-            pass
+        with self._mutation():
+            if client.persist_watches and client.watches:
+                self._journal_watches(client, "W0")
+            self._drop_watches(client)
+            client.transactions.clear()
+            client.closed = True
+            try:
+                self.clients.remove(client)
+            except ValueError:
+                pass
+            peers = self._by_domid.get(client.domid)
+            if peers is not None and client in peers:
+                peers.remove(client)
+                if not peers:
+                    del self._by_domid[client.domid]
 
     # ------------------------------------------------------- internals
 
@@ -350,6 +469,112 @@ class XenStore:
         self.change_count += 1
         if self.on_change is not None:
             self.on_change()
+
+    @contextmanager
+    def _mutation(self):
+        """Around every request that may change the store: at the end, the
+        memory of the nodes it touched is accounted again and their new
+        state goes to the journal, in the order they were first touched."""
+        self._op_depth += 1
+        try:
+            yield
+        finally:
+            self._op_depth -= 1
+            if not self._op_depth:
+                self._settle()
+
+    def current_lsn(self) -> int:
+        """The sequence number a reply or event queued now depends on: the
+        journal up to the end of the running request (if any)."""
+        return self.op_seq + (1 if self._op_depth else 0)
+
+    def _touch(self, path: str, journal: bool = True) -> None:
+        """A live node (or its absence) at ``path`` is about to change;
+        ``journal``: its new state is journalled at the end of the request
+        (a commit journals its own records)."""
+        if path not in self._touched:
+            node = self.nodes.get(path)
+            if node is not None:
+                self.node_mem[node.perms[0][1]] -= _cost(path, node)
+            self._touched[path] = journal
+
+    def _tx_touch(self, tx: Transaction, path: str) -> None:
+        if path not in tx.touched:
+            node = tx.overlay.get(path)
+            if node is not None:
+                tx.mem -= _cost(path, node)
+            if not tx.touched:
+                self._tx_touched.append(tx)
+            tx.touched[path] = None
+
+    def _settle(self) -> None:
+        self.op_seq += 1
+        if self._touched:
+            journal = self.journal
+            for path, journal_it in self._touched.items():
+                node = self.nodes.get(path)
+                if node is not None:
+                    self.node_mem[node.perms[0][1]] += _cost(path, node)
+                    if journal is not None and journal_it:
+                        journal.append(("P", path, node.value, node.perms))
+                elif journal is not None and journal_it:
+                    journal.append(("D", path))
+            self._touched.clear()
+            self.node_mem = +self.node_mem
+        for tx in self._tx_touched:
+            for path in tx.touched:
+                node = tx.overlay.get(path)
+                if node is not None:
+                    tx.mem += _cost(path, node)
+            tx.touched.clear()
+        self._tx_touched.clear()
+
+    # ---------------------------------------------------- memory quota
+
+    def domain_memory(self, domid: int) -> int:
+        """Bytes accounted to a domain: nodes it owns, and its connections'
+        watches, queued output and transactions."""
+        total = self.node_mem.get(domid, 0)
+        for c in self._by_domid.get(domid, ()):
+            total += c.watch_mem + c.queued_bytes
+            if c.transactions:
+                total += c.tx_mem()
+        return total
+
+    def over_memory_quota(self, domid: int, extra: int = 0) -> bool:
+        """Would ``extra`` more bytes take the domain to its hard memory
+        quota?  Logs crossing the soft and hard quotas once.  Never for
+        dom0."""
+        hard = self.quotas["memory"]
+        soft = self.soft_quotas["memory"]
+        if domid == 0 or not (hard or soft):
+            return False
+        mem = self.domain_memory(domid) + extra
+        state = ("hard" if hard and mem >= hard else
+                 "soft" if soft and mem >= soft else "")
+        prev, when = self._mem_warned.get(domid, ("", 0.0))
+        now = time.monotonic()
+        if state != prev and (state == "hard" or now - when >= _MEM_WARN_INTERVAL):
+            if state == "hard":
+                log.error("domain %d exceeds its hard memory quota (%d >= %d bytes): "
+                          "its Xenstore interface is stalled", domid, mem, hard)
+            elif state == "soft":
+                log.warning("domain %d exceeds its soft memory quota (%d >= %d bytes)",
+                            domid, mem, soft)
+            else:
+                log.info("domain %d below its memory quota again", domid)
+            if state:
+                self._mem_warned[domid] = (state, now)
+            else:
+                self._mem_warned.pop(domid, None)
+        return state == "hard"
+
+    def _check_memory(self, client: Client, extra: int,
+                      tx: Optional[Transaction] = None) -> None:
+        if not client.privileged and self.over_memory_quota(client.domid, extra):
+            if tx is not None:
+                tx.failed = True
+            raise XenStoreError("ENOMEM", "memory quota exceeded")
 
     def _limit(self, client: Client, name: str) -> int:
         if client.privileged:
@@ -400,6 +625,8 @@ class XenStore:
     def _access(self, tx: Transaction, path: str, node: Optional[_Node]) -> None:
         if path not in tx.accessed:
             if len(tx.accessed) >= self._limit(tx.client, "transaction-nodes"):
+                # as C xenstored: this request fails, and so will the commit
+                tx.failed = True
                 raise XenStoreError("ENOSPC", "too many nodes in transaction")
             tx.accessed[path] = node.generation if node is not None else None
 
@@ -420,9 +647,13 @@ class XenStore:
         if n is not _MISSING:
             return n
         n = self.nodes.get(path)
+        if n is not None:
+            cost = _cost(path, n)
+            self._check_memory(tx.client, cost, tx)
         self._access(tx, path, n)
         if n is not None:
             n = n.copy()
+            tx.mem += cost
         tx.seen[path] = n
         return n
 
@@ -461,6 +692,7 @@ class XenStore:
     def _writable(self, tx: Optional[Transaction], path: str) -> _Node:
         """An existing node, ready to be modified in place."""
         if tx is None:
+            self._touch(path)
             n = self.nodes[path]
             self._bump(n)
             self._changed()
@@ -469,9 +701,14 @@ class XenStore:
         if n is _MISSING:
             n = self._get(tx, path)
             if n is not None:
-                tx.seen.pop(path, None)
-                n = n.copy()
+                # the private copy made when it was read becomes the
+                # transaction's version of the node
+                del tx.seen[path]
+                tx.mem -= _cost(path, n)
+                self._tx_touch(tx, path)
                 tx.overlay[path] = n
+        else:
+            self._tx_touch(tx, path)
         if n is None:
             # only a parent can be missing here: the transaction holds a
             # child it read before the parent went away outside (C
@@ -483,21 +720,33 @@ class XenStore:
     def _insert(self, tx: Optional[Transaction], path: str, node: _Node) -> None:
         self._bump(node)
         if tx is None:
+            self._touch(path)
             self.nodes[path] = node
             self._changed()
         else:
             if path not in tx.overlay:
                 self._access(tx, path, self.nodes.get(path))
+                self._drop_seen(tx, path)
+            self._tx_touch(tx, path)
             tx.overlay[path] = node
 
     def _delete(self, tx: Optional[Transaction], path: str) -> None:
         if tx is None:
+            self._touch(path)
             del self.nodes[path]
             self._changed()
         else:
             if path not in tx.overlay:
                 self._access(tx, path, self.nodes.get(path))
+                self._drop_seen(tx, path)
+            self._tx_touch(tx, path)
             tx.overlay[path] = None
+
+    @staticmethod
+    def _drop_seen(tx: Transaction, path: str) -> None:
+        n = tx.seen.pop(path, None)
+        if n is not None:
+            tx.mem -= _cost(path, n)
 
     def _count(self, tx: Optional[Transaction], domid: int) -> int:
         return self.node_count[domid] + (tx.delta[domid] if tx is not None else 0)
@@ -510,8 +759,9 @@ class XenStore:
         else:
             tx.delta[domid] += n
 
-    def _check_size(self, client: Client, node: _Node) -> None:
-        if not client.privileged and node.size() > self.quotas["node-size"]:
+    def _check_size(self, client: Client, size: int) -> None:
+        # C xenstored refuses a record of node-size bytes or more
+        if not client.privileged and size >= self.quotas["node-size"]:
             raise XenStoreError("ENOSPC", "node too big")
 
     def _lookup(self, client: Client, tx: Optional[Transaction], path,
@@ -547,10 +797,23 @@ class XenStore:
 
     def _fire(self, tx: Optional[Transaction], name: str, exact: bool,
               perm_sets: tuple) -> None:
-        if tx is not None:
-            tx.events.append((name, exact, perm_sets))
-        else:
+        if tx is None:
             self._deliver(name, exact, perm_sets)
+            return
+        # one event per node, as C xenstored's accessed-node list: a
+        # non-exact firing replaces an exact one, never the other way
+        # round; readers are judged by the permissions the node had when
+        # first changed and by the last ones
+        ev = tx.events.get(name)
+        if ev is None:
+            tx.events[name] = [exact, perm_sets, perm_sets]
+        else:
+            ev[0] = ev[0] and exact
+            ev[2] = perm_sets
+
+    def _deliver_tx_events(self, tx: Transaction) -> None:
+        for name, (exact, first, last) in tx.events.items():
+            self._deliver(name, exact, first if first is last else first + last)
 
     def _deliver(self, name: str, exact: bool, perm_sets: tuple) -> None:
         for c in list(self.clients):
@@ -599,32 +862,39 @@ class XenStore:
         """WRITE: set the value, creating the node and missing parents."""
         value = bytes(value)
         tx = self._tx(client, tx_id)
-        try:
-            name, node = self._lookup(client, tx, path, PERM_WRITE)
-        except XenStoreError as e:
-            if e.name != "ENOENT":
-                raise
-            name = self._canon(client, path)
-            node = self._create(client, tx, name, value)
-        else:
-            probe = _Node(value, node.perms, node.children)
-            self._check_size(client, probe)
-            node = self._writable(tx, name)
-            node.value = value
-        self._fire(tx, name, False, (node.perms, self._parent_perms(tx, name)))
+        with self._mutation():
+            try:
+                name, node = self._lookup(client, tx, path, PERM_WRITE)
+            except XenStoreError as e:
+                if e.name != "ENOENT":
+                    raise
+                name = self._canon(client, path)
+                node = self._create(client, tx, name, value)
+            else:
+                self._check_size(client, node.size() - len(node.value) + len(value))
+                if tx is not None and name not in tx.overlay:
+                    grow = _cost(name, node) - len(node.value) + len(value)
+                else:
+                    grow = len(value) - len(node.value)
+                if grow > 0:
+                    self._check_memory(client, grow, tx)
+                node = self._writable(tx, name)
+                node.value = value
+            self._fire(tx, name, False, (node.perms, self._parent_perms(tx, name)))
 
     def mkdir(self, client: Client, path: str, tx_id: int = 0) -> None:
         """MKDIR: make sure the node exists (existing values untouched)."""
         tx = self._tx(client, tx_id)
-        try:
-            self._lookup(client, tx, path, PERM_WRITE)
-            return
-        except XenStoreError as e:
-            if e.name != "ENOENT":
-                raise
-        name = self._canon(client, path)
-        node = self._create(client, tx, name, b"")
-        self._fire(tx, name, False, (node.perms, self._parent_perms(tx, name)))
+        with self._mutation():
+            try:
+                self._lookup(client, tx, path, PERM_WRITE)
+                return
+            except XenStoreError as e:
+                if e.name != "ENOENT":
+                    raise
+            name = self._canon(client, path)
+            node = self._create(client, tx, name, b"")
+            self._fire(tx, name, False, (node.perms, self._parent_perms(tx, name)))
 
     def _create(self, client: Client, tx: Optional[Transaction], name: str,
                 value: bytes) -> _Node:
@@ -647,12 +917,16 @@ class XenStore:
             kids = [] if last else [_basename(missing[i + 1])]
             new.append(_Node(value if last else b"", perms, kids))
         if not client.privileged:
-            self._check_size(client, _Node(parent.value, parent.perms,
-                                           parent.children + [_basename(missing[0])]))
+            first = _basename(missing[0])
+            self._check_size(client, parent.size() + len(first) + 1)
             for n in new:
-                self._check_size(client, n)
+                self._check_size(client, n.size())
+            grow = sum(_cost(path, n) for path, n in zip(missing, new)) + len(first) + 1
+            if tx is not None and p not in tx.overlay:
+                grow += _cost(p, parent)
+            self._check_memory(client, grow, tx)
         pw = self._writable(tx, p)
-        pw.children.append(_basename(missing[0]))
+        pw.add_child(_basename(missing[0]))
         for path, n in zip(missing, new):
             self._insert(tx, path, n)
             self._count_add(tx, n.perms[0][1], 1)
@@ -661,18 +935,19 @@ class XenStore:
     def rm(self, client: Client, path: str, tx_id: int = 0) -> None:
         """RM: remove the node and its whole subtree."""
         tx = self._tx(client, tx_id)
-        try:
-            name, _ = self._lookup(client, tx, path, PERM_WRITE)
-        except XenStoreError as e:
-            if e.name != "ENOENT":
+        with self._mutation():
+            try:
+                name, _ = self._lookup(client, tx, path, PERM_WRITE)
+            except XenStoreError as e:
+                if e.name != "ENOENT":
+                    raise
+                name = self._canon(client, path)
+                if self._get(tx, _parent(name)) is not None:
+                    return
                 raise
-            name = self._canon(client, path)
-            if self._get(tx, _parent(name)) is not None:
-                return
-            raise
-        if name == "/":
-            raise XenStoreError("EINVAL", "cannot remove /")
-        self._rm_tree(tx, name)
+            if name == "/":
+                raise XenStoreError("EINVAL", "cannot remove /")
+            self._rm_tree(tx, name)
 
     def _subtree(self, tx: Optional[Transaction], name: str) -> list[tuple[str, _Node, tuple]]:
         """(path, node, parent perms) for the subtree, children first."""
@@ -696,10 +971,7 @@ class XenStore:
     def _rm_tree(self, tx: Optional[Transaction], name: str) -> None:
         doomed = self._subtree(tx, name)
         pw = self._writable(tx, _parent(name))
-        try:
-            pw.children.remove(_basename(name))
-        except ValueError:
-            pass
+        pw.remove_child(_basename(name))
         for path, node, pperms in doomed:
             self._delete(tx, path)
             self._count_add(tx, node.perms[0][1], -1)
@@ -747,24 +1019,32 @@ class XenStore:
         if not perms:
             raise XenStoreError("EINVAL", "no permissions")
         tx = self._tx(client, tx_id)
-        if not client.privileged and len(perms) > self.quotas["node-permissions"]:
+        if not client.privileged and len(perms) > self.quotas["permissions"]:
             raise XenStoreError("ENOSPC", "too many permissions")
-        name, node = self._lookup(client, tx, path, PERM_WRITE | PERM_OWNER, True)
-        if not client.privileged and perms[0][1] != node.perms[0][1]:
-            raise XenStoreError("EPERM", "only dom0 can change the owner")
-        self._check_size(client, _Node(node.value, perms, node.children))
-        old = node.perms
-        if name[0] == "@":
-            node.perms = perms
-            self._changed()
-            self._deliver(name, False, (old, perms))
-            return
-        w = self._writable(tx, name)
-        w.perms = perms
-        if old[0][1] != perms[0][1]:
-            self._count_add(tx, old[0][1], -1)
-            self._count_add(tx, perms[0][1], 1)
-        self._fire(tx, name, False, (old, perms, self._parent_perms(tx, name)))
+        with self._mutation():
+            name, node = self._lookup(client, tx, path, PERM_WRITE | PERM_OWNER, True)
+            if not client.privileged and perms[0][1] != node.perms[0][1]:
+                raise XenStoreError("EPERM", "only dom0 can change the owner")
+            self._check_size(client, node.size() + PERM_SIZE * (len(perms) - len(node.perms)))
+            old = node.perms
+            if name[0] == "@":
+                node.perms = perms
+                self._changed()
+                if self.journal is not None:
+                    self.journal.append(("S", name, perms))
+                self._deliver(name, False, (old, perms))
+                return
+            grow = PERM_SIZE * (len(perms) - len(old))
+            if tx is not None and name not in tx.overlay:
+                grow += _cost(name, node)
+            if grow > 0:
+                self._check_memory(client, grow, tx)
+            w = self._writable(tx, name)
+            w.perms = perms
+            if old[0][1] != perms[0][1]:
+                self._count_add(tx, old[0][1], -1)
+                self._count_add(tx, perms[0][1], 1)
+            self._fire(tx, name, False, (old, perms, self._parent_perms(tx, name)))
 
     # --------------------------------------------------------- watches
 
@@ -782,29 +1062,59 @@ class XenStore:
             if w.path == name and w.token == token:
                 raise XenStoreError("EEXIST", "watch exists")
         if len(client.watches) >= self._limit(client, "watches"):
-            raise XenStoreError("ENOSPC", "watch quota exceeded")
-        w = Watch(name, token, relative,
-                  len(client.implicit_path) + 1 if relative else 0, depth)
-        client.watches.append(w)
-        if getattr(client, "persist_watches", False):
-            self.dirty = True          # a guest's watches survive a daemon restart
-        client.emit(w.event_path(name), token)
+            # C xenstored's answer to a domain over its watch quota
+            raise XenStoreError("E2BIG", "watch quota exceeded")
+        mem = len(name) + len(token)
+        self._check_memory(client, mem)
+        with self._mutation():
+            w = Watch(name, token, relative,
+                      len(client.implicit_path) + 1 if relative else 0, depth)
+            client.watches.append(w)
+            client.watch_mem += mem
+            if client.persist_watches:
+                # a guest's watches survive a daemon restart
+                self.dirty = True
+                self._journal_watches(client, "W+", w)
+            client.emit(w.event_path(name), token)
         return w
 
     def unwatch(self, client: Client, path: str, token: str) -> None:
         name = self._canon(client, path, allow_special=True)
         for i, w in enumerate(client.watches):
             if w.path == name and w.token == token:
-                del client.watches[i]
-                if getattr(client, "persist_watches", False):
-                    self.dirty = True
+                with self._mutation():
+                    del client.watches[i]
+                    client.watch_mem -= len(w.path) + len(w.token)
+                    if client.persist_watches:
+                        self.dirty = True
+                        self._journal_watches(client, "W-", w)
                 return
         raise XenStoreError("ENOENT", "no such watch")
 
     def reset_watches(self, client: Client) -> None:
         """RESET_WATCHES: drop all watches and transactions of the client."""
+        with self._mutation():
+            if client.persist_watches and client.watches:
+                self.dirty = True
+                self._journal_watches(client, "W0")
+            self._drop_watches(client)
+            client.transactions.clear()
+
+    @staticmethod
+    def _drop_watches(client: Client) -> None:
         client.watches.clear()
-        client.transactions.clear()
+        client.watch_mem = 0
+
+    def _journal_watches(self, client: Client, op: str, w: Optional[Watch] = None) -> None:
+        if self.journal is None:
+            return
+        if op == "W0":
+            self.journal.append(("W0", client.domid))
+        elif op == "W+":
+            self.journal.append(("W+", client.domid, w.path, w.token, w.relative,
+                                 w.prefix_len, w.depth))
+        else:
+            self.journal.append(("W-", client.domid, w.path, w.token))
 
     # ---------------------------------------------------- transactions
 
@@ -820,12 +1130,16 @@ class XenStore:
         return tx_id
 
     def transaction_end(self, client: Client, tx_id: int, commit: bool) -> None:
-        """Commit (EAGAIN on conflict) or abort the transaction."""
+        """Commit (EAGAIN on conflict) or abort the transaction.  A
+        transaction that hit a quota inside fails with ENOMEM, as C
+        xenstored's."""
         tx = client.transactions.pop(tx_id, None) if tx_id else None
         if tx is None:
             raise XenStoreError("ENOENT", f"no transaction {tx_id}")
         if not commit:
             return
+        if tx.failed:
+            raise XenStoreError("ENOMEM", "the transaction hit a quota")
         for path, gen in tx.accessed.items():
             cur = self.nodes.get(path)
             if (cur.generation if cur is not None else None) != gen:
@@ -834,23 +1148,61 @@ class XenStore:
             d = tx.delta[client.domid]
             if d > 0 and self.node_count[client.domid] + d > self.quotas["nodes"]:
                 raise XenStoreError("ENOSPC", "node quota exceeded")
-        if not tx.overlay:
-            for ev in tx.events:
-                self._deliver(*ev)
-            return
-        for path, node in tx.overlay.items():
-            if node is None:
-                self.nodes.pop(path, None)
+        with self._mutation():
+            if tx.overlay:
+                if self.journal is not None:
+                    self.journal.extend(self._commit_records(tx))
+                for path, node in tx.overlay.items():
+                    self._touch(path, journal=False)
+                    if node is None:
+                        self.nodes.pop(path, None)
+                    else:
+                        self._bump(node)
+                        self.nodes[path] = node
+                for domid, d in tx.delta.items():
+                    self.node_count[domid] += d
+                    if self.node_count[domid] == 0:
+                        del self.node_count[domid]
+                self._changed()
+            self._deliver_tx_events(tx)
+
+    def _commit_records(self, tx: Transaction) -> list:
+        """Journal records that turn the live tree into the committed one
+        when replayed (see :func:`.persist.replay`): removals, then new and
+        changed nodes parents first, then the child order of every node
+        whose children would otherwise come out in another order."""
+        live = self.nodes
+        dels = [p for p, n in tx.overlay.items() if n is None and p in live]
+        gone_roots = set(dels)
+
+        def gone(path: str) -> bool:
+            while True:
+                if path in gone_roots:
+                    return True
+                if path == "/":
+                    return False
+                path = _parent(path)
+
+        puts = sorted((p for p, n in tx.overlay.items() if n is not None),
+                      key=lambda p: 0 if p == "/" else p.count("/"))
+        recs: list = [("D", p) for p in dels]
+        appended: dict[str, list] = {}
+        for p in puts:
+            n = tx.overlay[p]
+            recs.append(("P", p, n.value, n.perms))
+            if p != "/" and (p not in live or gone(p)):
+                appended.setdefault(_parent(p), []).append(_basename(p))
+        for p in puts:
+            final = tx.overlay[p].children
+            old = live.get(p)
+            if old is not None and not gone(p):
+                predicted = [c for c in old.children if not gone(_join(p, c))]
             else:
-                self._bump(node)
-                self.nodes[path] = node
-        for domid, d in tx.delta.items():
-            self.node_count[domid] += d
-            if self.node_count[domid] == 0:
-                del self.node_count[domid]
-        self._changed()
-        for ev in tx.events:
-            self._deliver(*ev)
+                predicted = []
+            predicted += appended.get(p, ())
+            if predicted != final:
+                recs.append(("O", p, list(final)))
+        return recs
 
     # --------------------------------------------------------- domains
 
@@ -930,7 +1282,14 @@ class XenStore:
     def domain_destroyed(self, domid: int) -> None:
         """The domain is gone: drop its connections' state, remove the
         nodes it owns (with their subtrees) and fire @releaseDomain."""
+        with self._mutation():
+            self._domain_destroyed(domid)
+        self._mem_warned.pop(domid, None)
+
+    def _domain_destroyed(self, domid: int) -> None:
         d = self.domains.pop(domid, None)
+        if self.saved_ring_watches.pop(domid, None) and self.journal is not None:
+            self.journal.append(("W0", domid))
         for c in self.clients:
             if c.domid == domid and not c.privileged:
                 self.reset_watches(c)
@@ -1032,31 +1391,37 @@ class XenStore:
             return (f"nodes: {len(self.nodes)}\nbytes: {size}\n"
                     f"connections: {len(self.clients)}\nwatches: {watches}\n"
                     f"transactions: {txs}\n")
-        if cmd == "quota":
+        if cmd in ("quota", "quota-soft"):
+            table, descr = ((self.quotas, QUOTA_DESCRIPTIONS) if cmd == "quota"
+                            else (self.soft_quotas, SOFT_QUOTA_DESCRIPTIONS))
             if not rest:
                 lines = ["Quota settings:"]
-                for k, v in self.quotas.items():
-                    lines.append(f"{k:<17}: {v:8d} {QUOTA_DESCRIPTIONS[k]}")
+                for k, v in table.items():
+                    lines.append(f"{k:<17}: {v:8d} {descr[k]}")
                 return "\n".join(lines) + "\n"
             if rest[0] == "set":
-                if len(rest) != 3 or rest[1] not in self.quotas:
+                name = QUOTA_ALIASES.get(rest[1], rest[1]) if len(rest) == 3 else None
+                if name not in table:
                     raise XenStoreError("EINVAL")
                 try:
                     val = int(rest[2])
                 except ValueError:
                     raise XenStoreError("EINVAL") from None
-                if val < 1:
+                # 0 switches the memory quota off, as in xenstored
+                if val < (0 if name == "memory" else 1):
                     raise XenStoreError("EINVAL")
-                self.quotas[rest[1]] = val
+                table[name] = val
                 return "OK"
-            if len(rest) != 1:
+            if len(rest) != 1 or cmd != "quota":
                 raise XenStoreError("EINVAL")
             domid = self._domid(rest[0])
-            conns = [c for c in self.clients if c.domid == domid]
+            conns = self._by_domid.get(domid, ())
             usage = {
                 "nodes": self.node_count.get(domid, 0),
                 "watches": sum(len(c.watches) for c in conns),
                 "transactions": sum(len(c.transactions) for c in conns),
+                "outstanding": sum(c.events_pending for c in conns),
+                "memory": self.domain_memory(domid),
             }
             lines = [f"Domain {domid}:"]
             for k, v in usage.items():
@@ -1068,6 +1433,7 @@ class XenStore:
                     "memreport\n"
                     "print           <string>\n"
                     "quota           [set <name> <val>|<domid>]\n"
+                    "quota-soft      [set <name> <val>]\n"
                     "help\n")
         raise XenStoreError("EINVAL", f"unknown control command {cmd!r}")
 
@@ -1108,24 +1474,110 @@ class XenStore:
         counts = +counts
         if counts != +self.node_count:
             problems.append(f"node counts {dict(self.node_count)} != {dict(counts)}")
+        mem: Counter = Counter()
+        for path, node in self.nodes.items():
+            mem[node.perms[0][1]] += _cost(path, node)
+            if node.childlen != sum(len(c) + 1 for c in node.children):
+                problems.append(f"{path}: child length {node.childlen} is wrong")
+        if +mem != +self.node_mem:
+            problems.append(f"node memory {dict(self.node_mem)} != {dict(+mem)}")
+        for c in self.clients:
+            if c.watch_mem != sum(len(w.path) + len(w.token) for w in c.watches):
+                problems.append(f"{c!r}: watch memory {c.watch_mem} is wrong")
         return problems
 
     def _load_node(self, path: str, value: bytes, perms: tuple) -> None:
-        """Add a node while building a store (no checks, no watches)."""
-        if path in self.nodes:
-            self.nodes[path].value = value
-            old = self.nodes[path].perms
-            self.node_count[old[0][1]] -= 1
-            self.nodes[path].perms = perms
+        """Add a node while building a store (no checks, no watches; call
+        :meth:`_recount_memory` when done)."""
+        node = self.nodes.get(path)
+        if node is not None:
+            node.value = value
+            self.node_count[node.perms[0][1]] -= 1
+            node.perms = perms
             self.node_count[perms[0][1]] += 1
+            self._bump(node)
             return
         if path != "/":
-            parent = self.nodes[_parent(path)]
-            parent.children.append(_basename(path))
+            self.nodes[_parent(path)].add_child(_basename(path))
         node = _Node(value, perms, [])
         self._bump(node)
         self.nodes[path] = node
         self.node_count[perms[0][1]] += 1
+
+    def _recount_memory(self) -> None:
+        self.node_count = +self.node_count
+        mem: Counter = Counter()
+        for path, node in self.nodes.items():
+            mem[node.perms[0][1]] += _cost(path, node)
+        self.node_mem = +mem
+
+    # ------------------------------------------------------ persistence
+
+    def apply_record(self, rec) -> None:
+        """Replay one journal record (as appended to :attr:`journal`) while
+        loading a state: ``("P", path, value, perms)`` creates or updates a
+        node (a new one goes last among its parent's children), ``("D",
+        path)`` removes a subtree, ``("O", path, children)`` sets the order
+        of children, ``("S", name, perms)`` the permissions of a special
+        node, ``("W+", domid, path, token, relative, prefix_len, depth)`` /
+        ``("W-", domid, path, token)`` / ``("W0", domid)`` change a guest's
+        saved watches.  Call :meth:`_recount_memory` when done."""
+        op = rec[0]
+        if op == "P":
+            _, path, value, perms = rec
+            if path != "/" and _parent(path) not in self.nodes:
+                # never written so (parents come first); keep going anyway
+                self.apply_record(("P", _parent(path), b"", perms))
+            self._load_node(path, bytes(value), tuple(perms))
+        elif op == "D":
+            path = rec[1]
+            if path == "/" or path not in self.nodes:
+                return
+            self.nodes[_parent(path)].remove_child(_basename(path))
+            stack = [path]
+            while stack:
+                p = stack.pop()
+                node = self.nodes.pop(p, None)
+                if node is None:
+                    continue
+                self.node_count[node.perms[0][1]] -= 1
+                stack.extend(_join(p, c) for c in node.children)
+        elif op == "O":
+            _, path, children = rec
+            node = self.nodes.get(path)
+            if node is not None:
+                order = [c for c in children if c in node.children]
+                listed = set(order)
+                order += [c for c in node.children if c not in listed]
+                node.set_children(order)
+        elif op == "S":
+            _, name, perms = rec
+            if name in self.special:
+                self.special[name].perms = tuple(perms)
+        elif op == "W+":
+            _, domid, path, token, relative, prefix_len, depth = rec
+            ws = self.saved_ring_watches.setdefault(domid, [])
+            if not any(w.path == path and w.token == token for w in ws):
+                ws.append(Watch(path, token, bool(relative), int(prefix_len), depth))
+        elif op == "W-":
+            _, domid, path, token = rec
+            ws = self.saved_ring_watches.get(domid, [])
+            ws[:] = [w for w in ws if not (w.path == path and w.token == token)]
+        elif op == "W0":
+            self.saved_ring_watches.pop(rec[1], None)
+        else:
+            raise ValueError(f"unknown journal record {op!r}")
+
+    def ring_watch_state(self) -> dict:
+        """Guests' watches to keep across a restart of the daemon: those of
+        live ring connections and those loaded but not yet taken back."""
+        out = {d: [[w.path, w.token, w.relative, w.prefix_len, w.depth] for w in ws]
+               for d, ws in self.saved_ring_watches.items() if ws}
+        for c in self.clients:
+            if c.persist_watches and c.watches:
+                out[c.domid] = [[w.path, w.token, w.relative, w.prefix_len, w.depth]
+                                for w in c.watches]
+        return {str(d): ws for d, ws in out.items()}
 
     def to_state(self) -> dict:
         """A JSON-able snapshot of nodes and permissions."""
@@ -1141,17 +1593,16 @@ class XenStore:
                         for name, n in self.special.items()},
             # guests' ring connections outlive a restart of the daemon (the
             # ring lives in guest memory), so their watches are kept too
-            "ring_watches": {str(c.domid): [[w.path, w.token, w.relative, w.prefix_len, w.depth]
-                                            for w in c.watches]
-                             for c in self.clients if getattr(c, "persist_watches", False)},
+            "ring_watches": self.ring_watch_state(),
         }
 
     @classmethod
-    def from_state(cls, state: dict, quotas: Optional[dict] = None) -> "XenStore":
+    def from_state(cls, state: dict, quotas: Optional[dict] = None,
+                   soft_quotas: Optional[dict] = None) -> "XenStore":
         """Rebuild a store from :meth:`to_state` output."""
         if state.get("format") != "pyxen-xenstore" or state.get("version") != 1:
             raise ValueError("not a pyxen xenstore state")
-        store = cls(quotas, initial=False)
+        store = cls(quotas, initial=False, soft_quotas=soft_quotas)
         for entry in state["nodes"]:
             path, value, perms = entry
             if not isinstance(path, str) or not (path == "/" or _VALID_PATH.match(path)):
@@ -1171,5 +1622,6 @@ class XenStore:
         store.saved_ring_watches = {
             int(d): [Watch(p, t, bool(r), int(pl), dp) for p, t, r, pl, dp in ws]
             for d, ws in state.get("ring_watches", {}).items()}
+        store._recount_memory()
         store.dirty = False
         return store
