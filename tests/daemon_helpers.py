@@ -58,3 +58,14 @@ def xs(rd, *args):
                           capture_output=True, text=True, timeout=30)
 
 
+def daemon_pid(rd):
+    """The pid of a pyxend serving run directory rd, or None."""
+    out = subprocess.run(["pgrep", "-f", "pyxen.toolstack.daemon -F"], capture_output=True,
+                         text=True).stdout.split()
+    for pid in out:
+        try:
+            if f"PYXEN_RUN_DIR={rd}".encode() in Path(f"/proc/{pid}/environ").read_bytes():
+                return int(pid)
+        except OSError:
+            pass
+    return None

@@ -13,49 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon_helpers import cli, env_for, rows, start_daemon, wait_until, xs  # noqa: F401
-
-@pytest.fixture
-def rd(tmp_path, kvm):
-    d = tmp_path / "run"
-    d.mkdir()
-    proc = start_daemon(d)
-    yield d
-    # destroy whatever is left, then stop every pyxend serving this run
-    # directory (a test may have started a second one) and wait for them
-    r = cli(d, "list")
-    for line in r.stdout.splitlines()[2:]:
-        cli(d, "destroy", line.split()[1])
-    proc.kill()
-    proc.wait()
-    while (pid := daemon_pid(d)) is not None:
-        os.kill(pid, signal.SIGKILL)
-        wait_until(lambda: not Path(f"/proc/{pid}").exists() or
-                   Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z", timeout=10)
-
-
-def daemon_pid(rd):
-    out = subprocess.run(["pgrep", "-f", f"pyxen.toolstack.daemon -F"], capture_output=True,
-                         text=True).stdout.split()
-    for pid in out:
-        try:
-            if f"PYXEN_RUN_DIR={rd}".encode() in Path(f"/proc/{pid}/environ").read_bytes():
-                return int(pid)
-        except OSError:
-            pass
-    return None
-
-
-@pytest.fixture
-def cfgs(tmp_path, guest_elf):
-    def make(name, guest="idle", **extra):
-        elf = guest_elf(guest)
-        lines = [f'name = "{name}"', f'kernel = "{elf}"', "memory = 32"]
-        lines += [f'{k} = "{v}"' if isinstance(v, str) else f"{k} = {v}" for k, v in extra.items()]
-        p = tmp_path / f"{name}.cfg"
-        p.write_text("\n".join(lines) + "\n")
-        return str(p)
-    return make
+from daemon_helpers import cli, daemon_pid, env_for, rows, start_daemon, wait_until, xs  # noqa: F401
 
 
 def test_create_list_pause_unpause_destroy(rd, cfgs):

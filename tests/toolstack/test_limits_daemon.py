@@ -12,42 +12,8 @@ import re
 import signal
 import socket
 import time
-from pathlib import Path
 
-import pytest
-
-from daemon_helpers import cli, rows, start_daemon, wait_until, xs
-
-
-class RunDir(type(Path())):
-    """The run directory, and the pid of the pyxend serving it."""
-    pid: int
-
-
-@pytest.fixture
-def rd(tmp_path, kvm):
-    d = RunDir(tmp_path / "run")
-    d.mkdir()
-    proc = start_daemon(d)
-    d.pid = proc.pid
-    yield d
-    r = cli(d, "list")
-    for line in r.stdout.splitlines()[2:]:
-        cli(d, "destroy", line.split()[1])
-    proc.kill()
-    proc.wait()
-
-
-@pytest.fixture
-def cfgs(tmp_path, guest_elf):
-    def make(name, guest="idle", **extra):
-        elf = guest_elf(guest)
-        lines = [f'name = "{name}"', f'kernel = "{elf}"', "memory = 32"]
-        lines += [f'{k} = "{v}"' if isinstance(v, str) else f"{k} = {v}" for k, v in extra.items()]
-        p = tmp_path / f"{name}.cfg"
-        p.write_text("\n".join(lines) + "\n")
-        return str(p)
-    return make
+from daemon_helpers import cli, rows, wait_until, xs
 
 
 def request(rd, method, params=None, fds=()):
