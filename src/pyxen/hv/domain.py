@@ -14,7 +14,7 @@ from ..kvm import Kvm, GuestMemory
 from . import layout as L
 from .abi import (HYPERCALLS, SharedInfo, VcpuInfo, ENOSYS, EINVAL, ENXIO, SHUTDOWN_NAMES,
                   SHUTDOWN_crash)
-from .hypercalls import build_table
+from .hypercalls import build_table, ARG_MASKS
 from .mm import MemoryManager, PageTableError, PGT_WRITABLE
 from .vcpu import PVVcpu, GuestCrash
 from .xenheap import XenHeap
@@ -240,7 +240,13 @@ class Domain:
     # --- hypercalls ------------------------------------------------------------
     def hypercall(self, vcpu, nr, a1, a2, a3, a4, a5, nested: bool = False) -> int:
         fn = self.hypercalls.get(nr)
-        self.hypercall_counts[nr] = self.hypercall_counts.get(nr, 0) + 1
+        # counted by number; numbers that are no hypercall together (-1): a
+        # guest trying every 64-bit number must not grow this dict
+        key = nr if nr < 64 else -1
+        self.hypercall_counts[key] = self.hypercall_counts.get(key, 0) + 1
+        m = ARG_MASKS.get(nr)
+        if m is not None:       # int / unsigned int / domid_t arguments, as Xen reads them
+            a1, a2, a3, a4, a5 = a1 & m[0], a2 & m[1], a3 & m[2], a4 & m[3], a5 & m[4]
         if fn is None:
             ret = -ENOSYS
         else:
@@ -257,10 +263,13 @@ class Domain:
                 raise GuestCrash(f"internal error in hypercall {HYPERCALLS.get(nr, nr)}: {e}")
         if ret == -ENOSYS:
             key = (nr, a1 if nr in (17, 24, 29, 30, 32, 33, 12, 26) else -1)
-            if key not in self._enosys_seen:
+            # logged once per (hypercall, sub-op), for the first few only: a
+            # guest trying every number must not grow this set or the log
+            if key not in self._enosys_seen and len(self._enosys_seen) < 64:
                 self._enosys_seen.add(key)
-                self.log.warning("unimplemented hypercall %s (sub-op %s): -ENOSYS",
-                                 HYPERCALLS.get(nr, nr), key[1] if key[1] >= 0 else "-")
+                self.log.warning("unimplemented hypercall %s (sub-op %s): -ENOSYS%s",
+                                 HYPERCALLS.get(nr, nr), key[1] if key[1] >= 0 else "-",
+                                 "; no more are logged" if len(self._enosys_seen) == 64 else "")
         if self._trace is not None:
             self.trace(vcpu.id, "hypercall",
                        f"{HYPERCALLS.get(nr, nr)}({a1:#x}, {a2:#x}, {a3:#x}) = {ret}")
@@ -325,7 +334,9 @@ class Domain:
                         continue
                     left = (own - now) / 1e9
                     timeout = left if timeout is None else min(timeout, left)
-                vcpu.wake.wait(timeout)
+                # deadlines are any 64-bit value the guest chose: a wait past
+                # the host's time_t overflows (the loop waits again)
+                vcpu.wake.wait(None if timeout is None else min(timeout, 3600.0))
             return 0
         finally:
             vcpu.timer_to_block(False)

@@ -10,6 +10,7 @@ import time
 from .. import _atomic as A
 
 SECOND = 1_000_000_000
+MAX_WAIT = 3600.0                  # seconds the timer thread sleeps at most in one wait
 PVCLOCK_TSC_STABLE = 1
 
 
@@ -135,6 +136,9 @@ class TimerService:
                         finally:
                             self.cond.acquire()
                 if self.heap:
-                    self.cond.wait((self.heap[0][0] - now) / SECOND)
+                    # a guest may ask for any 64-bit deadline (set_timer_op,
+                    # VCPUOP_set_*_timer); waits longer than an hour are
+                    # cut short, they would overflow the host's time_t
+                    self.cond.wait(min((self.heap[0][0] - now) / SECOND, MAX_WAIT))
                 else:
                     self.cond.wait()

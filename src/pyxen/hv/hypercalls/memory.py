@@ -18,7 +18,7 @@ E820_RAM = 1
 def memory_op(vcpu, cmd, arg, *_):
     dom = vcpu.domain
     mem = vcpu.mem
-    cmd &= 0xF  # the upper bits carry a continuation start extent
+    cmd &= 0x3F  # Xen's MEMOP_CMD_MASK: bits 6.. carry a continuation start extent
     try:
         if cmd in (XENMEM_current_reservation, XENMEM_maximum_reservation, XENMEM_maximum_gpfn):
             (domid,) = struct.unpack("<H", mem.read(arg, 2))

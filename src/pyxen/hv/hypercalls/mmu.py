@@ -201,5 +201,18 @@ def _one_ext(vcpu, cmd, arg1, arg2) -> int:
 
 
 
+def update_va_mapping_otherdomain(vcpu, va, val, flags, domid, *_):
+    """Xen's do_update_va_mapping_otherdomain: update_va_mapping with the
+    frame owned by `domid` (get_pg_owner). DOMID_SELF is this domain; its own
+    id, DOMID_XEN and domains that do not exist are -ESRCH; a domU may not map
+    another domain's frames (XSM: -EPERM), nor I/O space (DOMID_IO)."""
+    domid &= 0xFFFF                     # domid_t
+    if domid == DOMID_SELF:
+        return update_va_mapping(vcpu, va, val, flags)
+    if domid == 0 or domid == 0x7FF1:   # domain 0, DOMID_IO
+        return -EPERM
+    return -ESRCH
+
+
 HANDLERS = {HC.mmu_update: mmu_update, HC.update_va_mapping: update_va_mapping,
-            HC.mmuext_op: mmuext_op}
+            HC.mmuext_op: mmuext_op, HC.update_va_mapping_otherdomain: update_va_mapping_otherdomain}
