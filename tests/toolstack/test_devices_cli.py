@@ -7,7 +7,6 @@ import os
 
 from daemon_helpers import cli, rows, start_daemon, wait_until
 from netns_helpers import host_links, netns  # noqa: F401  (fixture)
-from test_e2e_cli import cfgs, rd  # noqa: F401  (fixtures)
 
 
 def test_missing_disk_and_unreadable_format_fail_create(rd, cfgs, tmp_path):

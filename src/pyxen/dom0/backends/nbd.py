@@ -63,13 +63,7 @@ class QemuNbdImage:
         deadline = time.monotonic() + 10
         while True:
             if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode(errors="replace").strip()
-                self._cleanup()
-                if "lock" in err:
-                    raise ImageError(f"disk {path} is already in use writable by another "
-                                     f"domain or program ({err.splitlines()[-1]})")
-                raise ImageError(f"disk {path}: cannot open it as {fmt}: "
-                                 f"{err.splitlines()[-1] if err else 'qemu-nbd failed'}")
+                raise self._exited()
             if os.path.exists(sock_path):
                 try:
                     self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -85,12 +79,30 @@ class QemuNbdImage:
         try:
             self.size, self.tflags = self._handshake()
         except (OSError, ImageError) as e:
+            # qemu-nbd may have made its socket before it failed to open the
+            # image: then its own message says what is wrong
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+            if self.proc.poll() is not None:
+                raise self._exited() from None
             self._cleanup()
             raise ImageError(f"disk {path}: NBD handshake with qemu-nbd failed: {e}") from None
         self.sectors = self.size // SECTOR
         self.handle = 0
 
     # --- wire ----------------------------------------------------------------------------------------
+    def _exited(self) -> ImageError:
+        """The error for a qemu-nbd that exited, from what it printed."""
+        err = self.proc.stderr.read().decode(errors="replace").strip()
+        self._cleanup()
+        if "lock" in err:
+            return ImageError(f"disk {self.path} is already in use writable by another "
+                              f"domain or program ({err.splitlines()[-1]})")
+        return ImageError(f"disk {self.path}: cannot open it as {self.format}: "
+                          f"{err.splitlines()[-1] if err else 'qemu-nbd failed'}")
+
     def _recv(self, n: int) -> bytes:
         buf = bytearray(n)
         self._recv_into(memoryview(buf))
