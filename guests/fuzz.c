@@ -1,6 +1,7 @@
 /*
  * fuzz: a hypercall fuzzer.  Both vCPUs (command line "seed=N calls=M
- * [seconds=S] [progress=P] [domid=D]") issue pseudo-random hypercalls, each
+ * [seconds=S] [progress=P] [domid=D] [only=N,..] [skip=N,..] [portio=PCT]
+ * [portkinds=MASK] [portforce=PORT]") issue pseudo-random hypercalls, each
  * from its own stream of the seed: every number 0..127 through the
  * hypercall page, numbers of any 64-bit value through `syscall` (which
  * pyxen, like Xen since XSA-466's Linux, takes as a hypercall in guest
@@ -64,6 +65,16 @@
  *  - Grant entries it writes name scratch frames (writable) or its own
  *    frames only read-only, laid out so that both the v1 and the v2 reading
  *    of the table stay so.
+ *  - Port I/O (2% of the steps, portio=PCT): in/out of every size, string
+ *    forms, to pyxen's own ports (0xe0 hypercall, 0xe2/0xe3 syscall: the
+ *    TSS lets a CPL3 guest reach them) and to ports a domU has no access to
+ *    (#GP, taken by the exception table).  Left out by default (portkinds=
+ *    0x1e7; 0x3ff has them): inb/inw and rep insb from pyxen's own ports -
+ *    pyxen takes them as a hypercall/syscall while KVM still owes the guest
+ *    the IN's completion, and with page-table writes to replay the CPL0
+ *    replay stub then faults ("pyxen fault at CPL0 ... rip 0", domain
+ *    crashed) or the vCPU hangs: `only=14 portio=20 portkinds=8
+ *    portforce=224` shows it within a second.
  * Pointers that pyxen reads as requests (batches, frame lists, multicall
  * entries) point at buffers the fuzzer sanitized, whose end is an unmapped
  * guard page (a longer count faults), or at unmapped/hole addresses;
@@ -193,9 +204,10 @@ static bool chance(struct rng *r, unsigned int pct) { return below(r, 100) < pct
 /* ------------------------------------------------------------------ */
 /* results                                                            */
 /* ------------------------------------------------------------------ */
-#define NR_CODES    130          /* 0..127 through the page, 128: >= 128 through syscall */
+#define NR_CODES    131          /* 0..127 through the page, 128: >= 128 through syscall */
 #define NR_BIG      128
 #define NR_GNTST    129          /* a grant operation's status (GNTST_*), sub-op = command */
+#define NR_PORTIO   130          /* port I/O by the guest kernel, sub-op = kind; "g": it trapped */
 #define SUB_NONE    65
 #define SUB_BIG     64
 #define SUB_HI      66           /* + base: garbage in bits 32-63 of the command */
@@ -230,7 +242,7 @@ static unsigned int res_code(long ret)
 static void record(unsigned int id, unsigned long nr, unsigned int sub, unsigned int res)
 {
     struct stats *s = &stats[id];
-    unsigned int n = nr < NR_BIG || nr == NR_GNTST ? (unsigned int)nr : NR_BIG;
+    unsigned int n = nr < NR_BIG || nr == NR_GNTST || nr == NR_PORTIO ? (unsigned int)nr : NR_BIG;
     s->counts[n][res]++;
     uint32_t key = (n << 20) | (sub << 10) | res;
     uint32_t h = (key * 2654435761u) & (PATHS - 1);
@@ -287,6 +299,9 @@ struct fz_frame {
 };
 _Static_assert(__builtin_offsetof(struct fz_frame, how) == 104, "fz_frame");
 void fz_framed(struct fz_frame *fr);
+long fz_port_io(unsigned long kind, unsigned long port, unsigned long value, unsigned long arg1,
+                unsigned long buf);
+extern char fz_port_io_end[];
 long fz_syscall(uint64_t nr, uint64_t a1, uint64_t a2, uint64_t a3, uint64_t a4, uint64_t a5);
 extern char fz_event_entry[], fz_failsafe_entry[], fz_ap_entry[];
 
@@ -352,6 +367,43 @@ asm(
     "  lock incq fz_upcalls(%rip)\n"
     "  pushq $0\n"
     "  jmp hypercall_page + 23 * 32\n"
+    /* long fz_port_io(kind, port, value, arg1, buf): one in/out instruction
+     * of the guest kernel.  pyxen's own ports (hypercall 0xe0, syscall 0xe2
+     * and 0xe3) pass the TSS I/O bitmap: there rax is a harmless hypercall
+     * number and rcx/r11 the return rip/rflags a syscall port takes; any
+     * other port raises #GP, which the exception table turns into -9999. */
+    ".globl fz_port_io\n"
+    "fz_port_io:\n"
+    "  pushq %rbx\n"
+    "  movq %rdi, %r10\n"
+    "  movq %rdx, %rax\n  movq %rsi, %rdx\n  movq %r8, %rbx\n"
+    "  movq %rcx, %rdi\n  xorl %esi, %esi\n  movl $2, %r11d\n"
+    "  leaq 9f(%rip), %rcx\n"
+    "  jmp *fz_port_kinds(,%r10,8)\n"
+    "0: outb %al, (%dx)\n  jmp 9f\n"
+    "1: outw %ax, (%dx)\n  jmp 9f\n"
+    "2: outl %eax, (%dx)\n  jmp 9f\n"
+    "3: inb (%dx), %al\n  jmp 9f\n"
+    "4: inw (%dx), %ax\n  jmp 9f\n"
+    "5: inl (%dx), %eax\n  jmp 9f\n"
+    "6: outb %al, $0xe0\n  jmp 9f\n"
+    "7: outb %al, $0xe2\n  jmp 9f\n"
+    "8: movq %rbx, %rsi\n  movl $1, %ecx\n"
+    "81: rep outsb\n  jmp 9f\n"
+    "10: movq %rbx, %rdi\n  movl $1, %ecx\n"
+    "101: rep insb\n  jmp 9f\n"
+    "9: popq %rbx\n  ret\n"
+    "99: movq $-9999, %rax\n  popq %rbx\n  ret\n"
+    ".globl fz_port_io_end\n"
+    "fz_port_io_end:\n"
+    ".pushsection .rodata\n"
+    ".p2align 3\n"
+    "fz_port_kinds: .quad 0b, 1b, 2b, 3b, 4b, 5b, 6b, 7b, 8b, 10b\n"
+    ".popsection\n"
+    ".pushsection __ex_table, \"a\"\n"
+    ".p2align 3\n"
+    ".quad 0b, 99b, 1b, 99b, 2b, 99b, 3b, 99b, 4b, 99b, 5b, 99b, 6b, 99b, 7b, 99b, 81b, 99b, 101b, 99b\n"
+    ".popsection\n"
     ".globl fz_failsafe_entry\n"
     "fz_failsafe_entry:\n"
     "  ud2\n"
@@ -377,6 +429,8 @@ struct fz {
 };
 static struct fz fzs[NV];
 static volatile int go, stop, ap_ready, ap_done;
+static unsigned long port_pct = 2, port_kinds = 0x1e7;   /* portio=PCT portkinds=MASK */
+static unsigned long port_force;                          /* portforce=PORT */
 static unsigned long max_calls, progress_every, seconds;
 static uint64_t deadline_ns;
 
@@ -2128,9 +2182,46 @@ struct last { uint64_t nr, a[5], ret; unsigned int how; };
 static struct last last[NV][LAST];
 static unsigned int last_pos[NV];
 
+
+/* One in/out of the guest kernel: pyxen's own ports (which the TSS lets
+ * through: hypercall, syscall), ports a domU may not use (#GP, or emulated
+ * with an IOPL from PHYSDEVOP_set_iopl / set_iobitmap), string forms. */
+static void port_io(struct fz *f)
+{
+    static const uint16_t ports[] = { 0xe0, 0xe0, 0xe1, 0xe2, 0xe3, 0xe4, 0xe5, 0xdf, 0x70, 0x71,
+                                      0x80, 0xcf8, 0xcfc, 0x3f8, 0x0, 0xffff };
+    unsigned long kind = below(&f->r, 10);
+    if (!((port_kinds >> kind) & 1))
+        return;
+    unsigned long port = chance(&f->r, 80) ? ports[below(&f->r, ARRAY_SIZE(ports))] : (uint16_t)rnd(&f->r);
+    if (port_force)
+        port = port_force & 0xffff;
+    if (kind == 6)
+        port = 0xe0;
+    if (kind == 7)
+        port = 0xe2;
+    if ((kind == 8 || kind == 9) && (port == 0xe2 || port == 0xe3))
+        port = 0xe0;                    /* a syscall port takes rcx as the rip */
+    /* as a hypercall (0xe0, 0xe2, 0xe3): harmless numbers only */
+    static const unsigned long nrs[] = { 17, 17, 9, 64, 127, 0xffffffff, 1UL << 40 };
+    unsigned long nr = nrs[below(&f->r, ARRAY_SIZE(nrs))];
+    unsigned long arg1 = chance(&f->r, 50) ? 0 : 7;
+    unsigned long buf = kind == 9 ? (uint64_t)f->out + below(&f->r, OUT_SIZE - 8)
+                                  : (uint64_t)f->in + below(&f->r, IN_SIZE - 8);
+    long ret = fz_port_io(kind == 9 ? 9 : kind, port, nr, arg1, buf);
+    record(f->id, NR_PORTIO, (unsigned int)kind, ret == -9999 ? RES_GARBAGE : RES_ZERO);
+}
+
 static void fuzz_one(struct fz *f)
 {
     struct call c;
+    if (chance(&f->r, port_pct)) {
+        port_io(f);
+        restore(f);
+        stats[f->id].calls++;
+        f->calls++;
+        return;
+    }
     memset(&c, 0, sizeof(c));
     f->in_lo = 0;
     f->in_hi = IN_SIZE;
@@ -2212,7 +2303,7 @@ static void print_counts(void)
     char line[200], r[16], tok[40];
     for (unsigned int nr = 0; nr < NR_CODES; nr++) {
         const char *name = nr < 64 && hc_names[nr] ? hc_names[nr] : nr == NR_BIG ? "syscall>=128" :
-                           nr == NR_GNTST ? "(grant op status)" : "-";
+                           nr == NR_GNTST ? "(grant op status)" : nr == NR_PORTIO ? "(port I/O)" : "-";
         size_t pos = 0;
         line[0] = 0;
         for (unsigned int res = 0; res < NR_RES; res++) {
@@ -2389,6 +2480,8 @@ static bool trap_hook_fn(struct trap_regs *regs, uint64_t cr2)
     (void)cr2;
     if (regs->vector == X86_EXC_DB)
         return true;               /* a breakpoint the fuzzer set before it was cleared */
+    if (regs->rip >= (uint64_t)fz_port_io && regs->rip < (uint64_t)fz_port_io_end)
+        return false;              /* port I/O: the exception table takes it */
     unsigned int id = smp_id() < NV ? smp_id() : 0;
     printk("fuzz: unexpected trap on vcpu%u (its cr2 %#lx), calls so far: v0=%lu v1=%lu\n", id,
            my_vi[id] ? my_vi[id]->arch.cr2 : 0, stats[0].calls, stats[1].calls);
@@ -2645,6 +2738,9 @@ void test_main(void)
     seconds = cmdline_get_ulong("seconds", 0);
     progress_every = cmdline_get_ulong("progress", 5000);
     self_domid = (unsigned int)cmdline_get_ulong("domid", 1);
+    port_pct = cmdline_get_ulong("portio", 2);
+    port_kinds = cmdline_get_ulong("portkinds", 0x1e7);
+    port_force = cmdline_get_ulong("portforce", 0);
     printk("fuzz: seed=%lu calls=%lu seconds=%lu\n", (unsigned long)seed, max_calls, seconds);
 
     if (traps_init())

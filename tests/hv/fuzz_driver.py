@@ -153,7 +153,8 @@ def xen_has(paths) -> list[str]:
         if what and (p.nr, None) in XEN_HAS and p.nr in (16, 19) and (p.sub is None or p.sub > 13):
             continue                      # compat ops: only the sub-ops Xen knows count
         if what:
-            out.add(f"{NAMES.get(p.nr, p.nr)}({p.nr}).{'-' if p.sub is None else p.sub}: {what}")
+            sub = "*" if (p.nr, None) in XEN_HAS else "-" if p.sub is None else p.sub
+            out.add(f"{NAMES.get(p.nr, p.nr)}({p.nr}).{sub}: {what}")
     return sorted(out)
 
 
@@ -171,7 +172,7 @@ NAMES = {0: "set_trap_table", 1: "mmu_update", 2: "set_gdt", 3: "stack_switch",
          31: "xenoprof_op", 32: "event_channel_op", 33: "physdev_op", 34: "hvm_op",
          35: "sysctl", 36: "domctl", 37: "kexec_op", 38: "tmem_op", 39: "argo_op",
          40: "xenpmu_op", 41: "dm_op", 42: "hypfs_op", 128: "syscall>=128",
-         129: "grant-op-status"}
+         129: "grant-op-status", 130: "port-io", 48: "mca", 49: "paging_domctl_cont"}
 
 _TOKEN = re.compile(r"(\d+)\.(-|x|\d+)(h?)=(0|\+|g|i|-\d+)x(\d+)")
 
@@ -204,6 +205,8 @@ def parse_paths(console: str) -> dict[Path_, int]:
 def judge_result(p: Path_) -> str | None:
     """Why Xen could not have returned this, or None."""
     if p.res in ("0", "i"):
+        return None
+    if p.nr == 130:                           # port I/O: returned, or trapped ("g")
         return None
     if p.nr == 129:                           # a grant operation's GNTST_* status
         return None if p.res.startswith("-") and -13 <= int(p.res) < 0 else "no GNTST_* status"
@@ -487,9 +490,11 @@ def long_run(seconds: float, seed: int | None, calls: int = 100_000) -> int:
         print(f"fuzz: so far {total} calls, {rate:.0f} calls/s, {len(all_paths)} distinct "
               f"(hypercall, sub-op, result) paths, failed seeds: {failed or 'none'}", flush=True)
     rate = total / busy if busy else 0.0
+    past = {p for p in all_paths if p.res != "-38"}
     print(f"fuzz: done: {n} domains, {total} calls in {busy:.0f} s ({rate:.0f} calls/s), "
-          f"{len(all_paths)} distinct paths, "
-          f"{len({(p.nr, p.sub, p.hi) for p in all_paths})} distinct (hypercall, sub-op)")
+          f"{len(all_paths)} distinct (hypercall, sub-op, result) paths ({len(past)} of them "
+          f"past -ENOSYS), {len({(p.nr, p.sub, p.hi) for p in all_paths})} distinct "
+          f"(hypercall, sub-op)")
     has = xen_has(all_paths)
     if has:
         print(f"fuzz: -ENOSYS where Xen has the operation ({len(has)}, not counted as failures):")
