@@ -395,6 +395,18 @@ def _unmap_complete(dom, rgt, ref, mfn, done) -> None:
 
 
 # --- table setup and queries ------------------------------------------------------------------
+def _copy_frame_list(mem, flist: int, mfns) -> int:
+    """Write frame numbers to the guest's list: GNTST_okay, or
+    GNTST_bad_virt_addr if any entry could not be written."""
+    status = GNTST_okay
+    for i, mfn in enumerate(mfns):
+        try:
+            mem.write(flist + 8 * i, struct.pack("<Q", mfn))
+        except GuestFault:
+            status = GNTST_bad_virt_addr
+    return status
+
+
 def _setup_table(vcpu, uop, count) -> int:
     dom = vcpu.domain
     gt = dom.grants
@@ -410,11 +422,7 @@ def _setup_table(vcpu, uop, count) -> int:
             status = GNTST_general_error
         else:
             gt.grow(nr)
-            for i, mfn in enumerate(gt.frame_mfns()[:nr]):
-                try:
-                    mem.write(flist + 8 * i, struct.pack("<Q", mfn))
-                except GuestFault:
-                    status = GNTST_bad_virt_addr
+            status = _copy_frame_list(mem, flist, gt.frame_mfns()[:nr])
     mem.write(uop + 8, _STATUS16.pack(status))
     return 0
 
@@ -433,11 +441,7 @@ def _get_status_frames(vcpu, uop, count) -> int:
         if nr > len(gt.status_frames):
             status = GNTST_general_error
         else:
-            for i, mfn in enumerate(gt.status_mfns()[:nr]):
-                try:
-                    mem.write(flist + 8 * i, struct.pack("<Q", mfn))
-                except GuestFault:
-                    status = GNTST_bad_virt_addr
+            status = _copy_frame_list(mem, flist, gt.status_mfns()[:nr])
     mem.write(uop + 6, _STATUS16.pack(status))
     return 0
 
