@@ -44,12 +44,12 @@ def rows(rd):
     return out
 
 
-def wait_until(pred, timeout=10.0):
+def wait_until(pred, timeout=10.0, interval=0.1):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if pred():
             return True
-        time.sleep(0.1)
+        time.sleep(interval)
     return pred()
 
 
