@@ -17,7 +17,7 @@ def test_guest_survives_a_flood_of_kicks(kvm, guest_elf):
 
     def kicker():
         while not stop.is_set():
-            dom.vcpus[0].kvm.kick()
+            dom.vcpus[0].kvcpu.kick()
             time.sleep(0.00002)
     try:
         dom.build(load_kernel(guest_elf("pagetables")))
@@ -38,7 +38,7 @@ def test_event_for_a_masked_vcpu_still_kicks_it(kvm):
     try:
         v = dom.vcpus[0]
         kicks = []
-        v.kvm.kick = lambda: kicks.append(1)
+        v.kvcpu.kick = lambda: kicks.append(1)
         v.vcpu_info.evtchn_upcall_mask = 1
         v.thread_ident = -1                      # raised from another thread
         dom.events.mark_pending(v)

@@ -83,7 +83,7 @@ class Domain:
         self.events.shared = self.heap.mem.addr + self.heap.shared_info_off
         self.connect_remote_port = None   # set by a daemon that links domains
         self.vcpus = [PVVcpu(self, i) for i in range(vcpus)]
-        self.clock = Clock(self.vcpus[0].kvm.tsc_khz())
+        self.clock = Clock(self.vcpus[0].kvcpu.tsc_khz())
         self.clock.update_wallclock(self.shared_info)
         for v in self.vcpus:
             v.update_time()
@@ -140,7 +140,7 @@ class Domain:
             self.stopped = True
             for v in self.vcpus[1:]:
                 v.wake.set()
-                v.kvm.kick()
+                v.kvcpu.kick()
             for v in self.vcpus[1:]:
                 if v.thread is not None:
                     v.thread.join(5)
@@ -159,7 +159,7 @@ class Domain:
         for v in self.vcpus:
             v.wake.set()
             if v.thread_ident != me:
-                v.kvm.kick()
+                v.kvcpu.kick()
 
     def unpause(self) -> None:
         self.paused = False
@@ -235,7 +235,7 @@ class Domain:
         for v in self.vcpus:
             v.wake.set()
             if v.thread_ident != me:
-                v.kvm.kick()
+                v.kvcpu.kick()
 
     # --- hypercalls ------------------------------------------------------------
     def hypercall(self, vcpu, nr, a1, a2, a3, a4, a5, nested: bool = False) -> int:
@@ -295,7 +295,7 @@ class Domain:
             for v in self.vcpus:
                 if v is not vcpu and v.pv.online:
                     v.flush_pending = True
-                    v.kvm.kick()
+                    v.kvcpu.kick()
 
     def block(self, vcpu, poll) -> int:
         """SCHEDOP_block (poll None): enable event delivery and sleep until an

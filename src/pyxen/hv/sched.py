@@ -83,7 +83,7 @@ class DomainScheduler:
                 # sit out until the average is back under the cap
                 self.throttle_until = now + (used - budget) * 100 / self.cap
                 for v in self.dom.vcpus:
-                    v.kvm.kick()
+                    v.kvcpu.kick()
             if now - window_start > window:
                 last, window_start = self._cpu_time(), now
 

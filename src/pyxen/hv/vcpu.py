@@ -123,9 +123,9 @@ class PVVcpu:
     def __init__(self, domain, vcpu_id: int):
         self.domain = domain
         self.id = vcpu_id
-        self.kvm = domain.vm.create_vcpu(vcpu_id)
-        self.kvm.set_cpuid(domain.cpuid_entries)
-        self.run_struct = self.kvm.run_struct
+        self.kvcpu = domain.vm.create_vcpu(vcpu_id)
+        self.kvcpu.set_cpuid(domain.cpuid_entries)
+        self.run_struct = self.kvcpu.run_struct
         self.pv = PVState()
         self.mem = GuestMemoryAccess(domain.mm, self._cr3_mfn)
         # kernel view, whatever mode the vCPU is in (for areas the guest
@@ -162,8 +162,8 @@ class PVVcpu:
         self.sregs = KS.Sregs()
         self._sregs_valid = False
         heap = domain.heap
-        self.kvm.set_msrs(C.initial_msrs(heap.lstar, heap.cstar))
-        s = self.kvm.get_sregs()
+        self.kvcpu.set_msrs(C.initial_msrs(heap.lstar, heap.cstar))
+        s = self.kvcpu.get_sregs()
         C.initial_sregs(s, vcpu_id, heap.gdt_base(vcpu_id), heap.tss_base(vcpu_id), 0)
         self.sregs = s
         self.run_struct.kvm_valid_regs = KI.KVM_SYNC_X86_REGS
@@ -179,7 +179,7 @@ class PVVcpu:
         stale and the guest may already have missed the pending flag."""
         self.wake.set()
         if threading.get_ident() != self.thread_ident:
-            self.kvm.kick()
+            self.kvcpu.kick()
 
     def may_redirect(self) -> bool:
         """Whether pyxen may move the vCPU elsewhere now (an upcall, a replay
@@ -192,7 +192,7 @@ class PVVcpu:
         if self.fetch_sregs().cs.selector & 3 == 0:
             return False
         if self.kicked:
-            ev = self.kvm.get_events()
+            ev = self.kvcpu.get_events()
             if ev.exception_pending or ev.exception_injected or ev.nmi_pending \
                     or ev.nmi_injected or ev.interrupt_injected:
                 return False
@@ -330,7 +330,7 @@ class PVVcpu:
 
     def fetch_sregs(self) -> KS.Sregs:
         if not self._sregs_valid:
-            self.sregs = self.kvm.get_sregs()
+            self.sregs = self.kvcpu.get_sregs()
             self._sregs_valid = True
         return self.sregs
 
@@ -346,11 +346,11 @@ class PVVcpu:
         self.pv.online = True
         s = self.sregs
         s.cr3 = l4_mfn << 12
-        self.kvm.set_sregs(s)
+        self.kvcpu.set_sregs(s)
         r = KS.Regs()
         r.rip, r.rsp, r.rsi = rip, rsp, rsi
         r.rflags = C.RFLAGS_IF | C.RFLAGS_RESERVED1
-        self.kvm.set_regs(r)
+        self.kvcpu.set_regs(r)
         if self.vcpu_info is not None:
             self.vcpu_info.evtchn_upcall_mask = 1
 
@@ -410,12 +410,12 @@ class PVVcpu:
          r.rdx, r.rsi, r.rdi) = ur
         r.rip, r.rsp = rip, rsp
         r.rflags = (rflags & ~(C.RFLAGS_IOPL3)) | C.RFLAGS_IF | 2
-        self.kvm.set_regs(r)
-        s = self.kvm.get_sregs()
+        self.kvcpu.set_regs(r)
+        s = self.kvcpu.get_sregs()
         C.initial_sregs(s, self.id, dom.heap.gdt_base(self.id), dom.heap.tss_base(self.id),
                         l4 << 12)
         s.fs.base, s.gs.base = fs_base, gs_kernel
-        self.kvm.set_sregs(s)
+        self.kvcpu.set_sregs(s)
         self._sregs_valid = False
         self.vcpu_info.evtchn_upcall_mask = 1
         self.initialised = True
@@ -689,11 +689,11 @@ class PVVcpu:
                 break
             # more than one list's worth: replay this one and come back
             r.rip, r.rsp = L.priv(L.APPLY_OFF), heap.stack_top(self.id)
-            reason = self.kvm.run()
+            reason = self.kvcpu.run()
             while reason == -1:
                 # a kick ended KVM_RUN before or inside the stub: KVM applied
                 # and stored the registers, so running again resumes the stub
-                reason = self.kvm.run()
+                reason = self.kvcpu.run()
             if reason != KI.KVM_EXIT_IO or self.run_struct.exit.io.port != L.PORT_APPLY:
                 raise GuestCrash(f"page-table replay stub failed (exit {reason})")
         if not chunks:                      # only a TLB flush to do
@@ -720,8 +720,8 @@ class PVVcpu:
 
     def crash_report(self) -> str:
         try:
-            r = self.kvm.get_regs()
-            s = self.kvm.get_sregs()
+            r = self.kvcpu.get_regs()
+            s = self.kvcpu.get_sregs()
         except OSError:
             return f"vcpu{self.id}: registers unavailable"
         names = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp",
@@ -739,7 +739,7 @@ class PVVcpu:
     def run(self) -> None:
         """Run this vCPU until the domain shuts down or crashes."""
         dom = self.domain
-        kvm = self.kvm
+        kvm = self.kvcpu
         rs = self.run_struct
         PORT_HC, PORT_TRAP, PORT_SYS = L.PORT_HYPERCALL, L.PORT_TRAP, L.PORT_SYSCALL
         self.thread_ident = threading.get_ident()

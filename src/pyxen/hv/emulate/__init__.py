@@ -71,7 +71,7 @@ class Emulator:
         if self._policy is None:
             from ..hypercalls.version import XEN_MAJOR, XEN_MINOR
             try:
-                khz = vcpu.kvm.tsc_khz()
+                khz = vcpu.kvcpu.tsc_khz()
             except OSError:
                 khz = 0
             from ... import _atomic

@@ -300,7 +300,7 @@ def _dr_result(rc: int) -> int:
 
 # --- MSRs ----------------------------------------------------------------------------------
 def guest_tsc(vcpu) -> int:
-    return vcpu.kvm.get_msrs([MSR_TSC]).get(MSR_TSC, 0)
+    return vcpu.kvcpu.get_msrs([MSR_TSC]).get(MSR_TSC, 0)
 
 
 def guest_misc_enable(val: int) -> int:
@@ -331,7 +331,7 @@ def read_msr(em, vcpu, msr: int) -> int:
     if msr == MSR_TSC_AUX:
         if not pol.has("RDTSCP"):
             return 0
-        return vcpu.kvm.get_msrs([MSR_TSC_AUX]).get(MSR_TSC_AUX, 0)
+        return vcpu.kvcpu.get_msrs([MSR_TSC_AUX]).get(MSR_TSC_AUX, 0)
     if msr == MSR_IA32_CR_PAT:
         return XEN_MSR_PAT
     if msr in (MSR_INTEL_PLATFORM_INFO, MSR_INTEL_MISC_FEATURES_ENABLES):
@@ -339,7 +339,7 @@ def read_msr(em, vcpu, msr: int) -> int:
     if msr in (MSR_IA32_PERF_CAPABILITIES, MSR_IA32_DEBUGCTL):
         return 0                 # DEBUGCTL: no LBR/BTF/BTS for a PV guest (XTF debug-regs)
     if msr == MSR_IA32_MISC_ENABLE and not pol.amd:
-        v = vcpu.kvm.get_msrs([msr]).get(msr)
+        v = vcpu.kvcpu.get_msrs([msr]).get(msr)
         if v is None:
             raise Fault(13, 0)
         return guest_misc_enable(v)

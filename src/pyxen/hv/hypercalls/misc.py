@@ -95,7 +95,7 @@ def set_debugreg(vcpu, reg, value, *_):
 def _arm(vcpu) -> None:
     d = vcpu.pv.debugreg
     try:
-        vcpu.kvm.set_debugregs(d[0:4], d[6], d[7])
+        vcpu.kvcpu.set_debugregs(d[0:4], d[6], d[7])
     except OSError as e:
         vcpu.domain.trace(vcpu.id, "dr", f"KVM_SET_DEBUGREGS failed: {e}")
 
@@ -116,7 +116,7 @@ def get_debugreg(vcpu, reg, *_):
 def debug_exception(vcpu) -> None:
     """A #DB reached pyxen: the guest's %dr6 takes the hardware's status bits."""
     try:
-        dr6 = vcpu.kvm.get_debugregs().dr6
+        dr6 = vcpu.kvcpu.get_debugregs().dr6
     except OSError:
         return
     pv = vcpu.pv

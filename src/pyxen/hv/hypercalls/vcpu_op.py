@@ -44,7 +44,7 @@ def vcpu_op(vcpu, cmd, vcpuid, arg, *_):
             if target is not vcpu and target.pv.online:
                 target.pv.online = False
                 target.set_runstate(3)
-                target.kvm.kick()
+                target.kvcpu.kick()
                 return 0
             if target is vcpu:
                 vcpu.pv.online = False
