@@ -15,11 +15,11 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from ..hv.abi import MAX_GUEST_CMDLINE, SIF_MOD_START_PFN, START_INFO_MAGIC, StartInfo
 from .elf import KernelImage
 from .errors import KernelImageError
 
 PAGE = 4096
-SIF_MOD_START_PFN = 1 << 3
 P, RW, US, A, D = 1, 2, 4, 0x20, 0x40
 _Q = struct.Struct("<Q")
 MB = 1 << 20
@@ -178,16 +178,14 @@ def build_pv(ram, nr_pages: int, image: KernelImage, *, ramdisk: bytes | None, c
             raise KernelImageError(image.path, f"HYPERCALL_PAGE {hp:#x} falls on a bootstrap page-table page")
         ram[hpfn * PAGE:(hpfn + 1) * PAGE] = hypercall_page(hypercall_port)
 
-    # start_info
-    si = bytearray(PAGE)
-    si[0:32] = b"xen-3.0-x86_64".ljust(32, b"\0")
-    struct.pack_into("<QQI", si, 32, nr_pages, shared_info_maddr, si_flags)
-    struct.pack_into("<QI", si, 56, pfn_of(store_va), store_evtchn)
-    struct.pack_into("<QI", si, 72, pfn_of(cons_va), console_evtchn)
-    struct.pack_into("<QQQQQ", si, 88, pt_va, nr_pt, p2m_va, rd_va, rd_len)
-    cmd = cmdline.encode()[:1023]
-    si[128:128 + len(cmd)] = cmd
-    ram[si_va - vb:si_va - vb + PAGE] = si
+    # start_info (the rest of its page stays zero)
+    si = StartInfo(magic=START_INFO_MAGIC, nr_pages=nr_pages, shared_info=shared_info_maddr,
+                   flags=si_flags, store_mfn=pfn_of(store_va), store_evtchn=store_evtchn,
+                   console_mfn=pfn_of(cons_va), console_evtchn=console_evtchn,
+                   pt_base=pt_va, nr_pt_frames=nr_pt, mfn_list=p2m_va,
+                   mod_start=rd_va, mod_len=rd_len,
+                   cmd_line=cmdline.encode()[:MAX_GUEST_CMDLINE - 1])
+    ram[si_va - vb:si_va - vb + PAGE] = bytes(si).ljust(PAGE, b"\0")
 
     if set_m2p is not None:
         for pfn in range(nr_pages):
