@@ -2,8 +2,12 @@
 
 Modules:
 
-* :mod:`.store`    -- the data model and every operation's semantics
-                      (permissions, quotas, transactions, watches); no I/O.
+* :mod:`.store`    -- :class:`~.store.XenStore`: every operation's
+                      semantics, on the parts below; no I/O.
+* :mod:`.core`     -- the node tree, paths, permissions, connections.
+* :mod:`.transactions` -- open / commit, nodes seen through a transaction.
+* :mod:`.watches`  -- watch registration and events.
+* :mod:`.domains`  -- introduced domains, quotas, memory accounting.
 * :mod:`.persist`  -- the state on disk: a JSON snapshot plus an
                       append-only log (group commit, compaction).
 * :mod:`.protocol` -- the xs_wire message format and a per-client

@@ -48,7 +48,8 @@ import zlib
 from pathlib import Path
 from typing import Optional, Union
 
-from .store import XenStore, format_perm, parse_perm
+from .core import format_perm, parse_perm
+from .store import XenStore
 
 __all__ = ["save_state", "load_state", "load_or_create", "StateLog", "log_path",
            "COMPACT_MIN"]

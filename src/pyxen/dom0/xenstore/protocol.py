@@ -21,7 +21,8 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from .store import PAYLOAD_MAX, XenStore, XenStoreError, format_perm
+from .core import PAYLOAD_MAX, XenStoreError, format_perm
+from .store import XenStore
 
 __all__ = [
     "XS_CONTROL", "XS_DEBUG", "XS_DIRECTORY", "XS_READ", "XS_GET_PERMS",

@@ -50,7 +50,8 @@ from typing import Callable, Optional, Union
 from .persist import COMPACT_MIN, StateLog, load_or_create
 from .protocol import Connection, ProtocolError
 from .ring import TURN_REQUESTS, RingTransport
-from .store import DEFAULT_QUOTAS, DEFAULT_SOFT_QUOTAS, QUOTA_ALIASES, XenStore
+from .domains import DEFAULT_QUOTAS, DEFAULT_SOFT_QUOTAS, QUOTA_ALIASES
+from .store import XenStore
 
 __all__ = ["XenStoreServer", "main", "DEFAULT_SOCKET"]
 
