@@ -31,7 +31,8 @@ __all__ = [
     "perm_bits", "canonical_path", "Node", "node_cost", "Client", "Tree",
     "PAYLOAD_MAX", "ABS_PATH_MAX", "REL_PATH_MAX", "DOMID_SELF",
     "DOMID_FIRST_RESERVED", "SPECIAL_PATHS", "INITIAL_PATHS",
-    "PERM_READ", "PERM_WRITE", "PERM_OWNER", "NODE_HEADER", "PERM_SIZE",
+    "PERM_READ", "PERM_WRITE", "PERM_OWNER", "PERM_BITS", "NODE_HEADER", "PERM_SIZE",
+    "VALID_PATH", "MISSING", "parent", "basename", "join", "is_child", "levels_below",
 ]
 
 #: errno names a reply may carry, in xs_wire.h's xsd_errors order.
