@@ -178,3 +178,24 @@ def test_expand_array_needs_fifo_and_reset_goes_back_to_2l():
     assert ev.reset() == []
     assert ev.expand_array(ctypes.addressof(arr)) == -E.EOPNOTSUPP
     assert ev.init_control(0, ctypes.addressof(cb)) == 0
+
+
+def test_abi_objects_is_masked():
+    """The ABI is an object (Xen's evtchn_port_ops): TwoLevel until the
+    first EVTCHNOP_init_control, Fifo from then; is_masked reads the ABI's
+    own mask (a FIFO port without an event word counts as masked, as in Xen)."""
+    from pyxen import _atomic as A
+    dom, ev = make(1)
+    assert isinstance(ev.abi, E.TwoLevel) and ev.limit() == E.DEFAULT_MAX_PORT + 1
+    p = ev.bind_ipi(0)
+    assert not ev.is_masked(p)
+    A.set_bit(ev.shared + E.SHARED_MASK_OFF, p)
+    assert ev.is_masked(p)
+    assert ev.set_priority(p, 3) == -E.ENOSYS
+    dom, ev = make(1, fifo=True)
+    assert isinstance(ev.abi, E.Fifo) and ev.fifo
+    p = ev.bind_ipi(0)
+    assert not ev.is_masked(p) and ev.is_masked(2000)
+    dom.words[p] |= 1 << E.FIFO_MASKED
+    assert ev.is_masked(p)
+    assert ev.set_priority(p, 16) == -E.EINVAL and ev.set_priority(p, 3) == 0

@@ -1,5 +1,9 @@
-"""Event channels for one domain (Xen's common/event_channel.c with the
-2-level ABI of event_2l.c and the FIFO ABI of event_fifo.c).
+"""Event channels for one domain (Xen's common/event_channel.c): the port
+table and its state machine (allocate, bind, close, send). What the guest
+sees of an event is the ABI's, as Xen's evtchn_port_ops: `self.abi` is an
+evtchn_2l.TwoLevel (event_2l.c) or, from the first EVTCHNOP_init_control
+until EVTCHNOP_reset, an evtchn_fifo.Fifo (event_fifo.c); both implement
+evtchn_ops.PortOps and are called with `self.lock` held.
 
 Bits the guest also changes (pending/mask words, selectors, FIFO event
 words) are updated with real atomic instructions (pyxen._atomic), because
@@ -9,25 +13,24 @@ from __future__ import annotations
 
 import heapq
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .. import _atomic as A
-from .abi import EINVAL, ENOSPC, EBUSY, ENOENT, EPERM, ESRCH, ENOSYS, EEXIST, EOPNOTSUPP
+from .abi import EINVAL, ENOSPC, ENOENT, ESRCH, EEXIST, ENOSYS, EOPNOTSUPP  # noqa: F401
+from .evtchn_ops import PortOps
+from .evtchn_2l import TwoLevel
+from .evtchn_fifo import Fifo, PRIORITY_DEFAULT
+# the ABIs' constants, for those who know them from here
+from .evtchn_2l import NR_2L, SHARED_PENDING_OFF, SHARED_MASK_OFF  # noqa: F401
+from .evtchn_fifo import (NR_FIFO, FIFO_PENDING, FIFO_MASKED, FIFO_LINKED,  # noqa: F401
+                          FIFO_BUSY, FIFO_LINK_MASK, FIFO_CONTROL_BLOCK_SIZE, FIFO_MAX_ARRAY_PAGES)
 
 CLOSED, UNBOUND, INTERDOMAIN, PIRQ, VIRQ, IPI = 0, 1, 2, 3, 4, 5
-NR_2L = 64 * 64
-NR_FIFO = 1 << 17
 #: xl's default max_event_channels (libxl: b_info->event_channels = 1023):
 #: the highest port a domain may allocate (port 0 is never allocated)
 DEFAULT_MAX_PORT = 1023
 NR_VIRQS = 24
 GLOBAL_VIRQS = {1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12, 13}   # bound to vCPU 0 only
-FIFO_PENDING, FIFO_MASKED, FIFO_LINKED, FIFO_BUSY = 31, 30, 29, 28
-FIFO_LINK_MASK = (1 << 17) - 1
-PRIORITY_DEFAULT = 7
-FIFO_CONTROL_BLOCK_SIZE = 72          # ready, reserved, head[16]
-FIFO_MAX_ARRAY_PAGES = NR_FIFO // 1024
-SHARED_PENDING_OFF, SHARED_MASK_OFF = 2048, 2560
 
 
 @dataclass
@@ -63,12 +66,6 @@ class RemoteEnd:
             fn()
 
 
-@dataclass
-class FifoQueue:
-    head_addr: int = 0    # host address of control_block.head[prio]
-    tail: int = 0
-
-
 class EventChannels:
     def __init__(self, domain, max_port: int = DEFAULT_MAX_PORT):
         self.dom = domain
@@ -80,21 +77,20 @@ class EventChannels:
         self._in_free: set[int] = set()
         self.lock = threading.RLock()
         self.virq_ports: dict[tuple[int, int], int] = {}   # (vcpu, virq) -> port
-        self.fifo = False
-        self.fifo_pages: list[int] = []                   # host addresses of event array pages
-        self.fifo_ctl: dict[int, int] = {}                # vcpu -> host address of control block
-        self.fifo_queues: dict[int, list[FifoQueue]] = {}
-        # guest frames under the FIFO structures, whose (writable type)
-        # references the hypercall layer took and drops again on reset
-        self.fifo_frames: list[int] = []
         self.shared = 0                                    # host address of shared_info
+        self.abi: PortOps = TwoLevel(self)                 # Xen's d->evtchn_port_ops
+
+    @property
+    def fifo(self) -> bool:
+        """Whether the domain uses the FIFO ABI."""
+        return isinstance(self.abi, Fifo)
 
     # --- allocation --------------------------------------------------------
     def limit(self) -> int:
         """One past the highest port that may be allocated: the ABI's size
         or max_event_channels, whichever is smaller (Xen's
         evtchn_allocate_port: port > max_evtchn_port or >= max_evtchns)."""
-        return min(NR_FIFO if self.fifo else NR_2L, self.max_port + 1)
+        return min(self.abi.max_ports, self.max_port + 1)
 
     def alloc(self) -> int:
         """The lowest free port, or -ENOSPC. A min-heap of closed ports and
@@ -127,17 +123,9 @@ class EventChannels:
 
     # --- raising ---------------------------------------------------------------
     def set_pending(self, port: int) -> None:
+        """Raise a bound port (Xen's evtchn_port_set_pending). Lock held."""
         ch = self.ports[port]
-        vcpu = self.dom.vcpus[ch.vcpu]
-        if self.fifo:
-            self._fifo_set_pending(port, ch, vcpu)
-            return
-        if A.set_bit(self.shared + SHARED_PENDING_OFF, port):
-            return
-        self.dom.wake_pollers(port)
-        if not A.test_bit(self.shared + SHARED_MASK_OFF, port) and \
-                not A.set_bit(vcpu.vcpu_info_addr + 8, port // 64):
-            self.mark_pending(vcpu)
+        self.abi.set_pending(port, ch, self.dom.vcpus[ch.vcpu])
 
     def raise_port(self, port: int) -> None:
         """Make a port pending from outside the guest (a dom0 service, a timer)."""
@@ -146,35 +134,21 @@ class EventChannels:
                 self.set_pending(port)
 
     def mark_pending(self, vcpu) -> None:
+        """evtchn_upcall_pending for `vcpu`, kicked if newly set (Xen's
+        vcpu_mark_events_pending): what both ABIs do for a visible event."""
         if A.xchg8(vcpu.vcpu_info_addr, 1) == 0:
             vcpu.notify_event()
 
     def is_pending(self, port: int) -> bool:
-        if self.fifo:
-            w = self._fifo_word(port)
-            return bool(w and A.test_bit(w & ~7, (w & 4) * 8 + FIFO_PENDING))
-        return A.test_bit(self.shared + SHARED_PENDING_OFF, port)
+        return self.abi.is_pending(port)
+
+    def is_masked(self, port: int) -> bool:
+        return self.abi.is_masked(port)
 
     def unmask(self, port: int) -> None:
         with self.lock:         # FIFO linking must not interleave with a raiser's
-            self._unmask(port)
-
-    def _unmask(self, port: int) -> None:
-        ch = self.ports[port]
-        vcpu = self.dom.vcpus[ch.vcpu]
-        if self.fifo:
-            w = self._fifo_word(port)
-            if w is None:
-                return
-            base, bit = w & ~7, (w & 4) * 8
-            A.clear_bit(base, bit + FIFO_MASKED)
-            if A.test_bit(base, bit + FIFO_PENDING):
-                self._fifo_set_pending(port, ch, vcpu, already_pending=True)
-            return
-        if A.clear_bit(self.shared + SHARED_MASK_OFF, port) and \
-                A.test_bit(self.shared + SHARED_PENDING_OFF, port) and \
-                not A.set_bit(vcpu.vcpu_info_addr + 8, port // 64):
-            self.mark_pending(vcpu)
+            ch = self.ports[port]
+            self.abi.unmask(port, ch, self.dom.vcpus[ch.vcpu])
 
     def send(self, port: int) -> int:
         """EVTCHNOP_send from this domain's side."""
@@ -339,8 +313,7 @@ class EventChannels:
             end = ch.remote
             self.ports[port] = Channel()
             self._freed(port)
-            if not self.fifo:
-                A.clear_bit(self.shared + SHARED_PENDING_OFF, port)
+            self.abi.clear_pending(port)
         if isinstance(end, RemoteEnd):
             end.release()
         return 0
@@ -370,127 +343,38 @@ class EventChannels:
             for p in range(1, len(self.ports)):
                 if self.ports[p].state != CLOSED and not self.ports[p].consumer:
                     self.close(p)
-            if not self.fifo:
-                return []
-            # pyxen's own ports stay bound: keep their pending state, as
-            # Xen's setup_ports() does when it switches the other way
-            for p in range(1, len(self.ports)):
-                ch = self.ports[p]
-                if ch.state != CLOSED and p < NR_2L and (ch.fifo_pending or self.is_pending(p)):
-                    A.set_bit(self.shared + SHARED_PENDING_OFF, p)
-                ch.fifo_pending, ch.fifo_queue, ch.priority = False, None, PRIORITY_DEFAULT
+            two_level = TwoLevel(self)
+            frames = self.abi.reset(two_level)
+            self.abi = two_level
             # the 2-level ABI has 4096 ports: drop the closed ones above
-            while len(self.ports) > NR_2L and self.ports[-1].state == CLOSED:
+            while len(self.ports) > two_level.max_ports and self.ports[-1].state == CLOSED:
                 self.ports.pop()
-            frames = self.fifo_frames
-            self.fifo = False
-            self.fifo_pages, self.fifo_ctl, self.fifo_queues, self.fifo_frames = [], {}, {}, []
             return frames
 
-    # --- FIFO ABI -------------------------------------------------------------------
-    def _fifo_word(self, port: int) -> int | None:
-        page = port // 1024
-        if page >= len(self.fifo_pages):
-            return None
-        return self.fifo_pages[page] + (port % 1024) * 4
-
+    # --- the FIFO ABI's control structures -------------------------------------------
     def init_control(self, vcpu_id: int, ctl_addr: int, frame: int | None = None) -> int:
         """EVTCHNOP_init_control once the guest's arguments are checked and its
         frame mapped (hypercalls/evtchn.py): the first control block switches
         the domain to the FIFO ABI with an empty event array."""
         with self.lock:
-            if vcpu_id in self.fifo_ctl:
-                return -EINVAL
-            self.fifo_ctl[vcpu_id] = ctl_addr
-            self.fifo_queues[vcpu_id] = [FifoQueue(ctl_addr + 8 + 4 * q) for q in range(16)]
-            if frame is not None:
-                self.fifo_frames.append(frame)
-            if not self.fifo:
-                self.fifo = True
-            return 0
+            fifo = self.abi if isinstance(self.abi, Fifo) else Fifo(self)
+            rc = fifo.init_control(vcpu_id, ctl_addr, frame)
+            if rc == 0:
+                self.abi = fifo
+            return rc
 
-    def array_full(self) -> bool:
-        return len(self.fifo_pages) >= FIFO_MAX_ARRAY_PAGES
+    def has_control_block(self, vcpu_id: int) -> bool:
+        return self.abi.has_control_block(vcpu_id)
+
+    def can_expand(self) -> int:
+        """0 when EVTCHNOP_expand_array may add a page, else -EOPNOTSUPP (no
+        FIFO control block yet) or -ENOSPC (the array is full)."""
+        return self.abi.can_expand()
 
     def expand_array(self, page_addr: int, frame: int | None = None) -> int:
         with self.lock:
-            if not self.fifo:
-                return -EOPNOTSUPP          # Xen: no FIFO control block yet
-            if self.array_full():
-                return -ENOSPC
-            self.fifo_pages.append(page_addr)
-            if frame is not None:
-                self.fifo_frames.append(frame)
-            # ports already in use whose words just appeared start masked, as in Xen
-            first = (len(self.fifo_pages) - 1) * 1024
-            for port in range(first, min(first + 1024, len(self.ports))):
-                ch = self.ports[port]
-                if ch.state != CLOSED:
-                    w = self._fifo_word(port)
-                    A.set_bit(w & ~7, (w & 4) * 8 + FIFO_MASKED)
-                    if ch.fifo_pending:
-                        ch.fifo_pending = False
-                        A.set_bit(w & ~7, (w & 4) * 8 + FIFO_PENDING)
-            return 0
-
-    def _fifo_set_pending(self, port, ch, vcpu, already_pending=False) -> None:
-        w = self._fifo_word(port)
-        if w is None:
-            ch.fifo_pending = True          # delivered when its event word appears
-            return
-        base, bit = w & ~7, (w & 4) * 8
-        if not already_pending:
-            A.set_bit(base, bit + FIFO_PENDING)
-            self.dom.wake_pollers(port)
-        queues = self.fifo_queues.get(ch.vcpu)
-        if queues is None:
-            # no control block for that vCPU: like Xen, leave the event
-            # pending but unlinked (EVTCHNOP_unmask links it later)
-            return
-        if A.test_bit(base, bit + FIFO_MASKED) or A.set_bit(base, bit + FIFO_LINKED):
-            return
-        # The event is linked again, so the guest has consumed it: if it was
-        # the tail of the queue it was last on, that queue is empty now and
-        # its tail must not be used (Xen: "old_q->tail = 0"); otherwise the
-        # event would be linked onto itself and never be seen again.
-        old_q = ch.fifo_queue
-        if old_q is not None and old_q.tail == port:
-            old_q.tail = 0
-        q = queues[ch.priority]
-        ch.fifo_queue = q
-        linked = False
-        if q.tail:
-            tw = self._fifo_word(q.tail)
-            while tw is not None:
-                old = int.from_bytes(bytes((ctypes_read(tw, 4))), "little")
-                if not (old >> FIFO_LINKED) & 1:
-                    break
-                new = (old & ~FIFO_LINK_MASK) | port
-                if A.cmpxchg32(tw, old, new) == old:
-                    linked = True
-                    break
-        if not linked:
-            A.store32(q.head_addr, port)
-        q.tail = port
-        # READY only for a new head (Xen's "only set READY for new heads"):
-        # a READY bit left by an event linked onto a tail the guest has
-        # already consumed would send the guest to a stale HEAD
-        if not linked and not A.set_bit(self.fifo_ctl[ch.vcpu], ch.priority):
-            self.mark_pending(vcpu)
+            return self.abi.expand_array(page_addr, frame)
 
     def set_priority(self, port: int, priority: int) -> int:
-        if not self.fifo:
-            return -ENOSYS
-        if priority > 15:
-            return -EINVAL
         with self.lock:
-            ch = self.get(port)
-            if ch is None:
-                return -EINVAL
-            ch.priority = priority
-            return 0
-
-
-def ctypes_read(addr: int, n: int) -> bytes:
-    import ctypes
-    return ctypes.string_at(addr, n)
+            return self.abi.set_priority(port, priority)

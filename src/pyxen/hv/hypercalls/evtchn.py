@@ -1,11 +1,13 @@
 """event_channel_op: the event-channel ABI (Xen's common/event_channel.c,
-event_2l.c, event_fifo.c). The state lives in pyxen.hv.events."""
+event_2l.c, event_fifo.c). The state lives in pyxen.hv.events (the port
+table) and its ABI object (evtchn_2l / evtchn_fifo); this only decodes the
+guest's arguments, maps the FIFO ABI's guest pages and writes results."""
 from __future__ import annotations
 
 import struct
 
 from .. import layout as L
-from ..abi import (HC, EFAULT, EINVAL, ENOENT, ENOSPC, ENOSYS, EOPNOTSUPP, EPERM, ESRCH,
+from ..abi import (HC, EFAULT, EINVAL, ENOENT, ENOSYS, EPERM, ESRCH,
                    DOMID_SELF, EVTCHNOP_bind_interdomain,
                    EVTCHNOP_bind_virq, EVTCHNOP_bind_pirq, EVTCHNOP_close, EVTCHNOP_send,
                    EVTCHNOP_status, EVTCHNOP_alloc_unbound, EVTCHNOP_bind_ipi, EVTCHNOP_bind_vcpu,
@@ -131,7 +133,7 @@ def event_channel_op(vcpu, cmd, arg, *_):
                 return -ENOENT
             if offset > L.PAGE_SIZE - FIFO_CONTROL_BLOCK_SIZE or offset & 7:
                 return -EINVAL
-            if vcpu_id in ev.fifo_ctl:
+            if ev.has_control_block(vcpu_id):
                 return -EINVAL
             addr = _map_guest_page(dom, gfn)
             if addr is None:
@@ -144,10 +146,9 @@ def event_channel_op(vcpu, cmd, arg, *_):
             return 0
         if cmd == EVTCHNOP_expand_array:
             (gfn,) = struct.unpack("<Q", mem.read(arg, 8))
-            if not ev.fifo:
-                return -EOPNOTSUPP
-            if ev.array_full():
-                return -ENOSPC
+            rc = ev.can_expand()        # -EOPNOTSUPP without FIFO, -ENOSPC when full
+            if rc:
+                return rc
             addr = _map_guest_page(dom, gfn)
             if addr is None:
                 return -EINVAL
