@@ -1,5 +1,6 @@
-"""vCPU timers (set_timer_op / single-shot and periodic) on the domain's
-timer service, observed through the VIRQ_TIMER sends they cause."""
+"""vCPU timers (set_timer_op / single-shot and periodic; time.VcpuTimer,
+a vCPU's `timer`) on the domain's timer service, observed through the
+VIRQ_TIMER sends they cause."""
 from __future__ import annotations
 
 import time
@@ -22,7 +23,7 @@ def dom(kvm):
 
 
 def test_singleshot_fires_once(dom):
-    v = dom.vcpus[0]
+    v = dom.vcpus[0].timer
     deadline = dom.clock.now() + 5 * MS
     v.set_singleshot(deadline)
     time.sleep(0.05)
@@ -32,13 +33,13 @@ def test_singleshot_fires_once(dom):
 
 
 def test_singleshot_in_the_past_fires_at_once(dom):
-    dom.vcpus[0].set_singleshot(1)
+    dom.vcpus[0].timer.set_singleshot(1)
     time.sleep(0.02)
     assert len(dom.fired) == 1
 
 
 def test_singleshot_cancel(dom):
-    v = dom.vcpus[0]
+    v = dom.vcpus[0].timer
     v.set_singleshot(dom.clock.now() + 10 * MS)
     v.set_singleshot(0)
     time.sleep(0.03)
@@ -48,7 +49,7 @@ def test_singleshot_cancel(dom):
 def test_singleshot_does_not_shift_the_periodic_timer(dom):
     """A single-shot expiry must not advance the periodic timer: ticks stay
     at start + k*period."""
-    v = dom.vcpus[0]
+    v = dom.vcpus[0].timer
     period = 20 * MS
     v.set_periodic(period)
     start = v.periodic_next - period
@@ -65,14 +66,14 @@ def test_singleshot_does_not_shift_the_periodic_timer(dom):
 def test_periodic_catches_up_missed_ticks_in_phase(dom):
     """pyxen 5 ms late on a 1 ms period: the 5 missed ticks still come,
     faster, and the ticks after them are back at start + k*period."""
-    v = dom.vcpus[0]
-    with v.timer_lock:
+    v = dom.vcpus[0].timer
+    with v.lock:
         v.periodic_ns = 2 * MS
         v.periodic_next = v.periodic_fire = dom.clock.now() - 9 * MS   # 5 ticks missed
-        v.rearm_timer()
+        v.rearm()
         phase = v.periodic_next % v.periodic_ns
     time.sleep(0.03)
-    with v.timer_lock:
+    with v.lock:
         nxt = v.periodic_next
     v.set_periodic(0)
     assert 5 + 10 <= len(dom.fired) <= 5 + 16, len(dom.fired)
@@ -82,12 +83,12 @@ def test_periodic_catches_up_missed_ticks_in_phase(dom):
 
 
 def test_periodic_far_behind_drops_ticks_but_keeps_phase(dom):
-    v = dom.vcpus[0]
-    with v.timer_lock:
+    v = dom.vcpus[0].timer
+    with v.lock:
         v.periodic_ns = 10 * MS
         v.periodic_next = v.periodic_fire = dom.clock.now() - 500 * MS
         phase = v.periodic_next % v.periodic_ns
-    assert v.timer_expired()
+    assert v.expired()
     assert v.periodic_next > dom.clock.now()
     assert v.periodic_next % v.periodic_ns == phase
     v.set_periodic(0)
@@ -123,7 +124,7 @@ def test_pvclock_is_fixed_and_matches_pyxen_time(dom):
 def test_periodic_tick_owed_while_the_last_one_is_pending(dom):
     """Ticks that come while the guest has not taken the previous one are
     not merged into it: they are delivered once it is taken."""
-    v = dom.vcpus[0]
+    v = dom.vcpus[0].timer
     state = {"pending": True}
     dom.events.virq_pending = lambda virq, vid: state["pending"]
     v.set_periodic(2 * MS)
@@ -132,7 +133,7 @@ def test_periodic_tick_owed_while_the_last_one_is_pending(dom):
     assert dom.fired == []                       # the guest never took a tick
     state["pending"] = False
     time.sleep(0.02)
-    with v.timer_lock:
+    with v.lock:
         ticks_due = (dom.clock.now() - start) // (2 * MS)
     v.set_periodic(0)
     assert ticks_due - 2 <= len(dom.fired) <= ticks_due, (len(dom.fired), ticks_due)
@@ -141,11 +142,11 @@ def test_periodic_tick_owed_while_the_last_one_is_pending(dom):
 def test_timer_service_hands_a_blocked_vcpu_its_own_timer(dom):
     """While a vCPU blocks, its own thread waits for its timer and the timer
     thread leaves it alone; afterwards the timer thread has it again."""
-    v = dom.vcpus[0]
+    v = dom.vcpus[0].timer
     v.set_singleshot(dom.clock.now() + 50 * MS)
-    v.timer_to_block(True)
+    v.to_block(True)
     assert 0 not in dom.timers.current
-    assert v.next_timer_deadline() > 0
-    v.timer_to_block(False)
+    assert v.next_deadline() > 0
+    v.to_block(False)
     assert 0 in dom.timers.current
     v.set_singleshot(0)

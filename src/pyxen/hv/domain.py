@@ -86,7 +86,7 @@ class Domain:
         self.clock = Clock(self.vcpus[0].kvcpu.tsc_khz())
         self.clock.update_wallclock(self.shared_info)
         for v in self.vcpus:
-            v.update_time()
+            v.timer.update_time()
         self.timers = TimerService(self.clock, self._timer_fired)
         self.lock = threading.RLock()      # the domain's hypervisor lock (like Xen's domain lock)
         self.sched = DomainScheduler(self)
@@ -309,7 +309,7 @@ class Domain:
             ports, deadline = poll
         vcpu.set_runstate(2)
         vcpu.poll_ports = set(ports)
-        vcpu.timer_to_block(True)
+        vcpu.timer.to_block(True)
         try:
             while not self.stopped:
                 vcpu.wake.clear()
@@ -327,7 +327,7 @@ class Domain:
                     timeout = left / 1e9
                 # The vCPU's own timer: fire it from this thread when it is
                 # due (one wake-up instead of a hop through the timer thread).
-                own = vcpu.next_timer_deadline()
+                own = vcpu.timer.next_deadline()
                 if own:
                     if own <= now:
                         self._timer_fired(vcpu.id)
@@ -339,7 +339,7 @@ class Domain:
                 vcpu.wake.wait(None if timeout is None else min(timeout, 3600.0))
             return 0
         finally:
-            vcpu.timer_to_block(False)
+            vcpu.timer.to_block(False)
             vcpu.poll_ports = set()
             vcpu.set_runstate(0)
 
@@ -347,7 +347,7 @@ class Domain:
         """VCPUOP_up: start (or restart) a vCPU's thread."""
         v.pv.online = True
         v.set_runstate(0)
-        v.update_time()
+        v.timer.update_time()
         if v.thread is None and v.thread_ident is None:
             # first start (vCPU 0 runs on the caller of Domain.run, its
             # loop already exists: it only needs waking)
@@ -371,7 +371,7 @@ class Domain:
 
     def _timer_fired(self, vcpu_id: int) -> None:
         v = self.vcpus[vcpu_id]
-        if v.timer_expired(lambda: self.events.virq_pending(0, vcpu_id)):
+        if v.timer.expired(lambda: self.events.virq_pending(0, vcpu_id)):
             self.events.send_virq(0, vcpu_id)
 
     def release_frame(self, mfn: int) -> bool:
@@ -428,7 +428,7 @@ class Domain:
         vcpu.vcpu_info_moved = True
         # events that were pending stay visible to the guest at the new place
         new.evtchn_upcall_pending = 1
-        vcpu.update_time()
+        vcpu.timer.update_time()
         return 0
 
     # --- console ---------------------------------------------------------------

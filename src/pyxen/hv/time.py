@@ -8,6 +8,7 @@ import threading
 import time
 
 from .. import _atomic as A
+from .guestmem import GuestFault
 
 SECOND = 1_000_000_000
 MAX_WAIT = 3600.0                  # seconds the timer thread sleeps at most in one wait
@@ -142,3 +143,120 @@ class TimerService:
                     self.cond.wait(min((self.heap[0][0] - now) / SECOND, MAX_WAIT))
                 else:
                     self.cond.wait()
+
+
+CATCHUP_NS = 100_000_000           # periodic ticks further behind than this are dropped
+
+
+class VcpuTimer:
+    """One vCPU's timers (Xen's v->singleshot_timer and v->periodic_timer,
+    common/sched/core.c) and its pvclock: owned by the vCPU as `v.timer`.
+
+    Deadlines are in domain system time (ns). The domain's TimerService
+    fires them, except while the vCPU is blocked: then its own thread
+    waits for them (Domain.block, to_block())."""
+
+    def __init__(self, vcpu):
+        self.vcpu = vcpu
+        self.singleshot_ns = 0          # deadline in domain system time, 0 = none
+        self.periodic_ns = 0
+        self.periodic_next = 0          # the next tick, in phase
+        self.periodic_fire = 0          # when it is armed (earlier while catching up)
+        self.periodic_owed = 0          # ticks due but not yet delivered
+        self.in_block = False           # Domain.block waits for the timer itself
+        self.lock = threading.Lock()    # the timer thread and hypercalls both re-arm
+
+    def update_time(self) -> None:
+        """Refresh the vCPU's pvclock, and its copy in the guest's own time
+        area (the vDSO reads that one) when it registered one."""
+        v = self.vcpu
+        vi = v.vcpu_info
+        if vi is None:
+            return
+        v.domain.clock.update_vcpu_time(vi)
+        if v.time_area and v.pv.kernel_l4:
+            raw = bytes(vi.time)
+            try:
+                v.kmem.write(v.time_area, raw[:4] + b"\0" * 4)
+                v.kmem.write(v.time_area, raw)
+            except GuestFault:
+                v.time_area = 0
+
+    def _deadline(self) -> int:
+        d = [x for x in (self.singleshot_ns, self.periodic_ns and self.periodic_fire) if x]
+        return min(d) if d else 0
+
+    def rearm(self) -> None:
+        """Point the timer service at the vCPU's next deadline (the earlier
+        of the single-shot and periodic timers). Call with self.lock held."""
+        v = self.vcpu
+        if self.in_block:
+            v.wake.set()                    # the blocked thread re-reads its deadline
+            return
+        v.domain.timers.set(v.id, self._deadline() or None)
+
+    def to_block(self, blocking: bool) -> None:
+        """While the vCPU is blocked its own thread waits for its timer
+        (Domain.block); the timer thread takes it over again afterwards."""
+        with self.lock:
+            self.in_block = blocking
+            if blocking:
+                self.vcpu.domain.timers.set(self.vcpu.id, None)
+            else:
+                self.rearm()
+
+    def next_deadline(self) -> int:
+        """The earliest armed timer deadline (system time ns), 0 if none."""
+        with self.lock:
+            return self._deadline()
+
+    def set_singleshot(self, deadline: int) -> None:
+        """set_timer_op / VCPUOP_set_singleshot_timer (0 cancels)."""
+        with self.lock:
+            self.singleshot_ns = deadline
+            self.rearm()
+
+    def set_periodic(self, period: int) -> None:
+        """VCPUOP_set_periodic_timer (0 stops): first tick one period from now."""
+        with self.lock:
+            self.periodic_ns = period
+            self.periodic_next = self.vcpu.domain.clock.now() + period if period else 0
+            self.periodic_fire = self.periodic_next
+            self.periodic_owed = 0
+            self.rearm()
+
+    def expired(self, tick_pending=lambda: False) -> bool:
+        """The timer service reached the vCPU's deadline: retire the timers
+        that are due, re-arm, and say whether VIRQ_TIMER must be raised.
+
+        The periodic timer keeps its phase (ticks at start + k*period). A
+        tick that finds the previous one still pending (tick_pending()), or
+        that pyxen raised late, would merge with it and be lost; it is owed
+        instead and delivered once the guest has taken the previous one,
+        at up to four times the rate (like KVM re-injects missed periodic
+        interrupts), so a guest that counts ticks stays right. At most
+        CATCHUP_NS worth of ticks is owed; a guest that never takes its
+        ticks costs no more wake-ups than the period itself."""
+        with self.lock:
+            now = self.vcpu.domain.clock.now()
+            due = False
+            if self.singleshot_ns and self.singleshot_ns <= now:
+                self.singleshot_ns = 0
+                due = True
+            period = self.periodic_ns
+            if period and self.periodic_fire <= now:
+                if self.periodic_next <= now:
+                    missed = (now - self.periodic_next) // period + 1
+                    self.periodic_next += missed * period
+                    self.periodic_owed = min(self.periodic_owed + missed, CATCHUP_NS // period)
+                if self.periodic_owed and not (due or tick_pending()):
+                    self.periodic_owed -= 1
+                    due = True
+                    if self.periodic_owed:
+                        self.periodic_fire = min(self.periodic_next, now + period // 4)
+                    else:
+                        self.periodic_fire = self.periodic_next
+                else:
+                    self.periodic_fire = self.periodic_next
+            self.rearm()
+            return due

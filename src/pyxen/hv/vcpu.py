@@ -21,12 +21,11 @@ from .abi import (FLAT_KERNEL_CS, FLAT_KERNEL_SS, FIRST_RESERVED_GDT_ENTRY, TRAP
                   VMASST_TYPE_architectural_iopl,
                   VGCF_in_syscall, CALLBACKF_mask_events, HYPERCALLS)
 from .guestmem import GuestMemoryAccess, GuestFault
-from .time import precise_sleeps
+from .time import precise_sleeps, VcpuTimer
 
 _FRAME = struct.Struct("<7Q")      # CPL0 stub frame: vector, error, rip, cs, rflags, rsp, ss
 _IRET = struct.Struct("<9Q")       # rax, r11, rcx, flags, rip, cs, rflags, rsp, ss
 _PAIR = struct.Struct("<QQ")
-CATCHUP_NS = 100_000_000           # periodic ticks further behind than this are dropped
 
 
 class GuestCrash(Exception):
@@ -141,13 +140,7 @@ class PVVcpu:
         self.thread: threading.Thread | None = None
         self.thread_ident: int | None = None
         self.poll_ports: set[int] = set()
-        self.singleshot_ns = 0          # deadline in domain system time, 0 = none
-        self.periodic_ns = 0
-        self.periodic_next = 0          # the next tick, in phase
-        self.periodic_fire = 0          # when it is armed (earlier while catching up)
-        self.periodic_owed = 0          # ticks due but not yet delivered
-        self.timer_in_block = False     # Domain.block waits for the timer itself
-        self.timer_lock = threading.Lock()   # the timer thread and hypercalls both re-arm
+        self.timer = VcpuTimer(self)    # single-shot and periodic timers, pvclock (time.py)
         self.runstate = 3 if vcpu_id else 0
         self.runstate_entry = 0
         self.runstate_time = [0, 0, 0, 0]
@@ -206,97 +199,6 @@ class PVVcpu:
         s = self.sregs
         self.domain.trace(self.id, "upcall", f"rip={r.rip:#x}")
         self.bounce(cb.address, r.rip, s.cs.selector, r.rflags, r.rsp, s.ss.selector, None, True)
-
-    def update_time(self) -> None:
-        """Refresh this vCPU's pvclock, and its copy in the guest's own time
-        area (the vDSO reads that one) when it registered one."""
-        vi = self.vcpu_info
-        if vi is None:
-            return
-        self.domain.clock.update_vcpu_time(vi)
-        if self.time_area and self.pv.kernel_l4:
-            raw = bytes(vi.time)
-            try:
-                self.kmem.write(self.time_area, raw[:4] + b"\0" * 4)
-                self.kmem.write(self.time_area, raw)
-            except GuestFault:
-                self.time_area = 0
-
-    def rearm_timer(self) -> None:
-        """Point the timer service at this vCPU's next deadline (the earlier
-        of the single-shot and periodic timers). Call with timer_lock held."""
-        if self.timer_in_block:
-            self.wake.set()                 # the blocked thread re-reads its deadline
-            return
-        deadlines = [d for d in (self.singleshot_ns, self.periodic_ns and self.periodic_fire) if d]
-        self.domain.timers.set(self.id, min(deadlines) if deadlines else None)
-
-    def timer_to_block(self, blocking: bool) -> None:
-        """While the vCPU is blocked its own thread waits for its timer
-        (Domain.block); the timer thread takes it over again afterwards."""
-        with self.timer_lock:
-            self.timer_in_block = blocking
-            if blocking:
-                self.domain.timers.set(self.id, None)
-            else:
-                self.rearm_timer()
-
-    def next_timer_deadline(self) -> int:
-        """The earliest armed timer deadline (system time ns), 0 if none."""
-        with self.timer_lock:
-            d = [x for x in (self.singleshot_ns, self.periodic_ns and self.periodic_fire) if x]
-            return min(d) if d else 0
-
-    def set_singleshot(self, deadline: int) -> None:
-        """set_timer_op / VCPUOP_set_singleshot_timer (0 cancels)."""
-        with self.timer_lock:
-            self.singleshot_ns = deadline
-            self.rearm_timer()
-
-    def set_periodic(self, period: int) -> None:
-        """VCPUOP_set_periodic_timer (0 stops): first tick one period from now."""
-        with self.timer_lock:
-            self.periodic_ns = period
-            self.periodic_next = self.domain.clock.now() + period if period else 0
-            self.periodic_fire = self.periodic_next
-            self.periodic_owed = 0
-            self.rearm_timer()
-
-    def timer_expired(self, tick_pending=lambda: False) -> bool:
-        """The timer service reached this vCPU's deadline: retire the timers
-        that are due, re-arm, and say whether VIRQ_TIMER must be raised.
-
-        The periodic timer keeps its phase (ticks at start + k*period). A
-        tick that finds the previous one still pending (tick_pending()), or
-        that pyxen raised late, would merge with it and be lost; it is owed
-        instead and delivered once the guest has taken the previous one,
-        at up to four times the rate (like KVM re-injects missed periodic
-        interrupts), so a guest that counts ticks stays right. At most
-        CATCHUP_NS worth of ticks is owed; a guest that never takes its
-        ticks costs no more wake-ups than the period itself."""
-        with self.timer_lock:
-            now = self.domain.clock.now()
-            due = False
-            if self.singleshot_ns and self.singleshot_ns <= now:
-                self.singleshot_ns = 0
-                due = True
-            period = self.periodic_ns
-            if period and self.periodic_fire <= now:
-                if self.periodic_next <= now:
-                    missed = (now - self.periodic_next) // period + 1
-                    self.periodic_next += missed * period
-                    self.periodic_owed = min(self.periodic_owed + missed, CATCHUP_NS // period)
-                if self.periodic_owed and not (due or tick_pending()):
-                    self.periodic_owed -= 1
-                    due = True
-                    if self.periodic_owed:
-                        self.periodic_fire = min(self.periodic_next, now + period // 4)
-                    else:
-                        self.periodic_fire = self.periodic_next
-                else:
-                    self.periodic_fire = self.periodic_next
-            self.rearm_timer()
-            return due
 
     def set_runstate(self, state: int) -> None:
         now = self.domain.clock.now()

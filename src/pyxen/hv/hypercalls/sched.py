@@ -53,7 +53,7 @@ def sched_op(vcpu, cmd, arg, *_):
 
 def set_timer_op(vcpu, timeout, *_):
     """Set (or with 0, cancel) this vCPU's single-shot timer, in system time ns."""
-    vcpu.set_singleshot(timeout)
+    vcpu.timer.set_singleshot(timeout)
     return 0
 
 

@@ -60,21 +60,21 @@ def vcpu_op(vcpu, cmd, vcpuid, arg, *_):
             deadline, flags = struct.unpack("<QI", mem.read(arg, 12))
             if flags & VCPU_SSHOTTMR_future and deadline < dom.clock.now():
                 return -ETIME_
-            vcpu.set_singleshot(deadline or 1)
+            vcpu.timer.set_singleshot(deadline or 1)
             return 0
         if cmd == VCPUOP_stop_singleshot_timer:
             if target is not vcpu:
                 return -EINVAL
-            vcpu.set_singleshot(0)
+            vcpu.timer.set_singleshot(0)
             return 0
         if cmd == VCPUOP_set_periodic_timer:
             (period,) = struct.unpack("<Q", mem.read(arg, 8))
             if period < MIN_PERIOD_NS:
                 return -EINVAL
-            target.set_periodic(period)
+            target.timer.set_periodic(period)
             return 0
         if cmd == VCPUOP_stop_periodic_timer:
-            target.set_periodic(0)
+            target.timer.set_periodic(0)
             return 0
         if cmd == VCPUOP_register_runstate_memory_area:
             (va,) = struct.unpack("<Q", mem.read(arg, 8))
@@ -95,7 +95,7 @@ def vcpu_op(vcpu, cmd, vcpuid, arg, *_):
                 return -EINVAL
             target.time_area = va
             if va:
-                target.update_time()
+                target.timer.update_time()
             return 0
         if cmd == VCPUOP_send_nmi:
             return -ENOSYS
