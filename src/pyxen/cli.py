@@ -417,48 +417,53 @@ def parse_mem(text: str) -> int:
     return int(t)
 
 
-# --- PV devices --------------------------------------------------------------------------------
-def cmd_block_attach(args) -> int:
-    api(args, "block_attach", dom=args.domain, spec=",".join(args.spec), force=args.force,
-        base_dir=os.getcwd())
-    return 0
+# --- PV devices: <verb>-attach, -detach, -list of every kind in devkinds.DEVICE_KINDS ---------
+def device_attach(kind):
+    def run(args) -> int:
+        params = {"dom": args.domain, "spec": ",".join(args.spec)}
+        if kind.cli.attach_force_help:
+            params["force"] = args.force
+        if kind.cli.attach_sends_cwd:
+            params["base_dir"] = os.getcwd()
+        api(args, f"{kind.verb}_attach", **params)
+        return 0
+    return run
 
 
-def cmd_block_detach(args) -> int:
-    api(args, "block_detach", dom=args.domain, vdev=args.vdev, force=args.force)
-    return 0
+def device_detach(kind):
+    def run(args) -> int:
+        api(args, f"{kind.verb}_detach", dom=args.domain,
+            **{kind.target_param: getattr(args, kind.cli.target_dest)}, force=args.force)
+        return 0
+    return run
 
 
-def cmd_block_list(args) -> int:
-    print("%-5s %-3s %-6s %-5s %-6s %-8s %-30s" % ("Vdev", "BE", "handle", "state", "evt-ch",
-                                                 "ring-ref", "BE-path"))
-    for dom in args.domains:
-        for r in api(args, "block_list", dom=dom):
-            print("%-5d %-3d %-6d %-5d %-6d %-8d %-30s" % (
-                r["devid"], r["backend_id"], r["frontend_id"], r["state"], r["evtch"],
-                r["ring_ref"], r["be_path"]))
-    return 0
+def device_list(kind):
+    def run(args) -> int:
+        print(kind.cli.list_header)
+        for dom in args.domains:
+            for r in api(args, f"{kind.verb}_list", dom=dom):
+                print(kind.cli.list_row(r))
+        return 0
+    return run
 
 
-def cmd_network_attach(args) -> int:
-    api(args, "network_attach", dom=args.domain, spec=",".join(args.spec))
-    return 0
-
-
-def cmd_network_detach(args) -> int:
-    api(args, "network_detach", dom=args.domain, dev=args.device, force=args.force)
-    return 0
-
-
-def cmd_network_list(args) -> int:
-    print("%-3s %-2s %-17s %-6s %-5s %-6s %5s/%-5s %-30s" % (
-        "Idx", "BE", "Mac Addr.", "handle", "state", "evt-ch", "tx-", "rx-ring-ref", "BE-path"))
-    for dom in args.domains:
-        for r in api(args, "network_list", dom=dom):
-            print("%-3d %-2d %s%6d %5d %6d %5d/%-11d %-30s" % (
-                r["devid"], r["backend_id"], r["mac"], r["devid"], r["state"], r["evtch"],
-                r["tx_ring_ref"], r["rx_ring_ref"], r["be_path"]))
-    return 0
+def add_device_commands(cmd, kind) -> None:
+    """<verb>-attach, <verb>-detach and <verb>-list of a device kind."""
+    v = kind.cli
+    c = cmd(f"{kind.verb}-attach", device_attach(kind), v.attach_help,
+            description=v.attach_description)
+    c.add_argument("domain")
+    c.add_argument("spec", nargs=v.spec_nargs, metavar=v.spec_metavar)
+    if v.attach_force_help:
+        c.add_argument("-f", "--force", action="store_true", help=v.attach_force_help)
+    c = cmd(f"{kind.verb}-detach", device_detach(kind), v.detach_help,
+            description=v.detach_description)
+    c.add_argument("domain")
+    c.add_argument(v.target_dest, metavar=v.target_metavar, help=v.target_help)
+    c.add_argument("-f", "--force", action="store_true", help="remove without the guest")
+    c = cmd(f"{kind.verb}-list", device_list(kind), v.list_help)
+    c.add_argument("domains", nargs="+", metavar="domain")
 
 
 def cmd_mem_set(args) -> int:
@@ -591,42 +596,9 @@ def build_parser() -> argparse.ArgumentParser:
     c = cmd("uptime", cmd_uptime, "domains' uptimes")
     c.add_argument("-s", dest="short", action="store_true")
     c.add_argument("domains", nargs="*")
-    c = cmd("block-attach", cmd_block_attach, "attach a PV disk to a running domain",
-            description="Attach a disk to a running domain. The disk is given in "
-            "xl-disk-configuration(5) syntax, in one or more pieces that are joined with commas "
-            "(e.g. 'format=raw, vdev=xvdb, access=rw, target=/srv/data.img'). A relative target "
-            "is taken from the current directory. An image already attached writable elsewhere "
-            "is refused unless --force is given.")
-    c.add_argument("domain")
-    c.add_argument("spec", nargs="+", metavar="DISK-SPEC")
-    c.add_argument("-f", "--force", action="store_true",
-                   help="attach even if the image is in use writable elsewhere")
-    c = cmd("block-detach", cmd_block_detach, "detach a PV disk from a running domain",
-            description="Ask the guest to let go of a disk and remove it (waits up to 10 s "
-            "for the guest's frontend to close, as xl). -f removes it without waiting.")
-    c.add_argument("domain")
-    c.add_argument("vdev", help="xvdb, 51728, d1 ...")
-    c.add_argument("-f", "--force", action="store_true", help="remove without the guest")
-    c = cmd("block-list", cmd_block_list, "list a domain's PV disks (as xl block-list)")
-    c.add_argument("domains", nargs="+", metavar="domain")
-    c = cmd("network-attach", cmd_network_attach, "attach a PV network interface",
-            description="Attach a network interface to a running domain, in "
-            "xl-network-configuration(5) syntax (e.g. 'bridge=xenbr0, mac=00:16:3e:01:02:03'), "
-            "the syntax of vif= entries in xl.cfg. The host side is a TAP device "
-            "vif<domid>.<devid> (or vifname=) on the bridge, which is created when missing. "
-            "A pyxen extension, here and in vif=, that xl does not have: netns=NAME, the bridge "
-            "is in the named network namespace NAME (made beforehand with `ip netns add NAME`); "
-            "the TAP device is created in pyxend's namespace, moved into NAME and put on the "
-            "bridge there, e.g. 'bridge=xenbr0, netns=guests'.")
-    c.add_argument("domain")
-    c.add_argument("spec", nargs="*", metavar="NET-SPEC")
-    c = cmd("network-detach", cmd_network_detach, "detach a PV network interface",
-            description="Detach the interface given by index or MAC address.")
-    c.add_argument("domain")
-    c.add_argument("device", metavar="devid|mac")
-    c.add_argument("-f", "--force", action="store_true", help="remove without the guest")
-    c = cmd("network-list", cmd_network_list, "list a domain's PV network interfaces")
-    c.add_argument("domains", nargs="+", metavar="domain")
+    from .toolstack.devkinds import DEVICE_KINDS
+    for kind in DEVICE_KINDS:
+        add_device_commands(cmd, kind)
     c = cmd("mem-set", cmd_mem_set, "set a domain's memory target (the balloon driver acts)")
     c.add_argument("domain")
     c.add_argument("memory")

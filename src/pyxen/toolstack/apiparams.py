@@ -1,18 +1,17 @@
-"""Checking the parameters of a pyxend API request before its method runs.
+"""Checking the parameters of a pyxend API request before its handler runs.
 
-Each `api_*` method of the daemon declares its parameters with type
-annotations; check_params() holds a request's `params` object against
-them: no unknown or missing parameter, and each value of the declared JSON
-type (int is never bool, str has no NUL and a bounded length, lists hold
-the declared items), within the bounds given with Annotated[..., Range()]
-or Annotated[str, MaxLen()]. Anything else is refused with EINVAL before
-the method sees it, so no method works on a value of a type it did not
-expect (a name that is an object, a count that is a string, a list where
-a string belongs).
+Every request of the API is listed in pyxen.toolstack.api with its
+parameters, each a `Param` of a declared type; check_params() holds a
+request's `params` object against them: no unknown or missing parameter,
+and each value of the declared JSON type (int is never bool, str has no NUL
+and a bounded length, lists hold the declared items), within the bounds
+given with Annotated[..., Range()] or Annotated[str, MaxLen()]. Anything
+else is refused with EINVAL before the handler sees it, so no handler works
+on a value of a type it did not expect (a name that is an object, a count
+that is a string, a list where a string belongs).
 """
 from __future__ import annotations
 
-import inspect
 import types
 import typing
 from dataclasses import dataclass
@@ -22,7 +21,30 @@ MAX_STR = 4096
 
 
 class ParamError(Exception):
-    """A request's parameters do not fit the method: EINVAL."""
+    """A request's parameters do not fit the request: EINVAL."""
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+#: the default of a parameter that must be given
+REQUIRED = _Required()
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of an API request: its name on the wire, its type (a
+    typing hint of JSON types, with Range/MaxLen bounds; typing.Any for any
+    string or number) and its default (REQUIRED: none)."""
+    name: str
+    type: object
+    default: object = REQUIRED
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
 
 
 @dataclass(frozen=True)
@@ -72,7 +94,7 @@ def _check(value, hint, where: str) -> None:
         for i, v in enumerate(value):
             _check(v, item, f"{where}[{i}]")
         return
-    if hint is typing.Any or hint is inspect.Parameter.empty:
+    if hint is typing.Any:
         if not isinstance(value, _SCALARS):
             raise ParamError(f"{where} must be a string or a number, got {_json_type(value)}")
         if isinstance(value, str):
@@ -135,27 +157,46 @@ def _show(v) -> str:
     return s if len(s) <= 60 else s[:57] + "..."
 
 
-def check_params(fn, params, method: str) -> None:
-    """Raise ParamError unless `params` (a request's "params") fits fn's
-    signature and annotations."""
+def check_params(spec, params, method: str) -> None:
+    """Raise ParamError unless `params` (a request's "params") fits `spec`,
+    the request's sequence of Param."""
     if not isinstance(params, dict):
         raise ParamError(f"{method}: params must be an object, got {_json_type(params)}")
-    sig = inspect.signature(fn)
-    try:
-        hints = typing.get_type_hints(fn, include_extras=True)
-    except Exception as e:                     # pragma: no cover - a daemon bug
-        raise ParamError(f"{method}: cannot check parameters: {e}") from None
-    names = {n for n, p in sig.parameters.items()
-             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    names = {p.name for p in spec}
     unknown = sorted(set(params) - names)
     if unknown:
         raise ParamError(f"{method}: unknown parameter{'s' if len(unknown) > 1 else ''} "
                          f"{', '.join(map(_show, unknown))}")
-    for name, p in sig.parameters.items():
-        if name not in names:
+    for p in spec:
+        if p.name not in params:
+            if p.required:
+                raise ParamError(f"{method}: parameter {p.name!r} is missing")
             continue
-        if name not in params:
-            if p.default is p.empty:
-                raise ParamError(f"{method}: parameter {name!r} is missing")
-            continue
-        _check(params[name], hints.get(name, inspect.Parameter.empty), f"{method}: {name}")
+        _check(params[p.name], p.type, f"{method}: {p.name}")
+
+
+def describe_type(hint) -> str:
+    """A parameter type as the API documentation shows it."""
+    if hint == DomRef:
+        return "dom"
+    meta: tuple = ()
+    if typing.get_origin(hint) is Annotated:
+        hint, *meta = typing.get_args(hint)
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        alts = typing.get_args(hint)
+        return "|".join(describe_type(Annotated[(a, *meta)] if meta else a) for a in alts)
+    if origin in (list, tuple):
+        args = typing.get_args(hint)
+        return f"[{describe_type(args[0]) if args else 'scalar'}]"
+    if hint is typing.Any:
+        return "scalar"
+    if hint is type(None) or hint is None:
+        return "null"
+    name = getattr(hint, "__name__", repr(hint))
+    for m in meta:
+        if isinstance(m, Range) and hint is int:
+            name += f" {m.lo}..{m.hi}"
+        if isinstance(m, MaxLen) and hint is str:
+            name += f" (<= {m.n} chars)"
+    return name

@@ -6,26 +6,21 @@ API (run_dir/pyxend.sock) that `pyxen` and pyxen.toolstack.client use.
 Domain processes live in their own sessions: killing pyxend leaves them
 running, and a new pyxend finds them again through their sockets.
 
-API (API_VERSION 1), one JSON object per line; every method returns
-{"result": ...} or {"error": {"code", "message"}}:
-  version                         -> {"api": 1, "pyxen": "..."}
-  create {config, overrides, paused, path}  -> {"domid", "name"}
-  list                            -> [domain info], Domain-0 first
-  info                            -> host and hypervisor figures
-  destroy|pause|unpause {dom}
-  shutdown|reboot {dom}           -> writes control/shutdown like xl
-  rename {dom, name}; domid {name}; domname {domid}; uptime
-  mem_set {dom, mb}; mem_max {dom, mb}; vcpu_set {dom, count}
-  vcpu_list {dom?}; vcpu_pin {dom, vcpu, cpus}; sched_credit {dom?, weight?, cap?}
-  dmesg; log {lines}; console {dom}  (the connection then carries raw console bytes)
+API (API_VERSION 1), one JSON object per line: a request is
+{"id": N, "method": NAME, "params": {...}}, its reply {"id": N, "result": ...}
+or {"id": N, "error": {"code", "message"}}. An unknown method is ENOSYS.
 
-Every request's parameters are checked against the method's annotations
-before it runs (apiparams.check_params: unknown, missing or mistyped
-parameters and values out of range are EINVAL); file descriptors passed with
-a request are closed once it is answered (no method takes any). Domain names
-follow domconfig.domain_name_problem (no '/', not "." or "..", printable,
-at most 64 characters, not all digits). SIGHUP reopens the console logs
-(for logrotate) and, when daemonized, pyxend.log.
+Every request's parameters are checked against its entry in the table of
+requests (toolstack/api.py) before its handler runs (apiparams.check_params:
+unknown, missing or mistyped parameters and values out of range are
+EINVAL); file descriptors passed with a request are closed once it is
+answered (no request takes any). Domain names follow
+domconfig.domain_name_problem (no '/', not "." or "..", printable, at most
+64 characters, not all digits); "dom" is a domain's id or name. SIGHUP
+reopens the console logs (for logrotate) and, when daemonized, pyxend.log.
+
+The requests (generated from toolstack/api.py; "?" marks a parameter that
+may be left out, with its default):
 """
 from __future__ import annotations
 
@@ -48,12 +43,10 @@ import uuid as uuidlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from typing import Annotated
-
-from . import paths
-from .apiparams import DomId, DomRef, MaxLen, ParamError, Range, check_params
+from . import api, paths
+from .apiparams import ParamError
 from .rpc import API_VERSION, Connection, RpcError, error_reply
-from .domconfig import MAX_MEMORY_MIB, MAX_VCPUS, DomainConfig, domain_name_problem
+from .domconfig import DomainConfig, domain_name_problem
 from .runner import meminfo_mb
 from .xlcfg import XlCfgError, parse as parse_cfg, apply_overrides
 from ..dom0.console import ConsoleBackend, ConsoleClient
@@ -62,14 +55,10 @@ from .rpc import eventfd_poke
 from ..dom0.xenstore.server import XenStoreServer
 from ..dom0.xenstore.store import Client as XsClient
 from ..kvm.system import GuestMemory
-from .devices import DeviceConfigError, DomainDevices, RemoteGuest, resolve_target
-from .devspec import DevSpecError, parse_disk_spec, parse_vif_spec
+from .devices import DeviceConfigError, DomainDevices, RemoteGuest
 
 log = logging.getLogger("pyxend")
-ACTIONS = ("destroy", "restart", "rename-restart", "preserve", "coredump-destroy",
-           "coredump-restart")
-SHUTDOWN_LETTERS = {"poweroff": "-", "reboot": "r", "suspend": "s", "crash": "c",
-                    "watchdog": "w", "soft_reset": "S"}
+__doc__ += api.describe() + "\n"
 
 
 class ApiError(Exception):
@@ -496,20 +485,19 @@ class Daemon:
                 params = req.get("params")
                 if params is None:
                     params = {}
-                if method == "console":
-                    self._attach_console(conn, rid, params)
+                r = api.REQUESTS.get(method) if isinstance(method, str) else None
+                if r is not None and r.stream:
+                    getattr(self, r.handler)(conn, rid, params)     # console
                     return
                 fds = ()
                 try:
-                    fn = getattr(self, "api_" + method, None) \
-                        if isinstance(method, str) and method.isidentifier() else None
-                    if fn is None:
+                    if r is None:
                         raise ApiError("ENOSYS", f"unknown method {_show(method)}")
                     try:
-                        check_params(fn, params, method)
+                        r.check(params)
                     except ParamError as e:
                         raise ApiError("EINVAL", str(e)) from None
-                    result = fn(**params)
+                    result = getattr(self, r.handler)(*r.args, *r.arguments(params))
                     if isinstance(result, WithFds):
                         result, fds = result.result, result.fds
                     conn.send({"id": rid, "result": result}, fds=fds)
@@ -542,8 +530,7 @@ class Daemon:
         from .. import __version__
         return {"api": API_VERSION, "pyxen": __version__}
 
-    def api_create(self, config: Annotated[str, MaxLen(1 << 20)], path: str = "<config>",
-                   overrides: list[str] = (), paused: bool = False):
+    def api_create(self, config, path, overrides, paused):
         try:
             c = parse_cfg(config, filename=path)
             apply_overrides(c, overrides)
@@ -587,8 +574,8 @@ class Daemon:
             raise ApiError("EINVAL", msg) from None
         self._write_xenstore(d)
         try:
-            self._attach_config_devices(d, cfg)
-        except (DeviceConfigError, DevSpecError) as e:
+            d.devices.attach_config(cfg)
+        except DeviceConfigError as e:
             self.say(f"domain {domid} ({d.name}): {e}; destroying it")
             with self.lock:
                 self.domains.pop(domid, None)
@@ -604,14 +591,6 @@ class Daemon:
             self._call(d, "unpause")
         self.say(f"created domain {domid} ({d.name}), pid {d.pid}")
         return d
-
-    def _attach_config_devices(self, d: Dom, cfg: DomainConfig) -> None:
-        base = os.path.dirname(os.path.abspath(cfg.source)) if cfg.source else os.getcwd()
-        for text in cfg.disk:
-            spec = resolve_target(parse_disk_spec(text), base)
-            d.devices.attach_disk(spec)
-        for i, text in enumerate(cfg.vif):
-            d.devices.attach_vif(parse_vif_spec(text, index=i, seed=d.name))
 
     def _spawn_failure(self, d: Dom, e: Exception) -> str:
         try:
@@ -630,14 +609,7 @@ class Daemon:
         with self.xs.access() as store:
             store.write(self.xsc, path, value.encode())
 
-    def _xs_read(self, path: str) -> str | None:
-        try:
-            with self.xs.lock:
-                return self.xs.store.read(self.xsc, path).decode()
-        except Exception:
-            return None
-
-    def api_list(self, dom: DomRef | None = None):
+    def api_list(self, dom):
         rows = [dom0_info()]
         with self.lock:
             doms = [self.find(dom)] if dom is not None else sorted(self.domains.values(),
@@ -667,7 +639,7 @@ class Daemon:
     def api_info(self):
         return host_info(self)
 
-    def api_destroy(self, dom: DomRef):
+    def api_destroy(self, dom):
         d = self.find(dom)
         with self.lock:
             self.domains.pop(d.domid, None)
@@ -689,10 +661,10 @@ class Daemon:
         self.say(f"destroyed domain {d.domid} ({d.name})")
         return None
 
-    def api_pause(self, dom: DomRef):
+    def api_pause(self, dom):
         self._call(self.find(dom), "pause")
 
-    def api_unpause(self, dom: DomRef):
+    def api_unpause(self, dom):
         self._call(self.find(dom), "unpause")
 
     def _request_shutdown(self, dom, what: str):
@@ -702,13 +674,13 @@ class Daemon:
         self._xs_write(f"/local/domain/{d.domid}/control/shutdown", what)
         return d.domid
 
-    def api_shutdown(self, dom: DomRef):
+    def api_shutdown(self, dom):
         return self._request_shutdown(dom, "poweroff")
 
-    def api_reboot(self, dom: DomRef):
+    def api_reboot(self, dom):
         return self._request_shutdown(dom, "reboot")
 
-    def api_rename(self, dom: DomRef, name: str):
+    def api_rename(self, dom, name):
         check_name(name)
         d = self.find(dom)
         with self.lock:
@@ -720,10 +692,10 @@ class Daemon:
         self._xs_write(f"/local/domain/{d.domid}/name", name)
         self._save(d)
 
-    def api_domid(self, name: Annotated[str, MaxLen(256)]):
+    def api_domid(self, name):
         return self.find(name).domid if name != "Domain-0" else 0
 
-    def api_domname(self, domid: Annotated[int, Range(0, 0x7FEF)]):
+    def api_domname(self, domid):
         if int(domid) == 0:
             return "Domain-0"
         return self.find(int(domid)).name
@@ -733,7 +705,7 @@ class Daemon:
             {"name": d.name, "domid": d.domid, "uptime": time.time() - d.created}
             for d in sorted(self.domains.values(), key=lambda x: x.domid)]
 
-    def api_mem_set(self, dom: DomRef, mb: Annotated[int, Range(1, MAX_MEMORY_MIB)]):
+    def api_mem_set(self, dom, mb):
         d = self.find(dom)
         kb = int(mb) * 1024
         if kb > d.max_kb:
@@ -743,7 +715,7 @@ class Daemon:
         self._xs_write(f"/local/domain/{d.domid}/memory/target", str(kb))
         self._save(d)
 
-    def api_mem_max(self, dom: DomRef, mb: Annotated[int, Range(1, MAX_MEMORY_MIB)]):
+    def api_mem_max(self, dom, mb):
         d = self.find(dom)
         kb = int(mb) * 1024
         with self.lock:
@@ -756,7 +728,7 @@ class Daemon:
             self._call(d, "set_maxmem", kb=kb)
         self._save(d)
 
-    def api_vcpu_set(self, dom: DomRef, count: Annotated[int, Range(1, MAX_VCPUS)]):
+    def api_vcpu_set(self, dom, count):
         d = self.find(dom)
         maxv = int(d.config.get("maxvcpus") or d.config.get("vcpus", 1))
         if not 1 <= int(count) <= maxv:
@@ -765,7 +737,7 @@ class Daemon:
             self._xs_write(f"/local/domain/{d.domid}/cpu/{i}/availability",
                            "online" if i < int(count) else "offline")
 
-    def api_vcpu_list(self, dom: DomRef | None = None):
+    def api_vcpu_list(self, dom):
         doms = [self.find(dom)] if dom is not None else sorted(self.domains.values(),
                                                                 key=lambda x: x.domid)
         out = []
@@ -777,8 +749,7 @@ class Daemon:
                 out.append({"name": d.name, "domid": d.domid, **v})
         return out
 
-    def api_vcpu_pin(self, dom: DomRef, vcpu: Annotated[int, Range(0, MAX_VCPUS - 1)] | str,
-                     cpus: list[Annotated[int, Range(0, 4095)]]):
+    def api_vcpu_pin(self, dom, vcpu, cpus):
         d = self.find(dom)
         if isinstance(vcpu, str) and vcpu != "all" and not (vcpu.isascii() and vcpu.isdigit()):
             raise ApiError("EINVAL", f"vcpu must be a number or 'all', got {_show(vcpu)}")
@@ -789,9 +760,7 @@ class Daemon:
         for i in ids:
             self._call(d, "vcpu_pin", vcpu=i, cpus=cpus)
 
-    def api_sched_credit(self, dom: DomRef | None = None,
-                         weight: Annotated[int, Range(1, 65535)] | None = None,
-                         cap: Annotated[int, Range(0, 100 * 4096)] | None = None):
+    def api_sched_credit(self, dom, weight, cap):
         doms = [self.find(dom)] if dom is not None else sorted(self.domains.values(),
                                                                 key=lambda x: x.domid)
         out = [{"name": "Domain-0", "domid": 0, "weight": 256, "cap": 0}]
@@ -812,8 +781,7 @@ class Daemon:
                     pass
         return lines
 
-    def api_evtchn_connect(self, from_dom: DomId, from_port: Annotated[int, Range(1, (1 << 17) - 1)],
-                           to_dom: DomId, to_port: Annotated[int, Range(1, (1 << 17) - 1)]):
+    def api_evtchn_connect(self, from_dom, from_port, to_dom, to_port):
         """A domain binds to another domain's unbound port (EVTCHNOP_bind_interdomain
         across processes): hand both domain processes one end of a pair of
         eventfds, so each notification is a single write, no polling."""
@@ -842,55 +810,36 @@ class Daemon:
     def _devcall(self, fn, *a, **kw):
         try:
             return fn(*a, **kw)
-        except (DeviceConfigError, DevSpecError) as e:
+        except DeviceConfigError as e:
             raise ApiError("EINVAL", str(e)) from None
 
-    def api_block_attach(self, dom: DomRef, spec: str, force: bool = False,
-                         base_dir: str | None = None):
+    # every kind in devkinds.DEVICE_KINDS: <verb>_attach, <verb>_detach, <verb>_list
+    def _device_attach(self, kind, dom, spec, force=False, base_dir=None):
         d, devs = self._devices(dom)
-        parsed = self._devcall(parse_disk_spec, spec)
-        parsed = resolve_target(parsed, base_dir or os.getcwd())
-        dev = self._devcall(devs.attach_disk, parsed, force=force)
-        self.say(f"domain {d.domid}: attached disk {parsed.vdev} ({parsed.target})")
-        return {"devid": dev.devid}
+        dev = self._devcall(devs.attach_text, kind, spec, seed=d.name,
+                            base_dir=base_dir or os.getcwd(), force=force)
+        self.say(f"domain {d.domid}: attached "
+                 f"{kind.attached(dev, devs.specs[(kind.type, dev.devid)])}")
+        return kind.attach_result(dev)
 
-    def api_block_detach(self, dom: DomRef, vdev: str, force: bool = False):
+    def _device_detach(self, kind, dom, which, force):
         d, devs = self._devices(dom)
-        dev = self._devcall(devs.find_disk, vdev)
+        dev = self._devcall(devs.find, kind, which)
         self._devcall(devs.detach, dev, force=force)
-        self.say(f"domain {d.domid}: detached disk {dev.vdev}{' (forced)' if force else ''}")
+        self.say(f"domain {d.domid}: detached {kind.label(dev)}{' (forced)' if force else ''}")
         return None
 
-    def api_block_list(self, dom: DomRef):
+    def _device_list(self, kind, dom):
         d, devs = self._devices(dom)
-        return [devs.describe(dev) for _, dev in sorted(devs.disks.items())]
+        return devs.describe_all(kind)
 
-    def api_network_attach(self, dom, spec: str):
-        d, devs = self._devices(dom)
-        dev = self._devcall(devs.attach_vif_text, spec, seed=d.name)
-        where = f" in network namespace {dev.netns}" if dev.netns else ""
-        self.say(f"domain {d.domid}: attached vif {dev.devid} "
-                 f"({dev.ifname} on {dev.bridge}{where})")
-        return {"devid": dev.devid, "mac": dev.mac}
-
-    def api_network_detach(self, dom, dev: str, force: bool = False):
-        d, devs = self._devices(dom)
-        v = self._devcall(devs.find_vif, dev)
-        self._devcall(devs.detach, v, force=force)
-        self.say(f"domain {d.domid}: detached vif {v.devid}")
-        return None
-
-    def api_network_list(self, dom):
-        d, devs = self._devices(dom)
-        return [devs.describe(v) for _, v in sorted(devs.vifs.items())]
-
-    def api_log(self, lines: Annotated[int, Range(0, 100000)] = 100):
+    def api_log(self, lines):
         return self.log_lines[-lines:] if lines else []
 
     def _attach_console(self, conn: Connection, rid, params) -> None:
         try:
             try:
-                check_params(self._console_params, params, "console")
+                api.REQUESTS["console"].check(params)
             except ParamError as e:
                 raise ApiError("EINVAL", str(e)) from None
             d = self.find(params["dom"])
@@ -917,9 +866,6 @@ class Daemon:
                 d.watchers.remove(client)
             conn.close()
 
-    @staticmethod
-    def _console_params(dom: DomRef):
-        """The parameters of the console method (checked like the others)."""
 
 def check_name(name: str) -> None:
     """A domain name as xl.cfg's name= allows it (domconfig), else EINVAL."""

@@ -5,19 +5,30 @@ waits for the backend to reach Closed and removes the directories.
 
 `RemoteGuest` gives the backends (pyxen.dom0.backends) a domain that runs in
 its own process: its memory through the memfds it shares, its grant table
-frames and event channels through its control socket."""
+frames and event channels through its control socket.
+
+The kinds of device (vbd, vif) are listed in devkinds.DEVICE_KINDS; what
+is not specific to one kind loops over them."""
 from __future__ import annotations
 
 import logging
 import os
+from typing import TYPE_CHECKING
 
 from ..dom0.backends import xenbus
-from ..dom0.backends.blkback import BlkBackend
 from ..dom0.backends.guest import EventEnd, ForeignGrantTable, GuestAccess, eventfd_poke
 from ..dom0.backends.image import ImageError, open_image
-from ..dom0.backends.netback import NetBackend
 from ..dom0.backends.tap import NetDeviceError
-from .devspec import DiskSpec, VifSpec, parse_vif_spec
+from .devkinds import BY_TYPE, DEVICE_KINDS, VBD, VIF, DeviceKind
+from .devspec import DevSpecError, DiskSpec, VifSpec, resolve_target, vdev_to_devid
+
+if TYPE_CHECKING:
+    from ..dom0.backends.blkback import BlkBackend
+    from ..dom0.backends.netback import NetBackend
+    from .domconfig import DomainConfig
+
+__all__ = ["DETACH_TIMEOUT", "DeviceConfigError", "DomainDevices", "RemoteGuest",
+           "resolve_target"]
 
 log = logging.getLogger("pyxen.devices")
 DETACH_TIMEOUT = 10.0          # as libxl's device removal timeout
@@ -65,15 +76,6 @@ class RemoteGuest(GuestAccess):
         return self._alive()
 
 
-def resolve_target(spec: DiskSpec, base: str) -> DiskSpec:
-    """A relative disk target is taken relative to the config file (pyxend's
-    working directory means nothing to the administrator)."""
-    import dataclasses
-    if spec.target and not os.path.isabs(spec.target) and not spec.target.startswith("/dev/"):
-        return dataclasses.replace(spec, target=os.path.normpath(os.path.join(base, spec.target)))
-    return spec
-
-
 def _disk_nodes(domid: int, spec: DiskSpec, image) -> tuple[dict, dict]:
     be = {"frontend": xenbus.frontend_path("vbd", domid, spec.devid),
           "frontend-id": domid, "online": 1, "state": xenbus.INITIALISING,
@@ -95,22 +97,31 @@ class DomainDevices:
         self.xs = xs
         self.guest = guest
         self.domid = guest.domid
-        self.disks: dict[int, BlkBackend] = {}
-        self.vifs: dict = {}
+        # the backends by kind (devkinds' type) and devid
+        self.by_kind: dict[str, dict[int, object]] = {k.type: {} for k in DEVICE_KINDS}
         self.specs: dict[tuple[str, int], object] = {}
         self.xsc = None
+
+    @property
+    def disks(self) -> dict[int, BlkBackend]:
+        return self.by_kind[VBD.type]
+
+    @property
+    def vifs(self) -> dict[int, NetBackend]:
+        return self.by_kind[VIF.type]
 
     def resume(self) -> list[str]:
         """pyxend restarted: start again the backends XenStore says this domain
         has (a running guest's frontends keep their rings and ports)."""
-        from .devspec import parse_disk_spec
         done = []
         with self.xs.lock:
             c = self.xs.store.new_client(0, True)
             try:
-                kinds = {k: self.xs.store.directory(c, f"/local/domain/0/backend/{k}/{self.domid}")
-                         for k in ("vbd", "vif")
-                         if self.xs.store.exists(c, f"/local/domain/0/backend/{k}/{self.domid}")}
+                kinds = {k.type: self.xs.store.directory(
+                             c, f"/local/domain/0/backend/{k.type}/{self.domid}")
+                         for k in DEVICE_KINDS
+                         if self.xs.store.exists(
+                             c, f"/local/domain/0/backend/{k.type}/{self.domid}")}
                 nodes = {(k, int(d)): {n: self.xs.store.read(c, f"{xenbus.backend_path(k, self.domid, int(d))}/{n}").decode()
                                        for n in self.xs.store.directory(c, xenbus.backend_path(k, self.domid, int(d)))}
                          for k, ds in kinds.items() for d in ds}
@@ -118,17 +129,8 @@ class DomainDevices:
                 self.xs.store.remove_client(c)
         for (kind, devid), n in sorted(nodes.items()):
             try:
-                if kind == "vbd":
-                    spec = parse_disk_spec(f"vdev={n['dev']}, format={n.get('format', 'raw')}, "
-                                           f"access={'ro' if n.get('mode') == 'r' else 'rw'}, "
-                                           f"target={n['params']}")
-                    self.attach_disk(spec, force=True, existing=True)
-                else:
-                    text = f"mac={n['mac']}, bridge={n['bridge']}"
-                    for key in ("rate", "vifname", "netns"):
-                        if n.get(key):
-                            text += f", {key}={n[key]}"
-                    self.attach_vif(parse_vif_spec(text, index=devid), existing=True)
+                k = BY_TYPE[kind]
+                self.attach(k, k.spec_from_backend(n, devid), force=True, existing=True)
                 done.append(f"{kind} {devid}")
             except Exception as e:
                 log.error("domain %d: cannot resume %s %d: %s", self.domid, kind, devid, e)
@@ -159,6 +161,45 @@ class DomainDevices:
                 except Exception:
                     pass
 
+    # --- any kind -----------------------------------------------------------------------------
+    def attach(self, kind: DeviceKind, spec, force: bool = False, existing: bool = False):
+        """Attach a device of `kind` (its attach_<noun> method) from its spec;
+        `existing`: its XenStore directories are there (pyxend restarted)."""
+        return getattr(self, kind.attach)(spec, force=force, existing=existing)
+
+    def attach_text(self, kind: DeviceKind, text: str, seed: str = "",
+                    base_dir: str | None = None, force: bool = False):
+        """<verb>-attach: a device of `kind` in xl's syntax, at the next free
+        index; DeviceConfigError when the spec is wrong."""
+        index = 0
+        while index in self.by_kind[kind.type]:
+            index += 1
+        try:
+            spec = kind.parse(text, index, seed or f"dom{self.domid}", base_dir or os.getcwd())
+        except DevSpecError as e:
+            raise DeviceConfigError(str(e)) from None
+        return self.attach(kind, spec, force=force)
+
+    def attach_config(self, cfg: DomainConfig, base_dir: str | None = None) -> None:
+        """Attach every device the config lists (disk=, vif=, ... in the order
+        of DEVICE_KINDS); relative paths start at base_dir (default: the
+        config file's directory). DeviceConfigError names the first that
+        fails; the devices attached before it stay (close_all frees them)."""
+        if base_dir is None:
+            base_dir = os.path.dirname(os.path.abspath(cfg.source)) if cfg.source \
+                else os.getcwd()
+        for kind in DEVICE_KINDS:
+            for i, text in enumerate(getattr(cfg, kind.config_key)):
+                try:
+                    spec = kind.parse(text, i, cfg.name, base_dir)
+                except DevSpecError as e:
+                    raise DeviceConfigError(str(e)) from None
+                self.attach(kind, spec)
+
+    def find(self, kind: DeviceKind, which):
+        """The device of `kind` that `which` names (find_<noun>)."""
+        return getattr(self, kind.find)(which)
+
     # --- disks --------------------------------------------------------------------------------
     def attach_disk(self, spec: DiskSpec, force: bool = False, existing: bool = False) -> BlkBackend:
         if spec.devid in self.disks:
@@ -175,7 +216,7 @@ class DomainDevices:
         try:
             if not existing:
                 self._write_device("vbd", spec.devid, be, fe)
-            dev = BlkBackend(self.xs, self.guest, spec.devid, image, vdev=spec.vdev,
+            dev = VBD.backend_class()(self.xs, self.guest, spec.devid, image, vdev=spec.vdev,
                              readonly=spec.access == "ro", cdrom=spec.devtype == "cdrom",
                              discard=spec.discard)
             dev.start()
@@ -188,7 +229,8 @@ class DomainDevices:
         return dev
 
     # --- network interfaces -------------------------------------------------------------------
-    def attach_vif(self, spec: VifSpec, existing: bool = False) -> NetBackend:
+    def attach_vif(self, spec: VifSpec, force: bool = False, existing: bool = False) -> NetBackend:
+        """(`force` is for disks: a vif has no image to share.)"""
         if spec.devid in self.vifs:
             raise DeviceConfigError(f"domain {self.domid} already has vif {spec.devid}")
         if spec.backend not in ("0", "Domain-0"):
@@ -213,7 +255,7 @@ class DomainDevices:
         if not existing:
             self._write_device("vif", spec.devid, be, fe)
         try:
-            dev = NetBackend(self.xs, self.guest, spec.devid, mac=spec.mac, bridge=spec.bridge,
+            dev = VIF.backend_class()(self.xs, self.guest, spec.devid, mac=spec.mac, bridge=spec.bridge,
                              ifname=spec.vifname, mtu=spec.mtu, rate=rate, netns=spec.netns)
             dev.start()
         except NetDeviceError as e:
@@ -226,14 +268,6 @@ class DomainDevices:
         self.specs[("vif", spec.devid)] = spec
         return dev
 
-    def attach_vif_text(self, text: str, seed: str = "") -> NetBackend:
-        """network-attach: the next free index, xl's syntax."""
-        index = 0
-        while index in self.vifs:
-            index += 1
-        spec = parse_vif_spec(text, index=index, seed=seed or f"dom{self.domid}")
-        return self.attach_vif(spec)
-
     def find_vif(self, which) -> NetBackend:
         which = str(which)
         for devid, dev in self.vifs.items():
@@ -242,7 +276,6 @@ class DomainDevices:
         raise DeviceConfigError(f"Unknown device {which}.")
 
     def find_disk(self, vdev) -> BlkBackend:
-        from .devspec import vdev_to_devid
         for devid, dev in self.disks.items():
             if str(vdev) in (dev.vdev, str(devid)):
                 return dev
@@ -257,7 +290,7 @@ class DomainDevices:
     def detach(self, dev, force: bool = False, timeout: float = DETACH_TIMEOUT) -> None:
         """Close the device with the frontend's cooperation; `force` (or a
         domain that is gone) tears it down without waiting."""
-        table = self.disks if dev.kind == "vbd" else self.vifs
+        table = self.by_kind[dev.kind]
         if not force and self.guest.alive():
             dev.request_close()
             if not dev.closed.wait(timeout):
@@ -280,23 +313,22 @@ class DomainDevices:
                 return -1
         row = {"devid": dev.devid, "backend_id": 0, "frontend_id": self.domid,
                "state": num("state"), "evtch": num("event-channel"), "be_path": dev.be}
-        if dev.kind == "vbd":
-            row.update(vdev=dev.vdev, ring_ref=num("ring-ref"))
-        else:
-            row.update(mac=dev.mac, tx_ring_ref=num("tx-ring-ref"),
-                       rx_ring_ref=num("rx-ring-ref"), ifname=dev.ifname, bridge=dev.bridge,
-                       netns=dev.netns)
+        row.update(BY_TYPE[dev.kind].describe(dev, num))
         return row
+
+    def describe_all(self, kind: DeviceKind) -> list[dict]:
+        """<verb>-list: every device of `kind`, by devid."""
+        return [self.describe(dev) for _, dev in sorted(self.by_kind[kind.type].items())]
 
     def close_all(self) -> None:
         """The domain is gone: stop every backend, free what it held."""
-        for dev in list(self.disks.values()) + list(self.vifs.values()):
-            try:
-                dev.stop()
-            except Exception:
-                log.exception("stopping %s", dev)
-        self.disks.clear()
-        self.vifs.clear()
+        for table in self.by_kind.values():
+            for dev in list(table.values()):
+                try:
+                    dev.stop()
+                except Exception:
+                    log.exception("stopping %s", dev)
+            table.clear()
         if self.xsc is not None:
             with self.xs.access() as store:
                 store.remove_client(self.xsc)

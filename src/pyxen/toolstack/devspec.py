@@ -36,8 +36,10 @@ bridge there (empty or absent: pyxend's own namespace).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import ipaddress
+import os
 import re
 from dataclasses import dataclass
 
@@ -49,6 +51,7 @@ __all__ = [
     "VifSpec",
     "parse_disk_spec",
     "parse_vif_spec",
+    "resolve_target",
     "vdev_to_devid",
     "parse_mac",
     "generate_mac",
@@ -408,6 +411,14 @@ def parse_disk_spec(spec: str) -> DiskSpec:
     p = _DiskParser(spec)
     p.scan()
     return p.build()
+
+
+def resolve_target(spec: DiskSpec, base: str) -> DiskSpec:
+    """A relative disk target is taken relative to the config file (pyxend's
+    working directory means nothing to the administrator)."""
+    if spec.target and not os.path.isabs(spec.target) and not spec.target.startswith("/dev/"):
+        return dataclasses.replace(spec, target=os.path.normpath(os.path.join(base, spec.target)))
+    return spec
 
 
 # ---------------------------------------------------------------------------

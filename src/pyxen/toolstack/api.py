@@ -1,0 +1,156 @@
+"""pyxend's API: the table of its requests.
+
+Every request pyxend answers is one `Request` in REQUESTS: its name (the
+"method" of a request line), its parameters with their types (checked by
+apiparams.check_params before the handler runs), what it returns, a line of
+documentation, and the Daemon method that handles it. The handler is called
+with the request's `args` and then the parameters in the table's order
+(defaults filled in). The daemon dispatches through this table, and the
+protocol's documentation (daemon.__doc__, docs/commands.md) is generated
+from it by describe().
+
+Adding a request: an entry here and its handler in daemon.Daemon (named
+api_<name> unless it is shared); tests/toolstack/test_api_table.py checks
+that both sides agree. A PV device kind's requests (<verb>_attach,
+_detach, _list) come from devkinds.DEVICE_KINDS.
+"""
+from __future__ import annotations
+
+import json
+import textwrap
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Annotated
+
+from .apiparams import DomId, DomRef, MaxLen, Param, Range, check_params, describe_type
+from .devkinds import DEVICE_KINDS, device_params
+from .domconfig import MAX_MEMORY_MIB, MAX_VCPUS
+
+__all__ = ["Request", "REQUESTS", "describe"]
+
+_PORT = Annotated[int, Range(1, (1 << 17) - 1)]
+_MB = Annotated[int, Range(1, MAX_MEMORY_MIB)]
+
+
+@dataclass(frozen=True)
+class Request:
+    name: str
+    params: tuple[Param, ...]
+    returns: str                 # the result, as the documentation shows it
+    doc: str
+    handler: str                 # the Daemon method that answers it
+    args: tuple = ()             # given to the handler before the parameters
+    stream: bool = False         # the handler takes the connection (console)
+
+    def check(self, params) -> None:
+        """ParamError unless `params` fits the request."""
+        check_params(self.params, params, self.name)
+
+    def arguments(self, params: dict) -> list:
+        """The handler's arguments after `args`: each parameter in the table's
+        order, its default when the request leaves it out."""
+        return [params[p.name] if p.name in params else p.default for p in self.params]
+
+
+def _r(name: str, params=(), returns: str = "null", doc: str = "", **kw) -> Request:
+    return Request(name, tuple(params), returns, doc, kw.pop("handler", "api_" + name), **kw)
+
+
+def _device_requests() -> list[Request]:
+    out = []
+    for kind in DEVICE_KINDS:
+        params = device_params(kind)
+        v = kind.verb
+        out += [
+            _r(f"{v}_attach", params[f"{v}_attach"], kind.attach_returns,
+               f"xl {v}-attach: {kind.cli.attach_help}", handler="_device_attach",
+               args=(kind,)),
+            _r(f"{v}_detach", params[f"{v}_detach"], "null",
+               f"xl {v}-detach: {kind.cli.detach_help} (force: without the guest)",
+               handler="_device_detach", args=(kind,)),
+            _r(f"{v}_list", params[f"{v}_list"], "[device rows]",
+               f"xl {v}-list: {kind.cli.list_help}",
+               handler="_device_list", args=(kind,)),
+        ]
+    return out
+
+
+_TABLE = [
+    _r("version", (), '{"api": 1, "pyxen": "..."}', "the API version and pyxen's"),
+    _r("create", (Param("config", Annotated[str, MaxLen(1 << 20)]),
+                  Param("path", str, "<config>"), Param("overrides", list[str], ()),
+                  Param("paused", bool, False)),
+       '{"domid", "name", "warnings"}',
+       "create a domain from the text of an xl.cfg (path: where it was read, for "
+       "messages and relative paths; overrides: KEY=VALUE lines)"),
+    _r("list", (Param("dom", DomRef | None, None),), "[domain info]",
+       "the domains (or one), Domain-0 first"),
+    _r("info", (), "{host and hypervisor figures}", "as xl info"),
+    _r("destroy", (Param("dom", DomRef),), "null", "terminate a domain at once"),
+    _r("pause", (Param("dom", DomRef),), "null", "pause a domain's vCPUs"),
+    _r("unpause", (Param("dom", DomRef),), "null", "let a paused domain run"),
+    _r("shutdown", (Param("dom", DomRef),), "domid",
+       "ask a domain to power off: writes control/shutdown like xl"),
+    _r("reboot", (Param("dom", DomRef),), "domid",
+       "ask a domain to reboot: writes control/shutdown like xl"),
+    _r("rename", (Param("dom", DomRef), Param("name", str)), "null",
+       "give a domain a new name (domconfig.domain_name_problem's rules)"),
+    _r("domid", (Param("name", Annotated[str, MaxLen(256)]),), "domid", "domain name to id"),
+    _r("domname", (Param("domid", Annotated[int, Range(0, 0x7FEF)]),), "name",
+       "domain id to name"),
+    _r("uptime", (), '[{"name", "domid", "uptime"}]', "every domain's uptime, Domain-0 first"),
+    _r("mem_set", (Param("dom", DomRef), Param("mb", _MB)), "null",
+       "set a domain's memory target (memory/target)"),
+    _r("mem_max", (Param("dom", DomRef), Param("mb", _MB)), "null",
+       "set a domain's maximum memory"),
+    _r("vcpu_set", (Param("dom", DomRef), Param("count", Annotated[int, Range(1, MAX_VCPUS)])),
+       "null", "set the number of online vCPUs (cpu/N/availability)"),
+    _r("vcpu_list", (Param("dom", DomRef | None, None),), "[vcpu info]",
+       "the vCPUs of every running domain (or one)"),
+    _r("vcpu_pin", (Param("dom", DomRef),
+                    Param("vcpu", Annotated[int, Range(0, MAX_VCPUS - 1)] | str),
+                    Param("cpus", list[Annotated[int, Range(0, 4095)]])), "null",
+       "pin a vCPU (a number or \"all\") to host CPUs"),
+    _r("sched_credit", (Param("dom", DomRef | None, None),
+                        Param("weight", Annotated[int, Range(1, 65535)] | None, None),
+                        Param("cap", Annotated[int, Range(0, 100 * 4096)] | None, None)),
+       '[{"name", "domid", "weight", "cap"}]',
+       "the credit scheduler's weight and cap of every domain (or one), set when given"),
+    _r("dmesg", (), "[line]", "pyxend's log and every running domain's hypervisor log"),
+    _r("log", (Param("lines", Annotated[int, Range(0, 100000)], 100),), "[line]",
+       "the last lines of pyxend's log"),
+    _r("evtchn_connect", (Param("from_dom", DomId), Param("from_port", _PORT),
+                          Param("to_dom", DomId), Param("to_port", _PORT)),
+       '{"remote_dom"} + 2 eventfds',
+       "(domain processes) bind to another domain's unbound port: the reply carries "
+       "one end of a pair of eventfds each way"),
+    *_device_requests(),
+    _r("console", (Param("dom", DomRef),), '{"domid", "name"}',
+       "attach to the domain's console: after the reply the connection carries raw "
+       "console bytes both ways", handler="_attach_console", stream=True),
+]
+
+#: every request, by name (read-only)
+REQUESTS: MappingProxyType[str, Request] = MappingProxyType({r.name: r for r in _TABLE})
+assert len(REQUESTS) == len(_TABLE), "a request is listed twice"
+
+
+def _param(p: Param) -> str:
+    if p.required:
+        return f"{p.name}: {describe_type(p.type)}"
+    d = p.default
+    default = json.dumps(list(d) if isinstance(d, tuple) else d)
+    return f"{p.name}?: {describe_type(p.type)} = {default}"
+
+
+def describe() -> str:
+    """The requests as the protocol's documentation lists them."""
+    lines = []
+    for r in REQUESTS.values():
+        params = "{" + ", ".join(_param(p) for p in r.params) + "}" if r.params else ""
+        lines.append(textwrap.fill(f"{r.name} {params}".rstrip() + f" -> {r.returns}", 90,
+                                   initial_indent="  ", subsequent_indent="        ",
+                                   break_on_hyphens=False))
+        lines.append(textwrap.fill(r.doc, 90, initial_indent="      ",
+                                   subsequent_indent="      "))
+    return "\n".join(lines)
