@@ -112,6 +112,26 @@ class ConsoleBackend:
     def _resume(self) -> None:
         with self.lock:
             self.resume_pending = False
+    def drain(self) -> None:
+        """Read what the guest left in the ring whatever the rate limit (the
+        domain has stopped: this is the last read)."""
+        with self.lock:
+            self.event_count = 0
+            self.next_period = self.clock() + self.period
+        self.on_notify()
+
+    def tail(self, lines: int = 40) -> str:
+        """The last console lines, led by the guest's last panic/oops line
+        when that scrolled out of them (for a crash report)."""
+        with self.out_lock:
+            text = bytes(self.history).decode(errors="replace").rstrip()
+        all_lines = text.splitlines()
+        out = all_lines[-lines:]
+        panic = [x for x in all_lines if "Kernel panic" in x or "Oops:" in x]
+        if panic and panic[-1] not in out:
+            out = [panic[-1], "..."] + out
+        return "\n".join(out)
+
         self.on_notify()
 
     def _emit(self, data: bytes) -> None:

@@ -23,9 +23,8 @@ from .time import Clock, TimerService
 from .sched import DomainScheduler, thread_cpu_seconds
 from .grant import GrantTable
 
+from .dom0link import Dom0Link
 MASK64 = (1 << 64) - 1
-CONS_IN, CONS_OUT = 0, 1024
-CONS_IN_CONS, CONS_IN_PROD, CONS_OUT_CONS, CONS_OUT_PROD = 3072, 3076, 3080, 3084
 
 
 _LIBC = ctypes.CDLL(None, use_errno=True)
@@ -47,7 +46,7 @@ class Domain:
     def __init__(self, *, name: str, memory_mb: int, vcpus: int = 1, domid: int = 1,
                  kvm: Kvm | None = None, console=None, trace=None, maxmem_mb: int | None = None,
                  supports_writable_pagetables: bool = False, uuid: uuidlib.UUID | None = None,
-                 max_event_channels: int = DEFAULT_MAX_PORT):
+                 max_event_channels: int = DEFAULT_MAX_PORT, dom0: Dom0Link | None = None):
         if vcpus < 1 or vcpus > L.MAX_VCPUS:
             raise ValueError(f"vcpus={vcpus}: pyxen supports 1..{L.MAX_VCPUS}")
         self.name = name
@@ -81,7 +80,7 @@ class Domain:
         # the highest port the guest may allocate (xl.cfg max_event_channels)
         self.events = EventChannels(self, max_port=max_event_channels)
         self.events.shared = self.heap.mem.addr + self.heap.shared_info_off
-        self.connect_remote_port = None   # set by a daemon that links domains
+        self.dom0 = dom0 or Dom0Link()    # dom0's services for this domain (dom0link.py)
         self.vcpus = [PVVcpu(self, i) for i in range(vcpus)]
         self.clock = Clock(self.vcpus[0].kvcpu.tsc_khz())
         self.clock.update_wallclock(self.shared_info)
@@ -103,15 +102,13 @@ class Domain:
         self.layout = None
         self.start_time = time.monotonic()
         self.hypercall_counts: dict[int, int] = {}
-        self.xenstore_ring = None          # a dom0 xenstored ring transport, when attached
-        self.console_backend = None
 
     # --- building ------------------------------------------------------------
     def build(self, image, *, ramdisk: bytes | None = None, cmdline: str = "") -> None:
         from ..build.x86_64 import build_pv
         # the two channels every domU is born with, both to dom0 services
-        self.store_port = self.events.bind_to_remote(0, self._store_notify)
-        self.console_port = self.events.bind_to_remote(0, self._console_notify)
+        self.store_port = self.events.bind_to_remote(0, self.dom0.notify_store)
+        self.console_port = self.events.bind_to_remote(0, self.dom0.notify_console)
         for p in (self.store_port, self.console_port):
             self.events.ports[p].consumer = True
         lay = build_pv(self.ram.mm, self.nr_pages, image, ramdisk=ramdisk, cmdline=cmdline,
@@ -146,7 +143,7 @@ class Domain:
                     v.thread.join(5)
             self.timers.stop()
             self.sched.stop()
-            self._console_notify()
+            self.dom0.domain_stopped()
         if self.result is None:
             self.result = DomainResult("destroyed")
         return self.result
@@ -190,12 +187,6 @@ class Domain:
 
     def close(self) -> None:
         self.timers.stop()
-        if self.console_backend is not None:
-            self.console_backend.close()
-            self.console_backend = None
-        if self.xenstore_ring is not None:
-            self.xenstore_ring.close()
-            self.xenstore_ring = None
         self._close_memory()
 
     def _close_memory(self) -> None:
@@ -216,8 +207,8 @@ class Domain:
         self.trace(vcpu.id if vcpu else -1, "shutdown", name)
         message = ""
         if reason == SHUTDOWN_crash:        # a guest panic: show what it said last
-            self._console_notify()
-            message = self.console_tail()
+            self.dom0.notify_console()
+            message = self.dom0.console_tail()
         self.result = DomainResult(name, reason, message)
         self._stop_all()
 
@@ -431,57 +422,10 @@ class Domain:
         vcpu.timer.update_time()
         return 0
 
-    # --- console ---------------------------------------------------------------
-    def console_write(self, data: bytes, source: str = "ring") -> None:
+    # --- dom0 ------------------------------------------------------------------
+    def console_write(self, data: bytes, source: str = "console_io") -> None:
+        """HYPERVISOR_console_io output: the hypervisor's console (pyxen dmesg)."""
         self.console(data)
 
-    def attach_console(self, sink=None, log_path: str | None = None):
-        """Connect the console ring to a dom0 console backend (after build)."""
-        from ..dom0.console import ConsoleBackend
-        page = self.ram.view[self.console_off:self.console_off + L.PAGE_SIZE]
-        self.console_backend = ConsoleBackend(
-            page, lambda: self.events.raise_port(self.console_port) if not self.stopped else None,
-            sink=sink if sink is not None else self.console, log_path=log_path)
-        return self.console_backend
-
-    def console_tail(self, lines: int = 40) -> str:
-        """The guest's last console lines, led by its panic/oops line if any."""
-        if self.console_backend is None:
-            return ""
-        text = bytes(self.console_backend.history).decode(errors="replace").rstrip()
-        all_lines = text.splitlines()
-        tail = all_lines[-lines:]
-        panic = [l for l in all_lines if "Kernel panic" in l or "Oops:" in l]
-        if panic and panic[-1] not in tail:
-            tail = [panic[-1], "..."] + tail
-        return "\n".join(tail)
-
-    def _console_notify(self) -> None:
-        if self.console_backend is not None:
-            self.console_backend.on_notify()
-        else:
-            self.drain_console()
-
-    def _store_notify(self) -> None:
-        if self.xenstore_ring is not None:
-            self.xenstore_ring.kick()
-
-    def drain_console(self) -> None:
-        """Move what the guest wrote into its console ring to the console sink."""
-        if self.layout is None:
-            return
-        mm = self.ram.mm
-        base = self.console_off
-        import struct
-        cons, prod = struct.unpack_from("<II", mm, base + CONS_OUT_CONS)
-        if cons == prod:
-            return
-        n = (prod - cons) & 0xFFFFFFFF
-        if n > 2048:
-            n = 2048
-            cons = (prod - n) & 0xFFFFFFFF
-        out = bytearray()
-        for i in range(n):
-            out.append(mm[base + CONS_OUT + ((cons + i) % 2048)])
-        struct.pack_into("<I", mm, base + CONS_OUT_CONS, prod)
-        self.console_write(bytes(out))
+    def connect_remote_port(self, remote_dom: int, remote_port: int, local_port: int):
+        return self.dom0.connect_remote(remote_dom, remote_port, local_port)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import struct
 
 from . import layout as L
+from .abi import HYPERVISOR_VIRT_START, HYPERVISOR_VIRT_END
 
 
 class GuestFault(Exception):
@@ -18,7 +19,7 @@ class GuestFault(Exception):
 
 
 def _in_hole(va: int) -> bool:
-    return 0xFFFF800000000000 <= va < 0xFFFF880000000000 or not L.canonical(va)
+    return HYPERVISOR_VIRT_START <= va < HYPERVISOR_VIRT_END or not L.canonical(va)
 
 
 class GuestMemoryAccess:

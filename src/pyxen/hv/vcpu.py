@@ -19,7 +19,8 @@ from . import layout as L
 from . import cpu as C
 from .abi import (FLAT_KERNEL_CS, FLAT_KERNEL_SS, FIRST_RESERVED_GDT_ENTRY, TRAP_NAMES,
                   VMASST_TYPE_architectural_iopl,
-                  VGCF_in_syscall, CALLBACKF_mask_events, HYPERCALLS)
+                  VGCF_in_syscall, CALLBACKF_mask_events, HYPERCALLS,
+                  VGCF_in_kernel, HYPERVISOR_VIRT_END, USER_REGS_GPRS, VcpuGuestContext)
 from .guestmem import GuestMemoryAccess, GuestFault
 from .time import precise_sleeps, VcpuTimer
 
@@ -30,14 +31,6 @@ _PAIR = struct.Struct("<QQ")
 
 class GuestCrash(Exception):
     """The guest broke the rules; the domain is crashed with this message."""
-
-
-# vcpu_guest_context (x86-64) offsets used by the checks below
-CTX_FLAGS, CTX_RIP, CTX_RSP = 512, 520 + 128, 520 + 152
-CTX_TRAPS, CTX_LDT_BASE, CTX_KERNEL_SP, CTX_CTRLREG = 720, 4816, 4976, 4984
-CTX_CALLBACKS, CTX_FS_BASE = 5112, 5144
-VGCF_in_kernel = 1 << 2
-HV_HOLE_END = 0xFFFF880000000000
 
 
 def check_guest_context(ctx: bytes) -> int:
@@ -51,32 +44,24 @@ def check_guest_context(ctx: bytes) -> int:
     a vCPU started in user mode needs a user L4. 0 or -EINVAL."""
     from .abi import EINVAL
     from .hypercalls.traps import guest_code_address
-    (flags,) = struct.unpack_from("<Q", ctx, CTX_FLAGS)
-    (rip,) = struct.unpack_from("<Q", ctx, CTX_RIP)
-    (rsp,) = struct.unpack_from("<Q", ctx, CTX_RSP)
-    ldt_base, ldt_ents = struct.unpack_from("<QQ", ctx, CTX_LDT_BASE)
-    (gdt_ents,) = struct.unpack_from("<Q", ctx, CTX_KERNEL_SP - 16)
-    (kernel_sp,) = struct.unpack_from("<Q", ctx, CTX_KERNEL_SP)
-    ctrlreg = struct.unpack_from("<8Q", ctx, CTX_CTRLREG)
-    callbacks = struct.unpack_from("<3Q", ctx, CTX_CALLBACKS)
-    bases = struct.unpack_from("<3Q", ctx, CTX_FS_BASE)
-    if not all(L.canonical(a) for a in (rip, rsp, kernel_sp, *bases)):
+    c = VcpuGuestContext.from_buffer_copy(ctx)
+    bases = (c.fs_base, c.gs_base_kernel, c.gs_base_user)
+    callbacks = (c.event_callback_eip, c.failsafe_callback_eip, c.syscall_callback_eip)
+    if not all(L.canonical(a) for a in (c.user_regs.rip, c.user_regs.rsp, c.kernel_sp, *bases)):
         return -EINVAL
-    if ldt_ents and not L.canonical(ldt_base):
+    if c.ldt_ents and not L.canonical(c.ldt_base):
         return -EINVAL
     if not all(guest_code_address(a) for a in callbacks):
         return -EINVAL
-    for i in range(256):
-        (addr,) = struct.unpack_from("<Q", ctx, CTX_TRAPS + 16 * i + 8)
-        if not guest_code_address(addr):
-            return -EINVAL
-    if not (ldt_base < 1 << 47 or ldt_base >= HV_HOLE_END):
+    if not all(guest_code_address(t.address) for t in c.trap_ctxt):
         return -EINVAL
-    if ldt_base & 0xFFF or ldt_ents > 8192:
+    if not (c.ldt_base < 1 << 47 or c.ldt_base >= HYPERVISOR_VIRT_END):
         return -EINVAL
-    if (gdt_ents + 511) // 512 > 16:
+    if c.ldt_base & 0xFFF or c.ldt_ents > 8192:
         return -EINVAL
-    if not flags & VGCF_in_kernel and not ctrlreg[1]:
+    if (c.gdt_ents + 511) // 512 > 16:
+        return -EINVAL
+    if not c.flags & VGCF_in_kernel and not c.ctrlreg[1]:
         return -EINVAL
     return 0
 
@@ -266,17 +251,10 @@ class PVVcpu:
         rc = check_guest_context(ctx)
         if rc:
             return rc                   # refused before anything changed
-        flags = struct.unpack_from("<Q", ctx, 512)[0]
-        ur = struct.unpack_from("<15Q", ctx, 520)            # r15 .. rdi
-        rip, cs = struct.unpack_from("<QH", ctx, 520 + 128)
-        rflags, rsp, ss = struct.unpack_from("<QQH", ctx, 520 + 144)
-        ldt_base, ldt_ents = struct.unpack_from("<QQ", ctx, CTX_LDT_BASE)
-        gdt_frames = list(struct.unpack_from("<16Q", ctx, 4832))
-        gdt_ents, kernel_ss, kernel_sp = struct.unpack_from("<3Q", ctx, 4960)
-        ctrlreg = struct.unpack_from("<8Q", ctx, 4984)
-        ev_cb, fs_cb, sys_cb = struct.unpack_from("<3Q", ctx, 5112)
-        fs_base, gs_kernel, gs_user = struct.unpack_from("<3Q", ctx, 5144)
-        l4 = ctrlreg[3] >> 12
+        c = VcpuGuestContext.from_buffer_copy(ctx)
+        ur = c.user_regs
+        gdt_ents = c.gdt_ents
+        l4 = c.ctrlreg[3] >> 12
         if not mm.owns(l4) or gdt_ents > 7168:
             return -EINVAL
         from .mm import PageTableError
@@ -291,32 +269,32 @@ class PVVcpu:
         if old:
             mm.put_type(old)
         pv.kernel_mode = True
-        pv.iopl = (rflags >> 12) & 3            # Xen takes the virtual IOPL from eflags
-        pv.kernel_ss, pv.kernel_sp = kernel_ss, kernel_sp
-        pv.fs_base, pv.gs_base_kernel, pv.gs_base_user = fs_base, gs_kernel, gs_user
-        pv.ldt_base, pv.ldt_entries = (ldt_base, ldt_ents) if ldt_ents else (0, 0)
+        pv.iopl = (ur.rflags >> 12) & 3         # Xen takes the virtual IOPL from eflags
+        pv.kernel_ss, pv.kernel_sp = c.kernel_ss, c.kernel_sp
+        pv.fs_base, pv.gs_base_kernel, pv.gs_base_user = c.fs_base, c.gs_base_kernel, c.gs_base_user
+        pv.ldt_base, pv.ldt_entries = (c.ldt_base, c.ldt_ents) if c.ldt_ents else (0, 0)
         pv.trap_table.clear()
-        for i in range(256):
-            vec, tflags, tcs, addr = struct.unpack_from("<BBH4xQ", ctx, 720 + 16 * i)
-            if addr:
-                pv.trap_table[vec] = TrapEntry(tflags, tcs, addr)
-        for t, a in ((0, ev_cb), (1, fs_cb), (2, sys_cb)):
+        for t in c.trap_ctxt:
+            if t.address:
+                pv.trap_table[t.vector] = TrapEntry(t.flags, t.cs, t.address)
+        for t, a in ((0, c.event_callback_eip), (1, c.failsafe_callback_eip),
+                     (2, c.syscall_callback_eip)):
             if a:
                 pv.callbacks[t] = Callback(a, 0)
         with dom.lock:
-            rc = install_gdt(self, gdt_frames[:(gdt_ents + 511) // 512], gdt_ents)
+            rc = install_gdt(self, c.gdt_frames[:(gdt_ents + 511) // 512], gdt_ents)
         if rc:
             return rc
         r = KS.Regs()
-        (r.r15, r.r14, r.r13, r.r12, r.rbp, r.rbx, r.r11, r.r10, r.r9, r.r8, r.rax, r.rcx,
-         r.rdx, r.rsi, r.rdi) = ur
-        r.rip, r.rsp = rip, rsp
-        r.rflags = (rflags & ~(C.RFLAGS_IOPL3)) | C.RFLAGS_IF | 2
+        for name in USER_REGS_GPRS:
+            setattr(r, name, getattr(ur, name))
+        r.rip, r.rsp = ur.rip, ur.rsp
+        r.rflags = (ur.rflags & ~(C.RFLAGS_IOPL3)) | C.RFLAGS_IF | 2
         self.kvcpu.set_regs(r)
         s = self.kvcpu.get_sregs()
         C.initial_sregs(s, self.id, dom.heap.gdt_base(self.id), dom.heap.tss_base(self.id),
                         l4 << 12)
-        s.fs.base, s.gs.base = fs_base, gs_kernel
+        s.fs.base, s.gs.base = c.fs_base, c.gs_base_kernel
         self.kvcpu.set_sregs(s)
         self._sregs_valid = False
         self.vcpu_info.evtchn_upcall_mask = 1

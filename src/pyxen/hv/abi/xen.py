@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ctypes
 
-from ._types import Struct, Union, u8, u32, u64, i8, char, ulong, xen_pfn_t, xen_ulong_t, handle
+from ._types import Struct, u8, u32, u64, i8, char, ulong, xen_pfn_t, xen_ulong_t
 from .arch_x86_64 import ArchSharedInfo, XEN_LEGACY_MAX_VCPUS
 
 _HEADER = "xen/xen.h"

@@ -28,12 +28,9 @@ from __future__ import annotations
 from capstone import x86_const as X
 
 from .. import layout as L
+from ..abi import MACH2PHYS_VIRT_START, MACH2PHYS_VIRT_END
 from .decode import (MASK64, decode_at, effective_address, flags_add, flags_logic,
                      flags_sub, merge_flags)
-
-# xen/include/public/arch-x86/xen-x86_64.h
-MACH2PHYS_VIRT_START = 0xFFFF800000000000
-MACH2PHYS_VIRT_END = 0xFFFF804000000000
 
 PFEC_P, PFEC_W, PFEC_I = 1, 2, 16
 

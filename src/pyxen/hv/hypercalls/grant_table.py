@@ -12,11 +12,21 @@ still maps the frame with the grant's presence and writability.
 """
 from __future__ import annotations
 
+import ctypes
 import struct
 from types import SimpleNamespace
 
 from .. import layout as L
-from ..abi import HC, EFAULT, EINVAL, ENOSYS, EPERM, ESRCH, EOPNOTSUPP, DOMID_SELF
+from .. import abi
+from ..abi import (HC, EFAULT, EINVAL, ENOSYS, EPERM, ESRCH, EOPNOTSUPP, EILSEQ, DOMID_SELF,
+                   HYPERVISOR_VIRT_END, GNTTABOP_map_grant_ref, GNTTABOP_unmap_grant_ref,
+                   GNTTABOP_setup_table, GNTTABOP_transfer, GNTTABOP_copy,
+                   GNTTABOP_query_size, GNTTABOP_unmap_and_replace, GNTTABOP_set_version,
+                   GNTTABOP_get_status_frames, GNTTABOP_get_version, GNTTABOP_swap_grant_ref,
+                   GNTTABOP_cache_flush, GNTMAP_device_map, GNTMAP_host_map, GNTMAP_readonly,
+                   GNTMAP_contains_pte, GNTMAP_guest_avail0,
+                   GNTCOPY_source_gref, GNTCOPY_dest_gref, GNTTAB_CACHE_CLEAN,
+                   GNTTAB_CACHE_INVAL)
 from ..grant import (GrantError, GNTST_okay, GNTST_general_error, GNTST_bad_domain,
                      GNTST_bad_gntref, GNTST_bad_handle, GNTST_bad_virt_addr, GNTST_bad_dev_addr,
                      GNTST_permission_denied, GNTST_bad_page, GNTST_bad_copy_arg, GNTST_eagain,
@@ -25,19 +35,8 @@ from ..grant import (GrantError, GNTST_okay, GNTST_general_error, GNTST_bad_doma
 from ..guestmem import GuestFault
 from ..mm import PageTableError, PGT_L1, PGT_WRITABLE
 
-GNTTABOP_map_grant_ref, GNTTABOP_unmap_grant_ref, GNTTABOP_setup_table = 0, 1, 2
-GNTTABOP_dump_table, GNTTABOP_transfer, GNTTABOP_copy, GNTTABOP_query_size = 3, 4, 5, 6
-GNTTABOP_unmap_and_replace, GNTTABOP_set_version, GNTTABOP_get_status_frames = 7, 8, 9
-GNTTABOP_get_version, GNTTABOP_swap_grant_ref, GNTTABOP_cache_flush = 10, 11, 12
 GNTTABOP_CMD_MASK = 0xFFF        # the bits above carry cache_flush's continuation
-GNTMAP_device_map, GNTMAP_host_map, GNTMAP_readonly = 1, 2, 4
-GNTMAP_application_map, GNTMAP_contains_pte = 8, 16
-GNTMAP_guest_avail0 = 16         # flags bits 16.. go to the PTE's available bits
-GNTCOPY_source_gref, GNTCOPY_dest_gref = 1, 2
-GNTTAB_CACHE_CLEAN, GNTTAB_CACHE_INVAL, GNTTAB_CACHE_SOURCE_GREF = 1, 2, 1 << 31
-EILSEQ = 84
 MAX_OPS = 1024                   # pyxen has no hypercall continuations: batches are bounded
-HYPERVISOR_VIRT_END = 0xFFFF880000000000
 
 _MAP = struct.Struct("<QIIHhIQ")       # host_addr flags ref dom | status handle dev_bus_addr
 _UNMAP = struct.Struct("<QQIh2x")      # host_addr dev_bus_addr handle | status
@@ -50,6 +49,12 @@ _SWAP = struct.Struct("<IIh2x")        # ref_a ref_b | status
 _COPY = struct.Struct("<QHH4xQHH4xHHh2x")
 _CACHE = struct.Struct("<QHHI")        # dev_bus_addr/ref offset length op
 _STATUS16 = struct.Struct("<h")
+for _s, _c in ((_MAP, abi.GnttabMapGrantRef), (_UNMAP, abi.GnttabUnmapGrantRef),
+               (_REPLACE, abi.GnttabUnmapAndReplace), (_SETUP, abi.GnttabSetupTable),
+               (_QUERY, abi.GnttabQuerySize), (_STATUS, abi.GnttabGetStatusFrames),
+               (_VERSION, abi.GnttabGetVersion), (_SWAP, abi.GnttabSwapGrantRef),
+               (_COPY, abi.GnttabCopy), (_CACHE, abi.GnttabCacheFlush)):
+    assert _s.size == ctypes.sizeof(_c), _c
 
 
 def _addr_ok(va: int) -> bool:

@@ -5,7 +5,7 @@ from ..abi import (HC, EINVAL, EPERM, VMASST_CMD_enable, VMASST_CMD_disable,
                    VMASST_TYPE_writable_pagetables, VMASST_TYPE_pae_extended_cr3,
                    VMASST_TYPE_architectural_iopl, VMASST_TYPE_runstate_update_flag,
                    VMASST_TYPE_m2p_strict, VMASST_TYPE_4gb_segments,
-                   VMASST_TYPE_4gb_segments_notify)
+                   VMASST_TYPE_4gb_segments_notify, HYPERVISOR_VIRT_END)
 
 # the assists a 64-bit PV guest may turn on here
 VALID_ASSISTS = {VMASST_TYPE_4gb_segments, VMASST_TYPE_4gb_segments_notify,
@@ -48,7 +48,7 @@ def _guest_cr4(vcpu) -> int:
 
 def _breakpoint_addr_ok(va: int) -> bool:
     """Xen's __addr_ok for a 64-bit PV guest: the lower half, or above Xen's hole."""
-    return va < 0x0000800000000000 or va >= 0xFFFF880000000000
+    return va < 1 << 47 or va >= HYPERVISOR_VIRT_END
 
 
 def set_debugreg(vcpu, reg, value, *_):

@@ -2,6 +2,7 @@
 (Xen's arch/x86/mm.c)."""
 from __future__ import annotations
 
+import ctypes
 import struct
 
 from .. import layout as L
@@ -13,12 +14,14 @@ from ..abi import (HC, EFAULT, EINVAL, ENOSYS, ESRCH, EPERM, DOMID_SELF,
                    MMUEXT_INVLPG_ALL, MMUEXT_FLUSH_CACHE, MMUEXT_SET_LDT,
                    MMUEXT_NEW_USER_BASEPTR, MMUEXT_CLEAR_PAGE, MMUEXT_COPY_PAGE,
                    MMUEXT_FLUSH_CACHE_GLOBAL, MMUEXT_MARK_SUPER, MMUEXT_UNMARK_SUPER,
-                   UVMF_FLUSHTYPE_MASK, UVMF_ALL, EOPNOTSUPP)
+                   UVMF_FLUSHTYPE_MASK, UVMF_ALL, EOPNOTSUPP, HYPERVISOR_VIRT_START,
+                   HYPERVISOR_VIRT_END, MmuUpdate, MmuextOp)
 from ..guestmem import GuestFault
 from ..mm import PageTableError, PGT_L1, PGT_L4, PGT_WRITABLE
 
 _UPD = struct.Struct("<QQ")
 _EXT = struct.Struct("<IIQQ")      # cmd, pad, arg1 (mfn / linear_addr), arg2 (nr_ents / vcpumask / src_mfn)
+assert _UPD.size == ctypes.sizeof(MmuUpdate) and _EXT.size == ctypes.sizeof(MmuextOp)
 MAX_BATCH = 4096
 
 
@@ -102,7 +105,7 @@ def _l1_slot(vcpu, va):
 
 def update_va_mapping(vcpu, va, val, flags, *_):
     dom = vcpu.domain
-    if not L.canonical(va) or 0xFFFF800000000000 <= va < 0xFFFF880000000000:
+    if not L.canonical(va) or HYPERVISOR_VIRT_START <= va < HYPERVISOR_VIRT_END:
         return -EINVAL
     ptr = _l1_slot(vcpu, va)
     if ptr is None:

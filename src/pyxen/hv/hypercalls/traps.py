@@ -9,7 +9,7 @@ from ..abi import (HC, EFAULT, EINVAL, ENOSYS, CALLBACKOP_register, CALLBACKOP_u
                    CALLBACKTYPE_event, CALLBACKTYPE_failsafe, CALLBACKTYPE_syscall,
                    CALLBACKTYPE_syscall32, CALLBACKTYPE_sysenter, CALLBACKTYPE_nmi,
                    CALLBACKF_mask_events, SEGBASE_FS, SEGBASE_GS_USER, SEGBASE_GS_KERNEL,
-                   SEGBASE_GS_USER_SEL, TrapInfo)
+                   SEGBASE_GS_USER_SEL, TrapInfo, HYPERVISOR_VIRT_START, HYPERVISOR_VIRT_END)
 from ..guestmem import GuestFault
 from ..vcpu import TrapEntry, Callback
 from .. import cpu as C
@@ -21,7 +21,7 @@ def guest_code_address(addr: int) -> bool:
     """Where a trap handler or callback may be: canonical (Xen's check) and,
     in pyxen, not in Xen's hypervisor hole either (a handler there could
     never run: the guest cannot map slots 256-271)."""
-    return L.canonical(addr) and not (0xFFFF800000000000 <= addr < 0xFFFF880000000000)
+    return L.canonical(addr) and not (HYPERVISOR_VIRT_START <= addr < HYPERVISOR_VIRT_END)
 
 
 def set_trap_table(vcpu, traps, *_):
