@@ -354,7 +354,6 @@ class Daemon:
         else:
             try:
                 pfd = os.pidfd_open(d.pid)
-                selectors.DefaultSelector().register(pfd, selectors.EVENT_READ)
                 import select
                 select.select([pfd], [], [])
                 os.close(pfd)
