@@ -28,9 +28,12 @@ import struct
 import threading
 import time
 
-IN_SIZE, OUT_SIZE = 1024, 2048
-IN_OFF, OUT_OFF = 0, 1024
-IDX_OFF = 3072
+from ..hv.abi import XenconsInterface as _Ring
+
+IN_SIZE, OUT_SIZE = _Ring.in_.size, _Ring.out.size
+IN_OFF, OUT_OFF = _Ring.in_.offset, _Ring.out.offset
+IDX_OFF = _Ring.in_cons.offset          # in_cons, in_prod, out_cons, out_prod: u32 each
+IN_PROD_OFF, OUT_CONS_OFF = _Ring.in_prod.offset, _Ring.out_cons.offset
 LOG_LIMIT = 8 * 1024 * 1024          # a flooding guest cannot fill the disk
 DETACH = 0x1D                        # Ctrl-]
 RATE_LIMIT_ALLOWANCE = 30            # xenconsoled: ring reads per period
@@ -105,13 +108,10 @@ class ConsoleBackend:
             data = bytes(self.page[OUT_OFF + start:OUT_OFF + start + first])
             if first < n:
                 data += bytes(self.page[OUT_OFF:OUT_OFF + n - first])
-            struct.pack_into("<I", self.page, IDX_OFF + 8, out_prod)
+            struct.pack_into("<I", self.page, OUT_CONS_OFF, out_prod)
         self._emit(data)
         self.notify_guest()
 
-    def _resume(self) -> None:
-        with self.lock:
-            self.resume_pending = False
     def drain(self) -> None:
         """Read what the guest left in the ring whatever the rate limit (the
         domain has stopped: this is the last read)."""
@@ -132,6 +132,9 @@ class ConsoleBackend:
             out = [panic[-1], "..."] + out
         return "\n".join(out)
 
+    def _resume(self) -> None:
+        with self.lock:
+            self.resume_pending = False
         self.on_notify()
 
     def _emit(self, data: bytes) -> None:
@@ -194,7 +197,7 @@ class ConsoleBackend:
             n = max(0, min(space, len(data)))
             for i in range(n):
                 self.page[IN_OFF + (in_prod + i) % IN_SIZE] = data[i]
-            struct.pack_into("<I", self.page, IDX_OFF + 4, (in_prod + n) & 0xFFFFFFFF)
+            struct.pack_into("<I", self.page, IN_PROD_OFF, (in_prod + n) & 0xFFFFFFFF)
         if n:
             self.notify_guest()
         return n
