@@ -11,9 +11,11 @@ a ring whose indexes are impossible shuts the device down (xenbus error
 node, state Closing). Neither touches other devices or domains."""
 from __future__ import annotations
 
+import ctypes
 import logging
 import struct
 
+from ...hv import abi
 from ...hv.grant import GrantError
 from .image import SECTOR
 from .ring import BackRing, QueueWorker
@@ -21,12 +23,13 @@ from .xenbus import XenbusBackend, DeviceError
 
 log = logging.getLogger("pyxen.blkback")
 
-OP_READ, OP_WRITE, OP_WRITE_BARRIER, OP_FLUSH, OP_DISCARD, OP_INDIRECT = 0, 1, 2, 3, 5, 6
+OP_READ, OP_WRITE, OP_WRITE_BARRIER = abi.BLKIF_OP_READ, abi.BLKIF_OP_WRITE, abi.BLKIF_OP_WRITE_BARRIER
+OP_FLUSH, OP_DISCARD, OP_INDIRECT = abi.BLKIF_OP_FLUSH_DISKCACHE, abi.BLKIF_OP_DISCARD, abi.BLKIF_OP_INDIRECT
 OP_NAMES = {0: "read", 1: "write", 2: "write-barrier", 3: "flush", 5: "discard", 6: "indirect"}
-RSP_OKAY, RSP_ERROR, RSP_EOPNOTSUPP = 0, -1, -2
+RSP_OKAY, RSP_ERROR, RSP_EOPNOTSUPP = abi.BLKIF_RSP_OKAY, abi.BLKIF_RSP_ERROR, abi.BLKIF_RSP_EOPNOTSUPP
 VDISK_CDROM, VDISK_REMOVABLE, VDISK_READONLY = 1, 2, 4
-SLOT = 112                                  # sizeof(blkif_request), x86_64 ABI
-MAX_SEGMENTS = 11
+SLOT = ctypes.sizeof(abi.BlkifSringEntry)    # 112: a request or a response
+MAX_SEGMENTS = abi.BLKIF_MAX_SEGMENTS_PER_REQUEST
 MAX_INDIRECT_SEGMENTS = 256                  # what we offer (Linux asks for up to 32 by default)
 SEGS_PER_INDIRECT_PAGE = 512
 MAX_QUEUES = 4
@@ -38,6 +41,11 @@ _DISCARD = struct.Struct("<BBHxxxxQQQ")       # operation, flag, handle, id, sec
 _INDIRECT = struct.Struct("<BBHxxxxQQHxx8I")  # operation, indirect_op, nr_segments, id, sector,
                                               # handle, indirect_grefs[8]
 _RSP = struct.Struct("<QBxh")                 # id, operation, status
+SEG_OFF = abi.BlkifRequest.seg.offset        # 24: the segments follow the _REQ header
+assert _REQ.size == SEG_OFF and _SEG.size == ctypes.sizeof(abi.BlkifRequestSegment)
+assert _DISCARD.size == ctypes.sizeof(abi.BlkifRequestDiscard)
+assert _INDIRECT.size == abi.BlkifRequestIndirect._pad2.offset
+assert _RSP.size == abi.BlkifResponse._pad1.offset
 
 
 class BadRequest(Exception):
@@ -128,7 +136,7 @@ class BlkRing(QueueWorker):
                 return
             if not 1 <= nseg <= MAX_SEGMENTS:
                 raise BadRequest(f"{nseg} segments (1..{MAX_SEGMENTS} allowed)")
-            segs = [_SEG.unpack_from(raw, 24 + 8 * i) for i in range(nseg)]
+            segs = [_SEG.unpack_from(raw, SEG_OFF + _SEG.size * i) for i in range(nseg)]
             self._rw(op != OP_READ, sector, segs)
             if op == OP_WRITE_BARRIER:
                 img.flush()
@@ -145,7 +153,7 @@ class BlkRing(QueueWorker):
                 for p in range((nseg + SEGS_PER_INDIRECT_PAGE - 1) // SEGS_PER_INDIRECT_PAGE):
                     page = bytes(self._map(grefs[p], False, held))
                     k = min(SEGS_PER_INDIRECT_PAGE, nseg - p * SEGS_PER_INDIRECT_PAGE)
-                    segs += [_SEG.unpack_from(page, 8 * i) for i in range(k)]
+                    segs += [_SEG.unpack_from(page, _SEG.size * i) for i in range(k)]
             finally:
                 self._unmap_all(held)
             self._rw(iop == OP_WRITE, sector, segs)

@@ -12,11 +12,13 @@ netfront speaks). Each queue has its own rings, event channel, TAP queue and
 thread. `rate=` is a credit scheduler on transmit, as Xen's netback."""
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import struct
 import time
 
+from ...hv import abi
 from ...hv.grant import GrantError
 from . import tap
 from .ring import BackRing, QueueWorker, RingError
@@ -24,12 +26,17 @@ from .xenbus import XenbusBackend, DeviceError
 
 log = logging.getLogger("pyxen.netback")
 
-TXF_CSUM_BLANK, TXF_DATA_VALIDATED, TXF_MORE_DATA, TXF_EXTRA_INFO = 1, 2, 4, 8
-RXF_DATA_VALIDATED, RXF_CSUM_BLANK, RXF_MORE_DATA = 1, 2, 4
-EXTRA_GSO, EXTRA_FLAG_MORE = 1, 1
-GSO_TCPV4, GSO_TCPV6 = 1, 2
-RSP_NULL, RSP_OKAY, RSP_ERROR, RSP_DROPPED = 1, 0, -1, -2
-TX_SLOT, RX_SLOT = 12, 8
+TXF_CSUM_BLANK, TXF_DATA_VALIDATED = abi.NETTXF_csum_blank, abi.NETTXF_data_validated
+TXF_MORE_DATA, TXF_EXTRA_INFO = abi.NETTXF_more_data, abi.NETTXF_extra_info
+RXF_DATA_VALIDATED, RXF_CSUM_BLANK = abi.NETRXF_data_validated, abi.NETRXF_csum_blank
+RXF_MORE_DATA = abi.NETRXF_more_data
+EXTRA_GSO, EXTRA_FLAG_MORE = abi.XEN_NETIF_EXTRA_TYPE_GSO, abi.XEN_NETIF_EXTRA_FLAG_MORE
+GSO_TCPV4, GSO_TCPV6 = abi.XEN_NETIF_GSO_TYPE_TCPV4, abi.XEN_NETIF_GSO_TYPE_TCPV6
+RSP_NULL, RSP_OKAY = abi.NETIF_RSP_NULL, abi.NETIF_RSP_OKAY
+RSP_ERROR, RSP_DROPPED = abi.NETIF_RSP_ERROR, abi.NETIF_RSP_DROPPED
+# a ring slot holds a request or a response (a tx slot also an extra info)
+TX_SLOT = max(ctypes.sizeof(abi.NetifTxRequest), ctypes.sizeof(abi.NetifTxResponse))   # 12
+RX_SLOT = max(ctypes.sizeof(abi.NetifRxRequest), ctypes.sizeof(abi.NetifRxResponse))   # 8
 MAX_SLOTS_PER_PACKET = 64                 # Linux's netback accepts 18 by default; be lenient
 MAX_PACKET = 65536 + 14 + 4
 MAX_QUEUES = 4
@@ -40,6 +47,10 @@ _TXRSP = struct.Struct("<Hh")              # id, status
 _RXREQ = struct.Struct("<HxxI")            # id, gref
 _RXRSP = struct.Struct("<HHHh")            # id, offset, flags, status
 _EXTRA_GSO = struct.Struct("<BBHBxH")      # type, flags, gso size, gso type, features
+for _s, _c in ((_TXREQ, abi.NetifTxRequest), (_TXRSP, abi.NetifTxResponse),
+               (_RXREQ, abi.NetifRxRequest), (_RXRSP, abi.NetifRxResponse),
+               (_EXTRA_GSO, abi.NetifExtraInfoGso)):
+    assert _s.size == ctypes.sizeof(_c), _c
 
 
 class NetQueue(QueueWorker):

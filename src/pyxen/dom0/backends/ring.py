@@ -20,13 +20,16 @@ import struct
 import threading
 
 from ... import _atomic as A
+from ...hv.abi import SringHeader
 
 log = logging.getLogger("pyxen.backend")
 
-HEADER = 64
+HEADER = ctypes.sizeof(SringHeader)            # 64
 PAGE = 4096
 M32 = 0xFFFFFFFF
-_HDR = struct.Struct("<IIII")
+_HDR = struct.Struct("<IIII")                   # req_prod, req_event, rsp_prod, rsp_event
+_REQ_EVENT, _RSP_PROD = SringHeader.req_event.offset, SringHeader.rsp_prod.offset
+assert _HDR.size == SringHeader.pvt.offset and (_REQ_EVENT, _RSP_PROD) == (4, 8)
 
 
 class RingError(Exception):
@@ -91,7 +94,7 @@ class BackRing:
         new = self.rsp_prod_pvt
         if old == new:
             return False
-        A.store32(self.addr + 8, new)          # a full barrier, then read rsp_event
+        A.store32(self.addr + _RSP_PROD, new)  # a full barrier, then read rsp_event
         return ((new - self.rsp_event()) & M32) < ((new - old) & M32)
 
     def final_check(self) -> bool:
@@ -99,7 +102,7 @@ class BackRing:
         then look once more; True when there is more to do."""
         if self.unconsumed():
             return True
-        A.store32(self.addr + 4, (self.req_cons + 1) & M32)
+        A.store32(self.addr + _REQ_EVENT, (self.req_cons + 1) & M32)
         return self.unconsumed() > 0
 
 

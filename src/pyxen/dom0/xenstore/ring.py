@@ -20,10 +20,15 @@ callable that signals the guest back.
 """
 from __future__ import annotations
 
+import ctypes
 import logging
 import threading
 from typing import Callable, Optional
 
+from ...hv.abi import (XENSTORE_RING_SIZE, XENSTORE_SERVER_FEATURE_RECONNECTION,
+                       XENSTORE_SERVER_FEATURE_ERROR, XENSTORE_CONNECTED, XENSTORE_RECONNECT,
+                       XENSTORE_ERROR_NONE, XENSTORE_ERROR_COMM, XENSTORE_ERROR_RINGIDX,
+                       XENSTORE_ERROR_PROTO, XenstoreDomainInterface)
 from .protocol import Connection, ProtocolError
 from .store import XenStore
 
@@ -38,29 +43,30 @@ __all__ = [
 
 log = logging.getLogger("pyxen.xenstored")
 
-RING_SIZE = 1024
-REQ_OFFSET = 0
-RSP_OFFSET = 1024
-REQ_CONS = 2048
-REQ_PROD = 2052
-RSP_CONS = 2056
-RSP_PROD = 2060
-SERVER_FEATURES = 2064
-CONNECTION = 2068
-ERROR = 2072
-_PAGE_MIN = 2076
+_P = XenstoreDomainInterface
+RING_SIZE = XENSTORE_RING_SIZE
+REQ_OFFSET = _P.req.offset
+RSP_OFFSET = _P.rsp.offset
+REQ_CONS = _P.req_cons.offset
+REQ_PROD = _P.req_prod.offset
+RSP_CONS = _P.rsp_cons.offset
+RSP_PROD = _P.rsp_prod.offset
+SERVER_FEATURES = _P.server_features.offset
+CONNECTION = _P.connection.offset
+ERROR = _P.error.offset
+_PAGE_MIN = ctypes.sizeof(_P)
 
-FEATURE_RECONNECTION = 1
-FEATURE_ERROR = 2
-FEATURE_WATCH_DEPTH = 4
+FEATURE_RECONNECTION = XENSTORE_SERVER_FEATURE_RECONNECTION
+FEATURE_ERROR = XENSTORE_SERVER_FEATURE_ERROR
+FEATURE_WATCH_DEPTH = 4          # newer Xen's; not in 4.17's xs_wire.h
 
-CONNECTED = 0
-RECONNECT = 1
+CONNECTED = XENSTORE_CONNECTED
+RECONNECT = XENSTORE_RECONNECT
 
-ERROR_NONE = 0
-ERROR_COMM = 1
-ERROR_RINGIDX = 2
-ERROR_PROTO = 3
+ERROR_NONE = XENSTORE_ERROR_NONE
+ERROR_COMM = XENSTORE_ERROR_COMM
+ERROR_RINGIDX = XENSTORE_ERROR_RINGIDX
+ERROR_PROTO = XENSTORE_ERROR_PROTO
 
 _MASK = 0xFFFFFFFF
 

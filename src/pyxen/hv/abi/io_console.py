@@ -8,5 +8,6 @@ _HEADER = "xen/io/console.h"
 
 class XenconsInterface(Struct):
     _c_type_ = "struct xencons_interface"
-    _fields_ = [("in", char * 1024), ("out", char * 2048), ("in_cons", u32), ("in_prod", u32),
+    _c_names_ = {"in_": "in"}
+    _fields_ = [("in_", char * 1024), ("out", char * 2048), ("in_cons", u32), ("in_prod", u32),
                 ("out_cons", u32), ("out_prod", u32)]
