@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "guests"))
 
 import build as guest_build                      # noqa: E402
-from pyxen.build.elf import load_kernel          # noqa: E402
-from pyxen.hv.domain import Domain               # noqa: E402
+from pyxen.toolstack.builder import LocalServices, build_domain, close_domain  # noqa: E402
+from pyxen.toolstack.domconfig import DomainConfig  # noqa: E402
 
 LABELS = {
     "event_latency_blocked": "event latency vCPU0 -> vCPU1 (vCPU1 blocked)",
@@ -55,16 +55,17 @@ def run(idle_ms: int, abi: str) -> tuple[str, dict]:
                 marks[name] = (time.monotonic(), time.process_time())
 
     cmdline = f"idle_ms={idle_ms}" + (" abi=fifo" if abi == "fifo" else "")
-    dom = Domain(name="bench-events", memory_mb=32, vcpus=2, console=console)
+    cfg = DomainConfig(name="bench-events", kernel=str(guest_build.build_guest("bench_events")),
+                       memory=32, vcpus=2, cmdline=cmdline)
+    dom = build_domain(cfg, LocalServices(console, devices=False), console_io=console)
     watchdog = threading.Timer(120 + idle_ms / 1000, dom.destroy)   # a hang ends as 'destroyed'
     watchdog.daemon = True
     try:
-        dom.build(load_kernel(guest_build.build_guest("bench_events")), cmdline=cmdline)
         watchdog.start()
         result = dom.run()
     finally:
         watchdog.cancel()
-        dom.close()
+        close_domain(dom)
     text = out.decode(errors="replace")
     if "Test result: SUCCESS" not in text:
         raise SystemExit(f"bench_events failed ({result.reason}):\n{text}{result.message}")

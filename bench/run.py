@@ -20,8 +20,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from pyxen.build.elf import load_kernel          # noqa: E402
-from pyxen.hv.domain import Domain               # noqa: E402
+from pyxen.toolstack.builder import LocalServices, build_domain, close_domain  # noqa: E402
+from pyxen.toolstack.domconfig import DomainConfig  # noqa: E402
 
 NOTES = r"""
 .section .note.Xen,"a",@note
@@ -95,14 +95,14 @@ def build_guest(tmp: Path, hc: int, cpu: int) -> Path:
 
 
 def run_guest(elf: Path) -> float:
-    dom = Domain(name="bench", memory_mb=16)
+    cfg = DomainConfig(name="bench", kernel=str(elf), memory=16)
+    dom = build_domain(cfg, LocalServices(devices=False))
     try:
-        dom.build(load_kernel(elf))
         t = time.perf_counter()
         res = dom.run()
         dt = time.perf_counter() - t
     finally:
-        dom.close()
+        close_domain(dom)
     if res.reason != "poweroff":
         raise SystemExit(f"bench guest did not power off: {res}")
     return dt

@@ -9,8 +9,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def pyxen(*args, cwd=ROOT):
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+def pyxen(*args, cwd=ROOT, env=None):
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), **(env or {}))
     return subprocess.run([sys.executable, "-m", "pyxen.cli", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120)
 

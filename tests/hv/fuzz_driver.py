@@ -1,6 +1,6 @@
 """Runs the hypercall fuzzer (guests/fuzz.c) and judges what it saw.
 
-One run is one domain (2 vCPUs, built as `pyxen create` builds it: runner.make_domain,
+One run is one domain (2 vCPUs, built as `pyxen create` builds it: builder.build_domain,
 instruction emulation, console backend, in-process xenstored) in a child
 process, so that a pyxen crash, a hang or a leak cannot take the caller down
 and the child's memory can be measured. The run fails when:
@@ -354,7 +354,7 @@ def child_main(elf: str, cmdline: str, memory: int, vcpus: int, trace: str | Non
                         format="%(levelname)s %(name)s: %(message)s")
     sys.path.insert(0, str(ROOT / "src"))
     from pyxen.toolstack.domconfig import DomainConfig
-    from pyxen.toolstack.runner import make_domain, close_domain
+    from pyxen.toolstack.builder import LocalServices, build_domain, close_domain
 
     out = sys.stdout.buffer
 
@@ -364,7 +364,7 @@ def child_main(elf: str, cmdline: str, memory: int, vcpus: int, trace: str | Non
 
     cfg = DomainConfig(name="fuzz", kernel=elf, cmdline=cmdline, memory=memory, vcpus=vcpus)
     tracef = open(trace, "w") if trace else None
-    dom = make_domain(cfg, console=console, trace=tracef)
+    dom = build_domain(cfg, LocalServices(console), console_io=console, trace=tracef)
     result = {"reason": "", "message": "", "audit": []}
     try:
         r = dom.run()

@@ -11,24 +11,20 @@ from types import SimpleNamespace
 
 import pytest
 
+import guest_helpers
+
 from pyxen.build.elf import load_kernel
 from pyxen.hv import emulate
-from pyxen.hv.domain import Domain
 from pyxen.hv.emulate import cpuid as CP
 from pyxen.hv.emulate import decode as D
 
 
-def boot(kvm, elf, *, cmdline="", memory_mb=32, install=True, trace=None):
-    out = bytearray()
-    image = load_kernel(elf)
-    dom = Domain(name="t", memory_mb=memory_mb, kvm=kvm, console=out.extend, trace=trace)
-    try:
-        em = emulate.install(dom, image) if install else None
-        dom.build(image, cmdline=cmdline)
-        result = dom.run()
-    finally:
-        dom.close()
-    return result, out.decode(errors="replace"), em
+def boot(kvm, elf, *, cmdline="", memory_mb=32, trace=None):
+    with guest_helpers.domain(kvm, elf, cmdline=cmdline, memory_mb=memory_mb,
+                              trace=trace) as (dom, out):
+        result = guest_helpers.run(dom, 120)
+        em = dom.emulator
+    return result, out.text, em
 
 
 def assert_success(result, console):
@@ -446,7 +442,7 @@ def test_cpuid_xsave_follows_the_host():
 # --- unit tests: privileged operations --------------------------------------------------------
 @pytest.fixture
 def priv():
-    from pyxen.hv.vcpu import PVState
+    from pyxen.hv.vcpu import PVState, PVVcpu
     s = KS.Sregs()
     s.cr0, s.cr4, s.efer = 0x80050033, 0x620, 0xD01
     dom = SimpleNamespace(vm_assist=0, log_guest_error=lambda *a: None, nr_pages=8192,
@@ -455,9 +451,10 @@ def priv():
     changed = []
     vcpu = SimpleNamespace(id=0, pv=PVState(), fetch_sregs=lambda: s,
                            sregs_changed=lambda: changed.append(1), regs=KS.Regs(),
-                           kvm=SimpleNamespace(get_msrs=lambda idx: {i: 0x1234567890 for i in idx},
-                                               tsc_khz=lambda: 2_000_000),
+                           kvcpu=SimpleNamespace(get_msrs=lambda idx: {i: 0x1234567890 for i in idx},
+                                                 tsc_khz=lambda: 2_000_000),
                            domain=dom, vcpu_info=SimpleNamespace(cr2=0))
+    vcpu.set_cr0_ts = lambda ts: PVVcpu.set_cr0_ts(vcpu, ts)     # the vCPU's one TS path
     em = emulate.Emulator(dom)
     return SimpleNamespace(em=em, vcpu=vcpu, sregs=s, dom=dom, changed=changed)
 

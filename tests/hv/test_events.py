@@ -6,13 +6,10 @@ from __future__ import annotations
 import math
 import os
 import re
-import threading
-import time
 
 import pytest
 
-from pyxen.build.elf import load_kernel
-from pyxen.hv.domain import Domain
+import guest_helpers
 
 ABIS = ["2l", "fifo"]
 
@@ -20,20 +17,10 @@ ABIS = ["2l", "fifo"]
 def run_guest(kvm, elf, *, vcpus=1, cmdline="", abi="2l", timeout=60.0, memory_mb=32):
     """Boot a guest, return (result, console). A watchdog destroys the domain
     after `timeout` seconds so a lost wake-up fails the test instead of hanging it."""
-    out = bytearray()
     if abi == "fifo":
         cmdline = f"{cmdline} abi=fifo".strip()
-    dom = Domain(name="ev", memory_mb=memory_mb, vcpus=vcpus, kvm=kvm, console=out.extend)
-    timer = threading.Timer(timeout, dom.destroy)
-    timer.daemon = True
-    try:
-        dom.build(load_kernel(elf), cmdline=cmdline)
-        timer.start()
-        result = dom.run()
-    finally:
-        timer.cancel()
-        dom.close()
-    return result, out.decode(errors="replace")
+    return guest_helpers.boot(kvm, elf, cmdline=cmdline, vcpus=vcpus, memory_mb=memory_mb,
+                              timeout=timeout, name="ev")
 
 
 def assert_success(result, console):

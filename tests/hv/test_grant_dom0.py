@@ -80,11 +80,10 @@ def test_running_guest_grants_a_page_that_dom0_maps(kvm, guest_elf):
     guest's data, writes back, unmaps; the guest sees it all."""
     import threading
     import time
-    from pyxen.build.elf import load_kernel
-    out = bytearray()
-    dom = Domain(name="g0", memory_mb=16, kvm=kvm, console=out.extend)
+    import guest_helpers
+    from pyxen.toolstack.builder import close_domain
+    dom, out = guest_helpers.build(kvm, guest_elf("grant_dom0"), name="g0", memory_mb=16)
     try:
-        dom.build(load_kernel(guest_elf("grant_dom0")))
         t = threading.Thread(target=dom.run)
         t.start()
         end = time.monotonic() + 20
@@ -96,8 +95,8 @@ def test_running_guest_grants_a_page_that_dom0_maps(kvm, guest_elf):
         dom.grants.unmap(h)
         t.join(30)
     finally:
-        dom.close()
-    assert "Test result: SUCCESS" in out.decode(), out.decode()
+        close_domain(dom)
+    assert "Test result: SUCCESS" in out.text, out.text
 
 
 def test_a_pinned_entry_keeps_its_frame(dom):

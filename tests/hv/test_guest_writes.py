@@ -17,9 +17,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from pyxen.build.elf import load_kernel
-from pyxen.hv import emulate
-from pyxen.hv import layout as L
+import guest_helpers
+from pyxen.toolstack.builder import close_domain
 from pyxen.hv.domain import Domain
 from pyxen.hv.grant import GrantError, GNTST_general_error
 from pyxen.hv.mm import FR_TYPED, PGT_L1, PGT_WRITABLE, PageTableError
@@ -29,16 +28,7 @@ PLANT = (1 << 47) | (1 << 44)
 
 
 def boot(kvm, elf, cmdline="", memory_mb=32):
-    out = bytearray()
-    image = load_kernel(elf)
-    dom = Domain(name="t", memory_mb=memory_mb, kvm=kvm, console=out.extend)
-    try:
-        emulate.install(dom, image)           # the hypercall-page MSR is a #GP emulation
-        dom.build(image, cmdline=cmdline)
-        result = dom.run()
-        return result, out.decode(errors="replace"), dom
-    finally:
-        dom.close()
+    return guest_helpers.boot(kvm, elf, cmdline=cmdline, memory_mb=memory_mb)
 
 
 def success(result, console):
@@ -48,7 +38,7 @@ def success(result, console):
 
 
 def test_hypervisor_writes_refuse_typed_frames(kvm, guest_elf):
-    result, console, _ = boot(kvm, guest_elf("typedwrites"), cmdline="domid=1")
+    result, console = boot(kvm, guest_elf("typedwrites"), cmdline="domid=1")
     success(result, console)
 
 
@@ -56,19 +46,14 @@ def test_hypervisor_writes_refuse_typed_frames(kvm, guest_elf):
 def test_bounce_frame_on_a_read_only_typed_frame_crashes_the_domain(kvm, guest_elf, kind):
     """Xen writes the bounce frame through the guest's page tables and crashes
     the domain when it cannot; the frame is not written."""
-    out = bytearray()
-    image = load_kernel(guest_elf("typedwrites"))
-    dom = Domain(name="t", memory_mb=32, kvm=kvm, console=out.extend)
-    try:
-        dom.build(image, cmdline=f"bounce={kind}")
-        result = dom.run()
-        console = out.decode(errors="replace")
+    with guest_helpers.domain(kvm, guest_elf("typedwrites"), cmdline=f"bounce={kind}") \
+            as (dom, out):
+        result = guest_helpers.run(dom, 120)
+        console = out.text
         m = re.search(r"bounce: kind=(\w+) mfn=(0x[0-9a-f]+)", console)
         assert m and m.group(1) == kind, console
         mfn = int(m.group(2), 16)
         entries = struct.unpack_from("<512Q", dom.ram.mm, mfn << 12)
-    finally:
-        dom.close()
     assert result.reason == "crash", console
     assert "bounce frame" in result.message, result.message
     guest_part = entries[:256] if kind == "L4" else entries
@@ -85,7 +70,7 @@ def _remote_guest(dom):
     from pyxen.kvm import GuestMemory
     from pyxen.toolstack.devices import RemoteGuest
     from pyxen.toolstack.domproc import DomainProcess
-    proc = SimpleNamespace(dom=dom, _new_bridges=lambda: [])
+    proc = SimpleNamespace(dom=dom, link=SimpleNamespace(new_bridges=lambda: []))
     hello, _fds = DomainProcess.handle(proc, "hello", {})
     ram = mmap.mmap(dom.ram.fd, hello["ram_size"], mmap.MAP_SHARED,
                     mmap.PROT_READ | mmap.PROT_WRITE)
@@ -104,11 +89,9 @@ def test_backend_writable_maps_hold_a_type_reference(kvm, guest_elf, where):
     read-only ones are not; while dom0 maps the plain frame writable the
     guest cannot make it a table or descriptor page of any kind, after the
     unmap it can."""
-    out = bytearray()
-    dom = Domain(name="g0", memory_mb=32, kvm=kvm, console=out.extend)
+    dom, out = guest_helpers.build(kvm, guest_elf("dom0writes"), name="g0")
     keep = ()
     try:
-        dom.build(load_kernel(guest_elf("dom0writes")))
         t = threading.Thread(target=dom.run)
         t.start()
 
@@ -142,13 +125,13 @@ def test_backend_writable_maps_hold_a_type_reference(kvm, guest_elf, where):
         t.join(30)
         assert not t.is_alive()
     finally:
-        dom.close()
+        close_domain(dom)
         for x in keep:
             try:
                 x.close()
             except BufferError:     # views the backend side handed out; freed with them
                 pass
-    console = out.decode(errors="replace")
+    console = out.text
     assert re.findall(r"^Test result: .*$", console, re.M) == ["Test result: SUCCESS"], console
 
 
@@ -187,7 +170,8 @@ def test_a_new_pyxend_drops_the_old_ones_references(kvm):
         dom.layout = SimpleNamespace(store_pfn=1, console_pfn=2)
         dom.store_port = dom.console_port = 1
         assert dom.mm.frefs.get_writable(50)
-        DomainProcess.handle(SimpleNamespace(dom=dom, _new_bridges=lambda: []), "hello", {})
+        DomainProcess.handle(SimpleNamespace(dom=dom, link=SimpleNamespace(new_bridges=lambda: [])),
+                             "hello", {})
         assert dom.mm.frefs.writers(50) == 0
         dom.mm.pin(50, 1)
     finally:

@@ -6,13 +6,13 @@ from __future__ import annotations
 import threading
 import time
 
-from pyxen.build.elf import load_kernel
 from pyxen.hv.domain import Domain
+import guest_helpers
+from pyxen.toolstack.builder import close_domain
 
 
 def test_guest_survives_a_flood_of_kicks(kvm, guest_elf):
-    out = bytearray()
-    dom = Domain(name="kick", memory_mb=32, kvm=kvm, console=out.extend)
+    dom, out = guest_helpers.build(kvm, guest_elf("pagetables"), name="kick")
     stop = threading.Event()
 
     def kicker():
@@ -20,15 +20,14 @@ def test_guest_survives_a_flood_of_kicks(kvm, guest_elf):
             dom.vcpus[0].kvcpu.kick()
             time.sleep(0.00002)
     try:
-        dom.build(load_kernel(guest_elf("pagetables")))
         t = threading.Thread(target=kicker, daemon=True)
         t.start()
         result = dom.run()
     finally:
         stop.set()
-        dom.close()
+        close_domain(dom)
     assert result.reason == "poweroff", result.message
-    assert "Test result: SUCCESS" in out.decode()
+    assert "Test result: SUCCESS" in out.text
 
 
 def test_event_for_a_masked_vcpu_still_kicks_it(kvm):

@@ -3,39 +3,23 @@ here tries to take more than Xen would give it and checks Xen's answer."""
 from __future__ import annotations
 
 import re
-import threading
 import time
 
 import pytest
 
-from pyxen.build.elf import load_kernel
-from pyxen.hv.domain import Domain
+import guest_helpers
 
 ABIS = ["2l", "fifo"]
 
 
-def run_guest(kvm, elf, *, vcpus=1, cmdline="", abi="2l", timeout=120.0, memory_mb=32,
-              console=None, attach=None, **domain_kw):
-    """Boot a guest, return (result, console text). `attach(dom)` runs after
-    the build (to connect a console backend); a watchdog destroys the domain
-    after `timeout` seconds so a hang fails the test."""
-    out = bytearray()
+def run_guest(kvm, elf, *, vcpus=1, cmdline="", abi="2l", timeout=120.0, memory_mb=32, **cfg):
+    """Boot a guest, return (result, console text); cfg: more DomainConfig
+    fields (max_event_channels=...). A watchdog destroys the domain after
+    `timeout` seconds so a hang fails the test."""
     if abi == "fifo":
         cmdline = f"{cmdline} abi=fifo".strip()
-    dom = Domain(name="lim", memory_mb=memory_mb, vcpus=vcpus, kvm=kvm,
-                 console=console or out.extend, **domain_kw)
-    timer = threading.Timer(timeout, dom.destroy)
-    timer.daemon = True
-    try:
-        dom.build(load_kernel(elf), cmdline=cmdline)
-        if attach is not None:
-            attach(dom)
-        timer.start()
-        result = dom.run()
-    finally:
-        timer.cancel()
-        dom.close()
-    return result, out.decode(errors="replace")
+    return guest_helpers.boot(kvm, elf, cmdline=cmdline, vcpus=vcpus, memory_mb=memory_mb,
+                              timeout=timeout, name="lim", **cfg)
 
 
 def assert_success(result, console):
@@ -77,27 +61,18 @@ def test_console_ring_reads_are_rate_limited(kvm, guest_elf):
     and no line is lost."""
     allowance, period = 30, 0.2                         # xenconsoled's
     n = 3000
-    out = bytearray()
-    dom = Domain(name="lim", memory_mb=32, kvm=kvm, console=out.extend)
-    timer = threading.Timer(120, dom.destroy)
-    timer.daemon = True
-    try:
-        dom.build(load_kernel(guest_elf("conflood")), cmdline=f"mode=ring lines={n}")
-        calls = [0]
+    calls = [0]
 
-        def sink(data):
-            calls[0] += 1
-            out.extend(data)
-        backend = dom.attach_console(sink=sink)
-        timer.start()
+    def sink(data):
+        calls[0] += 1
+    with guest_helpers.domain(kvm, guest_elf("conflood"), cmdline=f"mode=ring lines={n}",
+                              name="lim", sink=sink) as (dom, out):
+        backend = dom.dom0.console
         t0 = time.monotonic()
-        result = dom.run()
+        result = guest_helpers.run(dom, 120)
         elapsed = time.monotonic() - t0
-        reads = getattr(backend, "reads", calls[0])
-    finally:
-        timer.cancel()
-        dom.close()
-    text = out.decode(errors="replace")
+        reads = backend.reads
+    text = out.text
     assert_success(result, text)
     got = [int(m) for m in re.findall(r"^ring (\d{6}) y+$", text, re.M)]
     assert got == list(range(n)), "lines lost or reordered"

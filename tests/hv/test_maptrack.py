@@ -14,9 +14,9 @@ import tracemalloc
 
 import pytest
 
-from pyxen.build.elf import load_kernel
-from pyxen.hv.domain import Domain
 from pyxen.hv.grant import MAX_MAPTRACK_FRAMES, MAPTRACK_PER_FRAME, MapTrack
+import guest_helpers
+from pyxen.toolstack.builder import close_domain
 
 
 def _rss() -> int:
@@ -50,7 +50,7 @@ def run_guest(dom, out: bytearray) -> tuple[str, int]:
 def test_maptrack_limit_from_the_domain_config(kvm, guest_elf):
     """max_maptrack_frames=4 in xl.cfg: 1024 mappings, the next is refused."""
     from pyxen.toolstack.domconfig import DomainConfig
-    from pyxen.toolstack.runner import make_domain
+    from pyxen.toolstack.builder import LocalServices, build_domain, close_domain
     from pyxen.toolstack.xlcfg import parse
     elf = guest_elf("maptrack")
     cfg = DomainConfig.from_config(parse(
@@ -58,12 +58,12 @@ def test_maptrack_limit_from_the_domain_config(kvm, guest_elf):
         'max_maptrack_frames=4\n', "t.cfg"), check_files=False)
     assert cfg.max_maptrack_frames == 4
     out = bytearray()
-    dom = make_domain(cfg, console=out.extend, kvm=kvm, attach_console=False)
+    dom = build_domain(cfg, LocalServices(out.extend), console_io=out.extend, kvm=kvm)
     try:
         assert dom.grants.maptrack.limit == 4 * MAPTRACK_PER_FRAME
         console, _ = run_guest(dom, out)
     finally:
-        dom.close()
+        close_domain(dom)
     assert "maptrack: 1024 mappings, then status -13" in console
 
 
@@ -82,14 +82,13 @@ def test_maptrack_default_limit_keeps_memory_bounded(kvm, guest_elf):
     """Xen's default: 1024 frames, 262,144 mappings of one page, then
     GNTST_no_space; pyxen's process grows by a few MB (Xen's maptrack is 4 MB
     at that size), not the 50 MB it once did."""
-    out = bytearray()
-    dom = Domain(name="mt", memory_mb=32, kvm=kvm, console=out.extend)
+    dom, out = guest_helpers.build(
+        kvm, guest_elf("maptrack"), name="mt",
+        cmdline=f"domid=1 expect={MAX_MAPTRACK_FRAMES * MAPTRACK_PER_FRAME}")
     try:
-        dom.build(load_kernel(guest_elf("maptrack")),
-                  cmdline=f"domid=1 expect={MAX_MAPTRACK_FRAMES * MAPTRACK_PER_FRAME}")
         console, grew = run_guest(dom, out)
     finally:
-        dom.close()
+        close_domain(dom)
     assert "maptrack: 262144 mappings, then status -13" in console
     print(f"\n262,144 grant mappings: the domain process grew {grew / 2**20:.1f} MB")
     assert grew < 16 << 20

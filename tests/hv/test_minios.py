@@ -7,21 +7,13 @@ import re
 
 import pytest
 
-from pyxen.build.elf import load_kernel
-from pyxen.hv.domain import Domain
+import guest_helpers
 
 GUESTS = ["hello", "console_ring", "traps", "pagetables", "usermode"]
 
 
 def boot(kvm, elf, cmdline="", memory_mb=32, trace=None):
-    out = bytearray()
-    dom = Domain(name="t", memory_mb=memory_mb, kvm=kvm, console=out.extend, trace=trace)
-    try:
-        dom.build(load_kernel(elf), cmdline=cmdline)
-        result = dom.run()
-    finally:
-        dom.close()
-    return result, out.decode(errors="replace")
+    return guest_helpers.boot(kvm, elf, cmdline=cmdline, memory_mb=memory_mb, trace=trace)
 
 
 @pytest.mark.parametrize("name", GUESTS)
@@ -101,14 +93,7 @@ def test_events_timers_and_time(kvm, guest_elf):
 
 
 def test_smp_second_vcpu(kvm, guest_elf):
-    out = bytearray()
-    dom = Domain(name="smp", memory_mb=32, vcpus=2, kvm=kvm, console=out.extend)
-    try:
-        dom.build(load_kernel(guest_elf("smp")))
-        result = dom.run()
-    finally:
-        dom.close()
-    console = out.decode(errors="replace")
+    result, console = guest_helpers.boot(kvm, guest_elf("smp"), vcpus=2)
     assert re.findall(r"^Test result: .*$", console, re.M) == ["Test result: SUCCESS"], \
         console + "\n" + result.message
 

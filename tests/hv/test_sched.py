@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import os
-import re
 import threading
 import time
 
-from pyxen.build.elf import load_kernel
-from pyxen.hv.domain import Domain
 from pyxen.hv.sched import weight_to_nice
+import guest_helpers
+from pyxen.toolstack.builder import close_domain
 
 
 def test_weight_maps_to_nice():
@@ -18,10 +17,8 @@ def test_weight_maps_to_nice():
 
 
 def run_spin(kvm, elf, ms, cap=0, weight=None):
-    out = bytearray()
-    dom = Domain(name="spin", memory_mb=16, kvm=kvm, console=out.extend)
+    dom, out = guest_helpers.build(kvm, elf, name="spin", memory_mb=16, cmdline=f"ms={ms}")
     try:
-        dom.build(load_kernel(elf), cmdline=f"ms={ms}")
         dom.sched.set_params(weight=weight, cap=cap)
         t0 = time.monotonic()
         c0 = time.process_time()
@@ -29,8 +26,8 @@ def run_spin(kvm, elf, ms, cap=0, weight=None):
         wall = time.monotonic() - t0
         cpu = time.process_time() - c0
     finally:
-        dom.close()
-    assert "Test result: SUCCESS" in out.decode(), out.decode() + res.message
+        close_domain(dom)
+    assert "Test result: SUCCESS" in out.text, out.text + res.message
     return wall, cpu
 
 
@@ -44,10 +41,8 @@ def test_cap_limits_host_cpu(kvm, guest_elf):
 def test_weight_sets_nice_of_vcpu_threads(kvm, guest_elf):
     elf = guest_elf("spin")
     seen = {}
-    out = bytearray()
-    dom = Domain(name="w", memory_mb=16, kvm=kvm, console=out.extend)
+    dom, out = guest_helpers.build(kvm, elf, name="w", memory_mb=16, cmdline="ms=300")
     try:
-        dom.build(load_kernel(elf), cmdline="ms=300")
         dom.sched.set_params(weight=64)
 
         def probe():
@@ -59,5 +54,5 @@ def test_weight_sets_nice_of_vcpu_threads(kvm, guest_elf):
         dom.run()
         t.join()
     finally:
-        dom.close()
+        close_domain(dom)
     assert seen["nice"] == weight_to_nice(64) > 0

@@ -7,7 +7,7 @@ import time
 
 def xs_write(session, path, value):
     from pyxen.dom0.xenstore.store import Client
-    xs = session.dom.local_xenstore
+    xs = session.dom.dom0.xenstore
     with xs.access() as store:
         store.write(Client(store, 0, True), path, value.encode())
 

@@ -49,6 +49,7 @@ from .xlcfg import (
     Value,
     XlCfgError,
     apply_overrides,
+    parse,
     parse_c_integer,
     parse_file,
 )
@@ -218,6 +219,18 @@ class DomainConfig:
         config = parse_file(path)
         apply_overrides(config, overrides)
         return cls.from_config(config, check_files=check_files)
+
+    @classmethod
+    def from_text(cls, text: str, path: str | None = None,
+                  overrides: Iterable[str] = ()) -> "DomainConfig":
+        """A config file's contents (as a client sends them to pyxend):
+        parsed with ``path`` as the name in messages, relative paths resolved
+        against its directory (the working directory without a path),
+        ``key=value`` overrides applied, validated."""
+        config = parse(text, path or "<config>")
+        apply_overrides(config, overrides)
+        base = os.path.dirname(os.path.abspath(path)) if path else None
+        return cls.from_config(config, base_dir=base)
 
     @classmethod
     def from_config(cls, config: Config, *, check_files: bool = True,

@@ -26,7 +26,9 @@ import threading
 from . import paths
 from .domconfig import DomainConfig
 from .rpc import Connection, RpcError, error_reply, eventfd_poke
-from .runner import make_domain, EXIT_STATUS
+from ..hv.abi import EINVAL, ESRCH
+from .builder import Dom0Services, build_domain
+from .runner import EXIT_STATUS
 
 
 class LogRing(logging.Handler):
@@ -108,71 +110,61 @@ class EventPoller:
                 self.dom.events.raise_port(port)
 
 
-class DomainProcess:
-    def __init__(self, run_dir, domid: int, cfg: DomainConfig, paused: bool, log: LogRing):
+class PyxendLink(Dom0Services):
+    """The domain's dom0 services are pyxend's, in another process: its
+    xenstore and console channels are bridged over eventfd pairs handed to
+    pyxend on each `hello` (pyxend reads the rings through the memfds), and
+    inter-domain channels are set up through pyxend with the other domain's
+    process. Devices are attached by pyxend, not here."""
+
+    def __init__(self, run_dir, domid: int):
         self.run_dir = run_dir
         self.domid = domid
-        self.cfg = cfg
-        self.log = log
-        self._cio = bytearray()
-        # console_io output goes to the hypervisor's log (`pyxen dmesg`), as in Xen
-        self.dom = make_domain(cfg, console=self._console_io, domid=domid, attach_console=False)
+        self.dom = None
+        self.poller = None
         # port -> (to_dom0, to_guest) eventfds of the xenstore and console channels
         self.bridges: dict[int, tuple[Eventfd, int]] = {}
         self.lock = threading.Lock()
-        self.poller = EventPoller(self.dom)
-        self._tls = threading.local()       # the control connection a request came on
-        for port in (self.dom.store_port, self.dom.console_port):
-            self.dom.events.ports[port].remote.notify = self._notifier(port)
-        self.dom.connect_remote_port = self._connect_remote
-        if paused:
-            self.dom.pause()
-        self.sock_path = paths.domain_socket(run_dir, domid)
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        try:
-            os.unlink(self.sock_path)
-        except FileNotFoundError:
-            pass
-        self.listener.bind(str(self.sock_path))
-        os.chmod(self.sock_path, 0o600)
-        self.listener.listen(4)
-        threading.Thread(target=self._serve, daemon=True, name="control").start()
 
-    def _console_io(self, data: bytes) -> None:
-        self._cio += data
-        while b"\n" in self._cio:
-            line, _, rest = self._cio.partition(b"\n")
-            self._cio = bytearray(rest)
-            logging.getLogger("guest").info("%s", line.decode(errors="replace").rstrip("\r"))
+    def connect(self, dom, cfg) -> None:
+        self.dom = dom
+        self.poller = EventPoller(dom)
 
     # --- dom0 channel bridges -----------------------------------------------------
-    def _notifier(self, port: int):
-        def notify():
-            pair = self.bridges.get(port)
-            if pair is not None:
-                pair[0].poke()
-        return notify
+    def _poke(self, port) -> None:
+        pair = self.bridges.get(port)
+        if pair is not None:
+            pair[0].poke()
 
-    def _new_bridges(self) -> list[int]:
+    def notify_store(self) -> None:
+        if self.dom is not None:
+            self._poke(self.dom.store_port)
+
+    def notify_console(self) -> None:
+        if self.dom is not None:
+            self._poke(self.dom.console_port)
+
+    def new_bridges(self) -> list[int]:
         """A fresh eventfd pair per dom0 channel for a (re)connecting pyxend;
         the old pair is closed. Returns the fds to pass, in port order."""
+        ports = (self.dom.store_port, self.dom.console_port)
         with self.lock:
             old = self.bridges
             self.bridges = {p: (Eventfd(os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)),
                                 os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK))
-                            for p in (self.dom.store_port, self.dom.console_port)}
+                            for p in ports}
             for to_dom0, to_guest in old.values():
                 to_dom0.close()
                 self.poller.remove(to_guest)
             fds = []
-            for p in (self.dom.store_port, self.dom.console_port):
+            for p in ports:
                 to_dom0, to_guest = self.bridges[p]
                 self.poller.add(to_guest, p)
                 fds += [to_dom0.fd, to_guest]
             return fds
 
     # --- inter-domain channels between domain processes -----------------------------
-    def _remote_end(self, remote_dom: int, port: int, to_remote: int, from_remote: int):
+    def remote_end(self, remote_dom: int, port: int, to_remote: int, from_remote: int):
         """The outside end of `port`: sends poke to_remote; from_remote raises
         the port through the poller once the port is bound (a signal that
         came earlier is still counted in the eventfd); both are closed when
@@ -193,26 +185,58 @@ class DomainProcess:
             out.close()
         return RemoteEnd(remote_dom, out.poke, closed, bound)
 
-    def _connect_remote(self, remote_dom: int, remote_port: int, local_port: int):
+    def connect_remote(self, remote_dom: int, remote_port: int, local_port: int):
         """EVTCHNOP_bind_interdomain to another domain: pyxend asks that domain's
         process to accept, and hands both sides an eventfd pair."""
         try:
             conn = Connection.connect(paths.api_socket(self.run_dir), timeout=10)
         except OSError:
-            return -3                       # ESRCH: no pyxend to reach other domains
+            return -ESRCH                   # no pyxend to reach other domains
         try:
             conn.call("evtchn_connect", from_dom=self.domid, from_port=local_port,
                       to_dom=remote_dom, to_port=remote_port)
             to_remote, from_remote = conn.take_fds(2)
         except RpcError as e:
             if e.code in ("ENOENT", "ESRCH"):
-                return -3                   # ESRCH: no such domain, as Xen
-            return -22                      # EINVAL, as Xen for a port that is not unbound
+                return -ESRCH               # no such domain, as Xen
+            return -EINVAL                  # as Xen for a port that is not unbound
         except Exception:
-            return -22
+            return -EINVAL
         finally:
             conn.close()
-        return self._remote_end(remote_dom, local_port, to_remote, from_remote)
+        return self.remote_end(remote_dom, local_port, to_remote, from_remote)
+
+
+class DomainProcess:
+    def __init__(self, run_dir, domid: int, cfg: DomainConfig, paused: bool, log: LogRing):
+        self.run_dir = run_dir
+        self.domid = domid
+        self.cfg = cfg
+        self.log = log
+        self._cio = bytearray()
+        self.link = PyxendLink(run_dir, domid)
+        # console_io output goes to the hypervisor's log (`pyxen dmesg`), as in Xen
+        self.dom = build_domain(cfg, self.link, domid=domid, console_io=self._console_io)
+        self._tls = threading.local()       # the control connection a request came on
+        if paused:
+            self.dom.pause()
+        self.sock_path = paths.domain_socket(run_dir, domid)
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            os.unlink(self.sock_path)
+        except FileNotFoundError:
+            pass
+        self.listener.bind(str(self.sock_path))
+        os.chmod(self.sock_path, 0o600)
+        self.listener.listen(4)
+        threading.Thread(target=self._serve, daemon=True, name="control").start()
+
+    def _console_io(self, data: bytes) -> None:
+        self._cio += data
+        while b"\n" in self._cio:
+            line, _, rest = self._cio.partition(b"\n")
+            self._cio = bytearray(rest)
+            logging.getLogger("guest").info("%s", line.decode(errors="replace").rstrip("\r"))
 
     # --- control socket -------------------------------------------------------------
     def _serve(self) -> None:
@@ -256,7 +280,7 @@ class DomainProcess:
             if dropped:
                 logging.info("pyxend reconnected: dropped dom0's writable references "
                              "on %d frames", dropped)
-            fds = [dom.ram.fd, dom.heap.mem.fd] + self._new_bridges()
+            fds = [dom.ram.fd, dom.heap.mem.fd] + self.link.new_bridges()
             lay = dom.layout
             return ({"domid": dom.domid, "name": dom.name, "uuid": str(dom.uuid),
                      "pid": os.getpid(), "nr_pages": dom.nr_pages,
@@ -289,7 +313,7 @@ class DomainProcess:
         if method == "evtchn_accept":
             from_remote, to_remote = self._take_fds(2)
             port, rdom = int(p["port"]), int(p["remote_dom"])
-            end = self._remote_end(rdom, port, to_remote, from_remote)
+            end = self.link.remote_end(rdom, port, to_remote, from_remote)
             if not dom.events.accept_remote(port, rdom, int(p["remote_port"]), end.notify,
                                             end.closed, end.bound):
                 end.release()

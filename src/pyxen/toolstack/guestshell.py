@@ -10,8 +10,7 @@ import threading
 import time
 
 from .domconfig import DomainConfig
-from .runner import close_domain, make_domain
-from .xlcfg import parse
+from .builder import LocalServices, build_domain, close_domain
 
 PROMPT = "pyxen:"
 
@@ -95,13 +94,13 @@ class GuestShell(ShellSession):
         text = (f'name = "linux-test"\nkernel = "{images.kernel}"\nramdisk = "{images.initrd}"\n'
                 f'extra = "{extra}"\nmemory = {memory}\nvcpus = {vcpus}\n'
                 + "".join(line + "\n" for line in cfg_lines))
-        self.cfg = DomainConfig.from_config(parse(text, "test.cfg"))
-        self.dom = make_domain(self.cfg, console=self._sink)
+        self.cfg = DomainConfig.from_text(text)
+        self.dom = build_domain(self.cfg, LocalServices(self._sink), console_io=self._sink)
         self.thread = threading.Thread(target=lambda: self._ended(self.dom.run()), daemon=True)
         self.thread.start()
 
     def type(self, data: str) -> None:
-        self.dom.console_backend.feed(data.encode())
+        self.dom.dom0.console.feed(data.encode())
 
     def wait_end(self, timeout: float = 60):
         self.thread.join(timeout)

@@ -46,3 +46,8 @@ def domain_result(rd: Path, domid: int) -> Path:
 def log_dir(rd: Path) -> Path:
     env = os.environ.get("PYXEN_LOG_DIR")
     return Path(env) if env else rd / "log"
+
+
+def dump_dir(rd: Path) -> Path:
+    """Where core dumps go (on_crash="coredump-*"): beside the log directory."""
+    return log_dir(rd).parent / "dump"

@@ -1,0 +1,166 @@
+"""The one way to build a domain: `build_domain(cfg, services)`.
+
+Both paths use it: `pyxen create` in the foreground (runner.py, with
+`LocalServices`) and the domain process pyxend starts (domproc.py, with its
+`PyxendLink`); so do the tests. It checks the config against the host,
+loads the kernel (build/elf.py), creates the hypervisor's Domain with its
+link to dom0, hooks the instruction emulator (always: it is part of what
+Xen's PV support is), builds the start-of-day memory (build/x86_64.py) and
+then lets the services connect the domain's rings and devices.
+
+Services implement `Dom0Services`: the hypervisor side (`hv.dom0link.Dom0Link`:
+notifications, crash tail, inter-domain channels) plus `connect()` after the
+build and `close()` when the domain is gone.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ..build.elf import load_kernel
+from ..hv import emulate
+from ..hv.domain import Domain
+from ..hv.dom0link import Dom0Link
+from ..dom0.console import ConsoleBackend
+from .domconfig import DomainConfig
+
+
+class CreateError(Exception):
+    """A domain could not be created; the message says why."""
+
+
+class Dom0Services(Dom0Link):
+    """A Dom0Link that also wires the domain up once it is built."""
+
+    def connect(self, dom: Domain, cfg: DomainConfig) -> None:
+        """Rings and devices of the freshly built (not yet running) domain."""
+
+    def close(self) -> None:
+        """The domain is gone (or failed to build): release what connect() made."""
+
+
+def meminfo_mb(field: str = "MemAvailable") -> int:
+    """A /proc/meminfo figure in MiB (0 when missing)."""
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) // 1024
+    return 0
+
+
+def build_domain(cfg: DomainConfig, services: Dom0Services, *, domid: int = 1,
+                 console_io=None, trace=None, kvm=None) -> Domain:
+    """Build the domain `cfg` describes, connected to `services`. It is left
+    ready to run (Domain.run), not running. console_io receives what the
+    guest writes with HYPERVISOR_console_io (the hypervisor's console)."""
+    if cfg.kernel is None:
+        raise CreateError(f"{cfg.source or 'config'}: no kernel= given")
+    avail = meminfo_mb()
+    if avail and cfg.memory > avail:
+        raise CreateError(f"memory={cfg.memory} MiB is more than this host can give "
+                          f"({avail} MiB available)")
+    image = load_kernel(cfg.kernel)
+    ramdisk = Path(cfg.ramdisk).read_bytes() if cfg.ramdisk else None
+    dom = Domain(name=cfg.name, memory_mb=cfg.memory, maxmem_mb=cfg.maxmem, vcpus=cfg.vcpus,
+                 domid=domid, console=console_io, trace=trace, kvm=kvm,
+                 supports_writable_pagetables=True, dom0=services,
+                 max_event_channels=cfg.max_event_channels)
+    dom.grants.maptrack.max_frames = cfg.max_maptrack_frames
+    try:
+        emulate.install(dom, image)     # ptwr, privileged ops, forced-emulation CPUID
+        dom.build(image, ramdisk=ramdisk, cmdline=cfg.cmdline)
+        services.connect(dom, cfg)
+    except BaseException:
+        close_domain(dom)
+        raise
+    return dom
+
+
+def close_domain(dom: Domain) -> None:
+    """Release the domain and what its services made for it."""
+    try:
+        dom.dom0.close()
+    finally:
+        dom.close()
+
+
+class LocalServices(Dom0Services):
+    """dom0's services inside this process: an in-process xenstored with the
+    domain's nodes, a console backend (sink + optional log file) and the
+    device backends of cfg's disk= and vif=. What `pyxen create` uses
+    without pyxend, and what the tests use."""
+
+    def __init__(self, sink=None, console_log: str | None = None, *, devices: bool = True):
+        self.sink = sink
+        self.console_log = console_log
+        self.want_devices = devices
+        self.dom: Domain | None = None
+        self.console: ConsoleBackend | None = None
+        self.xenstore = None            # XenStoreServer
+        self.ring = None                # the domain's xenstore ring transport
+        self.devices = None             # DomainDevices
+
+    # --- the hypervisor's side (Dom0Link) ------------------------------------------
+    def notify_store(self) -> None:
+        if self.ring is not None:
+            self.ring.kick()
+
+    def notify_console(self) -> None:
+        if self.console is not None:
+            self.console.on_notify()
+
+    def domain_stopped(self) -> None:
+        if self.console is not None:
+            self.console.drain()
+
+    def console_tail(self, lines: int = 40) -> str:
+        if self.console is None:
+            return ""
+        self.console.drain()
+        return self.console.tail(lines)
+
+    # --- wiring ----------------------------------------------------------------------
+    def connect(self, dom: Domain, cfg: DomainConfig) -> None:
+        from ..dom0.xenstore.server import XenStoreServer
+        from ..dom0.xenstore.store import Client as XsClient
+        from .xsnodes import write_domain_nodes
+        self.dom = dom
+        lay = dom.layout
+        page = lambda pfn: dom.ram.view[pfn * 4096:(pfn + 1) * 4096]   # noqa: E731
+        self.console = ConsoleBackend(page(lay.console_pfn), self._raise(dom.console_port),
+                                      sink=self.sink, log_path=self.console_log)
+        xs = XenStoreServer(state_file=None)
+        with xs.lock:
+            write_domain_nodes(xs.store, XsClient(xs.store, 0, True), domid=dom.domid,
+                               name=dom.name, uuid=str(dom.uuid), vcpus=len(dom.vcpus),
+                               target_kb=dom.nr_pages * 4, max_kb=dom.max_pages * 4,
+                               created=time.time())
+        self.xenstore = xs
+        self.ring = xs.attach_ring(dom.domid, page(lay.store_pfn), self._raise(dom.store_port))
+        if self.want_devices:
+            self._attach_devices(dom, cfg)
+
+    def _raise(self, port: int):
+        dom = self.dom
+        return lambda: dom.events.raise_port(port) if not dom.stopped else None
+
+    def _attach_devices(self, dom: Domain, cfg: DomainConfig) -> None:
+        from ..dom0.backends.guest import LocalGuest
+        from .devices import DeviceConfigError, DomainDevices
+        self.devices = DomainDevices(self.xenstore, LocalGuest(dom))
+        try:
+            self.devices.attach_config(cfg)
+        except DeviceConfigError as e:
+            raise CreateError(str(e)) from None
+
+    def close(self) -> None:
+        if self.devices is not None:
+            self.devices.close_all()
+            self.devices = None
+        if self.console is not None:
+            self.console.drain()
+            self.console.close()
+            self.console = None
+        if self.ring is not None:
+            self.ring.close()
+            self.ring = None
