@@ -11,6 +11,7 @@ import select
 import socket
 import sys
 import time
+from pathlib import Path
 
 from .toolstack.xlcfg import XlCfgError
 
@@ -114,10 +115,10 @@ def create_foreground(args) -> int:
     for w in cfg.warnings:
         err(w)
     log_file = None
+    logdir = os.environ.get("PYXEN_LOG_DIR") or os.path.expanduser("~/.local/state/pyxen")
     if args.console:
         console = _console_writer(sys.stdout)
     else:
-        logdir = os.environ.get("PYXEN_LOG_DIR") or os.path.expanduser("~/.local/state/pyxen")
         os.makedirs(logdir, exist_ok=True)
         path = os.path.join(logdir, f"guest-{cfg.name}.log")
         log_file = open(path, "ab")
@@ -140,7 +141,8 @@ def create_foreground(args) -> int:
         except (OSError, ValueError):
             stdin = None
     try:
-        outcome = run_foreground(cfg, console=console, trace=trace, stdin=stdin)
+        outcome = run_foreground(cfg, console=console, trace=trace, stdin=stdin,
+                                 dump_dir=Path(logdir) / "dump")
     except KvmUnavailable as e:
         err(f"pyxen: {e}")
         return 69
@@ -156,11 +158,13 @@ def create_foreground(args) -> int:
         if log_file:
             log_file.close()
     res = outcome.result
+    for core in outcome.cores:
+        err(f"pyxen: core of domain {outcome.name} written to {core}")
     if res.reason == "crash":
-        err(f"\npyxen: domain {cfg.name} crashed: {res.message}")
+        err(f"\npyxen: domain {outcome.name} crashed: {res.message}")
     elif not args.quiet:
         code = f" (code {res.code})" if res.code is not None else ""
-        err(f"\npyxen: domain {cfg.name} shut down: {res.reason}{code}")
+        err(f"\npyxen: domain {outcome.name} shut down: {res.reason}{code}")
     return outcome.exit_status
 
 

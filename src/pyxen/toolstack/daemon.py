@@ -47,8 +47,9 @@ from . import api, paths
 from .apiparams import ParamError
 from .rpc import API_VERSION, Connection, RpcError, error_reply
 from .domconfig import DomainConfig, domain_name_problem
-from .runner import meminfo_mb
-from .xlcfg import XlCfgError, parse as parse_cfg, apply_overrides
+from . import lifecycle
+from .builder import meminfo_mb
+from .xlcfg import XlCfgError
 from ..dom0.console import ConsoleBackend, ConsoleClient
 from .xsnodes import write_domain_nodes, remove_domain_nodes
 from .rpc import eventfd_poke
@@ -379,38 +380,28 @@ class Daemon:
             if d.state == "shutdown" and reason == "destroyed":
                 self._cleanup(d)
                 return
-            key = {"poweroff": "on_poweroff", "reboot": "on_reboot", "crash": "on_crash",
-                   "watchdog": "on_watchdog"}.get(reason, "on_crash")
-            action = d.config.get(key, "destroy")
+            plan = lifecycle.plan(d.config, reason, d.restarts)
             self.say(f"domain {d.domid} ({d.name}) {reason}: {res.get('message', '')[:200]}"
-                     f" -> {action}")
-            if action.startswith("coredump"):
+                     f" -> {plan.action}")
+            if plan.coredump:
                 self._coredump(d)
-            if action == "preserve":
+            if plan.preserve:
                 self._save(d)
                 return
             self._cleanup(d)
-            if action.endswith("restart") and d.restarts < 16:
-                cfg = dict(d.config)
-                if action == "rename-restart":
-                    cfg["name"] = f"{d.name}-{d.domid}"
+            if plan.restart:
+                cfg = dict(d.config, name=plan.next_name(d.name, d.domid))
                 try:
                     self._create(config_from_dict(cfg), paused=False, restarts=d.restarts + 1)
                 except ApiError as e:
                     self.say(f"restart of {d.name} failed: {e}")
 
     def _coredump(self, d: Dom) -> None:
-        """Write guest memory as an ELF core (like xl dump-core)."""
-        from .coredump import write_core
+        """Write guest memory as an ELF core (like xl dump-core) to dump/."""
         if d.ram is None:
             return
         try:
-            # the name is checked when it is given; safe_file() refuses any
-            # name that would still lead out of the dump directory
-            path = safe_file(paths.log_dir(self.run_dir).parent / "dump",
-                             f"{d.name}-{d.domid}.core")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_core(path, d.ram, d.name, d.domid)
+            path = lifecycle.write_core(paths.dump_dir(self.run_dir), d.ram, d.name, d.domid)
             self.say(f"core of domain {d.domid} written to {path}")
         except (OSError, ValueError) as e:
             self.say(f"core dump of domain {d.domid} failed: {e}")
@@ -531,10 +522,8 @@ class Daemon:
 
     def api_create(self, config, path, overrides, paused):
         try:
-            c = parse_cfg(config, filename=path)
-            apply_overrides(c, overrides)
-            base = os.path.dirname(os.path.abspath(path)) if path != "<config>" else None
-            cfg = DomainConfig.from_config(c, base_dir=base)
+            cfg = DomainConfig.from_text(config, None if path == "<config>" else path,
+                                         overrides)
         except XlCfgError as e:
             raise ApiError("EINVAL", str(e)) from None
         d = self._create(cfg, paused)
