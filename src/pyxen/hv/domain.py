@@ -17,6 +17,7 @@ from .abi import (HYPERCALLS, SharedInfo, VcpuInfo, ENOSYS, EINVAL, ENXIO, SHUTD
 from .hypercalls import build_table, ARG_MASKS
 from .mm import MemoryManager, PageTableError, PGT_WRITABLE
 from .vcpu import PVVcpu, GuestCrash
+from .exits import Exit
 from .xenheap import XenHeap
 from .events import EventChannels, DEFAULT_MAX_PORT
 from .time import Clock, TimerService
@@ -125,7 +126,7 @@ class Domain:
         self.console_off = lay.console_pfn * L.PAGE_SIZE
         self.vcpus[0].start(lay.entry, lay.stack_top, lay.start_info_va, lay.l4_pfn)
         self.mm.get_type(lay.l4_pfn, 4)     # the reference held by vCPU 0's baseptr
-        self.mm.pending = []                # from now on page-table writes are replayed
+        self.mm.track_writes(len(self.vcpus))   # from now on page-table writes are replayed
 
     # --- running -------------------------------------------------------------
     def run(self) -> DomainResult:
@@ -229,8 +230,12 @@ class Domain:
                 v.kvcpu.kick()
 
     # --- hypercalls ------------------------------------------------------------
-    def hypercall(self, vcpu, nr, a1, a2, a3, a4, a5, nested: bool = False) -> int:
-        fn = self.hypercalls.get(nr)
+    def hypercall(self, vcpu, nr, a1, a2, a3, a4, a5, nested: bool = False) -> int | Exit:
+        """Dispatch one hypercall (or one multicall entry, nested) by the
+        table: under the domain lock or not as its entry declares
+        (hypercalls.Hypercall). The result as a 64-bit value, or
+        Exit.RETURNED after an iret (the registers are the frame's)."""
+        entry = self.hypercalls.get(nr)
         # counted by number; numbers that are no hypercall together (-1): a
         # guest trying every 64-bit number must not grow this dict
         key = nr if nr < 64 else -1
@@ -238,15 +243,15 @@ class Domain:
         m = ARG_MASKS.get(nr)
         if m is not None:       # int / unsigned int / domid_t arguments, as Xen reads them
             a1, a2, a3, a4, a5 = a1 & m[0], a2 & m[1], a3 & m[2], a4 & m[3], a5 & m[4]
-        if fn is None:
+        if entry is None:
             ret = -ENOSYS
         else:
             try:
-                if nr == 29 or nr == 23:       # sched_op may block; iret only touches its vCPU
-                    ret = fn(vcpu, a1, a2, a3, a4, a5)
-                else:
+                if entry.locked:
                     with self.lock:
-                        ret = fn(vcpu, a1, a2, a3, a4, a5)
+                        ret = entry.handler(vcpu, a1, a2, a3, a4, a5)
+                else:
+                    ret = entry.handler(vcpu, a1, a2, a3, a4, a5)
             except GuestCrash:
                 raise
             except Exception as e:          # a bug in pyxen must not take the host down
@@ -265,6 +270,8 @@ class Domain:
             self.trace(vcpu.id, "hypercall",
                        f"{HYPERCALLS.get(nr, nr)}({a1:#x}, {a2:#x}, {a3:#x}) = {ret}")
         vcpu.last_hypercalls.append(nr)
+        if isinstance(ret, Exit):
+            return ret
         return ret & MASK64
 
     def trace(self, vcpu_id: int, kind: str, msg: str) -> None:
@@ -280,9 +287,13 @@ class Domain:
         """A guest TLB flush (MMUEXT_TLB_FLUSH_*, INVLPG_*, update_va_mapping's
         flush flags). KVM's shadow paging may keep page-table pages unsynced
         until the guest flushes, so each vCPU concerned reloads CR3 (through a
-        CPL0 stub) before it runs guest code again; other vCPUs are kicked."""
+        CPL0 stub) before it runs guest code again; other vCPUs are kicked,
+        and replay the entries this vCPU wrote but has not replayed yet
+        before they flush (it may not have resumed, so not replayed, when
+        they do)."""
         vcpu.flush_pending = True
         if all_vcpus:
+            self.mm.publish_writes(vcpu.id)
             for v in self.vcpus:
                 if v is not vcpu and v.pv.online:
                     v.flush_pending = True
@@ -292,6 +303,11 @@ class Domain:
         """SCHEDOP_block (poll None): enable event delivery and sleep until an
         event is pending. SCHEDOP_poll: sleep until one of the ports is pending
         or the (system-time) timeout passes. A blocked vCPU uses no host CPU."""
+        if self.mm.has_writes(vcpu.id):
+            # entries written earlier in this multicall: whichever vCPU runs
+            # next replays them, not only this one once it wakes
+            with self.lock:
+                self.mm.publish_writes(vcpu.id)
         vi = vcpu.vcpu_info
         if poll is None:
             vi.evtchn_upcall_mask = 0

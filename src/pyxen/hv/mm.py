@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import ctypes
 import struct
+import threading
 from array import array
 
 from .. import _atomic as A
@@ -150,8 +151,63 @@ class MemoryManager:
         self.shared_rw: set[int] = {self.shared_info_mfn}
         self.shared_ro: set[int] = set()
         # guest-physical addresses of page-table entries written since the
-        # last replay (see PVVcpu.replay_pt_writes); None = not tracking yet
-        self.pending: list[int] | None = None
+        # last replay, one ordered set per vCPU (see PVVcpu.replay_pt_writes);
+        # None = not tracking yet (track_writes)
+        self.replay: list[dict[int, None]] | None = None
+        self._writer = threading.local()       # .vcpu: the vCPU this thread runs
+
+    # --- the replay lists (PVVcpu.replay_pt_writes) -------------------------
+    def track_writes(self, nr_vcpus: int) -> None:
+        """From now on every entry pyxen writes is remembered for replay."""
+        self.replay = [{} for _ in range(nr_vcpus)]
+
+    def bind_writer(self, vcpu_id: int) -> None:
+        """The calling thread runs this vCPU: what it writes is that vCPU's to
+        replay before it resumes the guest."""
+        self._writer.vcpu = vcpu_id
+
+    def note_write(self, gpa: int) -> None:
+        """A page-table entry (or a pyxen PTE the guest's MMU uses) changed at
+        gpa behind KVM's back. It goes on the writing vCPU's list (the
+        writer replays it before it runs guest code again, so it is synced
+        before the guest can act on the write); a write from a thread that
+        runs no vCPU goes on every vCPU's list."""
+        lists = self.replay
+        if lists is None:
+            return
+        me = getattr(self._writer, "vcpu", None)
+        if me is not None:
+            lists[me][gpa] = None
+        else:
+            for d in lists:
+                d[gpa] = None
+
+    def publish_writes(self, vcpu_id: int) -> None:
+        """Put what vcpu_id has not replayed yet on every other vCPU's list
+        too, so each replays it before it resumes (a flush of other vCPUs'
+        TLBs; a vCPU that blocks with writes unreplayed). Call with the
+        domain lock held."""
+        lists = self.replay
+        if lists is None or not lists[vcpu_id]:
+            return
+        mine = lists[vcpu_id]
+        for i, d in enumerate(lists):
+            if i != vcpu_id:
+                d.update(mine)
+
+    def has_writes(self, vcpu_id: int) -> bool:
+        lists = self.replay
+        return bool(lists is not None and lists[vcpu_id])
+
+    def take_writes(self, vcpu_id: int) -> list[int]:
+        """vcpu_id's list, emptied. Call with the domain lock held (writers
+        add under it), and replay before that vCPU resumes."""
+        lists = self.replay
+        if lists is None or not lists[vcpu_id]:
+            return []
+        gpas = list(lists[vcpu_id])
+        lists[vcpu_id] = {}
+        return gpas
 
     # --- raw access -------------------------------------------------------
     def read_entry(self, mfn: int, idx: int) -> int:
@@ -160,8 +216,8 @@ class MemoryManager:
     def write_entry(self, mfn: int, idx: int, val: int) -> None:
         gpa = (mfn << 12) + idx * 8
         _Q.pack_into(self.ram, gpa, val)
-        if self.pending is not None:
-            self.pending.append(gpa)
+        if self.replay is not None:
+            self.note_write(gpa)
 
     def entries(self, mfn: int) -> tuple[int, ...]:
         return _512Q.unpack_from(self.ram, mfn << 12)

@@ -21,6 +21,7 @@ from .abi import (FLAT_KERNEL_CS, FLAT_KERNEL_SS, FIRST_RESERVED_GDT_ENTRY, TRAP
                   VMASST_TYPE_architectural_iopl,
                   VGCF_in_syscall, CALLBACKF_mask_events, HYPERCALLS,
                   VGCF_in_kernel, HYPERVISOR_VIRT_END, USER_REGS_GPRS, VcpuGuestContext)
+from .exits import Exit
 from .guestmem import GuestMemoryAccess, GuestFault
 from .time import precise_sleeps, VcpuTimer
 
@@ -231,9 +232,10 @@ class PVVcpu:
         self.pv.kernel_sp = rsp
         self.pv.kernel_mode = True
         self.pv.online = True
-        s = self.sregs
-        s.cr3 = l4_mfn << 12
-        self.kvcpu.set_sregs(s)
+        self._sregs_valid = True            # self.sregs: the initial state from __init__
+        self.load_cr3(commit=False)
+        self.kvcpu.set_sregs(self.sregs)
+        self._sregs_valid = False
         r = KS.Regs()
         r.rip, r.rsp, r.rsi = rip, rsp, rsi
         r.rflags = C.RFLAGS_IF | C.RFLAGS_RESERVED1
@@ -353,7 +355,51 @@ class PVVcpu:
             pv.gs_base_user = s.gs.base
             s.gs.base = pv.gs_base_kernel
         pv.kernel_mode = not pv.kernel_mode
+        self.load_cr3(commit=False)         # set_return commits the sregs
+
+    def load_cr3(self, commit: bool = True) -> None:
+        """Point the vCPU's CR3 at the L4 of its current guest mode: the one
+        place the hardware page-table base follows pyxen's (kernel_l4,
+        user_l4, kernel_mode). commit=False leaves the sregs for the caller
+        to commit (set_return does)."""
+        s = self.fetch_sregs()
         s.cr3 = self._cr3_mfn() << 12
+        if commit:
+            self.sregs_changed()
+
+    def switch_baseptr(self, mfn: int, user: bool = False) -> None:
+        """A new kernel (or, user=True, user) page-table base: Xen's
+        new_guest_cr3 for MMUEXT_NEW_BASEPTR and mov to %cr3, and
+        MMUEXT_NEW_USER_BASEPTR (mfn 0: none). Takes an L4 type reference on
+        the new table (validating it; PageTableError if refused, nothing
+        changed), drops the old one's, and reloads CR3 when the table
+        switched is the one in use (a reload of the same table too: the
+        guest's flush). Call with the domain lock held."""
+        pv = self.pv
+        mm = self.domain.mm
+        old = pv.user_l4 if user else pv.kernel_l4
+        if mfn != old:
+            if mfn:
+                mm.get_type(mfn, 4)             # PGT_L4
+            if user:
+                pv.user_l4 = mfn
+            else:
+                pv.kernel_l4 = mfn
+            if old:
+                mm.put_type(old)
+        if user != pv.kernel_mode:
+            self.load_cr3()
+
+    def set_cr0_ts(self, ts: bool) -> None:
+        """The guest's virtual CR0.TS (fpu_taskswitch, clts, mov to %cr0),
+        mirrored into the vCPU's CR0 so the next FPU use raises #NM, which
+        reaches the guest as any exception (handle_trap). Unlike Xen, the
+        delivery of that #NM does not clear TS: the guest's handler does
+        (clts or fpu_taskswitch(0))."""
+        self.pv.cr0_ts = ts
+        s = self.fetch_sregs()
+        s.cr0 = (s.cr0 | C.CR0_TS) if ts else (s.cr0 & ~C.CR0_TS)
+        self.sregs_changed()
 
     def set_return(self, rip: int, rsp: int, rflags: int, cs: int, ss: int) -> None:
         """Resume the guest at CPL3 with these values (after any exit)."""
@@ -423,8 +469,27 @@ class PVVcpu:
         self.domain.trace(self.id, "trap", f"{name} rip={rip:#x} err={error}")
         self.bounce(t.address, rip, cs, rflags, rsp, ss, error, bool(t.flags & 4))
 
+    def software_interrupt(self, n: int, insn_len: int, gp_error: int, rip: int, cs: int,
+                           rflags: int, rsp: int, ss: int) -> None:
+        """`int $n` at rip that the hardware did not deliver (this host's IDT
+        and PVM refuse it: a #GP through a DPL 0 gate, or a #UD): Xen's
+        rule for a software interrupt. The guest's trap-table entry for n
+        takes it when its DPL allows the current guest mode (kernel mode
+        counts as ring 0, user as 3), resuming after the instruction;
+        otherwise the guest gets #GP(gp_error) (Xen's n*8+2) at the
+        instruction. int3 and into are exceptions (#BP, #UD in 64-bit
+        mode) and reach the guest by inject_trap like any other."""
+        t = self.pv.trap_table.get(n)
+        if t is not None and t.address and (t.flags & 3) >= (0 if self.pv.kernel_mode else 3):
+            self.domain.trace(self.id, "trap", f"int {n:#x} rip={rip:#x}")
+            self.bounce(t.address, rip + insn_len, cs, rflags, rsp, ss, None, bool(t.flags & 4))
+            return
+        self.inject_trap(13, gp_error, rip, cs, rflags, rsp, ss)
+
     # --- exits -----------------------------------------------------------------
-    def handle_trap(self) -> None:
+    def handle_trap(self) -> Exit:
+        """An exception the guest raised, through pyxen's IDT stub (its frame
+        on the CPL0 stack): emulated, or bounced to the guest's handler."""
         r = self.regs
         heap = self.domain.heap
         vec, err, rip, cs, rflags, rsp, ss = _FRAME.unpack_from(
@@ -444,36 +509,23 @@ class PVVcpu:
             self.domain.trace(self.id, "pf", f"cr2={cr2:#x} err={err:#x} rip={rip:#x}")
             if self.domain.emulate_pf is not None and \
                     self.domain.emulate_pf(self, err, cr2, rip, cs, rflags, rsp, ss):
-                return
+                return Exit.RESUME
             if self.vcpu_info is not None:
                 self.vcpu_info.cr2 = cr2
         if vec == 13 and err & 2 and (err >> 3) < 256:
-            # `int $n` through a gate the hardware refused (DPL 0): a software
-            # interrupt the guest may route to its own handler (Xen's rule).
-            n = err >> 3
-            t = self.pv.trap_table.get(n)
-            if t is not None and t.address and (t.flags & 3) >= (0 if self.pv.kernel_mode else 3):
-                self.domain.trace(self.id, "trap", f"int {n:#x} rip={rip:#x}")
-                self.bounce(t.address, rip + 2, cs, rflags, rsp, ss, None, bool(t.flags & 4))
-                return
+            # `int $n` through a gate the hardware refused (DPL 0)
+            self.software_interrupt(err >> 3, 2, err, rip, cs, rflags, rsp, ss)
+            return Exit.RESUME
         if vec == 6:
-            # on this host `int $n` (n != 3) raises #UD whatever the gate:
-            # route it like Xen routes a software interrupt the IDT refused
+            # on this host `int $n` (n != 3) raises #UD whatever the gate
             try:
                 insn = self.mem.read(rip, 2)
             except GuestFault:
                 insn = b""
             if len(insn) == 2 and insn[0] == 0xCD:
                 n = insn[1]
-                t = self.pv.trap_table.get(n)
-                if t is not None and t.address and \
-                        (t.flags & 3) >= (0 if self.pv.kernel_mode else 3):
-                    self.domain.trace(self.id, "trap", f"int {n:#x} rip={rip:#x}")
-                    self.bounce(t.address, rip + 2, cs, rflags, rsp, ss, None, bool(t.flags & 4))
-                    return
-                # a refused software interrupt is a #GP(vector*8+2), as in Xen
-                self.inject_trap(13, (n << 3) | 2, rip, cs, rflags, rsp, ss)
-                return
+                self.software_interrupt(n, 2, (n << 3) | 2, rip, cs, rflags, rsp, ss)
+                return Exit.RESUME
         if vec == 1:
             from .hypercalls.misc import debug_exception
             debug_exception(self)
@@ -481,35 +533,54 @@ class PVVcpu:
             has_err = vec in (8, 10, 11, 12, 13, 14, 17, 21, 29, 30)
             if self.domain.emulate is not None and vec in (6, 12, 13) and \
                     self.domain.emulate(self, vec, err, rip, cs, rflags, rsp, ss):
-                return
+                return Exit.RESUME
             self.inject_trap(vec, err if has_err else None, rip, cs, rflags, rsp, ss)
-            return
+            return Exit.RESUME
         raise GuestCrash(f"unexpected interrupt vector {vec}")
 
-    def handle_syscall(self) -> None:
+    def handle_hypercall(self) -> Exit:
+        """`out $0xe0` from the hypercall page: rax is the number, rdi, rsi,
+        rdx, r10, r8 the arguments; the result goes to rax. From guest user
+        mode it is a #GP at the instruction, as Xen's."""
+        r = self.regs
+        if not self.pv.kernel_mode:
+            s = self.fetch_sregs()
+            self.inject_trap(13, 0, r.rip - 2, s.cs.selector, r.rflags, r.rsp, s.ss.selector)
+            return Exit.RESUME
+        ret = self.domain.hypercall(self, r.rax, r.rdi, r.rsi, r.rdx, r.r10, r.r8)
+        if isinstance(ret, Exit):       # iret: the registers are the frame's
+            return ret
+        r.rax = ret
+        self.regs_changed()
+        return Exit.RESUME
+
+    def handle_syscall(self) -> Exit:
+        """`syscall` (through the LSTAR/CSTAR stub): a hypercall in guest
+        kernel mode, the guest's syscall callback in user mode."""
         r = self.regs
         rip, rflags = r.rcx, r.r11
         self._sregs_valid = False
         if self.pv.kernel_mode:
             # a `syscall` in guest kernel mode is a hypercall (rax = number)
             ret = self.domain.hypercall(self, r.rax, r.rdi, r.rsi, r.rdx, r.r10, r.r8)
-            if self._returned:          # iret: the registers are the frame's
-                return
+            if isinstance(ret, Exit):   # iret: the registers are the frame's
+                return ret
             r.rax = ret
             self.set_return(rip, r.rsp, rflags, FLAT_KERNEL_CS, FLAT_KERNEL_SS)
-            return
+            return Exit.RESUME
         cb = self.pv.callbacks.get(2)
         if cb is None or cb.address == 0:
             # no syscall callback: Xen raises #UD at the syscall instruction
             self.inject_trap(6, None, rip - 2, FLAT_KERNEL_CS | 3, rflags, r.rsp, FLAT_KERNEL_SS)
-            return
+            return Exit.RESUME
         self.domain.trace(self.id, "syscall", f"rax={r.rax:#x} rip={rip:#x}")
         # like Xen, the frame names the flat user selectors: the hardware
         # no longer knows which code selector the user ran with
         self.bounce(cb.address, rip, FLAT_KERNEL_CS, rflags, r.rsp, FLAT_KERNEL_SS, None,
                     bool(cb.flags & CALLBACKF_mask_events))
+        return Exit.RESUME
 
-    def do_iret(self) -> None:
+    def do_iret(self) -> Exit:
         """HYPERVISOR_iret: the guest's return from an exception, callback or
         syscall; may switch to guest user mode."""
         r = self.regs
@@ -535,7 +606,7 @@ class PVVcpu:
         if vi is not None:
             vi.evtchn_upcall_mask = 0 if rflags & C.RFLAGS_IF else 1
         self.set_return(rip, rsp, rflags, (cs & 0xFFFF) | 3, (ss & 0xFFFF) | 3)
-        self._returned = True
+        return Exit.RETURNED
 
     def replay_pt_writes(self) -> None:
         """Make KVM see page-table entries pyxen changed in memory.
@@ -545,11 +616,19 @@ class PVVcpu:
         the last exit are written again, with the same values, by an emulated
         CPL0 stub through pyxen's direct map. The stub then returns straight
         to where the guest was meant to resume (iretq), so this costs no extra
-        exit: the next KVM_RUN of the run loop runs it."""
+        exit: the next KVM_RUN of the run loop runs it.
+
+        The entries are this vCPU's own writes (mm.note_write) and those
+        other vCPUs handed it (mm.publish_writes: their remote TLB flushes,
+        their blocking with writes unreplayed), taken with their values
+        under the domain lock, which every writer holds: a vCPU replays its
+        writes before it runs guest code again, so no guest code acts on a
+        write KVM has not seen."""
         mm = self.domain.mm
         heap = self.domain.heap
-        gpas = list(dict.fromkeys(mm.pending))
-        mm.pending = []
+        with self.domain.lock:
+            gpas = mm.take_writes(self.id)
+            values = [mm.read_q(g) for g in gpas]
         target = KS.Regs.from_buffer_copy(self.regs)
         target_s = KS.Sregs.from_buffer_copy(self.fetch_sregs())
         list_off = heap.apply_lists[self.id] * L.PAGE_SIZE
@@ -557,10 +636,11 @@ class PVVcpu:
         stub_s = KS.Sregs.from_buffer_copy(target_s)
         C.flat_segment(stub_s.cs, L.HYP_CS, True, dpl=0)
         C.flat_segment(stub_s.ss, L.HYP_DS, False, dpl=0)
-        chunks = [gpas[i:i + L.APPLY_MAX] for i in range(0, len(gpas), L.APPLY_MAX)]
+        pairs = list(zip(gpas, values))
+        chunks = [pairs[i:i + L.APPLY_MAX] for i in range(0, len(pairs), L.APPLY_MAX)]
         r = self.regs
         for n, chunk in enumerate(chunks):
-            data = b"".join(_PAIR.pack(heap.directmap_va(g), mm.read_q(g)) for g in chunk)
+            data = b"".join(_PAIR.pack(heap.directmap_va(g), v) for g, v in chunk)
             heap.mm[list_off:list_off + len(data)] = data
             r.rsi, r.rcx, r.rflags = list_va, len(chunk), 2
             self.run_struct.s.regs.sregs = stub_s
@@ -616,13 +696,65 @@ class PVVcpu:
         return "\n".join(lines)
 
     # --- the loop --------------------------------------------------------------
+    def handle_exit(self, reason: int) -> Exit:
+        """Handle one exit of KVM_RUN: reason is its exit reason (-1: ended by
+        a kick), the exit data and registers are in run_struct. Does what
+        the exit asks, then what is owed before the guest runs again (the
+        page-table replay, with an upcall first if one is due), and says
+        what the loop is to do (exits.Exit). Needs no /dev/kvm: a recorded
+        exit in a fake vCPU's run_struct works the same
+        (tests/hv/test_exits.py)."""
+        self.in_replay = False
+        self.kicked = reason == -1
+        self.exits += 1
+        self._sregs_valid = False
+        try:
+            ex = self._dispatch_exit(reason)
+            if ex is None:
+                return Exit.RESUME      # (a hypercall from user mode: nothing owed)
+            if (self.flush_pending or self.domain.mm.has_writes(self.id)) \
+                    and self.may_redirect():
+                vi = self.vcpu_info
+                if vi.evtchn_upcall_pending and not vi.evtchn_upcall_mask:
+                    self.deliver_event_upcall()     # before the stub takes over
+                self.replay_pt_writes()
+        except GuestCrash as e:
+            return Exit.crash(str(e))
+        if self.domain.stopped:
+            return Exit.STOPPED
+        return ex
+
+    def _dispatch_exit(self, reason: int) -> Exit | None:
+        if reason == KI.KVM_EXIT_IO:
+            port = self.run_struct.exit.io.port
+            if port == L.PORT_HYPERCALL:
+                if not self.pv.kernel_mode:
+                    self.handle_hypercall()         # the #GP
+                    return None
+                return self.handle_hypercall()
+            if port == L.PORT_TRAP:
+                return self.handle_trap()
+            if port == L.PORT_SYSCALL or port == L.PORT_SYSCALL32:
+                return self.handle_syscall()
+            raise GuestCrash(f"unexpected I/O exit on port {port:#x}")
+        if reason == -1:
+            return Exit.RESUME          # kicked: only the pending work
+        if reason == KI.KVM_EXIT_SHUTDOWN:
+            raise GuestCrash("triple fault (the CPU could not deliver an exception)")
+        if reason == KI.KVM_EXIT_INTERNAL_ERROR:
+            ie = self.run_struct.exit.internal
+            data = " ".join(f"{ie.data[i]:#x}" for i in range(min(ie.ndata, 16)))
+            raise GuestCrash(f"KVM internal error {ie.suberror} ({data})")
+        if reason == KI.KVM_EXIT_HLT:
+            raise GuestCrash("hypervisor stub halted (unexpected return into a stub)")
+        raise GuestCrash(f"unexpected KVM exit {KI.EXIT_NAMES.get(reason, reason)}")
+
     def run(self) -> None:
         """Run this vCPU until the domain shuts down or crashes."""
         dom = self.domain
-        kvm = self.kvcpu
-        rs = self.run_struct
-        PORT_HC, PORT_TRAP, PORT_SYS = L.PORT_HYPERCALL, L.PORT_TRAP, L.PORT_SYSCALL
+        kvcpu = self.kvcpu
         self.thread_ident = threading.get_ident()
+        dom.mm.bind_writer(self.id)        # its page-table writes are its to replay
         self.native_tid = threading.get_native_id()
         precise_sleeps()                   # blocked vCPUs wake at their own timer deadlines
         dom.sched.apply_weight(self.native_tid)
@@ -644,50 +776,10 @@ class PVVcpu:
                 except GuestCrash as e:
                     dom.crash(self, str(e))
                     return
-            reason = kvm.run()
-            self.in_replay = False
-            self.kicked = reason == -1
-            self.exits += 1
-            self._sregs_valid = False
-            try:
-                if reason == KI.KVM_EXIT_IO:
-                    port = rs.exit.io.port
-                    if port == PORT_HC:
-                        r = self.regs
-                        if not self.pv.kernel_mode:
-                            s = self.fetch_sregs()
-                            self.inject_trap(13, 0, r.rip - 2, s.cs.selector, r.rflags, r.rsp,
-                                             s.ss.selector)
-                            continue
-                        self._returned = False
-                        ret = dom.hypercall(self, r.rax, r.rdi, r.rsi, r.rdx, r.r10, r.r8)
-                        if not self._returned:
-                            r.rax = ret
-                            self.regs_changed()
-                    elif port == PORT_TRAP:
-                        self.handle_trap()
-                    elif port == PORT_SYS or port == L.PORT_SYSCALL32:
-                        self._returned = False
-                        self.handle_syscall()
-                    else:
-                        raise GuestCrash(f"unexpected I/O exit on port {port:#x}")
-                elif reason == -1:
-                    pass            # kicked: only the pending work below
-                elif reason == KI.KVM_EXIT_SHUTDOWN:
-                    raise GuestCrash("triple fault (the CPU could not deliver an exception)")
-                elif reason == KI.KVM_EXIT_INTERNAL_ERROR:
-                    ie = rs.exit.internal
-                    data = " ".join(f"{ie.data[i]:#x}" for i in range(min(ie.ndata, 16)))
-                    raise GuestCrash(f"KVM internal error {ie.suberror} ({data})")
-                elif reason == KI.KVM_EXIT_HLT:
-                    raise GuestCrash("hypervisor stub halted (unexpected return into a stub)")
-                else:
-                    raise GuestCrash(f"unexpected KVM exit {KI.EXIT_NAMES.get(reason, reason)}")
-                if (dom.mm.pending or self.flush_pending) and self.may_redirect():
-                    vi = self.vcpu_info
-                    if vi.evtchn_upcall_pending and not vi.evtchn_upcall_mask:
-                        self.deliver_event_upcall()     # before the stub takes over
-                    self.replay_pt_writes()
-            except GuestCrash as e:
-                dom.crash(self, str(e))
+            ex = self.handle_exit(kvcpu.run())
+            if ex.kind == "crash":
+                dom.crash(self, ex.message)
                 return
+            if ex.kind == "stopped":
+                return
+            # RESUME, RETURNED: run the guest again

@@ -256,7 +256,7 @@ class XenHeap:
     def map_gpa(self, va: int, gpa: int, flags: int) -> int:
         """Point an already-mapped private-area page at any guest-physical page
         (used for the guest's GDT frames). Returns the PTE's guest-physical
-        address, which the caller must have replayed (see mm.pending)."""
+        address, which the caller must have replayed (see mm.note_write)."""
         off = self.pte_offset(va)
         _Q.pack_into(self.mm, off, gpa | flags | L.PTE_A | L.PTE_D)
         return L.XEN_GPA + off

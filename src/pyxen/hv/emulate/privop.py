@@ -31,7 +31,7 @@ from capstone import x86_const as X
 
 from ..abi import FLAT_KERNEL_CS, FLAT_RING3_CS32
 from ..guestmem import GuestFault
-from ..mm import PGT_L4, PGT_WRITABLE, PGT_NONE, PageTableError
+from ..mm import PGT_WRITABLE, PGT_NONE, PageTableError
 from .. import layout as L
 from .decode import RegFile, decode_at, effective_address, DF, MASK64
 
@@ -167,7 +167,7 @@ def _dispatch(em, vcpu, insn, rf: RegFile, rflags: int) -> tuple[int, int]:
         _mov_cr_dr(em, vcpu, insn, rf)
         return nxt, rflags
     if iid == X.X86_INS_CLTS:
-        fpu_taskswitch(vcpu, False)
+        vcpu.set_cr0_ts(False)
         return nxt, rflags
     if iid == X.X86_INS_RDMSR:
         v = read_msr(em, vcpu, rf.read("ecx"))
@@ -217,7 +217,7 @@ def write_cr(em, vcpu, n: int, val: int) -> None:
         if (val ^ vcpu.fetch_sregs().cr0) & ~CR0_TS & 0xFFFFFFFF or val >> 32:
             vcpu.domain.log_guest_error(vcpu, f"mov to cr0 {val:#x} changes more than TS")
             raise NotEmulated
-        fpu_taskswitch(vcpu, bool(val & CR0_TS))
+        vcpu.set_cr0_ts(bool(val & CR0_TS))
     elif n == 2:
         if vcpu.vcpu_info is not None:
             vcpu.vcpu_info.cr2 = val
@@ -229,30 +229,14 @@ def write_cr(em, vcpu, n: int, val: int) -> None:
         raise NotEmulated
 
 
-def fpu_taskswitch(vcpu, ts: bool) -> None:
-    """The virtual CR0.TS, mirrored into the vCPU's CR0 so the next FPU use
-    raises #NM (as HYPERVISOR_fpu_taskswitch)."""
-    vcpu.pv.cr0_ts = ts
-    s = vcpu.fetch_sregs()
-    s.cr0 = (s.cr0 | CR0_TS) if ts else (s.cr0 & ~CR0_TS)
-    vcpu.sregs_changed()
-
-
 def new_baseptr(vcpu, mfn: int) -> None:
-    """mov to %cr3: Xen's new_guest_cr3, i.e. MMUEXT_NEW_BASEPTR."""
-    pv = vcpu.pv
-    mm = vcpu.domain.mm
-    if mfn != pv.kernel_l4:
-        try:
-            mm.get_type(mfn, PGT_L4)
-        except PageTableError as e:
-            vcpu.domain.log_guest_error(vcpu, f"mov to cr3 {mfn << 12:#x}: {e}")
-            raise NotEmulated from None
-        old, pv.kernel_l4 = pv.kernel_l4, mfn
-        if old:
-            mm.put_type(old)
-    vcpu.fetch_sregs().cr3 = mfn << 12
-    vcpu.sregs_changed()
+    """mov to %cr3: Xen's new_guest_cr3, i.e. MMUEXT_NEW_BASEPTR (the
+    vCPU's one baseptr switch); a refused table leaves the #GP standing."""
+    try:
+        vcpu.switch_baseptr(mfn)
+    except PageTableError as e:
+        vcpu.domain.log_guest_error(vcpu, f"mov to cr3 {mfn << 12:#x}: {e}")
+        raise NotEmulated from None
 
 
 def guest_cr4_fixup(em, vcpu, cr4: int) -> int:

@@ -1,21 +1,64 @@
 """Hypercalls, one module per family (like Xen's source tree), dispatched
 from a table by number. A handler takes (vcpu, a1..a5) and returns an int:
->= 0 on success, -errno (Xen's) on failure."""
+>= 0 on success, -errno (Xen's) on failure (iret, and a multicall ending
+in one, return exits.Exit.RETURNED instead: the registers are the frame's).
+
+Each family's HANDLERS maps a number to its handler, or to a Hypercall
+record when the entry's policy is not the default (run under the domain
+lock, never blocks). Domain.hypercall dispatches by the record, and so does
+a multicall for each of its entries.
+
+To add a hypercall: write the handler in the family's module (or a new
+module listed in FAMILIES), put it in that module's HANDLERS (a Hypercall
+record if it may block or needs no lock), its name in abi.HYPERCALLS and,
+if Xen's prototype has int/unsigned/domid_t arguments, a row in ARG_MASKS
+below."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
+from ..abi import HYPERCALLS
+
+
+@dataclass(frozen=True)
+class Hypercall:
+    """One entry of the hypercall table and its dispatch policy.
+
+    locked: the handler runs under the domain lock (Xen's handlers take
+      their own locks; pyxen takes one lock around the whole handler).
+    may_block: the handler may sleep (SCHEDOP_block/poll); such a handler
+      must not run under the domain lock, or no other vCPU could make a
+      hypercall, and so wake it, until it returns."""
+    nr: int
+    handler: Callable
+    name: str = ""
+    locked: bool = True
+    may_block: bool = False
+
+    def __post_init__(self):
+        assert not (self.locked and self.may_block), \
+            f"hypercall {self.nr}: a handler that may block cannot hold the domain lock"
+        if not self.name:
+            object.__setattr__(self, "name", HYPERCALLS.get(self.nr, str(self.nr)))
+
+
 from . import console, version, sched, memory, mmu, traps, descriptors, misc, physdev, \
-    vcpu_op, multicall, evtchn, grant_table, pmu, control
+    vcpu_op, multicall, evtchn, grant_table, pmu, control  # noqa: E402 (they import Hypercall)
 
 FAMILIES = (console, version, sched, memory, mmu, traps, descriptors, misc, physdev, vcpu_op,
             multicall, evtchn, grant_table, pmu, control)
 
 
-def build_table() -> dict:
+def build_table() -> dict[int, Hypercall]:
     table = {}
     for fam in FAMILIES:
-        for nr, fn in fam.HANDLERS.items():
+        for nr, entry in fam.HANDLERS.items():
             assert nr not in table, f"hypercall {nr} defined twice"
-            table[nr] = fn
+            if not isinstance(entry, Hypercall):
+                entry = Hypercall(nr, entry)
+            assert entry.nr == nr, f"hypercall {nr} declared as {entry.nr}"
+            table[nr] = entry
     return table
 
 

@@ -77,8 +77,7 @@ def install_gdt(vcpu, frames: list[int], entries: int) -> int:
     for i in range(FIRST_RESERVED_GDT_ENTRY // 512):
         gpa = frames[i] << 12 if i < len(frames) else heap.gpa(heap.zero_page)
         pte = heap.map_gpa(base + i * L.PAGE_SIZE, gpa, L.PTE_P)
-        if mm.pending is not None:
-            mm.pending.append(pte)
+        mm.note_write(pte)
     return 0
 
 

@@ -17,7 +17,7 @@ from ..abi import (HC, EFAULT, EINVAL, ENOSYS, ESRCH, EPERM, DOMID_SELF,
                    UVMF_FLUSHTYPE_MASK, UVMF_ALL, EOPNOTSUPP, HYPERVISOR_VIRT_START,
                    HYPERVISOR_VIRT_END, MmuUpdate, MmuextOp)
 from ..guestmem import GuestFault
-from ..mm import PageTableError, PGT_L1, PGT_L4, PGT_WRITABLE
+from ..mm import PageTableError, PGT_L1, PGT_WRITABLE
 
 _UPD = struct.Struct("<QQ")
 _EXT = struct.Struct("<IIQQ")      # cmd, pad, arg1 (mfn / linear_addr), arg2 (nr_ents / vcpumask / src_mfn)
@@ -157,21 +157,10 @@ def _one_ext(vcpu, cmd, arg1, arg2) -> int:
     if cmd == MMUEXT_NEW_BASEPTR:
         if not pv.kernel_mode:
             return -EINVAL
-        mm.get_type(arg1, PGT_L4)
-        old = pv.kernel_l4
-        pv.kernel_l4 = arg1
-        if old:
-            mm.put_type(old)
-        vcpu.fetch_sregs().cr3 = arg1 << 12
-        vcpu.sregs_changed()
+        vcpu.switch_baseptr(arg1)           # PageTableError: the op's -errno
         return 0
     if cmd == MMUEXT_NEW_USER_BASEPTR:
-        if arg1:
-            mm.get_type(arg1, PGT_L4)
-        old = pv.user_l4
-        pv.user_l4 = arg1
-        if old:
-            mm.put_type(old)
+        vcpu.switch_baseptr(arg1, user=True)
         return 0
     if cmd in (MMUEXT_TLB_FLUSH_LOCAL, MMUEXT_TLB_FLUSH_MULTI, MMUEXT_TLB_FLUSH_ALL,
                MMUEXT_INVLPG_LOCAL, MMUEXT_INVLPG_MULTI, MMUEXT_INVLPG_ALL):

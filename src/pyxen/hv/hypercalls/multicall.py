@@ -5,7 +5,9 @@ from __future__ import annotations
 import struct
 
 from ..abi import HC, EFAULT, EINVAL
+from ..exits import Exit
 from ..guestmem import GuestFault
+from . import Hypercall
 
 _ENTRY = struct.Struct("<Q Q 6Q")   # op, result, args[6]
 MAX_CALLS = 4096
@@ -17,8 +19,15 @@ def multicall(vcpu, call_list, nr_calls, *_):
     batch ends at an __HYPERVISOR_iret: the iret has switched to the frame's
     context (perhaps guest user mode), so nothing after it may run with the
     kernel's rights (XSA-213). The multicall then returns what the iret
-    returned, the frame's rax, which the guest resumes with. A nested
-    multicall is refused (-EINVAL) and the batch goes on."""
+    returned, the frame's rax, which the guest resumes with (as
+    Exit.RETURNED: the vCPU's registers are the frame's). A nested
+    multicall is refused (-EINVAL) and the batch goes on.
+
+    The multicall itself holds no lock: each entry is dispatched by
+    Domain.hypercall with its own table policy, so an entry that blocks
+    (SCHEDOP_block/poll) sleeps without the domain lock and the batch goes
+    on once it is woken, as on Xen (where the blocked vCPU's multicall is
+    preempted and continued)."""
     dom = vcpu.domain
     nr_calls &= 0xFFFFFFFF
     if nr_calls > MAX_CALLS:
@@ -36,12 +45,11 @@ def multicall(vcpu, call_list, nr_calls, *_):
         if op == HC.iret:
             # Xen's do_iret returns the frame's rax (the register the guest
             # resumes with); the result is written back on a best-effort basis
-            ret = vcpu.regs.rax
             try:
-                vcpu.mem.write(va + 8, struct.pack("<Q", ret & MASK))
+                vcpu.mem.write(va + 8, struct.pack("<Q", vcpu.regs.rax & MASK))
             except GuestFault:
                 pass
-            return ret
+            return Exit.RETURNED
         try:
             vcpu.mem.write(va + 8, struct.pack("<Q", ret & MASK))
         except GuestFault:
@@ -51,4 +59,5 @@ def multicall(vcpu, call_list, nr_calls, *_):
     return 0
 
 
-HANDLERS = {HC.multicall: multicall}
+# no lock of its own: every entry is dispatched with its own policy
+HANDLERS = {HC.multicall: Hypercall(HC.multicall, multicall, locked=False, may_block=True)}

@@ -8,6 +8,7 @@ from ..abi import (HC, EFAULT, EINVAL, EPERM, ENOSYS, SCHEDOP_yield, SCHEDOP_blo
                    SCHEDOP_shutdown, SCHEDOP_poll, SCHEDOP_remote_shutdown,
                    SCHEDOP_shutdown_code, SCHEDOP_watchdog, SHUTDOWN_soft_reset)
 from ..guestmem import GuestFault
+from . import Hypercall
 
 
 def sched_op(vcpu, cmd, arg, *_):
@@ -57,4 +58,6 @@ def set_timer_op(vcpu, timeout, *_):
     return 0
 
 
-HANDLERS = {HC.sched_op: sched_op, HC.set_timer_op: set_timer_op}
+# sched_op sleeps in block and poll: never under the domain lock
+HANDLERS = {HC.sched_op: Hypercall(HC.sched_op, sched_op, locked=False, may_block=True),
+            HC.set_timer_op: set_timer_op}

@@ -12,7 +12,7 @@ from ..abi import (HC, EFAULT, EINVAL, ENOSYS, CALLBACKOP_register, CALLBACKOP_u
                    SEGBASE_GS_USER_SEL, TrapInfo, HYPERVISOR_VIRT_START, HYPERVISOR_VIRT_END)
 from ..guestmem import GuestFault
 from ..vcpu import TrapEntry, Callback
-from .. import cpu as C
+from . import Hypercall
 
 MAX_TRAPS = 256
 
@@ -90,8 +90,8 @@ def stack_switch(vcpu, ss, esp, *_):
 
 
 def iret(vcpu, *_):
-    vcpu.do_iret()
-    return 0
+    """Returns Exit.RETURNED: the registers are the frame's from now on."""
+    return vcpu.do_iret()
 
 
 def set_segment_base(vcpu, which, base, *_):
@@ -135,16 +135,12 @@ def _changed(vcpu) -> int:
 
 def fpu_taskswitch(vcpu, set_ts, *_):
     """Set/clear the guest's virtual CR0.TS; with TS set the next FPU use raises #NM."""
-    vcpu.pv.cr0_ts = bool(set_ts)
-    s = vcpu.fetch_sregs()
-    if set_ts:
-        s.cr0 |= C.CR0_TS
-    else:
-        s.cr0 &= ~C.CR0_TS
-    vcpu.sregs_changed()
+    vcpu.set_cr0_ts(bool(set_ts))
     return 0
 
 
 HANDLERS = {HC.set_trap_table: set_trap_table, HC.set_callbacks: set_callbacks,
-            HC.callback_op: callback_op, HC.stack_switch: stack_switch, HC.iret: iret,
+            HC.callback_op: callback_op, HC.stack_switch: stack_switch,
+            # iret only touches its own vCPU: no domain lock
+            HC.iret: Hypercall(HC.iret, iret, locked=False),
             HC.set_segment_base: set_segment_base, HC.fpu_taskswitch: fpu_taskswitch}

@@ -1,0 +1,320 @@
+"""The vCPU's exit handling as values (PVVcpu.handle_exit -> exits.Exit),
+fed with recorded exits on a fake KVM: no /dev/kvm. A real Domain (heap,
+memory manager, hypercall table, event channels) around vCPUs whose KVM
+side is a FakeKvcpu: a run_struct in ordinary memory and sregs kept in
+Python. Also the per-vCPU page-table replay lists under SMP (threads)."""
+from __future__ import annotations
+
+import struct
+import sys
+import threading
+import time
+
+import pytest
+
+from pyxen.hv import layout as L
+from pyxen.hv.abi import HC
+from pyxen.hv.domain import Domain
+from pyxen.hv.exits import Exit
+from pyxen.hv.hypercalls import Hypercall, build_table
+from pyxen.kvm import ioctls as KI
+from pyxen.kvm import structs as KS
+
+
+class FakeKvcpu:
+    """What PVVcpu needs of a KVM vCPU, without KVM."""
+
+    def __init__(self, vcpu_id: int):
+        self.id = vcpu_id
+        self.run_struct = KS.Run()
+        self._sregs = KS.Sregs()
+        self.kicks = 0
+        self.recorded: list[int] = []        # exit reasons run() returns
+
+    def set_cpuid(self, entries):
+        pass
+
+    def set_msrs(self, values):
+        pass
+
+    def get_sregs(self):
+        rs = self.run_struct
+        if rs.kvm_dirty_regs & KI.KVM_SYNC_X86_SREGS:   # as KVM_RUN would take them
+            self._sregs = KS.Sregs.from_buffer_copy(rs.s.regs.sregs)
+            rs.kvm_dirty_regs &= ~KI.KVM_SYNC_X86_SREGS
+        return KS.Sregs.from_buffer_copy(self._sregs)
+
+    def set_sregs(self, s):
+        self._sregs = KS.Sregs.from_buffer_copy(s)
+
+    def get_regs(self):
+        return KS.Regs.from_buffer_copy(self.run_struct.s.regs.regs)
+
+    def set_regs(self, r):
+        self.run_struct.s.regs.regs = r
+
+    def get_events(self):
+        return KS.VcpuEvents()
+
+    def kick(self):
+        self.kicks += 1
+
+    def tsc_khz(self):
+        return 2_000_000
+
+    def run(self):
+        return self.recorded.pop(0)
+
+
+class FakeVm:
+    def add_memory(self, *a, **k):
+        pass
+
+    def create_vcpu(self, vcpu_id):
+        return FakeKvcpu(vcpu_id)
+
+    def close(self):
+        pass
+
+
+class FakeKvm:
+    def create_vm(self):
+        return FakeVm()
+
+    def supported_cpuid(self):
+        return []
+
+
+@pytest.fixture
+def dom():
+    d = Domain(name="exits", memory_mb=8, vcpus=2, kvm=FakeKvm())
+    d.mm.track_writes(len(d.vcpus))
+    for v in d.vcpus:
+        v.pv.kernel_l4 = 0x10             # a frame; no walk needs it valid
+        v.pv.online = True
+        s = v.fetch_sregs()
+        s.cs.selector, s.ss.selector = 0xE033, 0xE02B     # FLAT_KERNEL_CS / SS
+    try:
+        yield d
+    finally:
+        d.timers.stop()
+        d.close()
+
+
+def record_io(v, port: int, **regs) -> int:
+    """Put a recorded I/O exit in the vCPU's run_struct; returns the reason."""
+    rs = v.run_struct
+    rs.exit_reason = KI.KVM_EXIT_IO
+    rs.exit.io.port = port
+    for name, val in regs.items():
+        setattr(rs.s.regs.regs, name, val)
+    return KI.KVM_EXIT_IO
+
+
+def test_hypercall_exit_resumes_with_rax_set(dom):
+    v = dom.vcpus[0]
+    # xen_version(XENVER_version): 4.17 -> (4 << 16) | 17
+    ex = v.handle_exit(record_io(v, L.PORT_HYPERCALL, rax=HC.xen_version, rdi=0, rip=0x1000))
+    assert ex == Exit.RESUME
+    assert v.regs.rax == (4 << 16) | 17
+    assert v.run_struct.kvm_dirty_regs & KI.KVM_SYNC_X86_REGS
+    assert v.exits == 1
+
+
+def test_unknown_hypercall_is_enosys(dom):
+    v = dom.vcpus[0]
+    ex = v.handle_exit(record_io(v, L.PORT_HYPERCALL, rax=63, rip=0x1000))
+    assert ex == Exit.RESUME
+    assert v.regs.rax == (-38) & (1 << 64) - 1
+
+
+def test_iret_returns_returned_and_keeps_the_frames_rax(dom):
+    v = dom.vcpus[0]
+    rsp = 0x8000
+    # the frame: rax, r11, rcx, flags, rip, cs (RPL 0: kernel mode), rflags, rsp, ss
+    frame = struct.pack("<9Q", 0x1234, 0, 0, 0, 0x401000, 0xE030, 0x202, 0x7000, 0xE02B)
+    reads = []
+
+    def read_struct(va, st):
+        reads.append(va)
+        return st.unpack(frame)
+    v.mem.read_struct = read_struct
+    ex = v.handle_exit(record_io(v, L.PORT_HYPERCALL, rax=HC.iret, rsp=rsp, rip=0x1000))
+    assert ex == Exit.RETURNED
+    assert reads == [rsp]
+    r = v.regs
+    assert (r.rax, r.rip, r.rsp) == (0x1234, 0x401000, 0x7000)   # not iret's result
+
+
+def test_multicall_ending_in_iret_returns_returned(dom):
+    v = dom.vcpus[0]
+    entries = struct.pack("<QQ6Q", HC.xen_version, 0, 0, 0, 0, 0, 0, 0) + \
+        struct.pack("<QQ6Q", HC.iret, 0, 0, 0, 0, 0, 0, 0)
+    frame = struct.pack("<9Q", 0x55, 0, 0, 0, 0x402000, 0xE030, 0x202, 0x7000, 0xE02B)
+    written = {}
+    v.mem.read = lambda va, n: entries[va - 0x9000:va - 0x9000 + n]
+    v.mem.write = lambda va, data: written.__setitem__(va, data)
+    v.mem.read_struct = lambda va, st: st.unpack(frame)
+    ex = v.handle_exit(record_io(v, L.PORT_HYPERCALL, rax=HC.multicall, rdi=0x9000, rsi=2,
+                                 rip=0x1000))
+    assert ex == Exit.RETURNED
+    assert v.regs.rax == 0x55 and v.regs.rip == 0x402000
+    assert struct.unpack("<Q", written[0x9000 + 8])[0] == (4 << 16) | 17
+    assert struct.unpack("<Q", written[0x9040 + 8])[0] == 0x55
+
+
+def test_hypercall_from_user_mode_is_a_gp(dom):
+    v = dom.vcpus[0]
+    v.pv.kernel_mode = False
+    got = []
+    v.inject_trap = lambda *a: got.append(a)
+    ex = v.handle_exit(record_io(v, L.PORT_HYPERCALL, rax=HC.xen_version, rip=0x1002))
+    assert ex == Exit.RESUME
+    assert got and got[0][:3] == (13, 0, 0x1000)
+
+
+def test_bad_exits_crash(dom):
+    v = dom.vcpus[0]
+    ex = v.handle_exit(record_io(v, 0x80))
+    assert ex.kind == "crash" and "port 0x80" in ex.message
+    assert v.handle_exit(KI.KVM_EXIT_SHUTDOWN).kind == "crash"
+    assert "stub halted" in v.handle_exit(KI.KVM_EXIT_HLT).message
+    assert v.handle_exit(12345).kind == "crash"
+
+
+def test_kick_resumes_and_shutdown_stops(dom):
+    v = dom.vcpus[0]
+    assert v.handle_exit(-1) == Exit.RESUME and v.kicked
+    # SCHEDOP_shutdown(poweroff): the domain stops
+    v.mem.read = lambda va, n: struct.pack("<I", 0)
+    ex = v.handle_exit(record_io(v, L.PORT_HYPERCALL, rax=HC.sched_op, rdi=2, rsi=0x5000,
+                                 rip=0x1000))
+    assert ex == Exit.STOPPED
+    assert dom.result.reason == "poweroff"
+
+
+def test_run_loop_acts_on_the_values(dom):
+    """The loop itself, with recorded exits: a hypercall, then a bad port."""
+    v = dom.vcpus[1]
+    v.vcpu_info.evtchn_upcall_mask = 1
+    reasons = iter([(L.PORT_HYPERCALL, HC.xen_version), (0x99, 0)])
+
+    def run():
+        port, nr = next(reasons)
+        return record_io(v, port, rax=nr, rdi=0, rip=0x1000)
+    v.kvcpu.run = run
+    v.run()
+    assert dom.stopped and dom.result.reason == "crash"
+    assert "port 0x99" in dom.result.message
+    assert v.exits == 2
+
+
+def test_table_policy():
+    t = build_table()
+    assert all(isinstance(e, Hypercall) for e in t.values())
+    assert t[HC.sched_op].may_block and not t[HC.sched_op].locked
+    assert not t[HC.iret].locked and not t[HC.iret].may_block
+    assert not t[HC.multicall].locked
+    assert t[HC.mmu_update].locked and not t[HC.mmu_update].may_block
+    with pytest.raises(AssertionError):
+        Hypercall(99, lambda *a: 0, locked=True, may_block=True)
+
+
+def test_dispatch_honours_the_lock_policy(dom):
+    v = dom.vcpus[0]
+    held = {}
+
+    def probe(name):
+        def fn(vcpu, *a):
+            # RLock: _is_owned() says whether this thread holds it
+            held[name] = dom.lock._is_owned()
+            return 0
+        return fn
+    dom.hypercalls[60] = Hypercall(60, probe("locked"))
+    dom.hypercalls[61] = Hypercall(61, probe("unlocked"), locked=False, may_block=True)
+    dom.hypercall(v, 60, 0, 0, 0, 0, 0)
+    dom.hypercall(v, 61, 0, 0, 0, 0, 0)
+    assert held == {"locked": True, "unlocked": False}
+    # a multicall holds no lock itself: each entry is dispatched with its own
+    entries = struct.pack("<QQ6Q", 60, 0, 0, 0, 0, 0, 0, 0) + \
+        struct.pack("<QQ6Q", 61, 0, 0, 0, 0, 0, 0, 0)
+    v.mem.read = lambda va, n: entries[va - 0x9000:va - 0x9000 + n]
+    v.mem.write = lambda va, data: None
+    held.clear()
+    assert dom.hypercall(v, HC.multicall, 0x9000, 2, 0, 0, 0) == 0
+    assert held == {"locked": True, "unlocked": False}
+
+
+def _stub_list(dom, v) -> set[int]:
+    """The direct-map addresses the vCPU's replay stub is set to write."""
+    heap = dom.heap
+    off = heap.apply_lists[v.id] * L.PAGE_SIZE
+    n = v.regs.rcx
+    return {struct.unpack_from("<Q", heap.mm, off + 16 * i)[0] for i in range(n)}
+
+
+def test_replay_lists_are_per_vcpu_under_smp(dom):
+    """Two vCPUs write page-table entries (under the domain lock, as every
+    writer does) and replay before they resume, at the same time. Each
+    one's replay must hold every entry it wrote since its last replay: with
+    one list for the domain (mm.pending, before), the other vCPU's replay
+    took them, and the writer resumed with KVM not told."""
+    mm = dom.mm
+    rounds = 400
+    failures = []
+    start = threading.Barrier(2)
+
+    def vcpu_thread(v, base_frame):
+        if hasattr(mm, "bind_writer"):
+            mm.bind_writer(v.id)
+        start.wait()
+        for i in range(rounds):
+            wrote = set()
+            with dom.lock:
+                for k in range(4):
+                    idx = (i * 4 + k) % 512
+                    mm.write_entry(base_frame, idx, (i << 12) | 1)
+                    wrote.add(dom.heap.directmap_va((base_frame << 12) + idx * 8))
+            # the rest of the exit (result, trace, may_redirect's ioctl) lets
+            # the other vCPU's thread run before this one replays
+            time.sleep(0)
+            v.in_replay = False
+            v.replay_pt_writes()
+            missing = wrote - _stub_list(dom, v)
+            if missing:
+                failures.append((v.id, i, len(missing)))
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    try:
+        ts = [threading.Thread(target=vcpu_thread, args=(v, 0x100 + v.id)) for v in dom.vcpus]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert not failures, f"{len(failures)} replays missed the vCPU's own writes: {failures[:5]}"
+
+
+def test_remote_flush_and_block_hand_writes_over(dom):
+    """A write one vCPU has not replayed yet reaches the others' lists when
+    it flushes their TLBs or blocks; a write from a thread that runs no
+    vCPU goes to every list."""
+    mm = dom.mm
+    v0, v1 = dom.vcpus
+    done = threading.Event()
+
+    def as_vcpu0():
+        mm.bind_writer(0)
+        with dom.lock:
+            mm.write_entry(0x100, 1, 0x1001)
+            dom.flush_tlbs(v0, all_vcpus=True)
+        done.set()
+    t = threading.Thread(target=as_vcpu0)
+    t.start()
+    t.join()
+    assert mm.take_writes(1) == [(0x100 << 12) + 8] and v1.flush_pending
+    assert mm.take_writes(0) == [(0x100 << 12) + 8]
+    mm.write_entry(0x100, 2, 0x2001)               # this thread runs no vCPU
+    assert mm.take_writes(0) == mm.take_writes(1) == [(0x100 << 12) + 16]
