@@ -28,28 +28,52 @@ from array import array
 from dataclasses import dataclass
 
 from .. import _atomic as A
+from . import abi
 from . import layout as L
-
-GTF_invalid, GTF_permit_access, GTF_accept_transfer, GTF_transitive = 0, 1, 2, 3
-GTF_type_mask = 3
-GTF_readonly, GTF_reading, GTF_writing, GTF_sub_page = 1 << 2, 1 << 3, 1 << 4, 1 << 8
-GTF_PWT, GTF_PCD, GTF_PAT = 1 << 5, 1 << 6, 1 << 7
-GNTST_okay, GNTST_general_error, GNTST_bad_domain, GNTST_bad_gntref = 0, -1, -2, -3
-GNTST_bad_handle, GNTST_bad_virt_addr, GNTST_bad_dev_addr = -4, -5, -6
-GNTST_no_device_space, GNTST_permission_denied, GNTST_bad_page = -7, -8, -9
-GNTST_bad_copy_arg, GNTST_address_too_big, GNTST_eagain, GNTST_no_space = -10, -11, -12, -13
+from .abi import (GTF_invalid, GTF_permit_access, GTF_accept_transfer,  # noqa: F401
+                  GTF_transitive, GTF_type_mask, GTF_readonly, GTF_reading, GTF_writing,
+                  GTF_sub_page, GTF_PWT, GTF_PCD, GTF_PAT, GNTST_okay, GNTST_general_error,
+                  GNTST_bad_domain, GNTST_bad_gntref, GNTST_bad_handle, GNTST_bad_virt_addr,
+                  GNTST_bad_dev_addr, GNTST_no_device_space, GNTST_permission_denied,
+                  GNTST_bad_page, GNTST_bad_copy_arg, GNTST_address_too_big, GNTST_eagain,
+                  GNTST_no_space, GNTTAB_NR_RESERVED_ENTRIES, EINVAL, ENOSYS, EBUSY, ERANGE)
 
 # an active entry's pin: four 8-bit counts, as in Xen
 GNTPIN_hstw, GNTPIN_hstr, GNTPIN_devw, GNTPIN_devr = 1, 1 << 8, 1 << 16, 1 << 24
 GNTPIN_write_mask = 0xFF | (0xFF << 16)         # any writable pin (host or device)
 
-GNTTAB_NR_RESERVED_ENTRIES = 8   # kept across set_version (toolstack grants)
+# the shared entries (grant_entry_v1, union grant_entry_v2) and v2's status
+# words (grant_status_t), laid out as abi.grant_table has them
+V1_SIZE = ctypes.sizeof(abi.GrantEntryV1)                   # 8
+V2_SIZE = ctypes.sizeof(abi.GrantEntryV2FullPage)           # 16, the union
+STATUS_SIZE = ctypes.sizeof(abi.grant_status_t)             # 2
+V1_PER_FRAME, V2_PER_FRAME = L.PAGE_SIZE // V1_SIZE, L.PAGE_SIZE // V2_SIZE
+STATUS_PER_FRAME = L.PAGE_SIZE // STATUS_SIZE
+_V1 = abi.checked_struct("<HHI", abi.GrantEntryV1, "flags domid frame")
+_V2 = abi.checked_struct("<HHHHQ", abi.GrantEntryV2SubPage,
+                         "hdr.flags hdr.domid page_off length frame")
+_V2_FULL = abi.checked_struct("<HH4xQ", abi.GrantEntryV2FullPage, "hdr.flags hdr.domid frame")
+_V2_SUB = abi.checked_struct("<4xHH", abi.GrantEntryV2SubPage, "page_off length")
+_V2_TRANS = abi.checked_struct("<4xH2xI", abi.GrantEntryV2Transitive, "trans_domid gref")
+_STATUS = struct.Struct("<H")
+_V1_FRAME = abi.GrantEntryV1.frame.offset                   # a u32
+_V2_FRAME = abi.GrantEntryV2FullPage.frame.offset           # a u64, sub-page grants' too
+assert (_V1.size, _V2.size, _V2_FULL.size, _STATUS.size) == (V1_SIZE, V2_SIZE, V2_SIZE, STATUS_SIZE)
+assert _V2_FRAME == abi.GrantEntryV2SubPage.frame.offset
+# the header (flags, domid) is read as one u32 at the entry's start: flags
+# its low 16 bits, domid its high 16 (abi.GrantEntryHeader, v1's alike);
+# the status words, and v1's flags, are read as an array of u16
+abi.checked_struct("<HH", abi.GrantEntryHeader, "flags domid")
+abi.checked_struct("<HH", abi.GrantEntryV1, "flags domid")
+abi.checked_struct("<HH", abi.GrantEntryV2FullPage, "hdr.flags hdr.domid")
+# the bit numbers of the in-use flags, set and cleared as atomic bit operations
+_INUSE_BITS = tuple(f.bit_length() - 1 for f in (GTF_reading, GTF_writing))     # 3, 4
+
 INITIAL_FRAMES = 1               # every table has at least this many (Xen's x86 value)
 MAX_FRAMES = 64                  # Xen's default gnttab_max_frames
-MAX_STATUS_FRAMES = (MAX_FRAMES * 256 * 2 + 4095) // 4096
-MAPTRACK_PER_FRAME = L.PAGE_SIZE // 16
+MAX_STATUS_FRAMES = (MAX_FRAMES * V2_PER_FRAME + STATUS_PER_FRAME - 1) // STATUS_PER_FRAME
+MAPTRACK_PER_FRAME = L.PAGE_SIZE // 16   # Xen's struct grant_mapping (not in the public ABI)
 MAX_MAPTRACK_FRAMES = 1024       # Xen's default gnttab_max_maptrack_frames
-V1_PER_FRAME, V2_PER_FRAME, STATUS_PER_FRAME = 512, 256, 2048
 
 _U32 = ctypes.c_uint32
 _U64 = ctypes.c_uint64
@@ -224,13 +248,15 @@ class GrantTable:
         return self.dom.heap.mem.addr + page * L.PAGE_SIZE
 
     def _entry_addr(self, ref: int) -> int:
-        size = 8 if self.version == 1 else 16
-        page = self.frames[ref // self.per_frame()]
-        return self._page_addr(page) + (ref % self.per_frame()) * size
+        if self.version == 1:
+            per, size = V1_PER_FRAME, V1_SIZE
+        else:
+            per, size = V2_PER_FRAME, V2_SIZE
+        return self._page_addr(self.frames[ref // per]) + (ref % per) * size
 
     def _status_addr(self, ref: int) -> int:
         return self._page_addr(self.status_frames[ref // STATUS_PER_FRAME]) \
-            + (ref % STATUS_PER_FRAME) * 2
+            + (ref % STATUS_PER_FRAME) * STATUS_SIZE
 
     def _header(self, ref: int) -> tuple[int, int]:
         """(flags, domid) of an entry, read in one go as Xen does."""
@@ -240,11 +266,11 @@ class GrantTable:
     # --- reading entries --------------------------------------------------------
     def read_entry(self, ref: int) -> tuple[int, int, int, int, int]:
         """(flags, domid, frame, page_off, length) of a grant entry."""
-        raw = ctypes.string_at(self._entry_addr(ref), 8 if self.version == 1 else 16)
         if self.version == 1:
-            flags, domid, frame = struct.unpack("<HHI", raw)
+            flags, domid, frame = _V1.unpack(ctypes.string_at(self._entry_addr(ref), V1_SIZE))
             return flags, domid, frame, 0, L.PAGE_SIZE
-        flags, domid, off, length, frame = struct.unpack("<HHHHQ", raw)
+        flags, domid, off, length, frame = _V2.unpack(ctypes.string_at(self._entry_addr(ref),
+                                                                        V2_SIZE))
         if flags & GTF_sub_page:
             return flags, domid, frame, off, length
         return flags, domid, frame, 0, L.PAGE_SIZE
@@ -304,7 +330,7 @@ class GrantTable:
 
     def _set_flags(self, ref: int, bits: int) -> None:
         base, shift = self._flag_word(ref)
-        for b in (3, 4):
+        for b in _INUSE_BITS:
             if bits & (1 << b):
                 A.set_bit(base, shift + b)
 
@@ -312,7 +338,7 @@ class GrantTable:
         if ref >= self.nr_entries():
             return                  # a reserved pin across a version change is covered
         base, shift = self._flag_word(ref)
-        for b in (3, 4):
+        for b in _INUSE_BITS:
             if bits & (1 << b):
                 A.clear_bit(base, shift + b)
 
@@ -370,11 +396,11 @@ class GrantTable:
         """(frame, start, length, sub_page) an entry grants."""
         addr = self._entry_addr(ref)
         if self.version == 1:
-            return _U32.from_address(addr + 4).value, 0, L.PAGE_SIZE, False
-        frame = _U64.from_address(addr + 8).value
+            return _U32.from_address(addr + _V1_FRAME).value, 0, L.PAGE_SIZE, False
+        frame = _U64.from_address(addr + _V2_FRAME).value
         flags = self._header(ref)[0]
         if not mapflag and flags & GTF_sub_page:
-            off, length = struct.unpack("<HH", ctypes.string_at(addr + 4, 4))
+            off, length = _V2_SUB.unpack(ctypes.string_at(addr, _V2_SUB.size))
             return frame, off & 0x7FFF, length, True
         return frame, 0, L.PAGE_SIZE, False
 
@@ -383,8 +409,8 @@ class GrantTable:
         pyxen reaches no other domain's table from here, and a grant naming
         its own domain is refused as in Xen; either way the copy fails."""
         self._set_status(ref, act, readonly, False, mapper)
-        trans_domid, = struct.unpack("<H", ctypes.string_at(self._entry_addr(ref) + 4, 2))
-        trans_gref = _U32.from_address(self._entry_addr(ref) + 8).value
+        trans_domid, trans_gref = _V2_TRANS.unpack(ctypes.string_at(self._entry_addr(ref),
+                                                                    _V2_TRANS.size))
         try:
             if trans_domid == getattr(self.dom, "domid", None):
                 raise GrantError(GNTST_general_error, "transitive grants cannot be self-referential")
@@ -425,13 +451,13 @@ class GrantTable:
         if self.version == 1:
             for i, page in enumerate(self.frames):
                 words = memoryview(self.dom.heap.mm)[page * L.PAGE_SIZE:(page + 1) * L.PAGE_SIZE]
-                flags = words.cast("H")[0::4]
+                flags = words.cast("H")[0::V1_SIZE // 2]          # each entry's flags
                 if any(f & busy for f in flags[first if i == 0 else 0:]):
                     return True
             return False
         for i, page in enumerate(self.status_frames):
             words = memoryview(self.dom.heap.mm)[page * L.PAGE_SIZE:(page + 1) * L.PAGE_SIZE]
-            if any(f & busy for f in words.cast("H")[first if i == 0 else 0:]):
+            if any(f & busy for f in words.cast("H")[first if i == 0 else 0:]):   # grant_status_t
                 return True
         return False
 
@@ -477,7 +503,6 @@ class GrantTable:
     def set_version(self, version: int) -> int:
         """GNTTABOP_set_version: 0 or -errno as Xen (the reserved entries are
         carried over; everything else must be unused)."""
-        from .abi import EINVAL, ENOSYS, EBUSY, ERANGE
         if version not in (1, 2):
             return -EINVAL
         if version == 2 and self.max_version < 2:
@@ -500,12 +525,14 @@ class GrantTable:
             for ref in range(nres):
                 addr = self._entry_addr(ref)
                 if self.version == 1:
-                    reserved.append(struct.unpack("<HHI", ctypes.string_at(addr, 8)))
+                    reserved.append(_V1.unpack(ctypes.string_at(addr, V1_SIZE)))
                     continue
                 flags, domid = self._header(ref)
                 if flags & GTF_type_mask == GTF_permit_access:
-                    status = struct.unpack("<H", ctypes.string_at(self._status_addr(ref), 2))[0]
-                    reserved.append((flags | status, domid, _U64.from_address(addr + 8).value))
+                    (status,) = _STATUS.unpack(ctypes.string_at(self._status_addr(ref),
+                                                                STATUS_SIZE))
+                    frame = _U64.from_address(addr + _V2_FRAME).value
+                    reserved.append((flags | status, domid, frame))
                 else:
                     reserved.append((0, 0, 0))
             if version == 1 and not self._unpopulate_status():
@@ -517,11 +544,11 @@ class GrantTable:
             for ref, (flags, domid, frame) in enumerate(reserved):
                 addr = self._entry_addr(ref)
                 if version == 1:
-                    ctypes.memmove(addr, struct.pack("<HHI", flags, domid, frame & 0xFFFFFFFF), 8)
+                    ctypes.memmove(addr, _V1.pack(flags, domid, frame & 0xFFFFFFFF), V1_SIZE)
                 else:
                     inuse = flags & (GTF_reading | GTF_writing)
-                    ctypes.memmove(self._status_addr(ref), struct.pack("<H", inuse), 2)
-                    ctypes.memmove(addr, struct.pack("<HH4xQ", flags & ~inuse, domid, frame), 16)
+                    ctypes.memmove(self._status_addr(ref), _STATUS.pack(inuse), STATUS_SIZE)
+                    ctypes.memmove(addr, _V2_FULL.pack(flags & ~inuse, domid, frame), V2_SIZE)
             return 0
 
     # --- dom0 side -------------------------------------------------------------------

@@ -15,13 +15,19 @@ server and the ring transport share it.
 from __future__ import annotations
 
 import logging
-import struct
 import time
 from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from .core import PAYLOAD_MAX, XenStoreError, format_perm
+from ...hv import abi
+from ...hv.abi import (XS_CONTROL, XS_DEBUG, XS_DIRECTORY, XS_READ, XS_GET_PERMS,  # noqa: F401
+                       XS_WATCH, XS_UNWATCH, XS_TRANSACTION_START, XS_TRANSACTION_END,
+                       XS_INTRODUCE, XS_RELEASE, XS_GET_DOMAIN_PATH, XS_WRITE, XS_MKDIR, XS_RM,
+                       XS_SET_PERMS, XS_WATCH_EVENT, XS_ERROR, XS_IS_DOMAIN_INTRODUCED,
+                       XS_RESUME, XS_SET_TARGET, XS_RESET_WATCHES, XS_DIRECTORY_PART,
+                       XS_TYPE_COUNT, XENSTORE_PAYLOAD_MAX as PAYLOAD_MAX)
+from .core import XenStoreError, format_perm
 from .store import XenStore
 
 __all__ = [
@@ -38,31 +44,7 @@ __all__ = [
 
 log = logging.getLogger("pyxen.xenstored")
 
-XS_CONTROL = 0
-XS_DEBUG = XS_CONTROL
-XS_DIRECTORY = 1
-XS_READ = 2
-XS_GET_PERMS = 3
-XS_WATCH = 4
-XS_UNWATCH = 5
-XS_TRANSACTION_START = 6
-XS_TRANSACTION_END = 7
-XS_INTRODUCE = 8
-XS_RELEASE = 9
-XS_GET_DOMAIN_PATH = 10
-XS_WRITE = 11
-XS_MKDIR = 12
-XS_RM = 13
-XS_SET_PERMS = 14
-XS_WATCH_EVENT = 15
-XS_ERROR = 16
-XS_IS_DOMAIN_INTRODUCED = 17
-XS_RESUME = 18
-XS_SET_TARGET = 19
-# 20 was XS_RESTRICT, removed
-XS_RESET_WATCHES = 21
-XS_DIRECTORY_PART = 22
-XS_TYPE_COUNT = 23
+# the message types are abi.io_xs_wire's (XS_RESTRICT, 20, was removed)
 
 TYPE_NAMES = {
     XS_CONTROL: "CONTROL", XS_DIRECTORY: "DIRECTORY", XS_READ: "READ",
@@ -77,7 +59,7 @@ TYPE_NAMES = {
     XS_RESET_WATCHES: "RESET_WATCHES", XS_DIRECTORY_PART: "DIRECTORY_PART",
 }
 
-HEADER = struct.Struct("<IIII")
+HEADER = abi.checked_struct("<IIII", abi.XsdSockmsg, "type req_id tx_id len")   # xsd_sockmsg
 HEADER_SIZE = HEADER.size
 
 # requests that ignore tx_id / need a privileged caller

@@ -14,6 +14,21 @@ GNTMAP_application_map, GNTMAP_contains_pte = 8, 16
 GNTMAP_guest_avail0 = 16         # flags bits 16.. go to the PTE's available bits
 GNTCOPY_source_gref, GNTCOPY_dest_gref = 1, 2
 GNTTAB_CACHE_CLEAN, GNTTAB_CACHE_INVAL, GNTTAB_CACHE_SOURCE_GREF = 1, 2, 1 << 31
+GNTTAB_NR_RESERVED_ENTRIES = 8   # kept across set_version (toolstack grants)
+
+# grant entry flags (the in-use bits GTF_reading/writing are in the status
+# word at v2)
+GTF_invalid, GTF_permit_access, GTF_accept_transfer, GTF_transitive = 0, 1, 2, 3
+GTF_type_mask = 3
+GTF_readonly, GTF_reading, GTF_writing, GTF_sub_page = 1 << 2, 1 << 3, 1 << 4, 1 << 8
+GTF_PWT, GTF_PCD, GTF_PAT = 1 << 5, 1 << 6, 1 << 7
+GTF_transfer_committed, GTF_transfer_completed = 1 << 2, 1 << 3
+
+# grant_table_op status codes
+GNTST_okay, GNTST_general_error, GNTST_bad_domain, GNTST_bad_gntref = 0, -1, -2, -3
+GNTST_bad_handle, GNTST_bad_virt_addr, GNTST_bad_dev_addr = -4, -5, -6
+GNTST_no_device_space, GNTST_permission_denied, GNTST_bad_page = -7, -8, -9
+GNTST_bad_copy_arg, GNTST_address_too_big, GNTST_eagain, GNTST_no_space = -10, -11, -12, -13
 
 
 class GrantEntryV1(Struct):

@@ -30,3 +30,9 @@ class XenMemoryMap(Struct):
 class XenMachphysMapping(Struct):
     _c_type_ = "struct xen_machphys_mapping"
     _fields_ = [("v_start", xen_ulong_t), ("v_end", xen_ulong_t), ("max_mfn", xen_ulong_t)]
+
+
+class XenMachphysMfnList(Struct):
+    _c_type_ = "struct xen_machphys_mfn_list"
+    _fields_ = [("max_extents", u32), ("_pad0", u32), ("extent_start", handle),
+                ("nr_extents", u32), ("_pad1", u32)]

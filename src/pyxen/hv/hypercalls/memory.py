@@ -2,8 +2,10 @@
 common/memory.c and arch/x86/x86_64/mm.c)."""
 from __future__ import annotations
 
+import ctypes
 import struct
 
+from .. import abi
 from .. import layout as L
 from ..abi import (HC, XENMEM_increase_reservation, XENMEM_decrease_reservation,
                    XENMEM_populate_physmap, EFAULT, EINVAL, ENOSYS, EPERM, DOMID_SELF, XENMEM_memory_map,
@@ -12,16 +14,32 @@ from ..abi import (HC, XENMEM_increase_reservation, XENMEM_decrease_reservation,
                    XENMEM_maximum_gpfn, XENMEM_get_vnumainfo, EOPNOTSUPP)
 from ..guestmem import GuestFault
 
+MEMOP_CMD_MASK = 0x3F  # Xen's (xen/hypercall.h): bits 6.. carry a continuation start extent
 E820_RAM = 1
+_E820 = struct.Struct("<QQI")   # Xen's packed struct e820entry (addr, size, type): not public
+_DOMID = struct.Struct("<H")    # current/maximum_reservation, maximum_gpfn: a domid_t
+_PFN = struct.Struct("<Q")      # an xen_pfn_t of an extent list
+_MEMMAP = abi.checked_struct("<I4xQ", abi.XenMemoryMap, "nr_entries buffer")
+_MEMMAP_NR = abi.checked_struct("<I", abi.XenMemoryMap, "nr_entries")
+_MACHPHYS = abi.checked_struct("<QQQ", abi.XenMachphysMapping, "v_start v_end max_mfn")
+# read up to the end of nr_extents (20 bytes: the tail padding is not read)
+_MFN_LIST = abi.checked_struct("<I4xQI", abi.XenMachphysMfnList,
+                               "max_extents extent_start nr_extents")
+_MFN_LIST_NR = abi.XenMachphysMfnList.nr_extents.offset
+_U32 = struct.Struct("<I")
+_RESV = abi.checked_struct("<QQIIH", abi.XenMemoryReservation,       # up to its tail padding
+                           "extent_start nr_extents extent_order mem_flags domid")
+assert (_DOMID.size, _PFN.size) == (ctypes.sizeof(abi.domid_t), ctypes.sizeof(abi.xen_pfn_t))
+assert abi.XenMachphysMfnList.nr_extents.size == _U32.size
 
 
 def memory_op(vcpu, cmd, arg, *_):
     dom = vcpu.domain
     mem = vcpu.mem
-    cmd &= 0x3F  # Xen's MEMOP_CMD_MASK: bits 6.. carry a continuation start extent
+    cmd &= MEMOP_CMD_MASK
     try:
         if cmd in (XENMEM_current_reservation, XENMEM_maximum_reservation, XENMEM_maximum_gpfn):
-            (domid,) = struct.unpack("<H", mem.read(arg, 2))
+            (domid,) = _DOMID.unpack(mem.read(arg, _DOMID.size))
             if domid not in (DOMID_SELF, dom.domid):
                 return -EPERM
             if cmd == XENMEM_current_reservation:
@@ -32,25 +50,25 @@ def memory_op(vcpu, cmd, arg, *_):
         if cmd == XENMEM_maximum_ram_page:
             return dom.nr_pages - 1
         if cmd == XENMEM_memory_map:
-            nr_entries, buf = struct.unpack("<I4xQ", mem.read(arg, 16))
+            nr_entries, buf = _MEMMAP.unpack(mem.read(arg, _MEMMAP.size))
             if nr_entries < 1:
                 return -EINVAL
-            mem.write(buf, struct.pack("<QQI", 0, dom.nr_pages * L.PAGE_SIZE, E820_RAM))
-            mem.write(arg, struct.pack("<I", 1))
+            mem.write(buf, _E820.pack(0, dom.nr_pages * L.PAGE_SIZE, E820_RAM))
+            mem.write(arg, _MEMMAP_NR.pack(1))
             return 0
         if cmd == XENMEM_machphys_mapping:
             end = L.M2P_VIRT_START + dom.heap.m2p_pages * L.PAGE_SIZE
-            mem.write(arg, struct.pack("<QQQ", L.M2P_VIRT_START, end, dom.nr_pages - 1))
+            mem.write(arg, _MACHPHYS.pack(L.M2P_VIRT_START, end, dom.nr_pages - 1))
             return 0
         if cmd == XENMEM_machphys_mfn_list:
-            max_extents, extents, _nr = struct.unpack("<I4xQI", mem.read(arg, 20))
+            max_extents, extents, _nr = _MFN_LIST.unpack(mem.read(arg, _MFN_LIST.size))
             # the M2P is mapped with 4 KiB pages: report its frames at 2 MiB steps
             chunks = (dom.heap.m2p_pages + 511) // 512
             n = min(max_extents, chunks)
             frames = [(dom.heap.gpa(dom.heap.m2p_first + i * 512)) >> 12 for i in range(n)]
             if n:
-                mem.write(extents, struct.pack(f"<{n}Q", *frames))
-            mem.write(arg + 16, struct.pack("<I", n))
+                mem.write(extents, struct.pack(f"<{n}Q", *frames))      # xen_pfn_t[n]
+            mem.write(arg + _MFN_LIST_NR, _U32.pack(n))
             return 0
         if cmd in (XENMEM_increase_reservation, XENMEM_decrease_reservation,
                    XENMEM_populate_physmap):
@@ -60,11 +78,6 @@ def memory_op(vcpu, cmd, arg, *_):
     except GuestFault:
         return -EFAULT
     return -ENOSYS
-
-
-
-
-_RESV = struct.Struct("<QQIIH")      # extent_start, nr_extents, extent_order, mem_flags, domid
 
 
 def _reservation(vcpu, cmd, arg) -> int:
@@ -82,7 +95,7 @@ def _reservation(vcpu, cmd, arg) -> int:
         return -EINVAL
     done = 0
     for i in range(nr):
-        (frame,) = struct.unpack("<Q", mem.read(start + 8 * i, 8))
+        (frame,) = _PFN.unpack(mem.read(start + _PFN.size * i, _PFN.size))
         if cmd == XENMEM_decrease_reservation:
             if not dom.release_frame(frame):
                 break
@@ -90,7 +103,7 @@ def _reservation(vcpu, cmd, arg) -> int:
             mfn = dom.claim_frame(frame if cmd == XENMEM_populate_physmap else None)
             if mfn is None:
                 break
-            mem.write(start + 8 * i, struct.pack("<Q", mfn))
+            mem.write(start + _PFN.size * i, _PFN.pack(mfn))
         done += 1
     return done
 
