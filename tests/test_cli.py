@@ -84,8 +84,10 @@ def test_command_reference_is_generated_from_help():
     assert docgen.main(["--check"]) == 0
 
 
-def test_example_configs_are_valid():
-    """Every examples/*.cfg loads, including its disk and vif entries."""
+def test_example_configs_are_valid(linux_images, guest_elf):
+    """Every examples/*.cfg loads, including its disk and vif entries (the
+    kernels they name are the ones `./dev setup` / the suite prepares)."""
+    guest_elf("hello")
     from pyxen.toolstack.domconfig import DomainConfig
     from pyxen.toolstack.xlcfg import parse
     root = Path(__file__).resolve().parents[1]
