@@ -23,8 +23,8 @@ from .events import EventChannels, DEFAULT_MAX_PORT
 from .time import Clock, TimerService
 from .sched import DomainScheduler, thread_cpu_seconds
 from .grant import GrantTable
-
 from .dom0link import Dom0Link
+
 MASK64 = (1 << 64) - 1
 
 
