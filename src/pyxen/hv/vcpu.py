@@ -554,6 +554,29 @@ class PVVcpu:
         self.regs_changed()
         return Exit.RESUME
 
+    def refuse_port_in(self, port: int) -> Exit:
+        """An IN (or INS) from one of pyxen's own ports, the only ones the
+        domain's I/O bitmap lets reach an exit: Xen has no such port, and
+        answers an I/O port a domain may not use with #GP(0) at the
+        instruction. KVM still owes the instruction its completion (it
+        would store the data and retire it on the next KVM_RUN, whatever
+        pyxen set meanwhile), so it is completed without running the guest,
+        and its effect on the registers undone; an INS has stored all-ones
+        bytes, which Xen would not have."""
+        saved = KS.Regs.from_buffer_copy(self.regs)     # rip: the IN, not yet retired
+        try:
+            self.kvcpu.complete_pending()
+        except OSError as e:
+            raise GuestCrash(f"IN from port {port:#x} could not be completed: {e}") from None
+        ctypes.memmove(ctypes.addressof(self.regs), ctypes.addressof(saved), ctypes.sizeof(saved))
+        self.regs_changed()
+        self._sregs_valid = False
+        s = self.fetch_sregs()
+        self.domain.trace(self.id, "trap", f"in from port {port:#x} at {saved.rip:#x}: #GP")
+        self.inject_trap(13, 0, saved.rip, s.cs.selector, saved.rflags, saved.rsp,
+                         s.ss.selector)
+        return Exit.RESUME
+
     def handle_syscall(self) -> Exit:
         """`syscall` (through the LSTAR/CSTAR stub): a hypercall in guest
         kernel mode, the guest's syscall callback in user mode."""
@@ -727,6 +750,8 @@ class PVVcpu:
     def _dispatch_exit(self, reason: int) -> Exit | None:
         if reason == KI.KVM_EXIT_IO:
             port = self.run_struct.exit.io.port
+            if self.run_struct.exit.io.direction == KI.KVM_EXIT_IO_IN:
+                return self.refuse_port_in(port)
             if port == L.PORT_HYPERCALL:
                 if not self.pv.kernel_mode:
                     self.handle_hypercall()         # the #GP
