@@ -94,6 +94,7 @@ def dom():
         v.pv.online = True
         s = v.fetch_sregs()
         s.cs.selector, s.ss.selector = 0xE033, 0xE02B     # FLAT_KERNEL_CS / SS
+        v.kvcpu.set_sregs(s)
     try:
         yield d
     finally:
@@ -106,6 +107,8 @@ def record_io(v, port: int, **regs) -> int:
     rs = v.run_struct
     rs.exit_reason = KI.KVM_EXIT_IO
     rs.exit.io.port = port
+    rs.exit.io.direction = KI.KVM_EXIT_IO_OUT
+    rs.s.regs.sregs = v.kvcpu.get_sregs()       # KVM stores them at every exit
     for name, val in regs.items():
         setattr(rs.s.regs.regs, name, val)
     return KI.KVM_EXIT_IO

@@ -145,7 +145,10 @@ class PVVcpu:
         s = self.kvcpu.get_sregs()
         C.initial_sregs(s, vcpu_id, heap.gdt_base(vcpu_id), heap.tss_base(vcpu_id), 0)
         self.sregs = s
-        self.run_struct.kvm_valid_regs = KI.KVM_SYNC_X86_REGS
+        # KVM copies regs and sregs into the run page at every exit: reading
+        # sregs there costs no KVM_GET_SREGS ioctl (bench/README.md, sregs_resume)
+        self.run_struct.kvm_valid_regs = KI.KVM_SYNC_X86_REGS | KI.KVM_SYNC_X86_SREGS
+        self._sregs_in_run = False          # the run page's sregs are the vCPU's
 
     # --- events, timers, runstate ------------------------------------------------
     def notify_event(self) -> None:
@@ -217,8 +220,14 @@ class PVVcpu:
         self.run_struct.kvm_dirty_regs |= KI.KVM_SYNC_X86_REGS
 
     def fetch_sregs(self) -> KS.Sregs:
+        """The vCPU's segment and control registers (a copy pyxen may change
+        and hand back with sregs_changed): from the run page after an exit,
+        by ioctl when pyxen set them directly since."""
         if not self._sregs_valid:
-            self.sregs = self.kvcpu.get_sregs()
+            if self._sregs_in_run:
+                self.sregs = KS.Sregs.from_buffer_copy(self.run_struct.s.regs.sregs)
+            else:
+                self.sregs = self.kvcpu.get_sregs()
             self._sregs_valid = True
         return self.sregs
 
@@ -235,7 +244,7 @@ class PVVcpu:
         self._sregs_valid = True            # self.sregs: the initial state from __init__
         self.load_cr3(commit=False)
         self.kvcpu.set_sregs(self.sregs)
-        self._sregs_valid = False
+        self._sregs_valid = self._sregs_in_run = False
         r = KS.Regs()
         r.rip, r.rsp, r.rsi = rip, rsp, rsi
         r.rflags = C.RFLAGS_IF | C.RFLAGS_RESERVED1
@@ -298,7 +307,7 @@ class PVVcpu:
                         l4 << 12)
         s.fs.base, s.gs.base = c.fs_base, c.gs_base_kernel
         self.kvcpu.set_sregs(s)
-        self._sregs_valid = False
+        self._sregs_valid = self._sregs_in_run = False
         self.vcpu_info.evtchn_upcall_mask = 1
         self.initialised = True
         return 0
@@ -731,6 +740,7 @@ class PVVcpu:
         self.kicked = reason == -1
         self.exits += 1
         self._sregs_valid = False
+        self._sregs_in_run = True
         try:
             ex = self._dispatch_exit(reason)
             if ex is None:
