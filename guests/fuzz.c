@@ -367,7 +367,9 @@ asm(
      * of the guest kernel.  pyxen's own ports (hypercall 0xe0, syscall 0xe2
      * and 0xe3) pass the TSS I/O bitmap: there rax is a harmless hypercall
      * number and rcx/r11 the return rip/rflags a syscall port takes; any
-     * other port raises #GP, which the exception table turns into -9999. */
+     * other port raises #GP, which the exception table turns into -9999
+     * (PIT channel 2, 0x42, exits directly too: allowed with an IOPL, a
+     * #GP at the instruction without). */
     ".globl fz_port_io\n"
     "fz_port_io:\n"
     "  pushq %rbx\n"
@@ -2185,7 +2187,7 @@ static unsigned int last_pos[NV];
 static void port_io(struct fz *f)
 {
     static const uint16_t ports[] = { 0xe0, 0xe0, 0xe1, 0xe2, 0xe3, 0xe4, 0xe5, 0xdf, 0x70, 0x71,
-                                      0x80, 0xcf8, 0xcfc, 0x3f8, 0x0, 0xffff };
+                                      0x80, 0xcf8, 0xcfc, 0x3f8, 0x0, 0xffff, 0x42, 0x42 };
     unsigned long kind = below(&f->r, 10);
     if (!((port_kinds >> kind) & 1))
         return;

@@ -135,6 +135,7 @@ class PVVcpu:
         self.native_tid = 0
         self.kicked = False
         self.in_replay = False
+        self.io_owed = False            # an IN KVM completes on the next KVM_RUN
         self.flush_pending = False
         self.exits = 0
         self.last_hypercalls = collections.deque(maxlen=16)   # numbers, for crash reports
@@ -437,6 +438,7 @@ class PVVcpu:
                error: int | None, mask_events: bool) -> None:
         """Deliver an exception/callback to the guest kernel with Xen's 64-bit
         frame: rcx, r11, [error], rip, cs, rflags, rsp, ss (lowest first)."""
+        self.settle_io()
         if handler == 0:
             raise GuestCrash("no handler registered")
         vi = self.vcpu_info
@@ -563,27 +565,67 @@ class PVVcpu:
         self.regs_changed()
         return Exit.RESUME
 
-    def refuse_port_in(self, port: int) -> Exit:
-        """An IN (or INS) from one of pyxen's own ports, the only ones the
-        domain's I/O bitmap lets reach an exit: Xen has no such port, and
-        answers an I/O port a domain may not use with #GP(0) at the
-        instruction. KVM still owes the instruction its completion (it
-        would store the data and retire it on the next KVM_RUN, whatever
-        pyxen set meanwhile), so it is completed without running the guest,
-        and its effect on the registers undone; an INS has stored all-ones
-        bytes, which Xen would not have."""
-        saved = KS.Regs.from_buffer_copy(self.regs)     # rip: the IN, not yet retired
+    def handle_direct_io(self) -> Exit:
+        """An in/out (string forms too) to one of L.PORTS_DIRECT, which exit
+        without a #GP: answered as the #GP path answers it (Xen's
+        guest_io_okay, guest_io_read/write: emulate.Emulator.port_io), or a
+        #GP(0) at the instruction when the guest may not use the port."""
+        io = self.run_struct.exit.io
+        port, size, count = io.port, io.size, io.count
+        is_in = io.direction == KI.KVM_EXIT_IO_IN
+        em = self.domain.emulator
+        if em is None or not em.port_allowed(self, port, size):
+            return self.refuse_port_io(port)
+        data = self.kvcpu.io_data()
+        for i in range(count):
+            chunk = data[i * size:(i + 1) * size]
+            if is_in:
+                chunk[:] = em.port_read(port, size).to_bytes(size, "little")
+            else:
+                em.port_write(port, size, int.from_bytes(chunk, "little"))
+        self.io_owed = is_in
+        return Exit.RESUME
+
+    def settle_io(self) -> None:
+        """An IN that exited directly (handle_direct_io) is retired by KVM
+        on the next KVM_RUN, which would undo a redirect of rip: before
+        pyxen sends the vCPU elsewhere (a bounce, the replay stub), KVM
+        completes it."""
+        if self.io_owed:
+            self.io_owed = False
+            self.kvcpu.complete_pending()
+
+    def refuse_port_io(self, port: int) -> Exit:
+        """An in/out (or string form) that exited to pyxen on a port the
+        guest may not use (pyxen's own ports in the wrong form or mode, a
+        direct port without I/O privilege): Xen has no such port or refuses
+        it, with #GP(0) at the instruction. KVM still owes the instruction
+        its completion (it would store an IN's data and retire it on the
+        next KVM_RUN, whatever pyxen set meanwhile), so it is completed
+        without running the guest and its effect on the registers undone;
+        an INS has stored all-ones bytes, which Xen would not have. Where
+        the instruction starts (Emulator.io_insn_start): rip at the exit
+        when the completion retired it (KVM's fast PIO path) or when rip is
+        at a string form (KVM repeats it), else the OUT that ends at rip
+        (KVM's emulator retires an OUT before exiting)."""
+        saved = KS.Regs.from_buffer_copy(self.regs)
         try:
             self.kvcpu.complete_pending()
         except OSError as e:
-            raise GuestCrash(f"IN from port {port:#x} could not be completed: {e}") from None
+            raise GuestCrash(f"I/O to port {port:#x} could not be completed: {e}") from None
+        start = saved.rip
+        if self.regs.rip == saved.rip:
+            em = self.domain.emulator
+            start = em.io_insn_start(self, saved.rip) if em is not None else None
+            if start is None:
+                raise GuestCrash(f"I/O to port {port:#x} ending at {saved.rip:#x}: "
+                                 "no instruction found")
         ctypes.memmove(ctypes.addressof(self.regs), ctypes.addressof(saved), ctypes.sizeof(saved))
         self.regs_changed()
         self._sregs_valid = False
         s = self.fetch_sregs()
-        self.domain.trace(self.id, "trap", f"in from port {port:#x} at {saved.rip:#x}: #GP")
-        self.inject_trap(13, 0, saved.rip, s.cs.selector, saved.rflags, saved.rsp,
-                         s.ss.selector)
+        self.domain.trace(self.id, "trap", f"I/O port {port:#x} at {start:#x}: #GP")
+        self.inject_trap(13, 0, start, s.cs.selector, saved.rflags, saved.rsp, s.ss.selector)
         return Exit.RESUME
 
     def handle_syscall(self) -> Exit:
@@ -656,6 +698,7 @@ class PVVcpu:
         under the domain lock, which every writer holds: a vCPU replays its
         writes before it runs guest code again, so no guest code acts on a
         write KVM has not seen."""
+        self.settle_io()
         mm = self.domain.mm
         heap = self.domain.heap
         with self.domain.lock:
@@ -737,6 +780,7 @@ class PVVcpu:
         exit in a fake vCPU's run_struct works the same
         (tests/hv/test_exits.py)."""
         self.in_replay = False
+        self.io_owed = False            # KVM_RUN completed what the last exit owed
         self.kicked = reason == -1
         self.exits += 1
         self._sregs_valid = False
@@ -760,8 +804,10 @@ class PVVcpu:
     def _dispatch_exit(self, reason: int) -> Exit | None:
         if reason == KI.KVM_EXIT_IO:
             port = self.run_struct.exit.io.port
+            if port in L.PORTS_DIRECT:
+                return self.handle_direct_io()
             if self.run_struct.exit.io.direction == KI.KVM_EXIT_IO_IN:
-                return self.refuse_port_in(port)
+                return self.refuse_port_io(port)
             if port == L.PORT_HYPERCALL:
                 if not self.pv.kernel_mode:
                     self.handle_hypercall()         # the #GP

@@ -174,12 +174,13 @@ class XenHeap:
             lo, hi = tss_descriptor(tss_va, L.TSS_LIMIT)
             self._w64(base - L.XEN_GPA + (L.TSS_SEL & 0xFF8), lo)
             self._w64(base - L.XEN_GPA + (L.TSS_SEL & 0xFF8) + 8, hi)
-            # TSS: rsp0, and an I/O bitmap that lets the guest kernel reach
-            # only the hypercall port (every other port raises #GP to pyxen)
+            # TSS: rsp0, and an I/O bitmap that lets the guest reach pyxen's
+            # own ports and the hot emulated ones as an I/O exit (every other
+            # port raises #GP to pyxen)
             self._w64(self.gpa(tss) - L.XEN_GPA + 4, stack_va + L.STACK_SIZE)
             self.write(self.gpa(tss) + 102, struct.pack("<H", L.TSS_IOMAP_OFF))
             bitmap = bytearray(b"\xff" * (8192 + 1))
-            for port in (L.PORT_HYPERCALL, L.PORT_SYSCALL, L.PORT_SYSCALL32):
+            for port in (L.PORT_HYPERCALL, L.PORT_SYSCALL, L.PORT_SYSCALL32, *L.PORTS_DIRECT):
                 bitmap[port // 8] &= ~(1 << (port % 8))
             self.tss_pages = (tss, *tss_extra)
             self._write_tss(cpu, L.TSS_IOMAP_OFF, bytes(bitmap))

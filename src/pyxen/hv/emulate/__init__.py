@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from ..guestmem import GuestFault
 from ..vcpu import GuestCrash
-from . import faultfix, m2p, privop, ptwr
+from . import decode, faultfix, m2p, privop, ptwr
 from .cpuid import CpuidPolicy
 from .decode import Decoder, RegFile
 
@@ -107,6 +107,41 @@ class Emulator:
         except Exception as e:             # a bug here must not take pyxen down
             log.exception("ptwr emulation failed at rip %#x", rip)
             raise GuestCrash(f"internal error emulating a page-table write at {rip:#x}: {e}")
+
+    # --- port I/O that exits directly (layout.PORTS_DIRECT) -------------------------
+    def port_allowed(self, vcpu, port: int, size: int) -> bool:
+        return privop.guest_io_okay(vcpu, port, size)
+
+    def port_read(self, port: int, size: int) -> int:
+        self.stats["io"] += 1
+        return privop.io_read(self, port, size)
+
+    def port_write(self, port: int, size: int, data: int) -> None:
+        self.stats["io"] += 1
+        privop.io_write(self, port, size, data)
+
+    def io_insn_start(self, vcpu, rip: int) -> int | None:
+        """Where the port I/O instruction an exit left rip at or after
+        starts: rip itself for a string form (KVM repeats those until rcx is
+        spent), else the OUT that ends at rip (retired by KVM's emulator)."""
+        from capstone import x86 as X
+        strings = (X.X86_INS_OUTSB, X.X86_INS_OUTSW, X.X86_INS_OUTSD, X.X86_INS_INSB,
+                   X.X86_INS_INSW, X.X86_INS_INSD)
+        try:
+            if self.decoder.decode(decode.fetch(vcpu, rip), rip).id in strings:
+                return rip
+        except (GuestFault, decode.DecodeError):
+            pass
+        end = rip
+        outs = (X.X86_INS_OUT, X.X86_INS_OUTSB, X.X86_INS_OUTSW, X.X86_INS_OUTSD)
+        for n in range(1, 16):
+            try:
+                insn = self.decoder.decode(decode.fetch(vcpu, end - n), end - n)
+            except (GuestFault, decode.DecodeError):
+                continue
+            if insn.length == n and insn.id in outs:
+                return end - n
+        return None
 
     def emulate(self, vcpu, vec, err, rip, cs, rflags, rsp, ss) -> bool:
         try:
