@@ -5,6 +5,8 @@
            and initramfs, same prompt
   loop     a busybox sh arithmetic loop and a static C loop in the guest's user space:
            pyxen vs native (the same binaries on the host) vs TCG
+  syscalls 20,000 getppid() calls and dd bs=512 through a pipe: pyxen vs native vs TCG,
+           with the exits each costs
   traps    hypercalls and traps per boot, by kind: the figures to drive down
 """
 from __future__ import annotations
@@ -36,6 +38,22 @@ int main(int c, char **v) {
 }
 """
 SH_LOOP = "i=0; while [ $i -lt 1000000 ]; do i=$((i+1)); done"
+GETPPID_C = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+int main(int c, char **v) {
+    unsigned long n = strtoul(v[1], 0, 0), x = 0;
+    for (unsigned long i = 0; i < n; i++) x += syscall(SYS_getppid);
+    printf("%lu\n", x & 1);
+    return 0;
+}
+"""
+GETPPID_N = 20000
+DD_N = 10000                    # 512-byte blocks through a pipe
+SYSCALL_LOADS = {"getppid": f"/bin/getppid {GETPPID_N}",
+                 "dd pipe": f"dd if=/dev/zero bs=512 count={DD_N} 2>/dev/null | cat >/dev/null"}
 
 
 class Images:
@@ -63,8 +81,13 @@ def pyxen_run(images, c_loops):
     s.quiet()
     sh = timed_cmd(s.run, SH_LOOP)
     c = timed_cmd(s.run, f"/bin/loop {c_loops}")
+    loads = {}
+    for name, cmd in SYSCALL_LOADS.items():
+        before = sum(v.exits for v in s.dom.vcpus)
+        t = timed_cmd(s.run, cmd)
+        loads[name] = (t, sum(v.exits for v in s.dom.vcpus) - before)
     s.close()
-    return boot, sh, c, counts, exits
+    return boot, sh, c, counts, exits, loads
 
 
 def qemu_run(images, c_loops, tmp):
@@ -75,17 +98,25 @@ def qemu_run(images, c_loops, tmp):
     q.run("stty -echo cols 4000; PS1=")
     sh = timed_cmd(q.run, SH_LOOP)
     c = timed_cmd(q.run, f"/bin/loop {c_loops}")
+    loads = {name: timed_cmd(q.run, cmd) for name, cmd in SYSCALL_LOADS.items()}
     q.close()
-    return boot, sh, c
+    return boot, sh, c, loads
 
 
-def native_run(busybox, loop_bin, c_loops):
+def native_run(busybox, loop_bin, getppid_bin, c_loops):
     t = time.monotonic()
     subprocess.run([str(busybox), "sh", "-c", SH_LOOP], check=True)
     sh = time.monotonic() - t
     t = time.monotonic()
     subprocess.run([str(loop_bin), str(c_loops)], check=True, capture_output=True)
-    return sh, time.monotonic() - t
+    c = time.monotonic() - t
+    loads = {}
+    for name, cmd in SYSCALL_LOADS.items():
+        cmd = cmd.replace("/bin/getppid", str(getppid_bin))
+        t = time.monotonic()
+        subprocess.run([str(busybox), "sh", "-c", cmd], check=True, capture_output=True)
+        loads[name] = time.monotonic() - t
+    return sh, c, loads
 
 
 def main() -> int:
@@ -101,15 +132,19 @@ def main() -> int:
         loop_bin = tmp / "loop"
         subprocess.run(["gcc", "-O2", "-static", "-o", str(loop_bin), str(tmp / "loop.c")],
                        check=True)
+        (tmp / "getppid.c").write_text(GETPPID_C)
+        getppid_bin = tmp / "getppid"
+        subprocess.run(["gcc", "-O2", "-static", "-o", str(getppid_bin),
+                        str(tmp / "getppid.c")], check=True)
         initrd = tmp / "bench-initrd.gz"
         initrd.write_bytes(build_initramfs(g.busybox, extra_files={}, extra_binaries={
-            "bin/loop": loop_bin.read_bytes()}))
+            "bin/loop": loop_bin.read_bytes(), "bin/getppid": getppid_bin.read_bytes()}))
         images = Images(g.kernel, initrd)
-        n_sh, n_c = native_run(g.busybox, loop_bin, args.c_loops)
-        p_boot, p_sh, p_c, counts, exits = pyxen_run(images, args.c_loops)
+        n_sh, n_c, n_loads = native_run(g.busybox, loop_bin, getppid_bin, args.c_loops)
+        p_boot, p_sh, p_c, counts, exits, p_loads = pyxen_run(images, args.c_loops)
         print(f"boot to shell   pyxen {p_boot:6.2f} s", end="")
         if not args.no_qemu:
-            q_boot, q_sh, q_c = qemu_run(images, args.c_loops, tmp)
+            q_boot, q_sh, q_c, q_loads = qemu_run(images, args.c_loops, tmp)
             print(f"   QEMU TCG {q_boot:6.2f} s   pyxen/TCG {p_boot / q_boot:5.2f}x time "
                   f"(target < 1)")
         else:
@@ -120,6 +155,14 @@ def main() -> int:
         print(f"C loop          pyxen {p_c:6.3f} s   native {n_c:6.3f} s   "
               f"ratio {n_c / p_c:5.2f}x native (target >= 0.9)", end="")
         print(f"   TCG {q_c:6.3f} s ({n_c / q_c:5.2f}x native)" if not args.no_qemu else "")
+        for name, (t, n) in p_loads.items():
+            count = GETPPID_N if name == "getppid" else DD_N
+            print(f"{name:<15} pyxen {t:6.3f} s   native {n_loads[name]:6.3f} s   "
+                  f"ratio {n_loads[name] / t:6.3f}x native", end="")
+            if not args.no_qemu:
+                print(f"   TCG {q_loads[name]:6.3f} s   pyxen/TCG {t / q_loads[name]:5.2f}x time",
+                      end="")
+            print(f"   exits {n} ({n / count:.1f} per {'call' if name == 'getppid' else 'block'})")
         print(f"exits to pyxen during boot: {exits}")
         print("hypercalls during boot, by kind:")
         for nr, n in sorted(counts.items(), key=lambda kv: -kv[1]):
