@@ -47,7 +47,8 @@ class Domain:
     def __init__(self, *, name: str, memory_mb: int, vcpus: int = 1, domid: int = 1,
                  kvm: Kvm | None = None, console=None, trace=None, maxmem_mb: int | None = None,
                  supports_writable_pagetables: bool = False, uuid: uuidlib.UUID | None = None,
-                 max_event_channels: int = DEFAULT_MAX_PORT, dom0: Dom0Link | None = None):
+                 max_event_channels: int = DEFAULT_MAX_PORT, dom0: Dom0Link | None = None,
+                 max_maptrack_frames: int | None = None):
         if vcpus < 1 or vcpus > L.MAX_VCPUS:
             raise ValueError(f"vcpus={vcpus}: pyxen supports 1..{L.MAX_VCPUS}")
         self.name = name
@@ -91,6 +92,8 @@ class Domain:
         self.lock = threading.RLock()      # the domain's hypervisor lock (like Xen's domain lock)
         self.sched = DomainScheduler(self)
         self.grants = GrantTable(self)
+        if max_maptrack_frames is not None:          # xl.cfg max_maptrack_frames
+            self.grants.maptrack.max_frames = max_maptrack_frames
         self.paused = False
         self.run_gate = threading.Event()      # set while the domain may run
         self.run_gate.set()
@@ -106,7 +109,12 @@ class Domain:
 
     # --- building ------------------------------------------------------------
     def build(self, image, *, ramdisk: bytes | None = None, cmdline: str = "") -> None:
+        """Start-of-day state for `image` (Xen's domain builder), with the
+        instruction emulator hooked in: a PV guest needs it (the hypercall
+        page MSR, privileged instructions, writable page tables)."""
         from ..build.x86_64 import build_pv
+        from . import emulate
+        emulate.install(self, image)
         # the two channels every domU is born with, both to dom0 services
         self.store_port = self.events.bind_to_remote(0, self.dom0.notify_store)
         self.console_port = self.events.bind_to_remote(0, self.dom0.notify_console)

@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 from ..build.elf import load_kernel
-from ..hv import emulate
 from ..hv.domain import Domain
 from ..hv.dom0link import Dom0Link
 from ..dom0.console import ConsoleBackend
@@ -64,11 +63,10 @@ def build_domain(cfg: DomainConfig, services: Dom0Services, *, domid: int = 1,
     dom = Domain(name=cfg.name, memory_mb=cfg.memory, maxmem_mb=cfg.maxmem, vcpus=cfg.vcpus,
                  domid=domid, console=console_io, trace=trace, kvm=kvm,
                  supports_writable_pagetables=True, dom0=services,
-                 max_event_channels=cfg.max_event_channels)
-    dom.grants.maptrack.max_frames = cfg.max_maptrack_frames
+                 max_event_channels=cfg.max_event_channels,
+                 max_maptrack_frames=cfg.max_maptrack_frames)
     try:
-        emulate.install(dom, image)     # ptwr, privileged ops, forced-emulation CPUID
-        dom.build(image, ramdisk=ramdisk, cmdline=cfg.cmdline)
+        dom.build(image, ramdisk=ramdisk, cmdline=cfg.cmdline)   # hooks the emulator too
         services.connect(dom, cfg)
     except BaseException:
         close_domain(dom)

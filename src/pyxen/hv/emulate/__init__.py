@@ -2,9 +2,8 @@
 ro-page-fault.c (writable page tables), emul-priv-op.c (privileged
 instructions on #GP) and emul-inv-op.c (the forced-emulation prefix on #UD).
 
-    from pyxen.hv import emulate
-    dom = Domain(...)
-    emulate.install(dom, image)      # before dom.build()
+    Domain.build() calls emulate.install(dom, image) first: every built
+    domain has the emulator.
 
 install() hooks the Domain's emulate / emulate_pf and offers writable page
 tables (domain.supports_writable_pagetables, which vm_assist checks).
