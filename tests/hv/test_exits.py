@@ -176,6 +176,23 @@ def test_hypercall_from_user_mode_is_a_gp(dom):
     assert got and got[0][:3] == (13, 0, 0x1000)
 
 
+def test_nm_delivery_clears_the_virtual_ts(dom):
+    """Xen's do_device_not_available: the #NM it delivers to the guest
+    clears the guest's virtual CR0.TS. (This host's PVM raises no #NM for
+    CR0.TS, so only a recorded exit shows it here.)"""
+    v = dom.vcpus[0]
+    v.set_cr0_ts(True)
+    heap = dom.heap
+    rsp = heap.stack_top(v.id) - 7 * 8
+    struct.pack_into("<7Q", heap.mm, heap.stack_offset(v.id, rsp),
+                     7, 0, 0x401000, 0xE033, 0x202, 0x7000, 0xE02B)
+    got = []
+    v.inject_trap = lambda *a: got.append(a)
+    ex = v.handle_exit(record_io(v, L.PORT_TRAP, rsp=rsp))
+    assert ex == Exit.RESUME and got and got[0][:3] == (7, None, 0x401000)
+    assert not v.pv.cr0_ts and not v.fetch_sregs().cr0 & 8
+
+
 def test_bad_exits_crash(dom):
     v = dom.vcpus[0]
     ex = v.handle_exit(record_io(v, 0x80))

@@ -403,9 +403,8 @@ class PVVcpu:
     def set_cr0_ts(self, ts: bool) -> None:
         """The guest's virtual CR0.TS (fpu_taskswitch, clts, mov to %cr0),
         mirrored into the vCPU's CR0 so the next FPU use raises #NM, which
-        reaches the guest as any exception (handle_trap). Unlike Xen, the
-        delivery of that #NM does not clear TS: the guest's handler does
-        (clts or fpu_taskswitch(0))."""
+        reaches the guest as any exception (handle_trap) and, as on Xen,
+        clears TS as it is delivered."""
         self.pv.cr0_ts = ts
         s = self.fetch_sregs()
         s.cr0 = (s.cr0 | C.CR0_TS) if ts else (s.cr0 & ~C.CR0_TS)
@@ -546,6 +545,10 @@ class PVVcpu:
                     self.domain.emulate(self, vec, err, rip, cs, rflags, rsp, ss):
                 return Exit.RESUME
             self.inject_trap(vec, err if has_err else None, rip, cs, rflags, rsp, ss)
+            if vec == 7 and self.pv.cr0_ts:
+                # Xen's do_device_not_available: the #NM that reaches the
+                # guest clears its virtual CR0.TS
+                self.set_cr0_ts(False)
             return Exit.RESUME
         raise GuestCrash(f"unexpected interrupt vector {vec}")
 
