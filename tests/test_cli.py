@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -95,3 +97,42 @@ def test_example_configs_are_valid(linux_images, guest_elf):
         c = DomainConfig.from_config(parse(cfg.read_text(), str(cfg)), base_dir=str(cfg.parent))
         c.disk_specs()
         c.vif_specs()
+
+
+# --- xl's parsers and formats (issue 18) ---------------------------------------------------------
+def test_memory_sizes_follow_xl_parse_mem_size_kb():
+    from pyxen.cli import parse_mem_size_kb as kb
+    assert [kb(t) for t in ("512k", "512K", "16m", "64", "1g", "1T", "2048b", "1023b")] == \
+        [512, 512, 16384, 65536, 1 << 20, 1 << 30, 2, 0]
+    assert kb(" 8M") == 8192 and kb("") == 0 and kb("k") == 0     # strtoll as xl calls it
+    for bad in ("x", "12kb", "1.5g", "-1k", "m5", "16 m", "1e3"):
+        assert kb(bad) == -1, bad
+
+
+def test_cpumaps_follow_xl_parse_cpurange(monkeypatch):
+    import pyxen.cli as c
+    monkeypatch.setattr(c, "host_node_cpus", lambda n, nr: {0: {0, 1}, 1: {2, 3}}.get(n, set()))
+    p = lambda t: sorted(c.parse_cpurange(t, 4))      # noqa: E731
+    assert p("all") == [0, 1, 2, 3] and p("2") == [2] and p("1-3") == [1, 2, 3]
+    assert p("0,2-3") == [0, 2, 3] and p("all,^1") == [0, 2, 3] and p("0-3,^1-2") == [0, 3]
+    assert p("node:1") == [2, 3] and p("nodes:0-1,^0") == [1, 2, 3] and p("all,^node:0") == [2, 3]
+    assert p("nodes:all") == [0, 1, 2, 3] and p(",,1,") == [1] and p("9") == [] and p("node:7") == []
+    for bad, msg in (("1-0", "Invalid pcpu range: 1-0."), ("x", "Invalid pcpu range: x."),
+                     ("0-", "Invalid pcpu range: 0-."), ("^node:a", "Invalid pcpu range: a."),
+                     ("^all", 'Can\'t combine "^" and "all".'), ("-1", "Invalid pcpu range: -1.")):
+        with pytest.raises(c.CpumapError) as e:
+            c.parse_cpurange(bad, 4)
+        assert str(e.value) == msg
+
+
+def test_vcpu_list_rows_are_xl_print_vcpuinfo():
+    from pyxen.cli import format_cpumap, vcpu_line
+    assert [format_cpumap(s, 4) for s in ({0, 1, 2, 3}, {0, 1}, {1, 2, 3}, {0, 2, 3}, set())] == \
+        ["all", "0-1", "1-3", "0,2-3", "none"]
+    row = {"name": "d", "domid": 3, "id": 1, "online": True, "state": "blocked", "cpu": 2,
+           "cpu_time": 1.25, "affinity": [0, 1]}
+    assert vcpu_line(row, 4) == "d" + " " * 31 + "     3     1    2   -b-       1.2  0-1 / all"
+    assert vcpu_line(dict(row, state="running", affinity=[0, 1, 2, 3]), 4).endswith(
+        "    2   r--       1.2  all / all")
+    assert vcpu_line(dict(row, online=False, state="offline"), 4).endswith(
+        "    -   --p       1.2  0-1 / all")

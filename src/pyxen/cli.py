@@ -284,18 +284,45 @@ def cmd_info(args) -> int:
     return 0
 
 
+def format_cpumap(cpus, nr_cpus: int) -> str:
+    """A set of host CPUs as xl's print_bitmap writes it: ranges ("0-3,6"), "all"
+    when it runs from CPU 0 to the last, "none" when empty."""
+    runs, start = [], None
+    for i in range(nr_cpus + 1):
+        if i < nr_cpus and i in cpus:
+            start = i if start is None else start
+        elif start is not None:
+            runs.append((start, i - 1))
+            start = None
+    if not runs:
+        return "none"
+    if runs == [(0, nr_cpus - 1)]:
+        return "all"
+    return ",".join(f"{a}-{b}" if b > a else f"{a}" for a, b in runs)
+
+
+def vcpu_line(v: dict, nr_cpus: int) -> str:
+    """One row of xl vcpu-list (xl_vcpu.c print_vcpuinfo)."""
+    line = "%-32s %5u %5u" % (v["name"], v["domid"], v["id"])
+    if not v["online"]:
+        line += "%5c %3c%cp " % ("-", "-", "-")
+    else:
+        line += "%5u %3c%c- " % (v.get("cpu", 0), "r" if v["state"] == "running" else "-",
+                                 "b" if v["state"] == "blocked" else "-")
+    hard = v.get("affinity") or range(nr_cpus)
+    line += "%9.1f  " % v["cpu_time"]
+    return line + format_cpumap(set(hard), nr_cpus) + " / " + \
+        format_cpumap(set(range(nr_cpus)), nr_cpus)
+
+
 def cmd_vcpu_list(args) -> int:
-    rows = api(args, "vcpu_list", dom=args.domain) if args.domain else api(args, "vcpu_list")
-    print("Name                                ID  VCPU   CPU State   Time(s) Affinity (Hard / Soft)")
-    ncpu = os.cpu_count() or 1
-    for v in rows:
-        state = {"running": "r", "runnable": "-", "blocked": "b", "offline": "-"}[v["state"]]
-        state += "-" if v["online"] else "p"
-        aff = v.get("affinity") or list(range(ncpu))
-        hard = "all" if len(aff) == ncpu else ",".join(map(str, aff))
-        cpu = "-" if not v["online"] else "0"
-        print("%-32s %5d %5d %5s   %-3s %9.1f  %s / all" % (v["name"], v["domid"], v["id"], cpu,
-                                                           state, v["cpu_time"], hard))
+    print("%-32s %5s %5s %5s %5s %9s %s" % ("Name", "ID", "VCPU", "CPU", "State", "Time(s)",
+                                            "Affinity (Hard / Soft)"))
+    nr_cpus = host_nr_cpus()
+    for dom in args.domains or [None]:
+        rows = api(args, "vcpu_list", dom=dom) if dom is not None else api(args, "vcpu_list")
+        for v in rows:
+            print(vcpu_line(v, nr_cpus))
     return 0
 
 
@@ -412,13 +439,53 @@ def cmd_rename(args) -> int:
     return 0
 
 
-def parse_mem(text: str) -> int:
-    """xl memory sizes: a number with an optional unit (b, k, m, g, t); default MiB."""
-    t = text.strip().lower()
-    units = {"b": 1 / (1 << 20), "k": 1 / 1024, "m": 1, "g": 1024, "t": 1 << 20}
-    if t and t[-1] in units:
-        return int(float(t[:-1]) * units[t[-1]])
-    return int(t)
+_C_SPACE = " \t\n\v\f\r"
+
+
+def _c_strtol(s: str, unsigned: bool = False) -> tuple[int, str]:
+    """C's strtoll (or strtoul) in base 10: the value and the rest of the string
+    (all of it when there is no number). Out of range saturates as C does; strtoul
+    takes a minus sign modulo 2**64."""
+    i = 0
+    while i < len(s) and s[i] in _C_SPACE:
+        i += 1
+    neg = i < len(s) and s[i] == "-"
+    if i < len(s) and s[i] in "+-":
+        i += 1
+    j = i
+    while j < len(s) and s[j] in "0123456789":
+        j += 1
+    if j == i:
+        return 0, s
+    v = int(s[i:j])
+    if unsigned:
+        v = (1 << 64) - 1 if v > (1 << 64) - 1 else (-v) % (1 << 64) if neg else v
+    else:
+        v = -v if neg else v
+        v = max(-(1 << 63), min((1 << 63) - 1, v))
+    return v, s[j:]
+
+
+def _int64(v: int) -> int:
+    v &= (1 << 64) - 1
+    return v - (1 << 64) if v >> 63 else v
+
+
+def parse_mem_size_kb(text: str) -> int:
+    """xl's parse_mem_size_kb: a number (strtoll) and at most one unit letter, b, k,
+    m, g or t in either case; no letter means MiB. The size in KiB (bytes are
+    rounded down), or -1 when xl rejects the text (as xl, "-1k" too)."""
+    kb, rest = _c_strtol(text)
+    if len(os.fsencode(rest)) > 1:
+        return -1
+    unit = rest.lower()
+    if unit in ("t", "g", "m", ""):
+        kb = _int64(kb << {"t": 30, "g": 20, "m": 10, "": 10}[unit])
+    elif unit == "b":
+        kb >>= 10
+    elif unit != "k":
+        return -1
+    return kb
 
 
 # --- PV devices: <verb>-attach, -detach, -list of every kind in devkinds.DEVICE_KINDS ---------
@@ -470,14 +537,36 @@ def add_device_commands(cmd, kind) -> None:
     c.add_argument("domains", nargs="+", metavar="domain")
 
 
-def cmd_mem_set(args) -> int:
-    api(args, "mem_set", dom=args.domain, mb=parse_mem(args.memory))
+def _set_memory(args, method: str, what: str) -> int:
+    """mem-set / mem-max: xl's messages and exit status."""
+    from .toolstack.client import DaemonUnavailable, RpcError
+    kb = parse_mem_size_kb(args.memory)
+    if kb == -1:
+        err(f"invalid memory size: {args.memory}")
+        return 1
+    domid = args.domain
+    try:
+        with client(args) as c:
+            domid = c.call("domid", name=args.domain) \
+                if not (args.domain.isascii() and args.domain.isdigit()) else int(args.domain)
+            c.call(method, dom=domid, kb=kb)
+    except DaemonUnavailable as e:
+        err(f"pyxen: {e}")
+        return 1
+    except RpcError as e:
+        err(f"pyxen: {e.message}")
+        if e.code != "ENOENT":
+            err(f"cannot set domid {domid} {what} memory to : {args.memory}")
+        return 1
     return 0
+
+
+def cmd_mem_set(args) -> int:
+    return _set_memory(args, "mem_set", "dynamic max")
 
 
 def cmd_mem_max(args) -> int:
-    api(args, "mem_max", dom=args.domain, mb=parse_mem(args.memory))
-    return 0
+    return _set_memory(args, "mem_max", "static max")
 
 
 def cmd_vcpu_set(args) -> int:
@@ -485,19 +574,122 @@ def cmd_vcpu_set(args) -> int:
     return 0
 
 
+class CpumapError(Exception):
+    pass
+
+
+def host_nr_cpus() -> int:
+    return os.cpu_count() or 1
+
+
+def host_node_cpus(node: int, nr_cpus: int) -> set[int]:
+    """The host CPUs of NUMA node `node` (/sys/devices/system/node); without
+    NUMA in sysfs the host is node 0. A node the host lacks has none."""
+    base = Path("/sys/devices/system/node")
+    if not base.is_dir():
+        return set(range(nr_cpus)) if node == 0 else set()
+    try:
+        text = (base / f"node{node}" / "cpulist").read_text().strip()
+    except OSError:
+        return set()
+    cpus = set()
+    for part in filter(None, text.split(",")):
+        a, _, b = part.partition("-")
+        cpus.update(range(int(a), int(b or a) + 1))
+    return cpus
+
+
+def _parse_range(text: str) -> tuple[int, int] | None:
+    """xl's parse_range: "N" or "N-M" (N <= M) as strtoul reads them, nothing after."""
+    ulong_max = (1 << 64) - 1
+    a, rest = _c_strtol(text, unsigned=True)
+    if rest == text or a == ulong_max:
+        return None
+    b = a
+    if rest.startswith("-"):
+        b, rest2 = _c_strtol(rest[1:], unsigned=True)
+        if rest2 == rest[1:] or b == ulong_max or b < a:
+            return None
+        rest = rest2
+    return None if rest else (a, b)
+
+
+def parse_cpurange(text: str, nr_cpus: int) -> set[int]:
+    """xl's parse_cpurange: comma-separated "all", "N", "N-M", "node:N" / "nodes:N-M"
+    (the host's NUMA nodes), each may start with "^" to take CPUs away. The host CPUs
+    it names (CPUs the host lacks are dropped, as libxl's bitmap drops them);
+    CpumapError with xl's message when xl refuses it."""
+    cpus: set[int] = set()
+    for part in filter(None, text.split(",")):
+        neg = part.startswith("^")
+        if neg:
+            part = part[1:]
+        nodes = False
+        for prefix in ("node:", "nodes:"):
+            if part.startswith(prefix):
+                part, nodes = part[len(prefix):], True
+                break
+        if part == "all":
+            if neg:
+                raise CpumapError('Can\'t combine "^" and "all".')
+            cpus = set(range(nr_cpus))
+            continue
+        r = _parse_range(part)
+        if r is None:
+            raise CpumapError(f"Invalid pcpu range: {part}.")
+        a, b = r
+        if nodes:
+            these = set()
+            for node in range(a, min(b, 4095) + 1):
+                these |= host_node_cpus(node, nr_cpus)
+        else:
+            these = set(range(a, min(b, nr_cpus - 1) + 1))
+        cpus = cpus - these if neg else cpus | (these & set(range(nr_cpus)))
+    return cpus
+
+
 def cmd_vcpu_pin(args) -> int:
-    ncpu = os.cpu_count() or 1
-    if args.cpus == "all":
-        cpus = list(range(ncpu))
-    else:
-        cpus = []
-        for part in args.cpus.split(","):
-            if "-" in part:
-                a, b = part.split("-")
-                cpus += list(range(int(a), int(b) + 1))
-            else:
-                cpus.append(int(part))
-    api(args, "vcpu_pin", dom=args.domain, vcpu=args.vcpu, cpus=cpus)
+    from .toolstack.client import DaemonUnavailable, RpcError
+    vcpu, rest = _c_strtol(args.vcpu)
+    if rest == args.vcpu or vcpu < 0:
+        if args.vcpu != "all":
+            err(f"Error: Invalid argument {args.vcpu} as VCPU.")
+            return 1
+        if args.force:
+            err("Error: --force and 'all' as VCPU not allowed.")
+            return 1
+        vcpu = -1
+    nr = host_nr_cpus()
+    try:
+        hard = None if args.cpus == "-" else parse_cpurange(args.cpus, nr)
+        soft = None if args.soft in (None, "-") else parse_cpurange(args.soft, nr)
+    except CpumapError as e:
+        err(str(e))
+        return 1
+    if hard is not None and not hard:
+        err("vcpu hard affinity map is empty")
+        return 1
+    if soft is not None:
+        err("pyxen: warning: soft affinity is not supported (a vCPU is a Linux thread, "
+            f"which has only hard affinity): {args.soft} not applied")
+    if hard is None:
+        return 0
+    try:
+        with client(args) as c:
+            c.call("vcpu_pin", dom=args.domain, vcpu="all" if vcpu == -1 else vcpu,
+                   cpus=sorted(hard))
+    except DaemonUnavailable as e:
+        err(f"pyxen: {e}")
+        return 1
+    except RpcError as e:
+        err(f"pyxen: {e.message}")
+        if e.code == "ENOENT":
+            return 1
+        if vcpu == -1:
+            err("Could not set affinity.")
+            return 0            # as xl: an 'all' that fails still exits 0
+        err(f"Could not set affinity for vcpu `{vcpu}'.")
+        return 1
     return 0
 
 
@@ -612,13 +804,27 @@ def build_parser() -> argparse.ArgumentParser:
     c = cmd("vcpu-set", cmd_vcpu_set, "set the number of online vCPUs")
     c.add_argument("domain")
     c.add_argument("count", type=int)
-    c = cmd("vcpu-list", cmd_vcpu_list, "list vCPUs")
-    c.add_argument("domain", nargs="?")
-    c = cmd("vcpu-pin", cmd_vcpu_pin, "pin a vCPU to host CPUs")
+    c = cmd("vcpu-list", cmd_vcpu_list, "list vCPUs",
+            description="List the vCPUs of every domain (or of the domains named), as xl "
+            "vcpu-list: the host CPU each last ran on, its state (r running, b blocked, "
+            "p offline), its CPU time and its hard / soft affinity. Domain-0 is the host: "
+            "one vCPU per host CPU, vCPU i on CPU i. Soft affinity is always all.")
+    c.add_argument("domains", nargs="*", metavar="domain")
+    c = cmd("vcpu-pin", cmd_vcpu_pin, "pin a vCPU to host CPUs",
+            description="Set a vCPU's hard affinity (the host CPUs its thread may run on). "
+            "VCPU is a number or 'all'. CPUS and SOFT are xl cpumaps: comma-separated "
+            "'all', 'N', 'N-M', 'node:N' or 'nodes:N-M' (the host's NUMA nodes), each "
+            "optionally prefixed with '^' to exclude; '-' leaves it as it is. Soft affinity "
+            "is checked and then not applied (Linux threads have none): pyxen warns.")
+    c.add_argument("-f", "--force", action="store_true",
+                   help="accepted for xl compatibility (not with VCPU 'all')")
+    c.add_argument("-i", "--ignore-global-affinity-masks", dest="ignore_masks",
+                   action="store_true", help="accepted for xl compatibility (no global masks)")
     c.add_argument("domain")
-    c.add_argument("vcpu")
-    c.add_argument("cpus")
-    c.add_argument("soft", nargs="?", help="soft affinity (accepted, ignored)")
+    c.add_argument("vcpu", metavar="VCPU")
+    c.add_argument("cpus", metavar="CPUS")
+    c.add_argument("soft", nargs="?", metavar="SOFT",
+                   help="soft affinity: checked, then not applied (pyxen warns)")
     c = cmd("sched-credit", cmd_sched_credit, "credit scheduler weight and cap")
     c.add_argument("-d", dest="domain")
     c.add_argument("-w", dest="weight", type=int)

@@ -59,11 +59,11 @@ def test_every_request_is_documented():
 
 def test_the_table_checks_parameters():
     r = api.REQUESTS["mem_set"]
-    r.check({"dom": "x", "mb": 64})
-    for params, msg in [({"dom": "x"}, "mem_set: parameter 'mb' is missing"),
-                        ({"dom": "x", "mb": 1, "z": 1}, "mem_set: unknown parameter 'z'"),
-                        ({"dom": "x", "mb": True}, "mem_set: mb must be an integer, got a boolean"),
-                        ({"dom": "x", "mb": 0}, "mem_set: mb must be 1..1048576, got 0"),
+    r.check({"dom": "x", "kb": 512})
+    for params, msg in [({"dom": "x"}, "mem_set: parameter 'kb' is missing"),
+                        ({"dom": "x", "kb": 1, "z": 1}, "mem_set: unknown parameter 'z'"),
+                        ({"dom": "x", "kb": True}, "mem_set: kb must be an integer, got a boolean"),
+                        ({"dom": "x", "kb": -1}, "mem_set: kb must be 0..1073741824, got -1"),
                         ([1], "mem_set: params must be an object, got a list")]:
         with pytest.raises(ParamError) as e:
             r.check(params)

@@ -254,3 +254,91 @@ def test_destroy_of_a_domain_whose_process_does_not_answer(rd, cfgs):
     assert wait_until(lambda: not Path(f"/proc/{pid}").exists() or
                       "Z" in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0])
     assert "stuck" not in rows(rd)
+
+
+# --- issue 18: mem-set/mem-max sizes, vcpu-pin cpumaps, vcpu-list as xl prints it ---------------
+def test_mem_sizes_in_kib_as_xl(rd, cfgs):
+    assert cli(rd, "create", cfgs("sized")).returncode == 0
+    assert wait_until(lambda: "sized" in rows(rd))
+    domid = rows(rd)["sized"]["id"]
+
+    def key(k):
+        return xs(rd, "xenstore-read", f"/local/domain/{domid}/memory/{k}").stdout.strip()
+    r = cli(rd, "mem-set", "sized", "20000k")
+    assert r.returncode == 0, r.stderr
+    assert key("target") == "20000"
+    assert cli(rd, "mem-set", str(domid), "25165824B").returncode == 0 and key("target") == "24576"
+    for bad in ("12x", "1.5g", "16mb", "-1k"):
+        r = cli(rd, "mem-set", "sized", "--", bad)
+        assert (r.returncode, r.stderr) == (1, f"invalid memory size: {bad}\n"), bad
+    r = cli(rd, "mem-max", "sized", "20m")         # below the target: libxl refuses
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.endswith(f"cannot set domid {domid} static max memory to : 20m\n")
+    assert cli(rd, "mem-max", "sized", "40000K").returncode == 0 and key("static-max") == "40000"
+    r = cli(rd, "mem-set", "sized", "40001k")
+    assert r.returncode == 1 and "static_max" in r.stderr
+    assert r.stderr.endswith(f"cannot set domid {domid} dynamic max memory to : 40001k\n")
+
+
+def test_vcpu_pin_cpumaps_as_xl(rd, cfgs):
+    # the idle guest brings up vCPU 0 only: vCPU 1 stays offline, without a thread
+    assert cli(rd, "create", cfgs("pinned", vcpus=2)).returncode == 0
+    assert wait_until(lambda: "pinned" in rows(rd))
+    ncpu = os.cpu_count()
+
+    def hard():
+        return [l.split()[-3] for l in cli(rd, "vcpu-list", "pinned").stdout.splitlines()[1:]]
+    assert wait_until(lambda: len(hard()) == 2)
+    r = cli(rd, "vcpu-pin", "pinned", "all", "0")
+    assert r.returncode == 0 and r.stderr.endswith("Could not set affinity.\n")   # vCPU 1
+    assert hard() == ["0", "all"]
+    r = cli(rd, "vcpu-pin", "pinned", "0", "all,^0")
+    assert r.returncode == 0, r.stderr
+    assert hard()[0] == ("1" if ncpu == 2 else f"1-{ncpu - 1}")
+    assert cli(rd, "vcpu-pin", "pinned", "0", "node:0").returncode == 0
+    assert hard()[0] == "all"          # node 0 holds every CPU of this host
+    r = cli(rd, "vcpu-pin", "pinned", "0", "0", "1")
+    assert r.returncode == 0 and "soft affinity is not supported" in r.stderr
+    assert hard()[0] == "0"
+    r = cli(rd, "vcpu-pin", "pinned", "0", "-", "1")        # '-': leave the hard one alone
+    assert r.returncode == 0 and "soft affinity" in r.stderr and hard()[0] == "0"
+    for args, msg in ((("0", "^0"), "vcpu hard affinity map is empty\n"),
+                      (("0", "1-0"), "Invalid pcpu range: 1-0.\n"),
+                      (("0", "-"), ""),
+                      (("0", "^all"), 'Can\'t combine "^" and "all".\n'),
+                      (("0", "0", "x"), "Invalid pcpu range: x.\n"),
+                      (("x", "0"), "Error: Invalid argument x as VCPU.\n"),
+                      (("-f", "all", "0"), "Error: --force and 'all' as VCPU not allowed.\n")):
+        r = cli(rd, "vcpu-pin", "pinned", *args) if args[0] != "-f" else \
+            cli(rd, "vcpu-pin", "-f", "pinned", *args[1:])
+        assert (r.returncode, r.stderr) == (1 if msg else 0, msg), args
+    assert hard()[0] == "0"
+    r = cli(rd, "vcpu-pin", "pinned", "7", "0")
+    assert r.returncode == 1 and r.stderr.endswith("Could not set affinity for vcpu `7'.\n")
+
+
+def test_vcpu_list_as_xl(rd, cfgs):
+    assert cli(rd, "create", cfgs("listed", vcpus=2)).returncode == 0
+    assert wait_until(lambda: "listed" in rows(rd))
+    ncpu = os.cpu_count()
+    assert cli(rd, "vcpu-pin", "listed", "0", str(ncpu - 1)).returncode == 0
+    out = cli(rd, "vcpu-list").stdout.splitlines()
+    assert out[0] == "Name" + " " * 32 + "ID  VCPU   CPU State   Time(s) Affinity (Hard / Soft)"
+    dom0 = [l for l in out[1:] if l.startswith("Domain-0 ")]
+    assert [l.split()[1:4] for l in dom0] == [["0", str(i), str(i)] for i in range(ncpu)]
+    assert all(l.split()[4] in ("r--", "-b-") for l in dom0)
+    assert [l.split()[-3] for l in dom0] == [str(i) for i in range(ncpu)]
+    for name in ("Domain-0", "0"):
+        only = cli(rd, "vcpu-list", name).stdout.splitlines()[1:]
+        assert [l.split()[:3] for l in only] == [["Domain-0", "0", str(i)] for i in range(ncpu)]
+    domid = rows(rd)["listed"]["id"]
+    mine = [l for l in out[1:] if l.startswith("listed ")]
+    assert len(mine) == 2
+    assert mine[0][32:55] == "%6d%6d%5d   " % (domid, 0, ncpu - 1) + mine[0][52:55]
+    assert mine[0][52:55] in ("r--", "-b-", "---")
+    assert mine[0].endswith(f"  {ncpu - 1} / all")
+    assert mine[1][32:56] == "%6d%6d    -   --p " % (domid, 1)      # offline
+    assert mine[1].endswith("  all / all")
+    # vCPU 0 runs only on the last CPU, so that is where its thread last ran
+    assert wait_until(lambda: cli(rd, "vcpu-list", "listed").stdout.splitlines()[1].split()[3]
+                      == str(ncpu - 1))

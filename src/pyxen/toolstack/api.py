@@ -29,7 +29,7 @@ from .domconfig import MAX_MEMORY_MIB, MAX_VCPUS
 __all__ = ["Request", "REQUESTS", "describe"]
 
 _PORT = Annotated[int, Range(1, (1 << 17) - 1)]
-_MB = Annotated[int, Range(1, MAX_MEMORY_MIB)]
+_KB = Annotated[int, Range(0, MAX_MEMORY_MIB * 1024)]
 
 
 @dataclass(frozen=True)
@@ -99,10 +99,10 @@ _TABLE = [
     _r("domname", (Param("domid", Annotated[int, Range(0, 0x7FEF)]),), "name",
        "domain id to name"),
     _r("uptime", (), '[{"name", "domid", "uptime"}]', "every domain's uptime, Domain-0 first"),
-    _r("mem_set", (Param("dom", DomRef), Param("mb", _MB)), "null",
-       "set a domain's memory target (memory/target)"),
-    _r("mem_max", (Param("dom", DomRef), Param("mb", _MB)), "null",
-       "set a domain's maximum memory"),
+    _r("mem_set", (Param("dom", DomRef), Param("kb", _KB)), "null",
+       "set a domain's memory target in KiB (memory/target), at most its maximum"),
+    _r("mem_max", (Param("dom", DomRef), Param("kb", _KB)), "null",
+       "set a domain's maximum memory in KiB (memory/static-max), at least its target"),
     _r("vcpu_set", (Param("dom", DomRef), Param("count", Annotated[int, Range(1, MAX_VCPUS)])),
        "null", "set the number of online vCPUs (cpu/N/availability)"),
     _r("vcpu_list", (Param("dom", DomRef | None, None),), "[vcpu info]",

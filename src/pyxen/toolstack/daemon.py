@@ -693,22 +693,25 @@ class Daemon:
             {"name": d.name, "domid": d.domid, "uptime": time.time() - d.created}
             for d in sorted(self.domains.values(), key=lambda x: x.domid)]
 
-    def api_mem_set(self, dom, mb):
+    def api_mem_set(self, dom, kb):
         d = self.find(dom)
-        kb = int(mb) * 1024
+        kb = int(kb)
         if kb > d.max_kb:
             raise ApiError("EINVAL", f"memory_dynamic_max must be less than or equal to "
-                           f"memory_static_max ({d.max_kb // 1024} MiB)")
+                           f"memory_static_max ({d.max_kb} KiB)")
         d.target_kb = kb
         self._xs_write(f"/local/domain/{d.domid}/memory/target", str(kb))
         self._save(d)
 
-    def api_mem_max(self, dom, mb):
+    def api_mem_max(self, dom, kb):
         d = self.find(dom)
-        kb = int(mb) * 1024
+        kb = int(kb)
+        if kb < d.target_kb:      # libxl_domain_setmaxmem's check
+            raise ApiError("EINVAL", f"memory_static_max must be greater than or equal to "
+                           f"memory_dynamic_max ({d.target_kb} KiB)")
         with self.lock:
-            promised = sum(x.max_kb for x in self.domains.values() if x is not d) // 1024
-            if promised + int(mb) > self.mem_limit_mb:
+            promised_kb = sum(x.max_kb for x in self.domains.values() if x is not d)
+            if promised_kb + kb > self.mem_limit_mb * 1024:
                 raise ApiError("ENOMEM", "not enough memory under the limit")
             d.max_kb = kb
         self._xs_write(f"/local/domain/{d.domid}/memory/static-max", str(kb))
@@ -726,9 +729,11 @@ class Daemon:
                            "online" if i < int(count) else "offline")
 
     def api_vcpu_list(self, dom):
+        if dom is not None and str(dom) in ("0", "Domain-0"):
+            return dom0_vcpus()
         doms = [self.find(dom)] if dom is not None else sorted(self.domains.values(),
                                                                 key=lambda x: x.domid)
-        out = []
+        out = dom0_vcpus() if dom is None else []
         for d in doms:
             if d.state != "running":
                 continue
@@ -923,6 +928,27 @@ def dom0_info() -> dict:
             "running": True, "blocked": False, "paused": False, "shutdown": False,
             "dying": False, "reason": None, "cpu_time": t.user + t.system + t.children_user +
             t.children_system, "uptime": host_uptime()}
+
+
+def dom0_vcpus() -> list[dict]:
+    """Domain-0 is the host (as in dom0_info): a vCPU per host CPU, vCPU i on CPU i,
+    its time the CPU's busy time (/proc/stat); the CPU this request is answered on
+    is running, the others shown blocked."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    busy = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            name, *vals = line.split()
+            if name.startswith("cpu") and name[3:].isdigit():
+                v = [int(x) for x in vals]
+                busy[int(name[3:])] = (sum(v[:7]) - v[3] - v[4]) / ticks   # not idle, iowait
+    with open("/proc/thread-self/stat") as f:
+        text = f.read()
+    here = int(text[text.rindex(")") + 2:].split()[39 - 3])
+    return [{"name": "Domain-0", "domid": 0, "id": i, "online": True,
+             "state": "running" if i == here else "blocked", "cpu": i,
+             "cpu_time": busy.get(i, 0.0), "affinity": [i]}
+            for i in range(os.cpu_count() or 1)]
 
 
 def host_info(daemon: Daemon) -> dict:

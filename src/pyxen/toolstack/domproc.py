@@ -289,7 +289,10 @@ class DomainProcess:
                      "store_port": dom.store_port, "console_port": dom.console_port,
                      "paused": dom.paused}, fds)
         if method == "info":
-            return dom.info(), ()
+            info = dom.info()
+            for row, v in zip(info["vcpus"], dom.vcpus):
+                row["cpu"] = last_cpu(v.native_tid) if v.native_tid else 0
+            return info, ()
         if method == "pause":
             dom.pause()
             return None, ()
@@ -353,6 +356,16 @@ class DomainProcess:
 
 
 LOG_LIMIT = 8 * 1024 * 1024
+
+
+def last_cpu(tid: int) -> int:
+    """The host CPU a thread of this process last ran on (field 39 of its stat)."""
+    try:
+        with open(f"/proc/self/task/{tid}/stat") as f:
+            text = f.read()
+    except OSError:
+        return 0
+    return int(text[text.rindex(")") + 2:].split()[39 - 3])
 
 
 def log_handler() -> logging.Handler:
