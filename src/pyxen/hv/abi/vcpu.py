@@ -40,3 +40,9 @@ class VcpuSetSingleshotTimer(Struct):
 class VcpuRegisterVcpuInfo(Struct):
     _c_type_ = "struct vcpu_register_vcpu_info"
     _fields_ = [("mfn", u64), ("offset", u32), ("rsvd", u32)]
+
+
+class VcpuRegisterTimeMemoryArea(Struct):
+    _c_type_ = "struct vcpu_register_time_memory_area"
+    _c_names_ = {"addr": "addr.p"}
+    _fields_ = [("addr", u64)]

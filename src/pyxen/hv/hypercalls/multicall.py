@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import struct
 
+from .. import abi
 from ..abi import HC, EFAULT, EINVAL
 from ..exits import Exit
 from ..guestmem import GuestFault
 from . import Hypercall
 
-_ENTRY = struct.Struct("<Q Q 6Q")   # op, result, args[6]
+_ENTRY = abi.checked_struct("<QQ6Q", abi.MulticallEntry, "op result args")
+_RESULT = abi.MulticallEntry.result.offset
+_ULONG = struct.Struct("<Q")        # the result, an xen_ulong_t
+assert abi.MulticallEntry.result.size == _ULONG.size
 MAX_CALLS = 4096
 MASK = (1 << 64) - 1
 
@@ -33,9 +37,9 @@ def multicall(vcpu, call_list, nr_calls, *_):
     if nr_calls > MAX_CALLS:
         return -EINVAL
     for i in range(nr_calls):
-        va = call_list + 64 * i
+        va = call_list + _ENTRY.size * i
         try:
-            op, _res, a1, a2, a3, a4, a5, _a6 = _ENTRY.unpack(vcpu.mem.read(va, 64))
+            op, _res, a1, a2, a3, a4, a5, _a6 = _ENTRY.unpack(vcpu.mem.read(va, _ENTRY.size))
         except GuestFault:
             return -EFAULT
         if op == HC.multicall:
@@ -46,12 +50,12 @@ def multicall(vcpu, call_list, nr_calls, *_):
             # Xen's do_iret returns the frame's rax (the register the guest
             # resumes with); the result is written back on a best-effort basis
             try:
-                vcpu.mem.write(va + 8, struct.pack("<Q", vcpu.regs.rax & MASK))
+                vcpu.mem.write(va + _RESULT, _ULONG.pack(vcpu.regs.rax & MASK))
             except GuestFault:
                 pass
             return Exit.RETURNED
         try:
-            vcpu.mem.write(va + 8, struct.pack("<Q", ret & MASK))
+            vcpu.mem.write(va + _RESULT, _ULONG.pack(ret & MASK))
         except GuestFault:
             return -EFAULT
         if dom.stopped or not vcpu.pv.kernel_mode:

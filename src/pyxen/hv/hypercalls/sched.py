@@ -4,11 +4,16 @@ from __future__ import annotations
 import os
 import struct
 
+from .. import abi
 from ..abi import (HC, EFAULT, EINVAL, EPERM, ENOSYS, SCHEDOP_yield, SCHEDOP_block,
                    SCHEDOP_shutdown, SCHEDOP_poll, SCHEDOP_remote_shutdown,
                    SCHEDOP_shutdown_code, SCHEDOP_watchdog, SHUTDOWN_soft_reset)
 from ..guestmem import GuestFault
 from . import Hypercall
+
+_SHUTDOWN = abi.checked_struct("<I", abi.SchedShutdown, "reason")   # shutdown_code's too
+_POLL = abi.checked_struct("<QI4xQ", abi.SchedPoll, "ports nr_ports timeout")
+_PORT = abi.checked_struct("<I", abi.EvtchnSend, "port")            # an evtchn_port_t
 
 
 def sched_op(vcpu, cmd, arg, *_):
@@ -20,7 +25,7 @@ def sched_op(vcpu, cmd, arg, *_):
         return dom.block(vcpu, None)
     if cmd in (SCHEDOP_shutdown, SCHEDOP_shutdown_code):
         try:
-            (reason,) = struct.unpack("<I", vcpu.mem.read(arg, 4))
+            (reason,) = _SHUTDOWN.unpack(vcpu.mem.read(arg, _SHUTDOWN.size))
         except GuestFault:
             return -EFAULT
         if reason > SHUTDOWN_soft_reset:
@@ -32,13 +37,14 @@ def sched_op(vcpu, cmd, arg, *_):
         return 0
     if cmd == SCHEDOP_poll:
         try:
-            ports_ptr, nr_ports, timeout = struct.unpack("<QIxxxxQ", vcpu.mem.read(arg, 24))
+            ports_ptr, nr_ports, timeout = _POLL.unpack(vcpu.mem.read(arg, _POLL.size))
         except GuestFault:
             return -EFAULT
         if nr_ports > 128:
             return -EINVAL
         try:
-            ports = struct.unpack(f"<{nr_ports}I", vcpu.mem.read(ports_ptr, 4 * nr_ports))
+            ports = struct.unpack(f"<{nr_ports}I",
+                                  vcpu.mem.read(ports_ptr, _PORT.size * nr_ports))
         except GuestFault:
             return -EFAULT
         valid = len(dom.events.ports)

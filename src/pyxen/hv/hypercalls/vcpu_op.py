@@ -2,9 +2,10 @@
 arch/x86/domain.c): bringing vCPUs up and down, timers, runstate, vcpu_info."""
 from __future__ import annotations
 
-import struct
+import ctypes
 import threading
 
+from .. import abi
 from .. import layout as L
 from ..abi import (HC, EFAULT, EINVAL, ENOENT, ENOSYS, EEXIST, EALREADY_, ETIME_,
                    VCPUOP_initialise, VCPUOP_up, VCPUOP_down, VCPUOP_is_up,
@@ -12,12 +13,17 @@ from ..abi import (HC, EFAULT, EINVAL, ENOENT, ENOSYS, EEXIST, EALREADY_, ETIME_
                    VCPUOP_set_periodic_timer, VCPUOP_stop_periodic_timer,
                    VCPUOP_set_singleshot_timer, VCPUOP_stop_singleshot_timer,
                    VCPUOP_register_vcpu_info, VCPUOP_get_physid,
-                   VCPUOP_register_vcpu_time_memory_area, VCPUOP_send_nmi)
+                   VCPUOP_register_vcpu_time_memory_area, VCPUOP_send_nmi,
+                   VCPU_SSHOTTMR_future, RUNSTATE_offline)
 from ..guestmem import GuestFault
 
-VCPU_SSHOTTMR_future = 1
 MIN_PERIOD_NS = 1_000_000          # Xen refuses periods under 1 ms
-GUEST_CONTEXT_SIZE = 5168
+GUEST_CONTEXT_SIZE = ctypes.sizeof(abi.VcpuGuestContext)      # 5168
+_VCPU_INFO = abi.checked_struct("<QI", abi.VcpuRegisterVcpuInfo, "mfn offset")
+_SINGLESHOT = abi.checked_struct("<QI", abi.VcpuSetSingleshotTimer, "timeout_abs_ns flags")
+_PERIODIC = abi.checked_struct("<Q", abi.VcpuSetPeriodicTimer, "period_ns")
+_RUNSTATE_AREA = abi.checked_struct("<Q", abi.VcpuRegisterRunstateMemoryArea, "addr")
+_TIME_AREA = abi.checked_struct("<Q", abi.VcpuRegisterTimeMemoryArea, "addr")
 
 
 def vcpu_op(vcpu, cmd, vcpuid, arg, *_):
@@ -43,21 +49,21 @@ def vcpu_op(vcpu, cmd, vcpuid, arg, *_):
         if cmd == VCPUOP_down:
             if target is not vcpu and target.pv.online:
                 target.pv.online = False
-                target.set_runstate(3)
+                target.set_runstate(RUNSTATE_offline)
                 target.kvcpu.kick()
                 return 0
             if target is vcpu:
                 vcpu.pv.online = False
-                vcpu.set_runstate(3)
+                vcpu.set_runstate(RUNSTATE_offline)
                 return 0
             return 0
         if cmd == VCPUOP_register_vcpu_info:
-            mfn, offset = struct.unpack("<QI", mem.read(arg, 12))
+            mfn, offset = _VCPU_INFO.unpack(mem.read(arg, _VCPU_INFO.size))
             return dom.register_vcpu_info(target, mfn, offset, caller=vcpu)
         if cmd == VCPUOP_set_singleshot_timer:
             if target is not vcpu:
                 return -EINVAL
-            deadline, flags = struct.unpack("<QI", mem.read(arg, 12))
+            deadline, flags = _SINGLESHOT.unpack(mem.read(arg, _SINGLESHOT.size))
             if flags & VCPU_SSHOTTMR_future and deadline < dom.clock.now():
                 return -ETIME_
             vcpu.timer.set_singleshot(deadline or 1)
@@ -68,7 +74,7 @@ def vcpu_op(vcpu, cmd, vcpuid, arg, *_):
             vcpu.timer.set_singleshot(0)
             return 0
         if cmd == VCPUOP_set_periodic_timer:
-            (period,) = struct.unpack("<Q", mem.read(arg, 8))
+            (period,) = _PERIODIC.unpack(mem.read(arg, _PERIODIC.size))
             if period < MIN_PERIOD_NS:
                 return -EINVAL
             target.timer.set_periodic(period)
@@ -77,7 +83,7 @@ def vcpu_op(vcpu, cmd, vcpuid, arg, *_):
             target.timer.set_periodic(0)
             return 0
         if cmd == VCPUOP_register_runstate_memory_area:
-            (va,) = struct.unpack("<Q", mem.read(arg, 8))
+            (va,) = _RUNSTATE_AREA.unpack(mem.read(arg, _RUNSTATE_AREA.size))
             if va and not L.canonical(va):
                 return -EINVAL
             target.runstate_area = va
@@ -90,7 +96,7 @@ def vcpu_op(vcpu, cmd, vcpuid, arg, *_):
         if cmd == VCPUOP_get_physid:
             return -EINVAL             # only for dom0
         if cmd == VCPUOP_register_vcpu_time_memory_area:
-            (va,) = struct.unpack("<Q", mem.read(arg, 8))
+            (va,) = _TIME_AREA.unpack(mem.read(arg, _TIME_AREA.size))
             if va and (not L.canonical(va) or va & 7):
                 return -EINVAL
             target.time_area = va
