@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from ..kvm import Kvm, GuestMemory
 from . import layout as L
 from .abi import (HYPERCALLS, SharedInfo, VcpuInfo, ENOSYS, EINVAL, ENXIO, SHUTDOWN_NAMES,
-                  SHUTDOWN_crash)
+                  SHUTDOWN_crash, RUNSTATE_blocked, RUNSTATE_running)
 from .hypercalls import build_table, ARG_MASKS
 from .mm import MemoryManager, PageTableError, PGT_WRITABLE
 from .vcpu import PVVcpu, GuestCrash
@@ -322,7 +322,7 @@ class Domain:
             ports, deadline = (), 0
         else:
             ports, deadline = poll
-        vcpu.set_runstate(2)
+        vcpu.set_runstate(RUNSTATE_blocked)
         vcpu.poll_ports = set(ports)
         vcpu.timer.to_block(True)
         try:
@@ -356,12 +356,12 @@ class Domain:
         finally:
             vcpu.timer.to_block(False)
             vcpu.poll_ports = set()
-            vcpu.set_runstate(0)
+            vcpu.set_runstate(RUNSTATE_running)
 
     def vcpu_up(self, v) -> None:
         """VCPUOP_up: start (or restart) a vCPU's thread."""
         v.pv.online = True
-        v.set_runstate(0)
+        v.set_runstate(RUNSTATE_running)
         v.timer.update_time()
         if v.thread is None and v.thread_ident is None:
             # first start (vCPU 0 runs on the caller of Domain.run, its

@@ -12,6 +12,16 @@ EVTCHNOP_init_control, EVTCHNOP_expand_array, EVTCHNOP_set_priority = 11, 12, 13
 EVTCHNSTAT_closed, EVTCHNSTAT_unbound, EVTCHNSTAT_interdomain = 0, 1, 2
 EVTCHNSTAT_pirq, EVTCHNSTAT_virq, EVTCHNSTAT_ipi = 3, 4, 5
 EVTCHN_FIFO_LINK_BITS = 17
+EVTCHN_FIFO_LINK_MASK = (1 << EVTCHN_FIFO_LINK_BITS) - 1
+EVTCHN_FIFO_NR_CHANNELS = 1 << EVTCHN_FIFO_LINK_BITS
+EVTCHN_FIFO_PENDING, EVTCHN_FIFO_MASKED, EVTCHN_FIFO_LINKED, EVTCHN_FIFO_BUSY = 31, 30, 29, 28
+EVTCHN_FIFO_PRIORITY_MAX, EVTCHN_FIFO_PRIORITY_DEFAULT, EVTCHN_FIFO_PRIORITY_MIN = 0, 7, 15
+EVTCHN_FIFO_MAX_QUEUES = EVTCHN_FIFO_PRIORITY_MIN + 1
+
+
+class EvtchnFifoControlBlock(Struct):
+    _c_type_ = "struct evtchn_fifo_control_block"
+    _fields_ = [("ready", u32), ("_rsvd", u32), ("head", u32 * EVTCHN_FIFO_MAX_QUEUES)]
 
 
 class EvtchnAllocUnbound(Struct):

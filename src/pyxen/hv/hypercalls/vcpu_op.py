@@ -3,7 +3,6 @@ arch/x86/domain.c): bringing vCPUs up and down, timers, runstate, vcpu_info."""
 from __future__ import annotations
 
 import ctypes
-import threading
 
 from .. import abi
 from .. import layout as L
