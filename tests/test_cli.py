@@ -136,3 +136,14 @@ def test_vcpu_list_rows_are_xl_print_vcpuinfo():
         "    2   r--       1.2  all / all")
     assert vcpu_line(dict(row, online=False, state="offline"), 4).endswith(
         "    -   --p       1.2  0-1 / all")
+
+
+def test_uptime_format_is_xls():
+    """xl_info.c uptime_to_string: hours padded to two places; -s drops the seconds."""
+    from pyxen.cli import fmt_uptime
+    assert fmt_uptime(5) == " 0:00:05"
+    assert fmt_uptime(5, short=True) == " 0:00"
+    assert fmt_uptime(11 * 3600 + 62) == "11:01:02"
+    assert fmt_uptime(86400 + 3 * 3600 + 4 * 60 + 5) == "1 day,  3:04:05"
+    assert fmt_uptime(3 * 86400 + 60, short=True) == "3 days,  0:01"
+

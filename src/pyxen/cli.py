@@ -67,13 +67,16 @@ def state_letters(row: dict) -> str:
         "d" if row.get("dying") else "-"])
 
 
-def fmt_uptime(sec: float) -> str:
-    sec = int(sec)
-    days, rest = divmod(sec, 86400)
+def fmt_uptime(sec: float, short: bool = False) -> str:
+    """An uptime as xl prints it (xl_info.c uptime_to_string): hours padded
+    to two places, seconds left out in the short (-s) form."""
+    days, rest = divmod(int(sec), 86400)
     h, rest = divmod(rest, 3600)
     m, s = divmod(rest, 60)
-    t = f"{h}:{m:02d}:{s:02d}"
-    return f"{days} day{'s' if days != 1 else ''}, {t}" if days else t
+    t = "%2d:%02d" % (h, m) if short else "%2d:%02d:%02d" % (h, m, s)
+    if days:
+        return "%d day%s, %s" % (days, "s" if days > 1 else "", t)
+    return t
 
 
 # --- create ------------------------------------------------------------------------------
@@ -334,8 +337,9 @@ def cmd_uptime(args) -> int:
         print("Name                                ID Uptime")
     for r in rows:
         if args.short:
-            print("%s up %s, %s (%d)" % (time.strftime("%H:%M:%S"), fmt_uptime(r["uptime"]),
-                                         r["name"], r["domid"]))
+            print(" %s up %s, %s (%d)" % (time.strftime("%H:%M:%S"),
+                                          fmt_uptime(r["uptime"], short=True),
+                                          r["name"], r["domid"]))
         else:
             print("%-33s %4d %s" % (r["name"], r["domid"], fmt_uptime(r["uptime"])))
     return 0
@@ -348,14 +352,15 @@ def cmd_sched_credit(args) -> int:
     if args.cap is not None:
         params["cap"] = args.cap
     if params and not args.domain:
-        err("pyxen: sched-credit: -w/-c need a domain (-d)")
+        err("Must specify a domain.")
         return 1
     rows = api(args, "sched_credit", dom=args.domain, **params) if args.domain else \
         api(args, "sched_credit")
     if params:
         return 0
-    print("Cpupool Pool-0: tslice=30ms ratelimit=1000us migration-delay=0us")
-    print("Name                                ID Weight  Cap")
+    if not args.domain:             # all domains: by cpupool, as xl lists them
+        print("Cpupool Pool-0: tslice=30ms ratelimit=1000us migration-delay=0us")
+    print("%-33s %4s %6s %4s" % ("Name", "ID", "Weight", "Cap"))
     for r in rows:
         print("%-33s %4d %6d %4d" % (r["name"], r["domid"], r["weight"], r["cap"]))
     return 0

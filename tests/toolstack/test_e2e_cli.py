@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pty
+import re
 import select
 import signal
 import subprocess
@@ -165,7 +166,22 @@ def test_info_uptime_vcpu_sched_mem(rd, cfgs):
     assert cli(rd, "vcpu-list", "tuned").stdout.splitlines()[1].split()[-3] == "0"
     assert cli(rd, "sched-credit", "-d", "tuned", "-w", "512", "-c", "50").returncode == 0
     sc = cli(rd, "sched-credit").stdout
+    assert sc.startswith("Cpupool Pool-0: ")
     assert any(l.split()[:1] == ["tuned"] and l.split()[2:] == ["512", "50"] for l in sc.splitlines())
+    # one domain: xl's header and its row, no cpupool line (xl_sched.c)
+    domid = rows(rd)["tuned"]["id"]
+    assert cli(rd, "sched-credit", "-d", "tuned").stdout.splitlines() == [
+        "%-33s %4s %6s %4s" % ("Name", "ID", "Weight", "Cap"),
+        "%-33s %4d %6d %4d" % ("tuned", domid, 512, 50)]
+    r = cli(rd, "sched-credit", "-w", "256")
+    assert r.returncode == 1 and r.stderr.strip() == "Must specify a domain."
+    up = cli(rd, "uptime").stdout.splitlines()
+    assert up[0] == "%-33s %4s %s" % ("Name", "ID", "Uptime")
+    row = next(line for line in up if line.startswith("tuned "))
+    head = "%-33s %4d " % ("tuned", domid)
+    assert row.startswith(head) and re.fullmatch(r"[ \d]\d:\d\d:\d\d", row[len(head):]), row
+    short = cli(rd, "uptime", "-s", "tuned").stdout
+    assert re.fullmatch(r" \d\d:\d\d:\d\d up [ \d]\d:\d\d, tuned \(%d\)\n" % domid, short), short
     assert cli(rd, "mem-set", "tuned", "16m").returncode == 0
     domid = rows(rd)["tuned"]["id"]
     assert xs(rd, "xenstore-read", f"/local/domain/{domid}/memory/target").stdout.strip() == "16384"
