@@ -290,9 +290,19 @@ class TransactionTable:
 
     def insert(self, tx: Optional[Transaction], path: str, node: Node) -> None:
         self.tree.bump(node)
+        self._put(tx, path, node)
+
+    def delete(self, tx: Optional[Transaction], path: str) -> None:
+        self._put(tx, path, None)
+
+    def _put(self, tx: Optional[Transaction], path: str, node: Optional[Node]) -> None:
+        """Set (node) or remove (None) path, in the live tree or the transaction."""
         if tx is None:
             self.tree.touch(path)
-            self.tree.nodes[path] = node
+            if node is None:
+                del self.tree.nodes[path]
+            else:
+                self.tree.nodes[path] = node
             self._changed()
         else:
             if path not in tx.overlay:
@@ -300,18 +310,6 @@ class TransactionTable:
                 self._drop_seen(tx, path)
             self._touch(tx, path)
             tx.overlay[path] = node
-
-    def delete(self, tx: Optional[Transaction], path: str) -> None:
-        if tx is None:
-            self.tree.touch(path)
-            del self.tree.nodes[path]
-            self._changed()
-        else:
-            if path not in tx.overlay:
-                self._access(tx, path, self.tree.nodes.get(path))
-                self._drop_seen(tx, path)
-            self._touch(tx, path)
-            tx.overlay[path] = None
 
     def count(self, tx: Optional[Transaction], domid: int) -> int:
         """Nodes ``domid`` owns, as the transaction sees it."""
