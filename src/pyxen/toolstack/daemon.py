@@ -252,7 +252,7 @@ class Daemon:
         d.fds = [st_out, st_in, con_out, con_in]
         view = memoryview(d.ram)
         cpage = view[hello["console_pfn"] * 4096:(hello["console_pfn"] + 1) * 4096]
-        log_path = safe_file(paths.log_dir(self.run_dir), f"guest-{d.name}.log")
+        log_path = paths.safe_file(paths.log_dir(self.run_dir), f"guest-{d.name}.log")
         d.console = ConsoleBackend(cpage, lambda fd=con_in: eventfd_poke(fd),
                                    sink=lambda data, d=d: self._console_out(d, data),
                                    log_path=str(log_path), defer=self.defer)
@@ -865,14 +865,6 @@ def check_name(name: str) -> None:
     problem = domain_name_problem(name)
     if problem:
         raise ApiError("EINVAL", problem)
-
-
-def safe_file(directory: Path, filename: str) -> Path:
-    """directory/filename, refusing a filename that is not a single path
-    component (a name that would lead out of the directory)."""
-    if not filename or "/" in filename or "\0" in filename or filename in (".", ".."):
-        raise ValueError(f"{filename!r} cannot be a file name in {directory}")
-    return Path(directory) / filename
 
 
 def _show(v) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .domconfig import SHUTDOWN_ACTIONS
+from .paths import safe_file
 
 RESTART_LIMIT = 16            # restarts in a row before pyxen gives up on a domain
 
@@ -67,10 +68,8 @@ def plan(cfg, reason: str, restarts: int = 0) -> Plan:
 
 def core_path(dump_dir: Path, name: str, domid: int) -> Path:
     """DIR/NAME-DOMID.core; refuses a name that would lead out of DIR."""
-    path = (Path(dump_dir) / f"{name}-{domid}.core")
-    if path.parent != Path(dump_dir) or name in (".", "..") or "/" in name:
-        raise ValueError(f"{name!r}: not a file name for a core dump")
-    return path
+    safe_file(dump_dir, name)               # the name alone is one path component
+    return safe_file(dump_dir, f"{name}-{domid}.core")
 
 
 def write_core(dump_dir: Path, ram, name: str, domid: int) -> Path:

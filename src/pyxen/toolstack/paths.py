@@ -51,3 +51,11 @@ def log_dir(rd: Path) -> Path:
 def dump_dir(rd: Path) -> Path:
     """Where core dumps go (on_crash="coredump-*"): beside the log directory."""
     return log_dir(rd).parent / "dump"
+
+
+def safe_file(directory: Path, filename: str) -> Path:
+    """directory/filename, refusing a filename that is not a single path
+    component (a name that would lead out of the directory)."""
+    if not filename or "/" in filename or "\0" in filename or filename in (".", ".."):
+        raise ValueError(f"{filename!r} cannot be a file name in {directory}")
+    return Path(directory) / filename
