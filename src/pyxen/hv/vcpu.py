@@ -806,10 +806,11 @@ class PVVcpu:
 
     def _dispatch_exit(self, reason: int) -> Exit | None:
         if reason == KI.KVM_EXIT_IO:
-            port = self.run_struct.exit.io.port
+            io = self.run_struct.exit.io
+            port = io.port
             if port in L.PORTS_DIRECT:
                 return self.handle_direct_io()
-            if self.run_struct.exit.io.direction == KI.KVM_EXIT_IO_IN:
+            if io.direction == KI.KVM_EXIT_IO_IN:
                 return self.refuse_port_io(port)
             if port == L.PORT_HYPERCALL:
                 if not self.pv.kernel_mode:
