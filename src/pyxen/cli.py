@@ -105,7 +105,8 @@ def create_foreground(args) -> int:
     from .build.errors import KernelImageError
     from .kvm import KvmUnavailable
     from .toolstack.domconfig import DomainConfig
-    from .toolstack.runner import run_foreground, CreateError
+    from .toolstack.builder import CreateError
+    from .toolstack.runner import run_foreground
 
     try:
         cfg = DomainConfig.from_file(args.config, args.overrides)

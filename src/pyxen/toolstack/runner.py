@@ -14,7 +14,7 @@ from ..hv.domain import Domain, DomainResult
 from .domconfig import DomainConfig
 from ..dom0.console import DETACH
 from . import lifecycle
-from .builder import CreateError, LocalServices, build_domain, close_domain  # noqa: F401 (CreateError: cli)
+from .builder import LocalServices, build_domain, close_domain
 
 # exit status of `pyxen create` in the foreground, by shutdown reason
 EXIT_STATUS = {"poweroff": 0, "crash": 1, "reboot": 2, "suspend": 3, "watchdog": 4,
