@@ -16,6 +16,7 @@ from pyxen.dom0.backends.guest import LocalGuest
 from pyxen.dom0.xenstore.server import XenStoreServer
 from pyxen.hv.domain import Domain
 from pyxen.toolstack.devices import DeviceConfigError, DomainDevices
+from pyxen.toolstack.devkinds import VBD
 from pyxen.toolstack.devspec import parse_disk_spec
 
 from pvfront import Frontend, RingWriter, RING_FRAME, DATA_FRAME
@@ -60,7 +61,7 @@ class Disk:
     def __init__(self, dom, xs, path, spec_extra="", persistent=True, devid_vdev="xvdb"):
         self.devs = DomainDevices(xs, LocalGuest(dom))
         spec = parse_disk_spec(f"vdev={devid_vdev}, {spec_extra or 'format=raw, '}target={path}")
-        self.dev = self.devs.attach_disk(spec)
+        self.dev = self.devs.attach(VBD, spec)
         self.fe = Frontend(dom, xs, "vbd", spec.devid)
         self.fe.wait_be_state(xenbus.INITWAIT)
         self.ring = RingWriter(self.fe, RING_FRAME, B.SLOT)
@@ -254,21 +255,21 @@ def test_images_in_use_and_missing(domain, xs, image, tmp_path):
     a, b = domain(1), domain(2)
     path = image()
     da, db = DomainDevices(xs, LocalGuest(a)), DomainDevices(xs, LocalGuest(b))
-    da.attach_disk(parse_disk_spec(f"vdev=xvdb, target={path}"))
+    da.attach(VBD, parse_disk_spec(f"vdev=xvdb, target={path}"))
     with pytest.raises(DeviceConfigError, match="already in use"):
-        db.attach_disk(parse_disk_spec(f"vdev=xvdb, target={path}"))
+        db.attach(VBD, parse_disk_spec(f"vdev=xvdb, target={path}"))
     with pytest.raises(DeviceConfigError, match="already in use"):
-        db.attach_disk(parse_disk_spec(f"vdev=xvdb, access=ro, target={path}"))
-    db.attach_disk(parse_disk_spec(f"vdev=xvdb, target={path}"), force=True)
-    with pytest.raises(DeviceConfigError, match="already has a disk at xvdb"):
-        db.attach_disk(parse_disk_spec(f"vdev=xvdb, target={path}"))
+        db.attach(VBD, parse_disk_spec(f"vdev=xvdb, access=ro, target={path}"))
+    db.attach(VBD, parse_disk_spec(f"vdev=xvdb, target={path}"), force=True)
+    with pytest.raises(DeviceConfigError, match="already has disk xvdb"):
+        db.attach(VBD, parse_disk_spec(f"vdev=xvdb, target={path}"))
     with pytest.raises(DeviceConfigError, match="no such file"):
-        db.attach_disk(parse_disk_spec(f"vdev=xvdc, target={tmp_path / 'nope.img'}"))
+        db.attach(VBD, parse_disk_spec(f"vdev=xvdc, target={tmp_path / 'nope.img'}"))
     da.close_all()
     # once the writer is gone, two read-only users are fine
     ro = image("ro.img")
-    da.attach_disk(parse_disk_spec(f"vdev=xvdc, access=ro, target={ro}"))
-    db.attach_disk(parse_disk_spec(f"vdev=xvdc, access=ro, target={ro}"))
+    da.attach(VBD, parse_disk_spec(f"vdev=xvdc, access=ro, target={ro}"))
+    db.attach(VBD, parse_disk_spec(f"vdev=xvdc, access=ro, target={ro}"))
     da.close_all()
     db.close_all()
 
@@ -304,6 +305,6 @@ def test_a_format_pyxen_cannot_read(domain, xs, image):
     dom = domain()
     devs = DomainDevices(xs, LocalGuest(dom))
     with pytest.raises(DeviceConfigError, match="not in qcow2 format"):
-        devs.attach_disk(parse_disk_spec(f"vdev=xvdb, format=qcow2, target={image()}"))
+        devs.attach(VBD, parse_disk_spec(f"vdev=xvdb, format=qcow2, target={image()}"))
     assert xs.store.nodes.get(xenbus.backend_path("vbd", dom.domid, 51728)) is None
     devs.close_all()

@@ -20,6 +20,7 @@ from pyxen.dom0.backends.guest import LocalGuest
 from pyxen.dom0.xenstore.server import XenStoreServer
 from pyxen.hv.domain import Domain
 from pyxen.toolstack.devices import DomainDevices
+from pyxen.toolstack.devkinds import VIF
 from pyxen.toolstack.devspec import parse_vif_spec
 
 from netns_helpers import host_links, netns  # noqa: F401  (fixture)
@@ -74,7 +75,7 @@ def _make_vif(kvm, ns, extra):
     dom = Domain(name="n", memory_mb=16, kvm=kvm, domid=5)
     devs = DomainDevices(xs, LocalGuest(dom))
     try:
-        dev = devs.attach_vif(parse_vif_spec(
+        dev = devs.attach(VIF, parse_vif_spec(
             f"bridge={BRIDGE}, netns={ns.name}, mac=00:16:3e:0a:0b:0c{extra}", 0))
         fe = Frontend(dom, xs, "vif", 0)
         fe.wait_be_state(xenbus.INITWAIT)

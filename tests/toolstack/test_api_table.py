@@ -17,7 +17,7 @@ from pyxen.toolstack import api, daemon
 from pyxen.toolstack.apiparams import REQUIRED, ParamError
 from pyxen.toolstack.devices import DeviceConfigError, DomainDevices
 from pyxen.toolstack.devkinds import DEVICE_KINDS
-from pyxen.toolstack.domconfig import DomainConfig
+from pyxen.toolstack.domconfig import SUPPORTED_KEYS, DomainConfig
 
 
 def test_every_api_handler_is_in_the_table():
@@ -83,22 +83,20 @@ def test_every_device_kind_has_requests_commands_backend_and_config_key():
             assert f"{kind.verb}-{op}" in sub
         assert api.REQUESTS[f"{kind.verb}_detach"].params[1].name == kind.target_param
         assert kind.backend_class().kind == kind.type
-        assert callable(getattr(DomainDevices, kind.attach))
-        assert callable(getattr(DomainDevices, kind.find))
-        assert isinstance(getattr(DomainConfig(name="x"), kind.config_key), list)
+        assert DomainConfig(name="x").devices[kind.config_key] == []
+        assert kind.config_key in SUPPORTED_KEYS
     assert [p.default for p in api.REQUESTS["block_attach"].params[2:]] == [False, None]
     assert all(p.default is REQUIRED for p in api.REQUESTS["network_attach"].params)
 
 
 def test_attach_config_attaches_every_device_of_the_config(tmp_path, monkeypatch):
-    cfg = DomainConfig(name="web", source=str(tmp_path / "web.cfg"),
-                       disk=["format=raw, vdev=xvda, target=root.img",
-                             "format=raw, vdev=xvdb, access=ro, target=/srv/data.img"],
-                       vif=["bridge=xenbr0", "mac=00:16:3e:00:00:01"])
+    cfg = DomainConfig(name="web", source=str(tmp_path / "web.cfg"), devices={
+        "disk": ["format=raw, vdev=xvda, target=root.img",
+                 "format=raw, vdev=xvdb, access=ro, target=/srv/data.img"],
+        "vif": ["bridge=xenbr0", "mac=00:16:3e:00:00:01"]})
     devs = DomainDevices(None, SimpleNamespace(domid=5))
     got = []
-    monkeypatch.setattr(devs, "attach_disk", lambda spec, force, existing: got.append(spec))
-    monkeypatch.setattr(devs, "attach_vif", lambda spec, force, existing: got.append(spec))
+    monkeypatch.setattr(devs, "attach", lambda kind, spec: got.append(spec))
     devs.attach_config(cfg)
     assert [getattr(s, "target", None) for s in got[:2]] == [str(tmp_path / "root.img"),
                                                               "/srv/data.img"]
@@ -107,6 +105,6 @@ def test_attach_config_attaches_every_device_of_the_config(tmp_path, monkeypatch
     got.clear()
     devs.attach_config(cfg, base_dir="/elsewhere")
     assert got[0].target == "/elsewhere/root.img"
-    bad = DomainConfig(name="web", disk=["vdev=xvd!, target=/x"])
+    bad = DomainConfig(name="web", devices={"disk": ["vdev=xvd!, target=/x"]})
     with pytest.raises(DeviceConfigError, match="bad vdev"):
         devs.attach_config(bad)

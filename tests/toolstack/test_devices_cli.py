@@ -46,7 +46,7 @@ def test_block_attach_list_detach_and_sharing(rd, cfgs, tmp_path):
     assert cli(rd, "block-detach", "d1", "xvdb").returncode == 0
     assert len(cli(rd, "block-list", "d1").stdout.splitlines()) == 1
     r = cli(rd, "block-detach", "d1", "xvdb")
-    assert r.returncode == 1 and "no disk xvdb" in r.stderr
+    assert r.returncode == 1 and "Error: Device xvdb not connected." in r.stderr
     r = cli(rd, "block-attach", "d1", "vdev=xvdc")
     assert r.returncode == 1 and "target" in r.stderr
 

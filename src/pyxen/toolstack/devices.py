@@ -17,14 +17,11 @@ from typing import TYPE_CHECKING
 
 from ..dom0.backends import xenbus
 from ..dom0.backends.guest import EventEnd, ForeignGrantTable, GuestAccess, eventfd_poke
-from ..dom0.backends.image import ImageError, open_image
 from ..dom0.backends.tap import NetDeviceError
-from .devkinds import BY_TYPE, DEVICE_KINDS, VBD, VIF, DeviceKind
-from .devspec import DevSpecError, DiskSpec, VifSpec, resolve_target, vdev_to_devid
+from .devkinds import BY_TYPE, DEVICE_KINDS, DeviceConfigError, DeviceKind
+from .devspec import DevSpecError, resolve_target
 
 if TYPE_CHECKING:
-    from ..dom0.backends.blkback import BlkBackend
-    from ..dom0.backends.netback import NetBackend
     from .domconfig import DomainConfig
 
 __all__ = ["DETACH_TIMEOUT", "DeviceConfigError", "DomainDevices", "RemoteGuest",
@@ -32,10 +29,6 @@ __all__ = ["DETACH_TIMEOUT", "DeviceConfigError", "DomainDevices", "RemoteGuest"
 
 log = logging.getLogger("pyxen.devices")
 DETACH_TIMEOUT = 10.0          # as libxl's device removal timeout
-
-
-class DeviceConfigError(Exception):
-    """A device cannot be attached or detached (the message says why)."""
 
 
 class RemoteGuest(GuestAccess):
@@ -76,20 +69,6 @@ class RemoteGuest(GuestAccess):
         return self._alive()
 
 
-def _disk_nodes(domid: int, spec: DiskSpec, image) -> tuple[dict, dict]:
-    be = {"frontend": xenbus.frontend_path("vbd", domid, spec.devid),
-          "frontend-id": domid, "online": 1, "state": xenbus.INITIALISING,
-          "removable": 0, "bootable": 1, "dev": spec.vdev,
-          "type": "phy" if getattr(image, "is_block", False) else "qdisk",
-          "mode": "r" if spec.access == "ro" else "w",
-          "device-type": spec.devtype, "params": spec.target or "", "format": spec.format,
-          "discard-enable": int(spec.discard)}
-    fe = {"backend": xenbus.backend_path("vbd", domid, spec.devid),
-          "backend-id": 0, "state": xenbus.INITIALISING, "virtual-device": spec.devid,
-          "device-type": spec.devtype}
-    return be, fe
-
-
 class DomainDevices:
     """The PV devices of one domain."""
 
@@ -101,14 +80,6 @@ class DomainDevices:
         self.by_kind: dict[str, dict[int, object]] = {k.type: {} for k in DEVICE_KINDS}
         self.specs: dict[tuple[str, int], object] = {}
         self.xsc = None
-
-    @property
-    def disks(self) -> dict[int, BlkBackend]:
-        return self.by_kind[VBD.type]
-
-    @property
-    def vifs(self) -> dict[int, NetBackend]:
-        return self.by_kind[VIF.type]
 
     def resume(self) -> list[str]:
         """pyxend restarted: start again the backends XenStore says this domain
@@ -163,9 +134,33 @@ class DomainDevices:
 
     # --- any kind -----------------------------------------------------------------------------
     def attach(self, kind: DeviceKind, spec, force: bool = False, existing: bool = False):
-        """Attach a device of `kind` (its attach_<noun> method) from its spec;
-        `existing`: its XenStore directories are there (pyxend restarted)."""
-        return getattr(self, kind.attach)(spec, force=force, existing=existing)
+        """Attach a device of `kind` from its spec: write both XenStore
+        directories (unless `existing`: pyxend restarted and they are there)
+        and start its backend; `force` lets a disk image in use elsewhere be
+        attached. Nothing stays behind when it fails."""
+        table = self.by_kind[kind.type]
+        if spec.devid in table:
+            raise DeviceConfigError(f"domain {self.domid} already has {kind.name(spec)}")
+        if spec.backend not in ("0", "Domain-0"):
+            raise DeviceConfigError(f"{kind.name(spec)}: only domain 0 runs backends here")
+        dev = kind.make(kind.backend_class(), self.xs, self.guest, spec, force)
+        be, fe = kind.nodes(self.domid, spec, dev)
+        try:
+            if not existing:
+                self._write_device(kind.type, spec.devid, be, fe)
+            dev.start()
+        except BaseException as e:
+            try:
+                dev.stop()
+            except Exception:
+                log.exception("stopping %s after a failed attach", dev)
+            self._remove_device(kind.type, spec.devid)
+            if isinstance(e, NetDeviceError):
+                raise DeviceConfigError(f"{kind.name(spec)}: {e}") from None
+            raise
+        table[spec.devid] = dev
+        self.specs[(kind.type, spec.devid)] = spec
+        return dev
 
     def attach_text(self, kind: DeviceKind, text: str, seed: str = "",
                     base_dir: str | None = None, force: bool = False):
@@ -197,95 +192,11 @@ class DomainDevices:
                 self.attach(kind, spec)
 
     def find(self, kind: DeviceKind, which):
-        """The device of `kind` that `which` names (find_<noun>)."""
-        return getattr(self, kind.find)(which)
-
-    # --- disks --------------------------------------------------------------------------------
-    def attach_disk(self, spec: DiskSpec, force: bool = False, existing: bool = False) -> BlkBackend:
-        if spec.devid in self.disks:
-            raise DeviceConfigError(f"domain {self.domid} already has a disk at {spec.vdev}")
-        if spec.backend not in ("0", "Domain-0"):
-            raise DeviceConfigError(f"disk {spec.vdev}: only domain 0 runs backends here")
-        if spec.target is None:
-            raise DeviceConfigError(f"disk {spec.vdev}: empty cdrom drives are not supported")
-        try:
-            image = open_image(spec.target, spec.format, spec.access == "ro", force)
-        except ImageError as e:
-            raise DeviceConfigError(str(e)) from None
-        be, fe = _disk_nodes(self.domid, spec, image)
-        try:
-            if not existing:
-                self._write_device("vbd", spec.devid, be, fe)
-            dev = VBD.backend_class()(self.xs, self.guest, spec.devid, image, vdev=spec.vdev,
-                             readonly=spec.access == "ro", cdrom=spec.devtype == "cdrom",
-                             discard=spec.discard)
-            dev.start()
-        except Exception:
-            image.close()
-            self._remove_device("vbd", spec.devid)
-            raise
-        self.disks[spec.devid] = dev
-        self.specs[("vbd", spec.devid)] = spec
-        return dev
-
-    # --- network interfaces -------------------------------------------------------------------
-    def attach_vif(self, spec: VifSpec, force: bool = False, existing: bool = False) -> NetBackend:
-        """(`force` is for disks: a vif has no image to share.)"""
-        if spec.devid in self.vifs:
-            raise DeviceConfigError(f"domain {self.domid} already has vif {spec.devid}")
-        if spec.backend not in ("0", "Domain-0"):
-            raise DeviceConfigError(f"vif {spec.devid}: only domain 0 runs backends here")
-        rate = None
-        if spec.rate_bytes_per_interval:
-            rate = (spec.rate_bytes_per_interval, spec.rate_interval_us)
-        be = {"frontend": xenbus.frontend_path("vif", self.domid, spec.devid),
-              "frontend-id": self.domid, "online": 1, "state": xenbus.INITIALISING,
-              "script": spec.script or "vif-bridge", "mac": spec.mac, "bridge": spec.bridge,
-              "handle": spec.devid, "type": "vif"}
-        if spec.ip:
-            be["ip"] = " ".join(spec.ip)
-        if spec.rate:
-            be["rate"] = spec.rate
-        if spec.vifname:
-            be["vifname"] = spec.vifname
-        if spec.netns:
-            be["netns"] = spec.netns        # pyxen's own node: the bridge's namespace
-        fe = {"backend": xenbus.backend_path("vif", self.domid, spec.devid), "backend-id": 0,
-              "state": xenbus.INITIALISING, "handle": spec.devid, "mac": spec.mac}
-        if not existing:
-            self._write_device("vif", spec.devid, be, fe)
-        try:
-            dev = VIF.backend_class()(self.xs, self.guest, spec.devid, mac=spec.mac, bridge=spec.bridge,
-                             ifname=spec.vifname, mtu=spec.mtu, rate=rate, netns=spec.netns)
-            dev.start()
-        except NetDeviceError as e:
-            self._remove_device("vif", spec.devid)
-            raise DeviceConfigError(f"vif {spec.devid}: {e}") from None
-        except Exception:
-            self._remove_device("vif", spec.devid)
-            raise
-        self.vifs[spec.devid] = dev
-        self.specs[("vif", spec.devid)] = spec
-        return dev
-
-    def find_vif(self, which) -> NetBackend:
-        which = str(which)
-        for devid, dev in self.vifs.items():
-            if which == str(devid) or which.lower() == dev.mac:
+        """The device of `kind` that `which` names (a devid, a vdev, a MAC...)."""
+        for _, dev in sorted(self.by_kind[kind.type].items()):
+            if kind.matches(dev, str(which)):
                 return dev
-        raise DeviceConfigError(f"Unknown device {which}.")
-
-    def find_disk(self, vdev) -> BlkBackend:
-        for devid, dev in self.disks.items():
-            if str(vdev) in (dev.vdev, str(devid)):
-                return dev
-        try:
-            devid = vdev_to_devid(str(vdev))
-        except Exception:
-            devid = None
-        if devid in self.disks:
-            return self.disks[devid]
-        raise DeviceConfigError(f"domain {self.domid} has no disk {vdev}")
+        raise DeviceConfigError(kind.cli.not_found.format(which=which))
 
     def detach(self, dev, force: bool = False, timeout: float = DETACH_TIMEOUT) -> None:
         """Close the device with the frontend's cooperation; `force` (or a

@@ -1,19 +1,19 @@
 """The kinds of PV device the toolstack manages, one entry each.
 
 An entry names everything about its kind that the toolstack needs: the
-XenStore device type (backend/<type>/<domid>/<devid>), the xl.cfg list that
-configures it (disk=, vif=) and the parser of its entries (devspec), the
-backend class that serves it (dom0/backends) and the DomainDevices methods
-that attach and find one, the parameters of its API requests
+XenStore device type (backend/<type>/<domid>/<devid>) and the nodes libxl
+writes in both directories, the xl.cfg list that configures it (disk=,
+vif=) and the parser of its entries (devspec), the backend class that
+serves it (dom0/backends) and how one is made from a spec, how a device is
+named on the command line, the parameters of its API requests
 (<verb>_attach, <verb>_detach, <verb>_list) and its xl commands
-(<verb>-attach, -detach, -list). devices.py (attach, resume, detach,
-describe), daemon.py (the API requests, via api.py) and cli.py (the
-commands) loop over DEVICE_KINDS.
+(<verb>-attach, -detach, -list). domconfig.py (the config key and its
+checks), devices.py (attach, resume, find, detach, describe), daemon.py
+(the API requests, via api.py) and cli.py (the commands) loop over
+DEVICE_KINDS.
 
-Adding a kind: its spec parser in devspec.py, its backend in dom0/backends,
-an attach_<noun>/find_<noun> pair in devices.DomainDevices (the XenStore
-nodes it writes), a DomainConfig list for its config key, and an entry
-here.
+Adding a kind touches three files: its spec parser in devspec.py, its
+backend in dom0/backends, and an entry here.
 
 This module imports neither the backends nor the daemon (the CLI reads it);
 a backend class is named "module:Class" and imported when first needed.
@@ -26,7 +26,12 @@ from types import MappingProxyType
 from typing import Any, Callable
 
 from .apiparams import DomRef, Param
-from .devspec import parse_disk_spec, parse_vif_spec, resolve_target
+from ..dom0.backends import xenbus
+from .devspec import parse_disk_spec, parse_vif_spec, resolve_target, vdev_to_devid
+
+
+class DeviceConfigError(Exception):
+    """A device cannot be attached or detached (the message says why)."""
 
 
 @dataclass(frozen=True)
@@ -46,12 +51,13 @@ class CliVerbs:
     list_help: str
     list_header: str
     list_row: Callable[[dict], str]    # one row of <verb>_list's result, printed
+    not_found: str                     # detach of a device it has not: xl's words, {which}
 
 
 @dataclass(frozen=True)
 class DeviceKind:
     type: str                          # XenStore device type: "vbd", "vif"
-    noun: str                          # "disk", "vif": DomainDevices.attach_<noun>
+    noun: str                          # "disk", "vif": in messages
     config_key: str                    # the DomainConfig / xl.cfg list: disk=, vif=
     verb: str                          # API <verb>_attach, CLI <verb>-attach
     backend: str                       # "module:Class" of the backend
@@ -70,14 +76,18 @@ class DeviceKind:
     attached: Callable[[Any, Any], str]      # (dev, spec) -> what pyxend's log says
     attach_result: Callable[[Any], dict]     # the <verb>_attach reply
     cli: CliVerbs
-
-    @property
-    def attach(self) -> str:
-        return f"attach_{self.noun}"
-
-    @property
-    def find(self) -> str:
-        return f"find_{self.noun}"
+    # spec -> how messages name the device: "disk xvdb", "vif 0"
+    name: Callable[[Any], str]
+    # (backend class, xs, guest, spec, force) -> the backend, not started yet;
+    # DeviceConfigError when what it serves cannot be had (the image, ...)
+    make: Callable[..., Any]
+    # (domid, spec, backend) -> (backend nodes, frontend nodes) as libxl writes them
+    nodes: Callable[[int, Any, Any], tuple[dict, dict]]
+    # (dev, which) -> whether the detach argument `which` names dev
+    matches: Callable[[Any, str], bool]
+    # (index, spec, earlier index, earlier spec) -> why a config may not list
+    # both (the same devid)
+    clash: Callable[[int, Any, int, Any], str]
 
     def backend_class(self) -> type:
         module, _, name = self.backend.partition(":")
@@ -96,6 +106,50 @@ def _disk_from_backend(n: dict, devid: int):
                            f"target={n['params']}")
 
 
+def _make_disk(cls, xs, guest, spec, force: bool):
+    from ..dom0.backends.image import ImageError, open_image
+    if spec.target is None:
+        raise DeviceConfigError(f"disk {spec.vdev}: empty cdrom drives are not supported")
+    try:
+        image = open_image(spec.target, spec.format, spec.access == "ro", force)
+    except ImageError as e:
+        raise DeviceConfigError(str(e)) from None
+    try:
+        return cls(xs, guest, spec.devid, image, vdev=spec.vdev, readonly=spec.access == "ro",
+                   cdrom=spec.devtype == "cdrom", discard=spec.discard)
+    except BaseException:
+        image.close()
+        raise
+
+
+def _disk_nodes(domid: int, spec, dev) -> tuple[dict, dict]:
+    be = {"frontend": xenbus.frontend_path("vbd", domid, spec.devid),
+          "frontend-id": domid, "online": 1, "state": xenbus.INITIALISING,
+          "removable": 0, "bootable": 1, "dev": spec.vdev,
+          "type": "phy" if getattr(dev.image, "is_block", False) else "qdisk",
+          "mode": "r" if spec.access == "ro" else "w",
+          "device-type": spec.devtype, "params": spec.target or "", "format": spec.format,
+          "discard-enable": int(spec.discard)}
+    fe = {"backend": xenbus.backend_path("vbd", domid, spec.devid),
+          "backend-id": 0, "state": xenbus.INITIALISING, "virtual-device": spec.devid,
+          "device-type": spec.devtype}
+    return be, fe
+
+
+def _is_disk(dev, which: str) -> bool:
+    if which in (dev.vdev, str(dev.devid)):
+        return True
+    try:
+        return vdev_to_devid(which) == dev.devid
+    except Exception:
+        return False
+
+
+def _disk_clash(i: int, d, j: int, other) -> str:
+    same = "" if other.vdev == d.vdev else f" (same device as '{other.vdev}')"
+    return f"disk entries {j} and {i} both use vdev '{d.vdev}'{same}, device number {d.devid}"
+
+
 VBD = DeviceKind(
     type="vbd", noun="disk", config_key="disk", verb="block",
     backend="pyxen.dom0.backends.blkback:BlkBackend",
@@ -108,6 +162,8 @@ VBD = DeviceKind(
     label=lambda dev: f"disk {dev.vdev}",
     attached=lambda dev, spec: f"disk {spec.vdev} ({spec.target})",
     attach_result=lambda dev: {"devid": dev.devid},
+    name=lambda spec: f"disk {spec.vdev}", make=_make_disk, nodes=_disk_nodes,
+    matches=_is_disk, clash=_disk_clash,
     cli=CliVerbs(
         attach_help="attach a PV disk to a running domain",
         attach_description="Attach a disk to a running domain. The disk is given in "
@@ -127,7 +183,8 @@ VBD = DeviceKind(
             "Vdev", "BE", "handle", "state", "evt-ch", "ring-ref", "BE-path"),
         list_row=lambda r: "%-5d %-3d %-6d %-5d %-6d %-8d %-30s" % (
             r["devid"], r["backend_id"], r["frontend_id"], r["state"], r["evtch"],
-            r["ring_ref"], r["be_path"])))
+            r["ring_ref"], r["be_path"]),
+        not_found="Error: Device {which} not connected."))
 
 
 # --- vif: vif= / network-* ------------------------------------------------------------------------
@@ -148,6 +205,33 @@ def _vif_attached(dev, spec) -> str:
     return f"vif {dev.devid} ({dev.ifname} on {dev.bridge}{where})"
 
 
+def _make_vif(cls, xs, guest, spec, force: bool):
+    """(`force` is for disks: a vif has no image to share.)"""
+    rate = None
+    if spec.rate_bytes_per_interval:
+        rate = (spec.rate_bytes_per_interval, spec.rate_interval_us)
+    return cls(xs, guest, spec.devid, mac=spec.mac, bridge=spec.bridge, ifname=spec.vifname,
+               mtu=spec.mtu, rate=rate, netns=spec.netns)
+
+
+def _vif_nodes(domid: int, spec, dev) -> tuple[dict, dict]:
+    be = {"frontend": xenbus.frontend_path("vif", domid, spec.devid),
+          "frontend-id": domid, "online": 1, "state": xenbus.INITIALISING,
+          "script": spec.script or "vif-bridge", "mac": spec.mac, "bridge": spec.bridge,
+          "handle": spec.devid, "type": "vif"}
+    if spec.ip:
+        be["ip"] = " ".join(spec.ip)
+    if spec.rate:
+        be["rate"] = spec.rate
+    if spec.vifname:
+        be["vifname"] = spec.vifname
+    if spec.netns:
+        be["netns"] = spec.netns        # pyxen's own node: the bridge's namespace
+    fe = {"backend": xenbus.backend_path("vif", domid, spec.devid), "backend-id": 0,
+          "state": xenbus.INITIALISING, "handle": spec.devid, "mac": spec.mac}
+    return be, fe
+
+
 VIF = DeviceKind(
     type="vif", noun="vif", config_key="vif", verb="network",
     backend="pyxen.dom0.backends.netback:NetBackend",
@@ -161,6 +245,9 @@ VIF = DeviceKind(
     label=lambda dev: f"vif {dev.devid}",
     attached=_vif_attached,
     attach_result=lambda dev: {"devid": dev.devid, "mac": dev.mac},
+    name=lambda spec: f"vif {spec.devid}", make=_make_vif, nodes=_vif_nodes,
+    matches=lambda dev, which: which == str(dev.devid) or which.lower() == dev.mac,
+    clash=lambda i, v, j, other: f"vif entries {j} and {i} both use devid {v.devid}",
     cli=CliVerbs(
         attach_help="attach a PV network interface",
         attach_description="Attach a network interface to a running domain, in "
@@ -182,12 +269,14 @@ VIF = DeviceKind(
             "BE-path"),
         list_row=lambda r: "%-3d %-2d %s%6d %5d %6d %5d/%-11d %-30s" % (
             r["devid"], r["backend_id"], r["mac"], r["devid"], r["state"], r["evtch"],
-            r["tx_ring_ref"], r["rx_ring_ref"], r["be_path"])))
+            r["tx_ring_ref"], r["rx_ring_ref"], r["be_path"]),
+        not_found="Unknown device {which}."))
 
 
 #: every kind, in the order a domain's devices are attached (disks first)
 DEVICE_KINDS: tuple[DeviceKind, ...] = (VBD, VIF)
 BY_TYPE = MappingProxyType({k.type: k for k in DEVICE_KINDS})
+BY_CONFIG_KEY = MappingProxyType({k.config_key: k for k in DEVICE_KINDS})
 
 
 def device_params(kind: DeviceKind) -> dict[str, tuple[Param, ...]]:

@@ -41,7 +41,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from .devspec import DevSpecError, DiskSpec, VifSpec, parse_disk_spec, parse_vif_spec
+from .devkinds import BY_CONFIG_KEY, DEVICE_KINDS
+from .devspec import DevSpecError, DiskSpec, VifSpec
 from .xlcfg import (
     COMMAND_LINE,
     Config,
@@ -104,7 +105,7 @@ _ACTION_KEYS = {
 SUPPORTED_KEYS = frozenset({
     "name", "type", "builder", "kernel", "ramdisk", "cmdline", "root", "extra",
     "memory", "maxmem", "vcpus", "maxvcpus", "cpus", "cpus_soft", "uuid",
-    "disk", "vif", "max_event_channels", *_ACTION_KEYS,
+    *BY_CONFIG_KEY, "max_event_channels", *_ACTION_KEYS,
     "max_maptrack_frames",
 })
 
@@ -198,14 +199,16 @@ class DomainConfig:
     max_event_channels: int = DEFAULT_MAX_EVENT_CHANNELS
     max_maptrack_frames: int = MAX_MAPTRACK_FRAMES
     uuid: str | None = None            # lower-case canonical form
-    disk: list[str] = field(default_factory=list)   # raw DISK_SPEC_STRINGs
-    vif: list[str] = field(default_factory=list)    # raw NET_SPEC_STRINGs
+    # each device kind's list (devkinds: disk=, vif=), raw spec strings
+    devices: dict[str, list[str]] = field(default_factory=dict)
     unknown: dict[str, Value] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     source: str | None = None          # config file name, for messages
     locations: dict[str, str] = field(default_factory=dict)  # key -> "FILE:LINE"
 
     def __post_init__(self) -> None:
+        self.devices = {k.config_key: list(self.devices.get(k.config_key, ()))
+                        for k in DEVICE_KINDS}
         if self.maxmem is None:
             self.maxmem = self.memory
         if self.maxvcpus is None:
@@ -249,19 +252,34 @@ class DomainConfig:
     def from_dict(cls, data: dict) -> "DomainConfig":
         """Rebuild a validated config from to_dict() output (unknown keys dropped)."""
         from dataclasses import fields
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        names = {f.name for f in fields(cls)} - {"devices"}
+        return cls(**{k: v for k, v in data.items() if k in names},
+                   devices={k: data[k] for k in BY_CONFIG_KEY if k in data})
 
     # ------------------------------------------------------------------
+    @property
+    def disk(self) -> list[str]:
+        """The ``disk`` entries (DISK_SPEC_STRINGs)."""
+        return self.devices["disk"]
+
+    @property
+    def vif(self) -> list[str]:
+        """The ``vif`` entries (NET_SPEC_STRINGs)."""
+        return self.devices["vif"]
+
+    def device_specs(self, config_key: str, seed: str | None = None) -> list:
+        """One device list (``disk``, ``vif``...), parsed (it was validated
+        when loaded); generated MACs derive from ``seed`` (default: the
+        domain name) and each entry's index."""
+        kind = BY_CONFIG_KEY[config_key]
+        seed = self.name if seed is None else seed
+        return [kind.parse(t, i, seed, "") for i, t in enumerate(self.devices[config_key])]
+
     def disk_specs(self) -> list[DiskSpec]:
-        """The ``disk`` entries, parsed (they were validated when loaded)."""
-        return [parse_disk_spec(d) for d in self.disk]
+        return self.device_specs("disk")
 
     def vif_specs(self, seed: str | None = None) -> list[VifSpec]:
-        """The ``vif`` entries, parsed; generated MACs derive from ``seed``
-        (default: the domain name) and each entry's index."""
-        seed = self.name if seed is None else seed
-        return [parse_vif_spec(v, i, seed=seed) for i, v in enumerate(self.vif)]
+        return self.device_specs("vif", seed)
 
     def location(self, key: str) -> str | None:
         """``"FILE:LINE"`` where ``key`` was set, if it came from a config."""
@@ -297,8 +315,7 @@ class DomainConfig:
             "on_soft_reset": self.on_soft_reset,
             "max_event_channels": self.max_event_channels,
             "max_maptrack_frames": self.max_maptrack_frames,
-            "disk": list(self.disk),
-            "vif": list(self.vif),
+            **{k: list(v) for k, v in self.devices.items()},
             "unknown": copy(self.unknown),
             "warnings": list(self.warnings),
             "source": self.source,
@@ -488,10 +505,7 @@ class _Builder:
         ramdisk = self.path("ramdisk")
         cmdline, root, extra = self.command_line()
 
-        disk = self.string_list("disk")
-        self.check_disks(disk)
-        vif = self.string_list("vif")
-        self.check_vifs(vif, name)
+        devices = {k.config_key: self.device_list(k, name) for k in DEVICE_KINDS}
 
         # everything else
         unknown: dict[str, Value] = {}
@@ -521,8 +535,7 @@ class _Builder:
             max_event_channels=max_evtchn,
             max_maptrack_frames=maptrack,
             uuid=uuid,
-            disk=disk,
-            vif=vif,
+            devices=devices,
             unknown=unknown,
             warnings=self.warnings,
             source=cfg.filename,
@@ -530,40 +543,21 @@ class _Builder:
             **actions,
         )
 
-    def check_disks(self, specs: list[str]) -> None:
-        """Validate each DISK_SPEC_STRING; two disks may not share a vdev."""
-        if not specs:
-            return
-        s = self.setting("disk")
-        assert s is not None
-        seen: dict[int, tuple[int, DiskSpec]] = {}
-        for i, spec in enumerate(specs):
+    def device_list(self, kind, name: str) -> list[str]:
+        """A device kind's list (disk=, vif=...): each entry must parse
+        (devkinds: its devspec parser) and no two may use the same devid."""
+        specs = self.string_list(kind.config_key)
+        s = self.setting(kind.config_key)
+        seen: dict[int, tuple[int, Any]] = {}
+        for i, text in enumerate(specs):
             try:
-                d = parse_disk_spec(spec)
+                d = kind.parse(text, i, name, "")
             except DevSpecError as e:
-                raise s.error(f"disk entry {i}: {e}") from None
+                raise s.error(f"{kind.config_key} entry {i}: {e}") from None
             if d.devid in seen:
-                j, other = seen[d.devid]
-                same = "" if other.vdev == d.vdev else f" (same device as '{other.vdev}')"
-                raise s.error(f"disk entries {j} and {i} both use vdev "
-                              f"'{d.vdev}'{same}, device number {d.devid}")
+                raise s.error(kind.clash(i, d, *seen[d.devid]))
             seen[d.devid] = (i, d)
-
-    def check_vifs(self, specs: list[str], name: str) -> None:
-        """Validate each NET_SPEC_STRING; devids must differ."""
-        if not specs:
-            return
-        s = self.setting("vif")
-        assert s is not None
-        seen: dict[int, int] = {}
-        for i, spec in enumerate(specs):
-            try:
-                v = parse_vif_spec(spec, i, seed=name)
-            except DevSpecError as e:
-                raise s.error(f"vif entry {i}: {e}") from None
-            if v.devid in seen:
-                raise s.error(f"vif entries {seen[v.devid]} and {i} both use devid {v.devid}")
-            seen[v.devid] = i
+        return specs
 
     def check_name(self, s: Setting, name: str) -> None:
         problem = domain_name_problem(name)
