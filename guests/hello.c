@@ -28,6 +28,14 @@ void test_main(void)
            (unsigned long)si->mod_len);
     printk("  cmd_line     = \"%.1024s\"\n", si->cmd_line);
     printk("  boot %%rsp    = %#lx\n", boot_rsp);
+    {
+        unsigned char h[16];
+        if (HYPERVISOR_xen_version(XENVER_guest_handle, h) != 0)
+            test_fail("XENVER_guest_handle failed");
+        printk("  guest handle = %02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-"
+               "%02x%02x%02x%02x%02x%02x\n", h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7],
+               h[8], h[9], h[10], h[11], h[12], h[13], h[14], h[15]);
+    }
 
     if (strncmp(si->magic, magic, sizeof(magic) - 1) != 0)
         test_fail("start_info magic does not start with \"xen-3.0-x86_64\"");

@@ -159,6 +159,7 @@
 #define XENVER_version       0
 #define XENVER_extraversion  1
 #define XENVER_get_features  6
+#define XENVER_guest_handle  8
 
 /* trap_info.flags */
 #define TI_DPL_MASK       3

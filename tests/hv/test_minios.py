@@ -24,6 +24,14 @@ def test_guest_succeeds(kvm, guest_elf, name):
     assert result.reason == "poweroff", result.message
 
 
+def test_guest_handle_is_the_configs_uuid(kvm, guest_elf):
+    """XENVER_guest_handle gives the guest the uuid= of its config (as
+    `pyxen list -v` shows it), not one of pyxen's own."""
+    uuid = "5f3c2a10-9e8b-4d7c-a1b2-0123456789ab"
+    result, console = guest_helpers.boot(kvm, guest_elf("hello"), uuid=uuid)
+    assert f"guest handle = {uuid}" in console, console + result.message
+
+
 def test_console_ring_output_reaches_the_console(kvm, guest_elf):
     _, console = boot(kvm, guest_elf("console_ring"))
     assert "console ring works" in console

@@ -15,6 +15,7 @@ build and `close()` when the domain is gone.
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
 
 from ..build.elf import load_kernel
@@ -48,30 +49,49 @@ def meminfo_mb(field: str = "MemAvailable") -> int:
 
 
 def build_domain(cfg: DomainConfig, services: Dom0Services, *, domid: int = 1,
-                 console_io=None, trace=None, kvm=None) -> Domain:
+                 console_io=None, trace=None, kvm=None, restore=None) -> Domain:
     """Build the domain `cfg` describes, connected to `services`. It is left
     ready to run (Domain.run), not running. console_io receives what the
-    guest writes with HYPERVISOR_console_io (the hypervisor's console)."""
-    if cfg.kernel is None:
+    guest writes with HYPERVISOR_console_io (the hypervisor's console).
+
+    restore: a savefile.SaveReader: the domain is made from the saved state
+    (its memory, vCPUs, page tables; Domain.restore) instead of the kernel,
+    which is not read; everything else is as for a new domain."""
+    if cfg.kernel is None and restore is None:
         raise CreateError(f"{cfg.source or 'config'}: no kernel= given")
     avail = meminfo_mb()
     if avail and cfg.memory > avail:
         raise CreateError(f"memory={cfg.memory} MiB is more than this host can give "
                           f"({avail} MiB available)")
-    image = load_kernel(cfg.kernel)
-    ramdisk = Path(cfg.ramdisk).read_bytes() if cfg.ramdisk else None
+    if restore is None:
+        image = load_kernel(cfg.kernel)
+        ramdisk = Path(cfg.ramdisk).read_bytes() if cfg.ramdisk else None
     dom = Domain(name=cfg.name, memory_mb=cfg.memory, maxmem_mb=cfg.maxmem, vcpus=cfg.vcpus,
                  domid=domid, console=console_io, trace=trace, kvm=kvm,
                  supports_writable_pagetables=True, dom0=services,
                  max_event_channels=cfg.max_event_channels,
-                 max_maptrack_frames=cfg.max_maptrack_frames)
+                 max_maptrack_frames=cfg.max_maptrack_frames,
+                 uuid=uuid.UUID(cfg.uuid) if cfg.uuid else None)
     try:
-        dom.build(image, ramdisk=ramdisk, cmdline=cfg.cmdline)   # hooks the emulator too
+        if restore is None:
+            dom.build(image, ramdisk=ramdisk, cmdline=cfg.cmdline)   # hooks the emulator too
+        else:
+            _restore(dom, restore)
         services.connect(dom, cfg)
     except BaseException:
         close_domain(dom)
         raise
     return dom
+
+
+def _restore(dom: Domain, reader) -> None:
+    from ..hv.savestate import RestoreError
+    from .savefile import SaveFileError
+    try:
+        state = reader.state()
+        dom.restore(state, reader.load_memory)
+    except (RestoreError, SaveFileError) as e:
+        raise CreateError(f"cannot restore {reader.path}: {e}") from None
 
 
 def close_domain(dom: Domain) -> None:
