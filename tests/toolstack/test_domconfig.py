@@ -343,6 +343,17 @@ class TestWarnings:
         ]
         assert d.unknown == {"foo": 1, "vfb": ["vnc=1"], "serial": "pty", "bar.baz": "x"}
 
+    def test_hotplug_scripts_pyxen_does_not_run_are_named(self):
+        d = text_cfg('name="a"\nkernel="k"\n'
+                     'vif = ["bridge=br0, script=vif-route", "script=/etc/xen/scripts/vif-bridge"]\n'
+                     'disk = ["vdev=xvda, script=block-iscsi, target=/x"]')
+        assert d.warnings == [
+            "t.cfg:4: warning: disk entry 0: script=block-iscsi is not run: pyxen opens the "
+            "target itself (files, block devices, qemu-nbd for image formats)",
+            "t.cfg:3: warning: vif entry 0: script=vif-route is not run: pyxen plugs "
+            "vif{domid}.0 into bridge=br0 itself, as vif-bridge does (no vif-route, vif-nat "
+            "or custom scripts)"]
+
     def test_override_warning_location(self, guest):
         d = load(guest(""), ["boot='c'"])
         assert d.warnings == ["<command line>:1: warning: 'boot' is not supported by pyxen yet, ignored"]

@@ -88,6 +88,8 @@ class DeviceKind:
     # (index, spec, earlier index, earlier spec) -> why a config may not list
     # both (the same devid)
     clash: Callable[[int, Any, int, Any], str]
+    # spec -> what of the entry pyxen does not do (the config warns, naming the line)
+    caveats: Callable[[Any], list[str]] = lambda spec: []
 
     def backend_class(self) -> type:
         module, _, name = self.backend.partition(":")
@@ -164,6 +166,9 @@ VBD = DeviceKind(
     attach_result=lambda dev: {"devid": dev.devid},
     name=lambda spec: f"disk {spec.vdev}", make=_make_disk, nodes=_disk_nodes,
     matches=_is_disk, clash=_disk_clash,
+    caveats=lambda spec: [f"script={spec.script} is not run: pyxen opens the target itself "
+                          "(files, block devices, qemu-nbd for image formats)"]
+    if spec.script else [],
     cli=CliVerbs(
         attach_help="attach a PV disk to a running domain",
         attach_description="Attach a disk to a running domain. The disk is given in "
@@ -248,6 +253,10 @@ VIF = DeviceKind(
     name=lambda spec: f"vif {spec.devid}", make=_make_vif, nodes=_vif_nodes,
     matches=lambda dev, which: which == str(dev.devid) or which.lower() == dev.mac,
     clash=lambda i, v, j, other: f"vif entries {j} and {i} both use devid {v.devid}",
+    caveats=lambda spec: [f"script={spec.script} is not run: pyxen plugs vif{{domid}}."
+                          f"{spec.devid} into bridge={spec.bridge} itself, as vif-bridge "
+                          "does (no vif-route, vif-nat or custom scripts)"]
+    if spec.script and spec.script.rsplit("/", 1)[-1] != "vif-bridge" else [],
     cli=CliVerbs(
         attach_help="attach a PV network interface",
         attach_description="Attach a network interface to a running domain, in "

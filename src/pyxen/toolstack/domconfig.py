@@ -557,6 +557,8 @@ class _Builder:
             if d.devid in seen:
                 raise s.error(kind.clash(i, d, *seen[d.devid]))
             seen[d.devid] = (i, d)
+            for caveat in kind.caveats(d):
+                self.warn(s, f"{kind.config_key} entry {i}: {caveat}")
         return specs
 
     def check_name(self, s: Setting, name: str) -> None:
