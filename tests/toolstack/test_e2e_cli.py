@@ -82,6 +82,34 @@ def test_shutdown_and_reboot_restart(rd, cfgs):
     assert "rebooter" not in rows(rd)
 
 
+def test_rename_restart_keeps_the_old_domain_renamed(rd, cfgs):
+    """on_reboot="rename-restart", as xl: the rebooted domain stays (shut
+    down) as NAME-YYYYMMDDTHHMMZ with a new uuid, the config is built again
+    under its own name and uuid."""
+    assert cli(rd, "create", cfgs("renamer", on_reboot="rename-restart")).returncode == 0
+    assert wait_until(lambda: "renamer" in rows(rd))
+    first = rows(rd)["renamer"]["id"]
+    def uuid_of(name):
+        return re.findall(r"[0-9a-f]{8}-[0-9a-f-]{27}", cli(rd, "list", "-v", name).stdout)
+
+    uuid = uuid_of("renamer")
+    assert len(uuid) == 1
+    time.sleep(0.5)
+    assert cli(rd, "reboot", "renamer").returncode == 0
+    assert wait_until(lambda: rows(rd).get("renamer", {}).get("id", first) != first)
+    kept = {n: r for n, r in rows(rd).items() if n.startswith("renamer-")}
+    assert len(kept) == 1, rows(rd)
+    (name, row), = kept.items()
+    assert re.fullmatch(r"renamer-\d{8}T\d{4}Z", name) and row["id"] == first
+    assert row["state"][3] == "s"                    # shut down, not running
+    assert xs(rd, "xenstore-read", f"/local/domain/{first}/name").stdout.strip() == name
+    assert uuid_of("renamer") == uuid                # the config's
+    assert len(uuid_of(name)) == 1 and uuid_of(name) != uuid
+    assert cli(rd, "destroy", name).returncode == 0
+    assert cli(rd, "destroy", "renamer").returncode == 0
+    assert not rows(rd).keys() - {"Domain-0"}
+
+
 def test_crash_preserve_and_coredump(rd, cfgs):
     assert cli(rd, "create", cfgs("crasher", guest="shutdown", extra="reason=crash",
                                   on_crash="preserve")).returncode == 0

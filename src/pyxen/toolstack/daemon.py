@@ -388,13 +388,42 @@ class Daemon:
             if plan.preserve:
                 self._save(d)
                 return
-            self._cleanup(d)
+            cfg = dict(d.config)
+            if plan.renames:
+                self._keep_renamed(d)
+            else:
+                self._cleanup(d)
             if plan.restart:
-                cfg = dict(d.config, name=plan.next_name(d.name, d.domid))
                 try:
                     self._create(config_from_dict(cfg), paused=False, restarts=d.restarts + 1)
                 except ApiError as e:
                     self.say(f"restart of {d.name} failed: {e}")
+
+    def _keep_renamed(self, d: Dom) -> None:
+        """rename-restart keeps the stopped domain as xl does
+        (libxl_domain_preserve): renamed NAME-YYYYMMDDTHHMMZ with a new uuid,
+        listed until destroyed. Its backends let go of their disks and vifs,
+        so the restarted domain can have them."""
+        old_uuid = d.uuid
+        d.name = lifecycle.Plan.preserved_name(
+            d.name, time.time(), {x.name for x in self.domains.values() if x is not d})
+        d.uuid = str(uuidlib.uuid4())
+        d.config = dict(d.config, name=d.name, uuid=d.uuid)
+        if d.devices is not None:
+            d.devices.close_all()
+            d.devices = None
+        try:
+            with self.xs.access() as store:
+                store.rm(self.xsc, f"/vm/{old_uuid}")
+                for path, value in ((f"/local/domain/{d.domid}/name", d.name),
+                                    (f"/local/domain/{d.domid}/vm", f"/vm/{d.uuid}"),
+                                    (f"/vm/{d.uuid}/name", d.name),
+                                    (f"/vm/{d.uuid}/uuid", d.uuid)):
+                    store.write(self.xsc, path, value.encode())
+        except Exception:
+            log.exception("xenstore rename of %d", d.domid)
+        self.say(f"domain {d.domid} kept as {d.name}")
+        self._save(d)
 
     def _coredump(self, d: Dom) -> None:
         """Write guest memory as an ELF core (like xl dump-core) to dump/."""

@@ -5,10 +5,12 @@ both the foreground runner and pyxend.
     plan = lifecycle.plan(cfg, "crash")     # cfg: DomainConfig or its to_dict()
     if plan.coredump: lifecycle.write_core(dump_dir, ram, name, domid)
     if plan.preserve: ... keep it (pyxend) ...
-    if plan.restart: build again, named plan.next_name(name, domid)
+    if plan.renames: ... keep it as plan.preserved_name(name, now, taken) (pyxend) ...
+    if plan.restart: build the config again (its own name)
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,9 +41,24 @@ class Plan:
     def restart(self) -> bool:
         return self.action.endswith("restart")
 
-    def next_name(self, name: str, domid: int) -> str:
-        """The name of the restarted domain (rename-restart: NAME-DOMID)."""
-        return f"{name}-{domid}" if self.action == "rename-restart" else name
+    @property
+    def renames(self) -> bool:
+        """rename-restart: as xl, the stopped domain is kept under another
+        name (and a new uuid) and the config is built again under its own."""
+        return self.action == "rename-restart"
+
+    @staticmethod
+    def preserved_name(name: str, now: float, taken=()) -> str:
+        """What rename-restart calls the domain it keeps: xl's NAME-YYYYMMDDTHHMMZ
+        (UTC); pyxen adds -2, -3... when that name is already taken (a second
+        restart in the same minute), where xl would give up and leave the old
+        domain in place."""
+        base = name + time.strftime("-%Y%m%dT%H%MZ", time.gmtime(now))
+        new, n = base, 1
+        while new in taken:
+            n += 1
+            new = f"{base}-{n}"
+        return new
 
 
 def plan(cfg, reason: str, restarts: int = 0) -> Plan:

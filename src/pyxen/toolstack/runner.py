@@ -2,7 +2,7 @@
 build it from its DomainConfig, run it, apply the lifecycle actions."""
 from __future__ import annotations
 
-import dataclasses
+import logging
 import os
 import select
 import signal
@@ -16,6 +16,8 @@ from ..dom0.console import DETACH
 from . import lifecycle
 from .builder import LocalServices, build_domain, close_domain
 
+log = logging.getLogger("pyxen.runner")
+
 # exit status of `pyxen create` in the foreground, by shutdown reason
 EXIT_STATUS = {"poweroff": 0, "crash": 1, "reboot": 2, "suspend": 3, "watchdog": 4,
                "soft_reset": 5, "destroyed": 6}
@@ -26,7 +28,7 @@ class RunOutcome:
     result: DomainResult
     restarts: int = 0
     cores: list = field(default_factory=list)     # core files written (coredump-*)
-    name: str = ""                                # the last domain's (rename-restart)
+    name: str = ""                                # the last domain's
 
     @property
     def exit_status(self) -> int:
@@ -90,5 +92,9 @@ def run_foreground(cfg: DomainConfig, *, console, trace=None, on_start=None, std
         if not plan.restart:
             return RunOutcome(result, restarts, cores, cfg.name)
         restarts += 1
-        cfg = dataclasses.replace(cfg, name=plan.next_name(cfg.name, domid))
+        if plan.renames:
+            # xl keeps the stopped domain under another name: a foreground
+            # process has nowhere to keep it, its memory is gone already
+            log.warning("domain %s (%d) %s: rename-restart cannot keep it without pyxend; "
+                        "restarting it", cfg.name, domid, result.reason)
         domid += 1
