@@ -312,7 +312,11 @@ class DomainProcess:
             os.sched_setaffinity(v.native_tid, set(p["cpus"]))
             return sorted(os.sched_getaffinity(v.native_tid)), ()
         if method == "dmesg":
-            return list(self.log.lines), ()
+            lines = list(self.log.lines)
+            if p.get("clear"):          # xl dmesg -c
+                for _ in lines:
+                    self.log.lines.popleft()
+            return lines, ()
         if method == "evtchn_accept":
             from_remote, to_remote = self._take_fds(2)
             port, rdom = int(p["port"]), int(p["remote_dom"])
