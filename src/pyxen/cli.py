@@ -84,6 +84,10 @@ def cmd_create(args) -> int:
     from .toolstack.client import daemon_running
     if not args.quiet:
         err(f"Parsing config from {args.config}")
+    if args.dryrun or args.debug:
+        status = print_parsed_config(args)
+        if status or args.dryrun:
+            return status
     try:
         with open(args.config) as f:
             text = f.read()
@@ -99,6 +103,29 @@ def cmd_create(args) -> int:
             return attach_console(args, str(res["domid"]))
         return 0
     return create_foreground(args)
+
+
+def print_parsed_config(args) -> int:
+    """create -n / -d: the parsed config as libxl's JSON (xl's create_domain
+    prints libxl_domain_config_to_json), on stdout for a dry run, on
+    stderr before the domain is created for -d. The kernel and ramdisk
+    need not exist for a dry run (xl does not look at them either)."""
+    from .toolstack.domconfig import DomainConfig
+    from .toolstack.libxljson import domain_config, dumps
+    try:
+        cfg = DomainConfig.from_file(args.config, args.overrides, check_files=not args.dryrun)
+    except XlCfgError as e:
+        err(f"pyxen: {e}")
+        return 64
+    except OSError as e:
+        err(f"pyxen: cannot read {args.config}: {e.strerror}")
+        return 66
+    for w in cfg.warnings:
+        err(w)
+    out = sys.stdout if args.dryrun else sys.stderr
+    out.write(dumps(domain_config(cfg.to_dict())))
+    out.flush()
+    return 0
 
 
 def create_foreground(args) -> int:
@@ -173,8 +200,18 @@ def create_foreground(args) -> int:
 
 
 # --- console -----------------------------------------------------------------------------
-def attach_console(args, dom: str) -> int:
+def escape_byte(text: str | None) -> int:
+    """xl console -e: "^X" is Ctrl-X, else the character itself (default ^])."""
+    if not text:
+        return 0x1d
+    if len(text) == 2 and text[0] == "^":
+        return ord(text[1].upper()) & 0x1f
+    return ord(text[0]) & 0xff
+
+
+def attach_console(args, dom: str, escape: str | None = None) -> int:
     from .toolstack.client import DaemonUnavailable
+    detach = bytes([escape_byte(escape)])
     fd_in = sys.stdin.fileno() if sys.stdin is not None and not sys.stdin.closed else None
     saved = None
     if fd_in is not None and os.isatty(fd_in):
@@ -214,8 +251,8 @@ def attach_console(args, dom: str) -> int:
                     watch.remove(fd_in)
                     fd_in = None
                     continue
-                if b"\x1d" in data:            # Ctrl-] detaches
-                    data = data[:data.index(b"\x1d")]
+                if detach in data:            # Ctrl-] (or -e's) detaches
+                    data = data[:data.index(detach)]
                     if data:
                         sock.sendall(data)
                     break
@@ -233,7 +270,20 @@ def _restore_tty(fd, saved) -> None:
 
 
 def cmd_console(args) -> int:
-    return attach_console(args, args.domain)
+    """xl console: -t pv (the default) or serial, -n the console's number.
+    A pyxen domain has one console, PV console 0 (XenStore console/); it
+    has no serial port (a PV guest has none) nor further PV consoles: those
+    end as xl ends when the console is missing."""
+    if args.type not in (None, "pv", "serial", "vuart"):
+        err("console type supported are: pv, serial, vuart")
+        return 1
+    if args.type in ("serial", "vuart") or (args.type == "pv" and args.num != 0):
+        api(args, "list", dom=args.domain)        # as xl, an unknown domain is the error
+        what = f"{args.type} console {args.num}"
+        err(f"pyxen: domain {args.domain} has no {what} (its only console is pv 0)")
+        err("Unable to attach console")
+        return 1
+    return attach_console(args, args.domain, escape=args.escape)
 
 
 # --- listing -----------------------------------------------------------------------------
@@ -247,32 +297,65 @@ def cmd_list(args) -> int:
             err(f"{sorted(missing)[0]} is an invalid domain identifier (rc=-6)")
             return 1
     if args.long:
-        out = [{"domid": r["domid"], "config": {"c_info": {"name": r["name"], "uuid": r["uuid"],
-                                                           "type": "pv"},
-                                                "b_info": r.get("config", {})}}
-               for r in rows if r["domid"] != 0]
-        print(json.dumps(out, indent=4))
+        print(list_long(rows))
         return 0
     head = "Name                                        ID   Mem VCPUs\tState\tTime(s)"
     if args.verbose:
         head += "   UUID                            Reason-Code\tSecurity Label"
     print(head)
-    codes = {"poweroff": 0, "reboot": 1, "suspend": 2, "crash": 3, "watchdog": 4}
     for r in rows:
-        line = "%-40s %5d %5lu %5d     %s  %8.1f" % (r["name"], r["domid"], r["mem_mb"],
-                                                     r["vcpus"], state_letters(r), r["cpu_time"])
-        if args.verbose:
-            code = codes.get(r.get("reason"), 0) if r.get("shutdown") else 0
-            line += " %s %8d     %s" % (r["uuid"], code, "-")
-        print(line)
+        print(list_line(r, args.verbose))
     return 0
+
+
+#: libxl_shutdown_reason (Xen's SHUTDOWN_* codes)
+SHUTDOWN_CODES = {"poweroff": 0, "reboot": 1, "suspend": 2, "crash": 3, "watchdog": 4,
+                  "soft_reset": 5}
+
+
+def list_line(r: dict, verbose: bool = False) -> str:
+    """One row of xl list (xl_info.c list_domains); verbose adds the UUID, the
+    shutdown reason code (hex, "-" while the domain runs) and the security
+    label ("-": no XSM)."""
+    line = "%-40s %5d %5lu %5d     %s  %8.1f" % (r["name"], r["domid"], r["mem_mb"],
+                                                 r["vcpus"], state_letters(r), r["cpu_time"])
+    if verbose:
+        line += " " + r["uuid"]
+        if r.get("shutdown"):
+            line += " %8x" % SHUTDOWN_CODES.get(r.get("reason"), 0)
+        else:
+            line += " %8s" % "-"
+        line += " %16s" % "-"
+    return line
+
+
+def list_long(rows: list[dict]) -> str:
+    """xl list -l: a JSON array of {"domid", "config"} with each domain's libxl
+    domain configuration (libxljson), Domain-0 left out as xl leaves it
+    out (it has no stored configuration). Ends with the blank line xl's
+    puts() of yajl's buffer leaves."""
+    from .toolstack.libxljson import domain_config, dumps
+    out = []
+    for r in rows:
+        if r["domid"] == 0 or not r.get("config"):
+            continue
+        vinfo = r.get("vcpu_info")
+        online = [v["id"] for v in vinfo if v.get("online")] if vinfo else \
+            list(range(r["vcpus"]))
+        live = {"online": online, "weight": r.get("weight"), "cap": r.get("cap")}
+        for k in ("target_kb", "max_kb"):
+            if k in r:
+                live[k] = r[k]
+        out.append({"domid": r["domid"], "config": domain_config(r["config"], live)})
+    return dumps(out)
 
 
 def cmd_info(args) -> int:
     i = api(args, "info")
     pairs = [("host", i["host"]), ("release", i["release"]), ("version", i["version"]),
              ("machine", i["machine"]), ("nr_cpus", i["nr_cpus"]),
-             ("max_cpu_id", i["nr_cpus"] - 1), ("nr_nodes", 1), ("cores_per_socket", i["nr_cpus"]),
+             ("max_cpu_id", i["nr_cpus"] - 1), ("nr_nodes", len(i.get("numa_nodes") or [0])),
+             ("cores_per_socket", i["nr_cpus"]),
              ("threads_per_core", 1), ("cpu_mhz", i["cpu_mhz"]), ("virt_caps", i["virt_caps"]),
              ("total_memory", i["total_memory"]), ("free_memory", i["free_memory"]),
              ("memory_limit", i["memory_limit"]), ("promised_memory", i["promised_memory"]),
@@ -283,9 +366,41 @@ def cmd_info(args) -> int:
              ("xen_pagesize", i["xen_pagesize"]), ("xen_commandline", ""),
              ("hypervisor", i["hypervisor"]), ("cc_compiler", f"Python {sys.version.split()[0]}"),
              ("xend_config_format", 4)]
+    if args.numa:
+        xen_at = next(n for n, (k, _) in enumerate(pairs) if k == "xen_major")
+        for k, v in pairs[:xen_at]:
+            print(f"{k:<23}: {v}")
+        print(numa_info_text(i), end="")
+        pairs = pairs[xen_at:]
+    elif args.name:           # xl info NAME: the values of the lines starting with NAME
+        for k, v in pairs:
+            if f"{k:<23}: {v}".startswith(args.name):
+                print(v)
+        return 0
     for k, v in pairs:
         print(f"{k:<23}: {v}")
     return 0
+
+
+def numa_info_text(i: dict) -> str:
+    """xl info -n's sections (xl_info.c output_topologyinfo, output_numainfo)."""
+    lines = ["cpu_topology           :", "cpu:    core    socket     node"]
+    for c in i.get("cpu_topology", []):
+        if c["core"] is not None:
+            lines.append("%3d:    %4d     %4d     %4d" % (c["cpu"], c["core"], c["socket"],
+                                                         -1 if c["node"] is None else c["node"]))
+    lines += ["device topology        :", "device           node"]
+    pci = i.get("pci_topology", [])
+    for d in pci:
+        lines.append("%04x:%02x:%02x.%01x      %d" % (d["seg"], d["bus"], d["dev"], d["fn"],
+                                                     d["node"]))
+    if not pci:
+        lines.append("No device topology data available")
+    lines += ["numa_info              :", "node:    memsize    memfree    distances"]
+    for n in i.get("numa_nodes", []):
+        lines.append("%4d:    %6d     %6d      %s" % (n["node"], n["size_mb"], n["free_mb"],
+                                                     ",".join(map(str, n["distances"]))))
+    return "\n".join(lines) + "\n"
 
 
 def format_cpumap(cpus, nr_cpus: int) -> str:
@@ -412,6 +527,56 @@ def simple(method, wait_for_gone=False):
     return run
 
 
+def cmd_shutdown_or_reboot(args) -> int:
+    """xl shutdown / reboot (xl_vmcontrol.c main_shutdown_or_reboot): its
+    messages on stderr, and -w's wait for the domains' shutdown (-ww: death)."""
+    if not args.all and not args.domain:
+        err("You must specify -a or a domain id.\n")
+        return 1
+    what = "Shutting down" if args.command == "shutdown" else "Rebooting"
+    if args.all:
+        targets = [r["domid"] for r in api(args, "list")[1:] if not r.get("shutdown")]
+    else:
+        domid = args.domain if args.domain.isascii() and args.domain.isdigit() else \
+            api(args, "domid", name=args.domain)
+        targets = [int(domid)]
+    done = []
+    for domid in targets:
+        err(f"{what} domain {domid}")
+        done.append(api(args, args.command, dom=domid))
+    if args.wait:
+        return wait_for_deaths(args, done, until_dead=args.wait > 1)
+    return 0
+
+
+def wait_for_deaths(args, domids, until_dead: bool, timeout=600) -> int:
+    """xl's wait_for_domain_deaths: report each domain's shutdown (its reason
+    code) and death; done when each is shut down, or with until_dead when
+    each is gone."""
+    err(f"Waiting for {len(domids)} domains")
+    pending = set(domids)
+    reported = set()
+    end = time.monotonic() + timeout
+    while pending and time.monotonic() < end:
+        live = {r["domid"]: r for r in api(args, "list")}
+        for domid in sorted(pending):
+            r = live.get(domid)
+            if r is None:
+                err(f"Domain {domid} has been destroyed")
+                pending.discard(domid)
+            elif r.get("shutdown") and domid not in reported:
+                reported.add(domid)
+                err(f"Domain {domid} has been shut down, reason code "
+                    f"{SHUTDOWN_CODES.get(r.get('reason'), 0)}")
+                if until_dead:
+                    err(f"Domain {domid} continue waiting for death")
+                else:
+                    pending.discard(domid)
+        if pending:
+            time.sleep(0.2)
+    return 0 if not pending else 1
+
+
 def wait_gone(args, doms, timeout=300) -> int:
     end = time.monotonic() + timeout
     pending = set(doms)
@@ -470,6 +635,12 @@ def _c_strtol(s: str, unsigned: bool = False) -> tuple[int, str]:
         v = -v if neg else v
         v = max(-(1 << 63), min((1 << 63) - 1, v))
     return v, s[j:]
+
+
+def _c_atoi(text: str) -> int:
+    """C's atoi: strtol's number (0 when there is none), as an int."""
+    v, _ = _c_strtol(text)
+    return ((v + (1 << 31)) % (1 << 32)) - (1 << 31)
 
 
 def _int64(v: int) -> int:
@@ -700,8 +871,52 @@ def cmd_vcpu_pin(args) -> int:
 
 
 def cmd_dmesg(args) -> int:
-    for line in api(args, "dmesg"):
+    for line in api(args, "dmesg", clear=args.clear):
         print(line)
+    return 0
+
+
+def cmd_sysrq(args) -> int:
+    """xl sysrq (xl_misc.c main_sysrq): one letter, else xl's message."""
+    if len(args.letter) != 1:
+        err("Invalid sysrq.\n")
+        return 1
+    api(args, "sysrq", dom=args.domain, key=args.letter)
+    return 0
+
+
+def cmd_dump_core(args) -> int:
+    """xl dump-core: pyxend hands a read-only descriptor of the domain's
+    memory; the core is written here (toolstack/coredump.py)."""
+    import mmap
+    from .toolstack.client import DaemonUnavailable, RpcError
+    from .toolstack.coredump import write_core
+    try:
+        with client(args) as c:
+            info = c.call("dump_core", dom=args.domain)
+            fds = c.conn.take_fds(1)
+    except DaemonUnavailable as e:
+        err(f"pyxen: {e}")
+        return 1
+    except RpcError as e:
+        err(f"pyxen: {e.message}")
+        err("core dump failed (rc=-3)")
+        return 1
+    if not fds:
+        err("core dump failed (rc=-3)")
+        return 1
+    try:
+        ram = mmap.mmap(fds[0], info["size"], mmap.MAP_SHARED, mmap.PROT_READ)
+        try:
+            write_core(Path(args.filename), ram, info["name"], info["domid"])
+        finally:
+            ram.close()
+    except OSError as e:
+        err(f"pyxen: {args.filename}: {e.strerror}")
+        err("core dump failed (rc=-3)")
+        return 1
+    finally:
+        os.close(fds[0])
     return 0
 
 
@@ -727,8 +942,9 @@ def cmd_prepare_linux(args) -> int:
 
 
 # --- the parser -------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pyxen", description="pyxen: Xen on KVM, with xl's commands.")
+def build_parser(prog: str = "pyxen") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description="pyxen: Xen on KVM, with xl's commands "
+                                "(also installed as `xl`).")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     p.add_argument("--run-dir", help="pyxend's run directory (default $PYXEN_RUN_DIR or /run/pyxen)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -748,7 +964,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="settings that override the file (xl syntax)")
     c.add_argument("-c", dest="console", action="store_true", help="attach to the console")
-    c.add_argument("-q", dest="quiet", action="store_true", help="quiet")
+    c.add_argument("-n", "--dryrun", action="store_true",
+                   help="dry run: print the parsed configuration as libxl's JSON (as xl) "
+                   "and create nothing")
+    c.add_argument("-d", dest="debug", action="store_true",
+                   help="print the parsed configuration (libxl's JSON) on stderr, then create")
+    c.add_argument("-q", "--quiet", dest="quiet", action="store_true", help="quiet")
     c.add_argument("-p", dest="paused", action="store_true", help="leave the domain paused")
     c.add_argument("-e", dest="no_restart", action="store_true",
                    help="do not wait in the background for the domain's death (accepted)")
@@ -758,9 +979,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--trace", metavar="FILE",
                    help="(foreground) write a trace of hypercalls and traps to FILE")
 
-    c = cmd("list", cmd_list, "list domains")
-    c.add_argument("-l", "--long", action="store_true", help="JSON, like xl list -l")
-    c.add_argument("-v", "--verbose", action="store_true", help="also UUID and reason code")
+    c = cmd("list", cmd_list, "list domains",
+            description="List domains as xl list does. -l prints each domain's "
+            "configuration in libxl's JSON (c_info, b_info, disks, nics, on_*), the format "
+            "jq scripts written for xl read; Domain-0 is not in it (as in xl).")
+    c.add_argument("-l", "--long", action="store_true",
+                   help="each domain's configuration as libxl's JSON")
+    c.add_argument("-v", "--verbose", action="store_true",
+                   help="also the UUID, the shutdown reason code (hex) and the security "
+                   "label (always -)")
     c.add_argument("domains", nargs="*")
 
     for name, method, h in (("destroy", "destroy", "terminate a domain immediately"),
@@ -768,21 +995,58 @@ def build_parser() -> argparse.ArgumentParser:
                             ("unpause", "unpause", "let a paused domain run")):
         c = cmd(name, simple(method), h)
         c.add_argument("domain")
-    for name, method, h in (("shutdown", "shutdown", "ask a domain to shut down (control/shutdown)"),
-                            ("reboot", "reboot", "ask a domain to reboot (control/shutdown)")):
-        c = cmd(name, simple(method, wait_for_gone=True), h)
+    for name, h in (("shutdown", "ask a domain to shut down (control/shutdown)"),
+                    ("reboot", "ask a domain to reboot (control/shutdown)")):
+        c = cmd(name, cmd_shutdown_or_reboot, h,
+                description=f"{h[0].upper()}{h[1:]}, as xl {name}: the request is written to "
+                "the guest's XenStore control/shutdown node and the guest's PV drivers act "
+                "on it. -w waits until the domain has shut down (or is gone); -w twice "
+                "waits until it is destroyed.")
         c.add_argument("domain", nargs="?")
-        c.add_argument("-w", "--wait", action="store_true", help="wait until it is gone")
-        c.add_argument("-a", "--all", action="store_true", help="all domains")
+        c.add_argument("-w", "--wait", action="count", default=0,
+                       help="wait for the domain(s) to shut down (twice: to be destroyed)")
+        c.add_argument("-a", "--all", action="store_true", help="every domain but Domain-0")
         c.add_argument("-F", dest="force", action="store_true",
-                       help="accepted for xl compatibility (no ACPI fallback for PV)")
+                       help="xl: fall back to an ACPI %s event for an HVM guest without PV "
+                       "drivers. pyxen's guests are all PV and always have the PV control "
+                       "interface, so there is nothing to fall back from: accepted, changes "
+                       "nothing" % ("power button" if name == "shutdown" else "reset"))
 
-    c = cmd("console", cmd_console, "attach to a domain's console (Ctrl-] detaches)")
+    c = cmd("console", cmd_console, "attach to a domain's console (Ctrl-] detaches)",
+            description="Attach to a domain's console, as xl console; Ctrl-] (or the -e "
+            "character) detaches. pyxen domains have one console: PV console 0.")
     c.add_argument("domain")
-    c.add_argument("-t", dest="type", choices=["pv", "serial"], default="pv")
-    c.add_argument("-n", dest="num", type=int, default=0)
-    cmd("info", cmd_info, "host and hypervisor information")
-    cmd("dmesg", cmd_dmesg, "the hypervisor's log (pyxend and domain processes)")
+    c.add_argument("-t", dest="type", metavar="TYPE",
+                   help="pv (the default), serial or vuart; a PV domain has no serial port "
+                   "or vuart, so those fail as in xl when the console is missing")
+    c.add_argument("-n", dest="num", type=_c_atoi, default=0, metavar="NUM",
+                   help="the console's number (only 0 exists)")
+    c.add_argument("-e", dest="escape", metavar="CHAR",
+                   help="the detach character, as xl: '^X' for Ctrl-X or one character "
+                   "(default ^])")
+    c = cmd("info", cmd_info, "host and hypervisor information",
+            description="Host and hypervisor information, as xl info. With NAME, only the "
+            "values of the lines whose name starts with NAME.")
+    c.add_argument("-n", "--numa", action="store_true",
+                   help="also the host's CPU, device and NUMA topology (from sysfs), as xl")
+    c.add_argument("name", nargs="?", metavar="NAME")
+    c = cmd("dmesg", cmd_dmesg, "the hypervisor's log (pyxend and domain processes)")
+    c.add_argument("-c", "--clear", action="store_true",
+                   help="clear the log as well as printing it")
+    c = cmd("sysrq", cmd_sysrq, "send a magic SysRq key to a domain",
+            description="Send a magic SysRq key (one letter) to a domain, as xl sysrq: it "
+            "is written to the guest's XenStore control/sysrq, which Linux's Xen drivers "
+            "read and act on (h: help in the guest's log, s: sync, b: reboot...).")
+    c.add_argument("domain")
+    c.add_argument("letter")
+    c = cmd("dump-core", cmd_dump_core, "write a domain's memory to a core file",
+            description="Write a domain's memory to FILE as an ELF core in the layout of "
+            "xl dump-core (Xen's xc_core: .note.Xen, .xen_p2m, .xen_pages), without "
+            "pausing the domain. Works on a running domain and on one kept by "
+            "on_crash=preserve. The file is written by this command, with your "
+            "permissions.")
+    c.add_argument("domain")
+    c.add_argument("filename", metavar="FILE")
     c = cmd("log", cmd_log, "pyxend's log")
     c.add_argument("-n", dest="lines", type=int, default=100)
     c = cmd("domid", cmd_domid, "domain name to id")
@@ -845,15 +1109,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
+    # installed twice: as `pyxen` and as `xl`, which then names itself xl
+    parser = build_parser("xl" if os.path.basename(sys.argv[0] or "") == "xl" else "pyxen")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING - 10 * args.verbose,
                         format="%(name)s: %(levelname)s: %(message)s")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    if getattr(args, "command", None) in ("shutdown", "reboot") and not args.all and not args.domain:
-        parser.error(f"{args.command}: a domain or -a is required")
     return args.func(args)
 
 

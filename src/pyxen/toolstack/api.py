@@ -116,7 +116,14 @@ _TABLE = [
                         Param("cap", Annotated[int, Range(0, 100 * 4096)] | None, None)),
        '[{"name", "domid", "weight", "cap"}]',
        "the credit scheduler's weight and cap of every domain (or one), set when given"),
-    _r("dmesg", (), "[line]", "pyxend's log and every running domain's hypervisor log"),
+    _r("dmesg", (Param("clear", bool, False),), "[line]",
+       "pyxend's log and every running domain's hypervisor log (clear: empty them "
+       "after reading, as xl dmesg -c)"),
+    _r("sysrq", (Param("dom", DomRef), Param("key", Annotated[str, MaxLen(1)])), "null",
+       "send a magic SysRq key to the guest: writes control/sysrq like xl"),
+    _r("dump_core", (Param("dom", DomRef),), '{"domid", "name", "size"} + 1 fd',
+       "(xl dump-core) a read-only descriptor of the domain's memory, which the "
+       "caller writes out as a core file with its own permissions"),
     _r("log", (Param("lines", Annotated[int, Range(0, 100000)], 100),), "[line]",
        "the last lines of pyxend's log"),
     _r("evtchn_connect", (Param("from_dom", DomId), Param("from_port", _PORT),

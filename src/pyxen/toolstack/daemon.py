@@ -43,7 +43,7 @@ import uuid as uuidlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import api, paths
+from . import api, hostinfo, paths
 from .apiparams import ParamError
 from .rpc import API_VERSION, Connection, RpcError, error_reply
 from .domconfig import DomainConfig, domain_name_problem
@@ -80,6 +80,7 @@ class Dom:
     created: float = field(default_factory=time.time)
     conn: Connection | None = None
     ram: mmap.mmap | None = None
+    ram_fd: int = -1                    # the domain's RAM (memfd), for dump-core
     fds: list = field(default_factory=list)
     console: ConsoleBackend | None = None
     watchers: list = field(default_factory=list)     # ConsoleClient: attached consoles
@@ -248,7 +249,9 @@ class Daemon:
         d.pid = hello["pid"]
         d.ram = mmap.mmap(ram_fd, hello["ram_size"], mmap.MAP_SHARED,
                           mmap.PROT_READ | mmap.PROT_WRITE)
-        os.close(ram_fd)
+        if d.ram_fd >= 0:
+            os.close(d.ram_fd)
+        d.ram_fd = ram_fd
         d.fds = [st_out, st_in, con_out, con_in]
         view = memoryview(d.ram)
         cpage = view[hello["console_pfn"] * 4096:(hello["console_pfn"] + 1) * 4096]
@@ -474,6 +477,9 @@ class Daemon:
                 d.ram.close()
             except BufferError:
                 pass
+        if d.ram_fd >= 0:
+            os.close(d.ram_fd)
+            d.ram_fd = -1
         if d.heap is not None:
             d.heap.close()
             d.heap = None
@@ -641,6 +647,7 @@ class Daemon:
                "running": False, "blocked": False, "paused": False,
                "shutdown": d.state in ("shutdown", "crashed"), "dying": d.state == "dying",
                "reason": d.reason, "cpu_time": 0.0, "config": d.config, "pid": d.pid,
+               "target_kb": d.target_kb, "max_kb": d.max_kb,
                "uptime": time.time() - d.created}
         if d.state == "running" and d.conn is not None:
             try:
@@ -793,15 +800,36 @@ class Daemon:
             out.append({"name": d.name, "domid": d.domid, **r})
         return out if dom is None else out[1:]
 
-    def api_dmesg(self):
+    def api_dmesg(self, clear):
         lines = list(self.log_lines)
+        if clear:
+            del self.log_lines[:len(lines)]
         for d in sorted(self.domains.values(), key=lambda x: x.domid):
             if d.state == "running":
                 try:
-                    lines += self._call(d, "dmesg")
+                    lines += self._call(d, "dmesg", clear=clear)
                 except ApiError:
                     pass
         return lines
+
+    def api_sysrq(self, dom, key):
+        """libxl_send_sysrq: the letter in the guest's control/sysrq."""
+        d = self.find(dom)
+        if len(key) != 1:
+            raise ApiError("EINVAL", "Invalid sysrq.")
+        if d.state != "running":
+            raise ApiError("EINVAL", f"domain {d.domid} is not running")
+        self._xs_write(f"/local/domain/{d.domid}/control/sysrq", key)
+
+    def api_dump_core(self, dom):
+        """A read-only descriptor of the domain's memory (running, or kept by
+        on_crash=preserve): the client writes the core, so a file is created
+        with the client's permissions, not pyxend's."""
+        d = self.find(dom)
+        if d.ram is None or d.ram_fd < 0:
+            raise ApiError("EINVAL", f"domain {d.domid} has no memory to dump")
+        fd = os.open(f"/proc/self/fd/{d.ram_fd}", os.O_RDONLY | os.O_CLOEXEC)
+        return WithFds({"domid": d.domid, "name": d.name, "size": len(d.ram)}, (fd,))
 
     def api_evtchn_connect(self, from_dom, from_port, to_dom, to_port):
         """A domain binds to another domain's unbound port (EVTCHNOP_bind_interdomain
@@ -995,6 +1023,8 @@ def host_info(daemon: Daemon) -> dict:
             "xen_major": XEN_MAJOR, "xen_minor": XEN_MINOR,
             "xen_extra": EXTRAVERSION.decode(), "xen_caps": "xen-3.0-x86_64",
             "virt_caps": "pv", "xen_scheduler": "credit", "xen_pagesize": 4096,
+            "cpu_topology": hostinfo.cpu_topology(), "numa_nodes": hostinfo.numa_nodes(),
+            "pci_topology": hostinfo.pci_topology(),
             "hypervisor": "pyxen on KVM (PVM)", "nr_domains": len(daemon.domains) + 1}
 
 

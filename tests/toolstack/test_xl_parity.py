@@ -1,0 +1,203 @@
+"""xl parity (issue 18): commands and output formats as xl(1) has them,
+checked the way a user sees them — the `xl` executable, real pyxend, real
+mini-OS guests."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from daemon_helpers import ROOT, cli, rows, wait_until, xs
+
+XL_JSON_EMPTY = re.compile(r'"arch_arm": \{\n\n {8}\}')
+
+
+def pyxen(*args):
+    return subprocess.run([sys.executable, "-m", "pyxen.cli", *args], capture_output=True,
+                          text=True, timeout=60, env=dict(os.environ, PYTHONPATH=str(ROOT / "src")))
+
+
+def test_xl_executable_is_pyxen_under_xls_name():
+    text = (ROOT / "pyproject.toml").read_text()
+    assert 'xl = "pyxen.cli:main"' in text
+    xl = Path(sys.executable).parent / "xl"
+    assert xl.exists(), "pip install -e . installs the xl script"
+    r = subprocess.run([str(xl), "--help"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.startswith("usage: xl ")
+    r = subprocess.run([str(xl), "shutdown"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and r.stderr == "You must specify -a or a domain id.\n\n"
+
+
+def test_create_dry_run_prints_libxl_json(tmp_path):
+    cfg = tmp_path / "web.cfg"
+    cfg.write_text('name = "web"\nkernel = "/boot/absent-vmlinuz"\nramdisk = "/boot/absent.img"\n'
+                   'extra = "console=hvc0"\nmemory = 64\nmaxmem = 128\nvcpus = 2\nmaxvcpus = 4\n'
+                   'uuid = "12345678-9abc-def0-1234-56789abcdef0"\n'
+                   'disk = ["/srv/web.img,raw,xvda,rw", "/srv/cd.iso,raw,xvdc:cdrom,r"]\n'
+                   'vif = ["mac=00:16:3e:00:00:01,bridge=br0"]\n'
+                   'on_reboot = "rename-restart"\non_crash = "preserve"\n')
+    r = pyxen("create", "-n", str(cfg), "memory=96")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.startswith(f"Parsing config from {cfg}\n")
+    assert r.stdout.startswith('{\n    "c_info": {\n        "type": "pv",\n        "name": "web",\n'
+                               '        "uuid": "12345678-9abc-def0-1234-56789abcdef0",\n'
+                               '        "run_hotplug_scripts": "True"\n    },\n'
+                               '    "b_info": {\n        "max_vcpus": 4,\n'
+                               '        "avail_vcpus": [\n            0,\n            1\n'
+                               '        ],\n')
+    assert r.stdout.endswith("}\n") and XL_JSON_EMPTY.search(r.stdout)
+    assert '"sched_params": {\n\n        }' in r.stdout      # an empty struct, as yajl writes it
+    c = json.loads(r.stdout)
+    b = c["b_info"]
+    assert (b["max_memkb"], b["target_memkb"]) == (128 * 1024, 96 * 1024)    # override applied
+    assert (b["kernel"], b["ramdisk"], b["cmdline"]) == \
+        ("/boot/absent-vmlinuz", "/boot/absent.img", "console=hvc0")
+    assert b["type.pv"] == {} and "event_channels" not in b        # defaults are left out
+    assert c["disks"] == [
+        {"pdev_path": "/srv/web.img", "vdev": "xvda", "format": "raw", "readwrite": 1},
+        {"pdev_path": "/srv/cd.iso", "vdev": "xvdc", "format": "raw", "removable": 1,
+         "is_cdrom": 1}]
+    assert c["nics"] == [{"devid": 0, "mac": "00:16:3e:00:00:01", "bridge": "br0"}]
+    # destroy is libxl's default action and so not written; the others by libxl's names
+    assert [k for k in c if k.startswith("on_")] == ["on_reboot", "on_crash", "on_soft_reset"]
+    assert (c["on_reboot"], c["on_crash"], c["on_soft_reset"]) == \
+        ("restart_rename", "preserve", "soft_reset")
+    r = pyxen("create", "-q", "--dryrun", str(cfg))
+    assert r.returncode == 0 and r.stderr == "" and json.loads(r.stdout)["c_info"]["name"] == "web"
+    bad = tmp_path / "bad.cfg"
+    bad.write_text('name = "x"\nmemory = "lots"\nkernel = "/k"\n')
+    r = pyxen("create", "-n", str(bad))
+    assert r.returncode == 64 and f"{bad}:2:" in r.stderr and r.stdout == ""
+
+
+def test_create_debug_list_long_and_verbose(rd, cfgs):
+    cfg = cfgs("jq1", on_reboot="preserve", uuid="0badc0de-0000-4000-8000-000000000001")
+    r = cli(rd, "create", "-d", cfg)
+    assert r.returncode == 0, r.stderr
+    debug = r.stderr.split("\n", 1)[1]                 # after "Parsing config from"
+    assert json.loads(debug)["c_info"]["name"] == "jq1" and r.stdout == ""
+    assert cli(rd, "create", cfgs("jq2", guest="shutdown", extra="reason=crash",
+                                  on_crash="preserve")).returncode == 0
+    assert wait_until(lambda: rows(rd).get("jq2", {}).get("state", "").startswith("---sc"))
+    assert wait_until(lambda: rows(rd).get("jq1", {}).get("state") == "-b----")
+    assert cli(rd, "mem-set", "jq1", "24m").returncode == 0
+    assert cli(rd, "sched-credit", "-d", "jq1", "-w", "512").returncode == 0
+
+    r = cli(rd, "list", "-l")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith('[\n    {\n        "domid": ') and r.stdout.endswith("\n]\n\n")
+    doms = json.loads(r.stdout)
+    # what jq scripts written for xl ask: .[].config.c_info.name, .b_info.max_memkb ...
+    by = {d["config"]["c_info"]["name"]: d for d in doms}
+    assert sorted(by) == ["jq1", "jq2"], "Domain-0 has no stored config: not listed (xl)"
+    j1 = by["jq1"]
+    assert j1["domid"] == rows(rd)["jq1"]["id"]
+    c = j1["config"]
+    assert c["c_info"]["type"] == "pv" and c["c_info"]["uuid"] == "0badc0de-0000-4000-8000-000000000001"
+    b = c["b_info"]
+    assert (b["max_vcpus"], b["avail_vcpus"]) == (1, [0])
+    assert (b["max_memkb"], b["target_memkb"]) == (32768, 24576)
+    assert b["sched_params"] == {"sched": "credit", "weight": 512, "cap": 0}
+    assert "idle" in b["kernel"]
+    assert b["type.pv"] == {"slack_memkb": 0, "e820_host": "False"}
+    assert c["on_reboot"] == "preserve" and "on_poweroff" not in c
+    assert by["jq2"]["config"]["on_crash"] == "preserve"
+    one = json.loads(cli(rd, "list", "-l", "jq2").stdout)
+    assert [d["config"]["c_info"]["name"] for d in one] == ["jq2"]
+
+    # list -v: UUID, the reason code in hex ("-" while running), the security label
+    lines = cli(rd, "list", "-v").stdout.splitlines()
+    assert lines[0] == ("Name                                        ID   Mem VCPUs\tState\tTime(s)"
+                        "   UUID                            Reason-Code\tSecurity Label")
+    row1 = next(line for line in lines if line.startswith("jq1 "))
+    assert row1.endswith(" 0badc0de-0000-4000-8000-000000000001 %8s %16s" % ("-", "-")), row1
+    row2 = next(line for line in lines if line.startswith("jq2 "))
+    assert re.search(r" [0-9a-f-]{36} %8x %16s$" % (3, "-"), row2), row2
+
+
+def test_shutdown_reboot_messages_and_wait(rd, cfgs):
+    assert cli(rd, "create", cfgs("goner")).returncode == 0
+    assert wait_until(lambda: rows(rd).get("goner", {}).get("state") == "-b----")
+    domid = rows(rd)["goner"]["id"]
+    r = cli(rd, "shutdown", "-F", "-w", "goner")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.splitlines() == [f"Shutting down domain {domid}", "Waiting for 1 domains",
+                                     f"Domain {domid} has been destroyed"]
+    assert "goner" not in rows(rd)
+    r = cli(rd, "reboot", "-F", "goner")
+    assert r.returncode == 1 and "goner is an invalid domain identifier" in r.stderr
+    h = cli(rd, "shutdown", "--help").stdout
+    assert "-F" in h and "ACPI power button" in h and "changes nothing" in " ".join(h.split())
+
+
+def test_dmesg_clear_info_numa_console_types(rd, cfgs):
+    assert cli(rd, "create", cfgs("quiet")).returncode == 0
+    assert wait_until(lambda: "quiet" in rows(rd))
+    first = cli(rd, "dmesg", "-c").stdout
+    assert "created domain" in first
+    assert "created domain" not in cli(rd, "dmesg").stdout, "dmesg -c emptied the log"
+
+    out = cli(rd, "info", "-n").stdout.splitlines()
+    i = out.index("cpu_topology           :")
+    assert out[i + 1] == "cpu:    core    socket     node"
+    online = os.sched_getaffinity(0) | set(range(os.cpu_count()))
+    topo = out[i + 2:i + 2 + len(online)]
+    assert [int(line.split(":")[0]) for line in topo] == sorted(online)
+    assert all(re.fullmatch(r"[ \d]{3}:    [ \d]{4}     [ \d]{4}     [ \d-]{4}", line)
+               for line in topo), topo
+    assert "device topology        :" in out and "numa_info              :" in out
+    n = out.index("node:    memsize    memfree    distances")
+    m = re.fullmatch(r"   0:    ([ \d]{6})     ([ \d]{6})      (\d+(,\d+)*)", out[n + 1])
+    assert m, out[n + 1]
+    node0 = Path("/sys/devices/system/node/node0/meminfo")
+    if node0.exists():
+        total_kb = int(next(line for line in node0.read_text().splitlines()
+                            if "MemTotal" in line).split()[3])
+        assert int(m.group(1)) == total_kb // 1024
+    assert out.index("numa_info              :") < out.index(
+        next(line for line in out if line.startswith("xen_major")))
+    assert cli(rd, "info", "xen_caps").stdout == "xen-3.0-x86_64\n"
+
+    r = cli(rd, "console", "-t", "bogus", "quiet")
+    assert r.returncode == 1 and r.stderr == "console type supported are: pv, serial, vuart\n"
+    # as xl, -n counts only with -t (without it, the primary console)
+    for extra in (("-t", "serial"), ("-t", "pv", "-n", "1")):
+        r = cli(rd, "console", *extra, "quiet")
+        assert r.returncode == 1 and r.stderr.endswith("Unable to attach console\n"), r.stderr
+    r = cli(rd, "console", "-t", "serial", "nosuch")
+    assert r.returncode == 1 and "nosuch is an invalid domain identifier" in r.stderr
+
+
+def test_console_escape_character():
+    from pyxen.cli import escape_byte
+    assert [escape_byte(t) for t in (None, "^]", "^a", "^X", "q")] == [0x1d, 0x1d, 1, 0x18, 0x71]
+
+
+def test_sysrq_and_dump_core(rd, cfgs, tmp_path):
+    assert cli(rd, "create", cfgs("dumpee")).returncode == 0
+    assert wait_until(lambda: rows(rd).get("dumpee", {}).get("state") == "-b----")
+    domid = rows(rd)["dumpee"]["id"]
+    assert cli(rd, "sysrq", "dumpee", "h").returncode == 0
+    assert xs(rd, "xenstore-read", f"/local/domain/{domid}/control/sysrq").stdout.strip() == "h"
+    r = cli(rd, "sysrq", "dumpee", "hs")
+    assert r.returncode == 1 and r.stderr == "Invalid sysrq.\n\n"
+
+    core = tmp_path / "dumpee.core"
+    r = cli(rd, "dump-core", "dumpee", str(core))
+    assert r.returncode == 0, r.stderr
+    assert core.stat().st_uid == os.getuid()
+    data = core.read_bytes()
+    assert data[:4] == b"\x7fELF" and data[16] == 4          # ET_CORE
+    assert len(data) >= 32 << 20                             # all of its 32 MiB
+    sections = subprocess.run(["readelf", "-S", str(core)], capture_output=True,
+                              text=True).stdout
+    assert ".note.Xen" in sections and ".xen_p2m" in sections and ".xen_pages" in sections
+    assert rows(rd)["dumpee"]["state"] == "-b----", "the domain runs on, not paused"
+    r = cli(rd, "dump-core", "nosuch", str(tmp_path / "x.core"))
+    assert r.returncode == 1 and "invalid domain identifier" in r.stderr
+    assert not (tmp_path / "x.core").exists()
+    r = cli(rd, "dump-core", "dumpee", str(tmp_path / "no" / "dir" / "x.core"))
+    assert r.returncode == 1 and r.stderr.endswith("core dump failed (rc=-3)\n")
