@@ -346,6 +346,7 @@ def list_long(rows: list[dict]) -> str:
         for k in ("target_kb", "max_kb"):
             if k in r:
                 live[k] = r[k]
+        live.update(r.get("libxl_devices") or {})
         out.append({"domid": r["domid"], "config": domain_config(r["config"], live)})
     return dumps(out)
 

@@ -73,7 +73,7 @@ def test_create_dry_run_prints_libxl_json(tmp_path):
     assert r.returncode == 64 and f"{bad}:2:" in r.stderr and r.stdout == ""
 
 
-def test_create_debug_list_long_and_verbose(rd, cfgs):
+def test_create_debug_list_long_and_verbose(rd, cfgs, tmp_path):
     cfg = cfgs("jq1", on_reboot="preserve", uuid="0badc0de-0000-4000-8000-000000000001")
     r = cli(rd, "create", "-d", cfg)
     assert r.returncode == 0, r.stderr
@@ -105,6 +105,15 @@ def test_create_debug_list_long_and_verbose(rd, cfgs):
     assert b["type.pv"] == {"slack_memkb": 0, "e820_host": "False"}
     assert c["on_reboot"] == "preserve" and "on_poweroff" not in c
     assert by["jq2"]["config"]["on_crash"] == "preserve"
+    # devices as they are now, hot-plugged ones too (libxl_retrieve_domain_configuration)
+    assert "disks" not in c
+    img = tmp_path / "hot.img"
+    img.write_bytes(bytes(1 << 20))
+    assert cli(rd, "block-attach", "jq1", f"vdev=xvdb, target={img}").returncode == 0
+    c = json.loads(cli(rd, "list", "-l", "jq1").stdout)[0]["config"]
+    assert c["disks"] == [{"pdev_path": str(img), "vdev": "xvdb", "backend": "phy",
+                           "format": "raw", "readwrite": 1, "discard_enable": "True",
+                           "specification": "xen", "trusted": "True"}]
     one = json.loads(cli(rd, "list", "-l", "jq2").stdout)
     assert [d["config"]["c_info"]["name"] for d in one] == ["jq2"]
 

@@ -43,7 +43,7 @@ import uuid as uuidlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import api, hostinfo, paths
+from . import api, hostinfo, libxljson, paths
 from .apiparams import ParamError
 from .rpc import API_VERSION, Connection, RpcError, error_reply
 from .domconfig import DomainConfig, domain_name_problem
@@ -648,6 +648,7 @@ class Daemon:
                "shutdown": d.state in ("shutdown", "crashed"), "dying": d.state == "dying",
                "reason": d.reason, "cpu_time": 0.0, "config": d.config, "pid": d.pid,
                "target_kb": d.target_kb, "max_kb": d.max_kb,
+               "libxl_devices": self._libxl_devices(d),
                "uptime": time.time() - d.created}
         if d.state == "running" and d.conn is not None:
             try:
@@ -659,6 +660,16 @@ class Daemon:
             except ApiError:
                 row["dying"] = True
         return row
+
+    def _libxl_devices(self, d: Dom) -> dict | None:
+        """The domain's disks and vifs now (hot-plugged ones too) as libxl's
+        JSON has them (xl list -l); None when it has no backends (not running)."""
+        devs = d.devices
+        if devs is None:
+            return None
+        specs = sorted(devs.specs.items())
+        return {"disks": [libxljson.disk_json(s, True) for (t, _), s in specs if t == "vbd"],
+                "nics": [libxljson.nic_json(s, True) for (t, _), s in specs if t == "vif"]}
 
     def api_info(self):
         return host_info(self)

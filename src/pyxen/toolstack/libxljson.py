@@ -29,7 +29,7 @@ import uuid as uuidlib
 
 from .devspec import DevSpecError, parse_disk_spec, parse_vif_spec
 
-__all__ = ["domain_config", "dumps", "ACTIONS"]
+__all__ = ["domain_config", "disk_json", "nic_json", "dumps", "ACTIONS"]
 
 #: xl.cfg action -> libxl_action_on_shutdown's name
 ACTIONS = {"destroy": "destroy", "restart": "restart", "rename-restart": "restart_rename",
@@ -45,9 +45,13 @@ _EVENT_CHANNELS_DEFAULT = 1023
 
 def _disk(spec: str, live: bool) -> dict | None:
     try:
-        d = parse_disk_spec(spec)
+        return disk_json(parse_disk_spec(spec), live)
     except DevSpecError:
         return None
+
+
+def disk_json(d, live: bool) -> dict:
+    """libxl_device_disk of a parsed disk spec (devspec.DiskSpec)."""
     out: dict = {}
     if d.target is not None:
         out["pdev_path"] = d.target
@@ -79,9 +83,13 @@ def _disk(spec: str, live: bool) -> dict | None:
 
 def _nic(spec: str, index: int, name: str, live: bool) -> dict | None:
     try:
-        v = parse_vif_spec(spec, index, seed=name)
+        return nic_json(parse_vif_spec(spec, index, seed=name), live)
     except DevSpecError:
         return None
+
+
+def nic_json(v, live: bool) -> dict:
+    """libxl_device_nic of a parsed vif spec (devspec.VifSpec)."""
     out: dict = {"devid": v.devid}
     if v.mtu is not None or live:
         out["mtu"] = v.mtu or _DEFAULT_MTU
@@ -111,7 +119,9 @@ def domain_config(cfg: dict, live: dict | None = None) -> dict:
 
     live: None for the parsed form (create -n); for a created domain its
     figures: "target_kb", "max_kb", "online" (the online vCPU ids), "weight",
-    "cap" (missing ones come from the configuration)."""
+    "cap", "disks" and "nics" (its devices now, as disk_json / nic_json
+    give them, hot-plugged ones too); missing ones come from the
+    configuration."""
     is_live = live is not None
     live = live or {}
     name = cfg["name"]
@@ -163,11 +173,15 @@ def domain_config(cfg: dict, live: dict | None = None) -> dict:
     b_info["arch_x86"] = {"msr_relaxed": "False"} if is_live else {}
 
     out: dict = {"c_info": c_info, "b_info": b_info}
-    disks = [d for d in (_disk(s, is_live) for s in cfg.get("disk") or ()) if d is not None]
+    disks = live.get("disks")
+    if disks is None:
+        disks = [d for d in (_disk(s, is_live) for s in cfg.get("disk") or ()) if d is not None]
     if disks:
         out["disks"] = disks
-    nics = [n for n in (_nic(s, i, name, is_live) for i, s in enumerate(cfg.get("vif") or ()))
-            if n is not None]
+    nics = live.get("nics")
+    if nics is None:
+        nics = [n for n in (_nic(s, i, name, is_live) for i, s in enumerate(cfg.get("vif") or ()))
+                if n is not None]
     if nics:
         out["nics"] = nics
     for key, default in (("on_poweroff", "destroy"), ("on_reboot", "restart"),
