@@ -53,6 +53,7 @@ void printk(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void vprintk(const char *fmt, va_list ap);
 void console_set_sink(unsigned int sinks);
 int  console_ring_init(void);            /* 0, or negative if no ring page */
+int  console_ring_resume(void);          /* console_ring_init again (after a restore) */
 long cons_ring_write(const char *buf, size_t len);  /* bytes queued, <0 error */
 void cons_ring_flush(void);              /* wait (bounded) for the backend */
 struct xencons_ring *console_ring(void); /* NULL until console_ring_init() */

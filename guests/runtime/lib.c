@@ -290,6 +290,14 @@ int console_ring_init(void)
     return 0;
 }
 
+/* After a restore the toolstack rewrote start_info's console frame and
+ * channel: take them again. */
+int console_ring_resume(void)
+{
+    cons_ring = NULL;
+    return console_ring_init();
+}
+
 #define RING_WAIT_LIMIT 200000
 
 long cons_ring_write(const char *buf, size_t len)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from ..kvm import Kvm, GuestMemory
 from . import layout as L
 from .abi import (HYPERCALLS, SharedInfo, VcpuInfo, ENOSYS, EINVAL, ENXIO, SHUTDOWN_NAMES,
-                  SHUTDOWN_crash, RUNSTATE_blocked, RUNSTATE_running)
+                  SHUTDOWN_crash, SHUTDOWN_suspend, RUNSTATE_blocked, RUNSTATE_running)
 from .hypercalls import build_table, ARG_MASKS
 from .mm import MemoryManager, PageTableError, PGT_WRITABLE
 from .vcpu import PVVcpu, GuestCrash
@@ -34,6 +34,22 @@ _LIBC = ctypes.CDLL(None, use_errno=True)
 def punch_hole(fd: int, offset: int, length: int) -> None:
     """Give a range of a memfd back to the host (FALLOC_FL_PUNCH_HOLE)."""
     _LIBC.fallocate(fd, 3, ctypes.c_long(offset), ctypes.c_long(length))
+
+
+@dataclass
+class SuspendRecord:
+    """A guest's SCHEDOP_shutdown(SHUTDOWN_suspend) the toolstack waited for."""
+    vcpu: int                   # the vCPU whose hypercall returns on resume
+    start_info_mfn: int         # the hypercall's third argument, checked to be the guest's
+
+
+@dataclass
+class RestoredLayout:
+    """What a restored domain's services need of its memory (a built one
+    has build_pv's BootLayout)."""
+    start_info_pfn: int
+    store_pfn: int
+    console_pfn: int
 
 
 @dataclass
@@ -104,6 +120,13 @@ class Domain:
         self.shutdown_code: int | None = None
         self._enosys_seen: set[tuple[int, int]] = set()
         self.layout = None
+        # suspend (save, checkpoint): while on_suspend is set, a guest's
+        # SHUTDOWN_suspend pauses the domain (SuspendRecord) and calls it,
+        # instead of ending the domain
+        self.on_suspend = None
+        self.suspend_cancel = False     # the kernel's SUSPEND_CANCEL ELF note
+        self.suspended: SuspendRecord | None = None
+        self.suspending = False         # blocked vCPUs leave their hypercalls
         self.start_time = time.monotonic()
         self.hypercall_counts: dict[int, int] = {}
 
@@ -115,6 +138,7 @@ class Domain:
         from ..build.x86_64 import build_pv
         from . import emulate
         emulate.install(self, image)
+        self.suspend_cancel = bool(getattr(image, "suspend_cancel", False))
         # the two channels every domU is born with, both to dom0 services
         self.store_port = self.events.bind_to_remote(0, self.dom0.notify_store)
         self.console_port = self.events.bind_to_remote(0, self.dom0.notify_console)
@@ -135,6 +159,93 @@ class Domain:
         self.vcpus[0].start(lay.entry, lay.stack_top, lay.start_info_va, lay.l4_pfn)
         self.mm.get_type(lay.l4_pfn, 4)     # the reference held by vCPU 0's baseptr
         self.mm.track_writes(len(self.vcpus))   # from now on page-table writes are replayed
+
+    def restore(self, state: dict, load_memory) -> None:
+        """The state of a saved domain instead of a start-of-day build
+        (hv/savestate.py): load_memory(self) fills RAM and the present
+        frames, then the page tables the guest had pinned are validated
+        again, start_info gets the new channels, the vCPUs their state.
+        RestoreError when the saved state does not fit or validate."""
+        from . import emulate, savestate
+        savestate.check_header(state, self)
+        emulate.install(self)
+        self.vm_assist = savestate._int(state.get("vm_assist", 0), 0, 0xFFFFFFFF)
+        self.suspend_cancel = bool(state.get("suspend_cancel"))
+        self.max_pages = max(self.nr_pages, savestate._int(state.get("max_pages", 0)))
+        self.store_port = self.events.bind_to_remote(0, self.dom0.notify_store)
+        self.console_port = self.events.bind_to_remote(0, self.dom0.notify_console)
+        for p in (self.store_port, self.console_port):
+            self.events.ports[p].consumer = True
+        load_memory(self)
+        mm = self.mm
+        for pfn in range(self.nr_pages):
+            self.heap.set_m2p(pfn, pfn if mm.present[pfn] else (1 << 64) - 1)
+        self.nr_present = sum(mm.present)
+        si = self.shared_info
+        ctypes.memmove(ctypes.addressof(si.arch), savestate._unb64(state["shared_arch"],
+                                                                   ctypes.sizeof(si.arch)),
+                       ctypes.sizeof(si.arch))
+        for i in range(len(si.evtchn_mask)):        # every port masked, as Xen's restore
+            si.evtchn_mask[i] = (1 << 64) - 1
+        savestate.restore_time(self, state)
+        si_pfn, store, console = savestate.localise_start_info(self, state)
+        for pfn in (store, console):
+            try:
+                mm.get_type(pfn, PGT_WRITABLE)
+            except PageTableError as e:
+                raise savestate.RestoreError(f"ring frame {pfn:#x}: {e}") from None
+        savestate.restore_pins(self, state)
+        for v, st in zip(self.vcpus, state["vcpus"]):
+            savestate.restore_vcpu(self, v, st)
+        if not self.vcpus[0].initialised:
+            raise savestate.RestoreError("vCPU 0 has no saved state")
+        self.layout = RestoredLayout(si_pfn, store, console)
+        self.console_off = console * L.PAGE_SIZE
+        self.mm.track_writes(len(self.vcpus))
+        for v in self.vcpus[1:]:
+            if v.pv.online:
+                self.vcpu_up(v)
+
+    # --- suspend -----------------------------------------------------------------
+    def suspend(self, vcpu, start_info_mfn: int) -> None:
+        """SCHEDOP_shutdown(SHUTDOWN_suspend): with nobody waiting for it
+        (on_suspend unset) a shutdown like any other; otherwise the domain is
+        paused with every vCPU out of its hypercalls (a blocked one returns
+        0, as Xen's SCHEDOP_block does when woken) and on_suspend called."""
+        hook = self.on_suspend
+        if hook is None or (self.shutdown_code is not None and
+                            self.shutdown_code != SHUTDOWN_suspend):
+            self.shutdown(SHUTDOWN_suspend, vcpu)
+            return
+        self.trace(vcpu.id, "shutdown", "suspend")
+        self.suspended = SuspendRecord(vcpu.id, start_info_mfn)
+        self.suspending = True
+        self.pause()
+        hook()
+
+    def wait_parked(self, timeout: float) -> bool:
+        """Wait until every vCPU thread of a paused domain waits at the run
+        gate (its registers are then the guest's to read)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.stopped:
+                return False
+            if all(v.parked or v.thread_ident is None for v in self.vcpus):
+                return True
+            for v in self.vcpus:
+                v.wake.set()
+            time.sleep(0.005)
+        return False
+
+    def resume_suspended(self, cancelled: bool) -> None:
+        """After a save with -c (xc_domain_resume): the suspend hypercall
+        returns 1 (cancelled: the guest resumes in the same domain, which
+        only a SUSPEND_CANCEL kernel understands) or 0. The caller unpauses."""
+        rec = self.suspended
+        self.suspended = None
+        self.suspending = False
+        if rec is not None and cancelled:
+            self.vcpus[rec.vcpu].set_guest_rax(1)
 
     # --- running -------------------------------------------------------------
     def run(self) -> DomainResult:
@@ -326,7 +437,7 @@ class Domain:
         vcpu.poll_ports = set(ports)
         vcpu.timer.to_block(True)
         try:
-            while not self.stopped:
+            while not self.stopped and not self.suspending:
                 vcpu.wake.clear()
                 if poll is None:
                     if vi.evtchn_upcall_pending:

@@ -135,6 +135,10 @@ class PVVcpu:
         self.native_tid = 0
         self.kicked = False
         self.in_replay = False
+        # while in_replay: the guest's registers after the stub (regs, sregs)
+        # and where its rax waits on the CPL0 stack (heap offset)
+        self.replay_target: tuple[KS.Regs, KS.Sregs, int] | None = None
+        self.parked = False             # waiting at the domain's run gate (paused)
         self.io_owed = False            # an IN KVM completes on the next KVM_RUN
         self.flush_pending = False
         self.exits = 0
@@ -755,6 +759,28 @@ class PVVcpu:
         self.sregs = target_s               # what the guest runs with after the iretq
         self._sregs_valid = True
         self.in_replay = True
+        self.replay_target = (target, KS.Sregs.from_buffer_copy(target_s), off + 24)
+
+    def guest_registers(self) -> tuple[KS.Regs, KS.Sregs]:
+        """Copies of the registers the guest resumes with, for a parked (or
+        never run) vCPU: the run page's (which hold what pyxen changed since
+        the exit), or, while a replay stub is owed, the guest's own behind
+        it (the stub only replays writes a fresh VM does not need)."""
+        if self.in_replay and self.replay_target is not None:
+            r, s, _ = self.replay_target
+            return KS.Regs.from_buffer_copy(r), KS.Sregs.from_buffer_copy(s)
+        return KS.Regs.from_buffer_copy(self.regs), KS.Sregs.from_buffer_copy(self.fetch_sregs())
+
+    def set_guest_rax(self, value: int) -> None:
+        """Give a parked vCPU's guest another rax (a hypercall's result),
+        behind a replay stub too."""
+        if self.in_replay and self.replay_target is not None:
+            r, _, off = self.replay_target
+            r.rax = value
+            struct.pack_into("<Q", self.domain.heap.mm, off, value)
+            return
+        self.regs.rax = value
+        self.regs_changed()
 
     def crash_report(self) -> str:
         try:
@@ -846,7 +872,10 @@ class PVVcpu:
         sched = dom.sched
         while not dom.stopped:
             if dom.paused:
+                self.settle_io()            # nothing owed to KVM while parked
+                self.parked = True
                 dom.run_gate.wait()
+                self.parked = False
                 continue
             if sched.throttle_until:
                 sched.wait_if_throttled()

@@ -52,6 +52,8 @@ KVM_SET_VCPU_EVENTS = _iow(0xA0, S.VcpuEvents)
 KVM_GET_DEBUGREGS = _ior(0xA1, S.DebugRegs)
 KVM_SET_DEBUGREGS = _iow(0xA2, S.DebugRegs)
 KVM_GET_TSC_KHZ = _io(0xA3)
+KVM_GET_XSAVE = _ior(0xA4, S.Xsave)
+KVM_SET_XSAVE = _iow(0xA5, S.Xsave)
 
 # The values linux/kvm.h defines on x86-64. A mismatch means a struct above
 # has the wrong size, which would make the kernel reject (or misread) it.
@@ -64,6 +66,7 @@ KERNEL_VALUES = {
     "KVM_GET_FPU": 0x81A0AE8C, "KVM_SET_FPU": 0x41A0AE8D, "KVM_SET_CPUID2": 0x4008AE90,
     "KVM_GET_VCPU_EVENTS": 0x8040AE9F, "KVM_SET_VCPU_EVENTS": 0x4040AEA0,
     "KVM_GET_TSC_KHZ": 0xAEA3, "KVM_GET_DEBUGREGS": 0x8080AEA1, "KVM_SET_DEBUGREGS": 0x4080AEA2,
+    "KVM_GET_XSAVE": 0x9000AEA4, "KVM_SET_XSAVE": 0x5000AEA5,
 }
 for _name, _value in KERNEL_VALUES.items():
     if globals()[_name] != _value:  # pragma: no cover - layout bug

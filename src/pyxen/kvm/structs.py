@@ -47,6 +47,11 @@ class DebugRegs(ctypes.Structure):
                 ("reserved", u64 * 9)]
 
 
+class Xsave(ctypes.Structure):
+    """struct kvm_xsave: the vCPU's FPU/SSE/AVX state in the XSAVE layout."""
+    _fields_ = [("region", u32 * 1024)]
+
+
 class VcpuEvents(ctypes.Structure):
     _fields_ = [("exception_injected", u8), ("exception_nr", u8),
                 ("exception_has_error_code", u8), ("exception_pending", u8),

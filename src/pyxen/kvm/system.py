@@ -288,6 +288,16 @@ class Vcpu:
     def set_fpu(self, fpu: S.Fpu) -> None:
         ioctl(self.fd, I.KVM_SET_FPU, fpu)
 
+    def get_xsave(self) -> bytes:
+        """The vCPU's FPU/vector state (KVM_GET_XSAVE: legacy area, header,
+        the extended components in the standard layout)."""
+        x = S.Xsave()
+        ioctl(self.fd, I.KVM_GET_XSAVE, x)
+        return bytes(x)
+
+    def set_xsave(self, data: bytes) -> None:
+        ioctl(self.fd, I.KVM_SET_XSAVE, S.Xsave.from_buffer_copy(data))
+
     def tsc_khz(self) -> int:
         return ioctl(self.fd, I.KVM_GET_TSC_KHZ)
 

@@ -208,15 +208,26 @@ class PyxendLink(Dom0Services):
 
 
 class DomainProcess:
-    def __init__(self, run_dir, domid: int, cfg: DomainConfig, paused: bool, log: LogRing):
+    def __init__(self, run_dir, domid: int, cfg: DomainConfig, paused: bool, log: LogRing,
+                 restore: str | None = None):
         self.run_dir = run_dir
         self.domid = domid
         self.cfg = cfg
         self.log = log
         self._cio = bytearray()
         self.link = PyxendLink(run_dir, domid)
+        self.suspend_event = threading.Event()
         # console_io output goes to the hypervisor's log (`pyxen dmesg`), as in Xen
-        self.dom = build_domain(cfg, self.link, domid=domid, console_io=self._console_io)
+        reader = None
+        if restore is not None:
+            from .savefile import SaveReader
+            reader = SaveReader(restore)
+        try:
+            self.dom = build_domain(cfg, self.link, domid=domid, console_io=self._console_io,
+                                    restore=reader)
+        finally:
+            if reader is not None:
+                reader.close()
         self._tls = threading.local()       # the control connection a request came on
         if paused:
             self.dom.pause()
@@ -335,10 +346,33 @@ class DomainProcess:
                 return {"version": gt.version, "frames": list(gt.frames),
                         "status_frames": list(gt.status_frames),
                         "frame_refs": dom.heap.frame_refs_off}, ()
+        if method == "suspend_arm":
+            # from now on the guest's SHUTDOWN_suspend pauses it for a save
+            self.suspend_event.clear()
+            dom.on_suspend = self.suspend_event.set
+            return None, ()
+        if method == "suspend_wait":
+            ok = self.suspend_event.wait(float(p.get("timeout", 60)))
+            if not ok:
+                dom.on_suspend = None
+                return {"suspended": False}, ()
+            dom.on_suspend = None
+            if not dom.wait_parked(10.0):
+                raise RuntimeError("the vCPUs did not stop after the guest suspended")
+            return {"suspended": True, "suspend_cancel": dom.suspend_cancel}, ()
+        if method == "save":
+            return self._save(str(p["path"]), p.get("config")), ()
+        if method == "resume":
+            dom.resume_suspended(bool(p.get("cancelled")))
+            return None, ()
         if method == "set_maxmem":
             dom.max_pages = int(p["kb"]) // 4
             return None, ()
         raise RuntimeError(f"unknown method {method!r}")
+
+    def _save(self, path: str, config: dict | None) -> dict:
+        from .savefile import write_domain
+        return write_domain(self.dom, path, config or self.cfg.to_dict())
 
     def run(self) -> int:
         def on_term(signum, frame):
@@ -397,6 +431,7 @@ def main(argv=None) -> int:
     ap.add_argument("--domid", type=int, required=True)
     ap.add_argument("--config", required=True, help="the domain's validated config (JSON)")
     ap.add_argument("--paused", action="store_true")
+    ap.add_argument("--restore", metavar="FILE", help="make the domain from a save file")
     args = ap.parse_args(argv)
     from pathlib import Path
     run_dir = Path(args.run_dir)
@@ -408,7 +443,7 @@ def main(argv=None) -> int:
     logging.getLogger().addHandler(ring)
     cfg = config_from_json(Path(args.config).read_text())
     try:
-        proc = DomainProcess(run_dir, args.domid, cfg, args.paused, ring)
+        proc = DomainProcess(run_dir, args.domid, cfg, args.paused, ring, restore=args.restore)
     except Exception as e:
         logging.error("cannot build domain %s: %s", cfg.name, e)
         rec = {"reason": "failed", "code": None, "message": str(e)}

@@ -7,7 +7,8 @@ import struct
 from .. import abi
 from ..abi import (HC, EFAULT, EINVAL, EPERM, ENOSYS, SCHEDOP_yield, SCHEDOP_block,
                    SCHEDOP_shutdown, SCHEDOP_poll, SCHEDOP_remote_shutdown,
-                   SCHEDOP_shutdown_code, SCHEDOP_watchdog, SHUTDOWN_soft_reset)
+                   SCHEDOP_shutdown_code, SCHEDOP_watchdog, SHUTDOWN_soft_reset,
+                   SHUTDOWN_suspend)
 from ..guestmem import GuestFault
 from . import Hypercall
 
@@ -16,7 +17,7 @@ _POLL = abi.checked_struct("<QI4xQ", abi.SchedPoll, "ports nr_ports timeout")
 _PORT = abi.checked_struct("<I", abi.EvtchnSend, "port")            # an evtchn_port_t
 
 
-def sched_op(vcpu, cmd, arg, *_):
+def sched_op(vcpu, cmd, arg, a3=0, *_):
     dom = vcpu.domain
     if cmd == SCHEDOP_yield:
         os.sched_yield()
@@ -32,6 +33,11 @@ def sched_op(vcpu, cmd, arg, *_):
             return -EINVAL
         if cmd == SCHEDOP_shutdown_code:
             dom.shutdown_code = reason
+            return 0
+        if reason == SHUTDOWN_suspend:
+            # the third argument names the guest's start_info frame (Linux's
+            # HYPERVISOR_suspend); restore checks it again before using it
+            dom.suspend(vcpu, a3)
             return 0
         dom.shutdown(reason, vcpu)
         return 0

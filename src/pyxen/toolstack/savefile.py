@@ -1,0 +1,271 @@
+"""pyxen's save file (docs/save-format.md): write and read it, streaming.
+
+    header   magic "PYXENSAV", version, flags, JSON length, JSON CRC32, 0
+    JSON     {"name", "uuid", "config", "nr_pages", "vcpus", "saved_at", "pyxen"}
+    records  type, flags, payload length, payload CRC32 (24 bytes) + payload:
+             STATE  the hypervisor state (hv/savestate.py) as JSON
+             PAGES  pfn, count, kind (data / zero / absent) [+ count pages]
+             END    records before it, file offset where it starts
+
+Memory goes out and comes back in runs of at most RUN_PAGES frames, read
+from and into the guest's memfd mapping: the image is never in memory as a
+whole. `check_file` reads only the header and the END record at the tail,
+so a foreign or truncated file is refused before anything is created; each
+record's CRC is checked again as it is read.
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+import time
+import zlib
+from dataclasses import dataclass
+
+MAGIC = b"PYXENSAV"
+VERSION = 1
+_HEAD = struct.Struct("<8sIIII8x")          # magic, version, flags, json length, json crc
+_REC = struct.Struct("<IIQI4x")             # type, flags, length, crc
+_PAGES = struct.Struct("<QII")              # pfn, count, kind
+_END = struct.Struct("<QQ")                 # records before END, END's offset
+R_STATE, R_PAGES, R_END = 1, 2, 0xFFFF
+K_DATA, K_ZERO, K_ABSENT = 0, 1, 2
+RUN_PAGES = 16                              # 64 KiB per PAGES record at most
+MAX_JSON = 16 << 20
+PAGE = 4096
+_ZERO_RUN = bytes(RUN_PAGES * PAGE)
+END_SIZE = _REC.size + _END.size
+
+
+class SaveFileError(Exception):
+    """The file is not a pyxen save file this pyxen can restore."""
+
+
+@dataclass
+class SaveHeader:
+    version: int
+    info: dict                  # the JSON header
+    data_offset: int            # first record
+
+    @property
+    def config(self) -> dict:
+        return self.info["config"]
+
+
+# --- writing ---------------------------------------------------------------------------
+class SaveWriter:
+    def __init__(self, f, info: dict):
+        self.f = f
+        self.records = 0
+        blob = json.dumps(info).encode()
+        f.write(_HEAD.pack(MAGIC, VERSION, 0, len(blob), zlib.crc32(blob)))
+        f.write(blob)
+
+    def record(self, rtype: int, *parts) -> None:
+        crc = 0
+        length = 0
+        for p in parts:
+            crc = zlib.crc32(p, crc)
+            length += len(p)
+        self.f.write(_REC.pack(rtype, 0, length, crc))
+        for p in parts:
+            self.f.write(p)
+        self.records += 1
+
+    def state(self, state: dict) -> None:
+        self.record(R_STATE, json.dumps(state).encode())
+
+    def memory(self, view, present, progress=None) -> int:
+        """Every frame of the guest (view: its RAM; present[pfn] 1 or 0),
+        in runs: absent (ballooned out), all zero, or data. Returns the
+        bytes of page data written."""
+        nr = len(present)
+        written = 0
+        pfn = 0
+        while pfn < nr:
+            here = present[pfn]
+            end = pfn + 1
+            while end < nr and end - pfn < RUN_PAGES and present[end] == here:
+                end += 1
+            count = end - pfn
+            if not here:
+                self.record(R_PAGES, _PAGES.pack(pfn, count, K_ABSENT))
+            else:
+                data = bytes(view[pfn * PAGE:end * PAGE])    # one run (64 KiB) at a time
+                if data == _ZERO_RUN[:count * PAGE]:
+                    self.record(R_PAGES, _PAGES.pack(pfn, count, K_ZERO))
+                else:
+                    self.record(R_PAGES, _PAGES.pack(pfn, count, K_DATA), data)
+                    written += count * PAGE
+                data = None
+            pfn = end
+            if progress is not None:
+                progress(pfn, nr)
+        return written
+
+    def end(self) -> None:
+        off = self.f.tell()
+        payload = _END.pack(self.records, off)
+        self.f.write(_REC.pack(R_END, 0, len(payload), zlib.crc32(payload)))
+        self.f.write(payload)
+        self.f.flush()
+
+
+def header_info(name: str, uuid: str, config: dict, nr_pages: int, vcpus: int) -> dict:
+    from .. import __version__
+    return {"name": name, "uuid": uuid, "config": config, "nr_pages": nr_pages,
+            "vcpus": vcpus, "saved_at": time.time(), "pyxen": __version__}
+
+
+def write_domain(dom, path: str, config: dict, progress=None) -> dict:
+    """Write a suspended domain (Domain.suspend, every vCPU parked) to path:
+    the hypervisor state, then its memory straight from the memfd. The file
+    is the owner's only (it holds the guest's memory)."""
+    from ..hv import savestate
+    if dom.suspended is None or not dom.wait_parked(10.0):
+        raise RuntimeError("the domain is not suspended")
+    state = savestate.capture(dom)
+    info = header_info(dom.name, str(dom.uuid), config, dom.nr_pages, len(dom.vcpus))
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "wb", buffering=1 << 20) as f:
+        w = SaveWriter(f, info)
+        w.state(state)
+        data = w.memory(dom.ram.view, dom.mm.present, progress)
+        w.end()
+        f.flush()
+        os.fsync(f.fileno())
+        size = f.tell()
+    return {"bytes": size, "memory_bytes": data}
+
+
+# --- reading ---------------------------------------------------------------------------
+def _read_exact(f, n: int, what: str) -> bytes:
+    data = f.read(n)
+    if len(data) != n:
+        raise SaveFileError(f"the save file is truncated ({what})")
+    return data
+
+
+def read_header(f, path: str = "save file") -> SaveHeader:
+    head = f.read(_HEAD.size)
+    if len(head) < len(MAGIC) or head[:len(MAGIC)] != MAGIC:
+        raise SaveFileError(f"{path}: not a pyxen save file (bad magic)")
+    if len(head) != _HEAD.size:
+        raise SaveFileError(f"{path}: the save file is truncated (header)")
+    _, version, _flags, jlen, jcrc = _HEAD.unpack(head)
+    if version != VERSION:
+        raise SaveFileError(f"{path}: save file version {version}; this pyxen reads "
+                            f"version {VERSION}")
+    if jlen > MAX_JSON:
+        raise SaveFileError(f"{path}: corrupt header (length {jlen})")
+    blob = _read_exact(f, jlen, "header")
+    if zlib.crc32(blob) != jcrc:
+        raise SaveFileError(f"{path}: corrupt header (checksum)")
+    try:
+        info = json.loads(blob)
+    except ValueError:
+        raise SaveFileError(f"{path}: corrupt header (not JSON)") from None
+    if not isinstance(info, dict) or not isinstance(info.get("config"), dict) \
+            or not isinstance(info.get("nr_pages"), int):
+        raise SaveFileError(f"{path}: corrupt header (fields)")
+    return SaveHeader(version, info, f.tell())
+
+
+def check_file(path: str) -> SaveHeader:
+    """The header of a complete save file: magic, version, header checksum,
+    and an END record at the tail that names the file's length. Reads only
+    the two ends of the file."""
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        raise SaveFileError(f"{path}: {e.strerror}") from None
+    with f:
+        hdr = read_header(f, path)
+        size = os.fstat(f.fileno()).st_size
+        if size < hdr.data_offset + END_SIZE:
+            raise SaveFileError(f"{path}: the save file is truncated (no end record)")
+        f.seek(size - END_SIZE)
+        rtype, _, length, crc = _REC.unpack(f.read(_REC.size))
+        payload = f.read(_END.size)
+        if rtype != R_END or length != _END.size or zlib.crc32(payload) != crc:
+            raise SaveFileError(f"{path}: the save file is truncated or damaged (no end record)")
+        _, off = _END.unpack(payload)
+        if off != size - END_SIZE:
+            raise SaveFileError(f"{path}: the save file is truncated or damaged "
+                                f"(end record at {off}, file ends at {size})")
+    return hdr
+
+
+class SaveReader:
+    """Reads a checked save file's records in order, for Domain.restore."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.header = check_file(path)
+        self.f = open(path, "rb")
+        self.f.seek(self.header.data_offset)
+        self.records = 0
+
+    def close(self) -> None:
+        self.f.close()
+
+    def _next(self):
+        rtype, _, length, crc = _REC.unpack(_read_exact(self.f, _REC.size, "record"))
+        self.records += 1
+        return rtype, length, crc
+
+    def state(self) -> dict:
+        rtype, length, crc = self._next()
+        if rtype != R_STATE or length > MAX_JSON:
+            raise SaveFileError(f"{self.path}: damaged file (no state record: type {rtype})")
+        blob = _read_exact(self.f, length, "state")
+        if zlib.crc32(blob) != crc:
+            raise SaveFileError(f"{self.path}: the state record is damaged (checksum)")
+        try:
+            return json.loads(blob)
+        except ValueError:
+            raise SaveFileError(f"{self.path}: the state record is damaged") from None
+
+    def load_memory(self, dom, progress=None) -> None:
+        """Fill dom's RAM from the PAGES records (until END); ballooned-out
+        frames are given back to the host as they were."""
+        from ..hv.domain import punch_hole
+        nr = dom.nr_pages
+        view = dom.ram.view
+        mm = dom.mm
+        seen = 0
+        while True:
+            rtype, length, crc = self._next()
+            if rtype == R_END:
+                payload = _read_exact(self.f, _END.size, "end")
+                if zlib.crc32(payload) != crc or _END.unpack(payload)[0] != self.records - 1:
+                    raise SaveFileError(f"{self.path}: damaged file (the end record does not match)")
+                break
+            if rtype != R_PAGES or length < _PAGES.size:
+                raise SaveFileError(f"{self.path}: damaged record (type {rtype})")
+            head = _read_exact(self.f, _PAGES.size, "pages")
+            pfn, count, kind = _PAGES.unpack(head)
+            if count < 1 or count > RUN_PAGES or pfn + count > nr or pfn != seen:
+                raise SaveFileError(f"{self.path}: damaged page run {pfn:#x}+{count} (out of "
+                                    f"order or outside the domain's {nr} pages)")
+            want = _PAGES.size + (count * PAGE if kind == K_DATA else 0)
+            if kind not in (K_DATA, K_ZERO, K_ABSENT) or length != want:
+                raise SaveFileError(f"{self.path}: damaged page run at {pfn:#x}")
+            c = zlib.crc32(head)
+            if kind == K_DATA:
+                dest = view[pfn * PAGE:(pfn + count) * PAGE]
+                if self.f.readinto(dest) != len(dest):
+                    raise SaveFileError(f"{self.path}: the save file is truncated (memory)")
+                c = zlib.crc32(dest, c)
+                dest.release()
+            elif kind == K_ABSENT:
+                for p in range(pfn, pfn + count):
+                    mm.present[p] = 0
+                punch_hole(dom.ram.fd, pfn * PAGE, count * PAGE)
+            if c != crc:
+                raise SaveFileError(f"{self.path}: page run at {pfn:#x} is damaged (checksum)")
+            seen = pfn + count
+            if progress is not None:
+                progress(seen, nr)
+        if seen != nr:
+            raise SaveFileError(f"{self.path}: memory ends at frame {seen:#x} of {nr:#x}")

@@ -1,0 +1,165 @@
+"""Save and restore (issue 16): the save file, the suspend protocol, a
+restored guest carrying on. guests/suspend.c counts on its console ring
+and suspends when control/shutdown says so."""
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+
+import pytest
+
+from pyxen.toolstack.builder import CreateError, LocalServices, build_domain, close_domain
+from pyxen.toolstack.domconfig import DomainConfig
+from pyxen.toolstack import savefile
+from guest_helpers import Console
+
+
+def _counts(text: str) -> list[int]:
+    return [int(x) for x in re.findall(r"^count (\d+)", text, re.M)]
+
+
+def _wait(pred, timeout=20.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return pred()
+
+
+def _start(kvm, cfg, restore=None):
+    out = Console()
+    reader = savefile.SaveReader(restore) if restore else None
+    try:
+        dom = build_domain(cfg, LocalServices(out.extend, devices=False), console_io=out.extend,
+                           kvm=kvm, restore=reader)
+    finally:
+        if reader is not None:
+            reader.close()
+    result = {}
+    t = threading.Thread(target=lambda: result.setdefault("r", dom.run()), daemon=True)
+    t.start()
+    return dom, out, t, result
+
+
+def _xs_write(dom, rel: str, value: str) -> None:
+    from pyxen.dom0.xenstore.store import Client
+    xs = dom.dom0.xenstore
+    with xs.access() as store:
+        store.write(Client(store, 0, True), f"/local/domain/{dom.domid}/{rel}", value.encode())
+
+
+def _suspend(dom) -> None:
+    ev = threading.Event()
+    dom.on_suspend = ev.set
+    _xs_write(dom, "control/shutdown", "suspend")
+    assert ev.wait(20), "the guest did not suspend"
+    dom.on_suspend = None
+    assert dom.wait_parked(10)
+
+
+def _cfg(elf, **kw):
+    return DomainConfig(name="sr", kernel=str(elf), cmdline="period_ms=20", memory=32, **kw)
+
+
+def test_save_restore_counter_continues(kvm, guest_elf, tmp_path):
+    """The counter goes on after a restore into a new domain, from where it
+    stopped; the file refuses to restore once truncated."""
+    cfg = _cfg(guest_elf("suspend"))
+    dom, out, t, _ = _start(kvm, cfg)
+    try:
+        assert _wait(lambda: len(_counts(out.text)) >= 10), out.text
+        _suspend(dom)
+        path = str(tmp_path / "sr.save")
+        res = savefile.write_domain(dom, path, cfg.to_dict())
+        assert res["bytes"] == os.path.getsize(path)
+        assert os.stat(path).st_mode & 0o777 == 0o600
+        before = _counts(out.text)[-1]
+        dom.destroy()
+        t.join(10)
+    finally:
+        close_domain(dom)
+    assert res["bytes"] < 32 << 20            # zero runs are not written out
+
+    hdr = savefile.check_file(path)
+    assert hdr.info["name"] == "sr" and hdr.info["nr_pages"] == 32 * 256
+
+    dom2, out2, t2, result = _start(kvm, cfg, restore=path)
+    try:
+        assert _wait(lambda: "resumed in a new domain" in out2.text), out2.text
+        assert _wait(lambda: len(_counts(out2.text)) >= 5), out2.text
+        after = _counts(out2.text)
+        assert after[0] == before + 1, (before, after[:3])
+        assert after == list(range(after[0], after[0] + len(after)))
+        _xs_write(dom2, "control/shutdown", "poweroff")
+        t2.join(20)
+        assert result["r"].reason == "poweroff", out2.text
+        assert "Test result: SUCCESS" in out2.text
+    finally:
+        dom2.destroy()
+        close_domain(dom2)
+
+
+def test_checkpoint_resumes_same_domain(kvm, guest_elf, tmp_path):
+    """save -c: the guest's suspend hypercall returns 1 and it carries on
+    in the same domain (its kernel has SUSPEND_CANCEL)."""
+    cfg = _cfg(guest_elf("suspend"))
+    dom, out, t, result = _start(kvm, cfg)
+    try:
+        assert dom.suspend_cancel
+        assert _wait(lambda: len(_counts(out.text)) >= 5), out.text
+        _suspend(dom)
+        savefile.write_domain(dom, str(tmp_path / "cp.save"), cfg.to_dict())
+        n = len(_counts(out.text))
+        dom.resume_suspended(cancelled=True)
+        dom.unpause()
+        assert _wait(lambda: "cancelled, same domain (rc 1)" in out.text), out.text
+        assert _wait(lambda: len(_counts(out.text)) >= n + 5), out.text
+        c = _counts(out.text)
+        assert c == list(range(len(c)))
+        _xs_write(dom, "control/shutdown", "poweroff")
+        t.join(20)
+        assert result["r"].reason == "poweroff"
+    finally:
+        dom.destroy()
+        close_domain(dom)
+    savefile.check_file(str(tmp_path / "cp.save"))
+
+
+@pytest.mark.parametrize("damage", ["truncate", "foreign", "version", "empty", "flip"])
+def test_bad_files_refused(kvm, guest_elf, tmp_path, damage):
+    """A truncated, foreign, newer or damaged file is refused with a clear
+    message, before (check_file) or while (the records' checksums) it is read."""
+    cfg = _cfg(guest_elf("suspend"))
+    dom, out, t, _ = _start(kvm, cfg)
+    path = str(tmp_path / "x.save")
+    try:
+        assert _wait(lambda: len(_counts(out.text)) >= 2), out.text
+        _suspend(dom)
+        savefile.write_domain(dom, path, cfg.to_dict())
+        dom.destroy()
+        t.join(10)
+    finally:
+        close_domain(dom)
+    data = bytearray(open(path, "rb").read())
+    if damage == "truncate":
+        data = data[:len(data) // 2]
+        msg = "truncated"
+    elif damage == "foreign":
+        data[:8] = b"\x7fELF\x02\x01\x01\x00"
+        msg = "not a pyxen save file"
+    elif damage == "version":
+        data[8] = 99
+        msg = "version 99"
+    elif damage == "empty":
+        data = bytearray()
+        msg = "not a pyxen save file"
+    else:
+        data[len(data) // 2] ^= 0xFF      # somewhere in memory: only the checksum sees it
+        msg = "damaged"
+    open(path, "wb").write(bytes(data))
+    with pytest.raises((savefile.SaveFileError, CreateError), match=msg):
+        savefile.check_file(path)
+        _start(kvm, cfg, restore=path)
