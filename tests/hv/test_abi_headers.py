@@ -136,3 +136,13 @@ def test_structures_and_constants_match_xen_headers(tmp_path):
 def test_every_module_names_its_header():
     for mod in modules():
         assert os.path.exists(os.path.join("/usr/include", mod._HEADER)), mod._HEADER
+
+
+def test_xenstore_error_names_are_xs_wires(tmp_path):
+    """abi.XSD_ERRORS (what an XS_ERROR reply may name) is xs_wire.h's
+    xsd_errors[] in its order."""
+    out = compile_and_run(tmp_path,
+                          "for (size_t i = 0; i < sizeof(xsd_errors) / sizeof(xsd_errors[0]); i++)"
+                          ' printf("%s\\n", xsd_errors[i].errstring);\n',
+                          ["errno.h", "xen/io/xs_wire.h"])
+    assert tuple(out.split()) == abi.XSD_ERRORS

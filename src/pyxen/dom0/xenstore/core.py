@@ -21,6 +21,9 @@ import re
 from collections import Counter
 from typing import TYPE_CHECKING, Callable, Iterator, Optional
 
+from ...hv.abi import (DOMID_FIRST_RESERVED, DOMID_SELF, XENSTORE_ABS_PATH_MAX,  # noqa: F401
+                       XENSTORE_PAYLOAD_MAX, XENSTORE_REL_PATH_MAX, XSD_ERRORS)
+
 if TYPE_CHECKING:
     from .store import XenStore
     from .transactions import Transaction
@@ -36,17 +39,11 @@ __all__ = [
 ]
 
 #: errno names a reply may carry, in xs_wire.h's xsd_errors order.
-ERRORS = (
-    "EINVAL", "EACCES", "EEXIST", "EISDIR", "ENOENT", "ENOMEM", "ENOSPC",
-    "EIO", "ENOTEMPTY", "ENOSYS", "EROFS", "EBUSY", "EAGAIN", "EISCONN",
-    "E2BIG", "EPERM",
-)
+ERRORS = XSD_ERRORS
 
-PAYLOAD_MAX = 4096          # XENSTORE_PAYLOAD_MAX
-ABS_PATH_MAX = 3072         # XENSTORE_ABS_PATH_MAX
-REL_PATH_MAX = 2048         # XENSTORE_REL_PATH_MAX
-DOMID_FIRST_RESERVED = 0x7FF0
-DOMID_SELF = 0x7FF0
+PAYLOAD_MAX = XENSTORE_PAYLOAD_MAX
+ABS_PATH_MAX = XENSTORE_ABS_PATH_MAX
+REL_PATH_MAX = XENSTORE_REL_PATH_MAX
 
 SPECIAL_PATHS = ("@introduceDomain", "@releaseDomain")
 #: nodes present in a fresh store (all owned by dom0, no access for others)

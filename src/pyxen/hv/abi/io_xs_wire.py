@@ -23,6 +23,10 @@ XENSTORE_CONNECTED, XENSTORE_RECONNECT = 0, 1
 XENSTORE_ERROR_NONE, XENSTORE_ERROR_COMM = 0, 1
 XENSTORE_ERROR_RINGIDX, XENSTORE_ERROR_PROTO = 2, 3
 
+#: the errno names an XS_ERROR reply may carry, in xsd_errors[] order
+XSD_ERRORS = ("EINVAL", "EACCES", "EEXIST", "EISDIR", "ENOENT", "ENOMEM", "ENOSPC", "EIO",
+              "ENOTEMPTY", "ENOSYS", "EROFS", "EBUSY", "EAGAIN", "EISCONN", "E2BIG", "EPERM")
+
 
 class XsdSockmsg(Struct):
     _c_type_ = "struct xsd_sockmsg"
