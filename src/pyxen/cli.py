@@ -515,15 +515,10 @@ def cmd_top(args) -> int:
 
 
 # --- simple commands --------------------------------------------------------------------------
-def simple(method, wait_for_gone=False):
+def simple(method):
+    """A command that sends `method` for its one domain (destroy, pause, unpause)."""
     def run(args) -> int:
-        doms = [args.domain] if hasattr(args, "domain") else []
-        if getattr(args, "all", False):
-            doms = [str(r["domid"]) for r in api(args, "list")[1:]]
-        for d in doms:
-            api(args, method, dom=d)
-        if wait_for_gone and getattr(args, "wait", False):
-            return wait_gone(args, doms)
+        api(args, method, dom=args.domain)
         return 0
     return run
 
@@ -575,19 +570,6 @@ def wait_for_deaths(args, domids, until_dead: bool, timeout=600) -> int:
                     pending.discard(domid)
         if pending:
             time.sleep(0.2)
-    return 0 if not pending else 1
-
-
-def wait_gone(args, doms, timeout=300) -> int:
-    end = time.monotonic() + timeout
-    pending = set(doms)
-    while pending and time.monotonic() < end:
-        live = api(args, "list")
-        names = {r["name"] for r in live} | {str(r["domid"]) for r in live}
-        for d in list(pending):
-            if d not in names:
-                pending.discard(d)
-        time.sleep(0.2)
     return 0 if not pending else 1
 
 
