@@ -924,6 +924,110 @@ def cmd_prepare_linux(args) -> int:
     return 0
 
 
+# --- save / restore (issue 16; docs/save-format.md) ------------------------------------------
+def _api_in_background(args, method, bar_total: int = 0, watch: str | None = None,
+                       label: str = "", **params):
+    """A long API call (save, restore) while a rich progress bar on stderr
+    shows what is known of it: the bytes in `watch` out of bar_total, or the
+    time so far. The call's result, or SystemExit(1) as api() fails."""
+    import threading
+    import time
+    box: dict = {}
+
+    def call():
+        try:
+            box["result"] = api(args, method, **params)
+        except SystemExit as e:
+            box["exit"] = e
+    t = threading.Thread(target=call, daemon=True)
+    t.start()
+    if sys.stderr.isatty():
+        from rich.console import Console
+        from rich.progress import (BarColumn, DownloadColumn, Progress, SpinnerColumn,
+                                   TextColumn, TimeElapsedColumn)
+        cols = [SpinnerColumn(), TextColumn(label)]
+        if watch and bar_total:
+            cols += [BarColumn(), DownloadColumn()]
+        cols.append(TimeElapsedColumn())
+        with Progress(*cols, console=Console(stderr=True), transient=False) as bar:
+            task = bar.add_task(label, total=bar_total or None)
+            while t.is_alive():
+                if watch:
+                    try:
+                        bar.update(task, completed=min(os.path.getsize(watch), bar_total))
+                    except OSError:
+                        pass
+                time.sleep(0.1)
+            if "result" in box:
+                bar.update(task, completed=bar_total or 1, total=bar_total or 1)
+    t.join()
+    if "exit" in box:
+        raise box["exit"]
+    return box["result"]
+
+
+def cmd_save(args) -> int:
+    """xl save (xl_saverestore.c save_domain): the domain's state and memory to
+    FILE, then destroyed (or resumed with -c, paused with -p)."""
+    config = None
+    if args.config:
+        try:
+            with open(args.config) as f:
+                config = f.read()
+        except OSError as e:
+            err(f"pyxen: cannot read {args.config}: {e.strerror}")
+            return 1
+    path = os.path.abspath(args.file)
+    rows = api(args, "list", dom=args.domain)
+    total = rows[0]["mem_mb"] << 20 if rows else 0
+    err(f"Saving to {args.file} new pyxen format")
+    _api_in_background(args, "save", bar_total=total, watch=path,
+                       label=f"saving {rows[0]['name'] if rows else args.domain}",
+                       dom=args.domain, path=path, checkpoint=args.checkpoint,
+                       paused=args.paused, config=config,
+                       config_path=os.path.abspath(args.config) if args.config else "<config>")
+    return 0
+
+
+def cmd_restore(args) -> int:
+    """xl restore [CFG] FILE: a new domain from a save file (config first, as
+    xl; the other order is taken too when the first is the save file)."""
+    from .toolstack.savefile import MAGIC, SaveFileError, check_file
+    files = [args.first, args.second] if args.second else [args.first]
+    if len(files) == 2:
+        try:
+            with open(files[0], "rb") as f:
+                if f.read(len(MAGIC)) == MAGIC:
+                    files.reverse()
+        except OSError:
+            pass
+    cfg_file, save_file = (files[0], files[1]) if len(files) == 2 else (None, files[0])
+    try:
+        hdr = check_file(save_file)         # refused here: nothing is created
+    except SaveFileError as e:
+        err(f"pyxen: {e}")
+        return 1
+    err(f"Loading new save file {save_file} (pyxen format version {hdr.version})")
+    config = None
+    if cfg_file:
+        err(f"Parsing config from {cfg_file}")
+        try:
+            with open(cfg_file) as f:
+                config = f.read()
+        except OSError as e:
+            err(f"pyxen: cannot read {cfg_file}: {e.strerror}")
+            return 1
+    else:
+        err(" Savefile contains the domain's config")
+    res = _api_in_background(args, "restore", label=f"restoring {hdr.info.get('name', '')}",
+                             path=os.path.abspath(save_file), config=config,
+                             config_path=os.path.abspath(cfg_file) if cfg_file else "<config>",
+                             paused=args.paused)
+    if args.console:
+        return attach_console(args, str(res["domid"]))
+    return 0
+
+
 # --- the parser -------------------------------------------------------------------------------
 def build_parser(prog: str = "pyxen") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description="pyxen: Xen on KVM, with xl's commands "
@@ -1030,6 +1134,37 @@ def build_parser(prog: str = "pyxen") -> argparse.ArgumentParser:
             "permissions.")
     c.add_argument("domain")
     c.add_argument("filename", metavar="FILE")
+    c = cmd("save", cmd_save, "save a domain's state to a file",
+            description="Save a domain (xl save): it is asked to suspend (control/shutdown), "
+            "then its memory and state are written to FILE in pyxen's format "
+            "(docs/save-format.md) and the domain is destroyed. CFG: an xl.cfg stored in "
+            "the file instead of the running domain's config.")
+    c.add_argument("-c", dest="checkpoint", action="store_true",
+                   help="leave the domain running after the save (checkpoint)")
+    c.add_argument("-p", dest="paused", action="store_true",
+                   help="leave the domain paused after the save")
+    c.add_argument("domain")
+    c.add_argument("file", metavar="FILE")
+    c.add_argument("config", metavar="CFG", nargs="?")
+
+    c = cmd("restore", cmd_restore, "restore a domain from a save file",
+            description="Restore a domain saved with `pyxen save` (xl restore [CFG] FILE): "
+            "it carries on from where it was saved, in a new domain. A file that is "
+            "truncated or not a pyxen save file is refused and nothing is created.")
+    c.add_argument("first", metavar="CFG", help="an xl.cfg to use instead of the saved config "
+                   "(optional: a lone argument is the save file)")
+    c.add_argument("second", metavar="FILE", nargs="?", help="the save file")
+    c.add_argument("-c", dest="console", action="store_true", help="attach to the console")
+    c.add_argument("-p", dest="paused", action="store_true", help="leave the domain paused")
+    c.add_argument("-e", dest="no_monitor", action="store_true",
+                   help="do not wait in the background for the domain's death (accepted)")
+    c.add_argument("-d", dest="debug", action="store_true", help="debug output (accepted)")
+    c.add_argument("-F", dest="foreground", action="store_true",
+                   help="do not daemonize (accepted: pyxend runs the domain)")
+    c.add_argument("-V", dest="vnc", action="store_true", help="VNC viewer (no graphics: ignored)")
+    c.add_argument("-A", dest="vncautopass", action="store_true",
+                   help="VNC viewer with password (no graphics: ignored)")
+
     c = cmd("log", cmd_log, "pyxend's log")
     c.add_argument("-n", dest="lines", type=int, default=100)
     c = cmd("domid", cmd_domid, "domain name to id")

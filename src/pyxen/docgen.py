@@ -42,6 +42,9 @@ PARTIAL = {
     "top": "xentop's columns from pyxend's accounting",
     "info": "host lines from the host's CPUID, /proc and /sys; the hypervisor's are pyxen's",
     "sched-credit": "weight and cap per domain on the Linux scheduler; no cpupools, no -s",
+    "save": "PV; pyxen's own file format (docs/save-format.md); -c/-p need a kernel with "
+            "SUSPEND_CANCEL; no -D",
+    "restore": "PV, from pyxen's save files; -e/-d/-F/-V/-A accepted and ignored",
     "vcpu-pin": "hard affinity of a started vCPU's thread; soft affinity is accepted "
                 "and only warned about",
 }
@@ -52,8 +55,8 @@ ABSENT = {
                             "pci-assignable-remove", "pci-assignable-list")},
     **{c: _HVM for c in ("vncviewer", "cd-insert", "cd-eject", "button-press", "trigger",
                          "qemu-monitor-command")},
-    **{c: "not yet: save, restore and migration are issue 16"
-       for c in ("save", "restore", "migrate", "migrate-receive")},
+    **{c: "not yet: live migration is issue 16's second part"
+       for c in ("migrate", "migrate-receive")},
     **{c: _PV_FRONT for c in ("vtpm-attach", "vtpm-list", "vtpm-detach", "vkb-attach",
                               "vkb-list", "vkb-detach", "vdispl-attach", "vdispl-list",
                               "vdispl-detach", "vsnd-attach", "vsnd-list", "vsnd-detach",

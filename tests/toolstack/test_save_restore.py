@@ -163,3 +163,76 @@ def test_bad_files_refused(kvm, guest_elf, tmp_path, damage):
     with pytest.raises((savefile.SaveFileError, CreateError), match=msg):
         savefile.check_file(path)
         _start(kvm, cfg, restore=path)
+
+
+# --- through pyxend and the CLI ------------------------------------------------------------
+def _cfg_file(tmp_path, guest_elf, name="counter"):
+    p = tmp_path / f"{name}.cfg"
+    p.write_text(f'name = "{name}"\nkernel = "{guest_elf("suspend")}"\nmemory = 32\n'
+                 f'extra = "period_ms=20"\n')
+    return p
+
+
+def _log_counts(rd, name="counter"):
+    try:
+        return _counts((rd / "log" / f"guest-{name}.log").read_text(errors="replace"))
+    except OSError:
+        return []
+
+
+def test_cli_save_restore(rd, tmp_path, guest_elf):
+    """pyxen save DOM FILE: the domain is gone and FILE holds it; pyxen
+    restore FILE: it counts on from where it was (same console log)."""
+    from daemon_helpers import cli, rows, wait_until
+    assert cli(rd, "create", str(_cfg_file(tmp_path, guest_elf))).returncode == 0
+    assert wait_until(lambda: len(_log_counts(rd)) >= 10, 20)
+    save = tmp_path / "counter.save"
+    r = cli(rd, "save", "counter", str(save))
+    assert r.returncode == 0, r.stderr
+    assert "counter" not in rows(rd)
+    before = _log_counts(rd)[-1]
+    assert savefile.check_file(str(save)).info["name"] == "counter"
+    r = cli(rd, "restore", str(save))
+    assert r.returncode == 0, r.stderr
+    assert wait_until(lambda: "counter" in rows(rd))
+    assert wait_until(lambda: _log_counts(rd)[-1] >= before + 10, 20), _log_counts(rd)[-5:]
+    c = _log_counts(rd)
+    assert c == list(range(len(c))), "the count restarted or skipped"
+    log = (rd / "log" / "guest-counter.log").read_text()
+    assert "resumed in a new domain (rc 0)" in log
+
+
+def test_cli_checkpoint_and_refused_files(rd, tmp_path, guest_elf):
+    """save -c leaves the domain running (hypercall returned 1); save -p
+    leaves it paused; a truncated or foreign file is refused by restore and
+    nothing is created."""
+    from daemon_helpers import cli, rows, wait_until
+    assert cli(rd, "create", str(_cfg_file(tmp_path, guest_elf))).returncode == 0
+    assert wait_until(lambda: len(_log_counts(rd)) >= 5, 20)
+    cp = tmp_path / "cp.save"
+    r = cli(rd, "save", "-c", "counter", str(cp))
+    assert r.returncode == 0, r.stderr
+    assert "counter" in rows(rd)
+    n = len(_log_counts(rd))
+    assert wait_until(lambda: len(_log_counts(rd)) >= n + 5, 20)
+    assert "cancelled, same domain (rc 1)" in (rd / "log" / "guest-counter.log").read_text()
+    r = cli(rd, "save", "-p", "counter", str(tmp_path / "p.save"))
+    assert r.returncode == 0, r.stderr
+    assert rows(rd)["counter"]["state"][2] == "p"
+    # the name is taken: restoring the checkpoint beside it is refused
+    r = cli(rd, "restore", str(cp))
+    assert r.returncode != 0 and "already exists" in r.stderr
+    data = cp.read_bytes()
+    bad = tmp_path / "bad.save"
+    bad.write_bytes(data[:len(data) - 4096])
+    before = set(rows(rd))
+    r = cli(rd, "restore", str(bad))
+    assert r.returncode != 0 and "truncated" in r.stderr, r.stderr
+    r = cli(rd, "restore", str(_cfg_file(tmp_path, guest_elf)))
+    assert r.returncode != 0 and "not a pyxen save file" in r.stderr, r.stderr
+    assert set(rows(rd)) == before
+    assert cli(rd, "destroy", "counter").returncode == 0
+    # with the original gone, the checkpoint restores beside nothing
+    r = cli(rd, "restore", "-p", str(cp))
+    assert r.returncode == 0, r.stderr
+    assert rows(rd)["counter"]["state"][2] == "p"

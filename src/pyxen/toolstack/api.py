@@ -93,6 +93,22 @@ _TABLE = [
        "ask a domain to power off: writes control/shutdown like xl"),
     _r("reboot", (Param("dom", DomRef),), "domid",
        "ask a domain to reboot: writes control/shutdown like xl"),
+    _r("save", (Param("dom", DomRef), Param("path", Annotated[str, MaxLen(4096)]),
+                Param("checkpoint", bool, False), Param("paused", bool, False),
+                Param("config", Annotated[str, MaxLen(1 << 20)] | None, None),
+                Param("config_path", Annotated[str, MaxLen(4096)], "<config>")),
+       '{"domid", "name", "bytes"}',
+       "xl save: suspend the domain and write it to path (absolute; docs/save-format.md), "
+       "then destroy it, or resume it with checkpoint (-c) or paused (-p, left paused); "
+       "config: an xl.cfg text stored instead of the running config"),
+    _r("restore", (Param("path", Annotated[str, MaxLen(4096)]),
+                   Param("config", Annotated[str, MaxLen(1 << 20)] | None, None),
+                   Param("config_path", Annotated[str, MaxLen(4096)], "<config>"),
+                   Param("paused", bool, False)),
+       '{"domid", "name"}',
+       "xl restore: a new domain from a save file (absolute path), with the saved config "
+       "or the xl.cfg text given; a truncated or foreign file is refused and creates "
+       "nothing"),
     _r("rename", (Param("dom", DomRef), Param("name", str)), "null",
        "give a domain a new name (domconfig.domain_name_problem's rules)"),
     _r("domid", (Param("name", Annotated[str, MaxLen(256)]),), "domid", "domain name to id"),

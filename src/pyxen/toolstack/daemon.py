@@ -62,6 +62,9 @@ log = logging.getLogger("pyxend")
 __doc__ += api.describe() + "\n"
 
 
+SUSPEND_TIMEOUT = 60.0         # seconds a guest has to suspend for a save
+
+
 class ApiError(Exception):
     def __init__(self, code: str, message: str):
         super().__init__(message)
@@ -337,7 +340,8 @@ class Daemon:
             except (OSError, RpcError) as e:
                 raise ApiError("EIO", f"domain {d.domid}: {e}") from None
 
-    def _spawn(self, cfg: DomainConfig, domid: int, paused: bool) -> subprocess.Popen:
+    def _spawn(self, cfg: DomainConfig, domid: int, paused: bool,
+               restore: str | None = None) -> subprocess.Popen:
         cfg_path = paths.domains_dir(self.run_dir) / f"{domid}.config"
         cfg_path.write_text(json.dumps(cfg.to_dict()))
         errlog = open(paths.log_dir(self.run_dir) / f"domain-{domid}.log", "ab")
@@ -345,6 +349,8 @@ class Daemon:
                 "--domid", str(domid), "--config", str(cfg_path)]
         if paused:
             args.append("--paused")
+        if restore is not None:
+            args += ["--restore", restore]
         try:
             return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=errlog, stderr=errlog,
                                     start_new_session=True, close_fds=True)
@@ -564,7 +570,8 @@ class Daemon:
         d = self._create(cfg, paused)
         return {"domid": d.domid, "name": d.name, "warnings": cfg.warnings}
 
-    def _create(self, cfg: DomainConfig, paused: bool, restarts: int = 0) -> Dom:
+    def _create(self, cfg: DomainConfig, paused: bool, restarts: int = 0,
+                restore: str | None = None) -> Dom:
         check_name(cfg.name)
         with self.lock:
             if cfg.name == "Domain-0" or any(x.name == cfg.name for x in self.domains.values()):
@@ -584,7 +591,7 @@ class Daemon:
         try:
             # the guest starts paused: it runs only once its XenStore nodes,
             # console and rings are in place
-            d.popen = self._spawn(config_from_dict(d.config), domid, True)
+            d.popen = self._spawn(config_from_dict(d.config), domid, True, restore)
             d.pid = d.popen.pid
             self._connect(d)
         except Exception as e:
@@ -714,6 +721,99 @@ class Daemon:
 
     def api_reboot(self, dom):
         return self._request_shutdown(dom, "reboot")
+
+    # --- save / restore (issue 16; docs/save-format.md) ---------------------------------
+    def api_save(self, dom, path, checkpoint, paused, config, config_path):
+        """xl save: the suspend protocol (control/shutdown = "suspend", then
+        the guest's SHUTDOWN_suspend), the file written by the domain
+        process, then as xl's save_domain: destroyed, or with -c / -p
+        resumed (the suspend hypercall returns 1), paused with -p; resumed
+        the same way when the save fails."""
+        d = self.find(dom)
+        if d.state != "running":
+            raise ApiError("EINVAL", f"domain {d.domid} is not running")
+        if not os.path.isabs(path):
+            raise ApiError("EINVAL", f"{path}: give the save file as an absolute path")
+        saved_cfg = d.config
+        if config is not None:
+            try:
+                saved_cfg = DomainConfig.from_text(config, config_path, ()).to_dict()
+            except XlCfgError as e:
+                raise ApiError("EINVAL", str(e)) from None
+            saved_cfg.setdefault("uuid", d.uuid)
+        keep = checkpoint or paused
+        # its own connection: the domain's usual one stays free for list/info
+        try:
+            conn = Connection.connect(paths.domain_socket(self.run_dir, d.domid))
+        except OSError as e:
+            raise ApiError("EIO", f"domain {d.domid}: {e}") from None
+        shutdown_node = f"/local/domain/{d.domid}/control/shutdown"
+        try:
+            try:
+                caps = conn.call("suspend_arm")
+                if keep and not caps["suspend_cancel"]:
+                    conn.call("suspend_disarm")
+                    raise ApiError("EOPNOTSUPP", f"domain {d.domid}: its kernel has no "
+                                   "SUSPEND_CANCEL note: it cannot be resumed after a save "
+                                   "(-c, -p)")
+                self._xs_write(shutdown_node, "suspend")
+                res = conn.call("suspend_wait", timeout=SUSPEND_TIMEOUT)
+            except RpcError as e:
+                raise ApiError("EIO", f"domain {d.domid}: {e.message}") from None
+            if not res["suspended"]:
+                self._xs_write(shutdown_node, "")      # libxl cancels its request too
+                raise ApiError("ETIMEDOUT", f"domain {d.domid} did not suspend within "
+                               f"{SUSPEND_TIMEOUT:.0f} s (its kernel must act on "
+                               "control/shutdown = suspend)")
+            self.say(f"domain {d.domid} ({d.name}) suspended; saving to {path}")
+            try:
+                out = conn.call("save", path=path, config=saved_cfg)
+            except (RpcError, OSError) as e:
+                msg = e.message if isinstance(e, RpcError) else str(e)
+                try:
+                    conn.call("resume", cancelled=True)
+                    conn.call("unpause")
+                except (RpcError, OSError):
+                    pass
+                raise ApiError("EIO", f"failed to save domain {d.domid}: {msg}; "
+                               "the domain was resumed") from None
+            if keep:
+                conn.call("resume", cancelled=True)
+                if not paused:
+                    conn.call("unpause")
+        finally:
+            conn.close()
+        self.say(f"domain {d.domid} ({d.name}) saved to {path} ({out['bytes']} bytes)")
+        if not keep:
+            self.api_destroy(d.domid)
+        return {"domid": d.domid, "name": d.name, "bytes": out["bytes"]}
+
+    def api_restore(self, path, config, config_path, paused):
+        """xl restore: a new domain from a save file, built by its domain
+        process from the saved state (builder.build_domain(restore=...));
+        the file is checked (magic, version, END record) before anything is
+        created."""
+        from .savefile import SaveFileError, check_file
+        if not os.path.isabs(path):
+            raise ApiError("EINVAL", f"{path}: give the save file as an absolute path")
+        try:
+            hdr = check_file(path)
+        except SaveFileError as e:
+            raise ApiError("EINVAL", str(e)) from None
+        try:
+            if config is not None:
+                cfg = DomainConfig.from_text(config, config_path, ())
+            else:
+                cfg = config_from_dict(hdr.config)
+        except (XlCfgError, ValueError, TypeError, KeyError) as e:
+            raise ApiError("EINVAL", f"{path}: its config: {e}") from None
+        if cfg.memory * 256 != hdr.info["nr_pages"] or cfg.vcpus != hdr.info.get("vcpus"):
+            raise ApiError("EINVAL", f"{path}: the saved domain had {hdr.info['nr_pages'] // 256}"
+                           f" MiB and {hdr.info.get('vcpus')} vCPUs; the config asks for "
+                           f"{cfg.memory} MiB and {cfg.vcpus}")
+        d = self._create(cfg, paused, restore=path)
+        self.say(f"restored domain {d.domid} ({d.name}) from {path}")
+        return {"domid": d.domid, "name": d.name}
 
     def api_rename(self, dom, name):
         check_name(name)

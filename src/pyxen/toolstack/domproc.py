@@ -317,11 +317,7 @@ class DomainProcess:
             dom.sched.set_params(weight=p.get("weight"), cap=p.get("cap"))
             return {"weight": dom.sched.weight, "cap": dom.sched.cap}, ()
         if method == "vcpu_pin":
-            v = dom.vcpus[int(p["vcpu"])]
-            if not v.native_tid:
-                raise RuntimeError(f"vcpu {v.id} has not started")
-            os.sched_setaffinity(v.native_tid, set(p["cpus"]))
-            return sorted(os.sched_getaffinity(v.native_tid)), ()
+            return dom.sched.pin(dom.vcpus[int(p["vcpu"])], p["cpus"]), ()
         if method == "dmesg":
             lines = list(self.log.lines)
             if p.get("clear"):          # xl dmesg -c
@@ -350,6 +346,9 @@ class DomainProcess:
             # from now on the guest's SHUTDOWN_suspend pauses it for a save
             self.suspend_event.clear()
             dom.on_suspend = self.suspend_event.set
+            return {"suspend_cancel": dom.suspend_cancel}, ()
+        if method == "suspend_disarm":
+            dom.on_suspend = None
             return None, ()
         if method == "suspend_wait":
             ok = self.suspend_event.wait(float(p.get("timeout", 60)))
