@@ -87,15 +87,26 @@ class ShellSession(ABC):
 
 
 class GuestShell(ShellSession):
-    def __init__(self, images, vcpus=1, memory=256, extra="console=hvc0", cfg_lines=()):
+    def __init__(self, images, vcpus=1, memory=256, extra="console=hvc0", cfg_lines=(),
+                 restore: str | None = None):
         """images: anything with .kernel and .initrd paths; cfg_lines: more
-        xl.cfg lines (disk = [...], vif = [...])."""
+        xl.cfg lines (disk = [...], vif = [...]); restore: a save file the
+        domain is made from instead (savefile.py)."""
         super().__init__()
         text = (f'name = "linux-test"\nkernel = "{images.kernel}"\nramdisk = "{images.initrd}"\n'
                 f'extra = "{extra}"\nmemory = {memory}\nvcpus = {vcpus}\n'
                 + "".join(line + "\n" for line in cfg_lines))
         self.cfg = DomainConfig.from_text(text)
-        self.dom = build_domain(self.cfg, LocalServices(self._sink), console_io=self._sink)
+        reader = None
+        if restore is not None:
+            from .savefile import SaveReader
+            reader = SaveReader(restore)
+        try:
+            self.dom = build_domain(self.cfg, LocalServices(self._sink), console_io=self._sink,
+                                    restore=reader)
+        finally:
+            if reader is not None:
+                reader.close()
         self.thread = threading.Thread(target=lambda: self._ended(self.dom.run()), daemon=True)
         self.thread.start()
 

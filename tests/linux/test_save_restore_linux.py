@@ -1,0 +1,83 @@
+"""Debian's Linux saved and restored (issue 16): through pyxend and the CLI,
+with 2 vCPUs and a PV disk; the shell answers on the console afterwards,
+the disk's contents are there and it takes new writes."""
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+
+from daemon_helpers import cli, rows, start_daemon, wait_until
+from pyxen.toolstack.guestshell import ConsoleShell
+
+
+@pytest.fixture
+def rd(tmp_path, kvm):
+    d = tmp_path / "run"
+    d.mkdir()
+    proc = start_daemon(d)
+    shells = []
+    yield d, shells
+    for s in shells:
+        s.close()
+    r = cli(d, "list")
+    for line in r.stdout.splitlines()[2:]:
+        cli(d, "destroy", line.split()[1])
+    proc.kill()
+    proc.wait()
+
+
+def _console(d, shells, name):
+    s = ConsoleShell(name, run_dir=d)
+    shells.append(s)
+    return s
+
+
+def test_linux_save_restore_with_disk(rd, tmp_path, linux_images):
+    d, shells = rd
+    img = tmp_path / "data.img"
+    subprocess.run(["truncate", "-s", "64M", str(img)], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(img)], check=True)
+    cfg = tmp_path / "lx.cfg"
+    cfg.write_text(f'name = "lx"\nkernel = "{linux_images.kernel}"\n'
+                   f'ramdisk = "{linux_images.initrd}"\nextra = "console=hvc0"\n'
+                   f'memory = 256\nvcpus = 2\n'
+                   f'disk = ["format=raw, vdev=xvdb, access=rw, target={img}"]\n')
+    r = cli(d, "create", str(cfg))
+    assert r.returncode == 0, r.stderr
+    s = _console(d, shells, "lx")
+    s.settle()
+    assert s.run("nproc") == "2"
+    s.run("mkdir -p /mnt && mount /dev/xvdb /mnt && echo before > /mnt/a && sync")
+    s.type("(i=0; while true; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.1; done) &\r")
+    time.sleep(1)
+    up_before = float(s.run("cut -d' ' -f1 /proc/uptime"))
+    save = tmp_path / "lx.save"
+    t0 = time.monotonic()
+    r = cli(d, "save", "lx", str(save), timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "lx" not in rows(d)
+    s.close()
+    r = cli(d, "restore", str(save), timeout=300)
+    assert r.returncode == 0, r.stderr
+    s = _console(d, shells, "lx")
+    s.type("\r")
+    s.quiet()
+    assert s.run("echo alive") == "alive"
+    # the guest's clock went on from where it was saved (no jump either way)
+    up_after = float(s.run("cut -d' ' -f1 /proc/uptime"))
+    assert up_before < up_after < up_before + (time.monotonic() - t0) + 30
+    c1 = int(s.run("cat /tmp/counter"))
+    time.sleep(1)
+    assert int(s.run("cat /tmp/counter")) > c1, "the background loop stopped"
+    assert s.run("nproc") == "2"
+    assert s.run("cat /mnt/a") == "before"
+    s.run("echo after > /mnt/b && sync && echo 3 > /proc/sys/vm/drop_caches")
+    assert s.run("cat /mnt/a /mnt/b") == "before\nafter"
+    # what the kernel said from the suspend on (Linux's own PM messages only)
+    after = s.run("dmesg | sed -n '/suspending xenstore/,$p'")
+    assert "Restarting tasks ... done." in after, after
+    bad = s.run("dmesg | sed -n '/suspending xenstore/,$p' | "
+                "grep -i -E 'bug|oops|error|fail|warn|timed out' || true")
+    assert bad == "", bad
