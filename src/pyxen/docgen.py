@@ -45,8 +45,8 @@ PARTIAL = {
     "save": "PV; pyxen's own file format (docs/save-format.md); -c/-p need a kernel with "
             "SUSPEND_CANCEL; no -D",
     "restore": "PV, from pyxen's save files; -e/-d/-F/-V/-A accepted and ignored",
-    "vcpu-pin": "hard affinity of a started vCPU's thread; soft affinity is accepted "
-                "and only warned about",
+    "vcpu-pin": "hard affinity of a vCPU's thread (kept for a vCPU not started yet); "
+                "soft affinity is accepted and only warned about (also cpus_soft=)",
 }
 
 #: why pyxen lacks a command xl has

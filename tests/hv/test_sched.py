@@ -56,3 +56,25 @@ def test_weight_sets_nice_of_vcpu_threads(kvm, guest_elf):
     finally:
         close_domain(dom)
     assert seen["nice"] == weight_to_nice(64) > 0
+
+
+def test_hard_affinity_reaches_vcpus_started_later(kvm, guest_elf):
+    """cpus= / vcpu-pin of a vCPU whose thread has not started: the thread
+    gets that affinity the moment it starts (vCPU 1 of the smp guest is
+    brought up by vCPU 0 with VCPUOP_up)."""
+    dom, out = guest_helpers.build(kvm, guest_elf("smp"), name="pin", vcpus=2,
+                                   cpus=["all", "0"])
+    seen = {}
+    started = dom.sched.vcpu_started
+
+    def spy(vcpu):
+        started(vcpu)
+        seen[vcpu.id] = os.sched_getaffinity(vcpu.native_tid)
+    dom.sched.vcpu_started = spy
+    try:
+        assert dom.sched.hard_affinity(dom.vcpus[1]) == [0]
+        res = guest_helpers.run(dom, 60)
+    finally:
+        close_domain(dom)
+    assert "Test result: SUCCESS" in out.text, out.text + res.message
+    assert seen == {0: os.sched_getaffinity(0), 1: {0}}

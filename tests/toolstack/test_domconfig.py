@@ -109,7 +109,8 @@ class TestFull:
         assert d.disk == ["format=raw, vdev=xvda, target=/tmp/x.img"]
         assert d.vif == ["bridge=br0", ""]
         assert d.cmdline == "console=hvc0"
-        assert d.warnings == []
+        assert d.warnings == [f"{p}:10: warning: soft affinity is not applied (a vCPU is a "
+                              "Linux thread, which has only hard affinity)"]
         assert d.source == str(p)
         assert d.location("memory") == f"{p}:5"
 
@@ -224,6 +225,16 @@ class TestPaths:
 
 
 class TestErrors:
+    @pytest.mark.parametrize("line, message", [
+        ('cpus = "1-0"', 'cpus: Invalid pcpu range: 1-0.'),
+        ('cpus = ["0", "^all"]', 'cpus: Can\'t combine "^" and "all".'),
+        ('cpus = "all,^all"', 'cpus: Can\'t combine "^" and "all".'),
+        ('cpus_soft = "x"', 'cpus_soft: Invalid pcpu range: x.'),
+        ('cpus = "4096"', 'cpus: vcpu 0: its CPU map names no CPU (of 4096)'),
+    ])
+    def test_bad_cpu_maps_name_their_line(self, line, message):
+        assert text_err('name="a"\nkernel="k"\n' + line) == f"t.cfg:3: {message}"
+
     def test_missing_name(self, guest):
         p = guest("memory = 64\n", header='kernel = "vmlinuz"\n')
         assert load_err(p) == f"{p}:1: domain name must be specified (name = \"...\")"
@@ -342,6 +353,11 @@ class TestWarnings:
             f"{p}:6: warning: unknown key 'bar.baz' ignored",
         ]
         assert d.unknown == {"foo": 1, "vfb": ["vnc=1"], "serial": "pty", "bar.baz": "x"}
+
+    def test_soft_affinity_is_named_as_not_applied(self):
+        d = text_cfg('name="a"\nkernel="k"\ncpus_soft = "0"')
+        assert d.warnings == ["t.cfg:3: warning: soft affinity is not applied (a vCPU is a "
+                              "Linux thread, which has only hard affinity)"]
 
     def test_hotplug_scripts_pyxen_does_not_run_are_named(self):
         d = text_cfg('name="a"\nkernel="k"\n'

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import os
 import threading
 import time
 import uuid as uuidlib
@@ -289,8 +288,7 @@ class Domain:
             state = {0: "running", 1: "runnable", 2: "blocked", 3: "offline"}[v.runstate]
             vcpus.append({"id": v.id, "online": v.pv.online, "state": state,
                           "cpu_time": thread_cpu_seconds(v.native_tid) if v.native_tid else 0.0,
-                          "affinity": sorted(os.sched_getaffinity(v.native_tid))
-                          if v.native_tid else []})
+                          "affinity": self.sched.hard_affinity(v)})
         running = any(x["state"] == "running" and x["online"] for x in vcpus)
         return {"name": self.name, "domid": self.domid, "uuid": str(self.uuid),
                 "memory_kb": self.nr_pages * 4, "max_memory_kb": self.max_pages * 4,

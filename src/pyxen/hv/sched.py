@@ -6,6 +6,9 @@ per nice step, so weight w maps to nice -log1.25(w/256)).
 cap (0 = none, else percent of one host CPU, as xl sched-credit -c) limits
 the domain: a watchdog measures the vCPU threads' CPU time every period and
 makes vCPUs that ran over the budget sit out the rest of the period.
+Hard affinity (xl.cfg cpus=, xl vcpu-pin) is the host CPU set of a vCPU's
+thread: kept per vCPU and applied when its thread starts, so a vCPU the
+guest has not brought up yet can be pinned too.
 """
 from __future__ import annotations
 
@@ -40,6 +43,37 @@ class DomainScheduler:
         self._thread = None
         self._stop = threading.Event()
         self._orig_nice: dict[int, int] = {}
+        self.affinity: dict[int, frozenset[int]] = {}     # vCPU id -> host CPUs (hard)
+
+    def vcpu_started(self, vcpu) -> None:
+        """A vCPU's thread runs (vcpu.native_tid is set): give it the
+        domain's weight and the vCPU's hard affinity."""
+        self.apply_weight(vcpu.native_tid)
+        cpus = self.affinity.get(vcpu.id)
+        if cpus:
+            os.sched_setaffinity(vcpu.native_tid, cpus)
+
+    def pin(self, vcpu, cpus) -> list[int]:
+        """Set a vCPU's hard affinity (now, if its thread runs, else when it
+        starts); the host CPUs it has, sorted. ValueError when no CPU of
+        `cpus` is one this process may run on."""
+        cpus = frozenset(cpus)
+        if not cpus & os.sched_getaffinity(0):
+            raise ValueError("no CPU of the map is one the domain may run on")
+        self.affinity[vcpu.id] = cpus
+        if vcpu.native_tid:
+            os.sched_setaffinity(vcpu.native_tid, cpus)
+        return self.hard_affinity(vcpu)
+
+    def hard_affinity(self, vcpu) -> list[int]:
+        """What vcpu-list shows as the vCPU's hard affinity."""
+        if vcpu.native_tid:
+            try:
+                return sorted(os.sched_getaffinity(vcpu.native_tid))
+            except OSError:
+                pass
+        mine = os.sched_getaffinity(0)
+        return sorted(self.affinity.get(vcpu.id, mine) & mine)
 
     def set_params(self, weight: int | None = None, cap: int | None = None) -> None:
         if weight is not None:

@@ -868,7 +868,7 @@ class PVVcpu:
         dom.mm.bind_writer(self.id)        # its page-table writes are its to replay
         self.native_tid = threading.get_native_id()
         precise_sleeps()                   # blocked vCPUs wake at their own timer deadlines
-        dom.sched.apply_weight(self.native_tid)
+        dom.sched.vcpu_started(self)        # its weight and hard affinity
         sched = dom.sched
         while not dom.stopped:
             if dom.paused:

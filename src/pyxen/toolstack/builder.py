@@ -22,6 +22,7 @@ from ..build.elf import load_kernel
 from ..hv.domain import Domain
 from ..hv.dom0link import Dom0Link
 from ..dom0.console import ConsoleBackend
+from .cpumap import CpumapError, vcpu_affinities
 from .domconfig import DomainConfig
 
 
@@ -66,6 +67,10 @@ def build_domain(cfg: DomainConfig, services: Dom0Services, *, domid: int = 1,
     if restore is None:
         image = load_kernel(cfg.kernel)
         ramdisk = Path(cfg.ramdisk).read_bytes() if cfg.ramdisk else None
+    try:
+        affinity = vcpu_affinities(cfg.cpus, cfg.vcpus)
+    except CpumapError as e:
+        raise CreateError(f"{cfg.source or 'config'}: cpus=: {e} on this host") from None
     dom = Domain(name=cfg.name, memory_mb=cfg.memory, maxmem_mb=cfg.maxmem, vcpus=cfg.vcpus,
                  domid=domid, console=console_io, trace=trace, kvm=kvm,
                  supports_writable_pagetables=True, dom0=services,
@@ -73,6 +78,9 @@ def build_domain(cfg: DomainConfig, services: Dom0Services, *, domid: int = 1,
                  max_maptrack_frames=cfg.max_maptrack_frames,
                  uuid=uuid.UUID(cfg.uuid) if cfg.uuid else None)
     try:
+        for v, cpus in zip(dom.vcpus, affinity):
+            if cpus is not None:               # cpus=: hard affinity from the start
+                dom.sched.pin(v, cpus)
         if restore is None:
             dom.build(image, ramdisk=ramdisk, cmdline=cfg.cmdline)   # hooks the emulator too
         else:

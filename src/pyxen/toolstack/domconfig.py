@@ -41,6 +41,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from .cpumap import CONFIG_NR_CPUS, CpumapError, vcpu_affinities
 from .devkinds import BY_CONFIG_KEY, DEVICE_KINDS
 from .devspec import DevSpecError, DiskSpec, VifSpec
 from .xlcfg import (
@@ -468,6 +469,16 @@ class _Builder:
             raise s.error(f"maxvcpus ({maxvcpus}) must not be less than vcpus ({vcpus})")
         cpus = self.cpu_spec("cpus")
         cpus_soft = self.cpu_spec("cpus_soft")
+        for key, spec in (("cpus", cpus), ("cpus_soft", cpus_soft)):
+            if spec is not None:
+                s = self.setting(key)
+                try:
+                    vcpu_affinities(spec, maxvcpus, CONFIG_NR_CPUS)
+                except CpumapError as e:
+                    raise s.error(f"{key}: {e}") from None
+        if cpus_soft is not None:
+            self.warn(self.setting("cpus_soft"), "soft affinity is not applied (a vCPU is a "
+                      "Linux thread, which has only hard affinity)")
 
         # event channels (xl: 0 or absent means libxl's default)
         max_evtchn = self.integer("max_event_channels", DEFAULT_MAX_EVENT_CHANNELS, 0,
