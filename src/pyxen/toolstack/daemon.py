@@ -111,6 +111,7 @@ class Daemon:
         self.stopping = False
         self.log_lines: list[str] = []
         self.own_log: Path | None = None      # pyxend.log when daemonized (reopened on SIGHUP)
+        self.saving: set[int] = set()         # domains a save is suspending or writing
 
     # --- start-up --------------------------------------------------------------------
     def start(self) -> None:
@@ -742,6 +743,21 @@ class Daemon:
                 raise ApiError("EINVAL", str(e)) from None
             saved_cfg.setdefault("uuid", d.uuid)
         keep = checkpoint or paused
+        with self.lock:
+            if d.domid in self.saving:
+                raise ApiError("EBUSY", f"domain {d.domid} is being saved already")
+            self.saving.add(d.domid)
+        try:
+            out = self._save_domain(d, path, keep, paused, saved_cfg)
+        finally:
+            with self.lock:
+                self.saving.discard(d.domid)
+        self.say(f"domain {d.domid} ({d.name}) saved to {path} ({out['bytes']} bytes)")
+        if not keep:
+            self.api_destroy(d.domid)
+        return {"domid": d.domid, "name": d.name, "bytes": out["bytes"]}
+
+    def _save_domain(self, d: Dom, path: str, keep: bool, paused: bool, saved_cfg: dict) -> dict:
         # its own connection: the domain's usual one stays free for list/info
         try:
             conn = Connection.connect(paths.domain_socket(self.run_dir, d.domid))
@@ -758,8 +774,9 @@ class Daemon:
                                    "(-c, -p)")
                 self._xs_write(shutdown_node, "suspend")
                 res = conn.call("suspend_wait", timeout=SUSPEND_TIMEOUT)
-            except RpcError as e:
-                raise ApiError("EIO", f"domain {d.domid}: {e.message}") from None
+            except (RpcError, OSError) as e:
+                msg = e.message if isinstance(e, RpcError) else str(e) or "connection lost"
+                raise ApiError("EIO", f"domain {d.domid}: {msg}") from None
             if not res["suspended"]:
                 self._xs_write(shutdown_node, "")      # libxl cancels its request too
                 raise ApiError("ETIMEDOUT", f"domain {d.domid} did not suspend within "
@@ -783,10 +800,7 @@ class Daemon:
                     conn.call("unpause")
         finally:
             conn.close()
-        self.say(f"domain {d.domid} ({d.name}) saved to {path} ({out['bytes']} bytes)")
-        if not keep:
-            self.api_destroy(d.domid)
-        return {"domid": d.domid, "name": d.name, "bytes": out["bytes"]}
+        return out
 
     def api_restore(self, path, config, config_path, paused):
         """xl restore: a new domain from a save file, built by its domain
