@@ -52,6 +52,16 @@ def test_linux_save_restore_with_disk(rd, tmp_path, linux_images):
     s.run("mkdir -p /mnt && mount /dev/xvdb /mnt && echo before > /mnt/a && sync")
     s.type("(i=0; while true; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.1; done) &\r")
     time.sleep(1)
+    # a checkpoint first: Linux (SUSPEND_CANCEL) gets 1 from its suspend
+    # hypercall and carries on in the same domain
+    domid = rows(d)["lx"]["id"]
+    r = cli(d, "save", "-c", "lx", str(tmp_path / "lx.ckpt"), timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert rows(d)["lx"]["id"] == domid
+    c0 = int(s.run("cat /tmp/counter"))
+    time.sleep(1)
+    assert int(s.run("cat /tmp/counter")) > c0
+    assert s.run("cat /mnt/a") == "before"
     up_before = float(s.run("cut -d' ' -f1 /proc/uptime"))
     save = tmp_path / "lx.save"
     t0 = time.monotonic()
