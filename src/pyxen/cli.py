@@ -486,34 +486,54 @@ def cmd_sched_credit(args) -> int:
 
 
 def cmd_top(args) -> int:
-    """A live table like xentop (-b batch mode, -i iterations, -d delay)."""
-    prev = {}
-    n = 0
-    while True:
-        rows = api(args, "list")
-        now = time.monotonic()
-        total_mem = rows[0]["mem_mb"] * 1024 if rows else 1
-        lines = ["      NAME  STATE   CPU(sec) CPU(%)     MEM(k) MEM(%)  MAXMEM(k) MAXMEM(%) VCPUS"]
-        for r in rows:
-            key = r["domid"]
-            pct = 0.0
-            if key in prev:
-                t0, c0 = prev[key]
-                if now > t0:
-                    pct = 100 * (r["cpu_time"] - c0) / (now - t0)
-            prev[key] = (now, r["cpu_time"])
-            mem = r["mem_mb"] * 1024
-            maxm = r.get("max_mem_mb", r["mem_mb"]) * 1024
-            lines.append("%10s %6s %10d %6.1f %10d %6.1f %10d %9.1f %5d" % (
-                r["name"][:10], state_letters(r), r["cpu_time"], pct, mem,
-                100 * mem / total_mem, maxm, 100 * maxm / total_mem, r["vcpus"]))
-        if not args.batch:
-            sys.stdout.write("\x1b[H\x1b[2J")
-        print("\n".join(lines), flush=True)
-        n += 1
-        if args.iterations and n >= args.iterations:
-            return 0
-        time.sleep(args.delay)
+    """xentop (toolstack/xentop.py): -b batch output (no summary, a header and
+    a row per domain each iteration), -i iterations, -d seconds between them
+    (atoi, as xentop), -f -v -n -x -r as xentop; interactive without -b:
+    the screen is redrawn each delay, q quits, any other key redraws."""
+    import signal
+    from .toolstack.xentop import TopOptions, summary, table
+    opts = TopOptions(full_name=args.full_name, vcpus=args.vcpus, networks=args.networks,
+                      vbds=args.vbds, repeat_header=args.repeat_header)
+    delay = max(0, _c_atoi(args.delay))
+    left = _c_atoi(args.iterations) if args.iterations is not None else 0
+    # as xentop: 0 (or less) iterations is "run until stopped"
+    left = left if left > 0 else -1
+    fd = sys.stdin.fileno() if not args.batch and sys.stdin is not None and \
+        not sys.stdin.closed and os.isatty(sys.stdin.fileno()) else None
+    saved = None
+    if fd is not None:
+        import termios
+        import tty
+        saved = termios.tcgetattr(fd)
+        tty.setcbreak(fd)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    prev = None
+    try:
+        while True:
+            sample = api(args, "top")
+            sample["when"] = time.monotonic()
+            lines = table(sample, prev, opts)
+            if args.batch:
+                print("\n".join(lines), flush=True)
+            else:
+                sys.stdout.write("\x1b[H\x1b[2J" + "\n".join(summary(sample) + lines) + "\n")
+                sys.stdout.flush()
+            prev = sample
+            left -= 1
+            if left == 0:
+                return 0
+            if fd is None:
+                time.sleep(delay)
+                continue
+            r, _, _ = select.select([fd], [], [], delay)
+            if r and os.read(fd, 1) in (b"q", b"Q"):
+                return 0
+    except KeyboardInterrupt:          # xentop -b ends quietly on SIGINT / SIGTERM
+        return 0
+    finally:
+        if saved is not None:
+            import termios
+            termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
 # --- simple commands --------------------------------------------------------------------------
@@ -1120,10 +1140,33 @@ def build_parser(prog: str = "pyxen") -> argparse.ArgumentParser:
     c.add_argument("-c", dest="cap", type=int)
     cmd("prepare-linux", cmd_prepare_linux,
         "fetch Debian's kernel and busybox and build the Linux guest's initramfs")
-    c = cmd("top", cmd_top, "a live table of domains (like xentop)")
-    c.add_argument("-b", dest="batch", action="store_true", help="batch mode")
-    c.add_argument("-i", dest="iterations", type=int, default=0)
-    c.add_argument("-d", dest="delay", type=float, default=1.0)
+    c = cmd("top", cmd_top, "the domains' figures in real time (xentop)",
+            description="The domains' CPU, memory, network and disk figures in real time, "
+            "as xentop (which xl top runs) shows them, in xentop's columns and formats: "
+            "NAME STATE CPU(sec) CPU(%) MEM(k) MEM(%) MAXMEM(k) MAXMEM(%) VCPUS NETS "
+            "NETTX(k) NETRX(k) VBDS VBD_OO VBD_RD VBD_WR VBD_RSECT VBD_WSECT SSID, sorted by "
+            "name. NETTX/NETRX are the host side's view of the vifs (NETTX: sent to the "
+            "guest), counted by pyxend's netback; VBD_* by its blkback (VBD_OO is always 0: "
+            "no request waits for a slot); counters restart when a device reconnects. "
+            "Domain-0 is the host: all its memory, no limit. SSID is 0 (no XSM). "
+            "Interactively, q quits.")
+    c.add_argument("-b", "--batch", dest="batch", action="store_true",
+                   help="batch mode: no summary and no screen control, a header and a row per "
+                   "domain each iteration, for scripts")
+    c.add_argument("-i", "--iterations", dest="iterations", metavar="N",
+                   help="stop after N iterations (0 or none: run until stopped)")
+    c.add_argument("-d", "--delay", dest="delay", default="3", metavar="SECONDS",
+                   help="whole seconds between updates (default 3)")
+    c.add_argument("-f", "--full-name", dest="full_name", action="store_true",
+                   help="the full domain name (not cut to 10 characters)")
+    c.add_argument("-v", "--vcpus", dest="vcpus", action="store_true",
+                   help="each domain's online vCPUs' CPU seconds")
+    c.add_argument("-n", "--networks", dest="networks", action="store_true",
+                   help="each vif's bytes, packets, errors and drops")
+    c.add_argument("-x", "--vbds", dest="vbds", action="store_true",
+                   help="each vbd's requests and sectors")
+    c.add_argument("-r", "--repeat-header", dest="repeat_header", action="store_true",
+                   help="the header before each domain")
     return p
 
 

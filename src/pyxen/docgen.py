@@ -39,7 +39,9 @@ _PV_FRONT = "not yet: pyxen has no backend for this PV device class (only vbd an
 #: what pyxen has where xl has more, by command pyxen has
 PARTIAL = {
     "create": "PV guests only (type=\"hvm\" is refused: issue 19); no -V/--vncviewer",
-    "top": "xentop's columns from pyxend's accounting",
+    "top": "xentop's columns, formats and -b/-i/-d/-f/-v/-n/-x/-r; vif and vbd counters "
+           "from pyxend's backends (VBD_OO always 0), Domain-0 is the host, SSID 0; "
+           "interactively only q (no sort or toggle keys)",
     "info": "host lines from the host's CPUID, /proc and /sys; the hypervisor's are pyxen's",
     "sched-credit": "weight and cap per domain on the Linux scheduler; no cpupools, no -s",
     "save": "PV; pyxen's own file format (docs/save-format.md); -c/-p need a kernel with "

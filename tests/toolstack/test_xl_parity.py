@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from daemon_helpers import ROOT, cli, rows, wait_until, xs
+from netns_helpers import netns  # noqa: F401  (fixture)
 
 XL_JSON_EMPTY = re.compile(r'"arch_arm": \{\n\n {8}\}')
 
@@ -210,3 +211,87 @@ def test_sysrq_and_dump_core(rd, cfgs, tmp_path):
     assert not (tmp_path / "x.core").exists()
     r = cli(rd, "dump-core", "dumpee", str(tmp_path / "no" / "dir" / "x.core"))
     assert r.returncode == 1 and r.stderr.endswith("core dump failed (rc=-3)\n")
+
+
+XENTOP_HEADER = ("      NAME  STATE   CPU(sec) CPU(%)     MEM(k) MEM(%)  MAXMEM(k) MAXMEM(%) VCPUS "
+                 "NETS NETTX(k) NETRX(k) VBDS   VBD_OO   VBD_RD   VBD_WR  VBD_RSECT  VBD_WSECT SSID")
+# one row of xentop -b: each field in its printf format (xentop.c print_*)
+XENTOP_ROW = re.compile(
+    r"(?P<name>[ \S]{10}) (?P<state>[d-][s-][b-][c-][p-][r-]) (?P<cpu>[ \d]{9}\d) "
+    r"(?P<cpu_pct>[ \d]{3}\d\.\d) (?P<mem>[ \d]{9}\d) (?P<mem_pct>[ \d]{3}\d\.\d) "
+    r"(?P<maxmem>[ \d]{9}\d|  no limit) (?P<max_pct>[ \d]{6}\d\.\d|      n/a) "
+    r"(?P<vcpus>[ \d]{4}\d) (?P<nets>[ \d]{3}\d) (?P<nettx>[ \d]{7}\d) (?P<netrx>[ \d]{7}\d) "
+    r"(?P<vbds>[ \d]{3}\d) (?P<oo>[ \d]{7}[\d-]) (?P<rd>[ \d]{7}[\d-]) (?P<wr>[ \d]{7}[\d-]) "
+    r"(?P<rsect>[ \d]{9}[\d-]) (?P<wsect>[ \d]{9}[\d-]) (?P<ssid>[ \d]{3}\d)\Z")
+
+
+def test_top_batch_is_xentops(netns, rd, cfgs, tmp_path):
+    """pyxen top -b prints xentop -b's table: no summary, per iteration the
+    header and a row per domain (sorted by name) in xentop's formats, with
+    the domain's real memory, vCPUs, vifs and vbds."""
+    ns = netns()
+    assert cli(rd, "create", cfgs("topdom", maxmem=48, vcpus=2,
+                                  vif=[f"bridge=pxbrt, netns={ns.name}"])).returncode == 0
+    assert wait_until(lambda: rows(rd).get("topdom", {}).get("state") == "-b----")
+    img = tmp_path / "top.img"
+    img.write_bytes(bytes(1 << 20))
+    assert cli(rd, "block-attach", "topdom", f"vdev=xvdb, target={img}").returncode == 0
+    r = cli(rd, "top", "-b", "-i", "2", "-d", "1")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert r.stderr == "" and "\x1b" not in r.stdout
+    assert lines[0] == XENTOP_HEADER and lines[3] == XENTOP_HEADER and len(lines) == 6
+    for i, first in ((1, True), (4, False)):
+        d0, dom = (XENTOP_ROW.match(line) for line in lines[i:i + 2])
+        assert d0 and dom, lines[i:i + 2]
+        assert d0["name"] == "  Domain-0" and dom["name"] == "    topdom"   # by name
+        assert (d0["maxmem"], d0["max_pct"]) == ("  no limit", "      n/a")
+        assert d0["state"] == "-----r" and dom["state"] == "--b---"
+        assert (int(dom["mem"]), int(dom["maxmem"]), int(dom["vcpus"])) == (32768, 49152, 2)
+        total_kb = int(d0["mem"])          # Domain-0 is the host: all of it
+        assert float(dom["max_pct"]) == round(49152 * 100 / total_kb, 1)
+        assert (int(dom["nets"]), int(dom["vbds"]), int(dom["ssid"])) == (1, 1, 0)
+        # mini-OS has no blkfront/netfront: the backends count nothing
+        assert [int(dom[k]) for k in ("nettx", "netrx", "oo", "rd", "wr", "rsect", "wsect")] \
+            == [0] * 7
+        if first:                          # no earlier sample: xentop prints 0.0
+            assert d0["cpu_pct"] == dom["cpu_pct"] == "   0.0"
+    r = cli(rd, "top", "-b", "-i", "1", "-d", "0", "-f", "-x", "-n", "-v")
+    lines = r.stdout.splitlines()
+    i = next(n for n, line in enumerate(lines) if line.startswith("    topdom "))
+    # only online vCPUs (mini-OS never brings vCPU 1 up); VCPUS counts both, as xentop
+    assert re.fullmatch(r"VCPUs\(sec\):   0: +\d+s", lines[i + 1]), lines[i + 1]
+    assert re.fullmatch(r"Net0 RX: +0bytes +0pkts +0err +0drop  TX: +0bytes +0pkts +0err +0drop",
+                        lines[i + 2]), lines[i + 2]
+    assert lines[i + 3] == ("VBD BlkBack 51728 [ca:10]  OO:        0   RD:        0   WR:"
+                            "        0   RSECT:          0   WSECT:          0")
+    # without -b: xentop's summary above the table, the screen cleared first
+    out = cli(rd, "top", "-i", "1").stdout
+    assert out.startswith("\x1b[H\x1b[2Jxentop - ")
+    summ = out.split("\n")
+    assert re.fullmatch(r"xentop - \d\d:\d\d:\d\d   Xen 4\.17\S*", summ[0][len("\x1b[H\x1b[2J"):])
+    assert summ[1] == "2 domains: 1 running, 1 blocked, 0 paused, 0 crashed, 0 dying, 0 shutdown "
+    assert re.fullmatch(r"Mem: \d+k total, \d+k used, \d+k free    CPUs: \d+ @ \d+MHz", summ[2])
+    assert summ[3] == XENTOP_HEADER
+
+
+def test_top_table_formats():
+    """xentop's column widening, '-' for vbds without statistics, names cut
+    to 10 characters, state letters in xentop's order, CPU(%) between samples."""
+    from pyxen.toolstack.xentop import TopOptions, table
+    host = {"total_kb": 1 << 20, "free_kb": 1 << 19, "nr_cpus": 2, "cpu_mhz": 2000,
+            "xen_version": "4.17.2"}
+    dom = {"name": "a-very-long-name", "domid": 5, "shutdown": True, "reason": "crash",
+           "cpu_time": 12.9, "mem_kb": 1 << 18, "max_kb": 1 << 18, "vcpus": 1,
+           "nets": [{"tx_bytes": 123456789012, "rx_bytes": 5 << 10}],
+           "vbds": [{"devid": 51712, "error": True}]}
+    prev = {"when": 1.0, "domains": [dict(dom, cpu_time=10.9)]}
+    lines = table({"when": 5.0, "host": host, "domains": [dom]}, prev)
+    assert lines[0].split() == [f.header for f in __import__(
+        "pyxen.toolstack.xentop", fromlist=["FIELDS"]).FIELDS]
+    assert " NETS  NETTX(k) NETRX(k) VBDS " in lines[0]          # NETTX widened to 9
+    assert lines[1] == ("a-very-lon ---c--         12   50.0     262144   25.0     262144      "
+                        "25.0     1    1 120563270        5    1        -        -        -"
+                        "          -          -    0")
+    full = table({"when": 5.0, "host": host, "domains": [dom]}, None, TopOptions(full_name=True))
+    assert full[1].startswith("a-very-long-name ---c--") and full[0].startswith("            NAME")

@@ -132,6 +132,9 @@ _TABLE = [
                         Param("cap", Annotated[int, Range(0, 100 * 4096)] | None, None)),
        '[{"name", "domid", "weight", "cap"}]',
        "the credit scheduler's weight and cap of every domain (or one), set when given"),
+    _r("top", (), '{"host": {...}, "domains": [...]}',
+       "xentop's figures: the host's memory and CPUs; per domain its state, CPU time, "
+       "memory now and its limit, vCPUs, and its vifs' and vbds' backend counters"),
     _r("dmesg", (Param("clear", bool, False),), "[line]",
        "pyxend's log and every running domain's hypervisor log (clear: empty them "
        "after reading, as xl dmesg -c)"),

@@ -664,7 +664,8 @@ class Daemon:
                 row.update(running=info["running"], blocked=info["blocked"],
                            paused=info["paused"], cpu_time=info["cpu_time"],
                            vcpus=info["online_vcpus"], vcpu_info=info["vcpus"],
-                           weight=info["weight"], cap=info["cap"])
+                           weight=info["weight"], cap=info["cap"],
+                           present_kb=info.get("present_kb", d.target_kb))
             except ApiError:
                 row["dying"] = True
         return row
@@ -924,6 +925,67 @@ class Daemon:
             r = self._call(d, "sched", weight=weight, cap=cap)
             out.append({"name": d.name, "domid": d.domid, **r})
         return out if dom is None else out[1:]
+
+    def api_top(self):
+        """xentop's figures (libxenstat's node and domains): the host's
+        memory and CPUs, and per domain its state, CPU time, memory (what it
+        holds now; Domain-0, the host, has no limit), vCPUs built, and its
+        vifs' and vbds' counters as the backends count them. A vif's are the
+        host side's (as xentop reads vifN.M): tx is what went to the guest.
+        Counters start at 0 when a device (re)connects; no vbd request ever
+        waits for a free slot here, so oo_req is 0."""
+        from ..hv.hypercalls.version import XEN_MAJOR, XEN_MINOR, EXTRAVERSION
+        meminfo = {}
+        with open("/proc/meminfo") as f:
+            for line in f:
+                k, v = line.split(":", 1)
+                meminfo[k] = int(v.split()[0])
+        mhz = 0.0
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("cpu MHz"):
+                    mhz = float(line.split(":", 1)[1])
+                    break
+        host = {"total_kb": meminfo.get("MemTotal", 0), "free_kb": meminfo.get("MemAvailable", 0),
+                "nr_cpus": os.cpu_count() or 1, "cpu_mhz": int(mhz),
+                "xen_version": f"{XEN_MAJOR}.{XEN_MINOR}{EXTRAVERSION.decode()}"}
+        keep = ("name", "domid", "running", "blocked", "paused", "shutdown", "dying", "reason",
+                "cpu_time")
+        dom0 = dom0_info()
+        doms = [{**{k: dom0[k] for k in keep}, "mem_kb": host["total_kb"], "max_kb": None,
+                 "vcpus": host["nr_cpus"], "vcpu_times": [], "nets": [], "vbds": [], "ssid": 0}]
+        with self.lock:
+            ds = sorted(self.domains.values(), key=lambda x: x.domid)
+        for d in ds:
+            r = self._info(d)
+            vinfo = r.get("vcpu_info") or []
+            doms.append({**{k: r[k] for k in keep}, "mem_kb": r.get("present_kb", d.target_kb),
+                         "max_kb": d.max_kb,
+                         "vcpus": len(vinfo) or int(d.config.get("maxvcpus") or
+                                                    d.config.get("vcpus", 1)),
+                         "vcpu_times": [{"id": v["id"], "online": v["online"],
+                                         "cpu_time": v["cpu_time"]} for v in vinfo],
+                         **self._backend_counters(d), "ssid": 0})
+        return {"host": host, "domains": doms}
+
+    def _backend_counters(self, d: Dom) -> dict:
+        nets, vbds = [], []
+        devs = d.devices
+        if devs is not None:
+            for devid, dev in sorted(devs.by_kind.get("vif", {}).items()):
+                s = dev.stats()
+                nets.append({"devid": devid, "rx_bytes": s.get("tx_bytes", 0),
+                             "rx_packets": s.get("tx_packets", 0),
+                             "rx_errs": s.get("tx_errors", 0), "rx_drop": 0,
+                             "tx_bytes": s.get("rx_bytes", 0),
+                             "tx_packets": s.get("rx_packets", 0), "tx_errs": 0,
+                             "tx_drop": s.get("rx_dropped", 0)})
+            for devid, dev in sorted(devs.by_kind.get("vbd", {}).items()):
+                s = dev.stats()
+                vbds.append({"devid": devid, "oo_req": 0, "rd_req": s.get("rd_req", 0),
+                             "wr_req": s.get("wr_req", 0), "rd_sect": s.get("rd_sect", 0),
+                             "wr_sect": s.get("wr_sect", 0)})
+        return {"nets": nets, "vbds": vbds}
 
     def api_dmesg(self, clear):
         lines = list(self.log_lines)

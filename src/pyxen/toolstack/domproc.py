@@ -303,6 +303,7 @@ class DomainProcess:
             info = dom.info()
             for row, v in zip(info["vcpus"], dom.vcpus):
                 row["cpu"] = last_cpu(v.native_tid) if v.native_tid else 0
+            info["present_kb"] = dom.nr_present * 4      # what it holds now (balloon)
             return info, ()
         if method == "pause":
             dom.pause()
