@@ -9,16 +9,18 @@ import time
 import pytest
 
 from daemon_helpers import cli, rows, start_daemon, wait_until
+from netns_helpers import netns  # noqa: F401  (fixture)
 from pyxen.toolstack.guestshell import ConsoleShell
 
 
 @pytest.fixture
-def rd(tmp_path, kvm):
+def rd(tmp_path, kvm, netns):           # noqa: F811
+    # netns first: its namespaces are deleted after the domains are gone
     d = tmp_path / "run"
     d.mkdir()
     proc = start_daemon(d)
     shells = []
-    yield d, shells
+    yield d, shells, netns
     for s in shells:
         s.close()
     r = cli(d, "list")
@@ -34,8 +36,10 @@ def _console(d, shells, name):
     return s
 
 
-def test_linux_save_restore_with_disk(rd, tmp_path, linux_images):
-    d, shells = rd
+def test_linux_save_restore_with_disk_and_vif(rd, tmp_path, linux_images):
+    d, shells, make_netns = rd
+    ns = make_netns()
+    ns.bridge("xenbr0", "192.0.2.1")
     img = tmp_path / "data.img"
     subprocess.run(["truncate", "-s", "64M", str(img)], check=True)
     subprocess.run(["mkfs.ext4", "-q", "-F", str(img)], check=True)
@@ -43,12 +47,15 @@ def test_linux_save_restore_with_disk(rd, tmp_path, linux_images):
     cfg.write_text(f'name = "lx"\nkernel = "{linux_images.kernel}"\n'
                    f'ramdisk = "{linux_images.initrd}"\nextra = "console=hvc0"\n'
                    f'memory = 256\nvcpus = 2\n'
-                   f'disk = ["format=raw, vdev=xvdb, access=rw, target={img}"]\n')
+                   f'disk = ["format=raw, vdev=xvdb, access=rw, target={img}"]\n'
+                   f'vif = ["bridge=xenbr0, netns={ns.name}, mac=00:16:3e:00:00:51"]\n')
     r = cli(d, "create", str(cfg))
     assert r.returncode == 0, r.stderr
     s = _console(d, shells, "lx")
     s.settle()
     assert s.run("nproc") == "2"
+    s.run("ip link set eth0 up; ip addr add 192.0.2.2/24 dev eth0")
+    assert " 0% packet loss" in s.run("ping -c 2 -W 5 192.0.2.1", timeout=60)
     s.run("mkdir -p /mnt && mount /dev/xvdb /mnt && echo before > /mnt/a && sync")
     s.type("(i=0; while true; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.1; done) &\r")
     time.sleep(1)
@@ -85,6 +92,10 @@ def test_linux_save_restore_with_disk(rd, tmp_path, linux_images):
     assert s.run("cat /mnt/a") == "before"
     s.run("echo after > /mnt/b && sync && echo 3 > /proc/sys/vm/drop_caches")
     assert s.run("cat /mnt/a /mnt/b") == "before\nafter"
+    # netfront reconnected to the new domain's vif, on the same bridge
+    assert " 0% packet loss" in s.run("ping -c 3 -W 5 192.0.2.1", timeout=60)
+    r = ns.run(linux_images.busybox, "ping", "-c", "3", "-W", "5", "192.0.2.2", timeout=60)
+    assert " 0% packet loss" in r.stdout, r.stdout + r.stderr
     # what the kernel said from the suspend on (Linux's own PM messages only)
     after = s.run("dmesg | sed -n '/suspending xenstore/,$p'")
     assert "Restarting tasks ... done." in after, after
