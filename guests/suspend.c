@@ -1,7 +1,7 @@
 /*
  * suspend - a counter that survives save/restore (pyxen save / restore).
  *
- * Prints "count N" on the console ring every period_ms (command line,
+ * Prints "count N t=MS" (its system time) on the console ring every period_ms (command line,
  * default 50) and reads control/shutdown from XenStore between counts, as
  * a PV kernel's xenbus watch would.  On "suspend" it acknowledges (writes
  * ""), turns start_info's xenstore and console frames into pfns (Linux's
@@ -58,7 +58,7 @@ void test_main(void)
     console_set_sink(CONSOLE_SINK_RING);
     printk("suspend: ready\n");
     for (;;) {
-        printk("count %lu\n", n++);
+        printk("count %lu t=%lu\n", n++, (unsigned long)(xen_system_time() / 1000000));
         if (limit && n > limit)
             break;
         long len = xs_read(0, "control/shutdown", buf, sizeof(buf) - 1);

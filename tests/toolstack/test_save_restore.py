@@ -20,6 +20,11 @@ def _counts(text: str) -> list[int]:
     return [int(x) for x in re.findall(r"^count (\d+)", text, re.M)]
 
 
+def _times(text: str) -> list[int]:
+    """The guest's system time (ms) at each count."""
+    return [int(x) for x in re.findall(r"^count \d+ t=(\d+)", text, re.M)]
+
+
 def _wait(pred, timeout=20.0):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -80,6 +85,8 @@ def test_save_restore_counter_continues(kvm, guest_elf, tmp_path):
         assert res["bytes"] == os.path.getsize(path)
         assert os.stat(path).st_mode & 0o777 == 0o600
         before = _counts(out.text)[-1]
+        t_before = _times(out.text)[-1]
+        saved_at = time.monotonic()
         dom.destroy()
         t.join(10)
     finally:
@@ -97,6 +104,11 @@ def test_save_restore_counter_continues(kvm, guest_elf, tmp_path):
         assert _wait(lambda: len(_counts(out2.text)) >= 5), out2.text
         after = _counts(out2.text)
         assert after[0] == before + 1, (before, after[:3])
+        # system time (pvclock) went on from where it was: no jump back, and
+        # forward by no more than the time the domain was away
+        t_after = _times(out2.text)
+        assert t_before < t_after[0] <= t_before + (time.monotonic() - saved_at) * 1000 + 100
+        assert t_after == sorted(t_after)
         assert after == list(range(after[0], after[0] + len(after)))
         _xs_write(dom2, "control/shutdown", "poweroff")
         t2.join(20)
@@ -131,6 +143,44 @@ def test_checkpoint_resumes_same_domain(kvm, guest_elf, tmp_path):
         dom.destroy()
         close_domain(dom)
     savefile.check_file(str(tmp_path / "cp.save"))
+
+
+def test_save_streams_memory(kvm, guest_elf, tmp_path):
+    """A 512 MiB guest is written 64 KiB at a time: the saving process's own
+    (anonymous) memory does not grow with the guest's."""
+    def rss_anon_kb():
+        for line in open("/proc/self/status"):
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1])
+        return 0
+    cfg = DomainConfig(name="big", kernel=str(guest_elf("suspend")), cmdline="period_ms=20",
+                       memory=512)
+    dom, out, t, _ = _start(kvm, cfg)
+    try:
+        assert _wait(lambda: len(_counts(out.text)) >= 2), out.text
+        # non-zero data all over the guest's free memory, as a busy guest has
+        ram = dom.ram.view
+        for off in range(64 << 20, 512 << 20, 1 << 20):
+            ram[off:off + 4096] = b"\xa5" * 4096
+        _suspend(dom)
+        before = rss_anon_kb()
+        path = str(tmp_path / "big.save")
+        res = savefile.write_domain(dom, path, cfg.to_dict())
+        grown = rss_anon_kb() - before
+        assert res["memory_bytes"] >= 448 * 16 * 4096
+        assert grown < 32 * 1024, f"RssAnon grew by {grown} KiB while saving"
+        dom.destroy()
+        t.join(10)
+    finally:
+        close_domain(dom)
+    dom2, out2, t2, _ = _start(kvm, cfg, restore=path)
+    try:
+        assert bytes(dom2.ram.view[100 << 20:(100 << 20) + 4096]) == b"\xa5" * 4096
+        assert _wait(lambda: "resumed in a new domain" in out2.text), out2.text
+    finally:
+        dom2.destroy()
+        t2.join(10)
+        close_domain(dom2)
 
 
 @pytest.mark.parametrize("damage", ["truncate", "foreign", "version", "empty", "flip"])
