@@ -485,6 +485,63 @@ def cmd_sched_credit(args) -> int:
     return 0
 
 
+#: credit2's pool-wide parameter as xl shows it (Xen's default sched_ratelimit_us)
+CREDIT2_POOL_LINE = "Cpupool Pool-0: ratelimit=1000us"
+
+
+def cmd_sched_credit2(args) -> int:
+    """xl sched-credit2 (xl_sched.c main_sched_credit2): its checks, messages
+    and listing. pyxen has one scheduler, Linux's, under both names: the weight
+    and cap are the ones sched-credit shows and sets (hv/sched.py), and the
+    only pool is Pool-0."""
+    from .toolstack.client import DaemonUnavailable, RpcError
+    weight = _c_strtol(args.weight)[0] if args.weight is not None else None
+    cap = _c_strtol(args.cap)[0] if args.cap is not None else None
+    if args.cpupool is not None and (args.domain or weight is not None or cap is not None):
+        err("Specifying a cpupool is not allowed with other options.")
+        return 1
+    if not args.domain and (weight is not None or cap is not None):
+        err("Must specify a domain.")
+        return 1
+    if args.cpupool is not None and args.cpupool not in ("Pool-0", "0"):
+        err(f"unknown cpupool '{args.cpupool}'")
+        return 1
+    if args.schedparam:
+        if args.ratelimit is not None:
+            err("pyxen: the rate limit is not settable: vCPUs are Linux threads, scheduled "
+                "by the host kernel")
+            err("libxl_sched_credit2_params_set failed.")
+            return 1
+        print(CREDIT2_POOL_LINE)
+        return 0
+    head = "%-33s %4s %6s %4s" % ("Name", "ID", "Weight", "Cap")
+    if not args.domain:
+        rows = api(args, "sched_credit")
+        print(CREDIT2_POOL_LINE)
+        print(head)
+        for r in rows:
+            print("%-33s %4d %6d %4d" % (r["name"], r["domid"], r["weight"], r["cap"]))
+        return 0
+    # -1 is libxl's "leave as it is" for both
+    params = {k: v for k, v in (("weight", weight), ("cap", cap)) if v is not None and v != -1}
+    try:
+        with client(args) as c:
+            rows = c.call("sched_credit", dom=args.domain, **params)
+    except DaemonUnavailable as e:
+        err(f"pyxen: {e}")
+        return 1
+    except RpcError as e:
+        err(f"pyxen: {e.message}")
+        if e.code != "ENOENT" and (weight is not None or cap is not None):
+            err("libxl_domain_sched_params_set failed.")
+        return 1
+    if weight is None and cap is None:
+        print(head)
+        for r in rows:
+            print("%-33s %4d %6d %4d" % (r["name"], r["domid"], r["weight"], r["cap"]))
+    return 0
+
+
 def cmd_top(args) -> int:
     """xentop (toolstack/xentop.py): -b batch output (no summary, a header and
     a row per domain each iteration), -i iterations, -d seconds between them
@@ -1138,6 +1195,22 @@ def build_parser(prog: str = "pyxen") -> argparse.ArgumentParser:
     c.add_argument("-d", dest="domain")
     c.add_argument("-w", dest="weight", type=int)
     c.add_argument("-c", dest="cap", type=int)
+    c = cmd("sched-credit2", cmd_sched_credit2, "credit2 scheduler weight and cap",
+            description="Get or set a domain's weight and cap as xl sched-credit2. pyxen "
+            "schedules vCPUs (Linux threads) with the host kernel's scheduler, whose "
+            "settings both sched-credit and sched-credit2 show and change: a weight (1-65535, "
+            "default 256) sets the share of host CPU among busy domains, a cap (percent of "
+            "one host CPU, 0 = none) limits it. The only cpupool is Pool-0.")
+    c.add_argument("-d", "--domain", dest="domain", metavar="DOMAIN", help="the domain")
+    c.add_argument("-w", "--weight", dest="weight", metavar="WEIGHT", help="weight (1-65535)")
+    c.add_argument("-c", "--cap", dest="cap", metavar="CAP",
+                   help="cap, percent of one host CPU (0: none)")
+    c.add_argument("-s", "--schedparam", dest="schedparam", action="store_true",
+                   help="the pool's scheduler parameters (ratelimit=1000us)")
+    c.add_argument("-r", "--ratelimit_us", dest="ratelimit", metavar="RLIMIT",
+                   help="with -s: set the rate limit (refused: the host kernel schedules)")
+    c.add_argument("-p", "--cpupool", dest="cpupool", metavar="CPUPOOL",
+                   help="only this cpupool (Pool-0 is the only one)")
     cmd("prepare-linux", cmd_prepare_linux,
         "fetch Debian's kernel and busybox and build the Linux guest's initramfs")
     c = cmd("top", cmd_top, "the domains' figures in real time (xentop)",

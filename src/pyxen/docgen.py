@@ -44,6 +44,8 @@ PARTIAL = {
            "interactively only q (no sort or toggle keys)",
     "info": "host lines from the host's CPUID, /proc and /sys; the hypervisor's are pyxen's",
     "sched-credit": "weight and cap per domain on the Linux scheduler; no cpupools, no -s",
+    "sched-credit2": "the same weight and cap as sched-credit (one scheduler, Linux's); "
+                     "-s shows Pool-0's ratelimit, -r is refused; the only cpupool is Pool-0",
     "save": "PV; pyxen's own file format (docs/save-format.md); -c/-p need a kernel with "
             "SUSPEND_CANCEL; no -D",
     "restore": "PV, from pyxen's save files; -e/-d/-F/-V/-A accepted and ignored",
@@ -78,7 +80,6 @@ ABSENT = {
     "dump-core": "not yet as a command (on_crash=\"coredump-*\" writes the same core)",
     "vm-list": "not yet",
     "sharing": "not applicable: Xen's memory sharing is for HVM guests",
-    "sched-credit2": "not yet",
     "sched-rtds": "not applicable: no RTDS scheduler; vCPUs are Linux threads",
     "sysrq": "not yet",
     "debug-keys": "not applicable: Xen's debug keys dump hypervisor state; pyxend's log "

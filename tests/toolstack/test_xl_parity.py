@@ -295,3 +295,37 @@ def test_top_table_formats():
                         "          -          -    0")
     full = table({"when": 5.0, "host": host, "domains": [dom]}, None, TopOptions(full_name=True))
     assert full[1].startswith("a-very-long-name ---c--") and full[0].startswith("            NAME")
+
+
+def test_sched_credit2_is_sched_credits_settings(rd, cfgs):
+    """xl sched-credit2's options, messages and listing (xl_sched.c), over
+    the weight and cap sched-credit shows."""
+    assert cli(rd, "create", cfgs("c2")).returncode == 0
+    assert wait_until(lambda: "c2" in rows(rd))
+    domid = rows(rd)["c2"]["id"]
+    r = cli(rd, "sched-credit2", "-d", "c2", "-w", "512", "-c", "50")
+    assert r.returncode == 0 and r.stdout == "" and r.stderr == "", r.stderr
+    head = "%-33s %4s %6s %4s" % ("Name", "ID", "Weight", "Cap")
+    r = cli(rd, "sched-credit2", "-d", "c2")
+    assert r.stdout.splitlines() == [head, "%-33s %4d %6d %4d" % ("c2", domid, 512, 50)]
+    assert cli(rd, "sched-credit", "-d", "c2").stdout == r.stdout      # the same settings
+    assert cli(rd, "sched-credit", "-d", "c2", "-w", "128").returncode == 0
+    assert cli(rd, "sched-credit2", "--domain=c2").stdout.splitlines()[1].split()[2] == "128"
+    out = cli(rd, "sched-credit2").stdout.splitlines()
+    assert out[:3] == ["Cpupool Pool-0: ratelimit=1000us", head,
+                       "%-33s %4d %6d %4d" % ("Domain-0", 0, 256, 0)]
+    assert out[3] == "%-33s %4d %6d %4d" % ("c2", domid, 128, 50)
+    assert cli(rd, "sched-credit2", "-s").stdout == "Cpupool Pool-0: ratelimit=1000us\n"
+    assert cli(rd, "sched-credit2", "-p", "Pool-0").stdout.splitlines()[0] == out[0]
+    for argv, msg in ((("-w", "300"), "Must specify a domain.\n"),
+                      (("-p", "Pool-0", "-d", "c2"),
+                       "Specifying a cpupool is not allowed with other options.\n"),
+                      (("-p", "Pool-1"), "unknown cpupool 'Pool-1'\n")):
+        r = cli(rd, "sched-credit2", *argv)
+        assert (r.returncode, r.stderr, r.stdout) == (1, msg, ""), argv
+    r = cli(rd, "sched-credit2", "-s", "-r", "500")
+    assert r.returncode == 1 and r.stderr.endswith("libxl_sched_credit2_params_set failed.\n")
+    r = cli(rd, "sched-credit2", "-d", "c2", "-w", "0")
+    assert r.returncode == 1 and r.stderr.endswith("libxl_domain_sched_params_set failed.\n")
+    r = cli(rd, "sched-credit2", "-d", "nosuch")
+    assert r.returncode == 1 and "nosuch is an invalid domain identifier" in r.stderr
