@@ -902,6 +902,50 @@ def cmd_prepare_linux(args) -> int:
     return 0
 
 
+def cmd_create_image(args) -> int:
+    """Debootstrap a Debian domU into DIR/NAME.img (or .qcow2) and write DIR/NAME.cfg
+    (toolstack/createimage.py), as xen-tools' xen-create-image."""
+    import time
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from .toolstack.createimage import CreateImageError, ImageSpec, create_image
+    spec = ImageSpec(hostname=args.hostname, dir=args.dir, dist=args.dist, size=args.size,
+                     memory=args.memory, vcpus=args.vcpus, format=args.format,
+                     password=args.password, ssh_key=args.ssh_key, ip=args.ip,
+                     gateway=args.gateway, dhcp=args.dhcp, bridge=args.bridge, mac=args.mac,
+                     mirror=args.mirror, force=args.force)
+    console = Console(stderr=True)
+    start = time.monotonic()
+    with Progress(SpinnerColumn(), TextColumn("[bold]{task.fields[step]:<12}"),
+                  TextColumn("{task.description}"), TimeElapsedColumn(),
+                  console=console, transient=False) as bar:
+        tasks: dict = {}
+
+        def progress(step: str, detail: str) -> None:
+            if step not in tasks:
+                for t in tasks.values():
+                    bar.update(t, completed=1, total=1)
+                tasks[step] = bar.add_task(detail[:70], step=step, total=None)
+            elif detail:
+                bar.update(tasks[step], description=detail[:70])
+        try:
+            r = create_image(spec, progress)
+        except CreateImageError as e:
+            bar.stop()
+            err(f"pyxen create-image: {e}")
+            return 1
+        for t in tasks.values():
+            bar.update(t, completed=1, total=1)
+    print(f"image   {r.image}")
+    print(f"config  {r.config}")
+    print(f"kernel  {r.kernel_version}")
+    if r.password:
+        print(f"root password (generated)  {r.password}")
+    console.print(f"done in {time.monotonic() - start:.0f} s; boot it with: "
+                  f"pyxen create -c {r.config}")
+    return 0
+
+
 # --- save / restore (issue 16; docs/save-format.md) ------------------------------------------
 def _api_in_background(args, method, bar_total: int = 0, watch: str | None = None,
                        label: str = "", **params):
@@ -1213,6 +1257,32 @@ def build_parser(prog: str = "pyxen") -> argparse.ArgumentParser:
                    help="only this cpupool (Pool-0 is the only one)")
     cmd("prepare-linux", cmd_prepare_linux,
         "fetch Debian's kernel and busybox and build the Linux guest's initramfs")
+    c = cmd("create-image", cmd_create_image, "make a Debian domU image and its config",
+            description="Make a Debian domU as xen-tools' xen-create-image does: debootstrap "
+            "(from the mirror the host's apt uses; packages cached under $PYXEN_CACHE) a "
+            "Debian with systemd, the cloud kernel, openssh-server and a getty on hvc0 into "
+            "DIR/NAME.img (ext4, the whole disk is the root file system; or DIR/NAME.qcow2) "
+            "and write DIR/NAME.cfg (bootloader=\"pygrub\", the disk, a vif on BRIDGE). "
+            "Needs root and Debian's debootstrap. Without --password or --ssh-key a root "
+            "password is generated and printed; without --ip the guest uses DHCP.")
+    c.add_argument("--hostname", required=True, metavar="NAME")
+    c.add_argument("--dir", required=True, metavar="DIR", help="where NAME.img and NAME.cfg go")
+    c.add_argument("--dist", default="bookworm", help="the Debian release (default bookworm)")
+    c.add_argument("--size", default="4G", help="the image's size (default 4G)")
+    c.add_argument("--memory", type=int, default=512, help="MiB (default 512)")
+    c.add_argument("--vcpus", type=int, default=2, help="default 2")
+    c.add_argument("--format", choices=("raw", "qcow2"), default="raw")
+    c.add_argument("--password", metavar="PASS", help="root's password")
+    c.add_argument("--ssh-key", metavar="FILE",
+                   help="a public key for root's authorized_keys (with --password or alone)")
+    net = c.add_mutually_exclusive_group()
+    net.add_argument("--ip", metavar="ADDR/PREFIX", help="a static address for eth0")
+    net.add_argument("--dhcp", action="store_true", help="eth0 by DHCP (the default)")
+    c.add_argument("--gateway", metavar="ADDR", help="the default route (with --ip)")
+    c.add_argument("--bridge", default="xenbr0", help="the vif's bridge (default xenbr0)")
+    c.add_argument("--mac", help="the vif's MAC (default: random, 00:16:3e:...)")
+    c.add_argument("--mirror", help="the Debian mirror (default: the host's apt's)")
+    c.add_argument("--force", action="store_true", help="replace an existing image and config")
     c = cmd("top", cmd_top, "the domains' figures in real time (xentop)",
             description="The domains' CPU, memory, network and disk figures in real time, "
             "as xentop (which xl top runs) shows them, in xentop's columns and formats: "

@@ -212,8 +212,26 @@ class TestPaths:
 
     def test_no_kernel(self):
         assert text_err('name="a"\nmemory=64') == \
-            "t.cfg:1: no kernel specified: pyxen boots PV guests from kernel = \"PATH\" (direct kernel boot)"
-        assert "'bootloader' is not supported" in text_err('name="a"\nbootloader="pygrub"')
+            "t.cfg:1: no kernel specified: pyxen boots PV guests from kernel = \"PATH\" " \
+            "(direct kernel boot) or bootloader = \"pygrub\""
+
+    def test_bootloader_without_kernel(self):
+        d = text_cfg('name="a"\nbootloader="pygrub"\nbootloader_args=["--entry=1"]\n'
+                     'extra="quiet"')
+        assert (d.bootloader, d.bootloader_args, d.kernel, d.cmdline) == \
+            ("pygrub", ["--entry=1"], None, "quiet")
+        assert d.warnings == []
+        assert DomainConfig.from_dict(d.to_dict()).bootloader_args == ["--entry=1"]
+
+    def test_bootloader_kernel_is_inside_the_guest(self):
+        # with a bootloader, kernel= and ramdisk= name files on the guest's disk
+        d = text_cfg('name="a"\nbootloader="pygrub"\nkernel="/boot/vmlinuz"\n'
+                     'ramdisk="/boot/initrd.img"\nbootloader_args="-q --entry=0"')
+        assert (d.kernel, d.ramdisk, d.bootloader_args) == \
+            ("/boot/vmlinuz", "/boot/initrd.img", ["-q", "--entry=0"])
+
+    def test_bootloader_empty(self):
+        assert text_err('name="a"\nbootloader=""') == "t.cfg:2: 'bootloader' is empty"
 
     def test_empty_kernel(self):
         assert text_err('name="a"\n\nkernel=""') == "t.cfg:3: 'kernel' is empty"

@@ -107,14 +107,14 @@ SUPPORTED_KEYS = frozenset({
     "name", "type", "builder", "kernel", "ramdisk", "cmdline", "root", "extra",
     "memory", "maxmem", "vcpus", "maxvcpus", "cpus", "cpus_soft", "uuid",
     *BY_CONFIG_KEY, "max_event_channels", *_ACTION_KEYS,
-    "max_maptrack_frames",
+    "max_maptrack_frames", "bootloader", "bootloader_args",
 })
 
 #: Keys xl understands (xl.cfg(5), xl_parse.c) that pyxen does not act on
 #: yet: they are accepted with a "not supported, ignored" warning.
 UNSUPPORTED_KEYS = frozenset("""
     acpi acpi_firmware acpi_laptop_slate acpi_s3 acpi_s4 altp2m altp2mhvm apic
-    bios bios_path_override boot bootloader bootloader_args cap channel
+    bios bios_path_override boot cap channel
     cpu_weight cpuid device_model device_model_args device_model_args_hvm
     device_model_args_pv device_model_override device_model_stubdomain_override
     device_model_stubdomain_seclabel device_model_user device_model_version
@@ -186,6 +186,10 @@ class DomainConfig:
     cmdline: str = ""                  # effective kernel command line
     root: str | None = None            # raw root= (folded into cmdline)
     extra: str | None = None           # raw extra= (folded into cmdline)
+    # bootloader= ("pygrub" or a program, toolstack/bootloader.py): kernel and
+    # ramdisk then name files inside the guest's first disk, or are None
+    bootloader: str | None = None
+    bootloader_args: list[str] = field(default_factory=list)
     memory: int = DEFAULT_MEMORY_MIB   # MiB
     maxmem: int | None = None          # MiB; None -> memory
     vcpus: int = 1
@@ -303,6 +307,8 @@ class DomainConfig:
             "cmdline": self.cmdline,
             "root": self.root,
             "extra": self.extra,
+            "bootloader": self.bootloader,
+            "bootloader_args": list(self.bootloader_args),
             "memory": self.memory,
             "maxmem": self.maxmem,
             "vcpus": self.vcpus,
@@ -503,17 +509,21 @@ class _Builder:
                               "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)")
             uuid = uuid.lower()
 
-        # kernel, ramdisk, command line
-        kernel = self.path("kernel")
-        if kernel is None:
+        # kernel, ramdisk, command line (with a bootloader: paths inside the guest's disk)
+        bootloader, bootloader_args = self.bootloader()
+        if bootloader is not None:
+            kernel, ramdisk = self.string("kernel"), self.string("ramdisk")
+        else:
+            kernel, ramdisk = self.path("kernel"), self.path("ramdisk")
+        if kernel is None and bootloader is None:
             hint = ""
-            for k in ("bootloader", "firmware"):
+            for k in ("firmware",):
                 if k in cfg:
                     hint = f" ('{k}' is not supported)"
                     break
             raise self.missing("no kernel specified: pyxen boots PV guests from "
-                               f"kernel = \"PATH\" (direct kernel boot){hint}")
-        ramdisk = self.path("ramdisk")
+                               f"kernel = \"PATH\" (direct kernel boot) or "
+                               f"bootloader = \"pygrub\"{hint}")
         cmdline, root, extra = self.command_line()
 
         devices = {k.config_key: self.device_list(k, name) for k in DEVICE_KINDS}
@@ -537,6 +547,8 @@ class _Builder:
             cmdline=cmdline,
             root=root,
             extra=extra,
+            bootloader=bootloader,
+            bootloader_args=bootloader_args,
             memory=memory,
             maxmem=maxmem,
             vcpus=vcpus,
@@ -553,6 +565,21 @@ class _Builder:
             locations={s.key: s.location for s in cfg.settings()},
             **actions,
         )
+
+    def bootloader(self) -> tuple[str | None, list[str]]:
+        """bootloader= and bootloader_args= (a list, or as xl also takes
+        it, one string split at spaces)."""
+        bl = self.string("bootloader")
+        s = self.setting("bootloader_args")
+        if s is not None and isinstance(s.value, str):
+            args = s.value.split()
+        else:
+            args = self.string_list("bootloader_args")
+        if bl == "":
+            raise self.setting("bootloader").error("'bootloader' is empty")
+        if bl is None and args:
+            self.warn(s, "bootloader_args without bootloader: ignored")
+        return bl, args
 
     def device_list(self, kind, name: str) -> list[str]:
         """A device kind's list (disk=, vif=...): each entry must parse

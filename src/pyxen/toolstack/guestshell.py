@@ -61,7 +61,7 @@ class ShellSession(ABC):
     def run(self, cmd: str, timeout: float = 60) -> str:
         """Run a shell command; returns its output."""
         marker = f"__done_{time.monotonic_ns()}__"
-        start = len(self.out)
+        start = len(self.text)        # a position in the text (UTF-8 output: not len(out))
         self.type(f"{cmd}; echo {marker[:7]}''{marker[7:]}\r")
         m = self.wait_for("(?<!')" + re.escape(marker) + r"\r?\n", timeout, start)
         body = self.text[start:m.start()].replace("\r", "")
