@@ -11,7 +11,8 @@
  * domain, frames back to mfns; this image has the SUSPEND_CANCEL note) and
  * 0 in a restored domain: the toolstack rewrote start_info, so the console
  * and xenstore channels are taken from it again.  "poweroff" (or count=N
- * reached) ends with SUCCESS.
+ * reached) ends with SUCCESS.  bad_si=1 names a frame that is not its
+ * start_info in the hypercall (the save must refuse it).
  */
 #include "xenstore.h"
 
@@ -29,6 +30,9 @@ static long do_suspend(void)
 {
     struct sched_shutdown s = { SHUTDOWN_suspend };
     unsigned long si_mfn = virt_to_mfn(start_info);
+
+    if (cmdline_get_ulong("bad_si", 0))
+        si_mfn = 0x7fffffffffUL;    /* a lie the toolstack must not act on */
 
     start_info->store_mfn = mfn_to_pfn(start_info->store_mfn);
     start_info->console.domU.mfn = mfn_to_pfn(start_info->console.domU.mfn);

@@ -145,6 +145,31 @@ def test_checkpoint_resumes_same_domain(kvm, guest_elf, tmp_path):
     savefile.check_file(str(tmp_path / "cp.save"))
 
 
+def test_bogus_start_info_frame_refused(kvm, guest_elf, tmp_path):
+    """The start_info frame a guest names in its suspend hypercall is checked
+    before a file is written (as Xen's save does); the guest resumes."""
+    from pyxen.hv.savestate import SaveError
+    cfg = DomainConfig(name="liar", kernel=str(guest_elf("suspend")),
+                       cmdline="period_ms=20 bad_si=1", memory=32)
+    dom, out, t, result = _start(kvm, cfg)
+    try:
+        assert _wait(lambda: len(_counts(out.text)) >= 2), out.text
+        _suspend(dom)
+        path = tmp_path / "liar.save"
+        with pytest.raises(SaveError, match="not a start_info page"):
+            savefile.write_domain(dom, str(path), cfg.to_dict())
+        assert not path.exists()
+        dom.unpause()                           # refused while suspended
+        assert dom.paused
+        dom.resume_suspended(cancelled=True)
+        dom.unpause()
+        assert _wait(lambda: "cancelled, same domain" in out.text), out.text
+    finally:
+        dom.destroy()
+        t.join(10)
+        close_domain(dom)
+
+
 def test_save_streams_memory(kvm, guest_elf, tmp_path):
     """A 512 MiB guest is written 64 KiB at a time: the saving process's own
     (anonymous) memory does not grow with the guest's."""

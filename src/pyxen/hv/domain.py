@@ -217,6 +217,8 @@ class Domain:
             self.shutdown(SHUTDOWN_suspend, vcpu)
             return
         self.trace(vcpu.id, "shutdown", "suspend")
+        if self.suspended is not None:
+            return                  # another vCPU's suspend got there first
         self.suspended = SuspendRecord(vcpu.id, start_info_mfn)
         self.suspending = True
         self.pause()
@@ -278,6 +280,11 @@ class Domain:
                 v.kvcpu.kick()
 
     def unpause(self) -> None:
+        if self.suspended is not None:
+            # being saved: its memory and vCPUs must not change until the
+            # toolstack resumes it (resume_suspended) or destroys it
+            self.log.info("domain %s is suspended: it stays paused", self.name)
+            return
         self.paused = False
         self.run_gate.set()
 

@@ -64,10 +64,23 @@ def _unb64(text, size: int | None = None) -> bytes:
 
 
 # --- save -------------------------------------------------------------------------
+class SaveError(Exception):
+    """The domain cannot be saved; the message says why."""
+
+
 def capture(dom) -> dict:
-    """The state of a suspended domain (every vCPU parked), as a dict."""
+    """The state of a suspended domain (every vCPU parked), as a dict. The
+    start_info frame the guest named is checked now, as Xen's save does (a
+    file that could never be restored is not written)."""
     mm = dom.mm
     rec = dom.suspended
+    if rec is None:
+        raise SaveError("the domain is not suspended")
+    si = rec.start_info_mfn
+    if not mm.owns(si) or bytes(dom.ram.mm[si << L.PAGE_SHIFT:(si << L.PAGE_SHIFT) + 14]) \
+            != START_INFO_MAGIC[:14]:
+        raise SaveError(f"the guest named frame {si:#x} as its start_info in its suspend "
+                        "hypercall: not a start_info page of its own")
     pins = []
     i = mm.pinned.find(1)
     while i >= 0:
@@ -84,8 +97,8 @@ def capture(dom) -> dict:
         "wallclock_ns": time.time_ns(),
         "pins": pins,
         "shared_arch": _b64(bytes(dom.shared_info.arch)),
-        "start_info_mfn": rec.start_info_mfn if rec is not None else None,
-        "suspend_vcpu": rec.vcpu if rec is not None else 0,
+        "start_info_mfn": rec.start_info_mfn,
+        "suspend_vcpu": rec.vcpu,
     }
 
 

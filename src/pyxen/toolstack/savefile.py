@@ -123,8 +123,8 @@ def write_domain(dom, path: str, config: dict, progress=None) -> dict:
     is the owner's only (it holds the guest's memory)."""
     from ..hv import savestate
     if dom.suspended is None or not dom.wait_parked(10.0):
-        raise RuntimeError("the domain is not suspended")
-    state = savestate.capture(dom)
+        raise savestate.SaveError("the domain is not suspended")
+    state = savestate.capture(dom)          # before the file is created
     info = header_info(dom.name, str(dom.uuid), config, dom.nr_pages, len(dom.vcpus))
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "wb", buffering=1 << 20) as f:
