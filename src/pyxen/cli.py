@@ -130,6 +130,57 @@ def print_parsed_config(args) -> int:
     return 0
 
 
+def cmd_config_update(args) -> int:
+    """xl config-update (xl_misc.c main_config_update): DOM [CFG] [-f CFG] [-d]
+    [KEY=VALUE...], xl's messages; the config is checked here (and printed as
+    libxl's JSON with -d), then pyxend keeps it for the domain's next restart."""
+    from .toolstack.client import DaemonUnavailable, RpcError
+    from .toolstack.domconfig import DomainConfig
+    from .toolstack.libxljson import domain_config, dumps
+    err("WARNING: xl now has better capability to manage domain configuration, "
+        "avoid using this command when possible")
+    filename = args.defconfig
+    overrides = []
+    for a in args.rest:
+        if "=" in a:
+            overrides.append(a)
+        elif filename is None:
+            filename = a
+        else:
+            err(f"pyxen config-update: one config file only ({filename}, then {a})")
+            return 2
+    rows = api(args, "list", dom=args.domain)            # as xl, the domain first
+    if not filename:
+        err("Config file not specified")
+        return 1
+    try:
+        with open(filename) as f:
+            text = f.read()
+    except OSError as e:
+        err(f"Failed to read config file: {filename}: {e.strerror}")
+        return 1
+    try:
+        cfg = DomainConfig.from_file(filename, overrides)
+    except XlCfgError as e:
+        err(f"pyxen: {e}")
+        return 1
+    for w in cfg.warnings:
+        err(w)
+    if args.debug:
+        sys.stdout.write(dumps(domain_config(cfg.to_dict())))
+        sys.stdout.flush()
+    err(f"setting dom{rows[0]['domid']} configuration")
+    try:
+        with client(args) as c:
+            c.call("config_update", dom=rows[0]["domid"], config=text,
+                   path=os.path.abspath(filename), overrides=overrides)
+    except (DaemonUnavailable, RpcError) as e:
+        err(f"pyxen: {getattr(e, 'message', e)}")
+        err("failed to update configuration")
+        return 1
+    return 0
+
+
 def create_foreground(args) -> int:
     from .build.errors import KernelImageError
     from .kvm import KvmUnavailable
@@ -1087,6 +1138,23 @@ def build_parser(prog: str = "pyxen") -> argparse.ArgumentParser:
                    help="run in this process even when pyxend is running")
     c.add_argument("--trace", metavar="FILE",
                    help="(foreground) write a trace of hypercalls and traps to FILE")
+
+    c = cmd("config-update", cmd_config_update,
+            "keep a new config for a domain's next restart (reboot)",
+            description="Update a domain's saved configuration, used when the domain is "
+            "built again at its next restart (a reboot, or any on_* restart action), as xl "
+            "config-update: the running domain is unchanged, and so is what list -l shows of "
+            "it. The restarted domain gets a new UUID unless the config sets uuid=. As in xl, "
+            "this command is deprecated in favour of changing the running domain; unlike "
+            "xl, the kernel and ramdisk must exist now.")
+    c.add_argument("domain")
+    c.add_argument("rest", nargs="*", metavar="[CFG] [KEY=VALUE]",
+                   help="the xl.cfg file (or -f) and settings that override it (xl syntax)")
+    c.add_argument("-f", "--defconfig", dest="defconfig", metavar="FILE",
+                   help="the xl.cfg file")
+    c.add_argument("-d", dest="debug", action="store_true",
+                   help="print the parsed configuration as libxl's JSON")
+    c.add_argument("-q", dest="quiet", action="store_true", help="accepted (as xl)")
 
     c = cmd("list", cmd_list, "list domains",
             description="List domains as xl list does. -l prints each domain's "

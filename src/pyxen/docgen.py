@@ -44,6 +44,8 @@ PARTIAL = {
            "interactively only q (no sort or toggle keys)",
     "info": "host lines from the host's CPUID, /proc and /sys; the hypervisor's are pyxen's",
     "sched-credit": "weight and cap per domain on the Linux scheduler; no cpupools, no -s",
+    "config-update": "the config is checked when given (the kernel must exist then), "
+                     "kept by pyxend and used at the next restart, as xl's",
     "sched-credit2": "the same weight and cap as sched-credit (one scheduler, Linux's); "
                      "-s shows Pool-0's ratelimit, -r is refused; the only cpupool is Pool-0",
     "save": "PV; pyxen's own file format (docs/save-format.md); -c/-p need a kernel with "
@@ -76,7 +78,6 @@ ABSENT = {
           "is the host kernel's (resctrl), not a guest's"
        for c in ("psr-hwinfo", "psr-cmt-attach", "psr-cmt-detach", "psr-cmt-show",
                  "psr-cat-set", "psr-cat-show", "psr-mba-set", "psr-mba-show")},
-    "config-update": "not yet",
     "dump-core": "not yet as a command (on_crash=\"coredump-*\" writes the same core)",
     "vm-list": "not yet",
     "sharing": "not applicable: Xen's memory sharing is for HVM guests",

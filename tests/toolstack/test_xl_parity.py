@@ -329,3 +329,54 @@ def test_sched_credit2_is_sched_credits_settings(rd, cfgs):
     assert r.returncode == 1 and r.stderr.endswith("libxl_domain_sched_params_set failed.\n")
     r = cli(rd, "sched-credit2", "-d", "nosuch")
     assert r.returncode == 1 and "nosuch is an invalid domain identifier" in r.stderr
+
+
+def test_config_update_is_used_at_the_next_reboot(rd, cfgs, tmp_path):
+    """xl config-update: xl's warning and messages; the running domain and
+    list -l keep the old config; the reboot builds the new one (new UUID, as
+    xl's parse without uuid=)."""
+    cfg = cfgs("cu", uuid="0badc0de-0000-4000-8000-0000000000cc")
+    assert cli(rd, "create", cfg).returncode == 0
+    assert wait_until(lambda: rows(rd).get("cu", {}).get("state") == "-b----")
+    domid = rows(rd)["cu"]["id"]
+    new = tmp_path / "cu-new.cfg"
+    new.write_text(Path(cfg).read_text().replace("memory = 32", "memory = 40")
+                   .replace('uuid = "0badc0de-0000-4000-8000-0000000000cc"\n', ""))
+    warning = ("WARNING: xl now has better capability to manage domain configuration, "
+               "avoid using this command when possible\n")
+    r = cli(rd, "config-update", "cu", str(new), "maxmem=56", "-d")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == warning + f"setting dom{domid} configuration\n"
+    b = json.loads(r.stdout)["b_info"]
+    assert (b["target_memkb"], b["max_memkb"]) == (40 * 1024, 56 * 1024)
+    # nothing changes before the restart
+    c = json.loads(cli(rd, "list", "-l", "cu").stdout)[0]["config"]
+    assert c["b_info"]["max_memkb"] == 32768
+    assert c["c_info"]["uuid"] == "0badc0de-0000-4000-8000-0000000000cc"
+    assert rows(rd)["cu"]["mem"] == 32
+    assert cli(rd, "reboot", "cu").returncode == 0
+    assert wait_until(lambda: rows(rd).get("cu", {}).get("id", domid) != domid, 20)
+    assert wait_until(lambda: rows(rd)["cu"]["state"] == "-b----")
+    assert rows(rd)["cu"]["mem"] == 40
+    c = json.loads(cli(rd, "list", "-l", "cu").stdout)[0]["config"]
+    assert c["b_info"]["max_memkb"] == 56 * 1024
+    assert c["c_info"]["uuid"] != "0badc0de-0000-4000-8000-0000000000cc"
+    # used once: the next reboot keeps what runs now
+    domid2 = rows(rd)["cu"]["id"]
+    assert cli(rd, "reboot", "cu").returncode == 0
+    assert wait_until(lambda: rows(rd).get("cu", {}).get("id", domid2) != domid2, 20)
+    assert wait_until(lambda: rows(rd)["cu"]["state"] == "-b----")
+    assert rows(rd)["cu"]["mem"] == 40
+
+    r = cli(rd, "config-update", "cu")
+    assert (r.returncode, r.stderr) == (1, warning + "Config file not specified\n")
+    r = cli(rd, "config-update", "nosuch", str(new))
+    assert r.returncode == 1 and r.stderr.startswith(warning) and \
+        "nosuch is an invalid domain identifier" in r.stderr
+    r = cli(rd, "config-update", "cu", "-f", str(tmp_path / "absent.cfg"))
+    assert r.stderr.endswith(f"Failed to read config file: {tmp_path / 'absent.cfg'}: "
+                             "No such file or directory\n") and r.returncode == 1
+    bad = tmp_path / "bad.cfg"
+    bad.write_text('name = "cu"\nmemory = "lots"\n')
+    r = cli(rd, "config-update", "cu", str(bad))
+    assert r.returncode == 1 and f"{bad}:2:" in r.stderr and "setting dom" not in r.stderr

@@ -83,6 +83,11 @@ _TABLE = [
        '{"domid", "name", "warnings"}',
        "create a domain from the text of an xl.cfg (path: where it was read, for "
        "messages and relative paths; overrides: KEY=VALUE lines)"),
+    _r("config_update", (Param("dom", DomRef), Param("config", Annotated[str, MaxLen(1 << 20)]),
+                         Param("path", str, "<config>"), Param("overrides", list[str], ())),
+       '{"domid", "name", "warnings"}',
+       "xl config-update: the xl.cfg text (path and overrides as create's) becomes the "
+       "config the domain is built from at its next restart"),
     _r("list", (Param("dom", DomRef | None, None),), "[domain info]",
        "the domains (or one), Domain-0 first"),
     _r("info", (), "{host and hypervisor figures}", "as xl info"),

@@ -94,6 +94,7 @@ class Dom:
     restarts: int = 0
     heap: object = None                 # GuestMemory over the domain's heap memfd
     devices: object = None              # DomainDevices: its PV disks and vifs
+    pending_config: dict | None = None  # config-update: the config of its next restart
 
 
 class Daemon:
@@ -195,7 +196,8 @@ class Daemon:
     def _save(self, d: Dom) -> None:
         rec = {"domid": d.domid, "name": d.name, "uuid": d.uuid, "config": d.config,
                "pid": d.pid, "created": d.created, "target_kb": d.target_kb,
-               "max_kb": d.max_kb, "state": d.state, "reason": d.reason, "restarts": d.restarts}
+               "max_kb": d.max_kb, "state": d.state, "reason": d.reason, "restarts": d.restarts,
+               "pending_config": d.pending_config}
         p = paths.domain_record(self.run_dir, d.domid)
         tmp = p.with_suffix(".tmp")
         tmp.write_text(json.dumps(rec))
@@ -213,7 +215,8 @@ class Daemon:
             d = Dom(rec["domid"], rec["name"], rec["uuid"], rec["config"], pid=rec["pid"],
                     created=rec["created"], target_kb=rec["target_kb"], max_kb=rec["max_kb"],
                     state=rec.get("state", "running"), reason=rec.get("reason"),
-                    restarts=rec.get("restarts", 0))
+                    restarts=rec.get("restarts", 0),
+                    pending_config=rec.get("pending_config"))
             self.next_domid = max(self.next_domid, d.domid + 1)
             if d.state != "running":
                 self.domains[d.domid] = d        # preserved: stays listed until destroyed
@@ -398,7 +401,10 @@ class Daemon:
             if plan.preserve:
                 self._save(d)
                 return
-            cfg = dict(d.config)
+            # as xl's reload_domain_config: a config stored by config-update is the
+            # restarted domain's (its uuid is new unless the config gives one)
+            cfg = dict(d.pending_config if d.pending_config is not None else d.config)
+            d.pending_config = None
             if plan.renames:
                 self._keep_renamed(d)
             else:
@@ -829,6 +835,22 @@ class Daemon:
         d = self._create(cfg, paused, restore=path)
         self.say(f"restored domain {d.domid} ({d.name}) from {path}")
         return {"domid": d.domid, "name": d.name}
+
+    def api_config_update(self, dom, config, path, overrides):
+        """xl config-update: keep a new config for the domain's next restart
+        (reboot, or any on_* restart action); the running domain and what
+        list -l shows of it are unchanged, as xl's "xl" userdata."""
+        d = self.find(dom)
+        try:
+            cfg = DomainConfig.from_text(config, None if path == "<config>" else path,
+                                         overrides)
+        except XlCfgError as e:
+            raise ApiError("EINVAL", str(e)) from None
+        with self.lock:
+            d.pending_config = cfg.to_dict()
+            self._save(d)
+        self.say(f"domain {d.domid} ({d.name}): configuration for its next restart updated")
+        return {"domid": d.domid, "name": d.name, "warnings": cfg.warnings}
 
     def api_rename(self, dom, name):
         check_name(name)
