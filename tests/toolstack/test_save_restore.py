@@ -299,6 +299,8 @@ def test_cli_checkpoint_and_refused_files(rd, tmp_path, guest_elf):
     r = cli(rd, "save", "-p", "counter", str(tmp_path / "p.save"))
     assert r.returncode == 0, r.stderr
     assert rows(rd)["counter"]["state"][2] == "p"
+    r = cli(rd, "save", "counter", str(tmp_path / "p2.save"))
+    assert r.returncode != 0 and "is paused" in r.stderr, r.stderr
     # the name is taken: restoring the checkpoint beside it is refused
     r = cli(rd, "restore", str(cp))
     assert r.returncode != 0 and "already exists" in r.stderr

@@ -750,6 +750,10 @@ class Daemon:
                 raise ApiError("EINVAL", str(e)) from None
             saved_cfg.setdefault("uuid", d.uuid)
         keep = checkpoint or paused
+        if self._call(d, "info").get("paused"):
+            # a paused guest cannot act on control/shutdown (libxl would wait
+            # for it until its timeout)
+            raise ApiError("EINVAL", f"domain {d.domid} is paused: unpause it to save it")
         with self.lock:
             if d.domid in self.saving:
                 raise ApiError("EBUSY", f"domain {d.domid} is being saved already")
