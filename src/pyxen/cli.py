@@ -81,9 +81,28 @@ def fmt_uptime(sec: float, short: bool = False) -> str:
     return t
 
 
+def xl_conf(args):
+    """xl.conf (toolstack/xlconf.py: /etc/xen/xl.conf or $PYXEN_XL_CONF), read
+    once per command, its warnings and notes on stderr; a syntax error in it
+    ends the command, as in xl."""
+    conf = getattr(args, "xl_conf_read", None)
+    if conf is None:
+        from .toolstack.xlconf import load
+        try:
+            conf = load()
+        except XlCfgError as e:
+            err(f"pyxen: {e}")
+            raise SystemExit(1)
+        for line in conf.warnings + conf.notes:
+            err(line)
+        args.xl_conf_read = conf
+    return conf
+
+
 # --- create ------------------------------------------------------------------------------
 def cmd_create(args) -> int:
     from .toolstack.client import daemon_running
+    conf = xl_conf(args)
     if not args.quiet:
         err(f"Parsing config from {args.config}")
     if args.dryrun or args.debug:
@@ -98,7 +117,8 @@ def cmd_create(args) -> int:
         return 66
     if daemon_running(getattr(args, "run_dir", None)) and not args.foreground:
         res = api(args, "create", config=text, path=os.path.abspath(args.config),
-                  overrides=list(args.overrides), paused=args.paused)
+                  overrides=list(args.overrides), paused=args.paused,
+                  xl_conf=conf.defaults())
         for w in res.get("warnings", []):
             err(w)
         if args.console:
@@ -115,7 +135,8 @@ def print_parsed_config(args) -> int:
     from .toolstack.domconfig import DomainConfig
     from .toolstack.libxljson import domain_config, dumps
     try:
-        cfg = DomainConfig.from_file(args.config, args.overrides, check_files=not args.dryrun)
+        cfg = DomainConfig.from_file(args.config, args.overrides, check_files=not args.dryrun,
+                                     xl_conf=xl_conf(args))
     except XlCfgError as e:
         err(f"pyxen: {e}")
         return 64
@@ -137,6 +158,7 @@ def cmd_config_update(args) -> int:
     from .toolstack.client import DaemonUnavailable, RpcError
     from .toolstack.domconfig import DomainConfig
     from .toolstack.libxljson import domain_config, dumps
+    conf = xl_conf(args)
     err("WARNING: xl now has better capability to manage domain configuration, "
         "avoid using this command when possible")
     filename = args.defconfig
@@ -160,7 +182,7 @@ def cmd_config_update(args) -> int:
         err(f"Failed to read config file: {filename}: {e.strerror}")
         return 1
     try:
-        cfg = DomainConfig.from_file(filename, overrides)
+        cfg = DomainConfig.from_file(filename, overrides, xl_conf=conf)
     except XlCfgError as e:
         err(f"pyxen: {e}")
         return 1
@@ -173,7 +195,8 @@ def cmd_config_update(args) -> int:
     try:
         with client(args) as c:
             c.call("config_update", dom=rows[0]["domid"], config=text,
-                   path=os.path.abspath(filename), overrides=overrides)
+                   path=os.path.abspath(filename), overrides=overrides,
+                   xl_conf=conf.defaults())
     except (DaemonUnavailable, RpcError) as e:
         err(f"pyxen: {getattr(e, 'message', e)}")
         err("failed to update configuration")
@@ -189,7 +212,7 @@ def create_foreground(args) -> int:
     from .toolstack.runner import run_foreground
 
     try:
-        cfg = DomainConfig.from_file(args.config, args.overrides)
+        cfg = DomainConfig.from_file(args.config, args.overrides, xl_conf=xl_conf(args))
     except XlCfgError as e:
         err(f"pyxen: {e}")
         return 64
@@ -350,6 +373,7 @@ def cmd_list(args) -> int:
             err(f"{sorted(missing)[0]} is an invalid domain identifier (rc=-6)")
             return 1
     if args.long:
+        xl_conf(args)              # output_format: only JSON (sxp is warned about)
         print(list_long(rows))
         return 0
     head = "Name                                        ID   Mem VCPUs\tState\tTime(s)"
@@ -755,6 +779,8 @@ def parse_mem_size_kb(text: str) -> int:
 def device_attach(kind):
     def run(args) -> int:
         params = {"dom": args.domain, "spec": ",".join(args.spec)}
+        if kind.type == "vif":          # xl.conf's vif.default.* fill in what it leaves out
+            params["spec"] = xl_conf(args).vif_spec(params["spec"])
         if kind.cli.attach_force_help:
             params["force"] = args.force
         if kind.cli.attach_sends_cwd:
@@ -1104,7 +1130,8 @@ def cmd_restore(args) -> int:
 # --- the parser -------------------------------------------------------------------------------
 def build_parser(prog: str = "pyxen") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description="pyxen: Xen on KVM, with xl's commands "
-                                "(also installed as `xl`).")
+                                "(also installed as `xl`). Reads /etc/xen/xl.conf (or "
+                                "$PYXEN_XL_CONF) as xl does: docs/xl-conf.md.")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     p.add_argument("--run-dir", help="pyxend's run directory (default $PYXEN_RUN_DIR or /run/pyxen)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")

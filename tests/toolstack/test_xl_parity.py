@@ -380,3 +380,92 @@ def test_config_update_is_used_at_the_next_reboot(rd, cfgs, tmp_path):
     bad.write_text('name = "cu"\nmemory = "lots"\n')
     r = cli(rd, "config-update", "cu", str(bad))
     assert r.returncode == 1 and f"{bad}:2:" in r.stderr and "setting dom" not in r.stderr
+
+
+def test_xl_conf_keys_as_xl_reads_them(tmp_path):
+    """xl.conf: the keys pyxen applies, xl's deprecation and invalid-value
+    messages, notes for the keys it does not use, warnings for unknown ones,
+    FILE:LINE for syntax errors."""
+    from pyxen.toolstack.xlcfg import XlCfgError, parse
+    from pyxen.toolstack.xlconf import XlConf, from_text, load
+    conf = from_text('defaultbridge = "old"\nvif.default.bridge = "br1"\nvifscript = "vif-route"\n'
+                     'max_maptrack_frames = 0x100\nautoballoon = "off"\noutput_format = "sxp"\n'
+                     'domid_policy = "xen"\nclaim_mode = 1\nfrobnicate = 3\n', "/x/xl.conf")
+    assert conf.vif == {"bridge": "br1", "script": "vif-route"}
+    assert conf.max_maptrack_frames == 256 and conf.output_format == "json"
+    assert conf.warnings == (
+        "the global config option defaultbridge is deprecated, please switch to "
+        "vif.default.bridge",
+        "the global config option vifscript is deprecated, please switch to "
+        "vif.default.script",
+        '/x/xl.conf:6: warning: output_format "sxp" is not supported by pyxen: JSON is printed',
+        "/x/xl.conf:9: warning: unknown xl.conf setting 'frobnicate' (ignored)")
+    assert conf.notes == ("/x/xl.conf:5: note: autoballoon is not used by pyxen: the host is "
+                          "not ballooned: pyxend's memory limit (pyxend --mem-limit) bounds "
+                          "what domains get",)
+    assert from_text('output_format = "yaml"\n', "f").warnings == \
+        ('invalid default output format "yaml"',)
+    # the vif defaults fill in only what an entry leaves out
+    assert conf.vif_spec("mac=00:16:3e:00:00:01") == \
+        "mac=00:16:3e:00:00:01, bridge=br1, script=vif-route"
+    assert conf.vif_spec("bridge=mine, script=vif-bridge,") == "bridge=mine, script=vif-bridge,"
+    assert conf.vif_spec("") == "bridge=br1, script=vif-route"
+    # pyxend gets them back from defaults()
+    back = XlConf.from_defaults(conf.defaults())
+    assert (back.vif, back.max_maptrack_frames) == (conf.vif, 256)
+    cfg = parse('vif = ["mac=00:16:3e:00:00:02", "bridge=b2"]\n', "d.cfg")
+    conf.apply(cfg)
+    assert cfg["vif"] == ["mac=00:16:3e:00:00:02, bridge=br1, script=vif-route",
+                          "bridge=b2, script=vif-route"]
+    assert cfg["max_maptrack_frames"] == 256 and cfg.location("max_maptrack_frames") == \
+        "/x/xl.conf:4"
+    for text, where in (('vif.default.bridge = "br0\n', "f:1:"),
+                        ("max_maptrack_frames = 4096\n", "f:1:"),
+                        ('lockfile="/x"\nmax_maptrack_frames = "many"\n', "f:2:")):
+        try:
+            from_text(text, "f")
+            raise AssertionError(text)
+        except XlCfgError as e:
+            assert str(e).startswith(where), str(e)
+    assert load(str(tmp_path / "absent.conf")).warnings == \
+        (f"Failed to read config file: {tmp_path / 'absent.conf'}: No such file or directory",)
+
+
+def test_xl_conf_applies_to_create_and_network_attach(netns, rd, cfgs, tmp_path, monkeypatch):
+    """$PYXEN_XL_CONF (else /etc/xen/xl.conf): vif.default.bridge puts the
+    vifs of create and network-attach without bridge= on that bridge,
+    max_maptrack_frames is the configs' default; its notes and warnings are
+    printed; a syntax error stops the command at FILE:LINE."""
+    ns = netns()
+    conf = tmp_path / "xl.conf"
+    conf.write_text('## Global XL config file ##\nvif.default.bridge = "pxbrc"\n'
+                    "max_maptrack_frames = 256\nautoballoon = \"off\"\nbogus = 1\n")
+    monkeypatch.setenv("PYXEN_XL_CONF", str(conf))
+    cfg = cfgs("xc", vif=[f"netns={ns.name}"])
+    r = cli(rd, "create", "-n", cfg)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.splitlines()[:2] == [      # the warnings, then the notes
+        f"{conf}:5: warning: unknown xl.conf setting 'bogus' (ignored)",
+        f"{conf}:4: note: autoballoon is not used by pyxen: the host is not ballooned: "
+        "pyxend's memory limit (pyxend --mem-limit) bounds what domains get"]
+    c = json.loads(r.stdout)
+    assert c["b_info"]["max_maptrack_frames"] == 256 and c["nics"][0]["bridge"] == "pxbrc"
+    r = cli(rd, "create", cfg, "max_maptrack_frames=512")
+    assert r.returncode == 0, r.stderr
+    domid = rows(rd)["xc"]["id"]
+    ls = ns.links()
+    assert ls[f"vif{domid}.0"].get_attr("IFLA_MASTER") == ls["pxbrc"]["index"]
+    r = cli(rd, "network-attach", "xc", f"netns={ns.name}")
+    assert r.returncode == 0, r.stderr
+    ls = ns.links()
+    assert ls[f"vif{domid}.1"].get_attr("IFLA_MASTER") == ls["pxbrc"]["index"]
+    c = json.loads(cli(rd, "list", "-l", "xc").stdout)[0]["config"]
+    assert c["b_info"]["max_maptrack_frames"] == 512          # the config's own wins
+    assert [n["bridge"] for n in c["nics"]] == ["pxbrc", "pxbrc"]
+    conf.write_text('vif.default.bridge = "pxbrc"\noutput_format = sxp\n')
+    r = cli(rd, "create", cfgs("xc2"))
+    assert r.returncode == 1 and r.stderr.startswith(f"pyxen: {conf}:2: ") and "xc2" not in rows(rd)
+    conf.write_text('output_format = "sxp"\n')
+    r = cli(rd, "list", "-l", "xc")
+    assert r.stderr == f'{conf}:1: warning: output_format "sxp" is not supported by pyxen: ' \
+        "JSON is printed\n" and json.loads(r.stdout)[0]["domid"] == domid

@@ -30,6 +30,7 @@ __all__ = ["Request", "REQUESTS", "describe"]
 
 _PORT = Annotated[int, Range(1, (1 << 17) - 1)]
 _KB = Annotated[int, Range(0, MAX_MEMORY_MIB * 1024)]
+_XL_CONF = list[Annotated[str, MaxLen(4096)]]
 
 
 @dataclass(frozen=True)
@@ -79,12 +80,14 @@ _TABLE = [
     _r("version", (), '{"api": 1, "pyxen": "..."}', "the API version and pyxen's"),
     _r("create", (Param("config", Annotated[str, MaxLen(1 << 20)]),
                   Param("path", str, "<config>"), Param("overrides", list[str], ()),
-                  Param("paused", bool, False)),
+                  Param("paused", bool, False), Param("xl_conf", _XL_CONF, ())),
        '{"domid", "name", "warnings"}',
        "create a domain from the text of an xl.cfg (path: where it was read, for "
-       "messages and relative paths; overrides: KEY=VALUE lines)"),
+       "messages and relative paths; overrides: KEY=VALUE lines; xl_conf: the caller's "
+       "xl.conf settings that fill in what the config leaves out, xlconf.XlConf.defaults())"),
     _r("config_update", (Param("dom", DomRef), Param("config", Annotated[str, MaxLen(1 << 20)]),
-                         Param("path", str, "<config>"), Param("overrides", list[str], ())),
+                         Param("path", str, "<config>"), Param("overrides", list[str], ()),
+                         Param("xl_conf", _XL_CONF, ())),
        '{"domid", "name", "warnings"}',
        "xl config-update: the xl.cfg text (path and overrides as create's) becomes the "
        "config the domain is built from at its next restart"),

@@ -50,6 +50,7 @@ from .domconfig import DomainConfig, domain_name_problem
 from . import lifecycle
 from .builder import meminfo_mb
 from .xlcfg import XlCfgError
+from .xlconf import XlConf
 from ..dom0.console import ConsoleBackend, ConsoleClient
 from .xsnodes import write_domain_nodes, remove_domain_nodes
 from .rpc import eventfd_poke
@@ -568,10 +569,10 @@ class Daemon:
         from .. import __version__
         return {"api": API_VERSION, "pyxen": __version__}
 
-    def api_create(self, config, path, overrides, paused):
+    def api_create(self, config, path, overrides, paused, xl_conf):
         try:
             cfg = DomainConfig.from_text(config, None if path == "<config>" else path,
-                                         overrides)
+                                         overrides, XlConf.from_defaults(xl_conf))
         except XlCfgError as e:
             raise ApiError("EINVAL", str(e)) from None
         d = self._create(cfg, paused)
@@ -840,14 +841,14 @@ class Daemon:
         self.say(f"restored domain {d.domid} ({d.name}) from {path}")
         return {"domid": d.domid, "name": d.name}
 
-    def api_config_update(self, dom, config, path, overrides):
+    def api_config_update(self, dom, config, path, overrides, xl_conf):
         """xl config-update: keep a new config for the domain's next restart
         (reboot, or any on_* restart action); the running domain and what
         list -l shows of it are unchanged, as xl's "xl" userdata."""
         d = self.find(dom)
         try:
             cfg = DomainConfig.from_text(config, None if path == "<config>" else path,
-                                         overrides)
+                                         overrides, XlConf.from_defaults(xl_conf))
         except XlCfgError as e:
             raise ApiError("EINVAL", str(e)) from None
         with self.lock:

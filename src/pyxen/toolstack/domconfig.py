@@ -222,21 +222,27 @@ class DomainConfig:
     # ------------------------------------------------------------------
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], overrides: Iterable[str] = (),
-                  *, check_files: bool = True) -> "DomainConfig":
-        """Parse ``path``, apply ``key=value`` overrides, and validate."""
+                  *, check_files: bool = True, xl_conf=None) -> "DomainConfig":
+        """Parse ``path``, apply ``key=value`` overrides and xl.conf's
+        defaults (an xlconf.XlConf, if given), and validate."""
         config = parse_file(path)
         apply_overrides(config, overrides)
+        if xl_conf is not None:
+            xl_conf.apply(config)
         return cls.from_config(config, check_files=check_files)
 
     @classmethod
     def from_text(cls, text: str, path: str | None = None,
-                  overrides: Iterable[str] = ()) -> "DomainConfig":
+                  overrides: Iterable[str] = (), xl_conf=None) -> "DomainConfig":
         """A config file's contents (as a client sends them to pyxend):
         parsed with ``path`` as the name in messages, relative paths resolved
         against its directory (the working directory without a path),
-        ``key=value`` overrides applied, validated."""
+        ``key=value`` overrides and xl.conf's defaults (xl_conf) applied,
+        validated."""
         config = parse(text, path or "<config>")
         apply_overrides(config, overrides)
+        if xl_conf is not None:
+            xl_conf.apply(config)
         base = os.path.dirname(os.path.abspath(path)) if path else None
         return cls.from_config(config, base_dir=base)
 

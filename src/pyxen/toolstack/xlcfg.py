@@ -185,6 +185,11 @@ class Config:
         new._history = list(self._history)
         return new
 
+    def set(self, key: str, value: Value, filename: str, line: int) -> None:
+        """Set ``key`` as a statement at ``filename:line`` would (defaults
+        filled in from elsewhere, e.g. xl.conf)."""
+        self._store(key, "=", value, filename, line)
+
     # -- mutation (used by the parser) ---------------------------------------
     def _store(self, key: str, op: str, value: Value, filename: str, line: int) -> None:
         if op == "+=":
