@@ -49,6 +49,31 @@ def meminfo_mb(field: str = "MemAvailable") -> int:
     return 0
 
 
+def load_boot_files(cfg: DomainConfig):
+    """(kernel image, ramdisk bytes or None, command line) of a new domain:
+    cfg's kernel= and ramdisk=, or what its bootloader= (bootloader.py: pygrub
+    or a program, run in dom0 on each build, as xl does on each boot) takes
+    from the guest's disk."""
+    if cfg.bootloader is None:
+        ramdisk = Path(cfg.ramdisk).read_bytes() if cfg.ramdisk else None
+        return load_kernel(cfg.kernel), ramdisk, cfg.cmdline
+    from .bootloader import BootloaderError, run_bootloader
+    from .domconfig import MAX_CMDLINE_BYTES
+    try:
+        boot = run_bootloader(cfg)
+    except BootloaderError as e:
+        raise CreateError(f"{cfg.source or 'config'}: bootloader {cfg.bootloader}: {e}") from None
+    try:
+        if len(boot.cmdline.encode()) >= MAX_CMDLINE_BYTES:
+            raise CreateError(f"bootloader {cfg.bootloader}: kernel command line too long "
+                              f"({len(boot.cmdline.encode())} bytes, at most "
+                              f"{MAX_CMDLINE_BYTES - 1})")
+        ramdisk = Path(boot.ramdisk).read_bytes() if boot.ramdisk else None
+        return load_kernel(boot.kernel), ramdisk, boot.cmdline
+    finally:
+        boot.cleanup()
+
+
 def build_domain(cfg: DomainConfig, services: Dom0Services, *, domid: int = 1,
                  console_io=None, trace=None, kvm=None, restore=None) -> Domain:
     """Build the domain `cfg` describes, connected to `services`. It is left
@@ -58,15 +83,14 @@ def build_domain(cfg: DomainConfig, services: Dom0Services, *, domid: int = 1,
     restore: a savefile.SaveReader: the domain is made from the saved state
     (its memory, vCPUs, page tables; Domain.restore) instead of the kernel,
     which is not read; everything else is as for a new domain."""
-    if cfg.kernel is None and restore is None:
+    if cfg.kernel is None and cfg.bootloader is None and restore is None:
         raise CreateError(f"{cfg.source or 'config'}: no kernel= given")
     avail = meminfo_mb()
     if avail and cfg.memory > avail:
         raise CreateError(f"memory={cfg.memory} MiB is more than this host can give "
                           f"({avail} MiB available)")
     if restore is None:
-        image = load_kernel(cfg.kernel)
-        ramdisk = Path(cfg.ramdisk).read_bytes() if cfg.ramdisk else None
+        image, ramdisk, cmdline = load_boot_files(cfg)
     try:
         affinity = vcpu_affinities(cfg.cpus, cfg.vcpus)
     except CpumapError as e:
@@ -82,7 +106,7 @@ def build_domain(cfg: DomainConfig, services: Dom0Services, *, domid: int = 1,
             if cpus is not None:               # cpus=: hard affinity from the start
                 dom.sched.pin(v, cpus)
         if restore is None:
-            dom.build(image, ramdisk=ramdisk, cmdline=cfg.cmdline)   # hooks the emulator too
+            dom.build(image, ramdisk=ramdisk, cmdline=cmdline)   # hooks the emulator too
         else:
             _restore(dom, restore)
         services.connect(dom, cfg)

@@ -1,0 +1,183 @@
+"""bootloader= (toolstack/bootloader.py): pyxen's pygrub reads the guest's
+GRUB configuration and files from an ext4 image made here with mke2fs -d
+(whole disk, in a partition, as qcow2), and an external bootloader is run
+with libxl's arguments and output format. No KVM needed."""
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pyxen.toolstack.bootloader import (BootloaderError, choose_entry, parse_grub2,
+                                        parse_grub_legacy, partition_offsets, run_bootloader)
+from pyxen.toolstack.builder import CreateError, load_boot_files
+from pyxen.toolstack.domconfig import DomainConfig
+
+GRUB_CFG = """\
+set default="1"
+set timeout=5
+set kver=6.1.0-9
+menuentry 'Debian GNU/Linux' --class debian {
+\tinsmod ext2
+\tlinux (hd0,msdos1)/boot/vmlinuz-${kver} root=/dev/xvda ro quiet
+\tinitrd /boot/initrd.img-${kver}
+}
+submenu 'Advanced options' {
+\tmenuentry "Debian, recovery" {
+\t\tlinux /boot/vmlinuz-old root=/dev/xvda ro single
+\t\tinitrd /boot/initrd.img-old /boot/extra.img
+\t}
+}
+"""
+
+
+def test_parse_grub2_flattens_submenus_and_substitutes():
+    entries, default = parse_grub2(GRUB_CFG)
+    assert default == "1"
+    assert [e.title for e in entries] == ["Debian GNU/Linux", "Debian, recovery"]
+    assert entries[0].kernel == "/boot/vmlinuz-6.1.0-9"
+    assert entries[0].args == "root=/dev/xvda ro quiet"
+    assert entries[0].initrd == ["/boot/initrd.img-6.1.0-9"]
+    assert entries[1].initrd == ["/boot/initrd.img-old", "/boot/extra.img"]
+
+
+def test_choose_entry():
+    entries, default = parse_grub2(GRUB_CFG)
+    assert choose_entry(entries, default, None).title == "Debian, recovery"
+    assert choose_entry(entries, default, "0").title == "Debian GNU/Linux"
+    assert choose_entry(entries, default, "Debian GNU/Linux").kernel == "/boot/vmlinuz-6.1.0-9"
+    assert choose_entry(entries, "saved", None).title == "Debian GNU/Linux"
+    with pytest.raises(BootloaderError, match="no boot entry '7'"):
+        choose_entry(entries, default, "7")
+
+
+def test_parse_grub_legacy():
+    entries, default = parse_grub_legacy(
+        "default 0\ntimeout 2\ntitle Debian\nroot (hd0,0)\n"
+        "kernel /boot/vmlinuz root=/dev/xvda2 ro\ninitrd /boot/initrd.img\n")
+    assert default == "0"
+    assert (entries[0].kernel, entries[0].args, entries[0].initrd) == \
+        ("/boot/vmlinuz", "root=/dev/xvda2 ro", ["/boot/initrd.img"])
+
+
+def test_partition_offsets_mbr():
+    head = bytearray(34 * 512)
+    struct.pack_into("<BxxxBxxxII", head, 446, 0x00, 0x82, 2048, 1000)      # swap
+    struct.pack_into("<BxxxBxxxII", head, 462, 0x80, 0x83, 4096, 10000)     # Linux
+    head[510:512] = b"\x55\xaa"
+    assert partition_offsets(bytes(head)) == [4096 * 512, 2048 * 512]
+    assert partition_offsets(bytes(34 * 512)) == []
+
+
+@pytest.fixture
+def guest_fs(tmp_path):
+    """A root tree with /boot (a symlink too) and grub.cfg; make(image, ...) puts it in ext4."""
+    root = tmp_path / "root"
+    (root / "boot/grub").mkdir(parents=True)
+    (root / "boot/vmlinuz-6.1.0-9").write_bytes(b"KERNEL-NEW" * 100)
+    (root / "boot/initrd.img-6.1.0-9").write_bytes(b"INITRD-NEW")
+    (root / "boot/vmlinuz-old").write_bytes(b"KERNEL-OLD")
+    (root / "boot/initrd.img-old").write_bytes(b"INITRD-OLD")
+    (root / "boot/extra.img").write_bytes(b"+EXTRA")
+    (root / "boot/grub/grub.cfg").write_text(GRUB_CFG)
+    os.symlink("boot/vmlinuz-6.1.0-9", root / "vmlinuz")
+
+    def make(image: Path, size_mb: int = 16) -> Path:
+        with open(image, "wb") as f:
+            f.truncate(size_mb << 20)
+        subprocess.run(["mke2fs", "-q", "-F", "-t", "ext4", "-d", str(root), str(image)],
+                       check=True)
+        return image
+    return make
+
+
+def cfg_for(image, fmt="raw", extra_lines=""):
+    return DomainConfig.from_text(
+        f'name="g"\nbootloader="pygrub"\nextra="console=hvc0"\n'
+        f"disk=['format={fmt}, vdev=xvda, target={image}']\n{extra_lines}")
+
+
+def boot(cfg):
+    b = run_bootloader(cfg)
+    try:
+        return (Path(b.kernel).read_bytes(), b.ramdisk and Path(b.ramdisk).read_bytes(),
+                b.cmdline, b.title)
+    finally:
+        b.cleanup()
+        assert not os.path.exists(os.path.dirname(b.kernel))
+
+
+def test_pygrub_default_entry(guest_fs, tmp_path):
+    img = guest_fs(tmp_path / "disk.img")
+    kernel, ramdisk, cmdline, title = boot(cfg_for(img))
+    # default=1: the submenu's entry; two initrds concatenated; extra= appended
+    assert (kernel, ramdisk, title) == (b"KERNEL-OLD", b"INITRD-OLD+EXTRA", "Debian, recovery")
+    assert cmdline == "root=/dev/xvda ro single console=hvc0"
+
+
+def test_pygrub_entry_and_kernel_arguments(guest_fs, tmp_path):
+    img = guest_fs(tmp_path / "disk.img")
+    kernel, ramdisk, cmdline, _ = boot(cfg_for(img, extra_lines='bootloader_args=["--entry=0"]'))
+    assert (kernel[:10], ramdisk) == (b"KERNEL-NEW", b"INITRD-NEW")
+    assert cmdline == "root=/dev/xvda ro quiet console=hvc0"
+    # kernel= beside a bootloader is a path inside the guest (a symlink here)
+    kernel, ramdisk, cmdline, _ = boot(cfg_for(img, extra_lines='kernel="/vmlinuz"'))
+    assert (kernel[:10], ramdisk, cmdline) == (b"KERNEL-NEW", None, "console=hvc0")
+
+
+def test_pygrub_partitioned_and_qcow2(guest_fs, tmp_path):
+    part = guest_fs(tmp_path / "part.img")
+    disk = tmp_path / "disk.img"
+    head = bytearray(1 << 20)
+    struct.pack_into("<BxxxBxxxII", head, 446, 0x80, 0x83, 2048, part.stat().st_size // 512)
+    head[510:512] = b"\x55\xaa"
+    with open(disk, "wb") as f:
+        f.write(head)
+        f.write(part.read_bytes())
+    assert boot(cfg_for(disk))[0] == b"KERNEL-OLD"
+    q = tmp_path / "disk.qcow2"
+    subprocess.run(["qemu-img", "convert", "-O", "qcow2", str(part), str(q)], check=True)
+    assert boot(cfg_for(q, "qcow2"))[1] == b"INITRD-OLD+EXTRA"
+
+
+def test_pygrub_errors(tmp_path, guest_fs):
+    blank = tmp_path / "blank.img"
+    blank.write_bytes(bytes(1 << 20))
+    with pytest.raises(BootloaderError, match="no GRUB configuration"):
+        run_bootloader(cfg_for(blank))
+    img = guest_fs(tmp_path / "disk.img")
+    with pytest.raises(BootloaderError, match="no boot entry 'Windows'"):
+        run_bootloader(cfg_for(img, extra_lines='bootloader_args=["--entry=Windows"]'))
+    with pytest.raises(BootloaderError, match="needs a disk"):
+        run_bootloader(DomainConfig.from_text('name="g"\nbootloader="pygrub"'))
+    # the builder says which bootloader failed, as a CreateError
+    with pytest.raises(CreateError, match="bootloader pygrub: .*no GRUB"):
+        load_boot_files(cfg_for(blank))
+
+
+def test_external_bootloader_gets_libxls_arguments(tmp_path):
+    script = tmp_path / "bl.sh"
+    log = tmp_path / "argv"
+    script.write_text(f"""#!/bin/sh
+printf '%s\\n' "$@" > {log}
+for a in "$@"; do case $a in --output=*) out=${{a#--output=}};; --output-directory=*) d=${{a#--output-directory=}};; esac; done
+printf 'K' > $d/k; printf 'R' > $d/r
+printf 'kernel %s\\0ramdisk %s\\0args root=/dev/xvda1 extra\\0' $d/k $d/r > $out
+""")
+    script.chmod(0o755)
+    disk = tmp_path / "d.img"
+    disk.write_bytes(b"")
+    cfg = DomainConfig.from_text(
+        f'name="g"\nbootloader="{script}"\nbootloader_args=["-q"]\nextra="x=1"\n'
+        f"disk=['format=raw, vdev=xvda, target={disk}']\n")
+    kernel, ramdisk, cmdline, _ = boot(cfg)
+    assert (kernel, ramdisk, cmdline) == (b"K", b"R", "root=/dev/xvda1 extra")
+    argv = log.read_text().splitlines()
+    assert argv[0] == "--args=x=1" and argv[-2:] == ["-q", str(disk)]
+    assert "--output-format=simple0" in argv
+    with pytest.raises(BootloaderError, match="not an executable"):
+        run_bootloader(DomainConfig.from_text(
+            f'name="g"\nbootloader="grub"\ndisk=["format=raw, vdev=xvda, target={disk}"]'))
