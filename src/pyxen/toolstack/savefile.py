@@ -15,6 +15,7 @@ record's CRC is checked again as it is read.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import struct
@@ -75,13 +76,16 @@ class SaveWriter:
     def state(self, state: dict) -> None:
         self.record(R_STATE, json.dumps(state).encode())
 
-    def memory(self, view, present, progress=None) -> int:
+    def memory(self, view, present, progress=None, fd: int | None = None) -> int:
         """Every frame of the guest (view: its RAM; present[pfn] 1 or 0),
-        in runs: absent (ballooned out), all zero, or data. Returns the
-        bytes of page data written."""
+        in runs: absent (ballooned out), all zero, or data. fd: the RAM's
+        memfd, whose holes (frames never written) are zero runs without
+        being read. Returns the bytes of page data written."""
         nr = len(present)
         written = 0
         pfn = 0
+        extents = data_extents(fd, nr * PAGE) if fd is not None else None
+        ext_i = 0
         while pfn < nr:
             here = present[pfn]
             end = pfn + 1
@@ -91,8 +95,13 @@ class SaveWriter:
             if not here:
                 self.record(R_PAGES, _PAGES.pack(pfn, count, K_ABSENT))
             else:
-                data = bytes(view[pfn * PAGE:end * PAGE])    # one run (64 KiB) at a time
-                if data == _ZERO_RUN[:count * PAGE]:
+                hole = False
+                if extents is not None:
+                    while ext_i < len(extents) and extents[ext_i][1] <= pfn * PAGE:
+                        ext_i += 1
+                    hole = ext_i == len(extents) or extents[ext_i][0] >= end * PAGE
+                data = b"" if hole else bytes(view[pfn * PAGE:end * PAGE])   # 64 KiB at most
+                if hole or data == _ZERO_RUN[:count * PAGE]:
                     self.record(R_PAGES, _PAGES.pack(pfn, count, K_ZERO))
                 else:
                     self.record(R_PAGES, _PAGES.pack(pfn, count, K_DATA), data)
@@ -109,6 +118,30 @@ class SaveWriter:
         self.f.write(_REC.pack(R_END, 0, len(payload), zlib.crc32(payload)))
         self.f.write(payload)
         self.f.flush()
+
+
+def data_extents(fd: int, size: int) -> list[tuple[int, int]]:
+    """The [start, end) byte ranges of a file that hold data (SEEK_DATA /
+    SEEK_HOLE); everything else reads as zeros. The whole file when the
+    file system cannot tell."""
+    out = []
+    off = 0
+    try:
+        while off < size:
+            try:
+                start = os.lseek(fd, off, os.SEEK_DATA)
+            except OSError as e:
+                if e.errno == errno.ENXIO:          # no data past off
+                    break
+                raise
+            if start >= size:
+                break
+            end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+            out.append((start, end))
+            off = end
+    except OSError:
+        return [(0, size)]
+    return out
 
 
 def header_info(name: str, uuid: str, config: dict, nr_pages: int, vcpus: int) -> dict:
@@ -130,7 +163,7 @@ def write_domain(dom, path: str, config: dict, progress=None) -> dict:
     with os.fdopen(fd, "wb", buffering=1 << 20) as f:
         w = SaveWriter(f, info)
         w.state(state)
-        data = w.memory(dom.ram.view, dom.mm.present, progress)
+        data = w.memory(dom.ram.view, dom.mm.present, progress, fd=dom.ram.fd)
         w.end()
         f.flush()
         os.fsync(f.fileno())
