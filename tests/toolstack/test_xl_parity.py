@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
-from daemon_helpers import ROOT, cli, rows, wait_until, xs
+from daemon_helpers import ROOT, cli, daemon_pid, rows, start_daemon, wait_until, xs
 from netns_helpers import netns  # noqa: F401  (fixture)
 
 XL_JSON_EMPTY = re.compile(r'"arch_arm": \{\n\n {8}\}')
@@ -380,6 +381,25 @@ def test_config_update_is_used_at_the_next_reboot(rd, cfgs, tmp_path):
     bad.write_text('name = "cu"\nmemory = "lots"\n')
     r = cli(rd, "config-update", "cu", str(bad))
     assert r.returncode == 1 and f"{bad}:2:" in r.stderr and "setting dom" not in r.stderr
+
+
+def test_config_update_outlives_a_pyxend_restart(rd, cfgs, tmp_path):
+    """The config kept for the next restart is in the domain's record: a new
+    pyxend finds it and the reboot uses it."""
+    cfg = cfgs("cup")
+    assert cli(rd, "create", cfg).returncode == 0
+    assert wait_until(lambda: rows(rd).get("cup", {}).get("state") == "-b----")
+    domid = rows(rd)["cup"]["id"]
+    new = tmp_path / "cup-new.cfg"
+    new.write_text(Path(cfg).read_text().replace("memory = 32", "memory = 24"))
+    assert cli(rd, "config-update", "cup", str(new)).returncode == 0
+    os.kill(daemon_pid(rd), signal.SIGKILL)
+    assert wait_until(lambda: cli(rd, "list").returncode == 1)
+    start_daemon(rd)
+    assert rows(rd)["cup"] == {"id": domid, "mem": 32, "vcpus": 1, "state": "-b----"}
+    assert cli(rd, "reboot", "cup").returncode == 0
+    assert wait_until(lambda: rows(rd).get("cup", {}).get("id", domid) != domid, 20)
+    assert rows(rd)["cup"]["mem"] == 24
 
 
 def test_xl_conf_keys_as_xl_reads_them(tmp_path):
