@@ -263,9 +263,11 @@ def _log_counts(rd, name="counter"):
 def test_cli_save_restore(rd, tmp_path, guest_elf):
     """pyxen save DOM FILE: the domain is gone and FILE holds it; pyxen
     restore FILE: it counts on from where it was (same console log)."""
-    from daemon_helpers import cli, rows, wait_until
+    from daemon_helpers import cli, rows, wait_until, xs
     assert cli(rd, "create", str(_cfg_file(tmp_path, guest_elf))).returncode == 0
     assert wait_until(lambda: len(_log_counts(rd)) >= 10, 20)
+    assert cli(rd, "mem-max", "counter", "40m").returncode == 0
+    assert cli(rd, "mem-set", "counter", "24m").returncode == 0
     save = tmp_path / "counter.save"
     r = cli(rd, "save", "counter", str(save))
     assert r.returncode == 0, r.stderr
@@ -278,6 +280,13 @@ def test_cli_save_restore(rd, tmp_path, guest_elf):
     assert wait_until(lambda: _log_counts(rd)[-1] >= before + 10, 20), _log_counts(rd)[-5:]
     c = _log_counts(rd)
     assert c == list(range(len(c))), "the count restarted or skipped"
+    # the memory target and maximum come back as they were set
+    assert rows(rd)["counter"]["mem"] == 24
+    domid = str(rows(rd)["counter"]["id"])
+    assert xs(rd, "xenstore-read", f"/local/domain/{domid}/memory/target").stdout.strip() \
+        == str(24 * 1024)
+    assert xs(rd, "xenstore-read", f"/local/domain/{domid}/memory/static-max").stdout.strip() \
+        == str(40 * 1024)
     log = (rd / "log" / "guest-counter.log").read_text()
     assert "resumed in a new domain (rc 0)" in log
 

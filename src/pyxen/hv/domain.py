@@ -170,7 +170,6 @@ class Domain:
         emulate.install(self)
         self.vm_assist = savestate._int(state.get("vm_assist", 0), 0, 0xFFFFFFFF)
         self.suspend_cancel = bool(state.get("suspend_cancel"))
-        self.max_pages = max(self.nr_pages, savestate._int(state.get("max_pages", 0)))
         self.store_port = self.events.bind_to_remote(0, self.dom0.notify_store)
         self.console_port = self.events.bind_to_remote(0, self.dom0.notify_console)
         for p in (self.store_port, self.console_port):

@@ -796,7 +796,8 @@ class Daemon:
                                "control/shutdown = suspend)")
             self.say(f"domain {d.domid} ({d.name}) suspended; saving to {path}")
             try:
-                out = conn.call("save", path=path, config=saved_cfg)
+                out = conn.call("save", path=path, config=saved_cfg,
+                                extra={"target_kb": d.target_kb, "max_kb": d.max_kb})
             except (RpcError, OSError) as e:
                 msg = e.message if isinstance(e, RpcError) else str(e)
                 try:
@@ -838,6 +839,16 @@ class Daemon:
                            f" MiB and {hdr.info.get('vcpus')} vCPUs; the config asks for "
                            f"{cfg.memory} MiB and {cfg.vcpus}")
         d = self._create(cfg, paused, restore=path)
+        # the memory target and maximum it had (mem-set, mem-max), as libxl
+        # keeps them in the saved domain config
+        mx, target = hdr.info.get("max_kb"), hdr.info.get("target_kb")
+        try:
+            if isinstance(mx, int) and mx != d.max_kb and mx >= d.target_kb:
+                self.api_mem_max(d.domid, mx)
+            if isinstance(target, int) and 0 < target <= d.max_kb and target != d.target_kb:
+                self.api_mem_set(d.domid, target)
+        except ApiError as e:
+            self.say(f"restored domain {d.domid}: its saved memory settings: {e}")
         self.say(f"restored domain {d.domid} ({d.name}) from {path}")
         return {"domid": d.domid, "name": d.name}
 

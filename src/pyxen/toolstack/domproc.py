@@ -361,7 +361,7 @@ class DomainProcess:
                 raise RuntimeError("the vCPUs did not stop after the guest suspended")
             return {"suspended": True, "suspend_cancel": dom.suspend_cancel}, ()
         if method == "save":
-            return self._save(str(p["path"]), p.get("config")), ()
+            return self._save(str(p["path"]), p.get("config"), p.get("extra")), ()
         if method == "resume":
             dom.resume_suspended(bool(p.get("cancelled")))
             return None, ()
@@ -370,9 +370,9 @@ class DomainProcess:
             return None, ()
         raise RuntimeError(f"unknown method {method!r}")
 
-    def _save(self, path: str, config: dict | None) -> dict:
+    def _save(self, path: str, config: dict | None, extra: dict | None = None) -> dict:
         from .savefile import write_domain
-        return write_domain(self.dom, path, config or self.cfg.to_dict())
+        return write_domain(self.dom, path, config or self.cfg.to_dict(), extra=extra)
 
     def run(self) -> int:
         def on_term(signum, frame):

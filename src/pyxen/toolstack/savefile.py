@@ -150,7 +150,7 @@ def header_info(name: str, uuid: str, config: dict, nr_pages: int, vcpus: int) -
             "vcpus": vcpus, "saved_at": time.time(), "pyxen": __version__}
 
 
-def write_domain(dom, path: str, config: dict, progress=None) -> dict:
+def write_domain(dom, path: str, config: dict, progress=None, extra: dict | None = None) -> dict:
     """Write a suspended domain (Domain.suspend, every vCPU parked) to path:
     the hypervisor state, then its memory straight from the memfd. The file
     is the owner's only (it holds the guest's memory)."""
@@ -159,6 +159,7 @@ def write_domain(dom, path: str, config: dict, progress=None) -> dict:
         raise savestate.SaveError("the domain is not suspended")
     state = savestate.capture(dom)          # before the file is created
     info = header_info(dom.name, str(dom.uuid), config, dom.nr_pages, len(dom.vcpus))
+    info.update(extra or {})                # the toolstack's own (memory target, maximum)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "wb", buffering=1 << 20) as f:
         w = SaveWriter(f, info)
