@@ -102,3 +102,40 @@ def test_linux_save_restore_with_disk_and_vif(rd, tmp_path, linux_images):
     bad = s.run("dmesg | sed -n '/suspending xenstore/,$p' | "
                 "grep -i -E 'bug|oops|error|fail|warn|timed out' || true")
     assert bad == "", bad
+
+
+def test_linux_vcpu_down_across_restore(kvm, linux_images, tmp_path):
+    """A vCPU the guest took down is restored down and uninitialised (as
+    Xen's restore): the guest brings it up again with VCPUOP_initialise."""
+    import threading
+    from pyxen.dom0.xenstore.store import Client
+    from pyxen.toolstack import savefile
+    from pyxen.toolstack.guestshell import GuestShell
+    s = GuestShell(linux_images, vcpus=2)
+    s2 = None
+    try:
+        s.settle()
+        assert s.run("echo 0 > /sys/devices/system/cpu/cpu1/online; nproc") == "1"
+        ev = threading.Event()
+        s.dom.on_suspend = ev.set
+        xs = s.dom.dom0.xenstore
+        with xs.access() as store:
+            store.write(Client(store, 0, True), f"/local/domain/{s.dom.domid}/control/shutdown",
+                        b"suspend")
+        assert ev.wait(60)
+        path = str(tmp_path / "down.save")
+        savefile.write_domain(s.dom, path, s.cfg.to_dict())
+        s.close()
+        s2 = GuestShell(linux_images, vcpus=2, restore=path)
+        assert not s2.dom.vcpus[1].initialised
+        s2.type("\r")
+        s2.quiet()
+        assert s2.run("nproc") == "1"
+        assert s2.run("echo 1 > /sys/devices/system/cpu/cpu1/online; nproc") == "2"
+        assert s2.dom.vcpus[1].pv.online
+        assert "BUG" not in s2.text
+    finally:
+        if s2 is not None:
+            s2.close()
+        if s.result is None:
+            s.close()

@@ -214,7 +214,10 @@ def restore_vcpu(dom, v, st: dict) -> None:
     from .hypercalls.descriptors import install_gdt
     if _int(st.get("id")) != v.id:
         raise RestoreError("vCPU records out of order")
-    if not st.get("initialised"):
+    if not st.get("initialised") or not st.get("online"):
+        # as Xen's restore: a vCPU that is down gets no context; the guest
+        # initialises it again when it brings it up (Linux's
+        # xen_cpu_initialized_map is its online mask after a restore)
         return
     mm = dom.mm
     p = st["pv"]
