@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from daemon_helpers import cli, rows, start_daemon, wait_until
+from daemon_helpers import cli, rows, start_daemon
 from netns_helpers import netns  # noqa: F401  (fixture)
 from pyxen.toolstack.guestshell import ConsoleShell
 

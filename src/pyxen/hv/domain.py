@@ -168,7 +168,7 @@ class Domain:
         from . import emulate, savestate
         savestate.check_header(state, self)
         emulate.install(self)
-        self.vm_assist = savestate._int(state.get("vm_assist", 0), 0, 0xFFFFFFFF)
+        self.vm_assist = savestate.checked_int(state.get("vm_assist", 0), 0, 0xFFFFFFFF)
         self.suspend_cancel = bool(state.get("suspend_cancel"))
         self.store_port = self.events.bind_to_remote(0, self.dom0.notify_store)
         self.console_port = self.events.bind_to_remote(0, self.dom0.notify_console)
@@ -180,9 +180,8 @@ class Domain:
             self.heap.set_m2p(pfn, pfn if mm.present[pfn] else (1 << 64) - 1)
         self.nr_present = sum(mm.present)
         si = self.shared_info
-        ctypes.memmove(ctypes.addressof(si.arch), savestate._unb64(state["shared_arch"],
-                                                                   ctypes.sizeof(si.arch)),
-                       ctypes.sizeof(si.arch))
+        arch = savestate.unb64(state["shared_arch"], ctypes.sizeof(si.arch))
+        ctypes.memmove(ctypes.addressof(si.arch), arch, len(arch))
         for i in range(len(si.evtchn_mask)):        # every port masked, as Xen's restore
             si.evtchn_mask[i] = (1 << 64) - 1
         savestate.restore_time(self, state)

@@ -53,7 +53,7 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(bytes(data)).decode()
 
 
-def _unb64(text, size: int | None = None) -> bytes:
+def unb64(text, size: int | None = None) -> bytes:
     try:
         data = base64.b64decode(str(text), validate=True)
     except ValueError:
@@ -147,7 +147,7 @@ def check_header(state: dict, dom) -> None:
                            f"the config gives {len(dom.vcpus)}")
 
 
-def _int(x, lo: int = 0, hi: int = (1 << 64) - 1) -> int:
+def checked_int(x, lo: int = 0, hi: int = (1 << 64) - 1) -> int:
     if not isinstance(x, int) or isinstance(x, bool) or not lo <= x <= hi:
         raise RestoreError(f"saved value {x!r} out of range")
     return x
@@ -156,7 +156,7 @@ def _int(x, lo: int = 0, hi: int = (1 << 64) - 1) -> int:
 def restore_time(dom, state: dict) -> None:
     """System time goes on from the saved value (pvclock continuous); the
     wallclock is re-read from the host."""
-    ns = _int(state.get("system_time"))
+    ns = checked_int(state.get("system_time"))
     clock = dom.clock
     ticks = ns * clock.tsc_hz // 1_000_000_000
     from .. import _atomic
@@ -176,7 +176,7 @@ def localise_start_info(dom, state: dict) -> tuple[int, int, int]:
     si_mfn = state.get("start_info_mfn")
     if si_mfn is None:
         raise RestoreError("the saved domain never suspended (no start_info frame)")
-    si_mfn = _int(si_mfn)
+    si_mfn = checked_int(si_mfn)
     if not mm.owns(si_mfn) or (mm.tcount[si_mfn] and mm.ptype[si_mfn] != PGT_WRITABLE):
         raise RestoreError(f"start_info frame {si_mfn:#x} is not a data frame of the guest")
     off = si_mfn << L.PAGE_SHIFT
@@ -203,7 +203,7 @@ def restore_pins(dom, state: dict) -> None:
         raise RestoreError("corrupt pin list")
     # lower levels first: fewer nested validations
     for mfn, level in sorted(pins, key=lambda p: p[1] if isinstance(p, list) else 0):
-        mfn, level = _int(mfn, 0, dom.nr_pages - 1), _int(level, PGT_L1, PGT_L4)
+        mfn, level = checked_int(mfn, 0, dom.nr_pages - 1), checked_int(level, PGT_L1, PGT_L4)
         try:
             mm.pin(mfn, level)
         except PageTableError as e:
@@ -212,7 +212,7 @@ def restore_pins(dom, state: dict) -> None:
 
 def restore_vcpu(dom, v, st: dict) -> None:
     from .hypercalls.descriptors import install_gdt
-    if _int(st.get("id")) != v.id:
+    if checked_int(st.get("id")) != v.id:
         raise RestoreError("vCPU records out of order")
     if not st.get("initialised") or not st.get("online"):
         # as Xen's restore: a vCPU that is down gets no context; the guest
@@ -222,7 +222,7 @@ def restore_vcpu(dom, v, st: dict) -> None:
     mm = dom.mm
     p = st["pv"]
     pv = v.pv
-    k4, u4 = _int(p["kernel_l4"]), _int(p["user_l4"])
+    k4, u4 = checked_int(p["kernel_l4"]), checked_int(p["user_l4"])
     try:
         mm.get_type(k4, PGT_L4)
         if u4:
@@ -236,33 +236,35 @@ def restore_vcpu(dom, v, st: dict) -> None:
     from .hypercalls.traps import guest_code_address
     pv.trap_table = {}
     for n, flags, cs, addr in p["trap_table"]:
-        if not guest_code_address(_int(addr)):
+        if not guest_code_address(checked_int(addr)):
             raise RestoreError(f"vCPU {v.id}: trap handler {addr:#x} refused")
-        pv.trap_table[_int(n, 0, 255)] = TrapEntry(_int(flags, 0, 0xFF), _int(cs, 0, 0xFFFF), addr)
+        pv.trap_table[checked_int(n, 0, 255)] = TrapEntry(checked_int(flags, 0, 0xFF),
+                                                          checked_int(cs, 0, 0xFFFF), addr)
     pv.callbacks = {}
     for n, addr, flags in p["callbacks"]:
-        if addr and not guest_code_address(_int(addr)):
+        if addr and not guest_code_address(checked_int(addr)):
             raise RestoreError(f"vCPU {v.id}: callback {addr:#x} refused")
-        pv.callbacks[_int(n, 0, 15)] = Callback(_int(addr), _int(flags, 0, 0xFFFF))
-    pv.kernel_ss, pv.kernel_sp = _int(p["kernel_ss"], 0, 0xFFFF), _int(p["kernel_sp"])
+        pv.callbacks[checked_int(n, 0, 15)] = Callback(checked_int(addr),
+                                                       checked_int(flags, 0, 0xFFFF))
+    pv.kernel_ss, pv.kernel_sp = checked_int(p["kernel_ss"], 0, 0xFFFF), checked_int(p["kernel_sp"])
     for name in ("fs_base", "gs_base_kernel", "gs_base_user"):
-        if not L.canonical(_int(p[name])):
+        if not L.canonical(checked_int(p[name])):
             raise RestoreError(f"vCPU {v.id}: {name} not canonical")
         setattr(pv, name, p[name])
-    pv.iopl = _int(p["iopl"], 0, 3)
-    pv.ldt_base, pv.ldt_entries = _int(p["ldt_base"]), _int(p["ldt_entries"], 0, 8192)
-    pv.debugreg = [_int(x) for x in p["debugreg"]][:8]
-    pv.dr7_emul = _int(p["dr7_emul"])
+    pv.iopl = checked_int(p["iopl"], 0, 3)
+    pv.ldt_base, pv.ldt_entries = checked_int(p["ldt_base"]), checked_int(p["ldt_entries"], 0, 8192)
+    pv.debugreg = [checked_int(x) for x in p["debugreg"]][:8]
+    pv.dr7_emul = checked_int(p["dr7_emul"])
     pv.cr0_ts = bool(p["cr0_ts"])
-    frames = [_int(f) for f in p["gdt_frames"]]
+    frames = [checked_int(f) for f in p["gdt_frames"]]
     with dom.lock:
-        rc = install_gdt(v, frames, _int(p["gdt_entries"], 0, 8192)) if frames else 0
+        rc = install_gdt(v, frames, checked_int(p["gdt_entries"], 0, 8192)) if frames else 0
     if rc:
         raise RestoreError(f"vCPU {v.id}: its GDT does not validate ({rc})")
     # registers: the guest's, at CPL3 with IF set and no IOPL (as set_return)
-    r = KS.Regs.from_buffer_copy(_unb64(st["regs"], ctypes.sizeof(KS.Regs)))
+    r = KS.Regs.from_buffer_copy(unb64(st["regs"], ctypes.sizeof(KS.Regs)))
     r.rflags = (r.rflags & ~(C.RFLAGS_IOPL3 | 0x20000 | C.RFLAGS_NT)) | C.RFLAGS_IF | 2
-    saved = KS.Sregs.from_buffer_copy(_unb64(st["sregs"], ctypes.sizeof(KS.Sregs)))
+    saved = KS.Sregs.from_buffer_copy(unb64(st["sregs"], ctypes.sizeof(KS.Sregs)))
     for name in _SEGMENTS:
         seg = getattr(saved, name)
         if seg.selector and (seg.selector & 3 != 3 or (seg.present and seg.dpl != 3)):
@@ -279,24 +281,24 @@ def restore_vcpu(dom, v, st: dict) -> None:
     v.load_cr3(commit=False)
     v.kvcpu.set_sregs(s)
     v._sregs_valid = v._sregs_in_run = False
-    v.kvcpu.set_xsave(_unb64(st["xsave"], ctypes.sizeof(KS.Xsave)))
-    db = KS.DebugRegs.from_buffer_copy(_unb64(st["debugregs"], ctypes.sizeof(KS.DebugRegs)))
+    v.kvcpu.set_xsave(unb64(st["xsave"], ctypes.sizeof(KS.Xsave)))
+    db = KS.DebugRegs.from_buffer_copy(unb64(st["debugregs"], ctypes.sizeof(KS.DebugRegs)))
     v.kvcpu.set_debugregs(list(db.db), db.dr6, db.dr7)
-    ev = KS.VcpuEvents.from_buffer_copy(_unb64(st["events"], ctypes.sizeof(KS.VcpuEvents)))
+    ev = KS.VcpuEvents.from_buffer_copy(unb64(st["events"], ctypes.sizeof(KS.VcpuEvents)))
     if ev.exception_pending or ev.exception_injected or ev.nmi_pending or ev.nmi_injected:
         ev.interrupt_injected = 0
         v.kvcpu.set_events(ev)
-    ctypes.memmove(ctypes.addressof(v.vcpu_info), _unb64(st["vcpu_info"], 64), 64)
+    ctypes.memmove(ctypes.addressof(v.vcpu_info), unb64(st["vcpu_info"], 64), 64)
     em = getattr(dom, "emulator", None)
     if em is not None and "emulator" in st:
         es = em.vstate(v)
-        es.cr4, es.xcr0 = _int(st["emulator"]["cr4"]), _int(st["emulator"]["xcr0"])
+        es.cr4, es.xcr0 = checked_int(st["emulator"]["cr4"]), checked_int(st["emulator"]["xcr0"])
     t = st["timer"]
     v.timer.update_time()
     with v.timer.lock:
-        v.timer.singleshot_ns = _int(t["singleshot"])
-        v.timer.periodic_ns = _int(t["periodic"])
-        v.timer.periodic_next = v.timer.periodic_fire = _int(t["periodic_next"])
+        v.timer.singleshot_ns = checked_int(t["singleshot"])
+        v.timer.periodic_ns = checked_int(t["periodic"])
+        v.timer.periodic_next = v.timer.periodic_fire = checked_int(t["periodic_next"])
         v.timer.rearm()
     v.initialised = True
     pv.online = bool(st.get("online"))

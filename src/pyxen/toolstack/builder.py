@@ -124,6 +124,9 @@ def _restore(dom: Domain, reader) -> None:
         dom.restore(state, reader.load_memory)
     except (RestoreError, SaveFileError) as e:
         raise CreateError(f"cannot restore {reader.path}: {e}") from None
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        raise CreateError(f"cannot restore {reader.path}: damaged state record "
+                          f"({type(e).__name__}: {e})") from None
 
 
 def close_domain(dom: Domain) -> None:

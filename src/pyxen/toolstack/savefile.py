@@ -273,7 +273,8 @@ class SaveReader:
             if rtype == R_END:
                 payload = _read_exact(self.f, _END.size, "end")
                 if zlib.crc32(payload) != crc or _END.unpack(payload)[0] != self.records - 1:
-                    raise SaveFileError(f"{self.path}: damaged file (the end record does not match)")
+                    raise SaveFileError(f"{self.path}: damaged file (the end record does "
+                                        "not match)")
                 break
             if rtype != R_PAGES or length < _PAGES.size:
                 raise SaveFileError(f"{self.path}: damaged record (type {rtype})")
