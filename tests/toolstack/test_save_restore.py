@@ -208,6 +208,77 @@ def test_save_streams_memory(kvm, guest_elf, tmp_path):
         close_domain(dom2)
 
 
+def _rewrite_state(path: str, change) -> None:
+    """Rewrite a save file's STATE record with change(state) applied and
+    its checksum made right again: a file forged by whoever can write it."""
+    import base64
+    import json
+    import struct
+    import zlib
+    data = open(path, "rb").read()
+    jlen = struct.unpack_from("<I", data, 16)[0]
+    off = 32 + jlen
+    rtype, _, length, _ = struct.unpack_from("<IIQI4x", data, off)
+    assert rtype == savefile.R_STATE
+    state = json.loads(data[off + 24:off + 24 + length])
+    change(state, base64)
+    blob = json.dumps(state).encode()
+    rest = data[off + 24 + length:]
+    head = data[:off] + struct.pack("<IIQI4x", rtype, 0, len(blob), zlib.crc32(blob)) + blob
+    # the END record names its own offset
+    body = head + rest[:-savefile.END_SIZE]
+    payload = struct.pack("<QQ", struct.unpack_from("<Q", rest, len(rest) - 16)[0], len(body))
+    end = struct.pack("<IIQI4x", savefile.R_END, 0, len(payload), zlib.crc32(payload)) + payload
+    open(path, "wb").write(body + end)
+
+
+def _ring0_cs(state, b64):
+    from pyxen.kvm import structs as KS
+    v = state["vcpus"][0]
+    s = KS.Sregs.from_buffer_copy(b64.b64decode(v["sregs"]))
+    s.cs.selector, s.cs.dpl = 0xE008, 0
+    v["sregs"] = b64.b64encode(bytes(s)).decode()
+
+
+def _hole_handler(state, b64):
+    state["vcpus"][0]["pv"]["trap_table"].append([14, 0, 0xE033, 0xFFFF800000001000])
+
+
+def _data_as_l4(state, b64):
+    # another frame of the guest (next to its L4), as if it had been pinned as an L4
+    state["pins"].append([state["vcpus"][0]["pv"]["kernel_l4"] - 1, 4])
+
+
+def _lying_start_info(state, b64):
+    state["start_info_mfn"] = 1 << 40
+
+
+@pytest.mark.parametrize("forge,msg", [(_ring0_cs, "not a guest segment"),
+                                       (_hole_handler, "trap handler .* refused"),
+                                       (_data_as_l4, "does not validate"),
+                                       (_lying_start_info, "start_info frame")])
+def test_forged_state_refused(kvm, guest_elf, tmp_path, forge, msg):
+    """Nothing in a save file is taken on trust: a forged state (checksums
+    recomputed) that would run the guest at CPL0, hand it a trap handler
+    in the hypervisor hole, make a data frame a page table or point
+    start_info elsewhere is refused by the same checks the hypercalls make."""
+    cfg = _cfg(guest_elf("suspend"))
+    dom, out, t, _ = _start(kvm, cfg)
+    path = str(tmp_path / "f.save")
+    try:
+        assert _wait(lambda: len(_counts(out.text)) >= 2), out.text
+        _suspend(dom)
+        savefile.write_domain(dom, path, cfg.to_dict())
+        dom.destroy()
+        t.join(10)
+    finally:
+        close_domain(dom)
+    _rewrite_state(path, forge)
+    savefile.check_file(path)               # a well-formed file...
+    with pytest.raises(CreateError, match=msg):
+        _start(kvm, cfg, restore=path)      # ...whose state does not pass
+
+
 @pytest.mark.parametrize("damage", ["truncate", "foreign", "version", "empty", "flip"])
 def test_bad_files_refused(kvm, guest_elf, tmp_path, damage):
     """A truncated, foreign, newer or damaged file is refused with a clear
