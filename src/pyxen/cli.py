@@ -1034,10 +1034,15 @@ def _api_in_background(args, method, bar_total: int = 0, watch: str | None = Non
     box: dict = {}
 
     def call():
+        # no socket timeout: the guest has a minute to suspend, then a large
+        # memory takes its time to write
+        from .toolstack.client import Client, DaemonUnavailable, RpcError
         try:
-            box["result"] = api(args, method, **params)
-        except SystemExit as e:
-            box["exit"] = e
+            with Client(getattr(args, "run_dir", None), timeout=None) as c:
+                box["result"] = c.call(method, **params)
+        except (DaemonUnavailable, RpcError) as e:
+            err(f"pyxen: {getattr(e, 'message', e)}")
+            box["exit"] = SystemExit(1)
     t = threading.Thread(target=call, daemon=True)
     t.start()
     if sys.stderr.isatty():
