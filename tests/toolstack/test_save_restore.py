@@ -362,6 +362,31 @@ def test_cli_save_restore(rd, tmp_path, guest_elf):
     assert "resumed in a new domain (rc 0)" in log
 
 
+def test_abandoned_save_resumes_the_guest(rd, tmp_path, guest_elf):
+    """A saver that goes away after the guest suspended (pyxend killed
+    midway) leaves a running guest, not one paused for good."""
+    from daemon_helpers import cli, rows, wait_until, xs
+    from pyxen.toolstack import paths
+    from pyxen.toolstack.rpc import Connection
+    assert cli(rd, "create", str(_cfg_file(tmp_path, guest_elf))).returncode == 0
+    assert wait_until(lambda: len(_log_counts(rd)) >= 5, 20)
+    domid = rows(rd)["counter"]["id"]
+    conn = Connection.connect(paths.domain_socket(rd, domid), timeout=30)
+    conn.call("suspend_arm")
+    assert xs(rd, "xenstore-write", f"/local/domain/{domid}/control/shutdown",
+              "suspend").returncode == 0
+    assert conn.call("suspend_wait", timeout=20)["suspended"]
+    n = len(_log_counts(rd))
+    time.sleep(0.5)
+    assert len(_log_counts(rd)) == n                    # suspended: not counting
+    assert cli(rd, "unpause", "counter").returncode == 0
+    time.sleep(0.3)
+    assert len(_log_counts(rd)) == n                    # and unpause does not change that
+    conn.close()
+    assert wait_until(lambda: len(_log_counts(rd)) >= n + 5, 20)
+    assert "cancelled, same domain (rc 1)" in (rd / "log" / "guest-counter.log").read_text()
+
+
 def test_cli_checkpoint_and_refused_files(rd, tmp_path, guest_elf):
     """save -c leaves the domain running (hypercall returned 1); save -p
     leaves it paused; a truncated or foreign file is refused by restore and

@@ -811,6 +811,12 @@ class Daemon:
                 conn.call("resume", cancelled=True)
                 if not paused:
                     conn.call("unpause")
+            else:
+                # on this connection: its closing resumes a domain still suspended
+                try:
+                    conn.call("destroy")
+                except (RpcError, OSError):
+                    pass
         finally:
             conn.close()
         return out

@@ -260,6 +260,7 @@ class DomainProcess:
 
     def _client(self, conn: Connection) -> None:
         self._tls.conn = conn
+        self._tls.saver = False             # this connection asked for a suspend
         try:
             while True:
                 req = conn.recv()
@@ -278,6 +279,21 @@ class DomainProcess:
             return
         finally:
             conn.close()
+            if self._tls.saver:
+                self._saver_gone()
+
+    def _saver_gone(self) -> None:
+        """The connection that suspended the domain for a save closed (pyxend
+        finishes a save by resuming or destroying the domain on it): if the
+        domain is still suspended, its saver died midway, and the guest
+        carries on (resumed as after a failed save) instead of staying
+        paused for good."""
+        dom = self.dom
+        dom.on_suspend = None
+        if dom.suspended is not None and not dom.stopped:
+            logging.warning("the save of this domain was abandoned: resuming it")
+            dom.resume_suspended(cancelled=True)
+            dom.unpause()
 
     def _take_fds(self, n: int) -> list[int]:
         return self._tls.conn.take_fds(n)
@@ -345,6 +361,7 @@ class DomainProcess:
                         "frame_refs": dom.heap.frame_refs_off}, ()
         if method == "suspend_arm":
             # from now on the guest's SHUTDOWN_suspend pauses it for a save
+            self._tls.saver = True
             self.suspend_event.clear()
             dom.on_suspend = self.suspend_event.set
             return {"suspend_cancel": dom.suspend_cancel}, ()
