@@ -85,6 +85,11 @@ def test_linux_save_restore_with_disk_and_vif(rd, tmp_path, linux_images):
     # the guest's clock went on from where it was saved (no jump either way)
     up_after = float(s.run("cut -d' ' -f1 /proc/uptime"))
     assert up_before < up_after < up_before + (time.monotonic() - t0) + 30
+    # and its wall clock is the host's right after the restore
+    t1 = time.time()
+    guest_now = int(s.run("date +%s"))
+    t2 = time.time()
+    assert t1 - 4 <= guest_now <= t2 + 1, (t1, guest_now, t2)
     c1 = int(s.run("cat /tmp/counter"))
     time.sleep(1)
     assert int(s.run("cat /tmp/counter")) > c1, "the background loop stopped"
