@@ -181,3 +181,15 @@ printf 'kernel %s\\0ramdisk %s\\0args root=/dev/xvda1 extra\\0' $d/k $d/r > $out
     with pytest.raises(BootloaderError, match="not an executable"):
         run_bootloader(DomainConfig.from_text(
             f'name="g"\nbootloader="grub"\ndisk=["format=raw, vdev=xvda, target={disk}"]'))
+
+
+def test_create_images_grub_cfg_pygrub_and_pv_grub_entries():
+    """create-image's grub.cfg: pygrub takes entry 0 (Debian's bzImage); the
+    `if grub_platform = xen` default (PV GRUB's gzip ELF entry) is not taken."""
+    from pyxen.toolstack.createimage import grub_cfg
+    entries, default = parse_grub2(grub_cfg("6.1.0-9"))
+    assert choose_entry(entries, default, None).kernel == "/boot/vmlinuz-6.1.0-9"
+    assert entries[1].kernel == "/boot/vmlinux-6.1.0-9.gz"
+    entries, default = parse_grub2("if [ x = y ]; then\n  set default=3\nfi\n"
+                                   "menuentry a {\n linux /k\n}\n")
+    assert default == "0" and [e.kernel for e in entries] == ["/k"]

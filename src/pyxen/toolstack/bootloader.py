@@ -97,6 +97,7 @@ def parse_grub2(text: str) -> tuple[list[BootEntry], str]:
     default = "0"
     stack: list[str] = []                 # "menuentry" / "submenu" / "other"
     current: BootEntry | None = None
+    conditional = 0                       # inside if ... fi outside entries: skipped
 
     def subst(s: str) -> str:
         return re.sub(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?",
@@ -113,8 +114,13 @@ def parse_grub2(text: str) -> tuple[list[BootEntry], str]:
                     entries.append(current)
                     current = None
             continue
-        word = line.split(None, 1)[0]
+        word = line.split(None, 1)[0].rstrip(";")
         rest = line[len(word):].strip()
+        if current is None and word in ("if", "fi") or conditional:
+            # a condition pygrub cannot evaluate (e.g. on grub_platform): its
+            # statements are not taken, as with no condition true
+            conditional += (word == "if") - (word == "fi" or line.endswith(("; fi", ";fi")))
+            continue
         if word in ("menuentry", "submenu") and line.endswith("{"):
             try:
                 parts = shlex.split(rest[:-1])

@@ -238,8 +238,10 @@ def _write(root: Path, rel: str, text: str, mode: int = 0o644) -> None:
 
 
 def network_config(spec: ImageSpec) -> str:
+    # allow-hotplug (as Debian's installer): eth0 comes up when netfront
+    # makes it, and a domain started without a vif does not wait for it
     lines = ["# made by pyxen create-image", "auto lo", "iface lo inet loopback", "",
-             "auto eth0"]
+             "allow-hotplug eth0"]
     if spec.ip:
         iface = ipaddress.ip_interface(spec.ip)
         lines += ["iface eth0 inet static", f"    address {iface.with_prefixlen}"]
@@ -252,9 +254,13 @@ def network_config(spec: ImageSpec) -> str:
 
 def grub_cfg(kernel_version: str, cmdline: str = CMDLINE) -> str:
     """/boot/grub/grub.cfg as pygrub and PV GRUB read it: the file system is
-    the whole disk (xvda, no partitions), so paths are /boot/..."""
+    the whole disk (xvda, no partitions), so paths are /boot/... PV GRUB
+    (grub_platform xen) takes the second entry: GRUB 2.06 cannot unpack the
+    LZ4 payload of Debian's bzImage, so that entry boots the same kernel as a
+    gzip-compressed ELF (`pvgrub_kernel`), which GRUB's gzio reads."""
     return f"""# made by pyxen create-image (read by pygrub in dom0 and by PV GRUB in the guest)
 set default=0
+if [ "${{grub_platform}}" = "xen" ]; then set default=1; fi
 set timeout=1
 
 menuentry 'Debian GNU/Linux, with Linux {kernel_version}' {{
@@ -262,7 +268,29 @@ menuentry 'Debian GNU/Linux, with Linux {kernel_version}' {{
 \tlinux /boot/vmlinuz-{kernel_version} {cmdline}
 \tinitrd /boot/initrd.img-{kernel_version}
 }}
+menuentry 'Debian GNU/Linux, with Linux {kernel_version} (PV GRUB: gzip ELF)' {{
+\tinsmod ext2
+\tinsmod gzio
+\tlinux /boot/{PVGRUB_KERNEL.format(kernel_version)} {cmdline}
+\tinitrd /boot/initrd.img-{kernel_version}
+}}
 """
+
+
+#: The kernel PV GRUB boots, next to Debian's vmlinuz (see grub_cfg).
+PVGRUB_KERNEL = "vmlinux-{}.gz"
+
+
+def pvgrub_kernel(root: Path, version: str) -> None:
+    """/boot/vmlinux-VERSION.gz: Debian's bzImage unpacked (its LZ4 payload is
+    the ELF vmlinux, with Xen's ELF notes) and gzipped for GRUB 2.06. A
+    kernel upgrade inside the guest does not remake it."""
+    import gzip
+    from ..build.bzimage import extract_payload
+    bz = root / "boot" / f"vmlinuz-{version}"
+    elf = extract_payload(bz.read_bytes(), str(bz))
+    with gzip.open(root / "boot" / PVGRUB_KERNEL.format(version), "wb", compresslevel=6) as f:
+        f.write(elf)
 
 
 def kernel_version(root: Path) -> str:
@@ -343,6 +371,7 @@ def configure_root(spec: ImageSpec, root: Path, progress: Progress | None = None
         keys.write_text(Path(spec.ssh_key).read_text())
         os.chmod(keys, 0o600)
     version = kernel_version(root)
+    pvgrub_kernel(root, version)
     _write(root, "/boot/grub/grub.cfg", grub_cfg(version))
     for deb in glob.glob(str(root / "var/cache/apt/archives/*.deb")):
         os.unlink(deb)

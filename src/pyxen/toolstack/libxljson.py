@@ -168,6 +168,10 @@ def domain_config(cfg: dict, live: dict | None = None) -> dict:
     if is_live:
         pv["slack_memkb"] = 0
         pv["e820_host"] = "False"
+    if cfg.get("bootloader"):                  # libxl_types.idl: type.pv's own fields
+        pv["bootloader"] = cfg["bootloader"]
+        if cfg.get("bootloader_args"):
+            pv["bootloader_args"] = list(cfg["bootloader_args"])
     b_info["type.pv"] = pv
     b_info["arch_arm"] = {}
     b_info["arch_x86"] = {"msr_relaxed": "False"} if is_live else {}
