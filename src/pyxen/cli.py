@@ -1024,11 +1024,12 @@ def cmd_create_image(args) -> int:
 
 
 # --- save / restore (issue 16; docs/save-format.md) ------------------------------------------
-def _api_in_background(args, method, bar_total: int = 0, watch: str | None = None,
+def _api_in_background(args, method, bar_total: int = 0, watch=None,
                        label: str = "", **params):
     """A long API call (save, restore) while a rich progress bar on stderr
-    shows what is known of it: the bytes in `watch` out of bar_total, or the
-    time so far. The call's result, or SystemExit(1) as api() fails."""
+    shows what is known of it: watch() bytes (None: not known yet) out of
+    bar_total, or the time so far. The call's result, or SystemExit(1) as
+    api() fails."""
     import threading
     import time
     box: dict = {}
@@ -1056,11 +1057,9 @@ def _api_in_background(args, method, bar_total: int = 0, watch: str | None = Non
         with Progress(*cols, console=Console(stderr=True), transient=False) as bar:
             task = bar.add_task(label, total=bar_total or None)
             while t.is_alive():
-                if watch:
-                    try:
-                        bar.update(task, completed=min(os.path.getsize(watch), bar_total))
-                    except OSError:
-                        pass
+                done = watch() if watch else None
+                if done is not None:
+                    bar.update(task, completed=min(done, bar_total))
                 time.sleep(0.1)
             if "result" in box:
                 bar.update(task, completed=bar_total or 1, total=bar_total or 1)
@@ -1085,12 +1084,57 @@ def cmd_save(args) -> int:
     rows = api(args, "list", dom=args.domain)
     total = rows[0]["mem_mb"] << 20 if rows else 0
     err(f"Saving to {args.file} new pyxen format")
-    _api_in_background(args, "save", bar_total=total, watch=path,
+    def written():
+        try:
+            return os.path.getsize(path)
+        except OSError:
+            return None
+    _api_in_background(args, "save", bar_total=total, watch=written,
                        label=f"saving {rows[0]['name'] if rows else args.domain}",
                        dom=args.domain, path=path, checkpoint=args.checkpoint,
                        paused=args.paused, config=config,
                        config_path=os.path.abspath(args.config) if args.config else "<config>")
     return 0
+
+
+def _restore_reader(path: str):
+    """How far the domain process restoring from path has read it (the
+    offset of its descriptor of the file, /proc/PID/fdinfo), or None while
+    it is not found (it is pyxend's child: another user cannot see it)."""
+    found: dict = {}
+
+    def find() -> tuple[int, str] | None:
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    argv = f.read().split(b"\0")
+                if b"--restore" not in argv or os.fsencode(path) not in argv:
+                    continue
+                for fd in os.listdir(f"/proc/{pid}/fd"):
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") == path:
+                        return pid, fd
+            except OSError:
+                continue
+        return None
+
+    def pos() -> int | None:
+        if "where" not in found:
+            found["where"] = find()
+        where = found["where"]
+        if where is None:
+            found.pop("where")
+            return None
+        try:
+            with open(f"/proc/{where[0]}/fdinfo/{where[1]}") as f:
+                for line in f:
+                    if line.startswith("pos:"):
+                        return int(line.split()[1])
+        except OSError:
+            return None
+        return None
+    return pos
 
 
 def cmd_restore(args) -> int:
@@ -1124,6 +1168,8 @@ def cmd_restore(args) -> int:
     else:
         err(" Savefile contains the domain's config")
     res = _api_in_background(args, "restore", label=f"restoring {hdr.info.get('name', '')}",
+                             bar_total=os.path.getsize(save_file),
+                             watch=_restore_reader(os.path.abspath(save_file)),
                              path=os.path.abspath(save_file), config=config,
                              config_path=os.path.abspath(cfg_file) if cfg_file else "<config>",
                              paused=args.paused)
