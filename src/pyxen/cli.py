@@ -1025,7 +1025,7 @@ def cmd_create_image(args) -> int:
 
 # --- save / restore (issue 16; docs/save-format.md) ------------------------------------------
 def _api_in_background(args, method, bar_total: int = 0, watch=None,
-                       label: str = "", **params):
+                       label: str = "", fds=(), **params):
     """A long API call (save, restore) while a rich progress bar on stderr
     shows what is known of it: watch() bytes (None: not known yet) out of
     bar_total, or the time so far. The call's result, or SystemExit(1) as
@@ -1040,7 +1040,7 @@ def _api_in_background(args, method, bar_total: int = 0, watch=None,
         from .toolstack.client import Client, DaemonUnavailable, RpcError
         try:
             with Client(getattr(args, "run_dir", None), timeout=None) as c:
-                box["result"] = c.call(method, **params)
+                box["result"] = c.conn.call(method, _fds=fds, **params)
         except (DaemonUnavailable, RpcError) as e:
             err(f"pyxen: {getattr(e, 'message', e)}")
             box["exit"] = SystemExit(1)
@@ -1082,18 +1082,28 @@ def cmd_save(args) -> int:
             return 1
     path = os.path.abspath(args.file)
     rows = api(args, "list", dom=args.domain)
+    # the file is this user's to create (as xl's open(2)); pyxend gets its descriptor
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        err(f"Failed to open file {args.file} for writing: {e.strerror}")
+        return 1
     total = rows[0]["mem_mb"] << 20 if rows else 0
     err(f"Saving to {args.file} new pyxen format")
+
     def written():
         try:
             return os.path.getsize(path)
         except OSError:
             return None
-    _api_in_background(args, "save", bar_total=total, watch=written,
-                       label=f"saving {rows[0]['name'] if rows else args.domain}",
-                       dom=args.domain, path=path, checkpoint=args.checkpoint,
-                       paused=args.paused, config=config,
-                       config_path=os.path.abspath(args.config) if args.config else "<config>")
+    try:
+        _api_in_background(args, "save", bar_total=total, watch=written, fds=(fd,),
+                           label=f"saving {rows[0]['name'] if rows else args.domain}",
+                           dom=args.domain, path=path, checkpoint=args.checkpoint,
+                           paused=args.paused, config=config,
+                           config_path=os.path.abspath(args.config) if args.config else "<config>")
+    finally:
+        os.close(fd)
     return 0
 
 
@@ -1110,7 +1120,7 @@ def _restore_reader(path: str):
             try:
                 with open(f"/proc/{pid}/cmdline", "rb") as f:
                     argv = f.read().split(b"\0")
-                if b"--restore" not in argv or os.fsencode(path) not in argv:
+                if b"--restore-fd" not in argv:
                     continue
                 for fd in os.listdir(f"/proc/{pid}/fd"):
                     if os.readlink(f"/proc/{pid}/fd/{fd}") == path:
@@ -1167,12 +1177,20 @@ def cmd_restore(args) -> int:
             return 1
     else:
         err(" Savefile contains the domain's config")
-    res = _api_in_background(args, "restore", label=f"restoring {hdr.info.get('name', '')}",
-                             bar_total=os.path.getsize(save_file),
-                             watch=_restore_reader(os.path.abspath(save_file)),
-                             path=os.path.abspath(save_file), config=config,
-                             config_path=os.path.abspath(cfg_file) if cfg_file else "<config>",
-                             paused=args.paused)
+    try:
+        fd = os.open(save_file, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        err(f"pyxen: {save_file}: {e.strerror}")
+        return 1
+    try:
+        res = _api_in_background(args, "restore", label=f"restoring {hdr.info.get('name', '')}",
+                                 bar_total=os.fstat(fd).st_size, fds=(fd,),
+                                 watch=_restore_reader(os.path.abspath(save_file)),
+                                 path=os.path.abspath(save_file), config=config,
+                                 config_path=os.path.abspath(cfg_file) if cfg_file else
+                                 "<config>", paused=args.paused)
+    finally:
+        os.close(fd)
     if args.console:
         return attach_console(args, str(res["domid"]))
     return 0

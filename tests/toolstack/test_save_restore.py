@@ -387,6 +387,46 @@ def test_abandoned_save_resumes_the_guest(rd, tmp_path, guest_elf):
     assert "cancelled, same domain (rc 1)" in (rd / "log" / "guest-counter.log").read_text()
 
 
+def test_failed_save_resumes_the_domain(rd, tmp_path, guest_elf):
+    """A save that fails once the guest suspended (here: it named a frame
+    that is not its start_info) resumes the domain, as xl does."""
+    from daemon_helpers import cli, rows, wait_until
+    cfg = tmp_path / "liar.cfg"
+    cfg.write_text(f'name = "counter"\nkernel = "{guest_elf("suspend")}"\nmemory = 32\n'
+                   f'extra = "period_ms=20 bad_si=1"\n')
+    assert cli(rd, "create", str(cfg)).returncode == 0
+    assert wait_until(lambda: len(_log_counts(rd)) >= 5, 20)
+    r = cli(rd, "save", "counter", str(tmp_path / "liar.save"))
+    assert r.returncode != 0 and "the domain was resumed" in r.stderr, r.stderr
+    assert "not a start_info page" in r.stderr
+    n = len(_log_counts(rd))
+    assert wait_until(lambda: len(_log_counts(rd)) >= n + 5, 20)
+    assert "counter" in rows(rd)
+    assert "cancelled, same domain (rc 1)" in (rd / "log" / "guest-counter.log").read_text()
+
+
+def test_api_takes_descriptors_only(rd, tmp_path, guest_elf):
+    """save and restore work on the descriptors the client sends: without
+    one, or with one of the wrong kind, they are refused."""
+    from daemon_helpers import cli, wait_until
+    from pyxen.toolstack.client import Client, RpcError
+    assert cli(rd, "create", str(_cfg_file(tmp_path, guest_elf))).returncode == 0
+    assert wait_until(lambda: len(_log_counts(rd)) >= 2, 20)
+    target = tmp_path / "x.save"
+    with Client(rd) as c:
+        with pytest.raises(RpcError, match="must carry the file's descriptor"):
+            c.call("save", dom="counter", path=str(target))
+        fd = os.open(str(target), os.O_RDONLY | os.O_CREAT, 0o600)
+        try:
+            with pytest.raises(RpcError, match="not a regular file open for writing"):
+                c.conn.call("save", _fds=(fd,), dom="counter", path=str(target))
+        finally:
+            os.close(fd)
+        with pytest.raises(RpcError, match="must carry the file's descriptor"):
+            c.call("restore", path=str(target))
+    assert target.stat().st_size == 0
+
+
 def test_cli_checkpoint_and_refused_files(rd, tmp_path, guest_elf):
     """save -c leaves the domain running (hypercall returned 1); save -p
     leaves it paused; a truncated or foreign file is refused by restore and
@@ -425,11 +465,12 @@ def test_cli_checkpoint_and_refused_files(rd, tmp_path, guest_elf):
     r = cli(rd, "restore", str(_cfg_file(tmp_path, guest_elf, "other")), str(bad))
     assert r.returncode != 0 and "damaged" in r.stderr, r.stderr
     assert set(rows(rd)) == before
-    # a save that cannot write its file resumes the domain (as xl)
+    # a file the user cannot create: refused before anything happens (xl's
+    # "Failed to open ... for writing"); pyxend opens no file for a client
     assert cli(rd, "unpause", "counter").returncode == 0
     n = len(_log_counts(rd))
     r = cli(rd, "save", "counter", str(tmp_path / "no" / "such" / "dir.save"))
-    assert r.returncode != 0 and "the domain was resumed" in r.stderr, r.stderr
+    assert r.returncode != 0 and "Failed to open" in r.stderr, r.stderr
     assert wait_until(lambda: len(_log_counts(rd)) >= n + 5, 20)
     assert rows(rd)["counter"]["state"][2] != "p"
     assert cli(rd, "destroy", "counter").returncode == 0

@@ -42,6 +42,7 @@ class Request:
     handler: str                 # the Daemon method that answers it
     args: tuple = ()             # given to the handler before the parameters
     stream: bool = False         # the handler takes the connection (console)
+    fds: int = 0                 # descriptors it takes (SCM_RIGHTS): the handler's fds=
 
     def check(self, params) -> None:
         """ParamError unless `params` fits the request."""
@@ -106,17 +107,18 @@ _TABLE = [
                 Param("config", Annotated[str, MaxLen(1 << 20)] | None, None),
                 Param("config_path", Annotated[str, MaxLen(4096)], "<config>")),
        '{"domid", "name", "bytes"}',
-       "xl save: suspend the domain and write it to path (absolute; docs/save-format.md), "
+       "xl save: suspend the domain and write it to the file whose descriptor (open for "
+       "writing) comes with the request (docs/save-format.md; path names it in messages), "
        "then destroy it, or resume it with checkpoint (-c) or paused (-p, left paused); "
-       "config: an xl.cfg text stored instead of the running config"),
+       "config: an xl.cfg text stored instead of the running config", fds=1),
     _r("restore", (Param("path", Annotated[str, MaxLen(4096)]),
                    Param("config", Annotated[str, MaxLen(1 << 20)] | None, None),
                    Param("config_path", Annotated[str, MaxLen(4096)], "<config>"),
                    Param("paused", bool, False)),
        '{"domid", "name"}',
-       "xl restore: a new domain from a save file (absolute path), with the saved config "
-       "or the xl.cfg text given; a truncated or foreign file is refused and creates "
-       "nothing"),
+       "xl restore: a new domain from the save file whose descriptor (open for reading) "
+       "comes with the request (path names it), with the saved config or the xl.cfg text "
+       "given; a truncated or foreign file is refused and creates nothing", fds=1),
     _r("rename", (Param("dom", DomRef), Param("name", str)), "null",
        "give a domain a new name (domconfig.domain_name_problem's rules)"),
     _r("domid", (Param("name", Annotated[str, MaxLen(256)]),), "domid", "domain name to id"),

@@ -346,7 +346,7 @@ class Daemon:
                 raise ApiError("EIO", f"domain {d.domid}: {e}") from None
 
     def _spawn(self, cfg: DomainConfig, domid: int, paused: bool,
-               restore: str | None = None) -> subprocess.Popen:
+               restore: int | None = None) -> subprocess.Popen:
         cfg_path = paths.domains_dir(self.run_dir) / f"{domid}.config"
         cfg_path.write_text(json.dumps(cfg.to_dict()))
         errlog = open(paths.log_dir(self.run_dir) / f"domain-{domid}.log", "ab")
@@ -354,11 +354,12 @@ class Daemon:
                 "--domid", str(domid), "--config", str(cfg_path)]
         if paused:
             args.append("--paused")
-        if restore is not None:
-            args += ["--restore", restore]
+        if restore is not None:                 # a descriptor of the save file
+            args += ["--restore-fd", str(restore)]
         try:
             return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=errlog, stderr=errlog,
-                                    start_new_session=True, close_fds=True)
+                                    start_new_session=True, close_fds=True,
+                                    pass_fds=() if restore is None else (restore,))
         finally:
             errlog.close()
 
@@ -514,9 +515,8 @@ class Daemon:
                     return
                 if req is None:
                     return
-                # no method takes descriptors: whatever came with a request is closed
-                conn.close_fds()
                 if not isinstance(req, dict):
+                    conn.close_fds()
                     conn.send(error_reply(None, "EINVAL", "a request must be a JSON object"))
                     continue
                 rid = req.get("id")
@@ -525,6 +525,11 @@ class Daemon:
                 if params is None:
                     params = {}
                 r = api.REQUESTS.get(method) if isinstance(method, str) else None
+                # descriptors go to the requests that take them (save, restore:
+                # files the client opened with its own permissions); whatever
+                # else came with a request is closed
+                taken = conn.take_fds(r.fds) if r is not None and r.fds else []
+                conn.close_fds()
                 if r is not None and r.stream:
                     getattr(self, r.handler)(conn, rid, params)     # console
                     return
@@ -536,7 +541,8 @@ class Daemon:
                         r.check(params)
                     except ParamError as e:
                         raise ApiError("EINVAL", str(e)) from None
-                    result = getattr(self, r.handler)(*r.args, *r.arguments(params))
+                    kw = {"fds": taken} if r.fds else {}
+                    result = getattr(self, r.handler)(*r.args, *r.arguments(params), **kw)
                     if isinstance(result, WithFds):
                         result, fds = result.result, result.fds
                     conn.send({"id": rid, "result": result}, fds=fds)
@@ -546,7 +552,7 @@ class Daemon:
                     log.exception("API %s failed", method)
                     conn.send(error_reply(rid, "EFAIL", f"{method}: {e}"))
                 finally:
-                    for fd in fds:
+                    for fd in [*fds, *taken]:
                         os.close(fd)
         except OSError:
             pass
@@ -579,7 +585,7 @@ class Daemon:
         return {"domid": d.domid, "name": d.name, "warnings": cfg.warnings}
 
     def _create(self, cfg: DomainConfig, paused: bool, restarts: int = 0,
-                restore: str | None = None) -> Dom:
+                restore: int | None = None) -> Dom:
         check_name(cfg.name)
         with self.lock:
             if cfg.name == "Domain-0" or any(x.name == cfg.name for x in self.domains.values()):
@@ -732,7 +738,7 @@ class Daemon:
         return self._request_shutdown(dom, "reboot")
 
     # --- save / restore (issue 16; docs/save-format.md) ---------------------------------
-    def api_save(self, dom, path, checkpoint, paused, config, config_path):
+    def api_save(self, dom, path, checkpoint, paused, config, config_path, *, fds=()):
         """xl save: the suspend protocol (control/shutdown = "suspend", then
         the guest's SHUTDOWN_suspend), the file written by the domain
         process, then as xl's save_domain: destroyed, or with -c / -p
@@ -741,8 +747,7 @@ class Daemon:
         d = self.find(dom)
         if d.state != "running":
             raise ApiError("EINVAL", f"domain {d.domid} is not running")
-        if not os.path.isabs(path):
-            raise ApiError("EINVAL", f"{path}: give the save file as an absolute path")
+        out_fd = _file_fd(fds, os.O_WRONLY, path)
         saved_cfg = d.config
         if config is not None:
             try:
@@ -760,7 +765,7 @@ class Daemon:
                 raise ApiError("EBUSY", f"domain {d.domid} is being saved already")
             self.saving.add(d.domid)
         try:
-            out = self._save_domain(d, path, keep, paused, saved_cfg)
+            out = self._save_domain(d, path, out_fd, keep, paused, saved_cfg)
         finally:
             with self.lock:
                 self.saving.discard(d.domid)
@@ -769,7 +774,8 @@ class Daemon:
             self.api_destroy(d.domid)
         return {"domid": d.domid, "name": d.name, "bytes": out["bytes"]}
 
-    def _save_domain(self, d: Dom, path: str, keep: bool, paused: bool, saved_cfg: dict) -> dict:
+    def _save_domain(self, d: Dom, path: str, out_fd: int, keep: bool, paused: bool,
+                     saved_cfg: dict) -> dict:
         # its own connection: the domain's usual one stays free for list/info
         try:
             conn = Connection.connect(paths.domain_socket(self.run_dir, d.domid))
@@ -796,7 +802,7 @@ class Daemon:
                                "control/shutdown = suspend)")
             self.say(f"domain {d.domid} ({d.name}) suspended; saving to {path}")
             try:
-                out = conn.call("save", path=path, config=saved_cfg,
+                out = conn.call("save", _fds=(out_fd,), config=saved_cfg,
                                 extra={"target_kb": d.target_kb, "max_kb": d.max_kb})
             except (RpcError, OSError) as e:
                 msg = e.message if isinstance(e, RpcError) else str(e)
@@ -821,16 +827,15 @@ class Daemon:
             conn.close()
         return out
 
-    def api_restore(self, path, config, config_path, paused):
+    def api_restore(self, path, config, config_path, paused, *, fds=()):
         """xl restore: a new domain from a save file, built by its domain
         process from the saved state (builder.build_domain(restore=...));
         the file is checked (magic, version, END record) before anything is
         created."""
         from .savefile import SaveFileError, check_file
-        if not os.path.isabs(path):
-            raise ApiError("EINVAL", f"{path}: give the save file as an absolute path")
+        in_fd = _file_fd(fds, os.O_RDONLY, path)
         try:
-            hdr = check_file(path)
+            hdr = check_file(path, in_fd)
         except SaveFileError as e:
             raise ApiError("EINVAL", str(e)) from None
         try:
@@ -844,7 +849,7 @@ class Daemon:
             raise ApiError("EINVAL", f"{path}: the saved domain had {hdr.info['nr_pages'] // 256}"
                            f" MiB and {hdr.info.get('vcpus')} vCPUs; the config asks for "
                            f"{cfg.memory} MiB and {cfg.vcpus}")
-        d = self._create(cfg, paused, restore=path)
+        d = self._create(cfg, paused, restore=in_fd)
         # the memory target and maximum it had (mem-set, mem-max), as libxl
         # keeps them in the saved domain config
         mx, target = hdr.info.get("max_kb"), hdr.info.get("target_kb")
@@ -1158,6 +1163,25 @@ def check_name(name: str) -> None:
 def _show(v) -> str:
     s = repr(v)
     return s if len(s) <= 60 else s[:57] + "..."
+
+
+def _file_fd(fds, mode: int, path: str) -> int:
+    """The descriptor a save or restore request brought (the client opened
+    the file with its own permissions: pyxend opens none for it), checked to
+    be a regular file open for mode."""
+    if len(fds) != 1:
+        raise ApiError("EINVAL", f"{path}: the request must carry the file's descriptor")
+    fd = fds[0]
+    try:
+        st = os.fstat(fd)
+        acc = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
+    except OSError as e:
+        raise ApiError("EINVAL", f"{path}: {e.strerror}") from None
+    import stat
+    if not stat.S_ISREG(st.st_mode) or acc not in (mode, os.O_RDWR):
+        raise ApiError("EINVAL", f"{path}: not a regular file open for "
+                       f"{'writing' if mode == os.O_WRONLY else 'reading'}")
+    return fd
 
 
 @dataclass

@@ -209,7 +209,7 @@ class PyxendLink(Dom0Services):
 
 class DomainProcess:
     def __init__(self, run_dir, domid: int, cfg: DomainConfig, paused: bool, log: LogRing,
-                 restore: str | None = None):
+                 restore: str | int | None = None):
         self.run_dir = run_dir
         self.domid = domid
         self.cfg = cfg
@@ -219,9 +219,10 @@ class DomainProcess:
         self.suspend_event = threading.Event()
         # console_io output goes to the hypervisor's log (`pyxen dmesg`), as in Xen
         reader = None
-        if restore is not None:
+        if restore is not None:             # a file name, or a descriptor of it
             from .savefile import SaveReader
-            reader = SaveReader(restore)
+            reader = SaveReader(f"fd {restore}", restore) if isinstance(restore, int) \
+                else SaveReader(restore)
         try:
             self.dom = build_domain(cfg, self.link, domid=domid, console_io=self._console_io,
                                     restore=reader)
@@ -378,7 +379,10 @@ class DomainProcess:
                 raise RuntimeError("the vCPUs did not stop after the guest suspended")
             return {"suspended": True, "suspend_cancel": dom.suspend_cancel}, ()
         if method == "save":
-            return self._save(str(p["path"]), p.get("config"), p.get("extra")), ()
+            (fd,) = self._take_fds(1) or (None,)
+            if fd is None:
+                raise RuntimeError("save: no file descriptor came with the request")
+            return self._save(fd, p.get("config"), p.get("extra")), ()
         if method == "resume":
             dom.resume_suspended(bool(p.get("cancelled")))
             return None, ()
@@ -387,7 +391,7 @@ class DomainProcess:
             return None, ()
         raise RuntimeError(f"unknown method {method!r}")
 
-    def _save(self, path: str, config: dict | None, extra: dict | None = None) -> dict:
+    def _save(self, path: str | int, config: dict | None, extra: dict | None = None) -> dict:
         from .savefile import write_domain
         return write_domain(self.dom, path, config or self.cfg.to_dict(), extra=extra)
 
@@ -449,6 +453,8 @@ def main(argv=None) -> int:
     ap.add_argument("--config", required=True, help="the domain's validated config (JSON)")
     ap.add_argument("--paused", action="store_true")
     ap.add_argument("--restore", metavar="FILE", help="make the domain from a save file")
+    ap.add_argument("--restore-fd", metavar="FD", type=int,
+                    help="the same from a descriptor of the save file (pyxend's way)")
     args = ap.parse_args(argv)
     from pathlib import Path
     run_dir = Path(args.run_dir)
@@ -460,7 +466,8 @@ def main(argv=None) -> int:
     logging.getLogger().addHandler(ring)
     cfg = config_from_json(Path(args.config).read_text())
     try:
-        proc = DomainProcess(run_dir, args.domid, cfg, args.paused, ring, restore=args.restore)
+        restore = args.restore_fd if args.restore_fd is not None else args.restore
+        proc = DomainProcess(run_dir, args.domid, cfg, args.paused, ring, restore=restore)
     except Exception as e:
         logging.error("cannot build domain %s: %s", cfg.name, e)
         rec = {"reason": "failed", "code": None, "message": str(e)}

@@ -150,25 +150,34 @@ def header_info(name: str, uuid: str, config: dict, nr_pages: int, vcpus: int) -
             "vcpus": vcpus, "saved_at": time.time(), "pyxen": __version__}
 
 
-def write_domain(dom, path: str, config: dict, progress=None, extra: dict | None = None) -> dict:
-    """Write a suspended domain (Domain.suspend, every vCPU parked) to path:
-    the hypervisor state, then its memory straight from the memfd. The file
-    is the owner's only (it holds the guest's memory)."""
+def write_domain(dom, path: str | int, config: dict, progress=None,
+                 extra: dict | None = None) -> dict:
+    """Write a suspended domain (Domain.suspend, every vCPU parked) to path
+    (a file name: created for its owner only, it holds the guest's memory;
+    or a descriptor open for writing, which is taken and closed): the
+    hypervisor state, then its memory straight from the memfd."""
     from ..hv import savestate
     if dom.suspended is None or not dom.wait_parked(10.0):
         raise savestate.SaveError("the domain is not suspended")
     state = savestate.capture(dom)          # before the file is created
     info = header_info(dom.name, str(dom.uuid), config, dom.nr_pages, len(dom.vcpus))
     info.update(extra or {})                # the toolstack's own (memory target, maximum)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    if isinstance(path, int):
+        fd = path
+    else:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "wb", buffering=1 << 20) as f:
         w = SaveWriter(f, info)
         w.state(state)
         data = w.memory(dom.ram.view, dom.mm.present, progress, fd=dom.ram.fd)
         w.end()
         f.flush()
-        os.fsync(f.fileno())
         size = f.tell()
+        try:
+            os.ftruncate(f.fileno(), size)      # a descriptor of a longer file
+            os.fsync(f.fileno())
+        except OSError:
+            pass                                # not a regular file (a pipe)
     return {"bytes": size, "memory_bytes": data}
 
 
@@ -205,15 +214,17 @@ def read_header(f, path: str = "save file") -> SaveHeader:
     return SaveHeader(version, info, f.tell())
 
 
-def check_file(path: str) -> SaveHeader:
+def check_file(path: str, fd: int | None = None) -> SaveHeader:
     """The header of a complete save file: magic, version, header checksum,
     and an END record at the tail that names the file's length. Reads only
-    the two ends of the file."""
+    the two ends of the file (path; or fd, a descriptor of it, path then
+    only names it in messages)."""
     try:
-        f = open(path, "rb")
+        f = open(path, "rb") if fd is None else os.fdopen(os.dup(fd), "rb")
     except OSError as e:
         raise SaveFileError(f"{path}: {e.strerror}") from None
     with f:
+        f.seek(0)                   # a descriptor shares its offset with its dups
         hdr = read_header(f, path)
         size = os.fstat(f.fileno()).st_size
         if size < hdr.data_offset + END_SIZE:
@@ -233,10 +244,11 @@ def check_file(path: str) -> SaveHeader:
 class SaveReader:
     """Reads a checked save file's records in order, for Domain.restore."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, fd: int | None = None):
+        """path: the file, or with fd (a descriptor of it, taken) its name."""
         self.path = path
-        self.header = check_file(path)
-        self.f = open(path, "rb")
+        self.header = check_file(path, fd)
+        self.f = open(path, "rb") if fd is None else os.fdopen(fd, "rb")
         self.f.seek(self.header.data_offset)
         self.records = 0
 
