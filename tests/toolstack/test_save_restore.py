@@ -379,6 +379,7 @@ def test_abandoned_save_resumes_the_guest(rd, tmp_path, guest_elf):
     n = len(_log_counts(rd))
     time.sleep(0.5)
     assert len(_log_counts(rd)) == n                    # suspended: not counting
+    assert rows(rd)["counter"]["state"] == "---ss-"     # as xl shows a suspended domain
     assert cli(rd, "unpause", "counter").returncode == 0
     time.sleep(0.3)
     assert len(_log_counts(rd)) == n                    # and unpause does not change that

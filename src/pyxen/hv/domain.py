@@ -300,6 +300,7 @@ class Domain:
                 "vcpus": vcpus, "online_vcpus": sum(1 for x in vcpus if x["online"]),
                 "running": running and not self.paused, "blocked": not running and not self.paused,
                 "paused": self.paused, "cpu_time": sum(x["cpu_time"] for x in vcpus),
+                "suspended": self.suspended is not None,
                 "uptime": time.monotonic() - self.start_time,
                 "weight": self.sched.weight, "cap": self.sched.cap}
 

@@ -679,6 +679,10 @@ class Daemon:
                            vcpus=info["online_vcpus"], vcpu_info=info["vcpus"],
                            weight=info["weight"], cap=info["cap"],
                            present_kb=info.get("present_kb", d.target_kb))
+                if info.get("suspended"):
+                    # being saved: shut down with reason suspend, as Xen shows it
+                    row.update(shutdown=True, reason="suspend", running=False,
+                               blocked=False, paused=False)
             except ApiError:
                 row["dying"] = True
         return row
