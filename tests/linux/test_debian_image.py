@@ -83,6 +83,13 @@ def guest_config(src: Path, image: Path, bridge: str, ns: str) -> str:
                   flags=re.M)
 
 
+def _domid(rd) -> str | None:
+    for line in cli(rd, "list").stdout.splitlines()[1:]:
+        if line.split()[0] == HOSTNAME:
+            return line.split()[1]
+    return None
+
+
 def login(s: ConsoleShell, timeout: float) -> float:
     t = time.monotonic()
     s.wait_for(rf"{HOSTNAME} login: ", timeout=timeout)
@@ -134,6 +141,21 @@ def test_debian_image_boots_to_login_and_ssh(debian_image, pyxend, netns, tmp_pa
             time.sleep(3)
         assert out.returncode == 0, out.stderr
         assert out.stdout.split() == [HOSTNAME, "running"]
+        print(s.run("systemd-analyze; systemd-analyze blame --no-pager | head -8; free -m"))
+        # pyxen reboot: systemd stops cleanly, the domain is built again
+        # (pygrub runs again) and comes back with a clean file system
+        domid = _domid(pyxend)
+        r = cli(pyxend, "reboot", HOSTNAME)
+        assert r.returncode == 0, r.stderr
+        assert wait_until(lambda: _domid(pyxend) not in (None, domid), 300), s.text[-2000:]
+        assert "Reached target reboot.target" in s.text or "Rebooting." in s.text, s.text[-2000:]
+        s.close()
+        s = ConsoleShell(HOSTNAME, run_dir=pyxend)
+        login(s, BOOT_TIMEOUT)
+        journal = s.run("journalctl -b -1 -q --no-pager -o cat | tail -40")
+        assert "Reached target reboot.target" in journal, journal
+        assert "Journal stopped" in journal, journal
+        assert s.run("dmesg | grep -c 'recovery complete'") == "0"
         # a clean stop through systemd; the file system is clean afterwards
         r = cli(pyxend, "shutdown", "-w", HOSTNAME, timeout=300)
         assert r.returncode == 0, r.stderr
