@@ -110,7 +110,7 @@ def test_memory_sizes_follow_xl_parse_mem_size_kb():
 
 
 def test_cpumaps_follow_xl_parse_cpurange(monkeypatch):
-    import pyxen.cli as c
+    import pyxen.toolstack.cpumap as c
     monkeypatch.setattr(c, "host_node_cpus", lambda n, nr: {0: {0, 1}, 1: {2, 3}}.get(n, set()))
     p = lambda t: sorted(c.parse_cpurange(t, 4))      # noqa: E731
     assert p("all") == [0, 1, 2, 3] and p("2") == [2] and p("1-3") == [1, 2, 3]
