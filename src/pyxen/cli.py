@@ -1002,9 +1002,9 @@ def cmd_create_image(args) -> int:
             if step not in tasks:
                 for t in tasks.values():
                     bar.update(t, completed=1, total=1)
-                tasks[step] = bar.add_task(detail[:70], step=step, total=None)
+                tasks[step] = bar.add_task(detail[:48], step=step, total=None)
             elif detail:
-                bar.update(tasks[step], description=detail[:70])
+                bar.update(tasks[step], description=detail[:48])
         try:
             r = create_image(spec, progress)
         except CreateImageError as e:
@@ -1018,7 +1018,8 @@ def cmd_create_image(args) -> int:
     print(f"kernel  {r.kernel_version}")
     if r.password:
         print(f"root password (generated)  {r.password}")
-    console.print(f"done in {time.monotonic() - start:.0f} s; boot it with: "
+    steps = ", ".join(f"{k} {v:.0f} s" for k, v in r.seconds.items())
+    console.print(f"done in {time.monotonic() - start:.0f} s ({steps}); boot it with: "
                   f"pyxen create -c {r.config}")
     return 0
 
