@@ -193,3 +193,70 @@ def test_create_images_grub_cfg_pygrub_and_pv_grub_entries():
     entries, default = parse_grub2("if [ x = y ]; then\n  set default=3\nfi\n"
                                    "menuentry a {\n linux /k\n}\n")
     assert default == "0" and [e.kernel for e in entries] == ["/k"]
+
+
+@pytest.fixture(scope="session")
+def xens_pygrub() -> str:
+    """Xen 4.17's own pygrub (Debian's xen-utils-4.17, fetched by package name;
+    its xenfsimage plug-ins come with libxenmisc4.17, which libxen-dev pulls in)."""
+    from pyxen.build.fetch import FetchError, fetch_debian_package_file
+    try:
+        return str(fetch_debian_package_file("xen-utils-4.17", "usr/lib/xen-4.17/bin/pygrub",
+                                             follow_depends=False))
+    except FetchError as e:
+        pytest.fail(f"Xen's pygrub unavailable (Debian package xen-utils-4.17): {e}")
+
+
+#: What both pygrubs read alike: Xen's (4.17) neither substitutes GRUB
+#: variables nor unquotes `set default="1"`, nor flattens submenus.
+FLAT_CFG = """\
+set default=1
+menuentry 'Debian GNU/Linux' --class debian {
+\tlinux (hd0,msdos1)/boot/vmlinuz-6.1.0-9 root=/dev/xvda ro quiet
+\tinitrd /boot/initrd.img-6.1.0-9
+}
+menuentry "Debian, recovery" {
+\tlinux /boot/vmlinuz-old root=/dev/xvda ro single
+\tinitrd /boot/initrd.img-old
+}
+"""
+
+
+@pytest.mark.parametrize("lines", [
+    "",
+    'bootloader_args=["--entry=0"]',
+    'bootloader_args=["--entry=Debian GNU/Linux"]',
+    'kernel="/vmlinux-for-xen"\nramdisk="/boot/initrd.img-old"',
+])
+def test_pyxens_pygrub_agrees_with_xens(xens_pygrub, guest_fs, tmp_path, lines):
+    """The same disk, the same xl.cfg: Xen's pygrub (run as libxl runs a
+    bootloader, through bootloader=PATH) and pyxen's take the same kernel,
+    initrd and command line."""
+    (tmp_path / "root" / "vmlinux-for-xen").symlink_to("boot/vmlinuz-6.1.0-9")
+    (tmp_path / "root" / "boot/grub/grub.cfg").write_text(FLAT_CFG)
+    img = guest_fs(tmp_path / "disk.img")
+    ours = boot(cfg_for(img, extra_lines=lines))
+    theirs = boot(DomainConfig.from_text(
+        f'name="g"\nbootloader="{xens_pygrub}"\nextra="console=hvc0"\n'
+        f"disk=['format=raw, vdev=xvda, target={img}']\n{lines}"))
+    assert ours[:3] == theirs[:3]
+
+
+def test_create_images_grub_cfg_with_xens_pygrub(xens_pygrub, tmp_path):
+    """Xen's pygrub reads create-image's grub.cfg as pyxen's does: entry 0
+    (its `if grub_platform = xen` line is not taken either)."""
+    from pyxen.toolstack.createimage import grub_cfg
+    root = tmp_path / "root"
+    (root / "boot/grub").mkdir(parents=True)
+    for f in ("vmlinuz-6.1.0-9", "initrd.img-6.1.0-9", "vmlinux-6.1.0-9.gz"):
+        (root / "boot" / f).write_bytes(f.encode())
+    (root / "boot/grub/grub.cfg").write_text(grub_cfg("6.1.0-9"))
+    img = tmp_path / "disk.img"
+    with open(img, "wb") as f:
+        f.truncate(16 << 20)
+    subprocess.run(["mke2fs", "-q", "-F", "-t", "ext4", "-d", str(root), str(img)], check=True)
+    disk = f"disk=['format=raw, vdev=xvda, target={img}']\n"
+    ours = boot(DomainConfig.from_text(f'name="g"\nbootloader="pygrub"\n{disk}'))
+    theirs = boot(DomainConfig.from_text(f'name="g"\nbootloader="{xens_pygrub}"\n{disk}'))
+    assert ours[:3] == theirs[:3] == (b"vmlinuz-6.1.0-9", b"initrd.img-6.1.0-9",
+                                       "root=/dev/xvda ro console=hvc0 net.ifnames=0")

@@ -16,8 +16,10 @@ Any other ``bootloader`` is a program run as libxl runs one
 (libxl_bootloader.c): ``PROG [--kernel=K] [--ramdisk=R] [--args=CMDLINE]
 --output=FILE --output-format=simple0 --output-directory=DIR
 [bootloader_args...] DISK``, which writes ``kernel PATH``, ``ramdisk PATH``
-and ``args TEXT`` records, each ended by a NUL, to FILE. Xen's own pygrub
-(Debian's xen-utils, /usr/lib/xen-4.17/bin/pygrub) speaks it.
+and ``args TEXT`` records, each ended by a NUL, to FILE (made empty
+beforehand); it runs on a pty of its own, as under libxl. Xen's own pygrub
+(Debian's xen-utils, /usr/lib/xen-4.17/bin/pygrub) speaks it, showing its
+menu on that pty until the config's timeout.
 
 As with Xen's pygrub: the entry's command line is followed by the config's
 own (``cmdline``, or ``root``/``extra``), which libxl passes as ``--args``;
@@ -445,12 +447,11 @@ def external(cfg) -> BootFiles:
         argv.append(f"--args={cfg.cmdline}")
     argv += [f"--output={out}", "--output-format=simple0", f"--output-directory={tmp}",
              *cfg.bootloader_args, disk.target]
+    Path(out).touch(mode=0o600)         # as libxl: Xen's pygrub opens it without O_CREAT
     try:
-        r = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                           timeout=300)
-        if r.returncode != 0:
-            raise BootloaderError(f"bootloader {prog} failed (exit {r.returncode}): "
-                                  f"{(r.stderr or r.stdout).strip()[-500:]}")
+        rc, text = _run_on_pty(argv, timeout=300)
+        if rc != 0:
+            raise BootloaderError(f"bootloader {prog} failed (exit {rc}): {text[-500:]}")
         fields = {}
         for rec in Path(out).read_bytes().split(b"\0"):
             k, _, v = rec.decode(errors="replace").partition(" ")
@@ -463,6 +464,49 @@ def external(cfg) -> BootFiles:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _run_on_pty(argv: list[str], timeout: float) -> tuple[int, str]:
+    """Run a bootloader on a terminal of its own, as libxl does (Xen's pygrub
+    shows its curses menu there until the config's timeout); nobody types,
+    so the default entry boots. (exit status, what it wrote, escapes removed)."""
+    import fcntl
+    import pty
+    import select
+    import termios
+    import time
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    env = dict(os.environ)
+    env.setdefault("TERM", "vt100")
+    try:
+        p = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env,
+                             start_new_session=True)
+    finally:
+        os.close(slave)
+    out = bytearray()
+    end = time.monotonic() + timeout
+    try:
+        while True:
+            ready, _, _ = select.select([master], [], [], 0.2)
+            data = b""
+            if ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:             # EIO: the bootloader closed its terminal
+                    data = b""
+                out += data
+            if not data and p.poll() is not None:
+                break
+            if time.monotonic() > end:
+                p.kill()
+                p.wait()
+                raise BootloaderError(f"{argv[0]} did not finish in {timeout:.0f} s")
+        rc = p.wait()
+    finally:
+        os.close(master)
+    text = re.sub(r"\x1b(\[[0-9;?]*[A-Za-z]|[()][0-9A-Za-z]|[=>])", "", out.decode(errors="replace"))
+    return rc, text.replace("\r", "").strip()
 
 
 def run_bootloader(cfg) -> BootFiles:
