@@ -397,7 +397,7 @@ def pygrub(cfg) -> BootFiles:
                 if ramdisk_path:
                     entry.initrd = [ramdisk_path]
                 return _extract(reader, offset, entry, extra, disk.target)
-    raise BootloaderError(f"pygrub: no GRUB configuration ({', '.join(CONFIG_PATHS[:2])}, ...) "
+    raise BootloaderError(f"no GRUB configuration ({', '.join(CONFIG_PATHS[:2])}, ...) "
                           f"on any ext2/3/4 file system of {disk.target}")
 
 
@@ -407,7 +407,7 @@ def _extract(reader: DiskReader, offset: int, entry: BootEntry, extra: str,
     try:
         data = reader.read(offset, entry.kernel or "")
         if data is None:
-            raise BootloaderError(f"pygrub: kernel {entry.kernel} of entry {entry.title!r} "
+            raise BootloaderError(f"kernel {entry.kernel} of entry {entry.title!r} "
                                   f"is not on {target}")
         kernel = os.path.join(tmp, "kernel")
         Path(kernel).write_bytes(data)
@@ -417,7 +417,7 @@ def _extract(reader: DiskReader, offset: int, entry: BootEntry, extra: str,
             for p in entry.initrd:          # GRUB concatenates several initrds
                 d = reader.read(offset, p)
                 if d is None:
-                    raise BootloaderError(f"pygrub: initrd {p} of entry {entry.title!r} is "
+                    raise BootloaderError(f"initrd {p} of entry {entry.title!r} is "
                                           f"not on {target}")
                 parts.append(d)
             ramdisk = os.path.join(tmp, "ramdisk")
