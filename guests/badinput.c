@@ -107,7 +107,15 @@ void test_main(void)
 
     /* VIRQs and vCPUs of channels */
     check(evtchn_bind_virq(24, 0) == -EINVAL, "VIRQ 24 -> -EINVAL");
-    check(evtchn_bind_virq(VIRQ_DEBUG, 1) == -EINVAL, "global VIRQ_DEBUG on vcpu1 -> -EINVAL");
+    check(evtchn_bind_virq(VIRQ_CONSOLE, 1) == -EINVAL, "global VIRQ_CONSOLE on vcpu1 -> -EINVAL");
+    /* VIRQ_DEBUG is per-vCPU (Xen's virq_is_global()), so only the vCPU is wrong */
+    check(evtchn_bind_virq(VIRQ_DEBUG, n) == -ENOENT, "per-vCPU VIRQ_DEBUG on vcpu%u (missing) -> -ENOENT", n);
+    if (n > 1) {
+        long d = evtchn_bind_virq(VIRQ_DEBUG, 1);
+        check(d > 0, "per-vCPU VIRQ_DEBUG on vcpu1 -> a port (%ld)", d);
+        if (d > 0)
+            evtchn_close(d);
+    }
     check(evtchn_bind_virq(VIRQ_TIMER, 31) == -ENOENT, "VIRQ_TIMER on a missing vcpu -> -ENOENT");
     long t = evtchn_bind_virq(VIRQ_TIMER, 0);
     check(t > 0 && evtchn_bind_virq(VIRQ_TIMER, 0) == -EEXIST, "VIRQ_TIMER twice -> -EEXIST");

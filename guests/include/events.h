@@ -33,6 +33,7 @@
 
 #define VIRQ_TIMER 0
 #define VIRQ_DEBUG 1
+#define VIRQ_CONSOLE 2
 
 #define VCPUOP_initialise  0
 #define VCPUOP_up          1

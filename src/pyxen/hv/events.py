@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from .. import _atomic as A
 from .abi import EINVAL, ENOSPC, ENOENT, ESRCH, EEXIST, ENOSYS, EOPNOTSUPP  # noqa: F401
+from .abi import NR_VIRQS, VIRQ_DEBUG, VIRQ_TIMER, VIRQ_XENOPROF, VIRQ_XENPMU
 from .evtchn_ops import PortOps
 from .evtchn_2l import TwoLevel
 from .evtchn_fifo import Fifo, PRIORITY_DEFAULT
@@ -29,8 +30,13 @@ CLOSED, UNBOUND, INTERDOMAIN, PIRQ, VIRQ, IPI = 0, 1, 2, 3, 4, 5
 #: xl's default max_event_channels (libxl: b_info->event_channels = 1023):
 #: the highest port a domain may allocate (port 0 is never allocated)
 DEFAULT_MAX_PORT = 1023
-NR_VIRQS = 24
-GLOBAL_VIRQS = {1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12, 13}   # bound to vCPU 0 only
+#: the VIRQs each vCPU binds for itself (Xen's virq_is_global() is false);
+#: every other one is global: bound to vCPU 0, moved with EVTCHNOP_bind_vcpu
+PER_VCPU_VIRQS = frozenset({VIRQ_TIMER, VIRQ_DEBUG, VIRQ_XENOPROF, VIRQ_XENPMU})
+
+
+def virq_is_global(virq: int) -> bool:
+    return virq not in PER_VCPU_VIRQS
 
 
 @dataclass
@@ -44,7 +50,6 @@ class Channel:
     remote: object = None        # the other end when it lives outside this domain
     consumer: bool = False       # reserved for pyxen's own use (console, xenstore)
     fifo_pending: bool = False   # raised before its FIFO event word existed
-    fifo_queue: object = None    # FIFO: the queue the event was last linked on
 
 
 class RemoteEnd:
@@ -186,7 +191,7 @@ class EventChannels:
     def bind_virq(self, virq: int, vcpu: int) -> int:
         if virq >= NR_VIRQS:
             return -EINVAL
-        if virq in GLOBAL_VIRQS and vcpu != 0:
+        if virq_is_global(virq) and vcpu != 0:
             return -EINVAL
         if vcpu >= len(self.dom.vcpus):
             return -ENOENT          # Xen: domain_vcpu() finds no such vCPU
@@ -325,7 +330,7 @@ class EventChannels:
                 return -ENOENT
             if vcpu >= len(self.dom.vcpus):
                 return -ENOENT
-            if ch.state == VIRQ and ch.virq not in GLOBAL_VIRQS:
+            if ch.state == VIRQ and not virq_is_global(ch.virq):
                 return -EINVAL
             if ch.state not in (VIRQ, UNBOUND, INTERDOMAIN, PIRQ):
                 return -EINVAL

@@ -44,6 +44,10 @@ class Fifo(PortOps):
         self.pages: list[int] = []                   # host addresses of event array pages
         self.ctl: dict[int, int] = {}                # vcpu -> host address of control block
         self.queues: dict[int, list[FifoQueue]] = {}
+        # port -> the queue its event was last linked on (Xen keeps it in
+        # struct evtchn, which outlives a close: a port closed as the tail
+        # of a queue and bound again must not be linked onto itself)
+        self.last_queue: dict[int, FifoQueue] = {}
         # guest frames under the FIFO structures, whose (writable type)
         # references the hypercall layer took and drops again on reset
         self.frames: list[int] = []
@@ -99,9 +103,10 @@ class Fifo(PortOps):
             ch = ev.ports[p]
             if ev.get(p) is not None and p < two_level.max_ports and (ch.fifo_pending or self.is_pending(p)):
                 two_level.set_pending_bit(p)
-            ch.fifo_pending, ch.fifo_queue, ch.priority = False, None, PRIORITY_DEFAULT
+            ch.fifo_pending, ch.priority = False, PRIORITY_DEFAULT
         frames = self.frames
         self.pages, self.ctl, self.queues, self.frames = [], {}, {}, []
+        self.last_queue = {}
         return frames
 
     # --- Xen's evtchn_port_ops ---------------------------------------------------
@@ -125,11 +130,11 @@ class Fifo(PortOps):
         # the tail of the queue it was last on, that queue is empty now and
         # its tail must not be used (Xen: "old_q->tail = 0"); otherwise the
         # event would be linked onto itself and never be seen again.
-        old_q = ch.fifo_queue
+        old_q = self.last_queue.get(port)
         if old_q is not None and old_q.tail == port:
             old_q.tail = 0
         q = queues[ch.priority]
-        ch.fifo_queue = q
+        self.last_queue[port] = q
         linked = False
         if q.tail:
             tw = self.word(q.tail)
@@ -151,8 +156,14 @@ class Fifo(PortOps):
             self.ev.mark_pending(vcpu)
 
     def clear_pending(self, port: int) -> None:
-        """Nothing: pyxen leaves a closed port's event word as it is (Xen
-        clears its PENDING bit; the guest ignores events of closed ports)."""
+        """A closed port's PENDING bit is cleared, as Xen's
+        evtchn_fifo_clear_pending (it stays linked: the guest unlinks and
+        skips events that are not pending). Left set, the port's next user
+        would get a stale event the moment it unmasks: Linux BUG()s in the
+        spinlock kicker's handler when a CPU it took offline comes back."""
+        w = self.word(port)
+        if w is not None:
+            A.clear_bit(w & ~7, (w & 4) * 8 + FIFO_PENDING)
 
     def unmask(self, port: int, ch, vcpu) -> None:
         w = self.word(port)
