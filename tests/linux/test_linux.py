@@ -83,6 +83,36 @@ def test_two_vcpus_and_reboot_from_toolstack(boot_linux):
     assert s.wait_end(90).reason == "reboot"
 
 
+def test_vcpus_up_to_maxvcpus_follow_availability(boot_linux):
+    """vcpus=1, maxvcpus=2 (xl vcpu-set's range): the guest has two vCPUs,
+    brings up only the one cpu/N/availability says is online, and follows
+    the node: 'online' makes CPU 1 present (a udev rule, here the test,
+    onlines it), 'offline' takes it down again; and back up once more (a
+    port closed with its CPU and bound again must not bring a stale event:
+    Linux BUG()s in its spinlock kicker, or spins on a self-linked FIFO
+    queue)."""
+    s = boot_linux(vcpus=1, cfg_lines=["maxvcpus = 2"])
+    base = f"/local/domain/{s.dom.domid}/cpu/1/availability"
+    assert s.run("cat /sys/devices/system/cpu/online") == "0"
+    assert s.run("cat /sys/devices/system/cpu/possible") == "0-1"
+    for _ in range(2):
+        xs_write(s, base, "online")                    # what vcpu-set 2 writes
+        deadline = time.monotonic() + 20
+        while s.run("test -e /sys/devices/system/cpu/cpu1/online && echo yes") != "yes":
+            assert time.monotonic() < deadline, "CPU 1 never came back"
+            time.sleep(0.5)
+        s.run("echo 1 > /sys/devices/system/cpu/cpu1/online", timeout=30)
+        assert s.run("cat /sys/devices/system/cpu/online") == "0-1"
+        assert s.dom.info()["online_vcpus"] == 2
+        xs_write(s, base, "offline")                   # vcpu-set 1
+        deadline = time.monotonic() + 20
+        while s.run("cat /sys/devices/system/cpu/online") != "0":
+            assert time.monotonic() < deadline, "CPU 1 stayed online"
+            time.sleep(0.5)
+        assert s.dom.info()["online_vcpus"] == 1
+    assert "BUG" not in s.text and "Dropping pending event" not in s.text
+
+
 def test_kernel_panic_is_a_crash_with_its_text(boot_linux):
     s = boot_linux()
     s.type("echo c > /proc/sysrq-trigger\r")

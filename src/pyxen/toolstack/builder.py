@@ -92,10 +92,12 @@ def build_domain(cfg: DomainConfig, services: Dom0Services, *, domid: int = 1,
     if restore is None:
         image, ramdisk, cmdline = load_boot_files(cfg)
     try:
-        affinity = vcpu_affinities(cfg.cpus, cfg.vcpus)
+        affinity = vcpu_affinities(cfg.cpus, cfg.maxvcpus)
     except CpumapError as e:
         raise CreateError(f"{cfg.source or 'config'}: cpus=: {e} on this host") from None
-    dom = Domain(name=cfg.name, memory_mb=cfg.memory, maxmem_mb=cfg.maxmem, vcpus=cfg.vcpus,
+    # maxvcpus vCPUs: the guest brings up those cpu/N/availability says are
+    # online (vcpus of them) and follows the node when vcpu-set changes it
+    dom = Domain(name=cfg.name, memory_mb=cfg.memory, maxmem_mb=cfg.maxmem, vcpus=cfg.maxvcpus,
                  domid=domid, console=console_io, trace=trace, kvm=kvm,
                  supports_writable_pagetables=True, dom0=services,
                  max_event_channels=cfg.max_event_channels,
@@ -185,7 +187,8 @@ class LocalServices(Dom0Services):
         xs = XenStoreServer(state_file=None)
         with xs.lock:
             write_domain_nodes(xs.store, XsClient(xs.store, 0, True), domid=dom.domid,
-                               name=dom.name, uuid=str(dom.uuid), vcpus=len(dom.vcpus),
+                               name=dom.name, uuid=str(dom.uuid), vcpus=cfg.vcpus,
+                               max_vcpus=len(dom.vcpus),
                                target_kb=dom.nr_pages * 4, max_kb=dom.max_pages * 4,
                                created=time.time())
         self.xenstore = xs

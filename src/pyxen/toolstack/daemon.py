@@ -647,6 +647,7 @@ class Daemon:
         with self.xs.access() as store:
             write_domain_nodes(store, self.xsc, domid=d.domid, name=d.name,
                                uuid=d.uuid, vcpus=int(d.config.get("vcpus", 1)),
+                               max_vcpus=int(d.config.get("maxvcpus") or 0) or None,
                                target_kb=d.target_kb, max_kb=d.max_kb, created=d.created)
 
     def _xs_write(self, path: str, value: str) -> None:
@@ -849,10 +850,10 @@ class Daemon:
                 cfg = config_from_dict(hdr.config)
         except (XlCfgError, ValueError, TypeError, KeyError) as e:
             raise ApiError("EINVAL", f"{path}: its config: {e}") from None
-        if cfg.memory * 256 != hdr.info["nr_pages"] or cfg.vcpus != hdr.info.get("vcpus"):
+        if cfg.memory * 256 != hdr.info["nr_pages"] or cfg.maxvcpus != hdr.info.get("vcpus"):
             raise ApiError("EINVAL", f"{path}: the saved domain had {hdr.info['nr_pages'] // 256}"
                            f" MiB and {hdr.info.get('vcpus')} vCPUs; the config asks for "
-                           f"{cfg.memory} MiB and {cfg.vcpus}")
+                           f"{cfg.memory} MiB and {cfg.maxvcpus} (maxvcpus)")
         d = self._create(cfg, paused, restore=in_fd)
         # the memory target and maximum it had (mem-set, mem-max), as libxl
         # keeps them in the saved domain config
@@ -961,7 +962,7 @@ class Daemon:
         d = self.find(dom)
         if isinstance(vcpu, str) and vcpu != "all" and not (vcpu.isascii() and vcpu.isdigit()):
             raise ApiError("EINVAL", f"vcpu must be a number or 'all', got {_show(vcpu)}")
-        n = int(d.config.get("vcpus", 1))
+        n = int(d.config.get("maxvcpus") or d.config.get("vcpus", 1))
         ids = range(n) if vcpu == "all" else [int(vcpu)]
         if any(i >= n for i in ids):
             raise ApiError("EINVAL", f"domain {d.domid} has no vcpu {vcpu}")
