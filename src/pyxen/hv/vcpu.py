@@ -759,7 +759,7 @@ class PVVcpu:
         self.sregs = target_s               # what the guest runs with after the iretq
         self._sregs_valid = True
         self.in_replay = True
-        self.replay_target = (target, KS.Sregs.from_buffer_copy(target_s), off + 24)
+        self.replay_target = (target, target_s, off + 24)     # guest_registers copies
 
     def guest_registers(self) -> tuple[KS.Regs, KS.Sregs]:
         """Copies of the registers the guest resumes with, for a parked (or
