@@ -127,24 +127,33 @@ def cmd_create(args) -> int:
     return create_foreground(args)
 
 
+def load_config(args, check_files: bool = True):
+    """args.config with args.overrides and xl.conf, its warnings printed:
+    (DomainConfig, 0), or (None, the exit status) after saying why not."""
+    from .toolstack.domconfig import DomainConfig
+    try:
+        cfg = DomainConfig.from_file(args.config, args.overrides, check_files=check_files,
+                                     xl_conf=xl_conf(args))
+    except XlCfgError as e:
+        err(f"pyxen: {e}")
+        return None, 64
+    except OSError as e:
+        err(f"pyxen: cannot read {args.config}: {e.strerror}")
+        return None, 66
+    for w in cfg.warnings:
+        err(w)
+    return cfg, 0
+
+
 def print_parsed_config(args) -> int:
     """create -n / -d: the parsed config as libxl's JSON (xl's create_domain
     prints libxl_domain_config_to_json), on stdout for a dry run, on
     stderr before the domain is created for -d. The kernel and ramdisk
     need not exist for a dry run (xl does not look at them either)."""
-    from .toolstack.domconfig import DomainConfig
     from .toolstack.libxljson import domain_config, dumps
-    try:
-        cfg = DomainConfig.from_file(args.config, args.overrides, check_files=not args.dryrun,
-                                     xl_conf=xl_conf(args))
-    except XlCfgError as e:
-        err(f"pyxen: {e}")
-        return 64
-    except OSError as e:
-        err(f"pyxen: cannot read {args.config}: {e.strerror}")
-        return 66
-    for w in cfg.warnings:
-        err(w)
+    cfg, status = load_config(args, check_files=not args.dryrun)
+    if cfg is None:
+        return status
     out = sys.stdout if args.dryrun else sys.stderr
     out.write(dumps(domain_config(cfg.to_dict())))
     out.flush()
@@ -207,20 +216,12 @@ def cmd_config_update(args) -> int:
 def create_foreground(args) -> int:
     from .build.errors import KernelImageError
     from .kvm import KvmUnavailable
-    from .toolstack.domconfig import DomainConfig
     from .toolstack.builder import CreateError
     from .toolstack.runner import run_foreground
 
-    try:
-        cfg = DomainConfig.from_file(args.config, args.overrides, xl_conf=xl_conf(args))
-    except XlCfgError as e:
-        err(f"pyxen: {e}")
-        return 64
-    except OSError as e:
-        err(f"pyxen: cannot read {args.config}: {e.strerror}")
-        return 66
-    for w in cfg.warnings:
-        err(w)
+    cfg, status = load_config(args)
+    if cfg is None:
+        return status
     log_file = None
     logdir = os.environ.get("PYXEN_LOG_DIR") or os.path.expanduser("~/.local/state/pyxen")
     if args.console:
