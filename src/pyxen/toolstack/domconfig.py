@@ -44,6 +44,7 @@ from typing import Any, Iterable
 from .cpumap import CONFIG_NR_CPUS, CpumapError, vcpu_affinities
 from .devkinds import BY_CONFIG_KEY, DEVICE_KINDS
 from .devspec import DevSpecError, DiskSpec, VifSpec
+from .hvm import HVM_KEYS, hvm_settings
 from .xlcfg import (
     COMMAND_LINE,
     Config,
@@ -136,8 +137,6 @@ UNSUPPORTED_KEYS = frozenset("""
     vuart xauthority xen_platform_pci xend_suspend_evtchn_compat
 """.split())
 
-_HVM_MESSAGE = ("type 'hvm' needs hardware virtualization (VT-x/AMD-V); "
-                "this host's KVM has none")
 _UUID_RE = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}\Z")
 
 
@@ -206,6 +205,8 @@ class DomainConfig:
     uuid: str | None = None            # lower-case canonical form
     # each device kind's list (devkinds: disk=, vif=), raw spec strings
     devices: dict[str, list[str]] = field(default_factory=dict)
+    # type="hvm": QEMU's settings and emulated disks/NICs (toolstack/hvm.py)
+    hvm: dict | None = None
     unknown: dict[str, Value] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     source: str | None = None          # config file name, for messages
@@ -329,6 +330,7 @@ class DomainConfig:
             "max_event_channels": self.max_event_channels,
             "max_maptrack_frames": self.max_maptrack_frames,
             **{k: list(v) for k, v in self.devices.items()},
+            "hvm": copy(self.hvm),
             "unknown": copy(self.unknown),
             "warnings": list(self.warnings),
             "source": self.source,
@@ -521,7 +523,7 @@ class _Builder:
             kernel, ramdisk = self.string("kernel"), self.string("ramdisk")
         else:
             kernel, ramdisk = self.path("kernel"), self.path("ramdisk")
-        if kernel is None and bootloader is None:
+        if kernel is None and bootloader is None and dtype != "hvm":
             hint = ""
             for k in ("firmware",):
                 if k in cfg:
@@ -533,11 +535,13 @@ class _Builder:
         cmdline, root, extra = self.command_line()
 
         devices = {k.config_key: self.device_list(k, name) for k in DEVICE_KINDS}
+        # an HVM domain: QEMU's settings (its disks and NICs move there)
+        hvm = hvm_settings(self, devices, name) if dtype == "hvm" else None
 
         # everything else
         unknown: dict[str, Value] = {}
         for s in cfg.settings():
-            if s.key in SUPPORTED_KEYS:
+            if s.key in SUPPORTED_KEYS or (hvm is not None and s.key in HVM_KEYS):
                 continue
             unknown[s.key] = s.value
             if s.key in UNSUPPORTED_KEYS:
@@ -565,6 +569,7 @@ class _Builder:
             max_maptrack_frames=maptrack,
             uuid=uuid,
             devices=devices,
+            hvm=hvm,
             unknown=unknown,
             warnings=self.warnings,
             source=cfg.filename,
@@ -634,8 +639,6 @@ class _Builder:
         if t is None:
             return "pv"
         assert type_s is not None
-        if t == "hvm":
-            raise type_s.error(_HVM_MESSAGE)
         if t == "pvh":
             raise type_s.error(f"type '{t}' is not supported by pyxen yet (only 'pv')")
         return t
