@@ -380,9 +380,12 @@ def cmd_list(args) -> int:
     head = "Name                                        ID   Mem VCPUs\tState\tTime(s)"
     if args.verbose:
         head += "   UUID                            Reason-Code\tSecurity Label"
+    if args.cpupool:
+        head += "         Cpupool"
     print(head)
     for r in rows:
-        print(list_line(r, args.verbose))
+        print(list_line(r, args.verbose) + ("%16s" % r.get("pool", "Pool-0")
+                                            if args.cpupool else ""))
     return 0
 
 
@@ -438,12 +441,14 @@ def cmd_info(args) -> int:
              ("threads_per_core", 1), ("cpu_mhz", i["cpu_mhz"]), ("virt_caps", i["virt_caps"]),
              ("total_memory", i["total_memory"]), ("free_memory", i["free_memory"]),
              ("memory_limit", i["memory_limit"]), ("promised_memory", i["promised_memory"]),
+             ("free_cpus", i.get("free_cpus", 0)),
              ("xen_major", i["xen_major"]), ("xen_minor", i["xen_minor"]),
              ("xen_extra", i["xen_extra"]),
              ("xen_version", f"{i['xen_major']}.{i['xen_minor']}{i['xen_extra']}"),
              ("xen_caps", i["xen_caps"]), ("xen_scheduler", i["xen_scheduler"]),
              ("xen_pagesize", i["xen_pagesize"]), ("xen_commandline", ""),
-             ("hypervisor", i["hypervisor"]), ("cc_compiler", f"Python {sys.version.split()[0]}"),
+             ("hypervisor", i["hypervisor"]),
+             ("pyxen_scheduling", i.get("sched_backend", "")), ("cc_compiler", f"Python {sys.version.split()[0]}"),
              ("xend_config_format", 4)]
     if args.numa:
         xen_at = next(n for n, (k, _) in enumerate(pairs) if k == "xen_major")
@@ -546,15 +551,18 @@ def cmd_sched_credit(args) -> int:
         params["weight"] = args.weight
     if args.cap is not None:
         params["cap"] = args.cap
+    if args.cpupool is not None and (args.domain or params):
+        err("Specifying a cpupool is not allowed with other options.")
+        return 1
     if params and not args.domain:
         err("Must specify a domain.")
         return 1
-    rows = api(args, "sched_credit", dom=args.domain, **params) if args.domain else \
-        api(args, "sched_credit")
+    if not args.domain:             # all domains: by cpupool, as xl lists them
+        from .cpupoolcli import sched_listing
+        return sched_listing(args, "credit", args.cpupool)
+    rows = api(args, "sched_credit", dom=args.domain, **params)
     if params:
         return 0
-    if not args.domain:             # all domains: by cpupool, as xl lists them
-        print("Cpupool Pool-0: tslice=30ms ratelimit=1000us migration-delay=0us")
     print("%-33s %4s %6s %4s" % ("Name", "ID", "Weight", "Cap"))
     for r in rows:
         print("%-33s %4d %6d %4d" % (r["name"], r["domid"], r["weight"], r["cap"]))
@@ -579,9 +587,6 @@ def cmd_sched_credit2(args) -> int:
     if not args.domain and (weight is not None or cap is not None):
         err("Must specify a domain.")
         return 1
-    if args.cpupool is not None and args.cpupool not in ("Pool-0", "0"):
-        err(f"unknown cpupool '{args.cpupool}'")
-        return 1
     if args.schedparam:
         if args.ratelimit is not None:
             err("pyxen: the rate limit is not settable: vCPUs are Linux threads, scheduled "
@@ -591,13 +596,9 @@ def cmd_sched_credit2(args) -> int:
         print(CREDIT2_POOL_LINE)
         return 0
     head = "%-33s %4s %6s %4s" % ("Name", "ID", "Weight", "Cap")
-    if not args.domain:
-        rows = api(args, "sched_credit")
-        print(CREDIT2_POOL_LINE)
-        print(head)
-        for r in rows:
-            print("%-33s %4d %6d %4d" % (r["name"], r["domid"], r["weight"], r["cap"]))
-        return 0
+    if not args.domain:             # by cpupool: the pools with sched="credit2"
+        from .cpupoolcli import sched_listing
+        return sched_listing(args, "credit2", args.cpupool)
     # -1 is libxl's "leave as it is" for both
     params = {k: v for k, v in (("weight", weight), ("cap", cap)) if v is not None and v != -1}
     try:
@@ -1263,6 +1264,8 @@ def build_parser(prog: str = "pyxen") -> argparse.ArgumentParser:
     c.add_argument("-v", "--verbose", action="store_true",
                    help="also the UUID, the shutdown reason code (hex) and the security "
                    "label (always -)")
+    c.add_argument("-c", "--cpupool", dest="cpupool", action="store_true",
+                   help="the cpupool each domain is in")
     c.add_argument("domains", nargs="*")
 
     for name, method, h in (("destroy", "destroy", "terminate a domain immediately"),
@@ -1405,12 +1408,15 @@ def build_parser(prog: str = "pyxen") -> argparse.ArgumentParser:
     c.add_argument("-d", dest="domain")
     c.add_argument("-w", dest="weight", type=int)
     c.add_argument("-c", dest="cap", type=int)
+    c.add_argument("-p", "--cpupool", dest="cpupool", metavar="CPUPOOL",
+                   help="only the domains of this cpupool (name or id)")
     c = cmd("sched-credit2", cmd_sched_credit2, "credit2 scheduler weight and cap",
             description="Get or set a domain's weight and cap as xl sched-credit2. pyxen "
             "schedules vCPUs (Linux threads) with the host kernel's scheduler, whose "
             "settings both sched-credit and sched-credit2 show and change: a weight (1-65535, "
             "default 256) sets the share of host CPU among busy domains, a cap (percent of "
-            "one host CPU, 0 = none) limits it. The only cpupool is Pool-0.")
+            "one host CPU, 0 = none) limits it. Without -d, the domains of the pools "
+            "made with sched=\"credit2\" (sched-credit lists the credit ones).")
     c.add_argument("-d", "--domain", dest="domain", metavar="DOMAIN", help="the domain")
     c.add_argument("-w", "--weight", dest="weight", metavar="WEIGHT", help="weight (1-65535)")
     c.add_argument("-c", "--cap", dest="cap", metavar="CAP",
@@ -1420,7 +1426,7 @@ def build_parser(prog: str = "pyxen") -> argparse.ArgumentParser:
     c.add_argument("-r", "--ratelimit_us", dest="ratelimit", metavar="RLIMIT",
                    help="with -s: set the rate limit (refused: the host kernel schedules)")
     c.add_argument("-p", "--cpupool", dest="cpupool", metavar="CPUPOOL",
-                   help="only this cpupool (Pool-0 is the only one)")
+                   help="only this cpupool (name or id)")
     cmd("prepare-linux", cmd_prepare_linux,
         "fetch Debian's kernel and busybox and build the Linux guest's initramfs")
     c = cmd("create-image", cmd_create_image, "make a Debian domU image and its config",
@@ -1476,6 +1482,8 @@ def build_parser(prog: str = "pyxen") -> argparse.ArgumentParser:
                    help="each vbd's requests and sectors")
     c.add_argument("-r", "--repeat-header", dest="repeat_header", action="store_true",
                    help="the header before each domain")
+    from .cpupoolcli import add_commands
+    add_commands(cmd)                   # cpupool-*
     return p
 
 

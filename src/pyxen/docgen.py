@@ -43,11 +43,19 @@ PARTIAL = {
            "from pyxend's backends (VBD_OO always 0), Domain-0 is the host, SSID 0; "
            "interactively only q (no sort or toggle keys)",
     "info": "host lines from the host's CPUID, /proc and /sys; the hypervisor's are pyxen's",
-    "sched-credit": "weight and cap per domain on the Linux scheduler; no cpupools, no -s",
+    "sched-credit": "weight and cap per domain as the domain cgroup's cpu.weight/cpu.max "
+                    "(cgroup v2) or cpu.shares/CFS quota (v1), nice values and a watchdog "
+                    "without cgroups; -p lists a pool; no -s/-t/-r/-m",
     "config-update": "the config is checked when given (the kernel must exist then), "
                      "kept by pyxend and used at the next restart, as xl's",
-    "sched-credit2": "the same weight and cap as sched-credit (one scheduler, Linux's); "
-                     "-s shows Pool-0's ratelimit, -r is refused; the only cpupool is Pool-0",
+    "sched-credit2": "the same weight and cap as sched-credit (one scheduler, Linux's), "
+                     "listed for the pools made with sched=\"credit2\"; -s shows Pool-0's "
+                     "ratelimit, -r is refused",
+    "cpupool-create": "sched= credit or credit2 (names: the host kernel schedules every "
+                      "pool); a pool is a cpuset of the host (cgroups), or vCPU affinity "
+                      "without them",
+    "cpupool-rename": "a name another pool has is refused (libxl would allow it)",
+    "cpupool-numa-split": "Domain-0's vCPUs (the host's CPUs) are not taken offline",
     "save": "PV; pyxen's own file format (docs/save-format.md); -c/-p need a kernel with "
             "SUSPEND_CANCEL; no -D",
     "restore": "PV, from pyxen's save files; -e/-d/-F/-V/-A accepted and ignored",
@@ -68,10 +76,6 @@ ABSENT = {
                               "vdispl-detach", "vsnd-attach", "vsnd-list", "vsnd-detach",
                               "channel-list", "usbctrl-attach", "usbctrl-detach",
                               "usbdev-attach", "usbdev-detach", "usb-list")},
-    **{c: "not yet: cpupools on cgroup v2 cpusets (issue 18)"
-       for c in ("cpupool-create", "cpupool-list", "cpupool-destroy", "cpupool-rename",
-                 "cpupool-cpu-add", "cpupool-cpu-remove", "cpupool-migrate",
-                 "cpupool-numa-split")},
     **{c: "not applicable: XSM/FLASK policy; pyxen has none (Xen's default build "
           "neither)" for c in ("getenforce", "setenforce", "loadpolicy")},
     **{c: "not applicable: Intel RDT (cache/memory-bandwidth monitoring and allocation) "

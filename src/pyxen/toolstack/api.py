@@ -31,6 +31,8 @@ __all__ = ["Request", "REQUESTS", "describe"]
 _PORT = Annotated[int, Range(1, (1 << 17) - 1)]
 _KB = Annotated[int, Range(0, MAX_MEMORY_MIB * 1024)]
 _XL_CONF = list[Annotated[str, MaxLen(4096)]]
+_POOL = Annotated[str, MaxLen(256)]
+_CPU = Annotated[int, Range(0, 4095)]
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,30 @@ _TABLE = [
                         Param("cap", Annotated[int, Range(0, 100 * 4096)] | None, None)),
        '[{"name", "domid", "weight", "cap"}]',
        "the credit scheduler's weight and cap of every domain (or one), set when given"),
+    # cpupools (toolstack/cpupools.py); a pool is named by its name or id
+    _r("cpupool_list", (Param("pool", _POOL | None, None),),
+       '{"pools": [{"id", "name", "sched", "cpus", "n_dom"}], "free_cpus", "backend"}',
+       "xl cpupool-list: the pools (or one), the free CPUs and how pools are enforced"),
+    _r("cpupool_create", (Param("name", _POOL), Param("sched", _POOL, ""),
+                          Param("cpus", list[_CPU] | None, None),
+                          Param("nodes", list[Annotated[int, Range(0, 4095)]] | None, None),
+                          Param("dryrun", bool, False)),
+       '{"id", "name", "sched", "cpus"}',
+       "xl cpupool-create: a pool of free CPUs (cpus, or the free CPUs of nodes); "
+       "dryrun: only check"),
+    _r("cpupool_destroy", (Param("pool", _POOL),), "null",
+       "xl cpupool-destroy: not Pool-0, not a pool with domains; its CPUs become free"),
+    _r("cpupool_rename", (Param("pool", _POOL), Param("name", _POOL)), "null",
+       "xl cpupool-rename"),
+    _r("cpupool_cpu_add", (Param("pool", _POOL), Param("cpus", list[_CPU])),
+       '{"errors": [libxl line]}', "xl cpupool-cpu-add: free CPUs into the pool"),
+    _r("cpupool_cpu_remove", (Param("pool", _POOL), Param("cpus", list[_CPU])),
+       '{"errors": [libxl line]}',
+       "xl cpupool-cpu-remove: CPUs out of the pool (free), never its last while it has domains"),
+    _r("cpupool_migrate", (Param("dom", DomRef), Param("pool", _POOL)), "null",
+       "xl cpupool-migrate: move a domain (its cgroup, its vCPUs' affinity) to a pool"),
+    _r("cpupool_numa_split", (), '{"pools": [name]}',
+       "xl cpupool-numa-split: a pool per NUMA node"),
     _r("top", (), '{"host": {...}, "domains": [...]}',
        "xentop's figures: the host's memory and CPUs; per domain its state, CPU time, "
        "memory now and its limit, vCPUs, and its vifs' and vbds' backend counters"),

@@ -58,6 +58,7 @@ from ..dom0.xenstore.server import XenStoreServer
 from ..dom0.xenstore.store import Client as XsClient
 from ..kvm.system import GuestMemory
 from .devices import DeviceConfigError, DomainDevices, RemoteGuest
+from .cpupools import PoolsDaemon
 
 log = logging.getLogger("pyxend")
 __doc__ += api.describe() + "\n"
@@ -98,7 +99,7 @@ class Dom:
     pending_config: dict | None = None  # config-update: the config of its next restart
 
 
-class Daemon:
+class Daemon(PoolsDaemon):          # cpupools and cgroups: toolstack/cpupools.py
     def __init__(self, run_dir: Path, mem_limit_mb: int | None = None):
         self.run_dir = Path(run_dir)
         self.mem_limit_mb = mem_limit_mb or max(256, meminfo_mb("MemTotal") - 256)
@@ -137,7 +138,9 @@ class Daemon:
                 pass
         self.sel.register(self._wake_r, selectors.EVENT_READ, None)
         threading.Thread(target=self._event_loop, daemon=True, name="evtchn").start()
+        self._sched_setup()
         self._recover()
+        self._sched_recovered()
         api = paths.api_socket(rd)
         try:
             os.unlink(api)
@@ -171,6 +174,7 @@ class Daemon:
     def stop(self) -> None:
         """Stop serving; domains keep running (they outlive pyxend)."""
         self.stopping = True
+        self._sched_stop()
         try:
             self.listener.close()
         except OSError:
@@ -465,6 +469,7 @@ class Daemon:
     def _cleanup(self, d: Dom) -> None:
         """Free what the domain held: XenStore nodes, console, files."""
         self.domains.pop(d.domid, None)
+        self._sched_forget(d)
         try:
             self.xs.detach_ring(d.domid)
             with self.xs.access() as store:
@@ -587,6 +592,7 @@ class Daemon:
     def _create(self, cfg: DomainConfig, paused: bool, restarts: int = 0,
                 restore: int | None = None) -> Dom:
         check_name(cfg.name)
+        self._sched_check(cfg)
         with self.lock:
             if cfg.name == "Domain-0" or any(x.name == cfg.name for x in self.domains.values()):
                 raise ApiError("EEXIST", f"domain with name \"{cfg.name}\" already exists.")
@@ -608,6 +614,7 @@ class Daemon:
             d.popen = self._spawn(config_from_dict(d.config), domid, True, restore)
             d.pid = d.popen.pid
             self._connect(d)
+            self._sched_place(d)            # its cgroup, pool, weight and cap
         except Exception as e:
             msg = self._spawn_failure(d, e)
             with self.lock:
@@ -655,7 +662,7 @@ class Daemon:
             store.write(self.xsc, path, value.encode())
 
     def api_list(self, dom):
-        rows = [dom0_info()]
+        rows = [{**dom0_info(), **self._pool_of(0)}]
         with self.lock:
             doms = [self.find(dom)] if dom is not None else sorted(self.domains.values(),
                                                                      key=lambda x: x.domid)
@@ -686,6 +693,7 @@ class Daemon:
                                blocked=False, paused=False)
             except ApiError:
                 row["dying"] = True
+        self._sched_info(d, row)
         return row
 
     def _libxl_devices(self, d: Dom) -> dict | None:
@@ -976,7 +984,7 @@ class Daemon:
         for d in doms:
             if d.state != "running":
                 continue
-            r = self._call(d, "sched", weight=weight, cap=cap)
+            r = self._sched_set(d, weight, cap)
             out.append({"name": d.name, "domid": d.domid, **r})
         return out if dom is None else out[1:]
 
@@ -1285,7 +1293,8 @@ def host_info(daemon: Daemon) -> dict:
             "virt_caps": "pv", "xen_scheduler": "credit", "xen_pagesize": 4096,
             "cpu_topology": hostinfo.cpu_topology(), "numa_nodes": hostinfo.numa_nodes(),
             "pci_topology": hostinfo.pci_topology(),
-            "hypervisor": "pyxen on KVM (PVM)", "nr_domains": len(daemon.domains) + 1}
+            "hypervisor": "pyxen on KVM (PVM)", "nr_domains": len(daemon.domains) + 1,
+            "free_cpus": len(daemon.pools.free_cpus()), "sched_backend": daemon.sched_backend}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -109,14 +109,15 @@ SUPPORTED_KEYS = frozenset({
     "memory", "maxmem", "vcpus", "maxvcpus", "cpus", "cpus_soft", "uuid",
     *BY_CONFIG_KEY, "max_event_channels", *_ACTION_KEYS,
     "max_maptrack_frames", "bootloader", "bootloader_args",
+    "pool", "cpu_weight", "cap",      # the cpupool and credit parameters (toolstack/cpupools.py)
 })
 
 #: Keys xl understands (xl.cfg(5), xl_parse.c) that pyxen does not act on
 #: yet: they are accepted with a "not supported, ignored" warning.
 UNSUPPORTED_KEYS = frozenset("""
     acpi acpi_firmware acpi_laptop_slate acpi_s3 acpi_s4 altp2m altp2mhvm apic
-    bios bios_path_override boot cap channel
-    cpu_weight cpuid device_model device_model_args device_model_args_hvm
+    bios bios_path_override boot channel
+    cpuid device_model device_model_args device_model_args_hvm
     device_model_args_pv device_model_override device_model_stubdomain_override
     device_model_stubdomain_seclabel device_model_user device_model_version
     device_tree display dm_restrict driver_domain dtdev e820_host extratime
@@ -124,7 +125,7 @@ UNSUPPORTED_KEYS = frozenset("""
     ioports irqs keymap latency localtime max_grant_frames
     max_grant_version mca_caps mmio_hole ms_vm_genid
     msr_relaxed nestedhvm nographic nomigrate nx oos opengl p9 pae passthrough
-    pci pci_msitranslate pci_permissive pci_power_mgmt pci_seize period pool
+    pci pci_msitranslate pci_permissive pci_power_mgmt pci_seize period
     pvcalls pvshim pvshim_cmdline pvshim_extra pvshim_path rdm rdm_mem_boundary
     rtc_timeoffset sdl seclabel serial shadow_memory slice smbios_firmware
     soundhw spice spice_clipboard_sharing spice_image_compression
@@ -202,6 +203,9 @@ class DomainConfig:
     on_soft_reset: str = "soft-reset"
     max_event_channels: int = DEFAULT_MAX_EVENT_CHANNELS
     max_maptrack_frames: int = MAX_MAPTRACK_FRAMES
+    pool: str | None = None            # pool=: the cpupool, by name (or id)
+    cpu_weight: int | None = None      # cpu_weight=: credit weight (1..65535)
+    cap: int | None = None             # cap=: percent of one CPU (0 = none)
     uuid: str | None = None            # lower-case canonical form
     # each device kind's list (devkinds: disk=, vif=), raw spec strings
     devices: dict[str, list[str]] = field(default_factory=dict)
@@ -329,6 +333,9 @@ class DomainConfig:
             "on_soft_reset": self.on_soft_reset,
             "max_event_channels": self.max_event_channels,
             "max_maptrack_frames": self.max_maptrack_frames,
+            "pool": self.pool,
+            "cpu_weight": self.cpu_weight,
+            "cap": self.cap,
             **{k: list(v) for k, v in self.devices.items()},
             "hvm": copy(self.hvm),
             "unknown": copy(self.unknown),
@@ -567,6 +574,9 @@ class _Builder:
             cpus_soft=cpus_soft,
             max_event_channels=max_evtchn,
             max_maptrack_frames=maptrack,
+            pool=self.string("pool", allow_number=True),
+            cpu_weight=self.integer("cpu_weight", None, 1, 65535, "credit weight"),
+            cap=self.integer("cap", None, 0, 100 * 4096, "percent of one CPU"),
             uuid=uuid,
             devices=devices,
             hvm=hvm,

@@ -332,8 +332,12 @@ class DomainProcess:
             dom.destroy()
             return None, ()
         if method == "sched":
-            dom.sched.set_params(weight=p.get("weight"), cap=p.get("cap"))
+            dom.sched.set_params(weight=p.get("weight"), cap=p.get("cap"),
+                                 external=p.get("external"))
             return {"weight": dom.sched.weight, "cap": dom.sched.cap}, ()
+        if method == "sched_pool":          # its cpupool's CPUs (toolstack/cpupools.py)
+            dom.sched.set_pool(p["cpus"], moved=bool(p.get("moved")))
+            return None, ()
         if method == "vcpu_pin":
             return dom.sched.pin(dom.vcpus[int(p["vcpu"])], p["cpus"]), ()
         if method == "dmesg":
