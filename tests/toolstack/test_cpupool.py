@@ -149,3 +149,51 @@ def test_cpupool_help():
               "cpupool-cpu-add", "cpupool-cpu-remove", "cpupool-migrate", "cpupool-numa-split"):
         sub = p._subparsers._group_actions[0].choices[c]
         assert sub.format_help().startswith(f"usage: pyxen {c}")
+
+
+def _cpu_seconds(pid: int) -> float:
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            f = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(f[11]) + int(f[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def test_without_cgroups(rd, cfgs, monkeypatch):
+    """A host without usable cgroups (here turned off with PYXEN_CGROUPS=0):
+    pyxend says so, the cap is the domain process's watchdog, pools are the
+    vCPU threads' affinity; cpupool-numa-split, refused while pools are in
+    use, then names the pools after the NUMA nodes."""
+    assert N >= 2, "cpupools need a host with two CPUs"
+    os.kill(daemon_pid(rd), signal.SIGKILL)
+    time.sleep(0.3)
+    monkeypatch.setenv("PYXEN_CGROUPS", "0")
+    start_daemon(rd)
+    assert "pyxen_scheduling       : nice+watchdog (cgroups turned off (PYXEN_CGROUPS=0))\n" \
+        in ok(cli(rd, "info")).stdout
+    assert "warning: no usable cgroups" in (rd / "pyxend.err").read_text()
+    ok(cli(rd, "create", cfgs("nice", guest="spin", cmdline="ms=30000", cap=20)))
+    pid = json.loads((rd / "domains/1.json").read_text())["pid"]
+    assert "/pyxen/" not in Path(f"/proc/{pid}/cgroup").read_text()
+    time.sleep(0.5)
+    t0, c0 = time.monotonic(), _cpu_seconds(pid)
+    time.sleep(2.0)
+    share = (_cpu_seconds(pid) - c0) / (time.monotonic() - t0)
+    assert 0.05 < share < 0.4, share                # the watchdog's cap (coarse)
+    ok(cli(rd, "cpupool-cpu-remove", "Pool-0", "1"))
+    ok(cli(rd, "cpupool-create", 'name="p1"', 'cpus="1"'))
+    ok(cli(rd, "cpupool-migrate", "nice", "p1"))
+    assert ok(cli(rd, "vcpu-list", "nice")).stdout.splitlines()[1].split()[-3] == "1"
+    r = cli(rd, "cpupool-numa-split")
+    assert r.returncode == 1 and r.stderr == "splitting not possible, already cpupools in use\n"
+    ok(cli(rd, "cpupool-migrate", "nice", "Pool-0"))
+    ok(cli(rd, "cpupool-destroy", "p1"))
+    ok(cli(rd, "cpupool-cpu-add", "Pool-0", "1"))
+    assert ok(cli(rd, "vcpu-list", "nice")).stdout.splitlines()[1].split()[-3] == "all"
+    ok(cli(rd, "cpupool-numa-split"))
+    pools = ok(cli(rd, "cpupool-list")).stdout.splitlines()[1:]
+    assert pools and all(p.startswith("Pool-node") for p in pools), pools
+    assert ok(cli(rd, "sched-credit")).stdout.startswith("Cpupool Pool-node")

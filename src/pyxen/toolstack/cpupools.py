@@ -212,6 +212,8 @@ class PoolsDaemon:
         """At start: the pool table, and cgroups where the host has them."""
         self.pools = Pools(self.run_dir / "cpupools.json")
         layout = cgroups.detect_host()
+        if os.environ.get("PYXEN_CGROUPS", "1") == "0":
+            layout = cgroups.Layout(None, why="cgroups turned off (PYXEN_CGROUPS=0)")
         tree = None
         if layout.kind is not None:
             try:
