@@ -423,7 +423,8 @@ def list_long(rows: list[dict]) -> str:
         vinfo = r.get("vcpu_info")
         online = [v["id"] for v in vinfo if v.get("online")] if vinfo else \
             list(range(r["vcpus"]))
-        live = {"online": online, "weight": r.get("weight"), "cap": r.get("cap")}
+        live = {"online": online, "weight": r.get("weight"), "cap": r.get("cap"),
+                "poolid": r.get("poolid"), "sched": r.get("pool_sched")}
         for k in ("target_kb", "max_kb"):
             if k in r:
                 live[k] = r[k]

@@ -126,8 +126,12 @@ def domain_config(cfg: dict, live: dict | None = None) -> dict:
     live = live or {}
     name = cfg["name"]
     c_info: dict = {"type": cfg.get("type") or "pv", "name": name,
-                    "uuid": cfg.get("uuid") or str(uuidlib.uuid4()),
-                    "run_hotplug_scripts": "True"}
+                    "uuid": cfg.get("uuid") or str(uuidlib.uuid4())}
+    if live.get("poolid"):              # the cpupool (toolstack/cpupools.py)
+        c_info["poolid"] = int(live["poolid"])
+    if cfg.get("pool") is not None:
+        c_info["pool_name"] = str(cfg["pool"])
+    c_info["run_hotplug_scripts"] = "True"
     if is_live:
         c_info["driver_domain"] = "False"
         c_info["xend_suspend_evtchn_compat"] = "False"
@@ -149,8 +153,12 @@ def domain_config(cfg: dict, live: dict | None = None) -> dict:
     if maptrack != _MAX_MAPTRACK_DEFAULT or is_live:
         b_info["max_maptrack_frames"] = maptrack
     sched: dict = {}
+    if not is_live:                     # xl.cfg's cpu_weight= and cap=
+        for key, field_ in (("cpu_weight", "weight"), ("cap", "cap")):
+            if cfg.get(key) is not None:
+                sched[field_] = int(cfg[key])
     if is_live:
-        sched["sched"] = "credit"
+        sched["sched"] = live.get("sched") or "credit"
         if live.get("weight") is not None:
             sched["weight"] = int(live["weight"])
         if live.get("cap") is not None:
