@@ -82,6 +82,14 @@ def test_cpupool_round_trip(rd, cfgs, tmp_path):
     # a domain may be created in a pool
     ok(cli(rd, "create", cfgs("born", pool="p1")))
     assert cpuset_of(rd, "born") == f"/pyxen/{inst}/pool1/d2"
+    # list -l and create -n show the pool (and cpu_weight=, cap=) as libxl's JSON does
+    born = json.loads(ok(cli(rd, "list", "-l", "born")).stdout)[0]["config"]
+    assert (born["c_info"]["poolid"], born["c_info"]["pool_name"]) == (1, "p1")
+    assert born["b_info"]["sched_params"]["sched"] == "credit2"
+    dry = json.loads(ok(cli(rd, "create", "-n", cfgs("dry", pool="p1", cpu_weight=512,
+                                                     cap=20))).stdout)
+    assert dry["c_info"]["pool_name"] == "p1" and "poolid" not in dry["c_info"]
+    assert dry["b_info"]["sched_params"] == {"weight": 512, "cap": 20}
     r = cli(rd, "create", cfgs("lost", pool="nosuch"))
     assert r.returncode != 0 and "Illegal pool specified: nosuch" in r.stderr
 
