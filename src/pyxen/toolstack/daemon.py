@@ -354,7 +354,11 @@ class Daemon(PoolsDaemon):          # cpupools and cgroups: toolstack/cpupools.p
         cfg_path = paths.domains_dir(self.run_dir) / f"{domid}.config"
         cfg_path.write_text(json.dumps(cfg.to_dict()))
         errlog = open(paths.log_dir(self.run_dir) / f"domain-{domid}.log", "ab")
-        args = [sys.executable, "-m", "pyxen.toolstack.domproc", "--run-dir", str(self.run_dir),
+        # the one place a domain's kind picks its process: an HVM domain is
+        # QEMU's supervisor (hvmproc), a PV domain pyxen's hypervisor (domproc);
+        # both serve the same control socket
+        module = "pyxen.toolstack.hvmproc" if cfg.type == "hvm" else "pyxen.toolstack.domproc"
+        args = [sys.executable, "-m", module, "--run-dir", str(self.run_dir),
                 "--domid", str(domid), "--config", str(cfg_path)]
         if paused:
             args.append("--paused")
@@ -687,6 +691,8 @@ class Daemon(PoolsDaemon):          # cpupools and cgroups: toolstack/cpupools.p
                            vcpus=info["online_vcpus"], vcpu_info=info["vcpus"],
                            weight=info["weight"], cap=info["cap"],
                            present_kb=info.get("present_kb", d.target_kb))
+                if "device_model" in info:          # HVM: QEMU's pid, accelerator, VNC
+                    row["device_model"] = info["device_model"]
                 if info.get("suspended"):
                     # being saved: shut down with reason suspend, as Xen shows it
                     row.update(shutdown=True, reason="suspend", running=False,
@@ -742,6 +748,9 @@ class Daemon(PoolsDaemon):          # cpupools and cgroups: toolstack/cpupools.p
         if d.state != "running":
             raise ApiError("EINVAL", f"domain {d.domid} is not running")
         self._xs_write(f"/local/domain/{d.domid}/control/shutdown", what)
+        if d.config.get("type") == "hvm":
+            # no PV drivers: the ACPI power button or a reset, as xl's -F
+            self._call(d, "shutdown", reboot=what == "reboot")
         return d.domid
 
     def api_shutdown(self, dom):
@@ -1290,7 +1299,7 @@ def host_info(daemon: Daemon) -> dict:
             "promised_memory": promised, "memory_limit": daemon.mem_limit_mb,
             "xen_major": XEN_MAJOR, "xen_minor": XEN_MINOR,
             "xen_extra": EXTRAVERSION.decode(), "xen_caps": "xen-3.0-x86_64",
-            "virt_caps": "pv", "xen_scheduler": "credit", "xen_pagesize": 4096,
+            "virt_caps": "pv hvm", "xen_scheduler": "credit", "xen_pagesize": 4096,
             "cpu_topology": hostinfo.cpu_topology(), "numa_nodes": hostinfo.numa_nodes(),
             "pci_topology": hostinfo.pci_topology(),
             "hypervisor": "pyxen on KVM (PVM)", "nr_domains": len(daemon.domains) + 1,

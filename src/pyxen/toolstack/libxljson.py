@@ -180,11 +180,23 @@ def domain_config(cfg: dict, live: dict | None = None) -> dict:
         pv["bootloader"] = cfg["bootloader"]
         if cfg.get("bootloader_args"):
             pv["bootloader_args"] = list(cfg["bootloader_args"])
-    b_info["type.pv"] = pv
+    hvm = cfg.get("hvm") if cfg.get("type") == "hvm" else None
+    if hvm is not None:
+        b_info["device_model_version"] = "qemu_xen"
+        if hvm.get("device_model_args"):
+            b_info["device_model_args_hvm"] = list(hvm["device_model_args"])
+        # pyxen's own field: the accelerator QEMU runs the guest with (kvm or tcg)
+        b_info["device_model_accel"] = hvm.get("accel") or "tcg"
+        b_info["type.hvm"] = _hvm_json(hvm)
+    else:
+        b_info["type.pv"] = pv
     b_info["arch_arm"] = {}
     b_info["arch_x86"] = {"msr_relaxed": "False"} if is_live else {}
 
     out: dict = {"c_info": c_info, "b_info": b_info}
+    if hvm is not None:              # emulated by QEMU: no PV backend lists them
+        live = {k: v for k, v in live.items() if k not in ("disks", "nics")}
+        cfg = dict(cfg, disk=hvm.get("disk") or [], vif=hvm.get("vif") or [])
     disks = live.get("disks")
     if disks is None:
         disks = [d for d in (_disk(s, is_live) for s in cfg.get("disk") or ()) if d is not None]
@@ -202,6 +214,31 @@ def domain_config(cfg: dict, live: dict | None = None) -> dict:
         action = ACTIONS.get(cfg.get(key) or default, "destroy")
         if action != "destroy":
             out[key] = action
+    return out
+
+
+def _hvm_json(h: dict) -> dict:
+    """libxl_domain_build_info's type.hvm fields pyxen's HVM settings
+    (toolstack/hvm.py) give, in libxl_types.idl's order."""
+    out: dict = {"acpi": str(bool(h.get("acpi", True)))}
+    out["vga"] = {"kind": {"stdvga": "std", "cirrus": "cirrus", "none": "none"}
+                  .get(h.get("vga", "cirrus"), "cirrus")}
+    vnc: dict = {"enable": str(bool(h.get("vnc")))}
+    if h.get("vnc"):
+        vnc["listen"] = h.get("vnclisten") or "127.0.0.1"
+        if h.get("vncpasswd"):
+            vnc["passwd"] = h["vncpasswd"]
+        if h.get("vncdisplay") is not None:
+            vnc["display"] = h["vncdisplay"]
+        vnc["findunused"] = str(bool(h.get("vncunused", True)))
+    out["vnc"] = vnc
+    out["sdl"] = {"enable": "False"}
+    serial = h.get("serial") or []
+    if serial:
+        out["serial"] = serial[0]
+    out["boot"] = h.get("boot") or "cd"
+    if len(serial) > 1:
+        out["serial_list"] = list(serial)
     return out
 
 

@@ -1,0 +1,481 @@
+"""The domain process of an HVM domain: QEMU's supervisor.
+
+pyxend runs every domain as one process serving ``domains/<domid>.sock``
+(toolstack/domproc.py for PV). For ``type = "hvm"`` it starts this one
+instead, which speaks the same control protocol (hello, info, pause,
+unpause, destroy, dmesg, shutdown) and runs the domain as one QEMU process
+(toolstack/hvm.py builds its argv), controlled over QMP:
+
+* pause / unpause: QMP ``stop`` / ``cont`` (QEMU starts with -S, and pyxend
+  unpauses the domain once its XenStore nodes and console exist, as a PV
+  domain's);
+* shutdown / reboot: ``system_powerdown`` (the ACPI power button) and
+  ``system_reset``, what xl's -F falls back to for an HVM guest without PV
+  drivers;
+* destroy: ``quit`` (SIGKILL if QEMU does not go);
+* the guest's power-off, reset and panic end QEMU (``-action``); the QMP
+  SHUTDOWN event's reason becomes the domain's (poweroff, reboot, crash) in
+  ``domains/<domid>.result``, and pyxend applies on_poweroff / on_reboot /
+  on_crash as for a PV domain.
+
+The console: pyxend's console backend (dom0/console.py: the log under
+``log/guest-NAME.log``, ``pyxen console``, ``create -c``) reads a Xen
+console ring. This process hands pyxend a console page of its own with the
+same eventfd pair a PV domain process does, and copies QEMU's "pty" serial
+port (a Unix socket chardev) into the ring's output half and the ring's
+input half into the serial port - the part of the guest a PV console ring
+would be. The XenStore page it hands over stays idle (the guest has no PV
+drivers).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+from . import hvm, paths
+from .domconfig import DomainConfig
+from .qmp import QmpClient, QmpError
+from .rpc import Connection, error_reply, eventfd_poke
+from ..hv.abi import XenconsInterface as _Ring
+from ..dom0.backends import tap as taplib
+
+PAGE = 4096
+CONSOLE_PFN, STORE_PFN = 0, 1
+IN_OFF, OUT_OFF = _Ring.in_.offset, _Ring.out.offset
+IN_SIZE, OUT_SIZE = _Ring.in_.size, _Ring.out.size
+IDX_OFF = _Ring.in_cons.offset            # in_cons, in_prod, out_cons, out_prod
+PENDING_LIMIT = 1 << 20                   # serial output held back while the ring is full
+
+#: QMP SHUTDOWN reasons (qapi/run-state.json ShutdownCause) -> the domain's
+SHUTDOWN_REASONS = {"guest-shutdown": "poweroff", "guest-reset": "reboot",
+                    "guest-panic": "crash", "host-qmp-quit": "destroyed",
+                    "host-qmp-system-reset": "reboot", "host-signal": "destroyed",
+                    "host-ui": "poweroff", "subsystem-reset": "reboot"}
+
+
+class ConsoleBridge:
+    """QEMU's serial socket <-> a xencons_interface page pyxend reads."""
+
+    def __init__(self, page: memoryview):
+        self.page = page
+        self.sock: socket.socket | None = None
+        self.pending = bytearray()            # serial output waiting for ring space
+        self.notify_out = -1                  # eventfd pyxend reads (guest -> dom0)
+        self.wake_in = -1                     # eventfd pyxend writes (dom0 -> guest)
+        self._wake_r, self._wake_w = os.pipe()
+        self.lock = threading.Lock()
+
+    def set_eventfds(self, out_fd: int, in_fd: int) -> None:
+        with self.lock:
+            self.notify_out, self.wake_in = out_fd, in_fd
+        os.write(self._wake_w, b"x")
+
+    def _idx(self):
+        return struct.unpack_from("<IIII", self.page, IDX_OFF)
+
+    def _flush(self) -> None:
+        """Serial output into the ring, as far as it has room."""
+        if not self.pending:
+            return
+        _, _, out_cons, out_prod = self._idx()
+        room = OUT_SIZE - ((out_prod - out_cons) & 0xFFFFFFFF)
+        n = min(room, len(self.pending))
+        if n <= 0:
+            return
+        for i in range(n):
+            self.page[OUT_OFF + (out_prod + i) % OUT_SIZE] = self.pending[i]
+        del self.pending[:n]
+        struct.pack_into("<I", self.page, IDX_OFF + 12, (out_prod + n) & 0xFFFFFFFF)
+        eventfd_poke(self.notify_out)
+
+    def _input(self) -> None:
+        """Typed input from the ring to the serial port."""
+        in_cons, in_prod, _, _ = self._idx()
+        n = (in_prod - in_cons) & 0xFFFFFFFF
+        if n == 0 or self.sock is None:
+            return
+        data = bytes(self.page[IN_OFF + (in_cons + i) % IN_SIZE] for i in range(n))
+        try:
+            self.sock.sendall(data)
+        except OSError:
+            return
+        struct.pack_into("<I", self.page, IDX_OFF, in_prod)
+        eventfd_poke(self.notify_out)
+
+    def run(self, sock: socket.socket) -> None:
+        self.sock = sock
+        sock.setblocking(False)
+        while True:
+            with self.lock:
+                wake_in = self.wake_in
+            rlist = [self._wake_r] + ([wake_in] if wake_in >= 0 else [])
+            if len(self.pending) < PENDING_LIMIT:
+                rlist.append(sock)
+            r, _, _ = select.select(rlist, [], [], 1.0)
+            if sock in r:
+                try:
+                    data = sock.recv(65536)
+                except BlockingIOError:
+                    data = None
+                except OSError:
+                    data = b""
+                if data == b"":
+                    return                    # QEMU closed the port (it exits)
+                if data:
+                    self.pending += data
+            if self._wake_r in r:
+                os.read(self._wake_r, 64)
+            if wake_in in r:
+                try:
+                    os.eventfd_read(wake_in)
+                except OSError:
+                    pass
+            with self.lock:
+                self._flush()
+                self._input()
+
+
+class HvmDomain:
+    """One HVM domain: its QEMU, QMP connection and console bridge."""
+
+    def __init__(self, run_dir: Path, domid: int, cfg: DomainConfig):
+        self.run_dir, self.domid, self.cfg = run_dir, domid, cfg
+        # decided when the config was loaded (hvm_settings), so list -l shows it
+        self.accel = cfg.hvm.get("accel") or hvm.detect_accel()[0]
+        self.lines: deque[str] = deque(maxlen=500)      # dmesg
+        self.ram = os.memfd_create(f"pyxen-hvm-{domid}", os.MFD_CLOEXEC)
+        os.ftruncate(self.ram, 2 * PAGE)
+        self.heap = os.memfd_create(f"pyxen-hvm-{domid}-heap", os.MFD_CLOEXEC)
+        os.ftruncate(self.heap, PAGE)
+        import mmap
+        self.mm = mmap.mmap(self.ram, 2 * PAGE)
+        self.bridge = ConsoleBridge(memoryview(self.mm)[CONSOLE_PFN * PAGE:(CONSOLE_PFN + 1) * PAGE])
+        ddir = paths.domains_dir(run_dir)
+        self.qmp_path = str(ddir / f"{domid}.qmp")
+        self.serial_path = str(ddir / f"{domid}.serial") if "pty" in cfg.hvm.get("serial", ()) \
+            else None
+        self.status = "paused"
+        self.reason: str | None = None
+        self.message = ""
+        self.started = time.monotonic()
+        self.qemu: subprocess.Popen | None = None
+        self.qmp: QmpClient | None = None
+        self.vcpu_tids: list[int] = []
+        self.vnc: dict | None = None
+        self.eventfds: list[int] = []
+        self.sched = {"weight": 256, "cap": 0}
+
+    def say(self, msg: str) -> None:
+        logging.info("%s", msg)
+        self.lines.append(f"(d{self.domid}) {msg}")
+
+    # --- start -----------------------------------------------------------------------
+    def start(self) -> None:
+        for p in (self.qmp_path, self.serial_path):
+            if p:
+                try:
+                    os.unlink(p)
+                except FileNotFoundError:
+                    pass
+        argv = hvm.qemu_argv(self.cfg, self.domid, qmp=self.qmp_path,
+                             serial_socket=self.serial_path)
+        argv[argv.index("-accel") + 1] = self.accel
+        self.say(f"device model: {' '.join(argv)}")
+        self.say(f"accelerator: {self.accel}")
+        errlog = paths.log_dir(self.run_dir) / f"qemu-dm-{self.cfg.name}.log"
+        with open(paths.safe_file(errlog.parent, errlog.name), "ab") as f:
+            self.qemu = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=f, stderr=f,
+                                         close_fds=True, preexec_fn=_die_with_parent)
+        try:
+            self.qmp = self._qmp_connect()
+            if self.serial_path:
+                s = QmpClient._connect(self.serial_path, 10.0)
+                threading.Thread(target=self._serial, args=(s,), daemon=True,
+                                 name="serial").start()
+            self._plug_vifs()
+            if self.cfg.hvm.get("vnc") and self.cfg.hvm.get("vncpasswd"):
+                self.qmp.command("change-vnc-password", password=self.cfg.hvm["vncpasswd"])
+            self.vcpu_tids = [c["thread-id"] for c in self.qmp.command("query-cpus-fast")]
+            if self.cfg.hvm.get("vnc"):
+                v = self.qmp.command("query-vnc")
+                self.vnc = {"host": v.get("host"), "port": v.get("service")}
+                self.say(f"VNC on {v.get('host')}:{v.get('service')}")
+        except BaseException:
+            self.qemu.kill()
+            self.qemu.wait()
+            raise
+
+    def _qmp_connect(self) -> QmpClient:
+        deadline = time.monotonic() + 20
+        while True:
+            if self.qemu.poll() is not None:
+                raise RuntimeError(f"QEMU exited with status {self.qemu.returncode} "
+                                   f"(see log/qemu-dm-{self.cfg.name}.log)")
+            try:
+                return QmpClient(self.qmp_path, on_event=self._event, timeout=0.5)
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def _serial(self, s: socket.socket) -> None:
+        try:
+            self.bridge.run(s)
+        finally:
+            s.close()
+
+    def _plug_vifs(self) -> None:
+        for i, text in enumerate(self.cfg.hvm.get("vif") or ()):
+            v = hvm.parse_vif_spec(text, i, self.cfg.name)
+            name = hvm.tap_name(self.domid, v.devid)
+            taplib.plug(name, v.bridge, v.mtu, v.netns)
+            self.say(f"vif {v.devid}: {name} on bridge {v.bridge}, {v.model or hvm.DEFAULT_NIC_MODEL}"
+                     f" {v.mac}")
+
+    def _event(self, name: str, data: dict) -> None:
+        if name == "SHUTDOWN":
+            cause = data.get("reason", "")
+            if self.reason is None:
+                self.reason = SHUTDOWN_REASONS.get(cause, "poweroff" if data.get("guest")
+                                                   else "destroyed")
+                self.message = f"QEMU: {cause}"
+            self.say(f"guest {cause}")
+        elif name == "STOP":
+            self.status = "paused"
+        elif name == "RESUME":
+            self.status = "running"
+        elif name == "GUEST_PANICKED":
+            self.reason = "crash"
+            self.message = f"guest panic: {data.get('info', data.get('action'))}"
+            self.say(self.message)
+
+    # --- control ---------------------------------------------------------------------
+    def hello(self) -> tuple[dict, list[int]]:
+        new = [os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK) for _ in range(4)]
+        st_out, st_in, con_out, con_in = new
+        old, self.eventfds = self.eventfds, new
+        self.bridge.set_eventfds(con_out, con_in)
+        for fd in old:
+            os.close(fd)
+        return ({"domid": self.domid, "name": self.cfg.name, "uuid": self.cfg.uuid,
+                 "pid": os.getpid(), "nr_pages": 2, "ram_size": 2 * PAGE, "heap_size": PAGE,
+                 "store_pfn": STORE_PFN, "console_pfn": CONSOLE_PFN, "store_port": 0,
+                 "console_port": 0, "paused": self.status == "paused"},
+                [self.ram, self.heap, st_out, st_in, con_out, con_in])
+
+    def info(self) -> dict:
+        vcpus = []
+        for i, tid in enumerate(self.vcpu_tids):
+            st = _task_stat(self.qemu.pid, tid)
+            vcpus.append({"id": i, "online": True,
+                          "state": "running" if st and st[0] == "R" else "blocked",
+                          "cpu_time": st[1] if st else 0.0, "cpu": st[2] if st else 0,
+                          "affinity": sorted(os.sched_getaffinity(tid)) if st else []})
+        paused = self.status == "paused"
+        running = not paused and any(v["state"] == "running" for v in vcpus)
+        whole = _task_stat(self.qemu.pid, self.qemu.pid, whole=True)
+        return {"name": self.cfg.name, "domid": self.domid, "uuid": self.cfg.uuid,
+                "memory_kb": self.cfg.memory * 1024, "max_memory_kb": self.cfg.memory * 1024,
+                "vcpus": vcpus, "online_vcpus": len(vcpus), "running": running,
+                "blocked": not running and not paused, "paused": paused,
+                "cpu_time": whole[1] if whole else 0.0, "suspended": False,
+                "uptime": time.monotonic() - self.started, **self.sched,
+                "present_kb": self.cfg.memory * 1024,
+                "device_model": {"accel": self.accel, "pid": self.qemu.pid,
+                                 "qmp": self.qmp_path, "vnc": self.vnc}}
+
+    def handle(self, method: str, p: dict):
+        if method == "hello":
+            return self.hello()
+        if method == "info":
+            return self.info(), ()
+        if method == "pause":
+            self.qmp.command("stop")
+            self.status = "paused"
+            return None, ()
+        if method == "unpause":
+            self.qmp.command("cont")
+            self.status = "running"
+            return None, ()
+        if method == "shutdown":            # pyxend: xl shutdown / reboot of an HVM guest
+            if p.get("reboot"):
+                self.say("reboot: system reset")
+                self.qmp.command("system_reset")
+            else:
+                self.say("shutdown: ACPI power button")
+                self.qmp.command("system_powerdown")
+            return None, ()
+        if method == "destroy":
+            self.destroy()
+            return None, ()
+        if method == "sched":              # kept (QEMU's threads run at the host's weight)
+            for k in ("weight", "cap"):
+                if p.get(k) is not None:
+                    self.sched[k] = int(p[k])
+            return dict(self.sched), ()
+        if method == "sched_pool":         # a cpupool's CPUs: every QEMU thread on them
+            for tid in os.listdir(f"/proc/{self.qemu.pid}/task"):
+                try:
+                    os.sched_setaffinity(int(tid), p["cpus"])
+                except OSError:
+                    pass
+            return None, ()
+        if method == "vcpu_pin":
+            tid = self.vcpu_tids[int(p["vcpu"])]
+            os.sched_setaffinity(tid, p["cpus"])
+            return sorted(os.sched_getaffinity(tid)), ()
+        if method == "grant_frames":       # no PV drivers, so no grant table in use
+            return {"version": 1, "frames": [], "status_frames": [], "frame_refs": 0}, ()
+        if method == "dmesg":
+            lines = list(self.lines)
+            if p.get("clear"):
+                self.lines.clear()
+            return lines, ()
+        raise RuntimeError(f"{method}: not supported for an HVM domain")
+
+    def destroy(self) -> None:
+        if self.reason is None:
+            self.reason, self.message = "destroyed", "destroyed"
+        if self.qemu is None or self.qemu.poll() is not None:
+            return
+        try:
+            self.qmp.command("quit", timeout=3)
+        except (QmpError, AttributeError):
+            pass
+        try:
+            self.qemu.wait(3)
+        except subprocess.TimeoutExpired:
+            self.qemu.kill()
+
+    def wait(self) -> dict:
+        rc = self.qemu.wait()
+        if self.reason is None:
+            self.reason = "crash"
+            self.message = f"QEMU exited with status {rc} (see log/qemu-dm-{self.cfg.name}.log)"
+        return {"reason": self.reason, "code": rc, "message": self.message}
+
+
+def _die_with_parent() -> None:
+    """In QEMU's child before exec: SIGKILL when this process ends (a killed
+    supervisor leaves no QEMU behind)."""
+    import ctypes
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def _task_stat(pid: int, tid: int, whole: bool = False):
+    """(state letter, CPU seconds, last CPU) of a thread of QEMU, or its process."""
+    path = f"/proc/{pid}/stat" if whole else f"/proc/{pid}/task/{tid}/stat"
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2:].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return fields[0], (int(fields[11]) + int(fields[12])) / ticks, int(fields[36])
+
+
+class Server:
+    """domains/<domid>.sock: the control protocol pyxend speaks to a domain process."""
+
+    def __init__(self, dom: HvmDomain):
+        self.dom = dom
+        self.path = paths.domain_socket(dom.run_dir, dom.domid)
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        self.listener.bind(str(self.path))
+        os.chmod(self.path, 0o600)
+        self.listener.listen(4)
+        threading.Thread(target=self._serve, daemon=True, name="control").start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                s, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._client, args=(Connection(s),), daemon=True).start()
+
+    def _client(self, conn: Connection) -> None:
+        try:
+            while True:
+                req = conn.recv()
+                if req is None:
+                    return
+                rid = req.get("id")
+                try:
+                    result, fds = self.dom.handle(req.get("method"), req.get("params") or {})
+                except Exception as e:
+                    conn.send(error_reply(rid, "EFAIL", str(e)))
+                    continue
+                finally:
+                    conn.close_fds()
+                conn.send({"id": rid, "result": result}, fds=fds)
+        except OSError:
+            return
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self.listener.close()
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="pyxen-hvm", description="one pyxen HVM domain: "
+                                 "QEMU's supervisor")
+    ap.add_argument("--run-dir", required=True)
+    ap.add_argument("--domid", type=int, required=True)
+    ap.add_argument("--config", required=True, help="the domain's validated config (JSON)")
+    ap.add_argument("--paused", action="store_true", help="accepted: QEMU always starts paused")
+    args = ap.parse_args(argv)
+    run_dir = Path(args.run_dir)
+    logging.basicConfig(level=logging.INFO, format=f"d{args.domid} %(levelname)s %(message)s")
+    cfg = DomainConfig.from_dict(json.loads(Path(args.config).read_text()))
+    result_path = paths.domain_result(run_dir, args.domid)
+    try:
+        dom = HvmDomain(run_dir, args.domid, cfg)
+        dom.start()
+    except Exception as e:
+        logging.error("cannot start HVM domain %s: %s", cfg.name, e)
+        result_path.write_text(json.dumps({"reason": "failed", "code": None, "message": str(e)}))
+        return 65
+    server = Server(dom)
+    signal.signal(signal.SIGTERM, lambda *a: threading.Thread(target=dom.destroy).start())
+    try:
+        rec = dom.wait()
+    finally:
+        server.close()
+        for p in (dom.qmp_path, dom.serial_path):
+            if p:
+                try:
+                    os.unlink(p)
+                except FileNotFoundError:
+                    pass
+    tmp = result_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(rec))
+    tmp.replace(result_path)
+    return 0 if rec["reason"] in ("poweroff", "destroyed") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
