@@ -355,7 +355,11 @@ def cmd_console(args) -> int:
         err("console type supported are: pv, serial, vuart")
         return 1
     if args.type in ("serial", "vuart") or (args.type == "pv" and args.num != 0):
-        api(args, "list", dom=args.domain)        # as xl, an unknown domain is the error
+        row = api(args, "list", dom=args.domain)  # as xl, an unknown domain is the error
+        if args.type == "serial" and args.num == 0 and \
+                (row[0].get("config") or {}).get("type") == "hvm":
+            # an HVM domain's console is its first serial port (QEMU's)
+            return attach_console(args, args.domain, escape=args.escape)
         what = f"{args.type} console {args.num}"
         err(f"pyxen: domain {args.domain} has no {what} (its only console is pv 0)")
         err("Unable to attach console")
@@ -1287,9 +1291,10 @@ def build_parser(prog: str = "pyxen") -> argparse.ArgumentParser:
         c.add_argument("-a", "--all", action="store_true", help="every domain but Domain-0")
         c.add_argument("-F", dest="force", action="store_true",
                        help="xl: fall back to an ACPI %s event for an HVM guest without PV "
-                       "drivers. pyxen's guests are all PV and always have the PV control "
-                       "interface, so there is nothing to fall back from: accepted, changes "
-                       "nothing" % ("power button" if name == "shutdown" else "reset"))
+                       "drivers. A PV guest always has the PV control interface, and pyxen's "
+                       "HVM guests (QEMU) have no PV drivers and always get the ACPI event: "
+                       "accepted, changes nothing" % ("power button" if name == "shutdown"
+                                                      else "reset"))
 
     c = cmd("console", cmd_console, "attach to a domain's console (Ctrl-] detaches)",
             description="Attach to a domain's console, as xl console; Ctrl-] (or the -e "
@@ -1297,7 +1302,8 @@ def build_parser(prog: str = "pyxen") -> argparse.ArgumentParser:
     c.add_argument("domain")
     c.add_argument("-t", dest="type", metavar="TYPE",
                    help="pv (the default), serial or vuart; a PV domain has no serial port "
-                   "or vuart, so those fail as in xl when the console is missing")
+                   "or vuart, so those fail as in xl when the console is missing; an HVM "
+                   "domain's console is its serial port 0 (serial=\"pty\"), either type")
     c.add_argument("-n", dest="num", type=_c_atoi, default=0, metavar="NUM",
                    help="the console's number (only 0 exists)")
     c.add_argument("-e", dest="escape", metavar="CHAR",

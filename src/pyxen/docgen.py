@@ -31,14 +31,15 @@ psr-cmt-detach psr-cmt-show psr-cat-set psr-cat-show psr-mba-set psr-mba-show us
 usbctrl-detach usbdev-attach usbdev-detach usb-list qemu-monitor-command
 """.split()
 
-_HVM = "not applicable to PV: an HVM device-model command (issue 19, HVM through QEMU)"
+_HVM = "not yet: an HVM device-model command (HVM domains run under QEMU: issue 19)"
 _NO_PCI = ("not applicable here: PCI passthrough needs an IOMMU-assigned device; PVM "
            "guests get none")
 _PV_FRONT = "not yet: pyxen has no backend for this PV device class (only vbd and vif)"
 
 #: what pyxen has where xl has more, by command pyxen has
 PARTIAL = {
-    "create": "PV guests only (type=\"hvm\" is refused: issue 19); no -V/--vncviewer",
+    "create": "PV guests, and HVM guests (type=\"hvm\") under QEMU (TCG on this host); "
+              "no -V/--vncviewer",
     "top": "xentop's columns, formats and -b/-i/-d/-f/-v/-n/-x/-r; vif and vbd counters "
            "from pyxend's backends (VBD_OO always 0), Domain-0 is the host, SSID 0; "
            "interactively only q (no sort or toggle keys)",
