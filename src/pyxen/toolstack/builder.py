@@ -83,6 +83,9 @@ def build_domain(cfg: DomainConfig, services: Dom0Services, *, domid: int = 1,
     restore: a savefile.SaveReader: the domain is made from the saved state
     (its memory, vCPUs, page tables; Domain.restore) instead of the kernel,
     which is not read; everything else is as for a new domain."""
+    if cfg.type == "hvm":
+        raise CreateError(f"{cfg.source or 'config'}: an HVM domain runs under pyxend, which "
+                          "supervises its QEMU (toolstack/hvmproc.py): start pyxend first")
     if cfg.kernel is None and cfg.bootloader is None and restore is None:
         raise CreateError(f"{cfg.source or 'config'}: no kernel= given")
     avail = meminfo_mb()
