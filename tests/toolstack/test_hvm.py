@@ -163,17 +163,49 @@ def test_hvm_linux_under_pyxend(rd, tmp_path, linux_images):
     assert "reboot: Power down" in (rd / "log" / "guest-hvm1.log").read_text(errors="replace")
 
 
-def test_hvm_destroy_and_reboot(rd, tmp_path, linux_images):
-    """reboot (system reset) restarts the domain as on_reboot says (a new
-    domain id, as libxl); destroy removes it and its QEMU."""
-    cfg = hvm_cfg(tmp_path, linux_images, name="hvm2")
+def test_hvm_vnc_serial_console_reboot_destroy(rd, tmp_path, linux_images):
+    """vnc=1 with a password serves RFB where the domain's info says;
+    console -t serial attaches an HVM domain's console; reboot (system reset)
+    restarts the domain as on_reboot says (a new domain id, as libxl);
+    destroy removes it and its QEMU."""
+    import socket
+    cfg = hvm_cfg(tmp_path, linux_images, name="hvm2", vnc=1, vncpasswd="s3cret")
     r = cli(rd, "create", cfg)
     assert r.returncode == 0, r.stderr
     first = rows(rd)["hvm2"]["id"]
+    from pyxen.toolstack.client import Client
+    with Client(rd) as c:
+        row = c.call("list", dom="hvm2")[0]
+    dm = row["device_model"]
+    assert dm["accel"] == "tcg" and dm["vnc"]["host"] == "127.0.0.1"
+    with socket.create_connection(("127.0.0.1", int(dm["vnc"]["port"])), timeout=5) as s:
+        assert s.recv(12).startswith(b"RFB 003.")
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.environ.update(env_for(rd))
+        os.execv(sys.executable, [sys.executable, "-m", "pyxen.cli", "console", "-t", "serial",
+                                  "hvm2"])
+    out = b""
+    try:
+        end = time.monotonic() + 40
+        while MARKER not in out and time.monotonic() < end:
+            if select.select([fd], [], [], 0.2)[0]:
+                out += os.read(fd, 65536)
+        assert MARKER in out, out[-2000:].decode(errors="replace")
+        os.write(fd, b"\x1d")
+        _, status = os.waitpid(pid, 0)
+        pid = 0
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        if pid:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        os.close(fd)
     assert cli(rd, "reboot", "hvm2").returncode == 0
     assert wait_until(lambda: rows(rd).get("hvm2", {}).get("id", first) != first, 15)
     listing = json.loads(cli(rd, "list", "-l", "hvm2").stdout)
     assert listing[0]["domid"] != first
+    assert listing[0]["config"]["b_info"]["type.hvm"]["vnc"]["enable"] == "True"
     assert cli(rd, "destroy", "hvm2").returncode == 0
     assert "hvm2" not in rows(rd)
     assert not list((rd / "domains").glob("*.qmp"))
