@@ -734,6 +734,28 @@ def wait_for_deaths(args, domids, until_dead: bool, timeout=600) -> int:
     return 0 if not pending else 1
 
 
+def cmd_vncviewer(args) -> int:
+    """xl vncviewer: a VNC viewer on an HVM domain's display (QEMU's VNC
+    server, vnc=1); --autopass hands it vncpasswd on its stdin, as xl."""
+    import shutil
+    import subprocess
+    row = api(args, "list", dom=args.domain)[0]
+    vnc = (row.get("device_model") or {}).get("vnc")
+    if not vnc:
+        err(f"pyxen: domain {args.domain} has no VNC display (an HVM domain with vnc=1)")
+        return 1
+    addr = f"{vnc['host']}::{vnc['port']}"
+    viewer = shutil.which("vncviewer")
+    if viewer is None:
+        err(f"pyxen: no vncviewer program (Debian: tigervnc-viewer); the display is {addr}")
+        return 1
+    passwd = ((row.get("config") or {}).get("hvm") or {}).get("vncpasswd")
+    if args.autopass and passwd:
+        return subprocess.run([viewer, "-autopass", addr], input=passwd + "\n",
+                              text=True).returncode
+    os.execv(viewer, [viewer, addr])
+
+
 def cmd_domid(args) -> int:
     print(api(args, "domid", name=args.name))
     return 0
@@ -1365,6 +1387,12 @@ def build_parser(prog: str = "pyxen") -> argparse.ArgumentParser:
 
     c = cmd("log", cmd_log, "pyxend's log")
     c.add_argument("-n", dest="lines", type=int, default=100)
+    c = cmd("vncviewer", cmd_vncviewer, "a VNC viewer on an HVM domain's display",
+            description="Run vncviewer on an HVM domain's display (vnc=1: QEMU's VNC "
+            "server, on vnclisten), as xl vncviewer.")
+    c.add_argument("domain")
+    c.add_argument("-a", "--autopass", action="store_true",
+                   help="pass the domain's vncpasswd to the viewer on its stdin")
     c = cmd("domid", cmd_domid, "domain name to id")
     c.add_argument("name")
     c = cmd("domname", cmd_domname, "domain id to name")

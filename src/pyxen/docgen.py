@@ -60,6 +60,7 @@ PARTIAL = {
     "save": "PV; pyxen's own file format (docs/save-format.md); -c/-p need a kernel with "
             "SUSPEND_CANCEL; no -D",
     "restore": "PV, from pyxen's save files; -e/-d/-F/-V/-A accepted and ignored",
+    "vncviewer": "HVM domains with vnc=1 (QEMU's VNC server); -a/--autopass",
     "vcpu-pin": "hard affinity of a vCPU's thread (kept for a vCPU not started yet); "
                 "soft affinity is accepted and only warned about (also cpus_soft=)",
 }
@@ -68,7 +69,7 @@ PARTIAL = {
 ABSENT = {
     **{c: _NO_PCI for c in ("pci-attach", "pci-detach", "pci-list", "pci-assignable-add",
                             "pci-assignable-remove", "pci-assignable-list")},
-    **{c: _HVM for c in ("vncviewer", "cd-insert", "cd-eject", "button-press", "trigger",
+    **{c: _HVM for c in ("cd-insert", "cd-eject", "button-press", "trigger",
                          "qemu-monitor-command")},
     **{c: "not yet: live migration is issue 16's second part"
        for c in ("migrate", "migrate-receive")},

@@ -180,6 +180,9 @@ def test_hvm_vnc_serial_console_reboot_destroy(rd, tmp_path, linux_images):
     assert dm["accel"] == "tcg" and dm["vnc"]["host"] == "127.0.0.1"
     with socket.create_connection(("127.0.0.1", int(dm["vnc"]["port"])), timeout=5) as s:
         assert s.recv(12).startswith(b"RFB 003.")
+    if shutil.which("vncviewer") is None:      # else it would open a window
+        r = cli(rd, "vncviewer", "hvm2")
+        assert r.returncode == 1 and f"127.0.0.1::{dm['vnc']['port']}" in r.stderr, r.stderr
     pid, fd = pty.fork()
     if pid == 0:
         os.environ.update(env_for(rd))
