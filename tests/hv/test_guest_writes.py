@@ -21,7 +21,7 @@ import guest_helpers
 from pyxen.toolstack.builder import close_domain
 from pyxen.hv.domain import Domain
 from pyxen.hv.grant import GrantError, GNTST_general_error
-from pyxen.hv.mm import FR_TYPED, PGT_L1, PGT_WRITABLE, PageTableError
+from pyxen.hv.mm import FR_DIRTY, FR_TYPED, PGT_L1, PGT_WRITABLE, PageTableError
 
 KINDS = ["L1", "L2", "L3", "L4", "GDT"]
 PLANT = (1 << 47) | (1 << 44)
@@ -148,12 +148,15 @@ def test_frame_refs_words(kvm):
         assert not dom.release_frame(100)          # not ballooned out under dom0's feet
         fr.put_writable(100)
         fr.put_writable(100)
+        # dom0 held it: log-dirty (live migration) sees it once
+        assert 100 in fr.take_dirty() and 100 not in fr.take_dirty()
         mm.pin(100, 1)
         assert fr._load(100) == FR_TYPED and not fr.get_writable(100)
         mm.get_type(101, PGT_WRITABLE)              # the domain's own writers do not count
         assert fr.get_writable(101)
         mm.unpin(100)
         assert fr._load(100) == 0 and fr.get_writable(100)
+        assert fr._load(100) == FR_DIRTY | 1 and fr.held() == [100, 101]
         assert not fr.get_writable(dom.nr_pages) and not fr.get_writable(-1)
         mm.pin(102, 1)
         assert fr.drop_writers() == 2               # 100 and 101; 102 stays typed

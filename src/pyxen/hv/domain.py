@@ -530,6 +530,7 @@ class Domain:
         mm.present[want] = 1
         self.nr_present += 1
         self.ram.mm[want << 12:(want + 1) << 12] = bytes(4096)
+        mm.mark_dirty(want)
         self.heap.set_m2p(want, want)
         return want
 

@@ -275,6 +275,17 @@ class GrantTable:
             return flags, domid, frame, off, length
         return flags, domid, frame, 0, L.PAGE_SIZE
 
+    def granted_writable(self) -> set[int]:
+        """The frames the domain grants another domain write access to now
+        (a backend may write them whenever it likes: a netfront's posted
+        receive buffers, a blkfront's read buffers)."""
+        out = set()
+        for ref in range(self.nr_entries()):
+            flags, _domid, frame, _off, _len = self.read_entry(ref)
+            if flags & GTF_type_mask == GTF_permit_access and not flags & GTF_readonly:
+                out.add(frame)
+        return out
+
     # --- the in-use flags ---------------------------------------------------------
     def _set_status(self, ref: int, act: Active, readonly: bool, mapflag: bool,
                     ldomid: int) -> None:

@@ -68,8 +68,11 @@ class GuestMemoryAccess:
     def write(self, va: int, data: bytes) -> None:
         pos = 0
         for where, off, take in self._chunks(va, len(data), True):
-            buf = self.ram if where == "ram" else self.mm.heap.mm
-            buf[off:off + take] = data[pos:pos + take]
+            if where == "ram":
+                self.ram[off:off + take] = data[pos:pos + take]
+                self.mm.mark_dirty(off >> 12)
+            else:
+                self.mm.heap.mm[off:off + take] = data[pos:pos + take]
             pos += take
 
     def read_struct(self, va: int, fmt: struct.Struct) -> tuple:

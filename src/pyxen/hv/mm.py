@@ -53,10 +53,12 @@ L4_BAD = 0x7FF0000000000000 | L.PTE_PSE | L.PTE_G
 LINEAR_MAX = 0x7FFF
 
 
-# a FrameRefs word: the frame's type excludes writers (domain side) | dom0's
-# writable references (bits 0-30)
+# a FrameRefs word: the frame's type excludes writers (domain side) | dom0
+# held a writable reference since log-dirty last looked | dom0's writable
+# references (bits 0-29)
 FR_TYPED = 1 << 31
-FR_COUNT = FR_TYPED - 1
+FR_DIRTY = 1 << 30
+FR_COUNT = FR_DIRTY - 1
 
 
 class FrameRefs:
@@ -95,7 +97,7 @@ class FrameRefs:
         if not 0 <= mfn < self.nr_pages:
             return False
         return self._update(mfn, lambda w: None if w & FR_TYPED or w & FR_COUNT == FR_COUNT
-                            else w + 1)
+                            else (w + 1) | FR_DIRTY)
 
     def put_writable(self, mfn: int) -> None:
         self._update(mfn, lambda w: w - 1 if w & FR_COUNT else None)
@@ -112,6 +114,26 @@ class FrameRefs:
         for mfn in held:
             self._update(mfn, lambda w: w & FR_TYPED)
         return len(held)
+
+    def _words(self):
+        return memoryview((ctypes.c_uint32 * self.nr_pages).from_address(self.addr)) \
+            .cast("B").cast("I")
+
+    def held(self) -> list[int]:
+        """The frames dom0 holds writable references on now."""
+        return [i for i, w in enumerate(self._words()) if w & FR_COUNT]
+
+    def take_dirty(self) -> list[int]:
+        """The frames dom0 may have written since the last call (log-dirty,
+        as Xen marks a grant-mapped frame dirty): those it held a writable
+        reference on meanwhile, and those it still holds one on (a backend
+        keeps its rings and persistent grants mapped)."""
+        words = self._words()
+        out = [i for i, w in enumerate(words) if w & (FR_DIRTY | FR_COUNT)]
+        for mfn in out:
+            if words[mfn] & FR_DIRTY:
+                A.clear_bit(self.addr + 4 * mfn, 30)
+        return out
 
     # --- the domain's side: the type ------------------------------------------------
     def set_typed(self, mfn: int) -> bool:
@@ -155,6 +177,9 @@ class MemoryManager:
         # None = not tracking yet (track_writes)
         self.replay: list[dict[int, None]] | None = None
         self._writer = threading.local()       # .vcpu: the vCPU this thread runs
+        # log-dirty (live migration, hv/dirtylog.py): frames pyxen itself
+        # wrote (KVM logs only the guest's own writes); None: not logging
+        self.dirty: bytearray | None = None
 
     # --- the replay lists (PVVcpu.replay_pt_writes) -------------------------
     def track_writes(self, nr_vcpus: int) -> None:
@@ -218,6 +243,14 @@ class MemoryManager:
         _Q.pack_into(self.ram, gpa, val)
         if self.replay is not None:
             self.note_write(gpa)
+        if self.dirty is not None:
+            self.dirty[mfn] = 1
+
+    def mark_dirty(self, mfn: int, count: int = 1) -> None:
+        """pyxen wrote frames mfn..mfn+count-1 (log-dirty)."""
+        d = self.dirty
+        if d is not None:
+            d[mfn:mfn + count] = b"\x01" * count
 
     def entries(self, mfn: int) -> tuple[int, ...]:
         return _512Q.unpack_from(self.ram, mfn << 12)

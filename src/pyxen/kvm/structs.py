@@ -73,6 +73,10 @@ class UserspaceMemoryRegion(ctypes.Structure):
                 ("memory_size", u64), ("userspace_addr", u64)]
 
 
+class DirtyLog(ctypes.Structure):
+    _fields_ = [("slot", u32), ("padding1", u32), ("dirty_bitmap", u64)]
+
+
 class CpuidEntry2(ctypes.Structure):
     _fields_ = [("function", u32), ("index", u32), ("flags", u32), ("eax", u32),
                 ("ebx", u32), ("ecx", u32), ("edx", u32), ("padding", u32 * 3)]

@@ -148,6 +148,10 @@ class GuestMemory:
         os.close(self.fd)
 
 
+KVM_MEM_LOG_DIRTY_PAGES = 1
+KVM_MEM_READONLY = 2
+
+
 class Vm:
     def __init__(self, kvm: Kvm):
         self.kvm = kvm
@@ -155,12 +159,33 @@ class Vm:
         self.vcpus: list[Vcpu] = []
         self.slots: dict[int, tuple[int, GuestMemory, bool]] = {}
 
-    def add_memory(self, slot: int, gpa: int, mem: GuestMemory, readonly: bool = False) -> None:
-        region = S.UserspaceMemoryRegion(slot=slot, flags=2 if readonly else 0,
+    def add_memory(self, slot: int, gpa: int, mem: GuestMemory, readonly: bool = False,
+                   log_dirty: bool = False) -> None:
+        """Map mem at gpa as slot (again: change its flags). log_dirty: KVM
+        records the frames the guest writes (KVM_MEM_LOG_DIRTY_PAGES), read
+        and cleared by dirty_log()."""
+        flags = (KVM_MEM_READONLY if readonly else 0) | (KVM_MEM_LOG_DIRTY_PAGES if log_dirty else 0)
+        region = S.UserspaceMemoryRegion(slot=slot, flags=flags,
                                          guest_phys_addr=gpa, memory_size=mem.size,
                                          userspace_addr=mem.addr)
         ioctl(self.fd, I.KVM_SET_USER_MEMORY_REGION, region)
         self.slots[slot] = (gpa, mem, readonly)
+
+    def set_dirty_logging(self, slot: int, on: bool) -> None:
+        """Start (or stop) recording the guest's writes to slot's frames."""
+        gpa, mem, readonly = self.slots[slot]
+        self.add_memory(slot, gpa, mem, readonly, log_dirty=on)
+
+    def dirty_log(self, slot: int) -> bytearray:
+        """The bitmap (bit n: frame n of the slot) of the frames the guest
+        wrote since logging started or the last call; KVM clears it and
+        write-protects them again (KVM_GET_DIRTY_LOG). Only the guest's own
+        writes: what userspace writes through the mapping is not seen."""
+        _, mem, _ = self.slots[slot]
+        pages = mem.size >> 12
+        buf = (ctypes.c_uint64 * ((pages + 63) // 64))()
+        ioctl(self.fd, I.KVM_GET_DIRTY_LOG, S.DirtyLog(slot=slot, dirty_bitmap=ctypes.addressof(buf)))
+        return bytearray(buf)
 
     def create_vcpu(self, vcpu_id: int) -> "Vcpu":
         v = Vcpu(self, vcpu_id)

@@ -379,6 +379,7 @@ def _write_hypercall_page(vcpu, val: int) -> None:
     from ...build.x86_64 import hypercall_page
     page = hypercall_page(L.PORT_HYPERCALL)
     mm.ram[mfn << 12:(mfn << 12) + len(page)] = page
+    mm.mark_dirty(mfn)
 
 
 # --- XCR0 -----------------------------------------------------------------------------------------

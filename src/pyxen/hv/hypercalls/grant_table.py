@@ -524,6 +524,7 @@ def _copy_one(vcpu, op) -> int:
         ram = dom.ram.view
         a, b = (src[0] << 12) + s_off, (dst[0] << 12) + d_off
         ram[b:b + length] = ram[a:a + length]
+        dom.mm.mark_dirty(dst[0])
         return GNTST_okay
     except GrantError as e:
         dom.log_guest_error(vcpu, f"grant copy: {e}")

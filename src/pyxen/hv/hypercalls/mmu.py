@@ -178,6 +178,7 @@ def _one_ext(vcpu, cmd, arg1, arg2) -> int:
         if not mm.owns(arg1) or (mm.tcount[arg1] and mm.ptype[arg1] != PGT_WRITABLE):
             return -EINVAL
         mm.ram[arg1 << 12:(arg1 + 1) << 12] = bytes(L.PAGE_SIZE)
+        mm.mark_dirty(arg1)
         return 0
     if cmd == MMUEXT_COPY_PAGE:
         dst, src = arg1, arg2
@@ -185,6 +186,7 @@ def _one_ext(vcpu, cmd, arg1, arg2) -> int:
                 (mm.tcount[dst] and mm.ptype[dst] != PGT_WRITABLE):
             return -EINVAL
         mm.ram[dst << 12:(dst + 1) << 12] = mm.ram[src << 12:(src + 1) << 12]
+        mm.mark_dirty(dst)
         return 0
     if cmd in (MMUEXT_MARK_SUPER, MMUEXT_UNMARK_SUPER):
         return -EOPNOTSUPP
