@@ -96,7 +96,7 @@ def test_attach_config_attaches_every_device_of_the_config(tmp_path, monkeypatch
         "vif": ["bridge=xenbr0", "mac=00:16:3e:00:00:01"]})
     devs = DomainDevices(None, SimpleNamespace(domid=5))
     got = []
-    monkeypatch.setattr(devs, "attach", lambda kind, spec: got.append(spec))
+    monkeypatch.setattr(devs, "attach", lambda kind, spec, force=False: got.append(spec))
     devs.attach_config(cfg)
     assert [getattr(s, "target", None) for s in got[:2]] == [str(tmp_path / "root.img"),
                                                               "/srv/data.img"]

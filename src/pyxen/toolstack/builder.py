@@ -125,6 +125,7 @@ def _restore(dom: Domain, reader) -> None:
     from ..hv.savestate import RestoreError
     from .savefile import SaveFileError
     try:
+        reader.prepare(dom)
         state = reader.state()
         dom.restore(state, reader.load_memory)
     except (RestoreError, SaveFileError) as e:

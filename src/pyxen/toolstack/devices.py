@@ -175,11 +175,14 @@ class DomainDevices:
             raise DeviceConfigError(str(e)) from None
         return self.attach(kind, spec, force=force)
 
-    def attach_config(self, cfg: DomainConfig, base_dir: str | None = None) -> None:
+    def attach_config(self, cfg: DomainConfig, base_dir: str | None = None,
+                      force: bool = False) -> None:
         """Attach every device the config lists (disk=, vif=, ... in the order
         of DEVICE_KINDS); relative paths start at base_dir (default: the
         config file's directory). DeviceConfigError names the first that
-        fails; the devices attached before it stay (close_all frees them)."""
+        fails; the devices attached before it stay (close_all frees them).
+        force: disk images the same domain still holds elsewhere are taken
+        (an incoming migration: lock_images() once the source is gone)."""
         if base_dir is None:
             base_dir = os.path.dirname(os.path.abspath(cfg.source)) if cfg.source \
                 else os.getcwd()
@@ -189,7 +192,19 @@ class DomainDevices:
                     spec = kind.parse(text, i, cfg.name, base_dir)
                 except DevSpecError as e:
                     raise DeviceConfigError(str(e)) from None
-                self.attach(kind, spec)
+                self.attach(kind, spec, force=force)
+
+    def lock_images(self) -> list[str]:
+        """Take the locks of the disk images attached with force (see
+        image.RawImage.lock); the paths still held elsewhere."""
+        held = []
+        for devs in self.by_kind.values():
+            for dev in devs.values():
+                image = getattr(dev, "image", None)
+                lock = getattr(image, "lock", None)
+                if lock is not None and not lock():
+                    held.append(image.path)
+        return held
 
     def find(self, kind: DeviceKind, which):
         """The device of `kind` that `which` names (a devid, a vdev, a MAC...)."""

@@ -209,7 +209,7 @@ class PyxendLink(Dom0Services):
 
 class DomainProcess:
     def __init__(self, run_dir, domid: int, cfg: DomainConfig, paused: bool, log: LogRing,
-                 restore: str | int | None = None):
+                 restore: str | int | None = None, stream: bool = False):
         self.run_dir = run_dir
         self.domid = domid
         self.cfg = cfg
@@ -219,7 +219,11 @@ class DomainProcess:
         self.suspend_event = threading.Event()
         # console_io output goes to the hypervisor's log (`pyxen dmesg`), as in Xen
         reader = None
-        if restore is not None:             # a file name, or a descriptor of it
+        self.sender = None                  # a live migration going out (migration.Sender)
+        if stream:                          # a migration stream, its header read by pyxend
+            from .migration import Channel, StreamReader
+            reader = StreamReader(Channel(int(restore)))
+        elif restore is not None:           # a file name, or a descriptor of it
             from .savefile import SaveReader
             reader = SaveReader(f"fd {restore}", restore) if isinstance(restore, int) \
                 else SaveReader(restore)
@@ -281,6 +285,7 @@ class DomainProcess:
         finally:
             conn.close()
             if self._tls.saver:
+                self._migration_abort()
                 self._saver_gone()
 
     def _saver_gone(self) -> None:
@@ -295,6 +300,12 @@ class DomainProcess:
             logging.warning("the save of this domain was abandoned: resuming it")
             dom.resume_suspended(cancelled=True)
             dom.unpause()
+
+    def _migration_abort(self) -> None:
+        sender, self.sender = self.sender, None
+        if sender is not None:
+            sender.abort()
+            os.close(sender.ch.rfd)
 
     def _take_fds(self, n: int) -> list[int]:
         return self._tls.conn.take_fds(n)
@@ -387,6 +398,32 @@ class DomainProcess:
             if fd is None:
                 raise RuntimeError("save: no file descriptor came with the request")
             return self._save(fd, p.get("config"), p.get("extra")), ()
+        if method == "migrate_begin":
+            # live migration (migration.py): pre-copy rounds to the descriptor
+            # while the guest runs; this connection is its suspender's
+            from .migration import Channel, Sender
+            (fd,) = self._take_fds(1) or (None,)
+            if fd is None:
+                raise RuntimeError("migrate: no connection came with the request")
+            self._migration_abort()
+            self._tls.saver = True
+            self.sender = Sender(dom, Channel(fd), p.get("config") or self.cfg.to_dict(),
+                                 p.get("extra"), p.get("progress"), bool(p.get("debug")))
+            try:
+                return self.sender.precopy(bool(p.get("live", True))), ()
+            except BaseException:
+                self._migration_abort()
+                raise
+        if method == "migrate_final":
+            if self.sender is None:
+                raise RuntimeError("migrate: no migration under way")
+            try:
+                return self.sender.final(), ()
+            finally:
+                self._migration_abort()
+        if method == "migrate_abort":
+            self._migration_abort()
+            return None, ()
         if method == "resume":
             dom.resume_suspended(bool(p.get("cancelled")))
             return None, ()
@@ -459,6 +496,8 @@ def main(argv=None) -> int:
     ap.add_argument("--restore", metavar="FILE", help="make the domain from a save file")
     ap.add_argument("--restore-fd", metavar="FD", type=int,
                     help="the same from a descriptor of the save file (pyxend's way)")
+    ap.add_argument("--stream", action="store_true",
+                    help="--restore-fd is a live migration's stream after its header")
     args = ap.parse_args(argv)
     from pathlib import Path
     run_dir = Path(args.run_dir)
@@ -471,7 +510,8 @@ def main(argv=None) -> int:
     cfg = config_from_json(Path(args.config).read_text())
     try:
         restore = args.restore_fd if args.restore_fd is not None else args.restore
-        proc = DomainProcess(run_dir, args.domid, cfg, args.paused, ring, restore=restore)
+        proc = DomainProcess(run_dir, args.domid, cfg, args.paused, ring, restore=restore,
+                             stream=args.stream)
     except Exception as e:
         logging.error("cannot build domain %s: %s", cfg.name, e)
         rec = {"reason": "failed", "code": None, "message": str(e)}

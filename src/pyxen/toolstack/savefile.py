@@ -25,17 +25,17 @@ from dataclasses import dataclass
 
 MAGIC = b"PYXENSAV"
 VERSION = 1
-_HEAD = struct.Struct("<8sIIII8x")          # magic, version, flags, json length, json crc
-_REC = struct.Struct("<IIQI4x")             # type, flags, length, crc
-_PAGES = struct.Struct("<QII")              # pfn, count, kind
-_END = struct.Struct("<QQ")                 # records before END, END's offset
+HEAD = struct.Struct("<8sIIII8x")          # magic, version, flags, json length, json crc
+REC = struct.Struct("<IIQI4x")             # type, flags, length, crc
+PAGES = struct.Struct("<QII")              # pfn, count, kind
+END = struct.Struct("<QQ")                 # records before END, END's offset
 R_STATE, R_PAGES, R_END = 1, 2, 0xFFFF
 K_DATA, K_ZERO, K_ABSENT = 0, 1, 2
 RUN_PAGES = 16                              # 64 KiB per PAGES record at most
 MAX_JSON = 16 << 20
 PAGE = 4096
 _ZERO_RUN = bytes(RUN_PAGES * PAGE)
-END_SIZE = _REC.size + _END.size
+END_SIZE = REC.size + END.size
 
 
 class SaveFileError(Exception):
@@ -59,7 +59,7 @@ class SaveWriter:
         self.f = f
         self.records = 0
         blob = json.dumps(info).encode()
-        f.write(_HEAD.pack(MAGIC, VERSION, 0, len(blob), zlib.crc32(blob)))
+        f.write(HEAD.pack(MAGIC, VERSION, 0, len(blob), zlib.crc32(blob)))
         f.write(blob)
 
     def record(self, rtype: int, *parts) -> None:
@@ -68,7 +68,7 @@ class SaveWriter:
         for p in parts:
             crc = zlib.crc32(p, crc)
             length += len(p)
-        self.f.write(_REC.pack(rtype, 0, length, crc))
+        self.f.write(REC.pack(rtype, 0, length, crc))
         for p in parts:
             self.f.write(p)
         self.records += 1
@@ -93,7 +93,7 @@ class SaveWriter:
                 end += 1
             count = end - pfn
             if not here:
-                self.record(R_PAGES, _PAGES.pack(pfn, count, K_ABSENT))
+                self.record(R_PAGES, PAGES.pack(pfn, count, K_ABSENT))
             else:
                 hole = False
                 if extents is not None:
@@ -102,9 +102,9 @@ class SaveWriter:
                     hole = ext_i == len(extents) or extents[ext_i][0] >= end * PAGE
                 data = b"" if hole else bytes(view[pfn * PAGE:end * PAGE])   # 64 KiB at most
                 if hole or data == _ZERO_RUN[:count * PAGE]:
-                    self.record(R_PAGES, _PAGES.pack(pfn, count, K_ZERO))
+                    self.record(R_PAGES, PAGES.pack(pfn, count, K_ZERO))
                 else:
-                    self.record(R_PAGES, _PAGES.pack(pfn, count, K_DATA), data)
+                    self.record(R_PAGES, PAGES.pack(pfn, count, K_DATA), data)
                     written += count * PAGE
                 data = None
             pfn = end
@@ -114,8 +114,8 @@ class SaveWriter:
 
     def end(self) -> None:
         off = self.f.tell()
-        payload = _END.pack(self.records, off)
-        self.f.write(_REC.pack(R_END, 0, len(payload), zlib.crc32(payload)))
+        payload = END.pack(self.records, off)
+        self.f.write(REC.pack(R_END, 0, len(payload), zlib.crc32(payload)))
         self.f.write(payload)
         self.f.flush()
 
@@ -190,12 +190,12 @@ def _read_exact(f, n: int, what: str) -> bytes:
 
 
 def read_header(f, path: str = "save file") -> SaveHeader:
-    head = f.read(_HEAD.size)
+    head = f.read(HEAD.size)
     if len(head) < len(MAGIC) or head[:len(MAGIC)] != MAGIC:
         raise SaveFileError(f"{path}: not a pyxen save file (bad magic)")
-    if len(head) != _HEAD.size:
+    if len(head) != HEAD.size:
         raise SaveFileError(f"{path}: the save file is truncated (header)")
-    _, version, _flags, jlen, jcrc = _HEAD.unpack(head)
+    _, version, _flags, jlen, jcrc = HEAD.unpack(head)
     if version != VERSION:
         raise SaveFileError(f"{path}: save file version {version}; this pyxen reads "
                             f"version {VERSION}")
@@ -230,11 +230,11 @@ def check_file(path: str, fd: int | None = None) -> SaveHeader:
         if size < hdr.data_offset + END_SIZE:
             raise SaveFileError(f"{path}: the save file is truncated (no end record)")
         f.seek(size - END_SIZE)
-        rtype, _, length, crc = _REC.unpack(f.read(_REC.size))
-        payload = f.read(_END.size)
-        if rtype != R_END or length != _END.size or zlib.crc32(payload) != crc:
+        rtype, _, length, crc = REC.unpack(f.read(REC.size))
+        payload = f.read(END.size)
+        if rtype != R_END or length != END.size or zlib.crc32(payload) != crc:
             raise SaveFileError(f"{path}: the save file is truncated or damaged (no end record)")
-        _, off = _END.unpack(payload)
+        _, off = END.unpack(payload)
         if off != size - END_SIZE:
             raise SaveFileError(f"{path}: the save file is truncated or damaged "
                                 f"(end record at {off}, file ends at {size})")
@@ -255,8 +255,12 @@ class SaveReader:
     def close(self) -> None:
         self.f.close()
 
+    def prepare(self, dom) -> None:
+        """Nothing to do before state() for a file (a migration stream
+        fills the memory first: migration.StreamReader)."""
+
     def _next(self):
-        rtype, _, length, crc = _REC.unpack(_read_exact(self.f, _REC.size, "record"))
+        rtype, _, length, crc = REC.unpack(_read_exact(self.f, REC.size, "record"))
         self.records += 1
         return rtype, length, crc
 
@@ -283,19 +287,19 @@ class SaveReader:
         while True:
             rtype, length, crc = self._next()
             if rtype == R_END:
-                payload = _read_exact(self.f, _END.size, "end")
-                if zlib.crc32(payload) != crc or _END.unpack(payload)[0] != self.records - 1:
+                payload = _read_exact(self.f, END.size, "end")
+                if zlib.crc32(payload) != crc or END.unpack(payload)[0] != self.records - 1:
                     raise SaveFileError(f"{self.path}: damaged file (the end record does "
                                         "not match)")
                 break
-            if rtype != R_PAGES or length < _PAGES.size:
+            if rtype != R_PAGES or length < PAGES.size:
                 raise SaveFileError(f"{self.path}: damaged record (type {rtype})")
-            head = _read_exact(self.f, _PAGES.size, "pages")
-            pfn, count, kind = _PAGES.unpack(head)
+            head = _read_exact(self.f, PAGES.size, "pages")
+            pfn, count, kind = PAGES.unpack(head)
             if count < 1 or count > RUN_PAGES or pfn + count > nr or pfn != seen:
                 raise SaveFileError(f"{self.path}: damaged page run {pfn:#x}+{count} (out of "
                                     f"order or outside the domain's {nr} pages)")
-            want = _PAGES.size + (count * PAGE if kind == K_DATA else 0)
+            want = PAGES.size + (count * PAGE if kind == K_DATA else 0)
             if kind not in (K_DATA, K_ZERO, K_ABSENT) or length != want:
                 raise SaveFileError(f"{self.path}: damaged page run at {pfn:#x}")
             c = zlib.crc32(head)

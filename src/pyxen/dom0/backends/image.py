@@ -59,7 +59,8 @@ class RawImage:
         except OSError as e:
             raise ImageError(f"disk {path}: cannot open {'read-only' if readonly else 'read-write'}:"
                              f" {e.strerror}") from None
-        if not force and not _ofd_lock(self.fd, exclusive=not readonly):
+        self.locked = False
+        if not force and not self.lock():
             os.close(self.fd)
             self.fd = -1
             what = "writable" if not readonly else "read-only"
@@ -72,6 +73,13 @@ class RawImage:
         else:
             self.size = st.st_size
         self.sectors = self.size // SECTOR
+
+    def lock(self) -> bool:
+        """Take the image's lock (exclusive when writable); False while
+        another domain or program holds it."""
+        if not self.locked:
+            self.locked = _ofd_lock(self.fd, exclusive=not self.readonly)
+        return self.locked
 
     def readv(self, bufs: list, offset: int) -> None:
         want = sum(len(b) for b in bufs)
