@@ -19,10 +19,10 @@ def cli(rd, *args, timeout=60, input=None):
                           capture_output=True, text=True, timeout=timeout, input=input)
 
 
-def start_daemon(rd: Path, prefix=()) -> subprocess.Popen:
+def start_daemon(rd: Path, prefix=(), args=()) -> subprocess.Popen:
     """pyxend -F on run directory rd; prefix: a command it runs under (e.g.
-    ip netns exec NAME: pyxend in a network namespace)."""
-    p = subprocess.Popen([*prefix, sys.executable, "-m", "pyxen.toolstack.daemon", "-F"],
+    ip netns exec NAME: pyxend in a network namespace); args: more options."""
+    p = subprocess.Popen([*prefix, sys.executable, "-m", "pyxen.toolstack.daemon", "-F", *args],
                          env=env_for(rd),
                          stdout=subprocess.DEVNULL, stderr=open(rd / "pyxend.err", "ab"),
                          start_new_session=True)

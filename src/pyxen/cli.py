@@ -1055,11 +1055,12 @@ def cmd_create_image(args) -> int:
 
 # --- save / restore (issue 16; docs/save-format.md) ------------------------------------------
 def _api_in_background(args, method, bar_total: int = 0, watch=None,
-                       label: str = "", fds=(), **params):
-    """A long API call (save, restore) while a rich progress bar on stderr
-    shows what is known of it: watch() bytes (None: not known yet) out of
-    bar_total, or the time so far. The call's result, or SystemExit(1) as
-    api() fails."""
+                       label: str = "", fds=(), note=None, **params):
+    """A long API call (save, restore, migrate) while a rich progress bar on
+    stderr shows what is known of it: watch() bytes (None: not known yet)
+    out of bar_total, or the time so far; note(): a text after the label
+    (the migration's round and dirty rate). The call's result, or
+    SystemExit(1) as api() fails."""
     import threading
     import time
     box: dict = {}
@@ -1080,7 +1081,7 @@ def _api_in_background(args, method, bar_total: int = 0, watch=None,
         from rich.console import Console
         from rich.progress import (BarColumn, DownloadColumn, Progress, SpinnerColumn,
                                    TextColumn, TimeElapsedColumn)
-        cols = [SpinnerColumn(), TextColumn(label)]
+        cols = [SpinnerColumn(), TextColumn("{task.description}")]
         if watch and bar_total:
             cols += [BarColumn(), DownloadColumn()]
         cols.append(TimeElapsedColumn())
@@ -1090,6 +1091,9 @@ def _api_in_background(args, method, bar_total: int = 0, watch=None,
                 done = watch() if watch else None
                 if done is not None:
                     bar.update(task, completed=min(done, bar_total))
+                extra = note() if note else None
+                if extra:
+                    bar.update(task, description=f"{label} {extra}")
                 time.sleep(0.1)
             if "result" in box:
                 bar.update(task, completed=bar_total or 1, total=bar_total or 1)
@@ -1223,6 +1227,124 @@ def cmd_restore(args) -> int:
         os.close(fd)
     if args.console:
         return attach_console(args, str(res["domid"]))
+    return 0
+
+
+# --- live migration (issue 16) ----------------------------------------------------------------
+def _migration_channel(args, host: str):
+    """The connection to the target: a TCP connection to its relocation
+    server (tcp://HOST[:PORT]), or ssh running `pyxen migrate-receive` there
+    (xl's way; -s replaces ssh, and an empty -s runs HOST itself as the
+    command). Returns (socket, child process or None)."""
+    import shlex
+    import socket
+    import subprocess
+    from .toolstack.relocation import DEFAULT_PORT
+    if host.startswith("tcp://"):
+        where = host[len("tcp://"):].rstrip("/")
+        if where.startswith("["):               # [v6]:port
+            h, _, rest = where[1:].partition("]")
+            port = rest[1:] if rest.startswith(":") else ""
+        else:
+            h, _, port = where.partition(":")
+        try:
+            port_n = int(port) if port else DEFAULT_PORT
+        except ValueError:
+            err(f"pyxen: {host}: bad port {port!r}")
+            raise SystemExit(1)
+        try:
+            s = socket.create_connection((h, port_n), timeout=30)
+        except OSError as e:
+            err(f"pyxen: cannot reach the relocation server at {h}:{port_n}: "
+                f"{e.strerror or e}")
+            raise SystemExit(1)
+        s.settimeout(None)
+        return s, None
+    receiver = "pyxen migrate-receive" + (" -d" if args.debug else "") + \
+        (" -e" if args.no_wait else "") + (" -p" if args.paused else "")
+    if args.ssh == "":
+        rune = host
+    else:
+        rune = f"exec {args.ssh or 'ssh'} {shlex.quote(host)} {receiver}"
+    a, b = socket.socketpair()
+    try:
+        child = subprocess.Popen(["sh", "-c", rune], stdin=b, stdout=b, close_fds=True)
+    except OSError as e:
+        err(f"pyxen: cannot run {rune}: {e.strerror}")
+        raise SystemExit(1)
+    finally:
+        b.close()
+    return a, child
+
+
+def cmd_migrate(args) -> int:
+    """xl migrate [-s SSH] [-C CFG] [-e] [-p] [--debug] DOM HOST: live, with
+    pre-copy rounds, as xl (xm's --live is accepted: it is the only way)."""
+    import json as _json
+    from .toolstack import paths
+    from .toolstack.relocation import progress_path
+    config = None
+    if args.config:
+        try:
+            with open(args.config) as f:
+                config = f.read()
+        except OSError as e:
+            err(f"pyxen: cannot read {args.config}: {e.strerror}")
+            return 1
+    row = api(args, "list", dom=args.domain)[0]
+    sock, child = _migration_channel(args, args.host)
+    rd = getattr(args, "run_dir", None)
+    prog = progress_path(paths.run_dir() if rd is None else paths.Path(rd), row["domid"])
+
+    def status() -> dict:
+        try:
+            with open(prog) as f:
+                return _json.load(f)
+        except (OSError, ValueError):
+            return {}
+
+    def note() -> str:
+        s = status()
+        if not s:
+            return ""
+        text = f"round {s['round']} ({s['frames']} frames)"
+        if s.get("dirty_rate"):
+            text += f", dirty {s['dirty_rate'] * 4 / 1024:.1f} MiB/s"
+        return text + ("" if s.get("phase") == "precopy" else f", {s['phase']}")
+    try:
+        res = _api_in_background(args, "migrate", bar_total=row["mem_mb"] << 20,
+                                 watch=lambda: status().get("sent"), note=note,
+                                 label=f"migrating {row['name']}", fds=(sock.fileno(),),
+                                 dom=args.domain, config=config,
+                                 config_path=os.path.abspath(args.config) if args.config
+                                 else "<config>", debug=args.debug, live=True)
+    finally:
+        sock.close()
+        if child is not None:
+            try:
+                child.wait(timeout=30)
+            except Exception:
+                child.kill()
+    err("migration sender: Target reports successful startup.")
+    err(f"Migration successful: {res['rounds']} rounds (frames "
+        f"{', '.join(str(n) for n in res['frames'])}), {res['sent'] / 2**20:.1f} MiB sent, "
+        f"total {res['total_s']:.2f} s, downtime {res['downtime_s'] * 1000:.0f} ms")
+    return 0
+
+
+def cmd_migrate_receive(args) -> int:
+    """xl migrate-receive: the target's end, on standard input and output
+    (what ssh connects to the sender); messages go to standard error."""
+    from .toolstack.client import Client, DaemonUnavailable, RpcError
+    err("migration target: Ready to receive domain.")
+    try:
+        with Client(getattr(args, "run_dir", None), timeout=None) as c:
+            res = c.conn.call("migrate_receive", _fds=(0, 1), paused=args.paused)
+    except (DaemonUnavailable, RpcError) as e:
+        err(f"migration target: {getattr(e, 'message', e)}")
+        return 1
+    err(f"migration target: Domain {res['name']} started (domid {res['domid']})"
+        + (", paused" if args.paused else "") + ".")
     return 0
 
 
@@ -1366,6 +1488,41 @@ def build_parser(prog: str = "pyxen") -> argparse.ArgumentParser:
     c.add_argument("domain")
     c.add_argument("file", metavar="FILE")
     c.add_argument("config", metavar="CFG", nargs="?")
+
+    c = cmd("migrate", cmd_migrate, "migrate a domain to another host",
+            description="Live-migrate a domain (xl migrate): its memory goes to HOST in "
+            "rounds while it runs (KVM's dirty page log), then it is suspended for the last "
+            "dirty pages and its state, and destroyed here once HOST runs it; if anything "
+            "fails it carries on here. HOST: a host reached with ssh, which runs `pyxen "
+            "migrate-receive` there, or tcp://HOST[:PORT] for a pyxend started with "
+            "--relocation-port (xend's relocation server; port 8002 by default). Disks must "
+            "be on storage both hosts see under the same paths.")
+    c.add_argument("-s", dest="ssh", metavar="SSHCOMMAND", default=None,
+                   help="use SSHCOMMAND instead of ssh (passed to sh); empty: run HOST "
+                   "itself as the command")
+    c.add_argument("-C", dest="config", metavar="CFG",
+                   help="send CFG instead of the config the domain was created with")
+    c.add_argument("-e", dest="no_wait", action="store_true",
+                   help="passed to migrate-receive (pyxend supervises the domain anyway)")
+    c.add_argument("-p", dest="paused", action="store_true",
+                   help="leave the domain paused on HOST (through ssh only)")
+    c.add_argument("--debug", action="store_true",
+                   help="the target checks its memory against the source's checksums")
+    c.add_argument("--live", action="store_true",
+                   help="xm's option: migration is always live (pre-copy), as xl")
+    c.add_argument("domain")
+    c.add_argument("host", metavar="HOST")
+
+    c = cmd("migrate-receive", cmd_migrate_receive,
+            "receive a migrating domain (run by migrate through ssh)",
+            description="The target end of `pyxen migrate` (xl migrate-receive): the "
+            "migration stream comes on standard input, replies go to standard output; the "
+            "local pyxend builds the domain.")
+    c.add_argument("-d", dest="debug", action="store_true", help="accepted (xl's debug)")
+    c.add_argument("-e", dest="no_wait", action="store_true",
+                   help="accepted: pyxend supervises the domain")
+    c.add_argument("-p", dest="paused", action="store_true",
+                   help="leave the domain paused")
 
     c = cmd("restore", cmd_restore, "restore a domain from a save file",
             description="Restore a domain saved with `pyxen save` (xl restore [CFG] FILE): "

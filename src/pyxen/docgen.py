@@ -60,6 +60,10 @@ PARTIAL = {
     "save": "PV; pyxen's own file format (docs/save-format.md); -c/-p need a kernel with "
             "SUSPEND_CANCEL; no -D",
     "restore": "PV, from pyxen's save files; -e/-d/-F/-V/-A accepted and ignored",
+    "migrate": "PV, live (pre-copy with KVM's dirty log, as xl always is); ssh or -s, or "
+               "tcp://HOST[:PORT] to a relocation server (pyxend --relocation-port); "
+               "--debug verifies the memory; -e accepted; no -D",
+    "migrate-receive": "PV; -p leaves it paused; -d/-e accepted",
     "vncviewer": "HVM domains with vnc=1 (QEMU's VNC server); -a/--autopass",
     "vcpu-pin": "hard affinity of a vCPU's thread (kept for a vCPU not started yet); "
                 "soft affinity is accepted and only warned about (also cpus_soft=)",
@@ -71,8 +75,6 @@ ABSENT = {
                             "pci-assignable-remove", "pci-assignable-list")},
     **{c: _HVM for c in ("cd-insert", "cd-eject", "button-press", "trigger",
                          "qemu-monitor-command")},
-    **{c: "not yet: live migration is issue 16's second part"
-       for c in ("migrate", "migrate-receive")},
     **{c: _PV_FRONT for c in ("vtpm-attach", "vtpm-list", "vtpm-detach", "vkb-attach",
                               "vkb-list", "vkb-detach", "vdispl-attach", "vdispl-list",
                               "vdispl-detach", "vsnd-attach", "vsnd-list", "vsnd-detach",

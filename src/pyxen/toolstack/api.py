@@ -121,6 +121,22 @@ _TABLE = [
        "xl restore: a new domain from the save file whose descriptor (open for reading) "
        "comes with the request (path names it), with the saved config or the xl.cfg text "
        "given; a truncated or foreign file is refused and creates nothing", fds=1),
+    _r("migrate", (Param("dom", DomRef),
+                   Param("config", Annotated[str, MaxLen(1 << 20)] | None, None),
+                   Param("config_path", Annotated[str, MaxLen(4096)], "<config>"),
+                   Param("debug", bool, False), Param("live", bool, True)),
+       '{"domid", "name", "rounds", "frames", "sent", "precopy_s", "downtime_s", "total_s", '
+       '"live"}',
+       "xl migrate: send the domain over the connection whose descriptor comes with the "
+       "request (to `migrate_receive` on the target, through ssh or a relocation server): "
+       "pre-copy rounds of dirty memory while it runs (live), a short stop-and-copy, then "
+       "destroyed once the target runs it; resumed here if anything fails. debug: the "
+       "target verifies the memory against checksums (xl's --debug)", fds=1),
+    _r("migrate_receive", (Param("paused", bool, False),),
+       '{"domid", "name"}',
+       "xl migrate-receive: build the domain a migration stream brings on the descriptors "
+       "that come with the request (read, then write: ssh's standard input and output, or "
+       "one socket), left paused with paused (-p)", fds=2),
     _r("rename", (Param("dom", DomRef), Param("name", str)), "null",
        "give a domain a new name (domconfig.domain_name_problem's rules)"),
     _r("domid", (Param("name", Annotated[str, MaxLen(256)]),), "domid", "domain name to id"),

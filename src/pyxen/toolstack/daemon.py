@@ -350,7 +350,7 @@ class Daemon(PoolsDaemon):          # cpupools and cgroups: toolstack/cpupools.p
                 raise ApiError("EIO", f"domain {d.domid}: {e}") from None
 
     def _spawn(self, cfg: DomainConfig, domid: int, paused: bool,
-               restore: int | None = None) -> subprocess.Popen:
+               restore: int | None = None, stream: bool = False) -> subprocess.Popen:
         cfg_path = paths.domains_dir(self.run_dir) / f"{domid}.config"
         cfg_path.write_text(json.dumps(cfg.to_dict()))
         errlog = open(paths.log_dir(self.run_dir) / f"domain-{domid}.log", "ab")
@@ -363,7 +363,7 @@ class Daemon(PoolsDaemon):          # cpupools and cgroups: toolstack/cpupools.p
         if paused:
             args.append("--paused")
         if restore is not None:                 # a descriptor of the save file
-            args += ["--restore-fd", str(restore)]
+            args += ["--restore-fd", str(restore)] + (["--stream"] if stream else [])
         try:
             return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=errlog, stderr=errlog,
                                     start_new_session=True, close_fds=True,
@@ -594,7 +594,9 @@ class Daemon(PoolsDaemon):          # cpupools and cgroups: toolstack/cpupools.p
         return {"domid": d.domid, "name": d.name, "warnings": cfg.warnings}
 
     def _create(self, cfg: DomainConfig, paused: bool, restarts: int = 0,
-                restore: int | None = None) -> Dom:
+                restore: int | None = None, stream: bool = False) -> Dom:
+        """stream: restore is a migration stream; its disks are taken while
+        the source still has them (relocation.receive locks them after)."""
         check_name(cfg.name)
         self._sched_check(cfg)
         with self.lock:
@@ -615,9 +617,11 @@ class Daemon(PoolsDaemon):          # cpupools and cgroups: toolstack/cpupools.p
         try:
             # the guest starts paused: it runs only once its XenStore nodes,
             # console and rings are in place
-            d.popen = self._spawn(config_from_dict(d.config), domid, True, restore)
+            d.popen = self._spawn(config_from_dict(d.config), domid, True, restore, stream)
             d.pid = d.popen.pid
-            self._connect(d)
+            # a migration stream is read before the domain process answers; it
+            # ends the process itself when its sender stays silent
+            self._connect(d, timeout=24 * 3600.0 if stream else 10.0)
             self._sched_place(d)            # its cgroup, pool, weight and cap
         except Exception as e:
             msg = self._spawn_failure(d, e)
@@ -629,7 +633,7 @@ class Daemon(PoolsDaemon):          # cpupools and cgroups: toolstack/cpupools.p
             raise ApiError("EINVAL", msg) from None
         self._write_xenstore(d)
         try:
-            d.devices.attach_config(cfg)
+            d.devices.attach_config(cfg, force=stream)
         except DeviceConfigError as e:
             self.say(f"domain {domid} ({d.name}): {e}; destroying it")
             with self.lock:
@@ -803,25 +807,8 @@ class Daemon(PoolsDaemon):          # cpupools and cgroups: toolstack/cpupools.p
             conn = Connection.connect(paths.domain_socket(self.run_dir, d.domid))
         except OSError as e:
             raise ApiError("EIO", f"domain {d.domid}: {e}") from None
-        shutdown_node = f"/local/domain/{d.domid}/control/shutdown"
         try:
-            try:
-                caps = conn.call("suspend_arm")
-                if keep and not caps["suspend_cancel"]:
-                    conn.call("suspend_disarm")
-                    raise ApiError("EOPNOTSUPP", f"domain {d.domid}: its kernel has no "
-                                   "SUSPEND_CANCEL note: it cannot be resumed after a save "
-                                   "(-c, -p)")
-                self._xs_write(shutdown_node, "suspend")
-                res = conn.call("suspend_wait", timeout=SUSPEND_TIMEOUT)
-            except (RpcError, OSError) as e:
-                msg = e.message if isinstance(e, RpcError) else str(e) or "connection lost"
-                raise ApiError("EIO", f"domain {d.domid}: {msg}") from None
-            if not res["suspended"]:
-                self._xs_write(shutdown_node, "")      # libxl cancels its request too
-                raise ApiError("ETIMEDOUT", f"domain {d.domid} did not suspend within "
-                               f"{SUSPEND_TIMEOUT:.0f} s (its kernel must act on "
-                               "control/shutdown = suspend)")
+            self._suspend(conn, d, keep, "a save (-c, -p)")
             self.say(f"domain {d.domid} ({d.name}) suspended; saving to {path}")
             try:
                 out = conn.call("save", _fds=(out_fd,), config=saved_cfg,
@@ -849,6 +836,30 @@ class Daemon(PoolsDaemon):          # cpupools and cgroups: toolstack/cpupools.p
             conn.close()
         return out
 
+    def _suspend(self, conn: Connection, d: Dom, resumable: bool, what: str) -> None:
+        """The suspend protocol on conn (a connection of its own to the domain
+        process): control/shutdown = "suspend", then wait for the guest's
+        SHUTDOWN_suspend (the domain is then paused with every vCPU parked).
+        resumable: the kernel must be able to carry on afterwards
+        (SUSPEND_CANCEL) for `what`."""
+        shutdown_node = f"/local/domain/{d.domid}/control/shutdown"
+        try:
+            caps = conn.call("suspend_arm")
+            if resumable and not caps["suspend_cancel"]:
+                conn.call("suspend_disarm")
+                raise ApiError("EOPNOTSUPP", f"domain {d.domid}: its kernel has no "
+                               f"SUSPEND_CANCEL note: it cannot be resumed after {what}")
+            self._xs_write(shutdown_node, "suspend")
+            res = conn.call("suspend_wait", timeout=SUSPEND_TIMEOUT)
+        except (RpcError, OSError) as e:
+            msg = e.message if isinstance(e, RpcError) else str(e) or "connection lost"
+            raise ApiError("EIO", f"domain {d.domid}: {msg}") from None
+        if not res["suspended"]:
+            self._xs_write(shutdown_node, "")      # libxl cancels its request too
+            raise ApiError("ETIMEDOUT", f"domain {d.domid} did not suspend within "
+                           f"{SUSPEND_TIMEOUT:.0f} s (its kernel must act on "
+                           "control/shutdown = suspend)")
+
     def api_restore(self, path, config, config_path, paused, *, fds=()):
         """xl restore: a new domain from a save file, built by its domain
         process from the saved state (builder.build_domain(restore=...));
@@ -872,18 +883,77 @@ class Daemon(PoolsDaemon):          # cpupools and cgroups: toolstack/cpupools.p
                            f" MiB and {hdr.info.get('vcpus')} vCPUs; the config asks for "
                            f"{cfg.memory} MiB and {cfg.maxvcpus} (maxvcpus)")
         d = self._create(cfg, paused, restore=in_fd)
-        # the memory target and maximum it had (mem-set, mem-max), as libxl
-        # keeps them in the saved domain config
-        mx, target = hdr.info.get("max_kb"), hdr.info.get("target_kb")
+        self.apply_saved_memory(d, hdr.info)
+        self.say(f"restored domain {d.domid} ({d.name}) from {path}")
+        return {"domid": d.domid, "name": d.name}
+
+    def apply_saved_memory(self, d: Dom, info: dict) -> None:
+        """The memory target and maximum a saved or migrated domain had
+        (mem-set, mem-max), as libxl keeps them in the saved domain config."""
+        mx, target = info.get("max_kb"), info.get("target_kb")
         try:
             if isinstance(mx, int) and mx != d.max_kb and mx >= d.target_kb:
                 self.api_mem_max(d.domid, mx)
             if isinstance(target, int) and 0 < target <= d.max_kb and target != d.target_kb:
                 self.api_mem_set(d.domid, target)
         except ApiError as e:
-            self.say(f"restored domain {d.domid}: its saved memory settings: {e}")
-        self.say(f"restored domain {d.domid} ({d.name}) from {path}")
-        return {"domid": d.domid, "name": d.name}
+            self.say(f"domain {d.domid}: its saved memory settings: {e}")
+
+    def create_from_stream(self, cfg: DomainConfig, fd: int) -> Dom:
+        """A domain built, paused, from a migration stream on fd (its header
+        read already: relocation.receive)."""
+        return self._create(cfg, True, restore=fd, stream=True)
+
+    # --- live migration (issue 16; relocation.py, migration.py) ---------------------------
+    def api_migrate(self, dom, config, config_path, debug, live, *, fds=()):
+        """xl migrate: the domain goes over the connection whose descriptor
+        comes with the request (ssh's, or TCP to a relocation server):
+        pre-copy rounds, suspend, the rest; destroyed here once the target
+        runs it, resumed here when anything fails."""
+        from .relocation import MigrateError, send
+        d = self.find(dom)
+        if len(fds) != 1:
+            raise ApiError("EINVAL", "migrate: the request must carry the connection's descriptor")
+        if d.state != "running":
+            raise ApiError("EINVAL", f"domain {d.domid} is not running")
+        saved_cfg = d.config
+        if config is not None:
+            try:
+                saved_cfg = DomainConfig.from_text(config, config_path, ()).to_dict()
+            except XlCfgError as e:
+                raise ApiError("EINVAL", str(e)) from None
+            saved_cfg.setdefault("uuid", d.uuid)
+        if self._call(d, "info").get("paused"):
+            raise ApiError("EINVAL", f"domain {d.domid} is paused: unpause it to migrate it")
+        with self.lock:
+            if d.domid in self.saving:
+                raise ApiError("EBUSY", f"domain {d.domid} is being saved or migrated already")
+            self.saving.add(d.domid)
+        try:
+            out = send(self, d, fds[0], saved_cfg, debug, live)
+        except MigrateError as e:
+            self.say(str(e))
+            raise ApiError(e.code, str(e)) from None
+        finally:
+            with self.lock:
+                self.saving.discard(d.domid)
+        self.say(f"domain {d.domid} ({d.name}) migrated: {out['rounds']} rounds, "
+                 f"downtime {out['downtime_s'] * 1000:.0f} ms")
+        self.api_destroy(d.domid)
+        return out
+
+    def api_migrate_receive(self, paused, *, fds=()):
+        """xl migrate-receive: a domain from the migration stream on the
+        descriptors that come with the request (read, write: ssh's standard
+        input and output; one socket may be both)."""
+        from .relocation import MigrateError, receive
+        if len(fds) not in (1, 2):
+            raise ApiError("EINVAL", "migrate_receive: the request must carry the connection")
+        try:
+            return receive(self, fds[0], fds[-1], paused)
+        except MigrateError as e:
+            self.say(str(e))
+            raise ApiError(e.code, str(e)) from None
 
     def api_config_update(self, dom, config, path, overrides, xl_conf):
         """xl config-update: keep a new config for the domain's next restart
@@ -1313,6 +1383,16 @@ def build_parser() -> argparse.ArgumentParser:
                     "or $XDG_RUNTIME_DIR/pyxen when not root; $PYXEN_RUN_DIR)")
     ap.add_argument("--mem-limit", type=int, metavar="MiB",
                     help="host memory that may be promised to domains (default: host RAM - 256 MiB)")
+    ap.add_argument("--relocation-port", type=int, metavar="PORT",
+                    help="listen for live migrations on this TCP port, as xend's relocation "
+                    "server (off by default; xend's port was 8002; 0: any free port)")
+    ap.add_argument("--relocation-address", default="", metavar="ADDR",
+                    help="the address the relocation server listens on (default: all)")
+    ap.add_argument("--relocation-hosts-allow", metavar="REGEXES",
+                    default=r"^localhost$ ^localhost\.localdomain$",
+                    help="space-separated regular expressions; a peer whose address or "
+                    "host name matches one may migrate domains here (xend's "
+                    "xend-relocation-hosts-allow; '' allows everyone)")
     ap.add_argument("-v", "--verbose", action="store_true")
     return ap
 
@@ -1341,6 +1421,17 @@ def main(argv=None) -> int:
     if not args.foreground:
         d.own_log = rd / "pyxend.log"
     d.start()
+    if args.relocation_port is not None:
+        from .relocation import RelocationServer
+        try:
+            reloc = RelocationServer(d, args.relocation_port, args.relocation_address,
+                                     args.relocation_hosts_allow)
+        except OSError as e:
+            raise SystemExit(f"pyxend: relocation port {args.relocation_port}: {e.strerror}")
+        reloc.start()
+        (rd / "relocation.port").write_text(f"{reloc.port}\n")
+        d.say(f"relocation server on {args.relocation_address or '*'}:{reloc.port}, "
+              f"allowed: {args.relocation_hosts_allow or 'everyone'}")
     signal.signal(signal.SIGTERM, lambda *a: d.stop())
     signal.signal(signal.SIGINT, lambda *a: d.stop())
     # like xenconsoled: SIGHUP reopens the logs (logrotate moved them)
