@@ -320,7 +320,11 @@ class HvmDomain:
         if method == "destroy":
             self.destroy()
             return None, ()
-        if method == "sched":              # kept (QEMU's threads run at the host's weight)
+        if method == "sched":
+            # pyxend put this process in the domain's cgroups (weight, cap, pool):
+            # QEMU, which runs the guest, goes where its supervisor is
+            if p.get("external"):
+                _join_cgroups_of(os.getpid(), self.qemu.pid)
             for k in ("weight", "cap"):
                 if p.get(k) is not None:
                     self.sched[k] = int(p[k])
@@ -365,6 +369,31 @@ class HvmDomain:
             self.reason = "crash"
             self.message = f"QEMU exited with status {rc} (see log/qemu-dm-{self.cfg.name}.log)"
         return {"reason": self.reason, "code": rc, "message": self.message}
+
+
+def _join_cgroups_of(src: int, pid: int) -> None:
+    """Move process pid into every cgroup process src is in (each mounted
+    hierarchy, v1 or v2)."""
+    mine = {}
+    with open(f"/proc/{src}/cgroup") as f:
+        for line in f:
+            hid, ctrls, path = line.rstrip("\n").split(":", 2)
+            mine[(hid, ctrls)] = path
+    with open("/proc/self/mountinfo") as f:
+        mounts = [line.split() for line in f]
+    for (hid, ctrls), path in mine.items():
+        for m in mounts:
+            sep = m.index("-")
+            fstype, opts = m[sep + 1], m[sep + 3].split(",")
+            if hid == "0" and fstype == "cgroup2" or \
+                    fstype == "cgroup" and ctrls and set(ctrls.split(",")) <= set(opts):
+                procs = os.path.join(m[4], path.lstrip("/"), "cgroup.procs")
+                try:
+                    with open(procs, "w") as out:
+                        out.write(str(pid))
+                except OSError:
+                    pass
+                break
 
 
 def _die_with_parent() -> None:
