@@ -100,14 +100,14 @@ def test_hvm_linux_under_pyxend(rd, tmp_path, linux_images):
         boot = time.monotonic() - t0
         r = rows(rd)["hvm1"]
         domid = r["id"]
-        assert r["mem"] == 256 and r["vcpus"] == 1 and r["state"] in ("r-----", "-b----")
+        assert r["mem"] == 256 and r["vcpus"] == 1 and r["state"] in ("r-----", "-b----"), r
         # the shell on the serial port answers
         os.write(fd, b"echo hv-$((6*7))\r")
         assert read_until(b"hv-42", 15), out[-2000:].decode(errors="replace")
         os.write(fd, b"\x1d")                     # Ctrl-] detaches create -c
         _, status = os.waitpid(pid, 0)
         pid = 0
-        assert os.waitstatus_to_exitcode(status) == 0
+        assert os.waitstatus_to_exitcode(status) == 0, out[-1000:].decode(errors="replace")
     finally:
         if pid:
             os.kill(pid, 9)
@@ -117,9 +117,9 @@ def test_hvm_linux_under_pyxend(rd, tmp_path, linux_images):
 
     # pause / unpause: QMP stop / cont
     assert cli(rd, "pause", "hvm1").returncode == 0
-    assert rows(rd)["hvm1"]["state"] == "--p---"
+    assert rows(rd)["hvm1"]["state"] == "--p---", rows(rd)
     assert cli(rd, "unpause", "hvm1").returncode == 0
-    assert rows(rd)["hvm1"]["state"] in ("r-----", "-b----")
+    assert rows(rd)["hvm1"]["state"] in ("r-----", "-b----"), rows(rd)
 
     # XenStore as libxl writes it for a domain; list -l: libxl's JSON, HVM, TCG
     assert xs(rd, "xenstore-read", f"/local/domain/{domid}/name").stdout.strip() == "hvm1"
@@ -212,3 +212,48 @@ def test_hvm_vnc_serial_console_reboot_destroy(rd, tmp_path, linux_images):
     assert cli(rd, "destroy", "hvm2").returncode == 0
     assert "hvm2" not in rows(rd)
     assert not list((rd / "domains").glob("*.qmp"))
+
+
+def boot_sector(message: bytes) -> bytes:
+    """A real-mode boot sector that writes message to COM1 and halts."""
+    code = bytearray(b"\x31\xc0\x8e\xd8\xfc")                 # xor ax,ax; mov ds,ax; cld
+    code += b"\xbe" + (0x7c00 + 22).to_bytes(2, "little")     # mov si, msg
+    code += b"\xba\xf8\x03"                                  # mov dx, 0x3f8
+    code += b"\xac"                                          # l: lodsb
+    code += b"\x84\xc0"                                      # test al, al
+    code += b"\x74\x03"                                      # jz done
+    code += b"\xee"                                          # out dx, al
+    code += b"\xeb\xf8"                                      # jmp l
+    code += b"\xf4"                                          # done: hlt
+    code += b"\xeb\xfd"                                      # jmp done
+    assert len(code) == 22
+    code += message + b"\0"
+    return bytes(code) + b"\0" * (510 - len(code)) + b"\x55\xaa"
+
+
+def test_hvm_boots_a_disk_through_the_bios(rd, tmp_path):
+    """No kernel=: SeaBIOS boots the first disk in boot= order (a raw IDE
+    disk here; the empty cdrom drive is skipped), its output on the serial
+    console; a kill -9 of the supervisor takes QEMU with it and the domain
+    is marked crashed (on_crash=preserve keeps it listed)."""
+    disk = tmp_path / "boot.img"
+    disk.write_bytes(boot_sector(b"pyxen-bios-boot-ok\r\n"))
+    cfg = tmp_path / "bios.cfg"
+    cfg.write_text(f'type = "hvm"\nname = "bios"\nmemory = 32\nserial = "pty"\nboot = "dc"\n'
+                   f'on_crash = "preserve"\n'
+                   f'disk = [ "format=raw, vdev=hda, target={disk}",'
+                   f' "vdev=hdc, devtype=cdrom, target=" ]\n')
+    r = cli(rd, "create", str(cfg))
+    assert r.returncode == 0, r.stderr
+    log = rd / "log" / "guest-bios.log"
+    assert wait_until(lambda: log.exists() and b"pyxen-bios-boot-ok" in log.read_bytes(), 30), \
+        log.read_bytes()[-500:] if log.exists() else "no console log"
+    from pyxen.toolstack.client import Client
+    with Client(rd) as c:
+        row = c.call("list", dom="bios")[0]
+    qemu = row["device_model"]["pid"]
+    os.kill(row["pid"], 9)
+    assert wait_until(lambda: rows(rd).get("bios", {}).get("state") == "---sc-", 10), rows(rd)
+    assert wait_until(lambda: not os.path.exists(f"/proc/{qemu}") or
+                      open(f"/proc/{qemu}/stat").read().split()[2] == "Z", 5), "QEMU outlived it"
+    assert cli(rd, "destroy", "bios").returncode == 0
