@@ -257,3 +257,40 @@ def test_hvm_boots_a_disk_through_the_bios(rd, tmp_path):
     assert wait_until(lambda: not os.path.exists(f"/proc/{qemu}") or
                       open(f"/proc/{qemu}/stat").read().split()[2] == "Z", 5), "QEMU outlived it"
     assert cli(rd, "destroy", "bios").returncode == 0
+
+
+def test_pyxend_restart_keeps_an_hvm_domain(rd, tmp_path, linux_images):
+    """Killing pyxend leaves the HVM domain (its supervisor and QEMU) running;
+    a new pyxend finds it, and its console works again through fresh eventfds."""
+    import signal
+    from daemon_helpers import daemon_pid, start_daemon
+    r = cli(rd, "create", hvm_cfg(tmp_path, linux_images, name="hvm3"))
+    assert r.returncode == 0, r.stderr
+    domid = rows(rd)["hvm3"]["id"]
+    log = rd / "log" / "guest-hvm3.log"
+    assert wait_until(lambda: log.exists() and b"pyxen:/# " in log.read_bytes(), 40)
+    os.kill(daemon_pid(rd), signal.SIGKILL)
+    time.sleep(0.3)
+    start_daemon(rd)
+    assert rows(rd)["hvm3"]["id"] == domid
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.environ.update(env_for(rd))
+        os.execv(sys.executable, [sys.executable, "-m", "pyxen.cli", "console", "hvm3"])
+    try:
+        out, end = b"", time.monotonic() + 15
+        while b"pyxen:/# " not in out and time.monotonic() < end:   # attached: the history
+            if select.select([fd], [], [], 0.2)[0]:
+                out += os.read(fd, 65536)
+        time.sleep(0.3)
+        os.write(fd, b"echo back-$((20+3))\r")
+        assert wait_until(lambda: b"back-23" in log.read_bytes(), 15), log.read_bytes()[-500:]
+        os.write(fd, b"\x1d")
+        os.waitpid(pid, 0)
+        pid = 0
+    finally:
+        if pid:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        os.close(fd)
+    assert cli(rd, "destroy", "hvm3").returncode == 0
