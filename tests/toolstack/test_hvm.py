@@ -17,6 +17,7 @@ import sys
 import time
 
 from daemon_helpers import cli, env_for, rows, wait_until, xs
+from netns_helpers import netns  # noqa: F401  (fixture)
 
 from pyxen.toolstack import hvm
 from pyxen.toolstack.domconfig import DomainConfig
@@ -294,3 +295,51 @@ def test_pyxend_restart_keeps_an_hvm_domain(rd, tmp_path, linux_images):
             os.waitpid(pid, 0)
         os.close(fd)
     assert cli(rd, "destroy", "hvm3").returncode == 0
+
+
+def test_hvm_emulated_nics_on_a_bridge(rd, tmp_path, linux_images, netns):
+    """vif entries: emulated NICs (e1000, virtio-net) that the guest finds on
+    its PCI bus, on TAP devices vif<domid>.<devid>-emu put on the spec's
+    bridge in the spec's network namespace; they go with the domain."""
+    ns = netns()
+    ns.bridge("hvmbr0", "192.0.2.1")
+    cfg = hvm_cfg(tmp_path, linux_images, name="hvm4")
+    with open(cfg, "a") as f:
+        f.write(f'vif = [ "bridge=hvmbr0, netns={ns.name}, model=e1000, mac=00:16:3e:0a:0b:0c",\n'
+                f'        "bridge=hvmbr0, netns={ns.name}, model=virtio-net" ]\n')
+    r = cli(rd, "create", cfg)
+    assert r.returncode == 0, r.stderr
+    domid = rows(rd)["hvm4"]["id"]
+    links = ns.links()
+    br = links["hvmbr0"]["index"]
+    for devid in (0, 1):
+        tap = links[f"vif{domid}.{devid}-emu"]
+        assert tap.get_attr("IFLA_MASTER") == br and tap.get_attr("IFLA_OPERSTATE") in ("UP", "UNKNOWN")
+    log = rd / "log" / "guest-hvm4.log"
+    assert wait_until(lambda: log.exists() and b"pyxen:/# " in log.read_bytes(), 40)
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.environ.update(env_for(rd))
+        os.execv(sys.executable, [sys.executable, "-m", "pyxen.cli", "console", "hvm4"])
+    try:
+        out, end = b"", time.monotonic() + 15
+        while b"pyxen:/# " not in out and time.monotonic() < end:
+            if select.select([fd], [], [], 0.2)[0]:
+                out += os.read(fd, 65536)
+        time.sleep(0.3)
+        os.write(fd, b"for d in /sys/bus/pci/devices/*; do echo pci-$(cat $d/vendor):$(cat $d/device); "
+                     b"done; echo listed-$((1+1))\r")
+        assert wait_until(lambda: b"listed-2" in log.read_bytes(), 15), log.read_bytes()[-800:]
+        os.write(fd, b"\x1d")
+        os.waitpid(pid, 0)
+        pid = 0
+    finally:
+        if pid:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        os.close(fd)
+    text = log.read_text(errors="replace")
+    assert "pci-0x8086:0x100e" in text          # e1000
+    assert "pci-0x1af4:0x1000" in text          # virtio-net (transitional)
+    assert cli(rd, "destroy", "hvm4").returncode == 0
+    assert wait_until(lambda: not any(n.endswith("-emu") for n in ns.links()), 5), ns.links()

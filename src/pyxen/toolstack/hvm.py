@@ -216,11 +216,14 @@ def detect_accel() -> tuple[str, str]:
     return "tcg", "no VT-x/AMD-V with KVM here: QEMU's TCG emulates the guest"
 
 
-def qemu_argv(cfg, domid: int, *, qmp: str, serial_socket: str | None) -> list[str]:
+def qemu_argv(cfg, domid: int, *, qmp: str, serial_socket: str | None,
+              tap_fds: dict[int, int] | None = None) -> list[str]:
     """QEMU's argv for the HVM domain ``cfg`` (a validated DomainConfig):
     started paused (-S), controlled over the QMP socket ``qmp``, its "pty"
     serial port on the Unix socket ``serial_socket`` (which the domain process
-    bridges to the domain's console)."""
+    bridges to the domain's console). ``tap_fds``: devid -> a descriptor of
+    the vif's TAP device, made (and put on its bridge, in its netns) by the
+    supervisor; without it QEMU makes the TAP device by name."""
     h = cfg.hvm
     exe = h.get("device_model") or QEMU
     found = shutil.which(exe)
@@ -284,8 +287,11 @@ def qemu_argv(cfg, domid: int, *, qmp: str, serial_socket: str | None) -> list[s
     for i, text in enumerate(h.get("vif") or ()):
         v = parse_vif_spec(text, i, cfg.name)
         model = NIC_MODELS[v.model or DEFAULT_NIC_MODEL]
-        argv += ["-netdev", f"tap,id=net{v.devid},ifname={tap_name(domid, v.devid)},"
-                 "script=no,downscript=no",
+        if tap_fds is not None:
+            tap = f"tap,id=net{v.devid},fd={tap_fds[v.devid]}"
+        else:
+            tap = f"tap,id=net{v.devid},ifname={tap_name(domid, v.devid)},script=no,downscript=no"
+        argv += ["-netdev", tap,
                  "-device", f"{model},netdev=net{v.devid},mac={v.mac}"]
     argv += list(h.get("device_model_args") or ())
     return argv

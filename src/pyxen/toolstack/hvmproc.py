@@ -189,22 +189,27 @@ class HvmDomain:
                     os.unlink(p)
                 except FileNotFoundError:
                     pass
+        taps = self._make_taps()
         argv = hvm.qemu_argv(self.cfg, self.domid, qmp=self.qmp_path,
-                             serial_socket=self.serial_path)
+                             serial_socket=self.serial_path, tap_fds=taps)
         argv[argv.index("-accel") + 1] = self.accel
         self.say(f"device model: {' '.join(argv)}")
         self.say(f"accelerator: {self.accel}")
         errlog = paths.log_dir(self.run_dir) / f"qemu-dm-{self.cfg.name}.log"
         with open(paths.safe_file(errlog.parent, errlog.name), "ab") as f:
-            self.qemu = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=f, stderr=f,
-                                         close_fds=True, preexec_fn=_die_with_parent)
+            try:
+                self.qemu = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=f, stderr=f,
+                                             close_fds=True, pass_fds=tuple(taps.values()),
+                                             preexec_fn=_die_with_parent)
+            finally:
+                for fd in taps.values():      # QEMU has them: the TAP devices go with it
+                    os.close(fd)
         try:
             self.qmp = self._qmp_connect()
             if self.serial_path:
                 s = QmpClient._connect(self.serial_path, 10.0)
                 threading.Thread(target=self._serial, args=(s,), daemon=True,
                                  name="serial").start()
-            self._plug_vifs()
             if self.cfg.hvm.get("vnc") and self.cfg.hvm.get("vncpasswd"):
                 self.qmp.command("change-vnc-password", password=self.cfg.hvm["vncpasswd"])
             self.vcpu_tids = [c["thread-id"] for c in self.qmp.command("query-cpus-fast")]
@@ -236,13 +241,26 @@ class HvmDomain:
         finally:
             s.close()
 
-    def _plug_vifs(self) -> None:
-        for i, text in enumerate(self.cfg.hvm.get("vif") or ()):
-            v = hvm.parse_vif_spec(text, i, self.cfg.name)
-            name = hvm.tap_name(self.domid, v.devid)
-            taplib.plug(name, v.bridge, v.mtu, v.netns)
-            self.say(f"vif {v.devid}: {name} on bridge {v.bridge}, {v.model or hvm.DEFAULT_NIC_MODEL}"
-                     f" {v.mac}")
+    def _make_taps(self) -> dict[int, int]:
+        """Each vif's TAP device vif<domid>.<devid>-emu (libxl's name), in the
+        spec's network namespace (netns=) if it names one, on its bridge:
+        devid -> a descriptor of it for QEMU."""
+        taps: dict[int, int] = {}
+        try:
+            for i, text in enumerate(self.cfg.hvm.get("vif") or ()):
+                v = hvm.parse_vif_spec(text, i, self.cfg.name)
+                name = hvm.tap_name(self.domid, v.devid)
+                taps[v.devid] = taplib.create_in_netns(name, v.netns) if v.netns \
+                    else taplib.open_queue(name)
+                taplib.plug(name, v.bridge, v.mtu, v.netns)
+                self.say(f"vif {v.devid}: {name} on bridge {v.bridge}"
+                         f"{f' (netns {v.netns})' if v.netns else ''}, "
+                         f"{v.model or hvm.DEFAULT_NIC_MODEL} {v.mac}")
+        except BaseException:
+            for fd in taps.values():
+                os.close(fd)
+            raise
+        return taps
 
     def _event(self, name: str, data: dict) -> None:
         if name == "SHUTDOWN":
