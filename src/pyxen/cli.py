@@ -943,6 +943,21 @@ def cmd_dmesg(args) -> int:
     return 0
 
 
+def cmd_cd_insert(args) -> int:
+    """xl cd-insert DOMAIN VDEV TARGET: TARGET a file (relative to here) or
+    the end of a disk spec (format=qcow2, target=FILE), as xl builds it."""
+    target = args.target
+    if "=" not in target and not target.startswith("/"):
+        target = os.path.abspath(target)
+    api(args, "cd_insert", dom=args.domain, vdev=args.vdev, target=target)
+    return 0
+
+
+def cmd_cd_eject(args) -> int:
+    api(args, "cd_eject", dom=args.domain, vdev=args.vdev)
+    return 0
+
+
 def cmd_sysrq(args) -> int:
     """xl sysrq (xl_misc.c main_sysrq): one letter, else xl's message."""
     if len(args.letter) != 1:
@@ -1462,6 +1477,17 @@ def build_parser(prog: str = "pyxen") -> argparse.ArgumentParser:
     c = cmd("dmesg", cmd_dmesg, "the hypervisor's log (pyxend and domain processes)")
     c.add_argument("-c", "--clear", action="store_true",
                    help="clear the log as well as printing it")
+    c = cmd("cd-insert", cmd_cd_insert, "insert a medium in an HVM domain's cdrom drive",
+            description="Insert a CD-ROM image in an HVM domain's emulated cdrom drive (a "
+            "disk entry with devtype=cdrom, empty or not), as xl cd-insert.")
+    c.add_argument("domain")
+    c.add_argument("vdev", help="the drive, e.g. hdc")
+    c.add_argument("target", help="the image file")
+    c = cmd("cd-eject", cmd_cd_eject, "eject the medium of an HVM domain's cdrom drive",
+            description="Eject the medium from an HVM domain's emulated cdrom drive, as xl "
+            "cd-eject; the drive stays, empty.")
+    c.add_argument("domain")
+    c.add_argument("vdev", help="the drive, e.g. hdc")
     c = cmd("sysrq", cmd_sysrq, "send a magic SysRq key to a domain",
             description="Send a magic SysRq key (one letter) to a domain, as xl sysrq: it "
             "is written to the guest's XenStore control/sysrq, which Linux's Xen drivers "

@@ -73,7 +73,7 @@ PARTIAL = {
 ABSENT = {
     **{c: _NO_PCI for c in ("pci-attach", "pci-detach", "pci-list", "pci-assignable-add",
                             "pci-assignable-remove", "pci-assignable-list")},
-    **{c: _HVM for c in ("cd-insert", "cd-eject", "button-press", "trigger",
+    **{c: _HVM for c in ("button-press", "trigger",
                          "qemu-monitor-command")},
     **{c: _PV_FRONT for c in ("vtpm-attach", "vtpm-list", "vtpm-detach", "vkb-attach",
                               "vkb-list", "vkb-detach", "vdispl-attach", "vdispl-list",

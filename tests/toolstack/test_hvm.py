@@ -235,7 +235,7 @@ def boot_sector(message: bytes) -> bytes:
 def test_hvm_boots_a_disk_through_the_bios(rd, tmp_path):
     """No kernel=: SeaBIOS boots the first disk in boot= order (a raw IDE
     disk here; the empty cdrom drive is skipped), its output on the serial
-    console; a kill -9 of the supervisor takes QEMU with it and the domain
+    console; cd-insert and cd-eject change the cdrom drive's medium; a kill -9 of the supervisor takes QEMU with it and the domain
     is marked crashed (on_crash=preserve keeps it listed)."""
     disk = tmp_path / "boot.img"
     disk.write_bytes(boot_sector(b"pyxen-bios-boot-ok\r\n"))
@@ -250,6 +250,21 @@ def test_hvm_boots_a_disk_through_the_bios(rd, tmp_path):
     assert wait_until(lambda: log.exists() and b"pyxen-bios-boot-ok" in log.read_bytes(), 30), \
         log.read_bytes()[-500:] if log.exists() else "no console log"
     from pyxen.toolstack.client import Client
+
+    def media():
+        with Client(rd) as c:
+            return c.call("list", dom="bios")[0]["device_model"]["cdrom"]
+    # cd-insert / cd-eject: QMP blockdev-change-medium / eject on the empty drive
+    iso = tmp_path / "media.iso"
+    iso.write_bytes(b"\0" * 2048 * 16)
+    assert media() == {"hdc": None}
+    r = cli(rd, "cd-insert", "bios", "hdc", str(iso))
+    assert r.returncode == 0, r.stderr
+    assert media() == {"hdc": str(iso)}
+    r = cli(rd, "cd-insert", "bios", "hda", str(iso))
+    assert r.returncode != 0 and "not a cdrom drive" in r.stderr, r.stderr
+    assert cli(rd, "cd-eject", "bios", "hdc").returncode == 0
+    assert media() == {"hdc": None}
     with Client(rd) as c:
         row = c.call("list", dom="bios")[0]
     qemu = row["device_model"]["pid"]

@@ -192,6 +192,12 @@ _TABLE = [
        "after reading, as xl dmesg -c)"),
     _r("sysrq", (Param("dom", DomRef), Param("key", Annotated[str, MaxLen(1)])), "null",
        "send a magic SysRq key to the guest: writes control/sysrq like xl"),
+    _r("cd_insert", (Param("dom", DomRef), Param("vdev", Annotated[str, MaxLen(16)]),
+                     Param("target", Annotated[str, MaxLen(4096)])), "null",
+       "(xl cd-insert) a medium (a file, or a disk spec's format=...,target=...) in an HVM "
+       "domain's emulated cdrom drive: QMP blockdev-change-medium"),
+    _r("cd_eject", (Param("dom", DomRef), Param("vdev", Annotated[str, MaxLen(16)])), "null",
+       "(xl cd-eject) take the medium out of an HVM domain's emulated cdrom drive"),
     _r("dump_core", (Param("dom", DomRef),), '{"domid", "name", "size"} + 1 fd',
        "(xl dump-core) a read-only descriptor of the domain's memory, which the "
        "caller writes out as a core file with its own permissions"),

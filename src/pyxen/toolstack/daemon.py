@@ -1140,6 +1140,19 @@ class Daemon(PoolsDaemon):          # cpupools and cgroups: toolstack/cpupools.p
                     pass
         return lines
 
+    def _hvm_domain(self, dom, what: str):
+        d = self.find(dom)
+        if d.config.get("type") != "hvm":
+            raise ApiError("EINVAL", f"domain {d.domid} is not an HVM domain: {what} works on "
+                           "an HVM domain's emulated drives")
+        return d
+
+    def api_cd_insert(self, dom, vdev, target):
+        self._call(self._hvm_domain(dom, "cd-insert"), "cd_insert", vdev=vdev, target=target)
+
+    def api_cd_eject(self, dom, vdev):
+        self._call(self._hvm_domain(dom, "cd-eject"), "cd_eject", vdev=vdev)
+
     def api_sysrq(self, dom, key):
         """libxl_send_sysrq: the letter in the guest's control/sysrq."""
         d = self.find(dom)

@@ -53,7 +53,7 @@ import shutil
 from .devspec import parse_disk_spec, parse_vif_spec
 
 __all__ = ["HVM_KEYS", "NIC_MODELS", "hvm_settings", "qemu_argv", "detect_accel",
-           "tap_name", "QEMU"]
+           "tap_name", "drive_id", "find_cdrom", "QEMU"]
 
 QEMU = "qemu-system-x86_64"
 
@@ -85,6 +85,23 @@ def ide_index(vdev: str) -> int | None:
     if m is None:
         return None
     return ord(m.group(2)) - ord("a")
+
+
+def drive_id(vdev: str) -> str:
+    """QEMU's id of the drive in vdev's IDE slot (hda..hdd)."""
+    return "hd" + "abcd"[ide_index(vdev)]
+
+
+def find_cdrom(h: dict, vdev: str):
+    """The cdrom drive of HVM settings h that vdev names (by IDE slot), or None."""
+    slot = ide_index(vdev)
+    if slot is None:
+        return None
+    for text in h.get("disk") or ():
+        d = parse_disk_spec(text)
+        if d.devtype == "cdrom" and ide_index(d.vdev) == slot:
+            return d
+    return None
 
 
 def _truth(b, key: str, default: bool) -> bool:
@@ -276,7 +293,7 @@ def qemu_argv(cfg, domid: int, *, qmp: str, serial_socket: str | None,
         argv += ["-boot", f"order={h.get('boot') or 'cd'}"]
     for text in h.get("disk") or ():
         d = parse_disk_spec(text)
-        opts = [f"if=ide,index={ide_index(d.vdev)}",
+        opts = [f"if=ide,index={ide_index(d.vdev)}", f"id={drive_id(d.vdev)}",
                 f"media={'cdrom' if d.devtype == 'cdrom' else 'disk'}"]
         if d.target is not None:
             fmt = {"qcow": "qcow", "vhd": "vpc"}.get(d.format, d.format)

@@ -176,6 +176,8 @@ class HvmDomain:
         self.vnc: dict | None = None
         self.eventfds: list[int] = []
         self.sched = {"weight": 256, "cap": 0}
+        self.media = {d.vdev: d.target for d in map(hvm.parse_disk_spec, cfg.hvm.get("disk") or ())
+                      if d.devtype == "cdrom"}            # cdrom drive -> its medium
 
     def say(self, msg: str) -> None:
         logging.info("%s", msg)
@@ -312,7 +314,8 @@ class HvmDomain:
                 "uptime": time.monotonic() - self.started, **self.sched,
                 "present_kb": self.cfg.memory * 1024,
                 "device_model": {"accel": self.accel, "pid": self.qemu.pid,
-                                 "qmp": self.qmp_path, "vnc": self.vnc}}
+                                 "qmp": self.qmp_path, "vnc": self.vnc,
+                                 "cdrom": dict(self.media)}}
 
     def handle(self, method: str, p: dict):
         if method == "hello":
@@ -358,6 +361,27 @@ class HvmDomain:
             tid = self.vcpu_tids[int(p["vcpu"])]
             os.sched_setaffinity(tid, p["cpus"])
             return sorted(os.sched_getaffinity(tid)), ()
+        if method == "cd_insert":          # xl cd-insert: a new medium in a cdrom drive
+            d = self._cdrom(p["vdev"])
+            new = hvm.parse_disk_spec(f"vdev={d.vdev}, access=ro, devtype=cdrom, "
+                                      f"target={p['target']}")
+            if new.target is None:
+                raise RuntimeError("cd-insert: no target")
+            if not os.path.isfile(new.target):
+                raise RuntimeError(f"{new.target}: no such file")
+            fmt = {"qcow": "qcow", "vhd": "vpc"}.get(new.format, new.format)
+            self.qmp.command("blockdev-change-medium", **{
+                "device": hvm.drive_id(d.vdev), "filename": new.target, "format": fmt,
+                "read-only-mode": "read-only"})
+            self.media[d.vdev] = new.target
+            self.say(f"cdrom {d.vdev}: {new.target} inserted")
+            return None, ()
+        if method == "cd_eject":           # xl cd-eject
+            d = self._cdrom(p["vdev"])
+            self.qmp.command("eject", device=hvm.drive_id(d.vdev), force=True)
+            self.media[d.vdev] = None
+            self.say(f"cdrom {d.vdev}: ejected")
+            return None, ()
         if method == "grant_frames":       # no PV drivers, so no grant table in use
             return {"version": 1, "frames": [], "status_frames": [], "frame_refs": 0}, ()
         if method == "dmesg":
@@ -366,6 +390,13 @@ class HvmDomain:
                 self.lines.clear()
             return lines, ()
         raise RuntimeError(f"{method}: not supported for an HVM domain")
+
+    def _cdrom(self, vdev: str):
+        d = hvm.find_cdrom(self.cfg.hvm, vdev)
+        if d is None:
+            raise RuntimeError(f"Virtual device {vdev} is not a cdrom drive of this domain "
+                               "(an HVM domain's disk entry with devtype=cdrom)")
+        return d
 
     def destroy(self) -> None:
         if self.reason is None:
