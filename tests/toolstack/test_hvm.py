@@ -55,8 +55,8 @@ def test_qemu_argv_from_xl_keys(tmp_path):
                  "-qmp unix:/q,server=on,wait=off", "-vga std",
                  "-vnc 0.0.0.0:3,to=99,password=on", "-boot order=dc",
                  "-chardev socket,id=serial0,path=/s,server=on,wait=off -serial chardev:serial0",
-                 f"-drive if=ide,index=0,media=disk,file={disk},format=qcow2",
-                 "-drive if=ide,index=2,media=cdrom,readonly=on",
+                 f"-drive if=ide,index=0,id=hda,media=disk,file={disk},format=qcow2",
+                 "-drive if=ide,index=2,id=hdc,media=cdrom,readonly=on",
                  "-netdev tap,id=net0,ifname=vif7.0-emu,script=no,downscript=no "
                  "-device e1000,netdev=net0,mac=00:16:3e:00:00:01",
                  "-device virtio-net-pci,netdev=net1", "-no-hpet",
@@ -265,6 +265,9 @@ def test_hvm_boots_a_disk_through_the_bios(rd, tmp_path):
     assert r.returncode != 0 and "not a cdrom drive" in r.stderr, r.stderr
     assert cli(rd, "cd-eject", "bios", "hdc").returncode == 0
     assert media() == {"hdc": None}
+    conf = json.loads(cli(rd, "list", "-l", "bios").stdout)[0]["config"]
+    assert [d["vdev"] for d in conf["disks"]] == ["hda", "hdc"]
+    assert conf["b_info"]["type.hvm"]["boot"] == "dc" and "kernel" not in conf["b_info"]
     with Client(rd) as c:
         row = c.call("list", dom="bios")[0]
     qemu = row["device_model"]["pid"]

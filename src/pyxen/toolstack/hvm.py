@@ -29,7 +29,9 @@ xl.cfg keys (xl.cfg(5)) and what they become:
   ``access=ro`` read-only;
 * ``vif``: xl vif specs; an emulated NIC (``model=`` rtl8139, the default as
   libxl's, e1000 or virtio-net) with the spec's MAC on a TAP device
-  ``vif<domid>.<devid>-emu`` (libxl's name) put on the spec's bridge;
+  ``vif<domid>.<devid>-emu`` (libxl's name) that the supervisor makes (in
+  the spec's ``netns=``), puts on the spec's bridge and hands QEMU by
+  descriptor; ``cd-insert``/``cd-eject`` change a cdrom drive's medium;
 * ``serial``: "pty" (the default is none, as xl) is the domain's console:
   ``pyxen console`` attaches to it and pyxend logs it as a PV console;
   "none"; anything else is handed to QEMU's ``-serial`` as xl does;
