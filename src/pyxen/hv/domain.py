@@ -176,9 +176,8 @@ class Domain:
             self.events.ports[p].consumer = True
         load_memory(self)
         mm = self.mm
-        for pfn in range(self.nr_pages):
-            self.heap.set_m2p(pfn, pfn if mm.present[pfn] else (1 << 64) - 1)
-        self.nr_present = sum(mm.present)
+        self.heap.set_m2p_identity(mm.present)
+        self.nr_present = self.nr_pages - mm.present.count(0)
         si = self.shared_info
         arch = savestate.unb64(state["shared_arch"], ctypes.sizeof(si.arch))
         ctypes.memmove(ctypes.addressof(si.arch), arch, len(arch))

@@ -301,6 +301,9 @@ class MemoryManager:
 
     def _validate(self, mfn: int, level: int) -> None:
         ents = self.entries(mfn)
+        if level == 1:
+            self._validate_l1(mfn, ents)
+            return
         done = []
         try:
             for i, e in enumerate(ents):
@@ -317,6 +320,42 @@ class MemoryManager:
             raise PageTableError(err.errno, f"L{level} table {mfn:#x} entry {i}: {err}") from None
         if level == 4:
             self.install_reserved_slots(mfn)
+
+    def _validate_l1(self, mfn: int, ents) -> None:
+        """_validate for an L1 table, with the common entry (a frame of the
+        domain's own, mapped read-only or as ordinary writable memory) taken
+        inline; anything else goes through _get_entry_ref."""
+        done = []
+        present, ptype, tcount = self.present, self.ptype, self.tcount
+        shared = self.shared_rw | self.shared_ro
+        nr = self.nr_pages
+        i = 0
+        try:
+            for i, e in enumerate(ents):
+                if not e & L.PTE_P:
+                    continue
+                target = (e & ADDR) >> 12
+                if e & L1_BAD or target in shared or not (0 <= target < nr and present[target]):
+                    fixed = self._get_entry_ref(e, 1, mfn)
+                elif e & L.PTE_RW:
+                    cnt = tcount[target]
+                    if cnt == 0:
+                        ptype[target] = PGT_WRITABLE
+                        tcount[target] = 1
+                    elif ptype[target] == PGT_WRITABLE:
+                        tcount[target] = cnt + 1
+                    else:
+                        self.get_type(target, PGT_WRITABLE)     # raises: a typed frame
+                    fixed = e | L.PTE_US
+                else:
+                    fixed = e | L.PTE_US
+                if fixed != e:
+                    self.write_entry(mfn, i, fixed)
+                done.append(fixed)
+        except PageTableError as err:
+            for e in done:
+                self._put_entry_ref(e, 1, mfn)
+            raise PageTableError(err.errno, f"L1 table {mfn:#x} entry {i}: {err}") from None
 
     def install_reserved_slots(self, mfn: int) -> None:
         dm = self.heap.directmap_l4

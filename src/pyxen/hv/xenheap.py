@@ -290,6 +290,18 @@ class XenHeap:
     def set_m2p(self, mfn: int, pfn: int) -> None:
         _Q.pack_into(self.mm, self.m2p_off + mfn * 8, pfn)
 
+    def set_m2p_identity(self, present) -> None:
+        """The whole M2P at once: frame n -> n where present[n], else
+        INVALID_M2P_ENTRY (a restore)."""
+        from array import array
+        table = array("Q", range(len(present)))
+        absent = present.find(0)
+        while absent >= 0:
+            table[absent] = (1 << 64) - 1
+            absent = present.find(0, absent + 1)
+        raw = table.tobytes()
+        self.mm[self.m2p_off:self.m2p_off + len(raw)] = raw
+
     def is_m2p(self, gpa: int) -> bool:
         off = gpa - L.XEN_GPA
         return self.m2p_off <= off < self.m2p_off + self.m2p_pages * L.PAGE_SIZE
