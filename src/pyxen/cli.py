@@ -1344,6 +1344,9 @@ def cmd_migrate(args) -> int:
     err(f"Migration successful: {res['rounds']} rounds (frames "
         f"{', '.join(str(n) for n in res['frames'])}), {res['sent'] / 2**20:.1f} MiB sent, "
         f"total {res['total_s']:.2f} s, downtime {res['downtime_s'] * 1000:.0f} ms")
+    if res.get("phases_s"):
+        err("downtime: " + ", ".join(f"{k.replace('_', ' ')} {v * 1000:.0f} ms"
+                                     for k, v in res["phases_s"].items()))
     return 0
 
 

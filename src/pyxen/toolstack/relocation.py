@@ -65,11 +65,13 @@ def send(daemon, d, fd: int, config: dict, debug: bool, live: bool) -> dict:
         pre = conn.call("migrate_begin", _fds=(fd,), config=config, debug=debug, live=live,
                         progress=prog, extra={"target_kb": d.target_kb, "max_kb": d.max_kb})
         stage = "suspend"
+        t_down = time.monotonic()
         daemon._suspend(conn, d, False, "a migration")
         suspended = True
-        t_down = time.monotonic()
+        t_susp = time.monotonic()
         stage = "stop-and-copy"
         fin = conn.call("migrate_final")
+        t_final = time.monotonic()
         stage = "hand-shake"
         line = ch.readline()
         if line != "READY":
@@ -79,12 +81,13 @@ def send(daemon, d, fd: int, config: dict, debug: bool, live: bool) -> dict:
         # (this very pyxend, for a migration to localhost) can take it
         daemon.api_rename(d.domid, name + "--migratedaway")
         renamed = True
+        t_ready = time.monotonic()
         ch.say("GO")
         line = ch.readline()
         if line != "DONE":
             why = line[6:] if line.startswith("ERROR ") else "the connection closed"
             raise MigrateError("EIO", f"migration target failed to start the domain: {why}")
-        downtime = time.monotonic() - t_down
+        t_done = time.monotonic()
     except Exception as e:
         msg = e.message if isinstance(e, RpcError) else str(e) or type(e).__name__
         if isinstance(e, MigrationError):       # the target may have said why it stopped
@@ -119,9 +122,15 @@ def send(daemon, d, fd: int, config: dict, debug: bool, live: bool) -> dict:
     conn.close()
     _unlink(prog)
     rounds = fin["rounds"]
+    # downtime: from the suspend request (the guest stops its work to
+    # suspend) to the target's unpause, as a ping from outside sees it
     return {"domid": d.domid, "name": d.name, "rounds": len(rounds),
             "frames": [r["frames"] for r in rounds], "sent": fin["sent"],
-            "precopy_s": round(t_down - t0, 3), "downtime_s": round(downtime, 3),
+            "precopy_s": round(t_down - t0, 3), "downtime_s": round(t_done - t_down, 3),
+            "phases_s": {"suspend": round(t_susp - t_down, 3),
+                         "stop_and_copy": round(t_final - t_susp, 3),
+                         "target_ready": round(t_ready - t_final, 3),
+                         "target_start": round(t_done - t_ready, 3)},
             "total_s": round(time.monotonic() - t0, 3), "live": live}
 
 
