@@ -90,9 +90,10 @@ def test_linux_live_migration_with_disk_writes_and_ping(two, tmp_path, linux_ima
     out, _ = ping.communicate(timeout=60)
     sent = int(re.search(r"(\d+) packets transmitted", out).group(1))
     got = int(re.search(r"(\d+) packets received", out).group(1))
-    # every reply missed is a 0.1 s gap; allow the downtime, the ARP the
-    # guest sends after reconnecting, and a loaded 2-core host
-    assert (sent - got) * 0.1 <= downtime + 3.0, (out, downtime)
+    # every reply missed is a 0.1 s gap: the gap is the downtime (measured
+    # 9 lost for a 0.92 s downtime), give or take a ping interval and the
+    # ARP the guest's netfront sends when it reconnects on a loaded host
+    assert (sent - got) * 0.1 <= downtime + 1.0, (out, downtime)
     s = ConsoleShell("lm", run_dir=d2)
     shells.append(s)
     s.type("\r")
