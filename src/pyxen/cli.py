@@ -1150,7 +1150,8 @@ def cmd_save(args) -> int:
                            label=f"saving {rows[0]['name'] if rows else args.domain}",
                            dom=args.domain, path=path, checkpoint=args.checkpoint,
                            paused=args.paused, config=config,
-                           config_path=os.path.abspath(args.config) if args.config else "<config>")
+                           config_path=os.path.abspath(args.config) if args.config else "<config>",
+                           xl_conf=xl_conf(args).defaults() if config is not None else ())
     finally:
         os.close(fd)
     return 0
@@ -1237,7 +1238,8 @@ def cmd_restore(args) -> int:
                                  watch=_restore_reader(os.path.abspath(save_file)),
                                  path=os.path.abspath(save_file), config=config,
                                  config_path=os.path.abspath(cfg_file) if cfg_file else
-                                 "<config>", paused=args.paused)
+                                 "<config>", paused=args.paused,
+                                 xl_conf=xl_conf(args).defaults() if config is not None else ())
     finally:
         os.close(fd)
     if args.console:
@@ -1332,7 +1334,8 @@ def cmd_migrate(args) -> int:
                                  label=f"migrating {row['name']}", fds=(sock.fileno(),),
                                  dom=args.domain, config=config,
                                  config_path=os.path.abspath(args.config) if args.config
-                                 else "<config>", debug=args.debug, live=True)
+                                 else "<config>", debug=args.debug, live=True,
+                                 xl_conf=xl_conf(args).defaults() if config is not None else ())
     finally:
         sock.close()
         if child is not None:

@@ -479,3 +479,37 @@ def test_cli_checkpoint_and_refused_files(rd, tmp_path, guest_elf):
     r = cli(rd, "restore", "-p", str(cp))
     assert r.returncode == 0, r.stderr
     assert rows(rd)["counter"]["state"][2] == "p"
+
+
+def test_restore_keeps_vcpu_set_and_applies_xl_conf(rd, tmp_path, guest_elf, monkeypatch):
+    """vcpu-set is kept in the domain's config as libxl keeps avail_vcpus: a
+    save takes it along and restore brings those vCPUs online again; restore
+    with a config file applies xl.conf's defaults to it, as create does."""
+    import json
+    from daemon_helpers import cli, rows, wait_until, xs
+    cfg = tmp_path / "v.cfg"
+    cfg.write_text(f'name = "v"\nkernel = "{guest_elf("suspend")}"\nmemory = 32\n'
+                   'extra = "period_ms=20"\nvcpus = 1\nmaxvcpus = 2\n')
+    assert cli(rd, "create", str(cfg)).returncode == 0
+    assert wait_until(lambda: len(_log_counts(rd, "v")) >= 5, 20)
+    assert cli(rd, "vcpu-set", "v", "2").returncode == 0
+    save = tmp_path / "v.save"
+    assert cli(rd, "save", "v", str(save)).returncode == 0
+    assert savefile.check_file(str(save)).config["vcpus"] == 2
+    conf = tmp_path / "xl.conf"
+    conf.write_text("max_maptrack_frames = 256\n")
+    monkeypatch.setenv("PYXEN_XL_CONF", str(conf))
+    r = cli(rd, "restore", str(cfg), str(save))
+    assert r.returncode == 0, r.stderr
+    domid = rows(rd)["v"]["id"]
+    b = json.loads(cli(rd, "list", "-l", "v").stdout)[0]["config"]["b_info"]
+    assert b["max_maptrack_frames"] == 256          # xl.conf's default, as create
+    assert xs(rd, "xenstore-read", f"/local/domain/{domid}/cpu/1/availability").stdout.strip() \
+        == "offline"                                # the given config: vcpus = 1
+    r = cli(rd, "restore", str(save))               # the saved config: both online
+    assert r.returncode == 1 and "already exists" in r.stderr
+    assert cli(rd, "destroy", "v").returncode == 0
+    assert cli(rd, "restore", str(save)).returncode == 0
+    domid = rows(rd)["v"]["id"]
+    assert xs(rd, "xenstore-read", f"/local/domain/{domid}/cpu/1/availability").stdout.strip() \
+        == "online"

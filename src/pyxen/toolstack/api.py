@@ -107,7 +107,8 @@ _TABLE = [
     _r("save", (Param("dom", DomRef), Param("path", Annotated[str, MaxLen(4096)]),
                 Param("checkpoint", bool, False), Param("paused", bool, False),
                 Param("config", Annotated[str, MaxLen(1 << 20)] | None, None),
-                Param("config_path", Annotated[str, MaxLen(4096)], "<config>")),
+                Param("config_path", Annotated[str, MaxLen(4096)], "<config>"),
+                Param("xl_conf", _XL_CONF, ())),
        '{"domid", "name", "bytes"}',
        "xl save: suspend the domain and write it to the file whose descriptor (open for "
        "writing) comes with the request (docs/save-format.md; path names it in messages), "
@@ -116,7 +117,7 @@ _TABLE = [
     _r("restore", (Param("path", Annotated[str, MaxLen(4096)]),
                    Param("config", Annotated[str, MaxLen(1 << 20)] | None, None),
                    Param("config_path", Annotated[str, MaxLen(4096)], "<config>"),
-                   Param("paused", bool, False)),
+                   Param("paused", bool, False), Param("xl_conf", _XL_CONF, ())),
        '{"domid", "name"}',
        "xl restore: a new domain from the save file whose descriptor (open for reading) "
        "comes with the request (path names it), with the saved config or the xl.cfg text "
@@ -124,7 +125,8 @@ _TABLE = [
     _r("migrate", (Param("dom", DomRef),
                    Param("config", Annotated[str, MaxLen(1 << 20)] | None, None),
                    Param("config_path", Annotated[str, MaxLen(4096)], "<config>"),
-                   Param("debug", bool, False), Param("live", bool, True)),
+                   Param("debug", bool, False), Param("live", bool, True),
+                   Param("xl_conf", _XL_CONF, ())),
        '{"domid", "name", "rounds", "frames", "sent", "precopy_s", "downtime_s", "total_s", '
        '"live"}',
        "xl migrate: send the domain over the connection whose descriptor comes with the "
@@ -220,11 +222,12 @@ assert len(REQUESTS) == len(_TABLE), "a request is listed twice"
 
 
 def _param(p: Param) -> str:
+    # "\0": a space the lines are not broken at (a name stays with its type)
     if p.required:
-        return f"{p.name}: {describe_type(p.type)}"
+        return f"{p.name}:\0{describe_type(p.type)}"
     d = p.default
     default = json.dumps(list(d) if isinstance(d, tuple) else d)
-    return f"{p.name}?: {describe_type(p.type)} = {default}"
+    return f"{p.name}?:\0{describe_type(p.type)} = {default}"
 
 
 def describe() -> str:
@@ -234,7 +237,7 @@ def describe() -> str:
         params = "{" + ", ".join(_param(p) for p in r.params) + "}" if r.params else ""
         lines.append(textwrap.fill(f"{r.name} {params}".rstrip() + f" -> {r.returns}", 90,
                                    initial_indent="  ", subsequent_indent="        ",
-                                   break_on_hyphens=False))
+                                   break_on_hyphens=False).replace("\0", " "))
         lines.append(textwrap.fill(r.doc, 90, initial_indent="      ",
                                    subsequent_indent="      "))
     return "\n".join(lines)

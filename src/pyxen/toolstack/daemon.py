@@ -764,7 +764,8 @@ class Daemon(PoolsDaemon):          # cpupools and cgroups: toolstack/cpupools.p
         return self._request_shutdown(dom, "reboot")
 
     # --- save / restore (issue 16; docs/save-format.md) ---------------------------------
-    def api_save(self, dom, path, checkpoint, paused, config, config_path, *, fds=()):
+    def api_save(self, dom, path, checkpoint, paused, config, config_path, xl_conf, *,
+                 fds=()):
         """xl save: the suspend protocol (control/shutdown = "suspend", then
         the guest's SHUTDOWN_suspend), the file written by the domain
         process, then as xl's save_domain: destroyed, or with -c / -p
@@ -776,11 +777,7 @@ class Daemon(PoolsDaemon):          # cpupools and cgroups: toolstack/cpupools.p
         out_fd = _file_fd(fds, os.O_WRONLY, path)
         saved_cfg = d.config
         if config is not None:
-            try:
-                saved_cfg = DomainConfig.from_text(config, config_path, ()).to_dict()
-            except XlCfgError as e:
-                raise ApiError("EINVAL", str(e)) from None
-            saved_cfg.setdefault("uuid", d.uuid)
+            saved_cfg = self._given_config(config, config_path, xl_conf, d)
         keep = checkpoint or paused
         if self._call(d, "info").get("paused"):
             # a paused guest cannot act on control/shutdown (libxl would wait
@@ -836,6 +833,19 @@ class Daemon(PoolsDaemon):          # cpupools and cgroups: toolstack/cpupools.p
             conn.close()
         return out
 
+    @staticmethod
+    def _given_config(config: str, config_path: str, xl_conf, d: Dom) -> dict:
+        """The xl.cfg text given to save / migrate -C, to go with the domain
+        instead of its running config (xl.conf's defaults applied, its uuid
+        kept)."""
+        try:
+            cfg = DomainConfig.from_text(config, config_path, (), XlConf.from_defaults(xl_conf))
+        except XlCfgError as e:
+            raise ApiError("EINVAL", str(e)) from None
+        out = cfg.to_dict()
+        out.setdefault("uuid", d.uuid)
+        return out
+
     def _suspend(self, conn: Connection, d: Dom, resumable: bool, what: str) -> None:
         """The suspend protocol on conn (a connection of its own to the domain
         process): control/shutdown = "suspend", then wait for the guest's
@@ -860,7 +870,7 @@ class Daemon(PoolsDaemon):          # cpupools and cgroups: toolstack/cpupools.p
                            f"{SUSPEND_TIMEOUT:.0f} s (its kernel must act on "
                            "control/shutdown = suspend)")
 
-    def api_restore(self, path, config, config_path, paused, *, fds=()):
+    def api_restore(self, path, config, config_path, paused, xl_conf, *, fds=()):
         """xl restore: a new domain from a save file, built by its domain
         process from the saved state (builder.build_domain(restore=...));
         the file is checked (magic, version, END record) before anything is
@@ -873,7 +883,8 @@ class Daemon(PoolsDaemon):          # cpupools and cgroups: toolstack/cpupools.p
             raise ApiError("EINVAL", str(e)) from None
         try:
             if config is not None:
-                cfg = DomainConfig.from_text(config, config_path, ())
+                cfg = DomainConfig.from_text(config, config_path, (),
+                                             XlConf.from_defaults(xl_conf))
             else:
                 cfg = config_from_dict(hdr.config)
         except (XlCfgError, ValueError, TypeError, KeyError) as e:
@@ -905,7 +916,7 @@ class Daemon(PoolsDaemon):          # cpupools and cgroups: toolstack/cpupools.p
         return self._create(cfg, True, restore=fd, stream=True)
 
     # --- live migration (issue 16; relocation.py, migration.py) ---------------------------
-    def api_migrate(self, dom, config, config_path, debug, live, *, fds=()):
+    def api_migrate(self, dom, config, config_path, debug, live, xl_conf, *, fds=()):
         """xl migrate: the domain goes over the connection whose descriptor
         comes with the request (ssh's, or TCP to a relocation server):
         pre-copy rounds, suspend, the rest; destroyed here once the target
@@ -918,11 +929,7 @@ class Daemon(PoolsDaemon):          # cpupools and cgroups: toolstack/cpupools.p
             raise ApiError("EINVAL", f"domain {d.domid} is not running")
         saved_cfg = d.config
         if config is not None:
-            try:
-                saved_cfg = DomainConfig.from_text(config, config_path, ()).to_dict()
-            except XlCfgError as e:
-                raise ApiError("EINVAL", str(e)) from None
-            saved_cfg.setdefault("uuid", d.uuid)
+            saved_cfg = self._given_config(config, config_path, xl_conf, d)
         if self._call(d, "info").get("paused"):
             raise ApiError("EINVAL", f"domain {d.domid} is paused: unpause it to migrate it")
         with self.lock:
@@ -1030,6 +1037,11 @@ class Daemon(PoolsDaemon):          # cpupools and cgroups: toolstack/cpupools.p
         for i in range(maxv):
             self._xs_write(f"/local/domain/{d.domid}/cpu/{i}/availability",
                            "online" if i < int(count) else "offline")
+        # as libxl's avail_vcpus: list shows it, and a save, a migration or
+        # a restart takes it along
+        with self.lock:
+            d.config["vcpus"] = int(count)
+            self._save(d)
 
     def api_vcpu_list(self, dom):
         if dom is not None and str(dom) in ("0", "Domain-0"):
