@@ -28,7 +28,7 @@ import zlib
 
 from .savefile import (END, HEAD, K_ABSENT, K_DATA, K_ZERO, MAGIC, MAX_JSON, PAGE, PAGES,
                        R_END, R_PAGES, R_STATE, REC, RUN_PAGES, VERSION, SaveFileError,
-                       data_extents, header_info)
+                       data_extents, header_info, write_record)
 
 FLAG_STREAM = 1
 R_ROUND, R_VERIFY = 3, 4
@@ -155,14 +155,7 @@ class StreamWriter:
         self.sent_crc: dict[int, int] | None = {} if track else None
 
     def record(self, rtype: int, *parts) -> None:
-        crc = 0
-        length = 0
-        for p in parts:
-            crc = zlib.crc32(p, crc)
-            length += len(p)
-        self.ch.write(REC.pack(rtype, 0, length, crc))
-        for p in parts:
-            self.ch.write(p)
+        write_record(self.ch.write, rtype, *parts)
         self.records += 1
 
     def pages(self, view, present, pfns, holes=None, progress=None) -> int:

@@ -54,6 +54,17 @@ class SaveHeader:
 
 
 # --- writing ---------------------------------------------------------------------------
+def write_record(write, rtype: int, *parts) -> None:
+    """One record (its header, then the payload in parts) through write()."""
+    crc = 0
+    length = 0
+    for p in parts:
+        crc = zlib.crc32(p, crc)
+        length += len(p)
+    write(REC.pack(rtype, 0, length, crc))
+    for p in parts:
+        write(p)
+
 class SaveWriter:
     def __init__(self, f, info: dict):
         self.f = f
@@ -63,14 +74,7 @@ class SaveWriter:
         f.write(blob)
 
     def record(self, rtype: int, *parts) -> None:
-        crc = 0
-        length = 0
-        for p in parts:
-            crc = zlib.crc32(p, crc)
-            length += len(p)
-        self.f.write(REC.pack(rtype, 0, length, crc))
-        for p in parts:
-            self.f.write(p)
+        write_record(self.f.write, rtype, *parts)
         self.records += 1
 
     def state(self, state: dict) -> None:
