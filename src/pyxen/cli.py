@@ -1258,6 +1258,10 @@ def _migration_channel(args, host: str):
     import subprocess
     from .toolstack.relocation import DEFAULT_PORT
     if host.startswith("tcp://"):
+        if args.paused:
+            err("pyxen: -p goes to migrate-receive (through ssh or -s); a relocation server "
+                "always starts the domain")
+            raise SystemExit(1)
         where = host[len("tcp://"):].rstrip("/")
         if where.startswith("["):               # [v6]:port
             h, _, rest = where[1:].partition("]")
