@@ -4,8 +4,9 @@ same run, as a ratio.
 
   hypercall   µs per xen_version hypercall from a PV guest kernel, against the
               C floor: a bare KVM I/O-exit round trip from CPL3 (kvm_floor.c);
-              then where one exit's time goes (KVM_RUN, pyxen's handling in
-              place and warm, the run loop)
+              then where one exit's time goes (KVM_RUN, decode and register
+              sync, the handler, the run loop's resume; a KVM_RUN loop with no
+              pyxen work; the handling warm)
   compute     a CPU-bound loop in the PV guest kernel, against the same loop
               run natively on the host
 """
@@ -110,56 +111,121 @@ def run_guest(elf: Path) -> float:
     return dt
 
 
-def anatomy(elf: Path, calls: int) -> dict:
-    """Where one hypercall exit's time goes, measured in place: the KVM_RUN
-    ioctl (guest entry, the guest's few instructions, the exit: PVM's part
-    plus ctypes), pyxen's handling of the exit as it runs right after it
-    (handle_exit), and the same handling run again warm, in a loop without
-    KVM_RUN in between (what the Python costs when caches and branch
-    predictors are not cold from the world switch)."""
+def anatomy(elf: Path, calls: int, bare_elf: Path) -> dict:
+    """Where one hypercall exit's time goes, measured in place (issue 15):
+
+    run      the KVM_RUN ioctl: ctypes, PVM's world switch both ways, the
+             guest's few instructions, the exit (the C floor does the same
+             with no Python around it)
+    decode   handle_exit up to the handler and back: exit reason and port,
+             the register views, the checks for owed work (page-table
+             replay, upcall) after it
+    handler  Domain.hypercall: the table, the lock, the handler, the result
+    resume   the run loop between handle_exit and the next KVM_RUN
+    bare     KVM_RUN of the same vCPU in a loop whose "handler" only sets rax
+             (what an exit costs this process with no pyxen work at all)
+    warm     handle_exit run again in a loop without KVM_RUN in between
+             (pyxen's handling when caches and predictors are warm)
+    sync     fetch_sregs + sregs_changed (the run page's sregs copied out
+             and marked dirty, as a syscall bounce does), warm"""
     from pyxen.kvm import ioctls as KI
     from pyxen.hv import layout as L
     cfg = DomainConfig(name="bench", kernel=str(elf), memory=16)
     dom = build_domain(cfg, LocalServices(devices=False))
     v = dom.vcpus[0]
-    run, handle = v.kvcpu.run, v.handle_exit
-    acc = {"run": 0.0, "handle": 0.0, "n": 0}
+    run, handle, hypercall = v.kvcpu.run, v.handle_exit, dom.hypercall
+    acc = {"run": 0.0, "handle": 0.0, "handler": 0.0, "n": 0}
+    pc = time.perf_counter
 
     def timed_run():
-        t = time.perf_counter()
+        t = pc()
         r = run()
-        acc["run"] += time.perf_counter() - t
+        acc["run"] += pc() - t
         return r
 
     def timed_handle(reason):
-        t = time.perf_counter()
+        t = pc()
         ex = handle(reason)
-        acc["handle"] += time.perf_counter() - t
+        acc["handle"] += pc() - t
         acc["n"] += 1
         return ex
-    v.kvcpu.run, v.handle_exit = timed_run, timed_handle
+
+    def timed_hypercall(*a, **k):
+        t = pc()
+        ret = hypercall(*a, **k)
+        acc["handler"] += pc() - t
+        return ret
+    v.kvcpu.run, v.handle_exit, dom.hypercall = timed_run, timed_handle, timed_hypercall
     try:
-        t = time.perf_counter()
+        t = pc()
         dom.run()
-        total = time.perf_counter() - t
-        # the same exit handled warm: a recorded hypercall exit, no KVM_RUN between
+        total = pc() - t
         del v.kvcpu.run
         v.handle_exit = handle
+        del dom.hypercall
+        n = min(calls, 20000)
+        # sregs out of the run page and back, warm
+        t = pc()
+        for _ in range(n):
+            v._sregs_valid = False
+            v.fetch_sregs()
+            v.sregs_changed()
+        sync = (pc() - t) / n
+        v.run_struct.kvm_dirty_regs = 0
+        # the same exit handled warm: a recorded hypercall exit, no KVM_RUN between
         dom.stopped = False
         v.run_struct.exit.io.port = L.PORT_HYPERCALL
         v.run_struct.exit.io.direction = KI.KVM_EXIT_IO_OUT
         r = v.regs
-        n = min(calls, 20000)
-        t = time.perf_counter()
+        t = pc()
         for _ in range(n):
             r.rax, r.rdi = 17, 0
             handle(KI.KVM_EXIT_IO)
-        warm = (time.perf_counter() - t) / n
+        warm = (pc() - t) / n
     finally:
         close_domain(dom)
     k = acc["n"]
-    return {"run": acc["run"] / k, "handle": acc["handle"] / k, "warm": warm,
-            "loop": (total - acc["run"] - acc["handle"]) / k}
+    bare = bare_exits(bare_elf, min(calls, 20000))
+    return {"run": acc["run"] / k, "decode": (acc["handle"] - acc["handler"]) / k,
+            "handler": acc["handler"] / k, "handle": acc["handle"] / k, "warm": warm,
+            "resume": (total - acc["run"] - acc["handle"]) / k, "bare": bare, "sync": sync}
+
+
+def bare_exits(elf: Path, n: int) -> float:
+    """Seconds per KVM_RUN of a pyxen vCPU whose exits are answered by the
+    least Python possible (rax = 0, regs marked dirty): the guest's
+    hypercall loop (elf makes at least n + 100 calls), run from a thread as
+    pyxen's vCPUs are."""
+    import threading
+    from pyxen.kvm import ioctls as KI
+    from pyxen.hv import layout as L
+    cfg = DomainConfig(name="bench", kernel=str(elf), memory=16)
+    dom = build_domain(cfg, LocalServices(devices=False))
+    v = dom.vcpus[0]
+    out = {}
+
+    def body():
+        kv, rs = v.kvcpu, v.run_struct
+        regs = rs.s.regs.regs
+        v.thread_ident = threading.get_ident()
+        dom.mm.bind_writer(v.id)
+        for _ in range(100):                 # through pyxen first: the guest set up
+            v.handle_exit(kv.run())
+        run, pc = kv.run, time.perf_counter
+        t = pc()
+        for _ in range(n):
+            if run() != KI.KVM_EXIT_IO or rs.exit.io.port != L.PORT_HYPERCALL:
+                raise SystemExit("bare exit loop: not the hypercall exit")
+            regs.rax = 0
+            rs.kvm_dirty_regs |= KI.KVM_SYNC_X86_REGS
+        out["t"] = (pc() - t) / n
+    try:
+        th = threading.Thread(target=body)
+        th.start()
+        th.join()
+    finally:
+        close_domain(dom)
+    return out["t"]
 
 
 def main() -> int:
@@ -183,13 +249,21 @@ def main() -> int:
         hc_us = (with_calls - base) / args.calls * 1e6
         print(f"hypercall   pyxen {hc_us:8.2f} us/call   C KVM exit floor {floor_us:8.2f} us   "
               f"ratio {hc_us / floor_us:5.2f}x floor (target <= 1.3x)")
-        a = anatomy(build_guest(tmp, args.calls, 1), args.calls)
+        a = anatomy(build_guest(tmp, args.calls, 1), args.calls,
+                    build_guest(tmp, min(args.calls, 20000) + 1000, 1))
         us = {k: x * 1e6 for k, x in a.items()}
-        print(f"  one exit, in place: KVM_RUN {us['run']:6.2f} us ({us['run'] / floor_us:4.2f}x floor)"
-              f" + handle_exit {us['handle']:6.2f} us + run loop {us['loop']:5.2f} us")
-        print(f"  handle_exit warm (same exit, no KVM_RUN between) {us['warm']:5.2f} us: "
-              f"{us['handle'] - us['warm']:5.2f} us of each exit's handling is cold caches and "
-              f"predictors after the world switch")
+        total = us["run"] + us["handle"] + us["resume"]
+        print(f"  one exit, in place ({total:6.2f} us, {total / floor_us:4.2f}x floor): "
+              f"KVM_RUN {us['run']:6.2f} us ({us['run'] / floor_us:4.2f}x floor)"
+              f" + decode/sync/owed work {us['decode']:5.2f} + handler {us['handler']:5.2f}"
+              f" + resume (run loop) {us['resume']:5.2f} us")
+        print(f"  KVM_RUN with no pyxen work between exits (rax=0 only) {us['bare']:6.2f} us/exit: "
+              f"{us['bare'] / floor_us:4.2f}x floor: what this process pays for an exit before "
+              f"any of pyxen's Python")
+        print(f"  warm (same exit again, no KVM_RUN between): handle_exit {us['warm']:5.2f} us "
+              f"(in place {us['handle']:5.2f}: {us['handle'] - us['warm']:5.2f} us are caches and "
+              f"predictors cold after the world switch); sregs from the run page and back "
+              f"{us['sync']:5.2f} us")
 
         native = float(subprocess.run([str(tmp / "native"), str(args.loops)], check=True,
                                       capture_output=True, text=True).stdout)

@@ -23,13 +23,14 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..guestmem import GuestFault
 from ..vcpu import GuestCrash
 from . import decode, faultfix, m2p, privop, ptwr
 from .cpuid import CpuidPolicy
 from .decode import Decoder, RegFile
+from .pit import Pit2
 
 __all__ = ["install", "Emulator", "CpuidPolicy", "FORCED_EMULATION_PREFIX"]
 
@@ -51,6 +52,7 @@ class VcpuState:
 class IoState:
     cmos_idx: int = 0        # last write to port 0x70
     pci_cf8: int = 0         # last dword write to 0xcf8
+    pit: Pit2 = field(default_factory=Pit2)    # PIT channel 2, ports 0x42, 0x43, 0x61
 
 
 class Emulator:

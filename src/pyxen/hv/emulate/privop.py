@@ -69,6 +69,7 @@ VMASST_ARCHITECTURAL_IOPL = 4
 PFEC_W, PFEC_U = 2, 4
 RTC_PORT0 = 0x70
 PCI_CF8 = 0xCF8
+PIT_PORTS = (0x42, 0x43, 0x61)     # Xen's pv_pit_handler: channel 2 and the speaker port
 MAX_REP = 4096
 
 _IO_INSNS = {X.X86_INS_IN, X.X86_INS_OUT, X.X86_INS_INSB, X.X86_INS_INSW, X.X86_INS_INSD,
@@ -461,13 +462,15 @@ def guest_io_okay(vcpu, port: int, size: int) -> bool:
 
 
 def io_read(em, port: int, size: int) -> int:
-    """Xen's guest_io_read for a domain without I/O ports."""
+    """Xen's guest_io_read for a domain without I/O ports (PIT channel 2: pit.py)."""
     io = em.io
     data, shift = 0, 0
     while size:
         sub = 0xFF
         if port == RTC_PORT0:
             sub = io.cmos_idx
+        elif port in PIT_PORTS:
+            sub = io.pit.read(port)
         elif port == PCI_CF8 and size == 4:
             return io.pci_cf8
         data |= (sub & 0xFF) << shift
@@ -482,6 +485,8 @@ def io_write(em, port: int, size: int, data: int) -> None:
     while size:
         if port == RTC_PORT0:
             io.cmos_idx = data & 0xFF
+        elif port in PIT_PORTS:
+            io.pit.write(port, data)
         elif port == PCI_CF8 and size == 4:
             io.pci_cf8 = data & 0xFFFFFFFF
             return
