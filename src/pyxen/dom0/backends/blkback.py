@@ -5,6 +5,10 @@ flush-cache and barrier (real fdatasync), discard (punch hole / BLKDISCARD),
 persistent grants (kept mapped for the life of the connection), indirect
 descriptors (up to MAX_INDIRECT_SEGMENTS per request) and multi-queue (one
 ring and event channel per queue, each served by a thread of its own).
+Requests are served one at a time, except on an image that keeps several in
+flight (qemu-nbd through libnbd, `nbd.py`): the reads and writes taken from a
+ring together are submitted together, and a flush, barrier or discard waits
+for those before it (`_handle_batch`).
 
 A bad request gets BLKIF_RSP_ERROR (or EOPNOTSUPP) and the ring carries on;
 a ring whose indexes are impossible shuts the device down (xenbus error
@@ -95,9 +99,15 @@ class BlkRing(QueueWorker):
     # --- serving -------------------------------------------------------------------------------------
     def work(self) -> list[int]:
         ring = self.ring
+        aio = getattr(self.dev.image, "aio", False)
         while True:
-            for _ in range(ring.unconsumed()):
-                ring.put(self._handle(ring.take()))
+            n = ring.unconsumed()
+            if aio and n > 1:
+                for rsp in self._handle_batch([ring.take() for _ in range(n)]):
+                    ring.put(rsp)
+            else:
+                for _ in range(n):
+                    ring.put(self._handle(ring.take()))
             if ring.push():
                 self.evt.notify()
             if not ring.final_check():
@@ -105,25 +115,89 @@ class BlkRing(QueueWorker):
 
     def _handle(self, raw: bytes) -> bytes:
         op = raw[0]
-        req_id = _REQ.unpack_from(raw)[3]
-        # an indirect request is answered with the operation it carried (as Linux's blkback)
-        rsp_op = raw[1] if op == OP_INDIRECT else op
         try:
             self._do(op, raw)
             status = RSP_OKAY
-        except BadRequest as e:
-            status = e.status
-            self.stats["errors"] += 1
+        except (BadRequest, GrantError, OSError) as e:
+            status = self._failed(op, e)
+        return self._rsp(raw, status)
+
+    @staticmethod
+    def _rsp(raw: bytes, status: int) -> bytes:
+        # an indirect request is answered with the operation it carried (as Linux's blkback)
+        op = raw[0]
+        return _RSP.pack(_REQ.unpack_from(raw)[3], raw[1] if op == OP_INDIRECT else op, status)
+
+    def _failed(self, op: int, e: Exception) -> int:
+        self.stats["errors"] += 1
+        if isinstance(e, BadRequest):
             self.dev.complain(f"{OP_NAMES.get(op, op)} request failed: {e}")
-        except GrantError as e:
-            status = RSP_ERROR
-            self.stats["errors"] += 1
+            return e.status
+        if isinstance(e, GrantError):
             self.dev.complain(f"{OP_NAMES.get(op, op)} request: {e}")
-        except OSError as e:
-            status = RSP_ERROR
-            self.stats["errors"] += 1
+        else:
             self.dev.complain(f"{OP_NAMES.get(op, op)} request: I/O error: {e}")
-        return _RSP.pack(req_id, rsp_op, status)
+        return RSP_ERROR
+
+    def _handle_batch(self, raws: list[bytes]) -> list[bytes]:
+        """Requests taken from the ring together, for an image that keeps
+        several in flight (qemu-nbd through libnbd): reads and writes are all
+        submitted, then waited for. Anything else (flush, barrier, discard)
+        first waits for every request submitted before it, so a flush covers
+        the writes that precede it on the ring, as with one at a time."""
+        img = self.dev.image
+        rsps: list = [None] * len(raws)
+        pending: list = []            # (index, op, cmd, bufs, held, write, sectors)
+
+        def drain():
+            for i, op, cmd, bufs, held, write, total in pending:
+                try:
+                    img.wait(cmd)
+                    status = RSP_OKAY
+                    self._count(write, total)
+                except OSError as e:
+                    status = self._failed(op, e)
+                finally:
+                    self._release(bufs, held)
+                rsps[i] = self._rsp(raws[i], status)
+            pending.clear()
+
+        try:
+            for i, raw in enumerate(raws):
+                op = raw[0]
+                bufs, held = [], []
+                try:
+                    rw = self._rw_of(op, raw)
+                    if rw is None:              # flush, barrier, discard, malformed...
+                        drain()
+                        rsps[i] = self._handle(raw)
+                        continue
+                    write, sector, total = self._prepare(*rw, bufs, held)
+                    cmd = img.submit(write, bufs, sector * SECTOR)
+                except (BadRequest, GrantError, OSError) as e:
+                    self._release(bufs, held)
+                    rsps[i] = self._rsp(raw, self._failed(op, e))
+                    continue
+                pending.append((i, op, cmd, bufs, held, write, total))
+        finally:
+            drain()
+        return rsps
+
+    def _rw_of(self, op: int, raw: bytes):
+        """(write, sector, segments) of a plain read or write (direct or
+        indirect); None for anything else."""
+        if op in (OP_READ, OP_WRITE):
+            _, nseg, _, _, sector = _REQ.unpack_from(raw)
+            if not 1 <= nseg <= MAX_SEGMENTS:
+                return None
+            return (op == OP_WRITE, sector,
+                    [_SEG.unpack_from(raw, SEG_OFF + _SEG.size * i) for i in range(nseg)])
+        if op == OP_INDIRECT and raw[1] in (OP_READ, OP_WRITE):
+            _, iop, nseg, _, sector, _, *grefs = _INDIRECT.unpack_from(raw)
+            if not 1 <= nseg <= MAX_INDIRECT_SEGMENTS:
+                return None
+            return iop == OP_WRITE, sector, self._indirect_segs(nseg, grefs)
+        return None
 
     def _do(self, op: int, raw: bytes) -> None:
         dev = self.dev
@@ -147,16 +221,7 @@ class BlkRing(QueueWorker):
                 raise BadRequest(f"indirect operation {iop}")
             if not 1 <= nseg <= MAX_INDIRECT_SEGMENTS:
                 raise BadRequest(f"{nseg} indirect segments (1..{MAX_INDIRECT_SEGMENTS} allowed)")
-            segs = []
-            held: list = []
-            try:
-                for p in range((nseg + SEGS_PER_INDIRECT_PAGE - 1) // SEGS_PER_INDIRECT_PAGE):
-                    page = bytes(self._map(grefs[p], False, held))
-                    k = min(SEGS_PER_INDIRECT_PAGE, nseg - p * SEGS_PER_INDIRECT_PAGE)
-                    segs += [_SEG.unpack_from(page, _SEG.size * i) for i in range(k)]
-            finally:
-                self._unmap_all(held)
-            self._rw(iop == OP_WRITE, sector, segs)
+            self._rw(iop == OP_WRITE, sector, self._indirect_segs(nseg, grefs))
             return
         if op == OP_FLUSH:
             img.flush()
@@ -175,35 +240,59 @@ class BlkRing(QueueWorker):
             return
         raise BadRequest(f"unknown operation {op}", RSP_EOPNOTSUPP)
 
-    def _rw(self, write: bool, sector: int, segs) -> None:
+    def _indirect_segs(self, nseg: int, grefs) -> list:
+        segs = []
+        held: list = []
+        try:
+            for p in range((nseg + SEGS_PER_INDIRECT_PAGE - 1) // SEGS_PER_INDIRECT_PAGE):
+                page = bytes(self._map(grefs[p], False, held))
+                k = min(SEGS_PER_INDIRECT_PAGE, nseg - p * SEGS_PER_INDIRECT_PAGE)
+                segs += [_SEG.unpack_from(page, _SEG.size * i) for i in range(k)]
+        finally:
+            self._unmap_all(held)
+        return segs
+
+    def _prepare(self, write: bool, sector: int, segs, bufs: list, held: list):
+        """Map a read's or write's pages into bufs (the caller releases them
+        with held, also on error); (write, sector, sectors)."""
         dev = self.dev
         if write and dev.readonly:
             raise BadRequest("write to a read-only disk")
-        bufs = []
-        held: list = []
         total = 0
+        for gref, first, last in segs:
+            if first > last or last >= 4096 // SECTOR:
+                raise BadRequest(f"bad segment sectors {first}..{last}")
+            page = self._map(gref, not write, held)
+            bufs.append(page[first * SECTOR:(last + 1) * SECTOR])
+            total += last - first + 1
+        if sector + total > dev.image.sectors:
+            raise BadRequest(f"sectors {sector}+{total} beyond the disk end "
+                             f"({dev.image.sectors} sectors)")
+        return write, sector, total
+
+    def _count(self, write: bool, total: int) -> None:
+        k = "wr" if write else "rd"
+        self.stats[k + "_req"] += 1
+        self.stats[k + "_sect"] += total
+
+    def _release(self, bufs: list, held: list) -> None:
+        for b in bufs:
+            b.release()
+        bufs.clear()
+        self._unmap_all(held)
+
+    def _rw(self, write: bool, sector: int, segs) -> None:
+        bufs: list = []
+        held: list = []
         try:
-            for gref, first, last in segs:
-                if first > last or last >= 4096 // SECTOR:
-                    raise BadRequest(f"bad segment sectors {first}..{last}")
-                page = self._map(gref, not write, held)
-                bufs.append(page[first * SECTOR:(last + 1) * SECTOR])
-                total += last - first + 1
-            if sector + total > dev.image.sectors:
-                raise BadRequest(f"sectors {sector}+{total} beyond the disk end "
-                                 f"({dev.image.sectors} sectors)")
+            self._prepare(write, sector, segs, bufs, held)
             if write:
-                dev.image.writev(bufs, sector * SECTOR)
-                self.stats["wr_req"] += 1
-                self.stats["wr_sect"] += total
+                self.dev.image.writev(bufs, sector * SECTOR)
             else:
-                dev.image.readv(bufs, sector * SECTOR)
-                self.stats["rd_req"] += 1
-                self.stats["rd_sect"] += total
+                self.dev.image.readv(bufs, sector * SECTOR)
+            self._count(write, sum(len(b) for b in bufs) // SECTOR)
         finally:
-            for b in bufs:
-                b.release()
-            self._unmap_all(held)
+            self._release(bufs, held)
 
     def release(self) -> None:
         grants = self.dev.guest.grants
