@@ -57,9 +57,9 @@ PARTIAL = {
                       "without them",
     "cpupool-rename": "a name another pool has is refused (libxl would allow it)",
     "cpupool-numa-split": "Domain-0's vCPUs (the host's CPUs) are not taken offline",
-    "save": "PV; pyxen's own file format (docs/save-format.md); -c/-p need a kernel with "
-            "SUSPEND_CANCEL; no -D",
-    "restore": "PV, from pyxen's save files; -e/-d/-F/-V/-A accepted and ignored",
+    "save": "PV and HVM (QEMU's migration stream in the file); pyxen's own file format "
+            "(docs/save-format.md); -c/-p need a PV kernel with SUSPEND_CANCEL; no -D",
+    "restore": "PV and HVM, from pyxen's save files; -e/-d/-F/-V/-A accepted and ignored",
     "migrate": "PV, live (pre-copy with KVM's dirty log, as xl always is); ssh or -s, or "
                "tcp://HOST[:PORT] to a relocation server (pyxend --relocation-port); "
                "--debug verifies the memory; -e accepted; no -D",

@@ -779,6 +779,8 @@ class Daemon(PoolsDaemon):          # cpupools and cgroups: toolstack/cpupools.p
         if config is not None:
             saved_cfg = self._given_config(config, config_path, xl_conf, d)
         keep = checkpoint or paused
+        if d.config.get("type") == "hvm":
+            return self._save_hvm(d, path, out_fd, keep, paused, saved_cfg)
         if self._call(d, "info").get("paused"):
             # a paused guest cannot act on control/shutdown (libxl would wait
             # for it until its timeout)
@@ -789,6 +791,39 @@ class Daemon(PoolsDaemon):          # cpupools and cgroups: toolstack/cpupools.p
             self.saving.add(d.domid)
         try:
             out = self._save_domain(d, path, out_fd, keep, paused, saved_cfg)
+        finally:
+            with self.lock:
+                self.saving.discard(d.domid)
+        self.say(f"domain {d.domid} ({d.name}) saved to {path} ({out['bytes']} bytes)")
+        if not keep:
+            self.api_destroy(d.domid)
+        return {"domid": d.domid, "name": d.name, "bytes": out["bytes"]}
+
+    def _save_hvm(self, d: Dom, path: str, out_fd: int, keep: bool, paused: bool,
+                  saved_cfg: dict) -> dict:
+        """xl save of an HVM domain: no suspend protocol (the guest has no PV
+        drivers); its domain process stops QEMU and has it write its own
+        migration stream into the file (hvmsave.py), then resumes QEMU with
+        -c, leaves it stopped with -p, or the domain is destroyed."""
+        with self.lock:
+            if d.domid in self.saving:
+                raise ApiError("EBUSY", f"domain {d.domid} is being saved already")
+            self.saving.add(d.domid)
+        try:
+            try:
+                conn = Connection.connect(paths.domain_socket(self.run_dir, d.domid))
+            except OSError as e:
+                raise ApiError("EIO", f"domain {d.domid}: {e}") from None
+            try:
+                self.say(f"domain {d.domid} ({d.name}) stopped; saving QEMU's stream to {path}")
+                out = conn.call("save", _fds=(out_fd,), config=saved_cfg, keep=keep,
+                                paused=paused,
+                                extra={"target_kb": d.target_kb, "max_kb": d.max_kb})
+            except (RpcError, OSError) as e:
+                msg = e.message if isinstance(e, RpcError) else str(e)
+                raise ApiError("EIO", f"failed to save domain {d.domid}: {msg}") from None
+            finally:
+                conn.close()
         finally:
             with self.lock:
                 self.saving.discard(d.domid)
@@ -889,6 +924,10 @@ class Daemon(PoolsDaemon):          # cpupools and cgroups: toolstack/cpupools.p
                 cfg = config_from_dict(hdr.config)
         except (XlCfgError, ValueError, TypeError, KeyError) as e:
             raise ApiError("EINVAL", f"{path}: its config: {e}") from None
+        saved_type = hdr.config.get("type") or "pv"
+        if saved_type != cfg.type:
+            raise ApiError("EINVAL", f"{path}: the save file holds a {saved_type.upper()} "
+                           f"domain; the config is for a {cfg.type.upper()} one")
         if cfg.memory * 256 != hdr.info["nr_pages"] or cfg.maxvcpus != hdr.info.get("vcpus"):
             raise ApiError("EINVAL", f"{path}: the saved domain had {hdr.info['nr_pages'] // 256}"
                            f" MiB and {hdr.info.get('vcpus')} vCPUs; the config asks for "

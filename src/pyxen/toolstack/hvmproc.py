@@ -13,6 +13,11 @@ unpause, destroy, dmesg, shutdown) and runs the domain as one QEMU process
   ``system_reset``, what xl's -F falls back to for an HVM guest without PV
   drivers;
 * destroy: ``quit`` (SIGKILL if QEMU does not go);
+* save: QEMU, stopped, writes its migration stream (QMP ``migrate`` to a
+  pipe handed over with ``getfd``) into pyxen's save file
+  (toolstack/hvmsave.py); restore (``--restore-fd``) starts QEMU with
+  ``-incoming defer`` and feeds the file's stream back
+  (``migrate-incoming``) before the control socket is served;
 * the guest's power-off, reset and panic end QEMU (``-action``); the QMP
   SHUTDOWN event's reason becomes the domain's (poweroff, reboot, crash) in
   ``domains/<domid>.result``, and pyxend applies on_poweroff / on_reboot /
@@ -44,7 +49,7 @@ import time
 from collections import deque
 from pathlib import Path
 
-from . import hvm, paths
+from . import hvm, hvmsave, paths
 from .domconfig import DomainConfig
 from .qmp import QmpClient, QmpError
 from .rpc import Connection, error_reply, eventfd_poke
@@ -170,6 +175,7 @@ class HvmDomain:
         self.reason: str | None = None
         self.message = ""
         self.started = time.monotonic()
+        self.saving = False
         self.qemu: subprocess.Popen | None = None
         self.qmp: QmpClient | None = None
         self.vcpu_tids: list[int] = []
@@ -184,7 +190,8 @@ class HvmDomain:
         self.lines.append(f"(d{self.domid}) {msg}")
 
     # --- start -----------------------------------------------------------------------
-    def start(self) -> None:
+    def start(self, incoming: bool = False) -> None:
+        """incoming: QEMU waits for a migration stream (restore)."""
         for p in (self.qmp_path, self.serial_path):
             if p:
                 try:
@@ -195,6 +202,8 @@ class HvmDomain:
         argv = hvm.qemu_argv(self.cfg, self.domid, qmp=self.qmp_path,
                              serial_socket=self.serial_path, tap_fds=taps)
         argv[argv.index("-accel") + 1] = self.accel
+        if incoming:
+            argv += ["-incoming", "defer"]
         self.say(f"device model: {' '.join(argv)}")
         self.say(f"accelerator: {self.accel}")
         errlog = paths.log_dir(self.run_dir) / f"qemu-dm-{self.cfg.name}.log"
@@ -310,7 +319,7 @@ class HvmDomain:
                 "memory_kb": self.cfg.memory * 1024, "max_memory_kb": self.cfg.memory * 1024,
                 "vcpus": vcpus, "online_vcpus": len(vcpus), "running": running,
                 "blocked": not running and not paused, "paused": paused,
-                "cpu_time": whole[1] if whole else 0.0, "suspended": False,
+                "cpu_time": whole[1] if whole else 0.0, "suspended": self.saving,
                 "uptime": time.monotonic() - self.started, **self.sched,
                 "present_kb": self.cfg.memory * 1024,
                 "device_model": {"accel": self.accel, "pid": self.qemu.pid,
@@ -382,6 +391,10 @@ class HvmDomain:
             self.media[d.vdev] = None
             self.say(f"cdrom {d.vdev}: ejected")
             return None, ()
+        if method == "save":               # pyxen save: QEMU's stream into the file
+            fds = p.get("_fds") or ()
+            return self.save(fds[0], p.get("config") or self.cfg.to_dict(), p.get("extra"),
+                             bool(p.get("keep")), bool(p.get("paused"))), ()
         if method == "grant_frames":       # no PV drivers, so no grant table in use
             return {"version": 1, "frames": [], "status_frames": [], "frame_refs": 0}, ()
         if method == "dmesg":
@@ -397,6 +410,36 @@ class HvmDomain:
             raise RuntimeError(f"Virtual device {vdev} is not a cdrom drive of this domain "
                                "(an HVM domain's disk entry with devtype=cdrom)")
         return d
+
+    def save(self, out_fd: int, config: dict, extra: dict | None, keep: bool,
+             paused: bool) -> dict:
+        """The domain, stopped, to the save file out_fd (taken): QEMU's
+        migration stream (disks flushed, as QEMU's migration does). keep
+        (save -c / -p): QEMU goes on afterwards (QMP cont) unless paused
+        or it was paused before; otherwise it stays stopped for destroy.
+        On failure QEMU goes on as it was."""
+        was_paused = self.status == "paused"
+        self.qmp.command("stop")
+        self.status = "paused"
+        self.saving = True
+        try:
+            info = hvmsave.header(self.cfg, config, extra, self.qmp.version)
+            out = hvmsave.save(self.qmp, out_fd, info)
+        except BaseException:
+            if not was_paused:
+                self.qmp.command("cont")
+            raise
+        finally:
+            self.saving = False
+        self.say(f"saved: QEMU's stream, {out['memory_bytes']} bytes")
+        if keep and not paused and not was_paused:
+            self.qmp.command("cont")
+            self.status = "running"
+        return out
+
+    def restore(self, fd: int, path: str) -> None:
+        out = hvmsave.restore(self.qmp, path, fd)
+        self.say(f"restored from QEMU's stream ({out['bytes']} bytes)")
 
     def destroy(self) -> None:
         if self.reason is None:
@@ -497,8 +540,11 @@ class Server:
                 if req is None:
                     return
                 rid = req.get("id")
+                params = req.get("params") or {}
                 try:
-                    result, fds = self.dom.handle(req.get("method"), req.get("params") or {})
+                    if req.get("method") == "save":     # the file's descriptor comes with it
+                        params["_fds"] = conn.take_fds(1)
+                    result, fds = self.dom.handle(req.get("method"), params)
                 except Exception as e:
                     conn.send(error_reply(rid, "EFAIL", str(e)))
                     continue
@@ -525,6 +571,8 @@ def main(argv=None) -> int:
     ap.add_argument("--domid", type=int, required=True)
     ap.add_argument("--config", required=True, help="the domain's validated config (JSON)")
     ap.add_argument("--paused", action="store_true", help="accepted: QEMU always starts paused")
+    ap.add_argument("--restore-fd", type=int, help="a save file to restore the domain from "
+                    "(QEMU's migration stream in it)")
     args = ap.parse_args(argv)
     run_dir = Path(args.run_dir)
     logging.basicConfig(level=logging.INFO, format=f"d{args.domid} %(levelname)s %(message)s")
@@ -532,7 +580,14 @@ def main(argv=None) -> int:
     result_path = paths.domain_result(run_dir, args.domid)
     try:
         dom = HvmDomain(run_dir, args.domid, cfg)
-        dom.start()
+        dom.start(incoming=args.restore_fd is not None)
+        if args.restore_fd is not None:
+            try:
+                dom.restore(args.restore_fd, "the save file")
+            except BaseException:
+                dom.qemu.kill()
+                dom.qemu.wait()
+                raise
     except Exception as e:
         logging.error("cannot start HVM domain %s: %s", cfg.name, e)
         result_path.write_text(json.dumps({"reason": "failed", "code": None, "message": str(e)}))

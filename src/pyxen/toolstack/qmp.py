@@ -96,8 +96,9 @@ class QmpClient:
             for slot in pending.values():
                 slot[0].set()
 
-    def command(self, name: str, timeout: float = 30.0, **arguments):
-        """Run one command; its "return" value, or QmpError."""
+    def command(self, name: str, timeout: float = 30.0, _fds=(), **arguments):
+        """Run one command; its "return" value, or QmpError. _fds: file
+        descriptors sent with it (SCM_RIGHTS), as `getfd` takes one."""
         if self.closed.is_set():
             raise QmpError(f"QMP connection to {self.path} is closed", "Closed")
         msg: dict = {"execute": name}
@@ -108,7 +109,13 @@ class QmpClient:
             msg["id"] = rid = self._next_id
             slot = self._pending[rid] = [threading.Event(), None]
             try:
-                self.sock.sendall(json.dumps(msg).encode() + b"\n")
+                data = json.dumps(msg).encode() + b"\n"
+                if _fds:
+                    n = socket.send_fds(self.sock, [data], list(_fds))
+                    if n < len(data):
+                        self.sock.sendall(data[n:])
+                else:
+                    self.sock.sendall(data)
             except OSError as e:
                 self._pending.pop(rid, None)
                 raise QmpError(f"QMP {name}: {e}", "Closed") from None
