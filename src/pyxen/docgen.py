@@ -60,10 +60,11 @@ PARTIAL = {
     "save": "PV and HVM (QEMU's migration stream in the file); pyxen's own file format "
             "(docs/save-format.md); -c/-p need a PV kernel with SUSPEND_CANCEL; no -D",
     "restore": "PV and HVM, from pyxen's save files; -e/-d/-F/-V/-A accepted and ignored",
-    "migrate": "PV, live (pre-copy with KVM's dirty log, as xl always is); ssh or -s, or "
+    "migrate": "PV, live (pre-copy with KVM's dirty log, as xl always is), and HVM "
+               "(QEMU's live migration in the same hand-shake); ssh or -s, or "
                "tcp://HOST[:PORT] to a relocation server (pyxend --relocation-port); "
                "--debug verifies the memory; -e accepted; no -D",
-    "migrate-receive": "PV; -p leaves it paused; -d/-e accepted",
+    "migrate-receive": "PV and HVM; -p leaves it paused; -d/-e accepted",
     "vncviewer": "HVM domains with vnc=1 (QEMU's VNC server); -a/--autopass",
     "vcpu-pin": "hard affinity of a vCPU's thread (kept for a vCPU not started yet); "
                 "soft affinity is accepted and only warned about (also cpus_soft=)",

@@ -143,3 +143,49 @@ def test_hvm_save_checkpoint_restore(rd, tmp_path, linux_images):
     assert cli(rd, "destroy", "hvms").returncode == 0
     print(f"HVM save/restore test: {time.monotonic() - t0:.1f} s, restore {restore_s:.1f} s, "
           f"file {size >> 20} MiB")
+
+
+def test_hvm_migrate_to_relocation_server(rd, tmp_path, linux_images):
+    """pyxen migrate of an HVM domain to a second pyxend's relocation server:
+    QEMU's live migration inside pyxen's READY/GO/DONE hand-shake; the
+    counter goes on there, the source is gone."""
+    assert shutil.which(hvm.QEMU), "qemu-system-x86_64 is missing (apt-get install qemu-system-x86)"
+    import signal
+    from daemon_helpers import daemon_pid, start_daemon
+    t0 = time.monotonic()
+    d2 = tmp_path / "run2"
+    d2.mkdir()
+    proc = start_daemon(d2, args=("--relocation-port", "0",
+                                  "--relocation-hosts-allow", r"^127\.0\.0\.1$"))
+    try:
+        assert wait_until(lambda: (d2 / "relocation.port").exists())
+        port = int((d2 / "relocation.port").read_text())
+        r = cli(rd, "create", hvm_cfg(tmp_path, linux_images, name="hvmm"))
+        assert r.returncode == 0, r.stderr
+        log = rd / "log" / "guest-hvmm.log"
+        assert wait_until(lambda: log.exists() and b"pyxen:/# " in log.read_bytes(), 50)
+        type_on_console(rd, "hvmm", b"i=0; while true; do i=$((i+1)); echo cnt-$i; "
+                        b"sleep 0.5; done &\r", log, b"cnt-3", 20)
+        r = cli(rd, "migrate", "hvmm", f"tcp://127.0.0.1:{port}", timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert "Migration successful" in r.stderr, r.stderr
+        assert "hvmm" not in rows(rd)
+        assert rows(d2)["hvmm"]["state"] in ("r-----", "-b----"), rows(d2)
+        sent_at = max(counters(log.read_bytes()))
+
+        def there():
+            logs = list((d2 / "log").glob("guest-hvmm*.log"))
+            return counters(b"".join(p.read_bytes() for p in logs))
+        assert wait_until(lambda: len(there()) >= 3, 15), there()
+        assert sent_at < min(there()) <= sent_at + 3, (sent_at, there())
+        assert cli(d2, "destroy", "hvmm").returncode == 0
+    finally:
+        r = cli(d2, "list")
+        for line in r.stdout.splitlines()[2:]:
+            cli(d2, "destroy", line.split()[1])
+        proc.kill()
+        proc.wait()
+        while (pid := daemon_pid(d2)) is not None:
+            os.kill(pid, signal.SIGKILL)
+            time.sleep(0.1)
+    print(f"HVM migrate test: {time.monotonic() - t0:.1f} s")

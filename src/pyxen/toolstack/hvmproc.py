@@ -17,7 +17,9 @@ unpause, destroy, dmesg, shutdown) and runs the domain as one QEMU process
   pipe handed over with ``getfd``) into pyxen's save file
   (toolstack/hvmsave.py); restore (``--restore-fd``) starts QEMU with
   ``-incoming defer`` and feeds the file's stream back
-  (``migrate-incoming``) before the control socket is served;
+  (``migrate-incoming``) before the control socket is served; migrate
+  (``migrate_send``) sends QEMU's live migration over pyxen's migration
+  connection, and ``--restore-fd N --stream`` takes it in the same way;
 * the guest's power-off, reset and panic end QEMU (``-action``); the QMP
   SHUTDOWN event's reason becomes the domain's (poweroff, reboot, crash) in
   ``domains/<domid>.result``, and pyxend applies on_poweroff / on_reboot /
@@ -395,6 +397,10 @@ class HvmDomain:
             fds = p.get("_fds") or ()
             return self.save(fds[0], p.get("config") or self.cfg.to_dict(), p.get("extra"),
                              bool(p.get("keep")), bool(p.get("paused"))), ()
+        if method == "migrate_send":       # pyxen migrate: QEMU's stream to the target
+            fds = p.get("_fds") or ()
+            return self.migrate_send(fds[0], p.get("config") or self.cfg.to_dict(),
+                                     p.get("extra"), bool(p.get("live", True))), ()
         if method == "grant_frames":       # no PV drivers, so no grant table in use
             return {"version": 1, "frames": [], "status_frames": [], "frame_refs": 0}, ()
         if method == "dmesg":
@@ -436,6 +442,42 @@ class HvmDomain:
             self.qmp.command("cont")
             self.status = "running"
         return out
+
+    def migrate_send(self, fd: int, config: dict, extra: dict | None, live: bool) -> dict:
+        """QEMU's migration over the connection fd (taken): live (QEMU stops
+        the guest for its last part) unless live is false (stopped first).
+        QEMU ends stopped; pyxend destroys the domain once the target runs
+        it, or unpauses it when the migration fails (here: QEMU goes on)."""
+        from .migration import Channel
+        was_paused = self.status == "paused"
+        if not live:
+            self.qmp.command("stop")
+        t0 = time.monotonic()
+        try:
+            info = hvmsave.header(self.cfg, config, extra, self.qmp.version)
+            n = hvmsave.send_stream(self.qmp, Channel(fd, timeout=60.0), info)
+        except BaseException:
+            if not was_paused:
+                try:
+                    self.qmp.command("cont")
+                except QmpError:
+                    pass
+            raise
+        finally:
+            os.close(fd)
+        st = self.qmp.command("query-migrate") or {}
+        self.status = "paused"
+        self.say(f"migrated: QEMU's stream, {n} bytes")
+        ram = st.get("ram") or {}
+        return {"sent": n, "total_s": round(time.monotonic() - t0, 3),
+                "pages": ram.get("normal", 0), "qemu_rounds": ram.get("dirty-sync-count"),
+                "qemu_downtime_ms": st.get("downtime"), "was_paused": was_paused}
+
+    def restore_stream(self, fd: int) -> None:
+        from .migration import Channel
+        n = hvmsave.receive_stream(self.qmp, Channel(fd, timeout=60.0))
+        os.close(fd)
+        self.say(f"received QEMU's stream ({n} bytes)")
 
     def restore(self, fd: int, path: str) -> None:
         out = hvmsave.restore(self.qmp, path, fd)
@@ -542,7 +584,7 @@ class Server:
                 rid = req.get("id")
                 params = req.get("params") or {}
                 try:
-                    if req.get("method") == "save":     # the file's descriptor comes with it
+                    if req.get("method") in ("save", "migrate_send"):   # a descriptor with it
                         params["_fds"] = conn.take_fds(1)
                     result, fds = self.dom.handle(req.get("method"), params)
                 except Exception as e:
@@ -573,6 +615,8 @@ def main(argv=None) -> int:
     ap.add_argument("--paused", action="store_true", help="accepted: QEMU always starts paused")
     ap.add_argument("--restore-fd", type=int, help="a save file to restore the domain from "
                     "(QEMU's migration stream in it)")
+    ap.add_argument("--stream", action="store_true", help="--restore-fd is a migration "
+                    "connection (its header read already), not a file")
     args = ap.parse_args(argv)
     run_dir = Path(args.run_dir)
     logging.basicConfig(level=logging.INFO, format=f"d{args.domid} %(levelname)s %(message)s")
@@ -583,7 +627,10 @@ def main(argv=None) -> int:
         dom.start(incoming=args.restore_fd is not None)
         if args.restore_fd is not None:
             try:
-                dom.restore(args.restore_fd, "the save file")
+                if args.stream:
+                    dom.restore_stream(args.restore_fd)
+                else:
+                    dom.restore(args.restore_fd, "the save file")
             except BaseException:
                 dom.qemu.kill()
                 dom.qemu.wait()

@@ -160,4 +160,85 @@ def header(cfg, config: dict, extra: dict | None, qemu_version: dict) -> dict:
     return info
 
 
-__all__ = ["R_QEMU", "save", "restore", "QemuStreamReader", "header", "wait_migration"]
+
+
+# --- live migration (pyxen migrate of an HVM domain) -------------------------------------------
+def send_stream(qmp, ch, info: dict, progress=None) -> int:
+    """QEMU's migration stream over a migration Channel ch (relocation.py's
+    connection): the stream header (flags: a stream), QEMU records, END
+    (offset 0). QEMU migrates live when it runs (it stops the guest itself
+    for the last part) and ends stopped (postmigrate). Returns the bytes of
+    QEMU's stream; MigrationError / RuntimeError when it fails (QEMU then
+    carries on as it was: the caller resumes it)."""
+    from .migration import write_header
+    from .savefile import write_record
+    write_header(ch, info)
+    r, w = _pipe()
+    records = n = 0
+    try:
+        try:
+            qmp.command("getfd", fdname="pyxen-migrate", _fds=(w,))
+        finally:
+            os.close(w)
+        qmp.command("migrate-set-parameters", **{"max-bandwidth": 1 << 40})
+        qmp.command("migrate", uri="fd:pyxen-migrate")
+        while True:
+            data = os.read(r, CHUNK)
+            if not data:
+                break
+            write_record(ch.write, R_QEMU, data)
+            records += 1
+            n += len(data)
+            if progress is not None:
+                progress(n)
+    except BaseException:
+        try:
+            qmp.command("migrate_cancel")
+        except Exception:
+            pass
+        raise
+    finally:
+        os.close(r)
+    wait_migration(qmp, timeout=60)
+    write_record(ch.write, R_END, END.pack(records, 0))
+    return n
+
+
+def receive_stream(qmp, ch) -> int:
+    """The QEMU records of a migration stream on Channel ch (its header read
+    already) into QEMU waiting with -incoming defer, up to END; returns
+    once QEMU has loaded it (the guest stays paused)."""
+    from .migration import MigrationError
+    r, w = _pipe()
+    try:
+        qmp.command("getfd", fdname="pyxen-incoming", _fds=(r,))
+    finally:
+        os.close(r)
+    n = records = 0
+    try:
+        qmp.command("migrate-incoming", uri="fd:pyxen-incoming")
+        try:
+            while True:
+                rtype, _, length, crc = REC.unpack(ch.read_exact(REC.size, "record"))
+                if rtype == R_END:
+                    payload = ch.read_exact(END.size, "end")
+                    if zlib.crc32(payload) != crc or END.unpack(payload)[0] != records:
+                        raise MigrationError("damaged stream (the end record does not match)")
+                    break
+                if rtype != R_QEMU or length > CHUNK:
+                    raise MigrationError(f"damaged stream (record type {rtype} in an HVM "
+                                         "domain's stream)")
+                data = ch.read_exact(length, "QEMU stream")
+                if zlib.crc32(data) != crc:
+                    raise MigrationError(f"QEMU stream record {records} is damaged (checksum)")
+                records += 1
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(w, view):]
+                n += length
+        except BrokenPipeError:
+            pass
+    finally:
+        os.close(w)
+    wait_migration(qmp, timeout=60)
+    return n

@@ -61,17 +61,31 @@ def send(daemon, d, fd: int, config: dict, debug: bool, live: bool) -> dict:
     renamed = False
     name = d.name
     stage = "pre-copy"
+    hvm = d.config.get("type") == "hvm"
     try:
-        pre = conn.call("migrate_begin", _fds=(fd,), config=config, debug=debug, live=live,
-                        progress=prog, extra={"target_kb": d.target_kb, "max_kb": d.max_kb})
-        stage = "suspend"
-        t_down = time.monotonic()
-        daemon._suspend(conn, d, False, "a migration")
-        suspended = True
-        t_susp = time.monotonic()
-        stage = "stop-and-copy"
-        fin = conn.call("migrate_final")
-        t_final = time.monotonic()
+        if hvm:
+            # QEMU's own live migration (hvmsave.send_stream): it copies, then
+            # stops the guest for the rest; no PV suspend protocol
+            out = conn.call("migrate_send", _fds=(fd,), config=config, live=live,
+                            extra={"target_kb": d.target_kb, "max_kb": d.max_kb})
+            suspended = True
+            t_susp = t_final = time.monotonic()
+            # the guest stopped for QEMU's last part (QEMU's own downtime figure)
+            t_down = t_final - (out.get("qemu_downtime_ms") or 0) / 1000 if live else t0
+            # QEMU's rounds are its own: one entry, the pages it sent in all
+            fin = {"rounds": [{"frames": out.get("pages", 0)}], "sent": out["sent"]}
+        else:
+            pre = conn.call("migrate_begin", _fds=(fd,), config=config, debug=debug, live=live,
+                            progress=prog, extra={"target_kb": d.target_kb,
+                                                  "max_kb": d.max_kb})
+            stage = "suspend"
+            t_down = time.monotonic()
+            daemon._suspend(conn, d, False, "a migration")
+            suspended = True
+            t_susp = time.monotonic()
+            stage = "stop-and-copy"
+            fin = conn.call("migrate_final")
+            t_final = time.monotonic()
         stage = "hand-shake"
         line = ch.readline()
         if line != "READY":
@@ -103,10 +117,14 @@ def send(daemon, d, fd: int, config: dict, debug: bool, live: bool) -> dict:
         except Exception:
             pass
         try:
-            conn.call("migrate_abort")
-            if suspended:
-                conn.call("resume", cancelled=True)
-                conn.call("unpause")
+            if hvm:
+                if suspended:               # QEMU stopped after its migration
+                    conn.call("unpause")
+            else:
+                conn.call("migrate_abort")
+                if suspended:
+                    conn.call("resume", cancelled=True)
+                    conn.call("unpause")
         except (RpcError, OSError):
             pass                    # closing conn resumes it (domproc._saver_gone)
         conn.close()
@@ -115,10 +133,11 @@ def send(daemon, d, fd: int, config: dict, debug: bool, live: bool) -> dict:
             type(e).__name__ == "ApiError" else None
         raise MigrateError(code or "EIO", f"migration of domain {d.domid} failed ({stage}): "
                            f"{msg}; the domain carries on here") from None
-    try:
-        conn.call("destroy")
-    except (RpcError, OSError):
-        pass
+    if not hvm:         # an HVM domain: api_migrate destroys it (QEMU would go at once)
+        try:
+            conn.call("destroy")
+        except (RpcError, OSError):
+            pass
     conn.close()
     _unlink(prog)
     rounds = fin["rounds"]
