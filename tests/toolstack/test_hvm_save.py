@@ -160,12 +160,26 @@ def test_hvm_migrate_to_relocation_server(rd, tmp_path, linux_images):
     try:
         assert wait_until(lambda: (d2 / "relocation.port").exists())
         port = int((d2 / "relocation.port").read_text())
-        r = cli(rd, "create", hvm_cfg(tmp_path, linux_images, name="hvmm"))
+        cfg = hvm_cfg(tmp_path, linux_images, name="hvmm")
+        r = cli(rd, "create", cfg)
         assert r.returncode == 0, r.stderr
         log = rd / "log" / "guest-hvmm.log"
         assert wait_until(lambda: log.exists() and b"pyxen:/# " in log.read_bytes(), 50)
         type_on_console(rd, "hvmm", b"i=0; while true; do i=$((i+1)); echo cnt-$i; "
                         b"sleep 0.5; done &\r", log, b"cnt-3", 20)
+
+        # the target cannot take the name at GO (it has a domain called so):
+        # the migration fails after QEMU's stream went over; the source goes on
+        assert cli(d2, "create", "-p", cfg).returncode == 0
+        r = cli(rd, "migrate", "hvmm", f"tcp://127.0.0.1:{port}", timeout=120)
+        assert r.returncode != 0 and "carries on here" in r.stderr, r.stderr
+        print(r.stderr.strip())
+        assert rows(rd)["hvmm"]["state"] in ("r-----", "-b----"), rows(rd)
+        n = max(counters(log.read_bytes()))
+        assert wait_until(lambda: max(counters(log.read_bytes())) >= n + 2, 15), \
+            "the source's counter stopped after a failed migration"
+        assert list(rows(d2)) == ["Domain-0", "hvmm"], rows(d2)
+        assert cli(d2, "destroy", "hvmm").returncode == 0
         r = cli(rd, "migrate", "hvmm", f"tcp://127.0.0.1:{port}", timeout=120)
         assert r.returncode == 0, r.stderr
         assert "Migration successful" in r.stderr, r.stderr
