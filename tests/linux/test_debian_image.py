@@ -141,7 +141,8 @@ def test_debian_image_boots_to_login_and_ssh(debian_image, pyxend, netns, tmp_pa
             time.sleep(3)
         assert out.returncode == 0, out.stderr
         assert out.stdout.split() == [HOSTNAME, "running"]
-        print(s.run("systemd-analyze; systemd-analyze blame --no-pager | head -8; free -m"))
+        print(s.run("systemd-analyze; systemd-analyze blame --no-pager | head -8; free -m",
+                    timeout=300))
         # pyxen reboot: systemd stops cleanly, the domain is built again
         # (pygrub runs again) and comes back with a clean file system
         domid = _domid(pyxend)
