@@ -1118,17 +1118,23 @@ def _api_in_background(args, method, bar_total: int = 0, watch=None,
     return box["result"]
 
 
+def _read_config(path: str | None) -> str | None:
+    """The text of an xl.cfg named on the command line (None: none named);
+    SystemExit(1) when it cannot be read."""
+    if not path:
+        return None
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError as e:
+        err(f"pyxen: cannot read {path}: {e.strerror}")
+        raise SystemExit(1)
+
+
 def cmd_save(args) -> int:
     """xl save (xl_saverestore.c save_domain): the domain's state and memory to
     FILE, then destroyed (or resumed with -c, paused with -p)."""
-    config = None
-    if args.config:
-        try:
-            with open(args.config) as f:
-                config = f.read()
-        except OSError as e:
-            err(f"pyxen: cannot read {args.config}: {e.strerror}")
-            return 1
+    config = _read_config(args.config)
     path = os.path.abspath(args.file)
     rows = api(args, "list", dom=args.domain)
     # the file is this user's to create (as xl's open(2)); pyxend gets its descriptor
@@ -1216,17 +1222,11 @@ def cmd_restore(args) -> int:
         err(f"pyxen: {e}")
         return 1
     err(f"Loading new save file {save_file} (pyxen format version {hdr.version})")
-    config = None
     if cfg_file:
         err(f"Parsing config from {cfg_file}")
-        try:
-            with open(cfg_file) as f:
-                config = f.read()
-        except OSError as e:
-            err(f"pyxen: cannot read {cfg_file}: {e.strerror}")
-            return 1
     else:
         err(" Savefile contains the domain's config")
+    config = _read_config(cfg_file)
     try:
         fd = os.open(save_file, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as e:
@@ -1304,14 +1304,7 @@ def cmd_migrate(args) -> int:
     import json as _json
     from .toolstack import paths
     from .toolstack.relocation import progress_path
-    config = None
-    if args.config:
-        try:
-            with open(args.config) as f:
-                config = f.read()
-        except OSError as e:
-            err(f"pyxen: cannot read {args.config}: {e.strerror}")
-            return 1
+    config = _read_config(args.config)
     row = api(args, "list", dom=args.domain)[0]
     sock, child = _migration_channel(args, args.host)
     rd = getattr(args, "run_dir", None)

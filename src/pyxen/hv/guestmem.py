@@ -70,7 +70,9 @@ class GuestMemoryAccess:
         for where, off, take in self._chunks(va, len(data), True):
             if where == "ram":
                 self.ram[off:off + take] = data[pos:pos + take]
-                self.mm.mark_dirty(off >> 12)
+                dirty = self.mm.dirty               # log-dirty (migration) only
+                if dirty is not None:
+                    dirty[off >> 12] = 1
             else:
                 self.mm.heap.mm[off:off + take] = data[pos:pos + take]
             pos += take

@@ -25,6 +25,7 @@ may be left out, with its default):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import grp
 import heapq
@@ -779,25 +780,31 @@ class Daemon(PoolsDaemon):          # cpupools and cgroups: toolstack/cpupools.p
         if config is not None:
             saved_cfg = self._given_config(config, config_path, xl_conf, d)
         keep = checkpoint or paused
-        if d.config.get("type") == "hvm":
-            return self._save_hvm(d, path, out_fd, keep, paused, saved_cfg)
-        if self._call(d, "info").get("paused"):
+        hvm = d.config.get("type") == "hvm"
+        if not hvm and self._call(d, "info").get("paused"):
             # a paused guest cannot act on control/shutdown (libxl would wait
             # for it until its timeout)
             raise ApiError("EINVAL", f"domain {d.domid} is paused: unpause it to save it")
-        with self.lock:
-            if d.domid in self.saving:
-                raise ApiError("EBUSY", f"domain {d.domid} is being saved already")
-            self.saving.add(d.domid)
-        try:
-            out = self._save_domain(d, path, out_fd, keep, paused, saved_cfg)
-        finally:
-            with self.lock:
-                self.saving.discard(d.domid)
+        with self._saving(d, "saved"):
+            save = self._save_hvm if hvm else self._save_domain
+            out = save(d, path, out_fd, keep, paused, saved_cfg)
         self.say(f"domain {d.domid} ({d.name}) saved to {path} ({out['bytes']} bytes)")
         if not keep:
             self.api_destroy(d.domid)
         return {"domid": d.domid, "name": d.name, "bytes": out["bytes"]}
+
+    @contextlib.contextmanager
+    def _saving(self, d: Dom, what: str):
+        """One save or migration of a domain at a time (EBUSY for another)."""
+        with self.lock:
+            if d.domid in self.saving:
+                raise ApiError("EBUSY", f"domain {d.domid} is being {what} already")
+            self.saving.add(d.domid)
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.saving.discard(d.domid)
 
     def _save_hvm(self, d: Dom, path: str, out_fd: int, keep: bool, paused: bool,
                   saved_cfg: dict) -> dict:
@@ -805,32 +812,20 @@ class Daemon(PoolsDaemon):          # cpupools and cgroups: toolstack/cpupools.p
         drivers); its domain process stops QEMU and has it write its own
         migration stream into the file (hvmsave.py), then resumes QEMU with
         -c, leaves it stopped with -p, or the domain is destroyed."""
-        with self.lock:
-            if d.domid in self.saving:
-                raise ApiError("EBUSY", f"domain {d.domid} is being saved already")
-            self.saving.add(d.domid)
         try:
-            try:
-                conn = Connection.connect(paths.domain_socket(self.run_dir, d.domid))
-            except OSError as e:
-                raise ApiError("EIO", f"domain {d.domid}: {e}") from None
-            try:
-                self.say(f"domain {d.domid} ({d.name}) stopped; saving QEMU's stream to {path}")
-                out = conn.call("save", _fds=(out_fd,), config=saved_cfg, keep=keep,
-                                paused=paused,
-                                extra={"target_kb": d.target_kb, "max_kb": d.max_kb})
-            except (RpcError, OSError) as e:
-                msg = e.message if isinstance(e, RpcError) else str(e)
-                raise ApiError("EIO", f"failed to save domain {d.domid}: {msg}") from None
-            finally:
-                conn.close()
+            conn = Connection.connect(paths.domain_socket(self.run_dir, d.domid))
+        except OSError as e:
+            raise ApiError("EIO", f"domain {d.domid}: {e}") from None
+        try:
+            self.say(f"domain {d.domid} ({d.name}) stopped; saving QEMU's stream to {path}")
+            return conn.call("save", _fds=(out_fd,), config=saved_cfg, keep=keep,
+                             paused=paused,
+                             extra={"target_kb": d.target_kb, "max_kb": d.max_kb})
+        except (RpcError, OSError) as e:
+            msg = e.message if isinstance(e, RpcError) else str(e)
+            raise ApiError("EIO", f"failed to save domain {d.domid}: {msg}") from None
         finally:
-            with self.lock:
-                self.saving.discard(d.domid)
-        self.say(f"domain {d.domid} ({d.name}) saved to {path} ({out['bytes']} bytes)")
-        if not keep:
-            self.api_destroy(d.domid)
-        return {"domid": d.domid, "name": d.name, "bytes": out["bytes"]}
+            conn.close()
 
     def _save_domain(self, d: Dom, path: str, out_fd: int, keep: bool, paused: bool,
                      saved_cfg: dict) -> dict:
@@ -971,18 +966,12 @@ class Daemon(PoolsDaemon):          # cpupools and cgroups: toolstack/cpupools.p
             saved_cfg = self._given_config(config, config_path, xl_conf, d)
         if self._call(d, "info").get("paused"):
             raise ApiError("EINVAL", f"domain {d.domid} is paused: unpause it to migrate it")
-        with self.lock:
-            if d.domid in self.saving:
-                raise ApiError("EBUSY", f"domain {d.domid} is being saved or migrated already")
-            self.saving.add(d.domid)
-        try:
-            out = send(self, d, fds[0], saved_cfg, debug, live)
-        except MigrateError as e:
-            self.say(str(e))
-            raise ApiError(e.code, str(e)) from None
-        finally:
-            with self.lock:
-                self.saving.discard(d.domid)
+        with self._saving(d, "saved or migrated"):
+            try:
+                out = send(self, d, fds[0], saved_cfg, debug, live)
+            except MigrateError as e:
+                self.say(str(e))
+                raise ApiError(e.code, str(e)) from None
         self.say(f"domain {d.domid} ({d.name}) migrated: {out['rounds']} rounds, "
                  f"downtime {out['downtime_s'] * 1000:.0f} ms")
         self.api_destroy(d.domid)
