@@ -15,6 +15,9 @@
  *     kvm_floor int80           (e) int $0x80 with DPL0 / DPL3 gate
  *     kvm_floor pf              (f) #PF frame + shadow-paging staleness probes
  *     kvm_floor maxphyaddr      (g) guest physical address width, high memslot
+ *     kvm_floor cold N          (h) what an exit leaves cold in the host process: data pages
+ *                               (a walk, a pointer chase), code lines (a jump chain; on 2 MiB
+ *                               pages with KVM_FLOOR_HUGE=1), an indirect-branch dispatch
  *     kvm_floor all N           everything
  *
  * Every probe builds a fresh VM (one vCPU, 64-bit long mode, guest at CPL3,
@@ -664,6 +667,140 @@ static int cmd_exit(long n, int quiet)
     uint64_t t = now_ns() - t0;
     printf("exit_us=%.3f\n", t / 1e3 / n);
     (void)quiet;
+    vm_destroy(&v);
+    return 0;
+}
+
+/* (h) what one exit leaves of the host process's TLB and caches: after each
+ * exit, read one word from each of P pages of a buffer (P = 0,16,64,256,1024)
+ * and time that walk; then walk them again with no exit between.  The extra
+ * time of the first walk is what the world switch costs whatever code runs
+ * after it (Python's interpreter touches hundreds of pages per exit). */
+static int cmd_cold(long n)
+{
+    struct vm v;
+    vm_create(&v);
+    put_blob(&v, UCODE, g_outloop, g_outloop_end);
+    size_t bsz = 1024 * 4096 + 4096;
+    volatile uint8_t *buf = mmap(NULL, bsz, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    for (size_t i = 0; i < bsz; i += 64)
+        buf[i] = 1;
+    static const int ps[] = {0, 16, 64, 256, 1024};
+    /* code: a chain of jumps through P pages (instruction TLB and cache) */
+    uint8_t *code = mmap(NULL, bsz, PROT_READ | PROT_WRITE | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (getenv("KVM_FLOOR_HUGE")) {
+        /* the same code on 2 MiB pages (THP) */
+        uint8_t *raw = mmap(NULL, 8u << 20, PROT_READ | PROT_WRITE | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        code = (uint8_t *)(((uintptr_t)raw + (2u << 20) - 1) & ~(uintptr_t)((2u << 20) - 1));
+        madvise(code, 4u << 20, MADV_HUGEPAGE);
+        memset(code, 0xcc, 4u << 20);
+    }
+    /* branches: a 4096-step walk through an indirect-jump table driven by a pseudo-random byte
+     * string (an interpreter's dispatch: the branch predictor's history) */
+    static uint8_t ops[4096];
+    for (int i = 0; i < 4096; i++)
+        ops[i] = (uint8_t)((i * 2654435761u) >> 13) & 15;
+    printf("# pages touched after an exit: ns for the walk right after the exit vs the same walk again\n");
+    for (unsigned k = 0; k < sizeof ps / sizeof ps[0]; k++) {
+        int p = ps[k];
+        uint64_t after = 0, again = 0, runs = 0;
+        for (long i = 0; i < n; i++) {
+            uint64_t t0 = now_ns();
+            if (step_plain(&v, NULL) < 0)
+                return 1;
+            uint64_t t1 = now_ns();
+            unsigned s = 0;
+            for (int j = 0; j < p; j++)
+                s += buf[(size_t)j * 4096 + (j % 64) * 64];
+            uint64_t t2 = now_ns();
+            for (int j = 0; j < p; j++)
+                s += buf[(size_t)j * 4096 + (j % 64) * 64];
+            uint64_t t3 = now_ns();
+            (void)s;
+            runs += t1 - t0; after += t2 - t1; again += t3 - t2;
+        }
+        printf("cold pages=%d exit_us=%.2f walk_after_exit_ns=%.0f walk_again_ns=%.0f per_page_extra_ns=%.1f\n",
+               p, runs / 1e3 / n, (double)after / n, (double)again / n,
+               p ? ((double)after - again) / n / p : 0.0);
+    }
+    /* data, dependent loads: a pointer chase through P pages (one line each), so
+     * the misses cannot overlap as the walk's do */
+    for (unsigned k = 1; k < sizeof ps / sizeof ps[0]; k++) {
+        int p = ps[k];
+        for (int j = 0; j < p; j++) {
+            size_t at = (size_t)j * 4096 + (j % 64) * 64;
+            size_t nx = (size_t)((j + 1) % p) * 4096 + (((j + 1) % p) % 64) * 64;
+            *(volatile uint64_t *)(buf + at) = (uint64_t)(uintptr_t)(buf + nx);
+        }
+        uint64_t after = 0, again = 0;
+        for (long i = 0; i < n; i++) {
+            if (step_plain(&v, NULL) < 0)
+                return 1;
+            uint64_t t1 = now_ns();
+            volatile uint8_t *q = buf;
+            for (int j = 0; j < p; j++)
+                q = (volatile uint8_t *)(uintptr_t)*(volatile uint64_t *)q;
+            uint64_t t2 = now_ns();
+            for (int j = 0; j < p; j++)
+                q = (volatile uint8_t *)(uintptr_t)*(volatile uint64_t *)q;
+            uint64_t t3 = now_ns();
+            after += t2 - t1; again += t3 - t2;
+        }
+        printf("cold chase_pages=%d chase_after_exit_ns=%.0f chase_again_ns=%.0f per_page_extra_ns=%.1f\n",
+               p, (double)after / n, (double)again / n, ((double)after - again) / n / p);
+    }
+    static const int cps[] = {16, 64, 256, 1024};
+    for (unsigned k = 0; k < sizeof cps / sizeof cps[0]; k++) {
+        int p = cps[k];
+        for (int j = 0; j < p; j++) {
+            uint8_t *at = code + (size_t)j * 4096 + (j % 64) * 64;
+            if (j == p - 1) { at[0] = 0xc3; break; }
+            uint8_t *nx = code + (size_t)(j + 1) * 4096 + ((j + 1) % 64) * 64;
+            int32_t rel = (int32_t)(nx - (at + 5));
+            at[0] = 0xe9; memcpy(at + 1, &rel, 4);
+        }
+        void (*fn)(void) = (void (*)(void))code;
+        uint64_t after = 0, again = 0;
+        for (long i = 0; i < n; i++) {
+            if (step_plain(&v, NULL) < 0)
+                return 1;
+            uint64_t t1 = now_ns();
+            fn();
+            uint64_t t2 = now_ns();
+            fn();
+            uint64_t t3 = now_ns();
+            after += t2 - t1; again += t3 - t2;
+        }
+        printf("cold code_pages=%d run_after_exit_ns=%.0f run_again_ns=%.0f per_page_extra_ns=%.1f\n",
+               p, (double)after / n, (double)again / n, ((double)after - again) / n / p);
+    }
+    {
+        uint64_t after = 0, again = 0;
+        for (long i = 0; i < n; i++) {
+            if (step_plain(&v, NULL) < 0)
+                return 1;
+            uint64_t ts[3];
+            for (int r = 0; r < 2; r++) {
+                ts[r] = now_ns();
+                static void *tab[16] = {&&o0, &&o1, &&o2, &&o3, &&o4, &&o5, &&o6, &&o7,
+                                        &&o8, &&o9, &&o10, &&o11, &&o12, &&o13, &&o14, &&o15};
+                volatile unsigned acc = 0;
+                int pc = 0;
+#define NEXT() do { if (++pc == 4096) goto done; goto *tab[ops[pc]]; } while (0)
+                goto *tab[ops[0]];
+                o0: acc += 1; NEXT(); o1: acc ^= 3; NEXT(); o2: acc += 7; NEXT(); o3: acc -= 2; NEXT();
+                o4: acc += 5; NEXT(); o5: acc ^= 9; NEXT(); o6: acc += 11; NEXT(); o7: acc -= 13; NEXT();
+                o8: acc += 17; NEXT(); o9: acc ^= 19; NEXT(); o10: acc += 23; NEXT(); o11: acc -= 29; NEXT();
+                o12: acc += 31; NEXT(); o13: acc ^= 37; NEXT(); o14: acc += 41; NEXT(); o15: acc -= 43; NEXT();
+#undef NEXT
+            done:
+                (void)acc;
+            }
+            ts[2] = now_ns();
+            after += ts[1] - ts[0]; again += ts[2] - ts[1];
+        }
+        printf("cold dispatch_4096_after_exit_ns=%.0f again_ns=%.0f\n", (double)after / n, (double)again / n);
+    }
     vm_destroy(&v);
     return 0;
 }
@@ -1862,6 +1999,8 @@ int main(int argc, char **argv)
     kvm_global_init();
     if (!strcmp(cmd, "exit"))
         return cmd_exit(n > 0 ? n : 20000, 0);
+    if (!strcmp(cmd, "cold"))
+        return cmd_cold(n > 0 ? n : 5000);
     if (!strcmp(cmd, "guestloop"))
         return cmd_guestloop(n > 0 ? n : 100000000);
     if (!strcmp(cmd, "sregs_resume"))

@@ -127,7 +127,11 @@ def anatomy(elf: Path, calls: int, bare_elf: Path) -> dict:
     warm     handle_exit run again in a loop without KVM_RUN in between
              (pyxen's handling when caches and predictors are warm)
     sync     fetch_sregs + sregs_changed (the run page's sregs copied out
-             and marked dirty, as a syscall bounce does), warm"""
+             and marked dirty, as a syscall bounce does), warm
+
+    bench/kvm_floor.c's `cold` probe then says why in place and warm differ:
+    what one exit leaves cold in the host process, per code line and per
+    data line run or read first after it."""
     from pyxen.kvm import ioctls as KI
     from pyxen.hv import layout as L
     cfg = DomainConfig(name="bench", kernel=str(elf), memory=16)
@@ -264,6 +268,17 @@ def main() -> int:
               f"(in place {us['handle']:5.2f}: {us['handle'] - us['warm']:5.2f} us are caches and "
               f"predictors cold after the world switch); sregs from the run page and back "
               f"{us['sync']:5.2f} us")
+
+        cold = subprocess.run([str(floor_bin), "cold", "2000"], check=True,
+                              capture_output=True, text=True).stdout
+        code_ns = float(cold.split("code_pages=256 ")[1].split("per_page_extra_ns=")[1].split()[0])
+        data_ns = float(cold.split("chase_pages=256 ")[1].split("per_page_extra_ns=")[1].split()[0])
+        lost_us = us["handle"] - us["warm"]
+        print(f"  what an exit leaves cold (kvm_floor cold, C): a code line first run after it "
+              f"{code_ns:5.1f} ns more than warm, a data line {data_ns:4.1f} ns; pyxen's handling "
+              f"in place loses {lost_us:5.2f} us to it: ~{lost_us * 1000 / code_ns:4.0f} code lines "
+              f"(the floor of any Python handler here: the interpreter walks hundreds of lines "
+              f"per exit)")
 
         native = float(subprocess.run([str(tmp / "native"), str(args.loops)], check=True,
                                       capture_output=True, text=True).stdout)
