@@ -9,6 +9,7 @@
  * then irets to user_main() with CS = 0xe033 (RPL 3 = user mode).
  */
 #include "minios.h"
+#include "events.h"
 
 #define FS_MAGIC        0xf5f5f5f5a5a5a5a5UL
 #define GS_USER_MAGIC   0x6565656512121212UL
@@ -17,7 +18,7 @@
 #define PF_HANDLED      0xfa17UL
 
 enum {
-    R_ADD, R_MAGIC, R_FS, R_GS, R_REGS, R_PF, R_CS, R_SS, R_COUNT
+    R_ADD, R_MAGIC, R_FS, R_GS, R_REGS, R_PF, R_CS, R_SS, R_VCPUOP, R_COUNT
 };
 
 static volatile uint64_t fs_area[2] = { FS_MAGIC, 0 };
@@ -97,6 +98,9 @@ static void user_main(unsigned long arg)
     report(R_CS, sel);
     asm volatile("mov %%ss, %0" : "=r"(sel));
     report(R_SS, sel);
+    /* a user `syscall` numbered like vcpu_op, on a vCPU the domain lacks: the
+     * guest kernel's system call, never pyxen's in-guest vcpu_op answer */
+    report(R_VCPUOP, user_syscall6(24, VCPUOP_is_up, 1000, 0, 0, 0, 0));
     user_syscall(SYS_EXIT, EXIT_CODE, 0);
     for (;;)
         ;
@@ -123,6 +127,17 @@ static bool user_fault_hook(struct trap_regs *r, uint64_t cr2)
     r->rax = PF_HANDLED;
     return true;
 }
+
+/* A hypercall the way Linux makes them: `syscall` in guest kernel mode. */
+static long kernel_syscall_hypercall(unsigned long nr, unsigned long a1, unsigned long a2)
+{
+    long ret;
+    asm volatile("syscall" : "=a"(ret) : "a"(nr), "D"(a1), "S"(a2), "d"(0UL)
+                 : "rcx", "r11", "memory");
+    return ret;
+}
+
+#define ABSENT_VCPU_CALLS 64
 
 static uint64_t read_gs0(void)
 {
@@ -155,8 +170,10 @@ void test_main(void)
            (unsigned long)user_syscall_count);
 
     check(code == EXIT_CODE, "user task exit code %#lx", code);
-    check(user_syscall_count == R_COUNT + 4,
-          "syscall count %lu (expected %u)", (unsigned long)user_syscall_count, R_COUNT + 4);
+    check(user_syscall_count == R_COUNT + 5,
+          "syscall count %lu (expected %u)", (unsigned long)user_syscall_count, R_COUNT + 5);
+    check(user_reports[R_VCPUOP] == (uint64_t)-XEN_ENOSYS,
+          "user syscall 24 reaches the guest kernel (%ld)", (long)user_reports[R_VCPUOP]);
     check(user_reports[R_ADD] == 21, "SYS_ADD(1..6) = %lu (6 arguments in rdi rsi rdx r10 r8 r9)",
           (unsigned long)user_reports[R_ADD]);
     check(user_reports[R_MAGIC] == USER_SYSCALL_MAGIC, "64-bit syscall return value %#lx",
@@ -196,6 +213,22 @@ void test_main(void)
 
     check(read_gs0() == GS_KERNEL_MAGIC, "kernel %%gs:0 still the kernel GS area (%#lx)",
           read_gs0());
+
+    /* vcpu_op through `syscall` in kernel mode: vCPU 0 is up; an absent one
+     * is -ENOENT whatever the command (pyxen answers those in the guest);
+     * the vCPU id is 32 bits, as Xen reads it */
+    check(kernel_syscall_hypercall(24, VCPUOP_is_up, 0) == 1, "vcpu_op(is_up, 0) via syscall");
+    check(kernel_syscall_hypercall(24, VCPUOP_is_up, 1UL << 32) == 1,
+          "vcpu_op(is_up, 1 << 32) is vCPU 0");
+    for (int i = 0; i < ABSENT_VCPU_CALLS; i++) {
+        long rc = kernel_syscall_hypercall(24, i & 1 ? VCPUOP_is_up : 0xdead, 1000 + i);
+        if (rc != -XEN_ENOENT) {
+            check(false, "vcpu_op on absent vCPU %d: %ld", 1000 + i, rc);
+            break;
+        }
+    }
+    check(kernel_syscall_hypercall(24, VCPUOP_is_up, (7UL << 32) | 4000) == -XEN_ENOENT,
+          "vcpu_op(is_up, 4000 | 7 << 32): -ENOENT");
     check(vcpu_info0->evtchn_upcall_mask == 1, "event upcalls still masked (%u)",
           vcpu_info0->evtchn_upcall_mask);
     test_finish();

@@ -455,6 +455,7 @@ def priv():
                                                  tsc_khz=lambda: 2_000_000),
                            domain=dom, vcpu_info=SimpleNamespace(cr2=0))
     vcpu.set_cr0_ts = lambda ts: PVVcpu.set_cr0_ts(vcpu, ts)     # the vCPU's one TS path
+    vcpu.iopl_ok = lambda: PVVcpu.iopl_ok(vcpu)                   # and its one I/O privilege rule
     em = emulate.Emulator(dom)
     return SimpleNamespace(em=em, vcpu=vcpu, sregs=s, dom=dom, changed=changed)
 

@@ -24,6 +24,27 @@ def test_guest_succeeds(kvm, guest_elf, name):
     assert result.reason == "poweroff", result.message
 
 
+def test_absent_vcpu_op_and_cli_cost_no_exit(kvm, guest_elf):
+    """Two in-guest answers (issue 15): vcpu_op on a vCPU the domain lacks,
+    made with `syscall` in guest kernel mode (Linux asks VCPUOP_is_up of
+    8,192 possible CPUs at boot), is -ENOENT from pyxen's LSTAR stub; cli/sti
+    where the guest's IOPL allows them are stepped over by the #GP stub.
+    The usermode guest checks the answers, and that the same system call
+    from guest user mode still reaches its kernel; here, that they cost no
+    exit: the guest makes 65 absent-vCPU calls and 2 present ones, and the
+    privop guest's 400 cli/sti with IOPL 1 are not among its #GP exits."""
+    with guest_helpers.domain(kvm, guest_elf("usermode")) as (dom, out):
+        result = guest_helpers.run(dom, 120)
+        vcpu_ops = dom.hypercall_counts.get(24, 0)
+    guest_helpers.assert_success(result, out.text)
+    assert 2 <= vcpu_ops < 20, vcpu_ops
+    with guest_helpers.domain(kvm, guest_elf("privop")) as (dom, out):
+        result = guest_helpers.run(dom, 120)
+        gp = dom.vcpus[0].trap_vectors[13]
+    guest_helpers.assert_success(result, out.text)
+    assert gp < 200, gp
+
+
 def test_guest_handle_is_the_configs_uuid(kvm, guest_elf):
     """XENVER_guest_handle gives the guest the uuid= of its config (as
     `pyxen list -v` shows it), not one of pyxen's own."""

@@ -24,6 +24,7 @@ from .abi import (FLAT_KERNEL_CS, FLAT_KERNEL_SS, FIRST_RESERVED_GDT_ENTRY, TRAP
 from .exits import Exit
 from .guestmem import GuestMemoryAccess, GuestFault
 from .time import precise_sleeps, VcpuTimer
+from .xenheap import FAST_CLI_OK, FAST_KERNEL_MODE, GP_FAST_READ
 
 _FRAME = struct.Struct("<7Q")      # CPL0 stub frame: vector, error, rip, cs, rflags, rsp, ss
 _IRET = struct.Struct("<9Q")       # rax, r11, rcx, flags, rip, cs, rflags, rsp, ss
@@ -165,7 +166,7 @@ class PVVcpu:
         self.sregs = KS.Sregs()
         self._sregs_valid = False
         heap = domain.heap
-        self.kvcpu.set_msrs(C.initial_msrs(heap.lstar, heap.cstar))
+        self.kvcpu.set_msrs(C.initial_msrs(heap.lstar(vcpu_id), heap.cstar))
         s = self.kvcpu.get_sregs()
         C.initial_sregs(s, vcpu_id, heap.gdt_base(vcpu_id), heap.tss_base(vcpu_id), 0)
         self.sregs = s
@@ -173,6 +174,7 @@ class PVVcpu:
         # sregs there costs no KVM_GET_SREGS ioctl (bench/README.md, sregs_resume)
         self.run_struct.kvm_valid_regs = KI.KVM_SYNC_X86_REGS | KI.KVM_SYNC_X86_SREGS
         self._sregs_in_run = False          # the run page's sregs are the vCPU's
+        self._fast_flags_off = heap.fast_flags_offset(vcpu_id)
 
     # --- events, timers, runstate ------------------------------------------------
     def notify_event(self) -> None:
@@ -233,6 +235,25 @@ class PVVcpu:
             pass     # Xen also ignores an unmapped runstate area
 
     # --- state helpers -------------------------------------------------------
+    def iopl_ok(self) -> bool:
+        """Xen's iopl_ok: the virtual IOPL covers the guest's current mode
+        (kernel mode counts as CPL 1, or 0 with VMASST_architectural_iopl)."""
+        if self.pv.kernel_mode:
+            cpl = 0 if self.domain.vm_assist & (1 << VMASST_TYPE_architectural_iopl) else 1
+        else:
+            cpl = 3
+        return cpl <= self.pv.iopl
+
+    def sync_fast_flags(self) -> None:
+        """Tell pyxen's in-guest stubs what they may answer: the #GP stub
+        (xenheap.GP_FAST_STUB) whether cli/sti are no-ops now, the LSTAR stub
+        (lstar_stub) whether a `syscall` is a hypercall (guest kernel mode).
+        After any change of the guest's mode, its IOPL or the domain's
+        vm_assist, and when the vCPU's thread starts (a restore)."""
+        heap = self.domain.heap
+        heap.mm[self._fast_flags_off] = FAST_CLI_OK if self.iopl_ok() else 0
+        heap.mm[heap.mode_flags_off + self.id] = FAST_KERNEL_MODE if self.pv.kernel_mode else 0
+
     def _cr3_mfn(self) -> int:
         return self.pv.kernel_l4 if self.pv.kernel_mode else (self.pv.user_l4 or self.pv.kernel_l4)
 
@@ -334,6 +355,7 @@ class PVVcpu:
         self._sregs_valid = self._sregs_in_run = False
         self.vcpu_info.evtchn_upcall_mask = 1
         self.initialised = True
+        self.sync_fast_flags()
         return 0
 
     # --- segments -------------------------------------------------------------
@@ -397,6 +419,7 @@ class PVVcpu:
         to commit (set_return does)."""
         s = self.fetch_sregs()
         s.cr3 = self._cr3_mfn() << 12
+        self.sync_fast_flags()              # the mode may have changed
         if commit:
             self.sregs_changed()
 
@@ -546,8 +569,13 @@ class PVVcpu:
         self.trap_vectors[vec] += 1
         self._sregs_valid = False
         if cs & 3 == 0:
-            # a fault in pyxen's own CPL0 code: a hypervisor bug, not the guest's
             cr2 = self.fetch_sregs().cr2
+            if vec == 14 and rip == L.priv(L.GP_FAST_OFF) + GP_FAST_READ:
+                # the #GP stub reading the instruction the guest just ran: only
+                # the guest unmapping its own code under it gets here
+                raise GuestCrash(f"the guest's code at {r.rax:#x} was unmapped while pyxen read "
+                                 f"the instruction that raised #GP there (cr2 {cr2:#x})")
+            # a fault in pyxen's own CPL0 code: a hypervisor bug, not the guest's
             raise GuestCrash(f"pyxen fault at CPL0: vector {vec} error {err:#x} rip {rip:#x} "
                              f"cr2 {cr2:#x} (registers: rsi={r.rsi:#x} rdi={r.rdi:#x} "
                              f"rcx={r.rcx:#x})")
@@ -714,6 +742,7 @@ class PVVcpu:
             raise GuestCrash("iret to kernel mode from user mode")
         if self.domain.vm_assist & (1 << VMASST_TYPE_architectural_iopl):
             self.pv.iopl = (rflags >> 12) & 3      # Xen: the frame's IOPL becomes the virtual IOPL
+            self.sync_fast_flags()
         r.rax = rax
         if flags & VGCF_in_syscall:
             r.rcx, r.r11 = rip, rflags
@@ -854,17 +883,22 @@ class PVVcpu:
             ex = self._dispatch_exit(reason)
             if ex is None:
                 return Exit.RESUME      # (a hypercall from user mode: nothing owed)
-            if (self.flush_pending or self.domain.mm.has_writes(self.id)) \
-                    and self.may_redirect():
-                vi = self.vcpu_info
-                if vi.evtchn_upcall_pending and not vi.evtchn_upcall_mask:
-                    self.deliver_event_upcall()     # before the stub takes over
-                self.replay_pt_writes()
+            self.owed_work()
         except GuestCrash as e:
             return Exit.crash(str(e))
         if self.domain.stopped:
             return Exit.STOPPED
         return ex
+
+    def owed_work(self) -> None:
+        """What must happen before guest code runs again: the page-table
+        replay of this vCPU's writes and the TLB flush asked of it (with the
+        upcall first, if one is due, so the stub returns into it)."""
+        if (self.flush_pending or self.domain.mm.has_writes(self.id)) and self.may_redirect():
+            vi = self.vcpu_info
+            if vi.evtchn_upcall_pending and not vi.evtchn_upcall_mask:
+                self.deliver_event_upcall()     # before the stub takes over
+            self.replay_pt_writes()
 
     def _dispatch_exit(self, reason: int) -> Exit | None:
         if reason == KI.KVM_EXIT_IO:
@@ -908,10 +942,24 @@ class PVVcpu:
         self.thread_ident = threading.get_ident()
         dom.mm.bind_writer(self.id)        # its page-table writes are its to replay
         self.native_tid = threading.get_native_id()
+        self.sync_fast_flags()             # a restored or new vCPU: its mode and IOPL
         precise_sleeps()                   # blocked vCPUs wake at their own timer deadlines
         dom.sched.vcpu_started(self)        # its weight and hard affinity
         sched = dom.sched
+        rs = self.run_struct
         while not dom.stopped:
+            # A kick made while this thread was out of KVM_RUN (handling the
+            # last exit, blocked, parked) left immediate_exit set: the next
+            # KVM_RUN would return at once, an exit only to find the work
+            # the kick asked for - ~2,600 of a Linux boot's exits (issue 15).
+            # Every kicker sets its request first and kicks after, so cleared
+            # here, each request is looked at below before KVM_RUN; a kick
+            # from now on ends that KVM_RUN as before.
+            kicked = rs.immediate_exit
+            if kicked:
+                rs.immediate_exit = 0
+                if dom.stopped:
+                    return
             if dom.paused:
                 self.settle_io()            # nothing owed to KVM while parked
                 self.parked = True
@@ -925,12 +973,14 @@ class PVVcpu:
                 self.wake.clear()
                 continue
             vi = self.vcpu_info
-            if vi.evtchn_upcall_pending and not vi.evtchn_upcall_mask:
-                try:
+            try:
+                if vi.evtchn_upcall_pending and not vi.evtchn_upcall_mask:
                     self.deliver_event_upcall()
-                except GuestCrash as e:
-                    dom.crash(self, str(e))
-                    return
+                if kicked:
+                    self.owed_work()            # a remote TLB flush, writes handed over
+            except GuestCrash as e:
+                dom.crash(self, str(e))
+                return
             ex = self.handle_exit(kvcpu.run())
             if ex.kind == "crash":
                 dom.crash(self, ex.message)

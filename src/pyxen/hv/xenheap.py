@@ -51,6 +51,66 @@ APPLY_IRET_STUB = _SKIP + _APPLY_LOOP + _RETURN
 APPLY_FLUSH_STUB = _SKIP + _APPLY_LOOP + bytes.fromhex("0f20d80f22d8") + _RETURN
 
 
+# The #GP stub (IDT vector 13). A PV kernel's cli/sti is a no-op where Xen's
+# iopl_ok holds (Xen's priv-op emulation ignores them), and Linux runs ~5,600
+# of them per boot (this_cpu_cmpxchg16b_emu: pushf; cli; ...; popf, until its
+# alternatives are patched). Answered here, in the guest, they cost no exit
+# (issue 15). The vCPU's fast-path flags byte sits at the bottom of its CPL0
+# stack (XenHeap.fast_flags_offset); pyxen keeps bit 0 = iopl_ok for the
+# vCPU's current mode and IOPL (PVVcpu.sync_fast_flags). Anything else (a
+# fault in pyxen's own CPL0 code, a nonzero error code, another instruction,
+# cli/sti without I/O privilege) takes the usual exit with the usual frame.
+#      testb $3,16(%rsp); jz slow         from pyxen's CPL0 code
+#      cmpq $0,(%rsp); jne slow           #GP(0) only
+#      push %rax; mov %rsp,%rax; and $~0x1fff,%rax
+#      testb $1,(%rax); jz slow_pop       cli/sti not no-ops now
+#      mov 16(%rsp),%rax
+#   GP_FAST_READ:
+#      movzbl (%rax),%eax; or $1,%al; cmp $0xfb,%al; jne slow_pop   cli (fa) / sti (fb)
+#      incq 16(%rsp); pop %rax; add $8,%rsp; iretq                   past it, back
+#   slow_pop: pop %rax
+#   slow: push $13; out %al,$PORT_TRAP; hlt
+GP_FAST_STUB = bytes.fromhex(
+    "f644241003743148833c2400752a504889e0482500e0fffff60001741a488b442410"
+    "0fb6000c013cfb750c48ff442410584883c40848cf586a0de6") + bytes([L.PORT_TRAP, 0xF4])
+GP_FAST_READ = 0x22             # offset of the guest-rip read (a #PF there is the guest's)
+FAST_CLI_OK = 1
+
+
+# The LSTAR stubs (`syscall` reaches them at CPL3 here), one per vCPU (its
+# MSR_LSTAR): the syscall stubs page holds them, the compat (CSTAR) stub, and
+# a mode byte per vCPU the stubs read (the page is read/execute-only to the
+# guest; pyxen writes it: PVVcpu.sync_fast_flags, at every mode change).
+# One hypercall is answered in the stub: vcpu_op on a vCPU the domain does
+# not have, -ENOENT whatever the command (Xen's do_vcpu_op checks the id
+# first). Linux asks VCPUOP_is_up of every possible CPU (nr_cpu_ids: 8,192
+# for Debian's kernels) as it boots, 8% of its boot's exits (issue 15). A
+# `syscall` in guest user mode is the guest kernel's, never answered here;
+# whatever else the stub sees exits as before. rflags come back from r11 as
+# set_return gives them (NT cleared), pushed on the guest kernel stack
+# (where Xen, too, writes a bounce frame at any instruction).
+#      cmp $24,%rax; jne slow                   __HYPERVISOR_vcpu_op
+#      cmp $NR_VCPUS,%esi; jb slow              a vCPU it has: pyxen's handler
+#      testb $1,mode[vcpu](%rip); jz slow       guest user mode
+#      mov $-ENOENT,%rax
+#      push %r11; andq $~NT,(%rsp); popfq; jmp *%rcx
+#   slow: out %al,$PORT_SYSCALL; hlt
+LSTAR_SLOT = 0x40               # per vCPU
+CSTAR_OFF = 0x800               # the compat stub, after L.MAX_VCPUS slots
+MODE_FLAGS_OFF = 0xF00          # a byte per vCPU: FAST_KERNEL_MODE
+FAST_KERNEL_MODE = 1
+
+
+def lstar_stub(nr_vcpus: int, cpu: int) -> bytes:
+    flag_rel = (MODE_FLAGS_OFF + cpu) - (cpu * LSTAR_SLOT + 0x15)
+    code = (bytes.fromhex("4883f818752581fe") + struct.pack("<I", nr_vcpus)
+            + bytes.fromhex("721df605") + struct.pack("<i", flag_rel)
+            + bytes.fromhex("01741448c7c0feffffff415348812424ffbfffff9dffe1e6")
+            + bytes([L.PORT_SYSCALL, 0xF4]))
+    assert len(code) <= LSTAR_SLOT and L.MAX_VCPUS * LSTAR_SLOT <= CSTAR_OFF
+    return code
+
+
 def exception_stub(vector: int) -> bytes:
     code = b""
     if vector not in ERRCODE_VECTORS:
@@ -118,12 +178,13 @@ class XenHeap:
         self.map(L.priv(L.IDT_OFF), idt, L.PTE_P)
         for v in range(256):
             self.write(self.gpa(stubs) + v * 16, exception_stub(v))
-        self.lstar = L.priv(L.SYSCALL_STUBS_OFF)
-        self.cstar = L.priv(L.SYSCALL_STUBS_OFF + 16)
-        self.write(self.gpa(sys_stubs), bytes([0xE6, L.PORT_SYSCALL, 0xF4]))
-        self.write(self.gpa(sys_stubs) + 16, bytes([0xE6, L.PORT_SYSCALL32, 0xF4]))
+        self.cstar = L.priv(L.SYSCALL_STUBS_OFF + CSTAR_OFF)
+        for cpu in range(nr_vcpus):
+            self.write(self.gpa(sys_stubs) + cpu * LSTAR_SLOT, lstar_stub(nr_vcpus, cpu))
+        self.write(self.gpa(sys_stubs) + CSTAR_OFF, bytes([0xE6, L.PORT_SYSCALL32, 0xF4]))
+        self.mode_flags_off = (self.gpa(sys_stubs) - L.XEN_GPA) + MODE_FLAGS_OFF
         for v in range(256):
-            target = L.priv(L.STUBS_OFF) + v * 16
+            target = L.priv(L.GP_FAST_OFF) if v == 13 else L.priv(L.STUBS_OFF) + v * 16
             dpl = 3 if v in (3, 4) else 0
             low = (target & 0xFFFF) | (L.HYP_CS << 16) | ((0x8E | (dpl << 5)) << 40) \
                 | (((target >> 16) & 0xFFFF) << 48)
@@ -137,6 +198,7 @@ class XenHeap:
         self.write(self.gpa(apply), APPLY_STUB)
         self.write(self.gpa(apply) + (L.APPLY_IRET_OFF - L.APPLY_OFF), APPLY_IRET_STUB)
         self.write(self.gpa(apply) + (L.APPLY_FLUSH_OFF - L.APPLY_OFF), APPLY_FLUSH_STUB)
+        self.write(self.gpa(apply) + (L.GP_FAST_OFF - L.APPLY_OFF), GP_FAST_STUB)
         self.apply_lists = []            # first heap page of each vCPU's list (contiguous)
         for cpu in range(nr_vcpus):
             pages = [self.alloc() for _ in range(L.APPLY_LIST_PAGES)]
@@ -279,6 +341,16 @@ class XenHeap:
     @staticmethod
     def tss_base(cpu: int) -> int:
         return L.priv(L.TSS_OFF) + cpu * L.TSS_STRIDE
+
+    @staticmethod
+    def lstar(cpu: int) -> int:
+        """vCPU `cpu`'s MSR_LSTAR: its own syscall stub (lstar_stub)."""
+        return L.priv(L.SYSCALL_STUBS_OFF) + cpu * LSTAR_SLOT
+
+    def fast_flags_offset(self, cpu: int) -> int:
+        """Heap offset of vCPU `cpu`'s fast-path flags byte: the bottom of its
+        CPL0 stack, where the #GP stub finds it (GP_FAST_STUB)."""
+        return self.stack_offset(cpu, self.stack_top(cpu) - L.STACK_SIZE)
 
     def stack_offset(self, cpu: int, va: int) -> int:
         """Heap offset of a byte on vCPU `cpu`'s CPL0 stack, given its virtual address."""

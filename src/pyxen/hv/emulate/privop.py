@@ -429,11 +429,7 @@ def _cpuid(em, vcpu, rf: RegFile, forced: bool = False) -> None:
 
 # --- port I/O ----------------------------------------------------------------------------------
 def iopl_ok(vcpu) -> bool:
-    if vcpu.pv.kernel_mode:
-        cpl = 0 if vcpu.domain.vm_assist & (1 << VMASST_ARCHITECTURAL_IOPL) else 1
-    else:
-        cpl = 3
-    return cpl <= vcpu.pv.iopl
+    return vcpu.iopl_ok()
 
 
 def _read_kernel(vcpu, va: int, n: int) -> bytes | None:

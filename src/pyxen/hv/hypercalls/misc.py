@@ -22,11 +22,13 @@ def vm_assist(vcpu, cmd, atype, *_):
         return -EINVAL
     if cmd == VMASST_CMD_enable:
         dom.vm_assist |= 1 << atype
-        return 0
-    if cmd == VMASST_CMD_disable:
+    elif cmd == VMASST_CMD_disable:
         dom.vm_assist &= ~(1 << atype)
-        return 0
-    return -EINVAL
+    else:
+        return -EINVAL
+    for v in dom.vcpus:                 # architectural_iopl changes what cli/sti do
+        v.sync_fast_flags()
+    return 0
 
 
 # --- debug registers (Xen's set_debugreg / x86emul_read_dr) -----------------------------

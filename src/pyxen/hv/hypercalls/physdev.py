@@ -18,6 +18,7 @@ def physdev_op(vcpu, cmd, arg, *_):
             if iopl > 3:
                 return -EINVAL
             vcpu.pv.iopl = iopl
+            vcpu.sync_fast_flags()
             return 0
         if cmd == PHYSDEVOP_set_iobitmap:
             bitmap, nr_ports = struct.unpack("<QI", vcpu.mem.read(arg, 12))
