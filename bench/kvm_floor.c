@@ -15,6 +15,7 @@
  *     kvm_floor int80           (e) int $0x80 with DPL0 / DPL3 gate
  *     kvm_floor pf              (f) #PF frame + shadow-paging staleness probes
  *     kvm_floor maxphyaddr      (g) guest physical address width, high memslot
+ *     kvm_floor iflags [N]      (i) cli/sti/popf at CPL3 under IOPL 3 and 0: exit or not, IF seen
  *     kvm_floor cold N          (h) what an exit leaves cold in the host process: data pages
  *                               (a walk, a pointer chase), code lines (a jump chain; on 2 MiB
  *                               pages with KVM_FLOOR_HUGE=1), an indirect-branch dispatch
@@ -802,6 +803,59 @@ static int cmd_cold(long n)
         printf("cold dispatch_4096_after_exit_ns=%.0f again_ns=%.0f\n", (double)after / n, (double)again / n);
     }
     vm_destroy(&v);
+    return 0;
+}
+
+/* (i) cli/sti/popf at CPL3 with IOPL 3 and IOPL 0: which exit (none, #GP
+ * through the IDT stub), and what RFLAGS.IF the guest and the VMM see. */
+BLOB(g_iflags, "cli\n pushfq\n pop %rbx\n out %al, $0xf0\n"
+               " sti\n pushfq\n pop %rbx\n out %al, $0xf0\n"
+               " pushq $0x3002\n popfq\n pushfq\n pop %rbx\n out %al, $0xf0\n"
+               " pushq $0x3202\n popfq\n pushfq\n pop %rbx\n out %al, $0xf0\n"
+               "1: cli\n sti\n dec %r12\n jnz 1b\n out %al, $0xf0\n ud2")
+static int cmd_iflags(long n)
+{
+    static const char *what[] = {"cli", "sti", "popf IF=0", "popf IF=1"};
+    for (int iopl = 3; iopl >= 0; iopl -= 3) {
+        struct vm v;
+        vm_create(&v);
+        for (int i = 0; i < 256; i++)
+            write_generic_stub(&v, i);
+        put_blob(&v, UCODE, g_iflags, g_iflags_end);
+        struct kvm_regs r;
+        CHK(v.vcpu, KVM_GET_REGS, &r);
+        r.rflags = ((uint64_t)iopl << 12) | 0x202;
+        r.r12 = n;
+        CHK(v.vcpu, KVM_SET_REGS, &r);
+        for (int k = 0; k < 4; k++) {
+            if (vrun(&v) < 0)
+                return 1;
+            CHK(v.vcpu, KVM_GET_REGS, &r);
+            if (is_out(&v, 0xf0)) {
+                printf("iflags iopl=%d %-9s no exit: guest pushf IF=%d, VMM rflags=%#llx\n", iopl, what[k],
+                       (int)((r.rbx >> 9) & 1), r.rflags);
+                continue;
+            }
+            if (is_out(&v, 0xf1)) {
+                uint64_t *f = q(&v, r.rsp);
+                printf("iflags iopl=%d %-9s trap vector %llu at rip %#llx\n", iopl, what[k],
+                       (unsigned long long)f[0], (unsigned long long)f[2]);
+            } else {
+                dump_exit(&v, "iflags");
+            }
+            vm_destroy(&v);
+            goto next;
+        }
+        {
+            uint64_t t0 = now_ns();
+            if (expect_out(&v, 0xf0, "iflags loop") < 0)
+                return 1;
+            printf("iflags iopl=%d cli+sti in the guest, no exit: %.3f us per pair\n", iopl,
+                   (now_ns() - t0) / 1e3 / n);
+        }
+        vm_destroy(&v);
+    next:;
+    }
     return 0;
 }
 
@@ -1999,6 +2053,8 @@ int main(int argc, char **argv)
     kvm_global_init();
     if (!strcmp(cmd, "exit"))
         return cmd_exit(n > 0 ? n : 20000, 0);
+    if (!strcmp(cmd, "iflags"))
+        return cmd_iflags(n > 0 ? n : 100000);
     if (!strcmp(cmd, "cold"))
         return cmd_cold(n > 0 ? n : 5000);
     if (!strcmp(cmd, "guestloop"))
