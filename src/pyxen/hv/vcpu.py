@@ -40,6 +40,18 @@ def _flat(selector: int, code: bool) -> bytes:
 # the segments load_segment gives the flat kernel selectors (set_return's fast path)
 _FLAT_KERNEL_CS = _flat(FLAT_KERNEL_CS, True)
 _FLAT_KERNEL_SS = _flat(FLAT_KERNEL_SS, False)
+
+
+def _hyp(selector: int, code: bool) -> bytes:
+    seg = KS.Segment()
+    C.flat_segment(seg, selector, code, dpl=0)
+    return bytes(seg)
+
+
+# pyxen's own CPL0 segments, which the page-table replay stub runs with
+_HYP_CS_SEG = _hyp(L.HYP_CS, True)
+_HYP_SS_SEG = _hyp(L.HYP_DS, False)
+_REPLAY_FRAME = struct.Struct("<9Q")
 _PORT_KINDS = {L.PORT_HYPERCALL: "hypercall port", L.PORT_TRAP: "trap",
                L.PORT_SYSCALL: "syscall", L.PORT_SYSCALL32: "syscall32",
                **{p: "direct port I/O" for p in L.PORTS_DIRECT}}
@@ -175,6 +187,10 @@ class PVVcpu:
         self.run_struct.kvm_valid_regs = KI.KVM_SYNC_X86_REGS | KI.KVM_SYNC_X86_SREGS
         self._sregs_in_run = False          # the run page's sregs are the vCPU's
         self._fast_flags_off = heap.fast_flags_offset(vcpu_id)
+        # where the replay stub's iretq frame goes: the top of the CPL0 stack
+        # (virtual address, heap offset)
+        base = heap.stack_top(vcpu_id) - _REPLAY_FRAME.size
+        self._replay_frame = (base, heap.stack_offset(vcpu_id, base))
 
     # --- events, timers, runstate ------------------------------------------------
     def notify_event(self) -> None:
@@ -781,8 +797,8 @@ class PVVcpu:
         list_off = heap.apply_lists[self.id] * L.PAGE_SIZE
         list_va = L.priv(L.APPLY_LIST_OFF) + self.id * L.APPLY_LIST_STRIDE
         stub_s = KS.Sregs.from_buffer_copy(target_s)
-        C.flat_segment(stub_s.cs, L.HYP_CS, True, dpl=0)
-        C.flat_segment(stub_s.ss, L.HYP_DS, False, dpl=0)
+        stub_s.cs = KS.Segment.from_buffer_copy(_HYP_CS_SEG)
+        stub_s.ss = KS.Segment.from_buffer_copy(_HYP_SS_SEG)
         pairs = list(zip(gpas, values))
         chunks = [pairs[i:i + L.APPLY_MAX] for i in range(0, len(pairs), L.APPLY_MAX)]
         r = self.regs
@@ -809,15 +825,15 @@ class PVVcpu:
             self.run_struct.kvm_dirty_regs |= KI.KVM_SYNC_X86_REGS | KI.KVM_SYNC_X86_SREGS
         # the last list: the guest's rdi, rsi, rcx, rax and its iretq frame go on
         # the CPL0 stack; every other register is already the guest's
-        top = heap.stack_top(self.id)
-        frame = struct.pack("<9Q", target.rdi, target.rsi, target.rcx, target.rax,
-                            target.rip, target_s.cs.selector, target.rflags,
-                            target.rsp, target_s.ss.selector)
-        base = top - len(frame)
-        off = heap.stack_offset(self.id, base)
-        heap.mm[off:off + len(frame)] = frame
-        for name in ("rbx", "rdx", "rbp", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15"):
-            setattr(r, name, getattr(target, name))
+        base, off = self._replay_frame
+        _REPLAY_FRAME.pack_into(heap.mm, off, target.rdi, target.rsi, target.rcx, target.rax,
+                                target.rip, target_s.cs.selector, target.rflags,
+                                target.rsp, target_s.ss.selector)
+        if len(chunks) > 1:
+            # the earlier lists' stub runs changed them (one list: untouched)
+            for name in ("rbx", "rdx", "rbp", "r8", "r9", "r10", "r11", "r12", "r13", "r14",
+                         "r15"):
+                setattr(r, name, getattr(target, name))
         stub = L.APPLY_FLUSH_OFF if self.flush_pending else L.APPLY_IRET_OFF
         self.flush_pending = False
         r.rip, r.rsp = L.priv(stub), base
