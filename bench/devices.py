@@ -565,8 +565,18 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
     sz = Sizes(args.quick)
-    # a kill runs the finally clauses too (the namespace is deleted)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # a kill runs the finally clauses too (the namespace is deleted) - in this
+    # process only: pyroute2 opens a socket in the namespace from a forked
+    # child and SIGTERMs it when done, and a child that ran this handler would
+    # unwind the parent's stack as its own: destroy the domain, delete the
+    # work directory (the run failed that way in its fourth TCP round)
+    main_pid = os.getpid()
+
+    def on_term(*_):
+        if os.getpid() != main_pid:
+            os._exit(143)
+        sys.exit(143)
+    signal.signal(signal.SIGTERM, on_term)
     if os.geteuid() != 0:
         print("bench/devices.py needs root (a network namespace, TAP devices, drop_caches)")
         return 1
