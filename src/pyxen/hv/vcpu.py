@@ -264,8 +264,9 @@ class PVVcpu:
         """Tell pyxen's in-guest stubs what they may answer: the #GP stub
         (xenheap.GP_FAST_STUB) whether cli/sti are no-ops now, the LSTAR stub
         (lstar_stub) whether a `syscall` is a hypercall (guest kernel mode).
-        After any change of the guest's mode, its IOPL or the domain's
-        vm_assist, and when the vCPU's thread starts (a restore)."""
+        After any change of the guest's mode (toggle_mode), its IOPL or the
+        domain's vm_assist, and when the vCPU's thread starts (a new or
+        restored vCPU): not on a page-table switch, which changes neither."""
         heap = self.domain.heap
         heap.mm[self._fast_flags_off] = FAST_CLI_OK if self.iopl_ok() else 0
         heap.mm[heap.mode_flags_off + self.id] = FAST_KERNEL_MODE if self.pv.kernel_mode else 0
@@ -426,6 +427,7 @@ class PVVcpu:
             pv.gs_base_user = s.gs.base
             s.gs.base = pv.gs_base_kernel
         pv.kernel_mode = not pv.kernel_mode
+        self.sync_fast_flags()              # the stubs follow the mode
         self.load_cr3(commit=False)         # set_return commits the sregs
 
     def load_cr3(self, commit: bool = True) -> None:
@@ -435,7 +437,6 @@ class PVVcpu:
         to commit (set_return does)."""
         s = self.fetch_sregs()
         s.cr3 = self._cr3_mfn() << 12
-        self.sync_fast_flags()              # the mode may have changed
         if commit:
             self.sregs_changed()
 
