@@ -31,26 +31,18 @@ _IRET = struct.Struct("<9Q")       # rax, r11, rcx, flags, rip, cs, rflags, rsp,
 _PAIR = struct.Struct("<QQ")
 
 
-def _flat(selector: int, code: bool) -> bytes:
+def _flat(selector: int, code: bool, dpl: int = 3) -> bytes:
     seg = KS.Segment()
-    C.flat_segment(seg, selector, code)
+    C.flat_segment(seg, selector, code, dpl=dpl)
     return bytes(seg)
 
 
 # the segments load_segment gives the flat kernel selectors (set_return's fast path)
 _FLAT_KERNEL_CS = _flat(FLAT_KERNEL_CS, True)
 _FLAT_KERNEL_SS = _flat(FLAT_KERNEL_SS, False)
-
-
-def _hyp(selector: int, code: bool) -> bytes:
-    seg = KS.Segment()
-    C.flat_segment(seg, selector, code, dpl=0)
-    return bytes(seg)
-
-
 # pyxen's own CPL0 segments, which the page-table replay stub runs with
-_HYP_CS_SEG = _hyp(L.HYP_CS, True)
-_HYP_SS_SEG = _hyp(L.HYP_DS, False)
+_HYP_CS_SEG = _flat(L.HYP_CS, True, dpl=0)
+_HYP_SS_SEG = _flat(L.HYP_DS, False, dpl=0)
 _REPLAY_FRAME = struct.Struct("<9Q")
 _PORT_KINDS = {L.PORT_HYPERCALL: "hypercall port", L.PORT_TRAP: "trap",
                L.PORT_SYSCALL: "syscall", L.PORT_SYSCALL32: "syscall32",
