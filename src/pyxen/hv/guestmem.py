@@ -29,6 +29,35 @@ class GuestMemoryAccess:
         self.mm = mm
         self._cr3 = cr3_mfn_getter
         self.ram = mm.ram
+        # (L4, virtual page) -> (guest-physical page, writable, user) of
+        # walks that stayed in the guest's RAM; valid while mm.tlb_gen is
+        # self._gen (mm.walk_page). A guest changes its tables only through
+        # pyxen (write_entry) or after they stop being tables (put_type),
+        # and both move the generation when a cached walk read the table.
+        self._tlb: dict[tuple[int, int], tuple[int, bool, bool]] = {}
+        self._gen = -1
+
+    def _page(self, l4: int, va: int) -> tuple[int, bool, bool] | None:
+        """(guest-physical address of va's page, writable, user) through
+        the tables rooted at l4, or None if unmapped."""
+        gen = self.mm.tlb_gen
+        tlb = self._tlb
+        if gen != self._gen:
+            tlb.clear()
+            self._gen = gen
+        key = (l4, va >> 12)
+        t = tlb.get(key)
+        if t is not None:
+            return t
+        w = self.mm.walk_page(l4, va)
+        if w is None:
+            return None
+        t = w[:3]
+        if w[3]:
+            if len(tlb) >= 1024:
+                tlb.clear()
+            tlb[key] = t
+        return t
 
     def _chunks(self, va: int, n: int, write: bool):
         l4 = self._cr3()
@@ -36,10 +65,11 @@ class GuestMemoryAccess:
         while va < end:
             if _in_hole(va) or _in_hole(end - 1):
                 raise GuestFault(va, write)
-            t = self.mm.walk(l4, va)
+            t = self._page(l4, va)
             if t is None:
                 raise GuestFault(va, write)
             gpa, rw, us = t
+            gpa |= va & 0xFFF
             if (write and not rw) or not us:
                 raise GuestFault(va, write)
             if gpa >= self.mm.nr_pages << 12:
@@ -59,6 +89,13 @@ class GuestMemoryAccess:
     def read(self, va: int, n: int) -> bytes:
         if n == 0:
             return b""
+        off = va & 0xFFF
+        if off + n <= 0x1000 and not _in_hole(va):
+            # within one page (the common case: a hypercall's argument)
+            t = self._page(self._cr3(), va)
+            if t is not None and t[2] and t[0] < self.mm.nr_pages << 12:
+                gpa = t[0] | off
+                return bytes(self.ram[gpa:gpa + n])
         parts = []
         for where, off, take in self._chunks(va, n, False):
             buf = self.ram if where == "ram" else self.mm.heap.mm

@@ -180,6 +180,12 @@ class MemoryManager:
         # log-dirty (live migration, hv/dirtylog.py): frames pyxen itself
         # wrote (KVM logs only the guest's own writes); None: not logging
         self.dirty: bytearray | None = None
+        # the translation caches of the vCPUs' GuestMemoryAccess (issue 15:
+        # a page walk was ~7 % of a Linux boot's vCPU time): the tables
+        # their cached walks read, and a generation that moves when one of
+        # those tables changes or stops being a page table
+        self.tlb_tables: set[int] = set()
+        self.tlb_gen = 0
 
     # --- the replay lists (PVVcpu.replay_pt_writes) -------------------------
     def track_writes(self, nr_vcpus: int) -> None:
@@ -241,6 +247,8 @@ class MemoryManager:
     def write_entry(self, mfn: int, idx: int, val: int) -> None:
         gpa = (mfn << 12) + idx * 8
         _Q.pack_into(self.ram, gpa, val)
+        if mfn in self.tlb_tables:
+            self.tlb_shootdown()
         if self.replay is not None:
             self.note_write(gpa)
         if self.dirty is not None:
@@ -295,6 +303,8 @@ class MemoryManager:
             t = self.ptype[mfn]
             self.ptype[mfn] = PGT_NONE
             if PGT_L1 <= t <= PGT_L4:
+                if mfn in self.tlb_tables:      # the guest may write it from now on
+                    self.tlb_shootdown()
                 self._release(mfn, t)
             if t != PGT_WRITABLE and self.frefs is not None:
                 self.frefs.clear_typed(mfn)
@@ -500,6 +510,43 @@ class MemoryManager:
         if self.heap.contains(gpa):
             return _Q.unpack_from(self.heap.mm, gpa - L.XEN_GPA)[0]
         return 0
+
+    def tlb_shootdown(self) -> None:
+        """A table some cached translation went through changed: every
+        vCPU's cache is dropped (GuestMemoryAccess checks tlb_gen)."""
+        self.tlb_gen += 1
+        self.tlb_tables.clear()
+
+    def walk_page(self, l4_mfn: int, va: int) -> tuple[int, bool, bool, bool] | None:
+        """walk() for the page of va: (its guest-physical address, writable,
+        user, cacheable). Each table is entered in tlb_tables before it is
+        read, so a write to it from then on moves tlb_gen; cacheable is
+        False when the walk went through pyxen's own tables (which change
+        without write_entry) or ends outside the guest's RAM."""
+        tables = self.tlb_tables
+        if len(tables) > 4096:
+            self.tlb_shootdown()
+        ram_end = self.nr_pages << 12
+        table = l4_mfn << 12
+        rw = us = True
+        cacheable = True
+        for shift in (39, 30, 21, 12):
+            if table < ram_end:
+                tables.add(table >> 12)
+                e = _Q.unpack_from(self.ram, table + ((va >> shift) & 511) * 8)[0]
+            else:
+                cacheable = False
+                e = self.read_q(table + ((va >> shift) & 511) * 8)
+            if not e & L.PTE_P:
+                return None
+            rw = rw and bool(e & L.PTE_RW)
+            us = us and bool(e & L.PTE_US)
+            if shift in (30, 21) and e & L.PTE_PSE:
+                size = 1 << shift
+                table = ((e & ADDR) & ~(size - 1)) | (va & (size - 1) & ~0xFFF)
+                break
+            table = e & ADDR
+        return table, rw, us, cacheable and table < ram_end
 
     def walk(self, l4_mfn: int, va: int) -> tuple[int, bool, bool] | None:
         """Translate va through the tables rooted at l4_mfn.

@@ -1,0 +1,110 @@
+"""The translation cache of GuestMemoryAccess (issue 15) on plain memory,
+without KVM: a hypercall argument read after the guest changed its tables
+- an entry rewritten, a table unpinned and written as ordinary memory,
+another vCPU's update - sees the new mapping, never the cached one."""
+from __future__ import annotations
+
+import logging
+import struct
+
+import pytest
+
+from pyxen.hv import layout as L
+from pyxen.hv import mm as M
+from pyxen.hv.guestmem import GuestFault, GuestMemoryAccess
+
+NR = 64
+RO = L.PTE_P | L.PTE_US | L.PTE_A
+RW = RO | L.PTE_RW
+
+
+class FakeHeap:
+    shared_info_gpa = L.XEN_GPA
+    directmap_l4 = {}
+    l4_entry = 0
+
+    def contains(self, gpa):
+        return False
+
+
+@pytest.fixture
+def mm():
+    ram = memoryview(bytearray(NR * L.PAGE_SIZE))
+    return M.MemoryManager(ram, NR, FakeHeap(), logging.getLogger("t"))
+
+
+def put(mm, mfn, idx, val):
+    struct.pack_into("<Q", mm.ram, mfn * L.PAGE_SIZE + idx * 8, val)
+
+
+def fill(mm, mfn, byte):
+    mm.ram[mfn << 12:(mfn + 1) << 12] = bytes([byte]) * L.PAGE_SIZE
+
+
+def tree(mm):
+    """L4 10 -> L3 11 -> L2 12 -> L1 13: va 0 maps frame 20 (rw), va
+    0x1000 frame 21 (ro); frames 20-23 hold their number in every byte."""
+    for f in range(20, 24):
+        fill(mm, f, f)
+    put(mm, 13, 0, (20 << 12) | RW)
+    put(mm, 13, 1, (21 << 12) | RO)
+    put(mm, 12, 0, (13 << 12) | RW)
+    put(mm, 11, 0, (12 << 12) | RW)
+    put(mm, 10, 0, (11 << 12) | RW)
+    mm.pin(10, 4)
+
+
+def test_entry_rewritten_through_pyxen_is_seen(mm):
+    tree(mm)
+    mem = GuestMemoryAccess(mm, lambda: 10)
+    assert mem.read(0x10, 4) == bytes([20]) * 4       # cached now
+    assert mem.read(0x1008, 8) == bytes([21]) * 8
+    with pytest.raises(GuestFault):
+        mem.write(0x1000, b"x")                         # read-only page
+    mm.update_entry((13 << 12) + 0, (22 << 12) | RW)
+    assert mem.read(0x10, 4) == bytes([22]) * 4
+    mm.update_entry((13 << 12) + 8, (23 << 12) | RW)    # now writable
+    mem.write(0x1000, b"y")
+    assert mm.ram[23 << 12] == ord("y")
+    mm.update_entry((13 << 12) + 0, 0)                  # unmapped
+    with pytest.raises(GuestFault):
+        mem.read(0x10, 4)
+
+
+def test_table_unpinned_and_rewritten_as_memory_is_seen(mm):
+    """Once a table has no type the guest writes it directly (no
+    write_entry): dropping the type must drop what was cached through it."""
+    tree(mm)
+    mem = GuestMemoryAccess(mm, lambda: 10)
+    assert mem.read(0, 1) == bytes([20])
+    mm.unpin(10)
+    put(mm, 13, 0, (23 << 12) | RW)                     # a plain guest write
+    mm.pin(10, 4)
+    assert mem.read(0, 1) == bytes([23])
+
+
+def test_another_vcpus_cache_follows_an_update(mm):
+    tree(mm)
+    a = GuestMemoryAccess(mm, lambda: 10)
+    b = GuestMemoryAccess(mm, lambda: 10)
+    assert a.read(0, 1) == b.read(0, 1) == bytes([20])
+    mm.update_entry((13 << 12) + 0, (21 << 12) | RO)
+    assert b.read(0, 1) == bytes([21])
+    with pytest.raises(GuestFault):
+        b.write(0, b"z")
+
+
+def test_unrelated_table_writes_keep_the_cache(mm):
+    """Writes to a table no cached walk used (the common case: Linux's
+    text_poke, process page tables) leave the cache as it is."""
+    tree(mm)
+    mem = GuestMemoryAccess(mm, lambda: 10)
+    mem.read(0, 1)
+    gen = mm.tlb_gen
+    mm.get_type(30, 1)                                  # another L1
+    mm.update_entry((30 << 12) + 0, (22 << 12) | RW)
+    assert mm.tlb_gen == gen
+    assert mem.read(0, 1) == bytes([20])
+    mm.update_entry((12 << 12) + 1 * 8, (30 << 12) | RW)   # hooked in: L2 12 changes
+    assert mm.tlb_gen != gen
+    assert mem.read(0x200000, 1) == bytes([22])
