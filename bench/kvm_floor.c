@@ -154,6 +154,8 @@ BLOB(k_invlpg_iret, "invlpg (%rsi)\n iretq")
 BLOB(k_reloadcr3_iret, "mov %cr3, %rax\n mov %rax, %cr3\n iretq")
 BLOB(k_ptewrite_iret, "mov %rdx, (%rdi)\n iretq")
 BLOB(k_ptewrite_invlpg_iret, "mov %rdx, (%rdi)\n invlpg (%rsi)\n iretq")
+/* from a generic stub's frame [vec err rip cs rflags rsp ss]: retry the faulting insn */
+BLOB(k_pop2_iret, "add $16, %rsp\n iretq")
 
 /* CPL0 instruction table: each is followed by "out $0xf3; ud2" */
 BLOB(c_swapgs, "swapgs\n swapgs")
@@ -1825,6 +1827,53 @@ static void pte_case(enum pmethod m, int unmap)
     vm_destroy(&v);
 }
 
+/* A guest entry cleared by a guest CPL0 write (what pyxen's replay stub does), the
+ * VA touched while not present (#PF), then set present again by the VMM alone:
+ * whether the guest sees it without a replay (pyxen skips the replay of a write
+ * to an entry that was not present, issue 15). */
+static void pte_cleared_then_vmm_set(void)
+{
+    struct vm v;
+    char b[512];
+    const char *key = "pte_cleared_by_guest_then_set_by_vmm_only";
+    uint64_t pte_gpa = PT0 + (REMAP_VA >> 12) * 8;
+    vm_create(&v);
+    put_blob(&v, UCODE, g_pte_user, g_pte_user_end);
+    struct kvm_regs r = v.r0;
+    r.rsi = REMAP_VA;
+    CHK(v.vcpu, KVM_SET_REGS, &r);
+    if (expect_out(&v, 0xf0, key) < 0) {
+        printf("%s=FAIL (first)\n", key);
+        vm_destroy(&v);
+        return;
+    }
+    guest_cpl0_call(&v, k_ptewrite_iret, k_ptewrite_iret_end, pte_gpa, 0);
+    if (vrun(&v) < 0 || !is_out(&v, 0xf1)) {
+        printf("%s=FAIL (no #PF after the guest's clear: %s)\n", key, exit_desc(&v, b, sizeof b));
+        vm_destroy(&v);
+        return;
+    }
+    CHK(v.vcpu, KVM_GET_REGS, &r);
+    if (*q(&v, r.rsp) != 14) {
+        printf("%s=FAIL (vector %llu)\n", key, (unsigned long long)*q(&v, r.rsp));
+        vm_destroy(&v);
+        return;
+    }
+    *q(&v, pte_gpa) = PAGE_B | PTE_P | PTE_W | PTE_U;  /* the VMM alone: no replay */
+    put_blob(&v, KCODE, k_pop2_iret, k_pop2_iret_end);
+    r.rip = KCODE;
+    CHK(v.vcpu, KVM_SET_REGS, &r);
+    if (vrun(&v) == 0 && is_out(&v, 0xf0)) {
+        CHK(v.vcpu, KVM_GET_REGS, &r);
+        printf("%s=%s (read 0x%llx)\n", key,
+               r.rax == MAGIC_B ? "NEW" : r.rax == MAGIC_A ? "STALE" : "??", r.rax);
+    } else {
+        printf("%s=FAIL (%s)\n", key, exit_desc(&v, b, sizeof b));
+    }
+    fflush(stdout);
+    vm_destroy(&v);
+}
+
 /* Cost of making a VMM-side PTE change visible, per update (each iteration flips the
  * PTE of REMAP_VA between page A and page B and checks the guest reads the new value). */
 enum umethod { U_CPL3_WRITE, U_CPL0_WRITE, U_MEMSLOT };
@@ -1953,6 +2002,7 @@ static int cmd_pf(long n)
     for (int unmap = 0; unmap < 2; unmap++)
         for (int m = P_NONE; m <= P_FRESH_VA; m++)
             pte_case(m, unmap);
+    pte_cleared_then_vmm_set();
     pte_update_costs(n);
     return 0;
 }
