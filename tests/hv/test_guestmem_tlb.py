@@ -1,7 +1,16 @@
-"""The translation cache of GuestMemoryAccess (issue 15) on plain memory,
-without KVM: a hypercall argument read after the guest changed its tables
-- an entry rewritten, a table unpinned and written as ordinary memory,
-another vCPU's update - sees the new mapping, never the cached one."""
+"""Two of pyxen's shortcuts around guest page tables (issue 15), on plain
+memory without KVM.
+
+The translation cache of GuestMemoryAccess: a hypercall argument read after
+the guest changed its tables - an entry rewritten, a table unpinned and
+written as ordinary memory, another vCPU's update - sees the new mapping,
+never the cached one.
+
+Which writes pyxen replays through the guest for KVM's shadow paging
+(mm.note_write, PVVcpu.replay_pt_writes): an entry that was present is
+replayed, an entry of a page table that was not present is not (KVM holds
+no shadow entry for it: bench/kvm_floor pf), a plain page's is, whatever it
+held."""
 from __future__ import annotations
 
 import logging
@@ -108,3 +117,47 @@ def test_unrelated_table_writes_keep_the_cache(mm):
     mm.update_entry((12 << 12) + 1 * 8, (30 << 12) | RW)   # hooked in: L2 12 changes
     assert mm.tlb_gen != gen
     assert mem.read(0x200000, 1) == bytes([22])
+
+
+def tracking(mm):
+    """mm remembering its writes for replay, from vCPU 0 (of 2)."""
+    mm.track_writes(2)
+    mm.bind_writer(0)
+    return mm
+
+
+def test_not_present_entries_of_tables_are_not_replayed(mm):
+    tracking(mm)
+    mm.get_type(13, 1)                                  # an L1
+    slot = (13 << 12) + 5 * 8
+    mm.update_entry(slot, (20 << 12) | RW)              # was not present
+    assert mm.take_writes(0) == []
+    mm.update_entry(slot, (21 << 12) | RW)              # present -> present
+    assert mm.take_writes(0) == [slot]
+    mm.update_entry(slot, 0)                            # present -> cleared
+    assert mm.take_writes(0) == [slot]
+    mm.update_entry(slot, (22 << 12) | RW)              # cleared -> present
+    assert mm.take_writes(0) == []
+    assert mm.take_writes(1) == []                      # nothing for the other vCPU
+
+
+def test_a_cleared_entry_set_again_before_the_replay_is_replayed_with_its_value(mm):
+    tracking(mm)
+    mm.get_type(13, 1)
+    slot = (13 << 12) + 7 * 8
+    mm.update_entry(slot, (20 << 12) | RW)
+    mm.update_entry(slot, 0)
+    mm.update_entry(slot, (21 << 12) | RW)
+    assert mm.take_writes(0) == [slot]
+    assert mm.read_q(slot) == (21 << 12) | RW | L.PTE_US
+
+
+def test_plain_pages_are_replayed_whatever_they_held(mm):
+    """A page that is no table now may still be shadowed by KVM from when it
+    was one."""
+    tracking(mm)
+    mm.update_entry((30 << 12) + 8, 1234)               # untyped: a plain write
+    assert mm.take_writes(0) == [(30 << 12) + 8]
+    mm.get_type(31, 7)                                  # writable
+    mm.update_entry((31 << 12), 5)
+    assert mm.take_writes(0) == [31 << 12]
