@@ -14,6 +14,7 @@ build and `close()` when the domain is gone.
 """
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -24,6 +25,10 @@ from ..hv.dom0link import Dom0Link
 from ..dom0.console import ConsoleBackend
 from .cpumap import CpumapError, vcpu_affinities
 from .domconfig import DomainConfig
+
+# LocalServices' console reader lets a burst of the guest's lines gather
+# this long after a notify before it reads them
+CONSOLE_GATHER = 0.001
 
 
 class CreateError(Exception):
@@ -158,6 +163,7 @@ class LocalServices(Dom0Services):
         self.xenstore = None            # XenStoreServer
         self.ring = None                # the domain's xenstore ring transport
         self.devices = None             # DomainDevices
+        self._console_wake = threading.Event()
 
     # --- the hypervisor's side (Dom0Link) ------------------------------------------
     def notify_store(self) -> None:
@@ -166,7 +172,23 @@ class LocalServices(Dom0Services):
 
     def notify_console(self) -> None:
         if self.console is not None:
-            self.console.on_notify()
+            self._console_wake.set()
+
+    def _console_reader(self, con) -> None:
+        """Reads the console ring as xenconsoled does, in its own thread
+        after a notify, taking what the ring holds by then. Read inside the
+        guest's notify, every line the guest writes was a read of its own,
+        and Linux's boot log used up the rate limit's 30 reads per 200 ms
+        (ConsoleBackend): the guest spun in SCHEDOP_yield until the next
+        period (~5,000 exits and 0.3-0.5 s of a boot, issue 15)."""
+        wake = self._console_wake
+        while True:
+            wake.wait()
+            if self.console is not con:
+                return
+            time.sleep(CONSOLE_GATHER)
+            wake.clear()
+            con.on_notify()
 
     def domain_stopped(self) -> None:
         if self.console is not None:
@@ -188,6 +210,8 @@ class LocalServices(Dom0Services):
         page = lambda pfn: dom.ram.view[pfn * 4096:(pfn + 1) * 4096]   # noqa: E731
         self.console = ConsoleBackend(page(lay.console_pfn), self._raise(dom.console_port),
                                       sink=self.sink, log_path=self.console_log)
+        threading.Thread(target=self._console_reader, args=(self.console,),
+                         name="pyxen-console", daemon=True).start()
         xs = XenStoreServer(state_file=None)
         with xs.lock:
             write_domain_nodes(xs.store, XsClient(xs.store, 0, True), domid=dom.domid,
@@ -218,9 +242,10 @@ class LocalServices(Dom0Services):
             self.devices.close_all()
             self.devices = None
         if self.console is not None:
-            self.console.drain()
-            self.console.close()
-            self.console = None
+            con, self.console = self.console, None
+            self._console_wake.set()           # the reader thread ends
+            con.drain()
+            con.close()
         if self.ring is not None:
             self.ring.close()
             self.ring = None
