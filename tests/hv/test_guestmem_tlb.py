@@ -161,3 +161,25 @@ def test_plain_pages_are_replayed_whatever_they_held(mm):
     mm.get_type(31, 7)                                  # writable
     mm.update_entry((31 << 12), 5)
     assert mm.take_writes(0) == [31 << 12]
+
+
+def test_a_walk_that_raced_a_change_is_not_used(mm, monkeypatch):
+    """Another thread changes a table while this lookup walks it, and a third
+    lookup (another thread on the same vCPU's memory) catches up with the new
+    generation before this one stores its result: that result is not used."""
+    tree(mm)
+    mem = GuestMemoryAccess(mm, lambda: 10)
+    real = M.MemoryManager.walk_page
+    raced = []
+
+    def walk_then_race(self, l4, va):
+        w = real(self, l4, va)
+        if not raced:
+            raced.append(va)
+            self.update_entry((13 << 12) + 0, (22 << 12) | RW)     # the other thread
+            mem.read(0x1000, 1)                                     # the third lookup
+        return w
+
+    monkeypatch.setattr(M.MemoryManager, "walk_page", walk_then_race)
+    assert mem.read(0, 1) == bytes([20])        # walked before the change: that is fine
+    assert mem.read(0, 1) == bytes([22])        # but not cached past it

@@ -29,16 +29,18 @@ class GuestMemoryAccess:
         self.mm = mm
         self._cr3 = cr3_mfn_getter
         self.ram = mm.ram
-        # (L4, virtual page) -> (guest-physical page, writable, user) of
-        # walks that stayed in the guest's RAM; valid while mm.tlb_gen is
-        # self._gen (mm.walk_page). A guest changes its tables only through
-        # pyxen (write_entry) or after they stop being tables (put_type),
-        # and both move the generation when a cached walk read the table.
-        self._tlb: dict[tuple[int, int], tuple[int, bool, bool]] = {}
+        # (L4, virtual page) -> (guest-physical page, writable, user, the
+        # mm.tlb_gen its walk started under) of walks that stayed in the
+        # guest's RAM (mm.walk_page). A guest changes its tables only
+        # through pyxen (write_entry) or after they stop being tables
+        # (put_type); both move the generation when a cached walk read the
+        # table, and an entry is used only under the generation its walk
+        # started in: a walk that raced a change is never used.
+        self._tlb: dict[tuple[int, int], tuple[int, bool, bool, int]] = {}
         self._gen = -1
 
-    def _page(self, l4: int, va: int) -> tuple[int, bool, bool] | None:
-        """(guest-physical address of va's page, writable, user) through
+    def _page(self, l4: int, va: int) -> tuple[int, bool, bool, int] | None:
+        """(guest-physical address of va's page, writable, user, -) through
         the tables rooted at l4, or None if unmapped."""
         gen = self.mm.tlb_gen
         tlb = self._tlb
@@ -47,12 +49,12 @@ class GuestMemoryAccess:
             self._gen = gen
         key = (l4, va >> 12)
         t = tlb.get(key)
-        if t is not None:
+        if t is not None and t[3] == gen:
             return t
         w = self.mm.walk_page(l4, va)
         if w is None:
             return None
-        t = w[:3]
+        t = (w[0], w[1], w[2], gen)
         if w[3]:
             if len(tlb) >= 1024:
                 tlb.clear()
@@ -68,7 +70,7 @@ class GuestMemoryAccess:
             t = self._page(l4, va)
             if t is None:
                 raise GuestFault(va, write)
-            gpa, rw, us = t
+            gpa, rw, us, _ = t
             gpa |= va & 0xFFF
             if (write and not rw) or not us:
                 raise GuestFault(va, write)

@@ -524,8 +524,8 @@ class MemoryManager:
     def tlb_shootdown(self) -> None:
         """A table some cached translation went through changed: every
         vCPU's cache is dropped (GuestMemoryAccess checks tlb_gen)."""
-        self.tlb_gen += 1
-        self.tlb_tables.clear()
+        self.tlb_tables.clear()       # first: a walk that starts under the new
+        self.tlb_gen += 1             # generation registers its tables again
 
     def walk_page(self, l4_mfn: int, va: int) -> tuple[int, bool, bool, bool] | None:
         """walk() for the page of va: (its guest-physical address, writable,
