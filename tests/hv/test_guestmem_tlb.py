@@ -13,8 +13,6 @@ no shadow entry for it: bench/kvm_floor pf), a plain page's is, whatever it
 held."""
 from __future__ import annotations
 
-import logging
-import struct
 
 import pytest
 
@@ -22,28 +20,12 @@ from pyxen.hv import layout as L
 from pyxen.hv import mm as M
 from pyxen.hv.guestmem import GuestFault, GuestMemoryAccess
 
-NR = 64
-RO = L.PTE_P | L.PTE_US | L.PTE_A
-RW = RO | L.PTE_RW
-
-
-class FakeHeap:
-    shared_info_gpa = L.XEN_GPA
-    directmap_l4 = {}
-    l4_entry = 0
-
-    def contains(self, gpa):
-        return False
+from mm_helpers import RO, RW, plain_mm, put
 
 
 @pytest.fixture
 def mm():
-    ram = memoryview(bytearray(NR * L.PAGE_SIZE))
-    return M.MemoryManager(ram, NR, FakeHeap(), logging.getLogger("t"))
-
-
-def put(mm, mfn, idx, val):
-    struct.pack_into("<Q", mm.ram, mfn * L.PAGE_SIZE + idx * 8, val)
+    return plain_mm()
 
 
 def fill(mm, mfn, byte):

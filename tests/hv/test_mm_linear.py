@@ -3,36 +3,18 @@ KVM: Xen 4.17's rules (read-only only, same level, a table either holds
 linear entries or is mapped by them, type references held and dropped)."""
 from __future__ import annotations
 
-import logging
-import struct
 
 import pytest
 
 from pyxen.hv import layout as L
 from pyxen.hv import mm as M
 
-NR = 64
-RO = L.PTE_P | L.PTE_US | L.PTE_A
-RW = RO | L.PTE_RW
-
-
-class FakeHeap:
-    shared_info_gpa = L.XEN_GPA
-    directmap_l4 = {258: 0x123000 | L.PTE_P}
-    l4_entry = 0x456000 | L.PTE_P | L.PTE_US
-
-    def contains(self, gpa):
-        return False
+from mm_helpers import RO, RW, FakeHeap, plain_mm, put
 
 
 @pytest.fixture
 def mm():
-    ram = memoryview(bytearray(NR * L.PAGE_SIZE))
-    return M.MemoryManager(ram, NR, FakeHeap(), logging.getLogger("t"))
-
-
-def put(mm, mfn, idx, val):
-    struct.pack_into("<Q", mm.ram, mfn * L.PAGE_SIZE + idx * 8, val)
+    return plain_mm()
 
 
 def pte(mfn, flags=RO):
