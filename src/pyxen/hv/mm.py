@@ -560,17 +560,9 @@ class MemoryManager:
 
     def walk(self, l4_mfn: int, va: int) -> tuple[int, bool, bool] | None:
         """Translate va through the tables rooted at l4_mfn.
-        Returns (guest-physical address, writable, user) or None if unmapped."""
-        table = l4_mfn << 12
-        rw = us = True
-        for shift in (39, 30, 21, 12):
-            e = self.read_q(table + ((va >> shift) & 511) * 8)
-            if not e & L.PTE_P:
-                return None
-            rw = rw and bool(e & L.PTE_RW)
-            us = us and bool(e & L.PTE_US)
-            if shift in (30, 21) and e & L.PTE_PSE:
-                size = 1 << shift
-                return ((e & ADDR) & ~(size - 1)) | (va & (size - 1)), rw, us
-            table = e & ADDR
-        return table | (va & 0xFFF), rw, us
+        Returns (guest-physical address, writable, user) or None if unmapped
+        (walk_page's walk: the tables it reads are in tlb_tables after it)."""
+        t = self.walk_page(l4_mfn, va)
+        if t is None:
+            return None
+        return t[0] | (va & 0xFFF), t[1], t[2]
