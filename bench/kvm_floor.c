@@ -1704,28 +1704,39 @@ static int guest_cpl0_call(struct vm *v, const uint8_t *kb, const uint8_t *ke, u
     return 0;
 }
 
+/* A fresh VM whose user loop has read REMAP_VA once (page A, so KVM now shadows its
+ * PTE), stopped at the loop's out; r holds its registers. -1 (FAIL printed, VM gone)
+ * if that did not happen. */
+static int pte_first_read(struct vm *v, const char *key, struct kvm_regs *r)
+{
+    vm_create(v);
+    put_blob(v, UCODE, g_pte_user, g_pte_user_end);
+    *r = v->r0;
+    r->rsi = REMAP_VA;
+    CHK(v->vcpu, KVM_SET_REGS, r);
+    if (expect_out(v, 0xf0, key) < 0) {
+        printf("%s=FAIL (first)\n", key);
+        vm_destroy(v);
+        return -1;
+    }
+    CHK(v->vcpu, KVM_GET_REGS, r);
+    if (r->rax != MAGIC_A) {
+        printf("%s=FAIL (initial read 0x%llx)\n", key, r->rax);
+        vm_destroy(v);
+        return -1;
+    }
+    return 0;
+}
+
 /* change: 0 = remap REMAP_VA to PAGE_B, 1 = unmap (PTE=0) */
 static void pte_case(enum pmethod m, int unmap)
 {
     struct vm v;
     char key[128], b[512];
     snprintf(key, sizeof key, "pte_%s_%s", unmap ? "unmap" : "remap", pmethod_name[m]);
-    vm_create(&v);
-    put_blob(&v, UCODE, g_pte_user, g_pte_user_end);
-    struct kvm_regs r = v.r0;
-    r.rsi = REMAP_VA;
-    CHK(v.vcpu, KVM_SET_REGS, &r);
-    if (expect_out(&v, 0xf0, key) < 0) {
-        printf("%s=FAIL (first)\n", key);
-        vm_destroy(&v);
+    struct kvm_regs r;
+    if (pte_first_read(&v, key, &r) < 0)
         return;
-    }
-    CHK(v.vcpu, KVM_GET_REGS, &r);
-    if (r.rax != MAGIC_A) {
-        printf("%s=FAIL (initial read 0x%llx)\n", key, r.rax);
-        vm_destroy(&v);
-        return;
-    }
     uint64_t va = m == P_FRESH_VA ? REMAP_VA2 : REMAP_VA;
     uint64_t pte_gpa = PT0 + (va >> 12) * 8;
     uint64_t newpte = unmap ? 0 : (PAGE_B | PTE_P | PTE_W | PTE_U);
@@ -1837,16 +1848,9 @@ static void pte_cleared_then_vmm_set(void)
     char b[512];
     const char *key = "pte_cleared_by_guest_then_set_by_vmm_only";
     uint64_t pte_gpa = PT0 + (REMAP_VA >> 12) * 8;
-    vm_create(&v);
-    put_blob(&v, UCODE, g_pte_user, g_pte_user_end);
-    struct kvm_regs r = v.r0;
-    r.rsi = REMAP_VA;
-    CHK(v.vcpu, KVM_SET_REGS, &r);
-    if (expect_out(&v, 0xf0, key) < 0) {
-        printf("%s=FAIL (first)\n", key);
-        vm_destroy(&v);
+    struct kvm_regs r;
+    if (pte_first_read(&v, key, &r) < 0)
         return;
-    }
     guest_cpl0_call(&v, k_ptewrite_iret, k_ptewrite_iret_end, pte_gpa, 0);
     if (vrun(&v) < 0 || !is_out(&v, 0xf1)) {
         printf("%s=FAIL (no #PF after the guest's clear: %s)\n", key, exit_desc(&v, b, sizeof b));
