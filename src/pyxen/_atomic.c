@@ -7,7 +7,11 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <signal.h>
 #include <stdint.h>
+#include <errno.h>
+#include <string.h>
+#include <sys/ioctl.h>
 
 static PyObject *set_bit(PyObject *self, PyObject *args) {
     unsigned long long addr; unsigned int bit;
@@ -98,7 +102,63 @@ static PyObject *host_xcr0(PyObject *self, PyObject *noargs) {
     return PyLong_FromUnsignedLongLong(((uint64_t)d << 32) | a);
 }
 
+/* The kick signal (kvm/system.py) has its handler here, in C: a Python
+ * handler runs on the main thread only (and only when it can take the GIL),
+ * so it could neither be installed by a toolstack thread nor run without
+ * taking the GIL from the vCPU threads. A kicker sets the vCPU's
+ * immediate_exit byte and then signals its thread: inside KVM_RUN the signal
+ * ends it (EINTR), outside the byte ends the next one. While kvm_run() is
+ * about to enter KVM_RUN the handler sets the byte too (kick_target, only
+ * for the duration of the call: no pointer outlives the vCPU's run page), so
+ * a signal sent without it cannot slip in before the ioctl unnoticed. */
+static __thread volatile uint8_t *kick_target;
+
+static void on_kick(int sig) {
+    volatile uint8_t *p = kick_target;
+    (void)sig;
+    if (p)
+        *p = 1;
+}
+
+static PyObject *install_kick_handler(PyObject *self, PyObject *args) {
+    int signum;
+    if (!PyArg_ParseTuple(args, "i", &signum)) return NULL;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_kick;
+    sa.sa_flags = SA_RESTART;          /* KVM_RUN still ends with EINTR */
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(signum, &sa, NULL) < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
+/* kvm_run(fd, request, immediate_exit_addr) -> (ret, errno): one KVM_RUN
+ * ioctl with the GIL released; one a kick ended leaves immediate_exit clear. */
+static PyObject *kvm_run(PyObject *self, PyObject *args) {
+    int fd; unsigned long request; unsigned long long ie_addr;
+    if (!PyArg_ParseTuple(args, "ikK", &fd, &request, &ie_addr)) return NULL;
+    volatile uint8_t *ie = (volatile uint8_t *)(uintptr_t)ie_addr;
+    int ret, err = 0;
+    kick_target = ie;
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    Py_BEGIN_ALLOW_THREADS
+    ret = ioctl(fd, request, 0);
+    if (ret < 0)
+        err = errno;
+    Py_END_ALLOW_THREADS
+    kick_target = NULL;
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    if (ret < 0 && (err == EINTR || err == EAGAIN))
+        *ie = 0;                       /* the kick that ended it is taken */
+    return Py_BuildValue("(ii)", ret, err);
+}
+
 static PyMethodDef methods[] = {
+    {"install_kick_handler", install_kick_handler, METH_VARARGS,
+     "install_kick_handler(signum): the kick signal's handler, from any thread"},
+    {"kvm_run", kvm_run, METH_VARARGS,
+     "kvm_run(fd, KVM_RUN, immediate_exit_addr) -> (ret, errno) of one KVM_RUN"},
     {"rdtsc", rdtsc, METH_NOARGS, "rdtsc() -> the CPU's time-stamp counter (what a PV guest reads)"},
     {"host_cpuid", host_cpuid, METH_VARARGS, "host_cpuid(leaf, sub) -> (eax, ebx, ecx, edx) of this CPU"},
     {"host_xcr0", host_xcr0, METH_NOARGS, "host_xcr0() -> XCR0 in force (0 without OSXSAVE)"},

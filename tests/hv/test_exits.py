@@ -53,9 +53,6 @@ class FakeKvcpu:
     def set_regs(self, r):
         self.run_struct.s.regs.regs = r
 
-    def get_events(self):
-        return KS.VcpuEvents()
-
     def kick(self):
         self.kicks += 1
 
@@ -200,6 +197,24 @@ def test_bad_exits_crash(dom):
     assert v.handle_exit(KI.KVM_EXIT_SHUTDOWN).kind == "crash"
     assert "stub halted" in v.handle_exit(KI.KVM_EXIT_HLT).message
     assert v.handle_exit(12345).kind == "crash"
+
+
+def test_no_upcall_over_an_exception_a_kick_left_pending(dom):
+    """A kick may end KVM_RUN between the guest raising an exception and KVM
+    delivering it: the upcall must wait, or the exception would be delivered
+    at the callback's rip. KVM hands the pending events over in the run page
+    (KVM_SYNC_X86_EVENTS), as the kick left them."""
+    v = dom.vcpus[0]
+    v.pv.callbacks[0] = type("Cb", (), {"address": 0xFFFF800000001000, "flags": 0})()
+    v.run_struct.s.regs.sregs = v.fetch_sregs()     # the guest kernel's CS, as KVM leaves it
+    assert v.run_struct.kvm_valid_regs & KI.KVM_SYNC_X86_EVENTS
+    for field in ("exception_pending", "exception_injected", "interrupt_injected"):
+        v.handle_exit(-1)
+        setattr(v.run_struct.s.regs.events, field, 1)
+        assert not v.may_redirect(), field
+        setattr(v.run_struct.s.regs.events, field, 0)
+    v.handle_exit(-1)
+    assert v.may_redirect()
 
 
 def test_kick_resumes_and_shutdown_stops(dom):

@@ -174,9 +174,12 @@ class PVVcpu:
         s = self.kvcpu.get_sregs()
         C.initial_sregs(s, vcpu_id, heap.gdt_base(vcpu_id), heap.tss_base(vcpu_id), 0)
         self.sregs = s
-        # KVM copies regs and sregs into the run page at every exit: reading
-        # sregs there costs no KVM_GET_SREGS ioctl (bench/README.md, sregs_resume)
-        self.run_struct.kvm_valid_regs = KI.KVM_SYNC_X86_REGS | KI.KVM_SYNC_X86_SREGS
+        # KVM copies regs, sregs and the pending events into the run page at
+        # every exit: reading them there costs no KVM_GET_SREGS or
+        # KVM_GET_VCPU_EVENTS ioctl, each of which loads and puts the vCPU
+        # (~25 us on a nested host; bench/README.md, sregs_resume)
+        self.run_struct.kvm_valid_regs = \
+            KI.KVM_SYNC_X86_REGS | KI.KVM_SYNC_X86_SREGS | KI.KVM_SYNC_X86_EVENTS
         self._sregs_in_run = False          # the run page's sregs are the vCPU's
         self._fast_flags_off = heap.fast_flags_offset(vcpu_id)
         # where the replay stub's iretq frame goes: the top of the CPL0 stack
@@ -208,7 +211,7 @@ class PVVcpu:
         if self.fetch_sregs().cs.selector & 3 == 0:
             return False
         if self.kicked:
-            ev = self.kvcpu.get_events()
+            ev = self.run_struct.s.regs.events     # as the kick left them (KVM_SYNC_X86_EVENTS)
             if ev.exception_pending or ev.exception_injected or ev.nmi_pending \
                     or ev.nmi_injected or ev.interrupt_injected:
                 return False

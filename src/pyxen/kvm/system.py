@@ -6,8 +6,8 @@ import errno
 import mmap
 import os
 import signal
-import threading
 
+from .. import _atomic as _A
 from . import ioctls as I
 from . import structs as S
 
@@ -51,11 +51,10 @@ def ioctl(fd: int, request: int, arg=None) -> int:
 
 
 def _install_kick_handler() -> None:
-    """A no-op handler so the kick signal interrupts KVM_RUN with EINTR
-    instead of killing the process. Must run once in the main thread."""
-    if signal.getsignal(KICK_SIGNAL) in (signal.SIG_DFL, None):
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(KICK_SIGNAL, lambda signum, frame: None)
+    """The kick signal's handler (in C, pyxen._atomic: it interrupts KVM_RUN
+    with EINTR instead of killing the process, and a kick that lands outside
+    KVM_RUN ends the thread's next one). Any thread may install it."""
+    _A.install_kick_handler(KICK_SIGNAL)
 
 
 class Kvm:
@@ -214,6 +213,7 @@ class Vcpu:
                                  mmap.PROT_READ | mmap.PROT_WRITE)
         self._run_anchor = ctypes.c_char.from_buffer(self._run_mm)
         self.run_struct = S.Run.from_address(ctypes.addressof(self._run_anchor))
+        self._immediate_exit_addr = ctypes.addressof(self._run_anchor) + S.Run.immediate_exit.offset
         self.sync = vm.kvm.has_sync_regs
         if self.sync:
             self.run_struct.kvm_valid_regs = I.KVM_SYNC_X86_REGS
@@ -340,11 +340,9 @@ class Vcpu:
         -1 (KVM_EXIT_INTR equivalent) when a kick (signal / immediate_exit)
         interrupted the run. The GIL is released while the guest runs."""
         self.thread_id = _pthread_self()
-        ret = _ioctl(self._fd_run, I.KVM_RUN, None)
+        ret, err = _A.kvm_run(self._fd_run, I.KVM_RUN, self._immediate_exit_addr)
         if ret < 0:
-            err = ctypes.get_errno()
             if err in (errno.EINTR, errno.EAGAIN):
-                self.run_struct.immediate_exit = 0
                 return -1
             raise KvmError(err, f"KVM_RUN: {os.strerror(err)}")
         return self.run_struct.exit_reason
