@@ -217,6 +217,44 @@ def test_no_upcall_over_an_exception_a_kick_left_pending(dom):
     assert v.may_redirect()
 
 
+def _user_desc(base: int, code: bool = True, dpl: int = 3) -> int:
+    """An 8-byte 64-bit GDT descriptor (present, limit 0xfffff, 4 KiB granular)."""
+    access = (1 << 7) | (dpl << 5) | (1 << 4) | (0xB if code else 0x3)
+    flags = 0xA if code else 0xC             # G + L, or G + D/B
+    return (0xFFFF | ((base & 0xFFFFFF) << 16) | (access << 40) | (0xF << 48)
+            | (flags << 52) | ((base >> 24) << 56))
+
+
+def test_returns_load_the_segment_the_descriptor_names_now(dom):
+    """iret to a selector of the guest's own GDT (Linux's __USER_CS/__USER_DS):
+    the segment comes from the descriptor as it is at that return (pyxen
+    keeps built segments per descriptor value, not per selector), a
+    descriptor that cannot be loaded there crashes the guest, and what pyxen
+    keeps stays bounded however many descriptors a guest cycles through."""
+    from pyxen.hv.vcpu import GuestCrash, SEGMENT_CACHE
+    v = dom.vcpus[0]
+    gdt = {0x33: _user_desc(0x1000), 0x2B: _user_desc(0, code=False)}
+    v.descriptor = lambda sel: gdt.get(sel)
+    v.set_return(0x400000, 0x7000, 0x202, 0x33, 0x2B)
+    s = v.fetch_sregs()
+    assert (s.cs.selector, s.cs.base, s.cs.l, s.cs.dpl, s.ss.selector, s.ss.db) == \
+        (0x33, 0x1000, 1, 3, 0x2B, 1)
+    gdt[0x33] = _user_desc(0x2000)
+    v.set_return(0x400000, 0x7000, 0x202, 0x33, 0x2B)
+    assert v.fetch_sregs().cs.base == 0x2000
+    gdt[0x33] = _user_desc(0x2000, code=False)           # a data segment as CS
+    with pytest.raises(GuestCrash):
+        v.set_return(0x400000, 0x7000, 0x202, 0x33, 0x2B)
+    gdt[0x33] = _user_desc(0x2000, dpl=0)                # not usable from CPL3
+    with pytest.raises(GuestCrash):
+        v.set_return(0x400000, 0x7000, 0x202, 0x33, 0x2B)
+    for i in range(4 * SEGMENT_CACHE):
+        gdt[0x33] = _user_desc(0x1000 * i)
+        v.set_return(0x400000, 0x7000, 0x202, 0x33, 0x2B)
+        assert v.fetch_sregs().cs.base == 0x1000 * i
+    assert len(v._segments) <= SEGMENT_CACHE
+
+
 def test_kick_resumes_and_shutdown_stops(dom):
     v = dom.vcpus[0]
     assert v.handle_exit(-1) == Exit.RESUME and v.kicked

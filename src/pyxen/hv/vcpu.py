@@ -29,6 +29,7 @@ from .xenheap import FAST_CLI_OK, FAST_KERNEL_MODE, GP_FAST_READ
 _FRAME = struct.Struct("<7Q")      # CPL0 stub frame: vector, error, rip, cs, rflags, rsp, ss
 _IRET = struct.Struct("<9Q")       # rax, r11, rcx, flags, rip, cs, rflags, rsp, ss
 _PAIR = struct.Struct("<QQ")
+SEGMENT_CACHE = 64                  # segments a vCPU keeps built (PVVcpu.segment)
 
 
 def _flat(selector: int, code: bool, dpl: int = 3) -> bytes:
@@ -37,7 +38,7 @@ def _flat(selector: int, code: bool, dpl: int = 3) -> bytes:
     return bytes(seg)
 
 
-# the segments load_segment gives the flat kernel selectors (set_return's fast path)
+# the segments `segment` gives the flat kernel selectors (set_return's fast path)
 _FLAT_KERNEL_CS = _flat(FLAT_KERNEL_CS, True)
 _FLAT_KERNEL_SS = _flat(FLAT_KERNEL_SS, False)
 # pyxen's own CPL0 segments, which the page-table replay stub runs with
@@ -169,6 +170,7 @@ class PVVcpu:
         self.last_hypercalls = collections.deque(maxlen=16)   # numbers, for crash reports
         self.sregs = KS.Sregs()
         self._sregs_valid = False
+        self._segments: dict[tuple[int, int | None, bool], KS.Segment] = {}
         heap = domain.heap
         self.kvcpu.set_msrs(C.initial_msrs(heap.lstar(vcpu_id), heap.cstar))
         s = self.kvcpu.get_sregs()
@@ -391,23 +393,44 @@ class PVVcpu:
         frame = self.pv.gdt_frames[idx // 512]
         return self.domain.mm.read_entry(frame, idx % 512)
 
-    def load_segment(self, seg: KS.Segment, selector: int, code: bool) -> bool:
-        """Load cs/ss for a return to the guest; False if the selector is unusable."""
+    def segment(self, selector: int, code: bool) -> KS.Segment | None:
+        """The segment cs (code=True) or ss gets on a return to the guest with
+        this selector, from the descriptor the selector names now; None if
+        the selector is unusable there. Kept per (selector, descriptor)
+        (a few, per vCPU): a return copies the object (`s.cs = seg`) instead
+        of building the segment field by field, ~28 ctypes writes, on every
+        iret and bounce. The object is shared and never changed."""
         if selector & 3 != 3:
-            return False
-        if selector in (FLAT_KERNEL_CS, FLAT_KERNEL_SS) or selector == 0xE023:
+            return None
+        flat = selector in (FLAT_KERNEL_CS, FLAT_KERNEL_SS)
+        desc = 0 if flat else self.descriptor(selector)
+        key = (selector, desc, code)
+        seg = self._segments.get(key)
+        if seg is None:
+            seg = self._make_segment(selector, code, desc, flat)
+            if seg is None:
+                return None
+            if len(self._segments) >= SEGMENT_CACHE:
+                self._segments.clear()
+            self._segments[key] = seg
+        return seg
+
+    @staticmethod
+    def _make_segment(selector: int, code: bool, desc: int | None,
+                      flat: bool) -> KS.Segment | None:
+        seg = KS.Segment()
+        if flat or selector == 0xE023:
             C.flat_segment(seg, selector, code and selector == FLAT_KERNEL_CS)
             if selector == 0xE023:
-                C.segment_from_descriptor(seg, selector, self.descriptor(selector))
-            return True
-        desc = self.descriptor(selector)
+                C.segment_from_descriptor(seg, selector, desc)
+            return seg
         if desc is None or not (desc >> 47) & 1 or ((desc >> 45) & 3) != 3:
-            return False
+            return None
         is_code = bool((desc >> 43) & 1)
         if code != is_code or not (desc >> 44) & 1:
-            return False
+            return None
         C.segment_from_descriptor(seg, selector, desc)
-        return True
+        return seg
 
     # --- mode switches --------------------------------------------------------
     def toggle_mode(self) -> None:
@@ -487,10 +510,14 @@ class PVVcpu:
                 self.run_struct.kvm_dirty_regs |= KI.KVM_SYNC_X86_REGS
                 return
         s = self.fetch_sregs()
-        if not self.load_segment(s.cs, cs | 3, True):
+        seg = self.segment(cs | 3, True)
+        if seg is None:
             raise GuestCrash(f"return to an unusable code selector {cs:#x}")
-        if not self.load_segment(s.ss, ss | 3, False):
+        s.cs = seg
+        seg = self.segment(ss | 3, False)
+        if seg is None:
             raise GuestCrash(f"return to an unusable stack selector {ss:#x}")
+        s.ss = seg
         r = self.regs
         r.rip, r.rsp = rip, rsp
         r.rflags = (rflags & ~(C.RFLAGS_IOPL3 | 0x20000 | C.RFLAGS_NT)) | C.RFLAGS_IF | 2
