@@ -74,7 +74,16 @@ def timed_cmd(shell_run, cmd):
     return int(m.group(1)) * 60 + float(m.group(2))
 
 
-def pyxen_run(images, c_loops):
+C_PAIRS = 3                     # C loop: native and pyxen runs, interleaved
+
+
+def native_c(loop_bin, c_loops):
+    t = time.monotonic()
+    subprocess.run([str(loop_bin), str(c_loops)], check=True, capture_output=True)
+    return time.monotonic() - t
+
+
+def pyxen_run(images, c_loops, loop_bin):
     t0 = time.monotonic()
     s = GuestShell(images)
     s.wait_for(PROMPT, timeout=300)
@@ -91,12 +100,19 @@ def pyxen_run(images, c_loops):
 
     def exits_now():
         return sum(v.exits for v in s.dom.vcpus)
-    e0 = exits_now()
-    c = timed_cmd(s.run, f"/bin/loop {c_loops}")
+    # the host is shared and its speed drifts: the native loop runs right
+    # before each guest run (the guest idles at its prompt meanwhile), and
+    # each pair gives one ratio
+    pairs, loop_exits = [], 0
+    for _ in range(C_PAIRS):
+        n = native_c(loop_bin, c_loops)
+        e0 = exits_now()
+        pairs.append((n, timed_cmd(s.run, f"/bin/loop {c_loops}")))
+        loop_exits += exits_now() - e0
     e1 = exits_now()
     start = timed_cmd(s.run, "true")        # the same shell start with no work
     e2 = exits_now()
-    c = (c, e1 - e0, start, e2 - e1)
+    c = (pairs, loop_exits // C_PAIRS, start, e2 - e1)
     loads = {}
     for name, cmd in SYSCALL_LOADS.items():
         before = sum(v.exits for v in s.dom.vcpus)
@@ -123,9 +139,7 @@ def native_run(busybox, loop_bin, getppid_bin, c_loops):
     t = time.monotonic()
     subprocess.run([str(busybox), "sh", "-c", SH_LOOP], check=True)
     sh = time.monotonic() - t
-    t = time.monotonic()
-    subprocess.run([str(loop_bin), str(c_loops)], check=True, capture_output=True)
-    c = time.monotonic() - t
+    c = native_c(loop_bin, c_loops)
     loads = {}
     for name, cmd in SYSCALL_LOADS.items():
         cmd = cmd.replace("/bin/getppid", str(getppid_bin))
@@ -157,7 +171,7 @@ def main() -> int:
             "bin/loop": loop_bin.read_bytes(), "bin/getppid": getppid_bin.read_bytes()}))
         images = Images(g.kernel, initrd)
         n_sh, n_c, n_loads = native_run(g.busybox, loop_bin, getppid_bin, args.c_loops)
-        p_boot, p_sh, p_c, counts, exits, p_loads = pyxen_run(images, args.c_loops)
+        p_boot, p_sh, p_c, counts, exits, p_loads = pyxen_run(images, args.c_loops, loop_bin)
         print(f"boot to shell   pyxen {p_boot:6.2f} s", end="")
         if not args.no_qemu:
             q_boot, q_sh, q_c, q_loads = qemu_run(images, args.c_loops, tmp)
@@ -168,14 +182,18 @@ def main() -> int:
         print(f"sh loop         pyxen {p_sh:6.3f} s   native {n_sh:6.3f} s   "
               f"ratio {n_sh / p_sh:5.2f}x native (target >= 0.9)", end="")
         print(f"   TCG {q_sh:6.3f} s" if not args.no_qemu else "")
-        p_c, c_exits, p_start, start_exits = p_c
-        print(f"C loop          pyxen {p_c:6.3f} s   native {n_c:6.3f} s   "
-              f"ratio {n_c / p_c:5.2f}x native (target >= 0.9)", end="")
+        pairs, c_exits, p_start, start_exits = p_c
+        ratios = sorted(n / p for n, p in pairs)
+        mid = ratios[len(ratios) // 2]
+        p_c, n_c2 = sorted(pairs, key=lambda np: np[0] / np[1])[len(pairs) // 2][::-1]
+        print(f"C loop          pyxen {p_c:6.3f} s   native {n_c2:6.3f} s   "
+              f"ratio {mid:5.2f}x native (target >= 0.95; median of {len(pairs)} interleaved "
+              f"pairs: {', '.join(f'{r:.2f}' for r in ratios)})", end="")
         print(f"   TCG {q_c:6.3f} s ({n_c / q_c:5.2f}x native)" if not args.no_qemu else "")
         own = p_c - p_start
         print(f"  C loop: {c_exits} exits; `sh -c true` alone {p_start:5.3f} s and {start_exits} "
               f"exits (starting the shell and a program), so the loop's own {own:6.3f} s = "
-              f"{n_c / own:5.2f}x native with {(c_exits - start_exits) / own:4.0f} exits/s "
+              f"{n_c2 / own:5.2f}x native with {(c_exits - start_exits) / own:4.0f} exits/s "
               f"(timer ticks: a kick, set_singleshot_timer and iret each)")
         for name, (t, n) in p_loads.items():
             count = GETPPID_N if name == "getppid" else DD_N
