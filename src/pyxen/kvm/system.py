@@ -51,9 +51,11 @@ def ioctl(fd: int, request: int, arg=None) -> int:
 
 
 def _install_kick_handler() -> None:
-    """The kick signal's handler (in C, pyxen._atomic: it interrupts KVM_RUN
-    with EINTR instead of killing the process, and a kick that lands outside
-    KVM_RUN ends the thread's next one). Any thread may install it."""
+    """The kick signal's handler (in C, pyxen._atomic): the signal ends
+    KVM_RUN with EINTR instead of killing the process, and one landing while
+    the thread is about to enter KVM_RUN sets immediate_exit, so the run
+    ends at once. A kick made while the thread is elsewhere is kept in
+    immediate_exit by kick() itself. Any thread may install it."""
     _A.install_kick_handler(KICK_SIGNAL)
 
 
