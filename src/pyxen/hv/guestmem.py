@@ -40,8 +40,9 @@ class GuestMemoryAccess:
         self._gen = -1
 
     def _page(self, l4: int, va: int) -> tuple[int, bool, bool, int] | None:
-        """(guest-physical address of va's page, writable, user, -) through
-        the tables rooted at l4, or None if unmapped."""
+        """(guest-physical address of va's page, writable, user, the
+        mm.tlb_gen its walk started under) through the tables rooted at l4,
+        or None if unmapped."""
         gen = self.mm.tlb_gen
         tlb = self._tlb
         if gen != self._gen:
