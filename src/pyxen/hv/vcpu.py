@@ -24,11 +24,14 @@ from .abi import (FLAT_KERNEL_CS, FLAT_KERNEL_SS, FIRST_RESERVED_GDT_ENTRY, TRAP
 from .exits import Exit
 from .guestmem import GuestMemoryAccess, GuestFault
 from .time import precise_sleeps, VcpuTimer
-from .xenheap import FAST_CLI_OK, FAST_KERNEL_MODE, GP_FAST_READ
+from .xenheap import (FAST_CLI_OK, FAST_KERNEL_CPL0, FAST_KERNEL_MODE, GP_FAST_READ,
+                       LSTAR_STACK_SWITCH_RET, STACK_DATA_KERNEL_SP, STACK_DATA_KERNEL_SS,
+                       STACK_DATA_SWITCH_RIP)
 
 _FRAME = struct.Struct("<7Q")      # CPL0 stub frame: vector, error, rip, cs, rflags, rsp, ss
 _IRET = struct.Struct("<9Q")       # rax, r11, rcx, flags, rip, cs, rflags, rsp, ss
 _PAIR = struct.Struct("<QQ")
+_SLOT = struct.Struct("<Q")
 SEGMENT_CACHE = 64                  # segments a vCPU keeps built (PVVcpu.segment)
 
 
@@ -107,8 +110,7 @@ class PVState:
     user_l4: int = 0                   # mfn, 0 = none
     trap_table: dict[int, TrapEntry] = field(default_factory=dict)
     callbacks: dict[int, Callback] = field(default_factory=dict)
-    kernel_ss: int = FLAT_KERNEL_SS
-    kernel_sp: int = 0
+    # kernel_ss, kernel_sp: properties below
     fs_base: int = 0
     gs_base_kernel: int = 0
     gs_base_user: int = 0
@@ -122,6 +124,46 @@ class PVState:
     dr7_emul: int = 0                  # enable bits of I/O breakpoints (Xen's pv.dr7_emul)
     cr0_ts: bool = False
     online: bool = False
+    # (heap mmap, offset of the vCPU's CPL0 stack data): where kernel_ss and
+    # kernel_sp live once bound, because pyxen's #BP stub stores them for a
+    # stack_switch made with `syscall` (xenheap.BP_FAST_STUB)
+    stack_data: tuple | None = field(default=None, repr=False, compare=False)
+    _kernel_ss: int = field(default=FLAT_KERNEL_SS, repr=False)
+    _kernel_sp: int = field(default=0, repr=False)
+
+    def bind_stack_data(self, mm, off: int) -> None:
+        ss, sp = self.kernel_ss, self.kernel_sp
+        self.stack_data = (mm, off)
+        self.kernel_ss, self.kernel_sp = ss, sp
+
+    def _slot(self, which: int, value: int | None = None) -> int | None:
+        mm, off = self.stack_data
+        if value is None:
+            return _SLOT.unpack_from(mm, off + which)[0]
+        _SLOT.pack_into(mm, off + which, value)
+        return None
+
+    @property
+    def kernel_ss(self) -> int:
+        return self._kernel_ss if self.stack_data is None else self._slot(STACK_DATA_KERNEL_SS)
+
+    @kernel_ss.setter
+    def kernel_ss(self, value: int) -> None:
+        if self.stack_data is None:
+            self._kernel_ss = value
+        else:
+            self._slot(STACK_DATA_KERNEL_SS, value)
+
+    @property
+    def kernel_sp(self) -> int:
+        return self._kernel_sp if self.stack_data is None else self._slot(STACK_DATA_KERNEL_SP)
+
+    @kernel_sp.setter
+    def kernel_sp(self, value: int) -> None:
+        if self.stack_data is None:
+            self._kernel_sp = value
+        else:
+            self._slot(STACK_DATA_KERNEL_SP, value)
 
 
 class PVVcpu:
@@ -184,6 +226,9 @@ class PVVcpu:
             KI.KVM_SYNC_X86_REGS | KI.KVM_SYNC_X86_SREGS | KI.KVM_SYNC_X86_EVENTS
         self._sregs_in_run = False          # the run page's sregs are the vCPU's
         self._fast_flags_off = heap.fast_flags_offset(vcpu_id)
+        self.pv.bind_stack_data(heap.mm, self._fast_flags_off)
+        _SLOT.pack_into(heap.mm, self._fast_flags_off + STACK_DATA_SWITCH_RIP,
+                        heap.lstar(vcpu_id) + LSTAR_STACK_SWITCH_RET)
         # where the replay stub's iretq frame goes: the top of the CPL0 stack
         # (virtual address, heap offset)
         base = heap.stack_top(vcpu_id) - _REPLAY_FRAME.size
@@ -260,12 +305,13 @@ class PVVcpu:
     def sync_fast_flags(self) -> None:
         """Tell pyxen's in-guest stubs what they may answer: the #GP stub
         (xenheap.GP_FAST_STUB) whether cli/sti are no-ops now, the LSTAR stub
-        (lstar_stub) whether a `syscall` is a hypercall (guest kernel mode).
-        After any change of the guest's mode (toggle_mode), its IOPL or the
+        (lstar_stub) and the #BP stub (BP_FAST_STUB) whether a `syscall` is a
+        hypercall (guest kernel mode). After any change of the guest's mode (toggle_mode), its IOPL or the
         domain's vm_assist, and when the vCPU's thread starts (a new or
         restored vCPU): not on a page-table switch, which changes neither."""
         heap = self.domain.heap
-        heap.mm[self._fast_flags_off] = FAST_CLI_OK if self.iopl_ok() else 0
+        heap.mm[self._fast_flags_off] = (FAST_CLI_OK if self.iopl_ok() else 0) \
+            | (FAST_KERNEL_CPL0 if self.pv.kernel_mode else 0)
         heap.mm[heap.mode_flags_off + self.id] = FAST_KERNEL_MODE if self.pv.kernel_mode else 0
 
     def _cr3_mfn(self) -> int:

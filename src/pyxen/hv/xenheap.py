@@ -81,34 +81,75 @@ FAST_CLI_OK = 1
 # MSR_LSTAR): the syscall stubs page holds them, the compat (CSTAR) stub, and
 # a mode byte per vCPU the stubs read (the page is read/execute-only to the
 # guest; pyxen writes it: PVVcpu.sync_fast_flags, at every mode change).
-# One hypercall is answered in the stub: vcpu_op on a vCPU the domain does
-# not have, -ENOENT whatever the command (Xen's do_vcpu_op checks the id
-# first). Linux asks VCPUOP_is_up of every possible CPU (nr_cpu_ids: 8,192
-# for Debian's kernels) as it boots, 8% of its boot's exits (issue 15). A
-# `syscall` in guest user mode is the guest kernel's, never answered here;
-# whatever else the stub sees exits as before. rflags come back from r11 as
-# set_return gives them (NT cleared), pushed on the guest kernel stack
-# (where Xen, too, writes a bounce frame at any instruction).
+# Two hypercalls are answered without an exit to pyxen (issue 15); a
+# `syscall` in guest user mode is the guest kernel's, never answered here,
+# and whatever else the stub sees exits as before.
+# - vcpu_op on a vCPU the domain does not have: -ENOENT whatever the command
+#   (Xen's do_vcpu_op checks the id first). Linux asks VCPUOP_is_up of every
+#   possible CPU (nr_cpu_ids: 8,192 for Debian's kernels) as it boots, 8% of
+#   its boot's exits.
+# - stack_switch: Linux makes one at every context switch (load_sp0), two per
+#   I/O a process waits for. The stub's int3 enters BP_FAST_STUB at CPL0, which
+#   stores the stack in the vCPU's CPL0 stack data (STACK_DATA_*, where
+#   pyxen's PVState keeps kernel_ss/kernel_sp): a CPL0 round trip in the guest
+#   instead of an exit to pyxen.
+# rflags come back from r11 as set_return gives them (NT cleared), pushed on
+# the guest kernel stack (where Xen, too, writes a bounce frame at any
+# instruction).
+#      testb $1,mode[vcpu](%rip); jz slow       guest user mode
+#      cmp $3,%rax; je stack_switch             __HYPERVISOR_stack_switch
 #      cmp $24,%rax; jne slow                   __HYPERVISOR_vcpu_op
 #      cmp $NR_VCPUS,%esi; jb slow              a vCPU it has: pyxen's handler
-#      testb $1,mode[vcpu](%rip); jz slow       guest user mode
 #      mov $-ENOENT,%rax
-#      push %r11; andq $~NT,(%rsp); popfq; jmp *%rcx
+#   back: push %r11; andq $~NT,(%rsp); popfq; jmp *%rcx
+#   stack_switch: int3; [LSTAR_STACK_SWITCH_RET:] xor %eax,%eax; jmp back
 #   slow: out %al,$PORT_SYSCALL; hlt
 LSTAR_SLOT = 0x40               # per vCPU
 CSTAR_OFF = 0x800               # the compat stub, after L.MAX_VCPUS slots
 MODE_FLAGS_OFF = 0xF00          # a byte per vCPU: FAST_KERNEL_MODE
 FAST_KERNEL_MODE = 1
+LSTAR_STACK_SWITCH_RET = 0x32   # just past the stub's int3: BP_FAST_STUB checks the frame's rip
 
 
 def lstar_stub(nr_vcpus: int, cpu: int) -> bytes:
-    flag_rel = (MODE_FLAGS_OFF + cpu) - (cpu * LSTAR_SLOT + 0x15)
-    code = (bytes.fromhex("4883f818752581fe") + struct.pack("<I", nr_vcpus)
-            + bytes.fromhex("721df605") + struct.pack("<i", flag_rel)
-            + bytes.fromhex("01741448c7c0feffffff415348812424ffbfffff9dffe1e6")
+    flag_rel = (MODE_FLAGS_OFF + cpu) - (cpu * LSTAR_SLOT + 0x7)
+    code = (bytes.fromhex("f605") + struct.pack("<i", flag_rel)
+            + bytes.fromhex("01742d4883f80374224883f818752181fe") + struct.pack("<I", nr_vcpus)
+            + bytes.fromhex("721948c7c0feffffff415348812424ffbfffff9dffe1cc31c0ebeee6")
             + bytes([L.PORT_SYSCALL, 0xF4]))
+    assert code[LSTAR_STACK_SWITCH_RET - 1] == 0xCC
     assert len(code) <= LSTAR_SLOT and L.MAX_VCPUS * LSTAR_SLOT <= CSTAR_OFF
     return code
+
+
+# A vCPU's CPL0 stack data: the bottom of its CPL0 stack (8 KiB aligned, so
+# `and $~0x1fff` of any CPL0 %rsp finds it), far below the frames its stubs
+# push. pyxen owns it; the guest cannot reach it.
+STACK_DATA_FLAGS = 0            # byte: FAST_CLI_OK | FAST_KERNEL_CPL0 (sync_fast_flags)
+STACK_DATA_KERNEL_SP = 8        # the guest's kernel stack (stack_switch): PVState.kernel_sp
+STACK_DATA_KERNEL_SS = 16       # its selector, RPL 3: PVState.kernel_ss
+STACK_DATA_SWITCH_RIP = 24      # lstar(cpu) + LSTAR_STACK_SWITCH_RET
+FAST_KERNEL_CPL0 = 2            # the flags byte's copy of the mode byte, for CPL0 stubs
+
+
+# The #BP stub (IDT vector 3, DPL 3). The int3 of the vCPU's LSTAR stub, in
+# guest kernel mode, is a stack_switch hypercall (lstar_stub): the stub stores
+# rsi as the kernel stack and rdi | 3 as its selector, as Xen's
+# do_stack_switch does (no check of the stack on 64-bit), and returns. Any
+# other int3 (the guest's own breakpoints, Linux's text_poke_bp; a guest
+# jumping to the LSTAR stub's int3 from user mode) takes the usual exit with
+# the usual frame, and pyxen bounces #BP to the guest.
+#      push %rax; mov %rsp,%rax; and $~0x1fff,%rax     the stack data
+#      testb $FAST_KERNEL_CPL0,(%rax); jz slow_pop
+#      push %rcx; mov 16(%rsp),%rcx; cmp STACK_DATA_SWITCH_RIP(%rax),%rcx; jne slow_pop2
+#      mov %rsi,STACK_DATA_KERNEL_SP(%rax)
+#      movzwl %di,%ecx; or $3,%ecx; mov %rcx,STACK_DATA_KERNEL_SS(%rax)
+#      pop %rcx; pop %rax; iretq
+#   slow_pop2: pop %rcx
+#   slow_pop: pop %rax; push $0; push $3; out %al,$PORT_TRAP; hlt
+BP_FAST_STUB = bytes.fromhex(
+    "504889e0482500e0fffff60002741f51488b4c2410483b48187512488970080fb7cf83c903"
+    "48894810595848cf59586a006a03e6") + bytes([L.PORT_TRAP, 0xF4])
 
 
 def exception_stub(vector: int) -> bytes:
@@ -184,7 +225,8 @@ class XenHeap:
         self.write(self.gpa(sys_stubs) + CSTAR_OFF, bytes([0xE6, L.PORT_SYSCALL32, 0xF4]))
         self.mode_flags_off = (self.gpa(sys_stubs) - L.XEN_GPA) + MODE_FLAGS_OFF
         for v in range(256):
-            target = L.priv(L.GP_FAST_OFF) if v == 13 else L.priv(L.STUBS_OFF) + v * 16
+            target = {13: L.priv(L.GP_FAST_OFF), 3: L.priv(L.BP_FAST_OFF)}.get(
+                v, L.priv(L.STUBS_OFF) + v * 16)
             dpl = 3 if v in (3, 4) else 0
             low = (target & 0xFFFF) | (L.HYP_CS << 16) | ((0x8E | (dpl << 5)) << 40) \
                 | (((target >> 16) & 0xFFFF) << 48)
@@ -199,6 +241,7 @@ class XenHeap:
         self.write(self.gpa(apply) + (L.APPLY_IRET_OFF - L.APPLY_OFF), APPLY_IRET_STUB)
         self.write(self.gpa(apply) + (L.APPLY_FLUSH_OFF - L.APPLY_OFF), APPLY_FLUSH_STUB)
         self.write(self.gpa(apply) + (L.GP_FAST_OFF - L.APPLY_OFF), GP_FAST_STUB)
+        self.write(self.gpa(apply) + (L.BP_FAST_OFF - L.APPLY_OFF), BP_FAST_STUB)
         self.apply_lists = []            # first heap page of each vCPU's list (contiguous)
         for cpu in range(nr_vcpus):
             pages = [self.alloc() for _ in range(L.APPLY_LIST_PAGES)]
