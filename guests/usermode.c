@@ -168,7 +168,9 @@ void test_main(void)
     if (user_init())
         test_error("user_init failed");
 
-    rc = HYPERVISOR_set_segment_base(SEGBASE_FS, (unsigned long)fs_area);
+    /* a first FS base through the hypercall page; the one user mode reads
+     * comes later, made with `syscall` */
+    rc = HYPERVISOR_set_segment_base(SEGBASE_FS, (unsigned long)gs_user_area);
     check(rc == 0, "set_segment_base(FS) (%ld)", rc);
     rc = HYPERVISOR_set_segment_base(SEGBASE_GS_USER, (unsigned long)gs_user_area);
     check(rc == 0, "set_segment_base(GS_USER) (%ld)", rc);
@@ -183,6 +185,14 @@ void test_main(void)
     check(kernel_syscall_hypercall(3, FLAT_KERNEL_SS, (unsigned long)alt_entry_stack
                                    + sizeof(alt_entry_stack)) == 0, "stack_switch via syscall");
     syscall_hook = frame_hook;
+    /* set_segment_base(SEGBASE_FS) with `syscall` (Linux's, at every switch to
+     * a task with a TLS; pyxen answers it in the guest): a non-canonical base
+     * is -EINVAL; the base set replaces the first, and user mode reads it
+     * through %fs */
+    check(kernel_syscall_hypercall(25, SEGBASE_FS, 0x8000000000000000UL) == -XEN_EINVAL,
+          "set_segment_base(FS, non-canonical) via syscall: -EINVAL");
+    check(kernel_syscall_hypercall(25, SEGBASE_FS, (unsigned long)fs_area) == 0,
+          "set_segment_base(FS) via syscall");
 
     trap_hook = user_fault_hook;
     printk("entering user mode\n");

@@ -25,26 +25,31 @@ def test_guest_succeeds(kvm, guest_elf, name):
 
 
 def test_absent_vcpu_op_stack_switch_and_cli_cost_no_exit(kvm, guest_elf):
-    """Three in-guest answers (issue 15): vcpu_op on a vCPU the domain lacks,
+    """In-guest answers (issue 15): vcpu_op on a vCPU the domain lacks,
     made with `syscall` in guest kernel mode (Linux asks VCPUOP_is_up of
     8,192 possible CPUs at boot), is -ENOENT from pyxen's LSTAR stub;
-    stack_switch made with `syscall` (Linux's, at every context switch) is
-    stored by the #BP stub the LSTAR stub enters; cli/sti where the guest's
+    stack_switch and set_segment_base(SEGBASE_FS) made with `syscall`
+    (Linux's, at context switches) are done by the #BP stub the LSTAR stub
+    enters; cli/sti where the guest's
     IOPL allows them are stepped over by the #GP stub. The usermode guest
     checks the answers, that user mode then enters the kernel on the stack
     it switched to, and that the same system calls from guest user mode
     still reach its kernel; here, that they cost no exit: the guest makes 65
     absent-vCPU calls and 2 present ones, one stack_switch through the
-    hypercall page and one with `syscall`, and the privop guest's 400
+    hypercall page and one with `syscall`, two FS bases with `syscall` (one
+    non-canonical: pyxen's -EINVAL), and the privop guest's 400
     cli/sti with IOPL 1 are not among its #GP exits."""
     with guest_helpers.domain(kvm, guest_elf("usermode")) as (dom, out):
         result = guest_helpers.run(dom, 120)
         vcpu_ops = dom.hypercall_counts.get(24, 0)
         stack_switches = dom.hypercall_counts.get(3, 0)
+        segment_bases = dom.hypercall_counts.get(25, 0)
         breakpoints = dom.vcpus[0].trap_vectors[3]
     guest_helpers.assert_success(result, out.text)
     assert 2 <= vcpu_ops < 20, vcpu_ops
     assert stack_switches == 1 and breakpoints == 0, (stack_switches, breakpoints)
+    # three through the hypercall page and the non-canonical FS base (pyxen's -EINVAL)
+    assert segment_bases == 4, segment_bases
     with guest_helpers.domain(kvm, guest_elf("privop")) as (dom, out):
         result = guest_helpers.run(dom, 120)
         gp = dom.vcpus[0].trap_vectors[13]

@@ -25,8 +25,8 @@ from .exits import Exit
 from .guestmem import GuestMemoryAccess, GuestFault
 from .time import precise_sleeps, VcpuTimer
 from .xenheap import (FAST_CLI_OK, FAST_KERNEL_CPL0, FAST_KERNEL_MODE, GP_FAST_READ,
-                       LSTAR_STACK_SWITCH_RET, STACK_DATA_KERNEL_SP, STACK_DATA_KERNEL_SS,
-                       STACK_DATA_SWITCH_RIP)
+                       LSTAR_INT3_RET, STACK_DATA_KERNEL_SP, STACK_DATA_KERNEL_SS,
+                       STACK_DATA_INT3_RIP)
 
 _FRAME = struct.Struct("<7Q")      # CPL0 stub frame: vector, error, rip, cs, rflags, rsp, ss
 _IRET = struct.Struct("<9Q")       # rax, r11, rcx, flags, rip, cs, rflags, rsp, ss
@@ -110,8 +110,8 @@ class PVState:
     user_l4: int = 0                   # mfn, 0 = none
     trap_table: dict[int, TrapEntry] = field(default_factory=dict)
     callbacks: dict[int, Callback] = field(default_factory=dict)
-    # kernel_ss, kernel_sp: properties below
-    fs_base: int = 0
+    # kernel_ss, kernel_sp: properties below. No fs_base: the FS base is the
+    # vCPU's own (sregs fs.base), which BP_FAST_STUB writes with wrmsr
     gs_base_kernel: int = 0
     gs_base_user: int = 0
     iopl: int = 0
@@ -227,8 +227,8 @@ class PVVcpu:
         self._sregs_in_run = False          # the run page's sregs are the vCPU's
         self._fast_flags_off = heap.fast_flags_offset(vcpu_id)
         self.pv.bind_stack_data(heap.mm, self._fast_flags_off)
-        _SLOT.pack_into(heap.mm, self._fast_flags_off + STACK_DATA_SWITCH_RIP,
-                        heap.lstar(vcpu_id) + LSTAR_STACK_SWITCH_RET)
+        _SLOT.pack_into(heap.mm, self._fast_flags_off + STACK_DATA_INT3_RIP,
+                        heap.lstar(vcpu_id) + LSTAR_INT3_RET)
         # where the replay stub's iretq frame goes: the top of the CPL0 stack
         # (virtual address, heap offset)
         base = heap.stack_top(vcpu_id) - _REPLAY_FRAME.size
@@ -387,7 +387,7 @@ class PVVcpu:
         pv.kernel_mode = True
         pv.iopl = (ur.rflags >> 12) & 3         # Xen takes the virtual IOPL from eflags
         pv.kernel_ss, pv.kernel_sp = c.kernel_ss, c.kernel_sp
-        pv.fs_base, pv.gs_base_kernel, pv.gs_base_user = c.fs_base, c.gs_base_kernel, c.gs_base_user
+        pv.gs_base_kernel, pv.gs_base_user = c.gs_base_kernel, c.gs_base_user
         pv.ldt_base, pv.ldt_entries = (c.ldt_base, c.ldt_ents) if c.ldt_ents else (0, 0)
         pv.trap_table.clear()
         for t in c.trap_ctxt:

@@ -81,43 +81,46 @@ FAST_CLI_OK = 1
 # MSR_LSTAR): the syscall stubs page holds them, the compat (CSTAR) stub, and
 # a mode byte per vCPU the stubs read (the page is read/execute-only to the
 # guest; pyxen writes it: PVVcpu.sync_fast_flags, at every mode change).
-# Two hypercalls are answered without an exit to pyxen (issue 15); a
+# Three hypercalls are answered without an exit to pyxen (issue 15); a
 # `syscall` in guest user mode is the guest kernel's, never answered here,
 # and whatever else the stub sees exits as before.
 # - vcpu_op on a vCPU the domain does not have: -ENOENT whatever the command
 #   (Xen's do_vcpu_op checks the id first). Linux asks VCPUOP_is_up of every
 #   possible CPU (nr_cpu_ids: 8,192 for Debian's kernels) as it boots, 8% of
 #   its boot's exits.
-# - stack_switch: Linux makes one at every context switch (load_sp0), two per
-#   I/O a process waits for. The stub's int3 enters BP_FAST_STUB at CPL0, which
-#   stores the stack in the vCPU's CPL0 stack data (STACK_DATA_*, where
-#   pyxen's PVState keeps kernel_ss/kernel_sp): a CPL0 round trip in the guest
-#   instead of an exit to pyxen.
+# - stack_switch, and set_segment_base(SEGBASE_FS): Linux makes the first at
+#   every context switch (load_sp0) and the second at every switch to a task
+#   with a TLS, together three per I/O a process waits for. The stub's int3
+#   enters BP_FAST_STUB at CPL0, which answers them in the guest (a CPL0
+#   round trip instead of an exit to pyxen) or leaves rax as it was, and then
+#   the stub exits with it.
 # rflags come back from r11 as set_return gives them (NT cleared), pushed on
 # the guest kernel stack (where Xen, too, writes a bounce frame at any
 # instruction).
 #      testb $1,mode[vcpu](%rip); jz slow       guest user mode
-#      cmp $3,%rax; je stack_switch             __HYPERVISOR_stack_switch
+#      cmp $3,%rax; je bp                       __HYPERVISOR_stack_switch
+#      cmp $25,%rax; je bp                      __HYPERVISOR_set_segment_base
 #      cmp $24,%rax; jne slow                   __HYPERVISOR_vcpu_op
 #      cmp $NR_VCPUS,%esi; jb slow              a vCPU it has: pyxen's handler
 #      mov $-ENOENT,%rax
 #   back: push %r11; andq $~NT,(%rsp); popfq; jmp *%rcx
-#   stack_switch: int3; [LSTAR_STACK_SWITCH_RET:] xor %eax,%eax; jmp back
+#   bp: int3; [LSTAR_INT3_RET:] test %rax,%rax; jz back   answered: rax = 0
 #   slow: out %al,$PORT_SYSCALL; hlt
 LSTAR_SLOT = 0x40               # per vCPU
 CSTAR_OFF = 0x800               # the compat stub, after L.MAX_VCPUS slots
 MODE_FLAGS_OFF = 0xF00          # a byte per vCPU: FAST_KERNEL_MODE
 FAST_KERNEL_MODE = 1
-LSTAR_STACK_SWITCH_RET = 0x32   # just past the stub's int3: BP_FAST_STUB checks the frame's rip
+LSTAR_INT3_RET = 0x38           # just past the stub's int3: BP_FAST_STUB checks the frame's rip
 
 
 def lstar_stub(nr_vcpus: int, cpu: int) -> bytes:
     flag_rel = (MODE_FLAGS_OFF + cpu) - (cpu * LSTAR_SLOT + 0x7)
     code = (bytes.fromhex("f605") + struct.pack("<i", flag_rel)
-            + bytes.fromhex("01742d4883f80374224883f818752181fe") + struct.pack("<I", nr_vcpus)
-            + bytes.fromhex("721948c7c0feffffff415348812424ffbfffff9dffe1cc31c0ebeee6")
+            + bytes.fromhex("0174344883f80374284883f81974224883f818752281fe")
+            + struct.pack("<I", nr_vcpus)
+            + bytes.fromhex("721a48c7c0feffffff415348812424ffbfffff9dffe1cc4885c074ede6")
             + bytes([L.PORT_SYSCALL, 0xF4]))
-    assert code[LSTAR_STACK_SWITCH_RET - 1] == 0xCC
+    assert code[LSTAR_INT3_RET - 1] == 0xCC
     assert len(code) <= LSTAR_SLOT and L.MAX_VCPUS * LSTAR_SLOT <= CSTAR_OFF
     return code
 
@@ -128,28 +131,38 @@ def lstar_stub(nr_vcpus: int, cpu: int) -> bytes:
 STACK_DATA_FLAGS = 0            # byte: FAST_CLI_OK | FAST_KERNEL_CPL0 (sync_fast_flags)
 STACK_DATA_KERNEL_SP = 8        # the guest's kernel stack (stack_switch): PVState.kernel_sp
 STACK_DATA_KERNEL_SS = 16       # its selector, RPL 3: PVState.kernel_ss
-STACK_DATA_SWITCH_RIP = 24      # lstar(cpu) + LSTAR_STACK_SWITCH_RET
+STACK_DATA_INT3_RIP = 24        # lstar(cpu) + LSTAR_INT3_RET
 FAST_KERNEL_CPL0 = 2            # the flags byte's copy of the mode byte, for CPL0 stubs
 
 
 # The #BP stub (IDT vector 3, DPL 3). The int3 of the vCPU's LSTAR stub, in
-# guest kernel mode, is a stack_switch hypercall (lstar_stub): the stub stores
-# rsi as the kernel stack and rdi | 3 as its selector, as Xen's
-# do_stack_switch does (no check of the stack on 64-bit), and returns. Any
-# other int3 (the guest's own breakpoints, Linux's text_poke_bp; a guest
-# jumping to the LSTAR stub's int3 from user mode) takes the usual exit with
-# the usual frame, and pyxen bounces #BP to the guest.
+# guest kernel mode, is a hypercall made with `syscall` (lstar_stub):
+# - stack_switch (rax 3): stores rsi as the kernel stack and rdi | 3 as its
+#   selector, as Xen's do_stack_switch does (no check of the stack on 64-bit);
+# - set_segment_base (rax 25) with SEGBASE_FS (edi 0) and a canonical base:
+#   writes MSR_FS_BASE, as Xen does; other kinds, and -EINVAL, are pyxen's;
+# and returns rax = 0; anything else it returns with rax as it was. Any other
+# int3 (the guest's own breakpoints, Linux's text_poke_bp; a guest jumping to
+# the LSTAR stub's int3 from user mode) takes the usual exit with the usual
+# frame, and pyxen bounces #BP to the guest.
 #      push %rax; mov %rsp,%rax; and $~0x1fff,%rax     the stack data
 #      testb $FAST_KERNEL_CPL0,(%rax); jz slow_pop
-#      push %rcx; mov 16(%rsp),%rcx; cmp STACK_DATA_SWITCH_RIP(%rax),%rcx; jne slow_pop2
+#      push %rcx; mov 16(%rsp),%rcx; cmp STACK_DATA_INT3_RIP(%rax),%rcx; jne slow_pop2
+#      cmpq $3,8(%rsp); jne segbase
 #      mov %rsi,STACK_DATA_KERNEL_SP(%rax)
 #      movzwl %di,%ecx; or $3,%ecx; mov %rcx,STACK_DATA_KERNEL_SS(%rax)
-#      pop %rcx; pop %rax; iretq
+#   done: pop %rcx; pop %rax; xor %eax,%eax; iretq
+#   segbase: cmpq $25,8(%rsp); jne not_handled; test %edi,%edi; jnz not_handled
+#      mov %rsi,%rcx; shl $16,%rcx; sar $16,%rcx; cmp %rsi,%rcx; jne not_handled
+#      push %rdx; mov %esi,%eax; mov %rsi,%rdx; shr $32,%rdx
+#      mov $MSR_FS_BASE,%ecx; wrmsr; pop %rdx; jmp done
+#   not_handled: pop %rcx; pop %rax; iretq
 #   slow_pop2: pop %rcx
 #   slow_pop: pop %rax; push $0; push $3; out %al,$PORT_TRAP; hlt
 BP_FAST_STUB = bytes.fromhex(
-    "504889e0482500e0fffff60002741f51488b4c2410483b48187512488970080fb7cf83c903"
-    "48894810595848cf59586a006a03e6") + bytes([L.PORT_TRAP, 0xF4])
+    "504889e0482500e0fffff60002745d51488b4c2410483b4818755048837c2408037514488970080fb7cf"
+    "83c90348894810595831c048cf48837c240819752885ff75244889f148c1e11048c1f9104839f17514"
+    "5289f04889f248c1ea20b9000100c00f305aebca595848cf59586a006a03e6") + bytes([L.PORT_TRAP, 0xF4])
 
 
 def exception_stub(vector: int) -> bytes:
