@@ -306,9 +306,10 @@ class PVVcpu:
         """Tell pyxen's in-guest stubs what they may answer: the #GP stub
         (xenheap.GP_FAST_STUB) whether cli/sti are no-ops now, the LSTAR stub
         (lstar_stub) and the #BP stub (BP_FAST_STUB) whether a `syscall` is a
-        hypercall (guest kernel mode). After any change of the guest's mode (toggle_mode), its IOPL or the
-        domain's vm_assist, and when the vCPU's thread starts (a new or
-        restored vCPU): not on a page-table switch, which changes neither."""
+        hypercall (guest kernel mode). After any change of the guest's mode
+        (toggle_mode), its IOPL or the domain's vm_assist, and when the vCPU's
+        thread starts (a new or restored vCPU): not on a page-table switch,
+        which changes neither."""
         heap = self.domain.heap
         heap.mm[self._fast_flags_off] = (FAST_CLI_OK if self.iopl_ok() else 0) \
             | (FAST_KERNEL_CPL0 if self.pv.kernel_mode else 0)
