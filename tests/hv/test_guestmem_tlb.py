@@ -165,3 +165,20 @@ def test_a_walk_that_raced_a_change_is_not_used(mm, monkeypatch):
     monkeypatch.setattr(M.MemoryManager, "walk_page", walk_then_race)
     assert mem.read(0, 1) == bytes([20])        # walked before the change: that is fine
     assert mem.read(0, 1) == bytes([22])        # but not cached past it
+
+
+def test_writes_check_every_page_they_touch_and_log_them_dirty(mm):
+    """A write within one page and one across two go through the same
+    checks: a write that reaches the read-only page faults there (as Xen's
+    copy_to_guest stops), and a write that lands marks its frame in the
+    dirty log (migration's)."""
+    tree(mm)
+    mm.dirty = bytearray(mm.nr_pages)
+    mem = GuestMemoryAccess(mm, lambda: 10)
+    mem.write(0x10, b"zz")
+    assert mm.ram[(20 << 12) + 0x10:(20 << 12) + 0x12] == b"zz" and mm.dirty[20] == 1
+    with pytest.raises(GuestFault):
+        mem.write(0xFFC, b"abcdefgh")                   # into the read-only page
+    with pytest.raises(GuestFault):
+        mem.write(0x1FF0, b"x")                         # read-only, within one page
+    assert mm.dirty[21] == 0 and mm.ram[21 << 12] == 21

@@ -106,6 +106,18 @@ class GuestMemoryAccess:
         return b"".join(parts)
 
     def write(self, va: int, data: bytes) -> None:
+        n = len(data)
+        off = va & 0xFFF
+        if 0 < n and off + n <= 0x1000 and not _in_hole(va):
+            # within one writable page of RAM (the common case: a bounce frame)
+            t = self._page(self._cr3(), va)
+            if t is not None and t[1] and t[2] and t[0] < self.mm.nr_pages << 12:
+                gpa = t[0] | off
+                self.ram[gpa:gpa + n] = data
+                dirty = self.mm.dirty               # log-dirty (migration) only
+                if dirty is not None:
+                    dirty[gpa >> 12] = 1
+                return
         pos = 0
         for where, off, take in self._chunks(va, len(data), True):
             if where == "ram":
