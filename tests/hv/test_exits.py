@@ -391,3 +391,60 @@ def test_remote_flush_and_block_hand_writes_over(dom):
     assert mm.take_writes(0) == [(0x100 << 12) + 8]
     mm.write_entry(0x100, 2, 0x2001)               # this thread runs no vCPU
     assert mm.take_writes(0) == mm.take_writes(1) == [(0x100 << 12) + 16]
+
+
+def test_a_fast_cpl0_stub_a_kick_interrupted_finishes_before_pyxen_acts(dom):
+    """A kick can end KVM_RUN inside one of pyxen's fast CPL0 stubs (the #BP
+    stub's stack_switch and FS base, the #GP stub's cli/sti), which return
+    to the guest without an exit. Before a pause parks the vCPU or an upcall
+    goes in, the stub must finish: pyxen sets its must-exit flag (the stub
+    then exits instead of returning, and pyxen does its iretq from the CPU's
+    frame), or, at the stub's last two instructions, does the iretq itself.
+    The flag holds for one run only."""
+    from pyxen.hv.xenheap import FAST_MUST_EXIT, GP_FAST_STUB, fast_stub_tail
+    v = dom.vcpus[0]
+    heap = dom.heap
+    v.pv.callbacks[0] = type("Cb", (), {"address": 0xFFFF800000001000, "flags": 0})()
+    frames = []
+    v.mem.write = lambda va, data: frames.append((va, data))
+    top = heap.stack_top(0)
+    gdt = {0xE033: _user_desc(0), 0xE02B: _user_desc(0, code=False)}
+    v.descriptor = lambda sel: gdt.get(sel)
+
+    def kicked_at(rip, rsp):
+        s = v.kvcpu.get_sregs()
+        s.cs.selector, s.ss.selector = L.HYP_CS, L.HYP_DS
+        v.kvcpu.set_sregs(s)
+        v.run_struct.s.regs.sregs = s
+        v.run_struct.s.regs.regs.rip, v.run_struct.s.regs.regs.rsp = rip, rsp
+        # what the CPU pushed entering CPL0 from the guest at 0x401000
+        struct.pack_into("<5Q", heap.mm, heap.stack_offset(0, top - 40), 0x401000, 0xE033,
+                         0x246, 0x7000, 0xE02B)
+        assert v.handle_exit(-1) == Exit.RESUME
+
+    def flag():
+        return heap.mm[heap.fast_flags_offset(0)] & FAST_MUST_EXIT
+
+    kicked_at(L.priv(L.BP_FAST_OFF) + 0x10, top - 56)
+    assert v.stub_must_exit() and flag()                # run on: the stub exits instead
+    v.vcpu_info.evtchn_upcall_mask = 0
+    v.vcpu_info.evtchn_upcall_pending = 1
+    v.deliver_event_upcall()
+    assert not frames                                   # nothing delivered at CPL0
+    assert v.handle_exit(-1) == Exit.RESUME and not flag()     # one run only
+    # the stub's exit, as asked: its registers are the guest's, the frame at %rsp
+    v.stub_must_exit()
+    ex = v.handle_exit(record_io(v, L.PORT_STUB_EXIT, rip=L.priv(L.BP_FAST_OFF) + 0x75,
+                                 rsp=top - 40))
+    assert ex == Exit.RESUME and not flag()
+    assert (v.regs.rip, v.regs.rsp, v.fetch_sregs().cs.selector) == (0x401000, 0x7000, 0xE033)
+    assert not v.stub_must_exit()                       # at CPL3: a pause may park
+    v.deliver_event_upcall()
+    assert v.regs.rip == 0xFFFF800000001000 and len(frames) == 1
+    assert struct.unpack_from("<Q", frames[0][1], 16)[0] == 0x401000   # rcx, r11, rip...
+
+    # at the tail's iretq, too late for the flag: pyxen does the iretq
+    for off in (0, 2):
+        kicked_at(L.priv(L.GP_FAST_OFF) + fast_stub_tail(GP_FAST_STUB) + off, top - 40)
+        assert not v.stub_must_exit() and not flag()
+        assert (v.regs.rip, v.regs.rsp, v.fetch_sregs().ss.selector) == (0x401000, 0x7000, 0xE02B)

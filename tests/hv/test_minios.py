@@ -57,6 +57,63 @@ def test_absent_vcpu_op_stack_switch_and_cli_cost_no_exit(kvm, guest_elf):
     assert gp < 200, gp
 
 
+def test_pauses_never_park_a_vcpu_inside_pyxens_fast_stubs(kvm, guest_elf):
+    """The fastpaths guest spends most of its time in pyxen's CPL0 #BP stub
+    (20,000 rounds of stack_switch and an FS base made with `syscall`),
+    while this test pauses and unpauses it: every pause finds the vCPU at
+    CPL3 (in the guest's code or pyxen's LSTAR stub, which runs at CPL3
+    here), never in pyxen's CPL0 state, which no save could restore; and the
+    guest still sees every call answered. Most pauses land in the stub."""
+    import threading
+    import time
+    from pyxen.hv import layout as L
+    with guest_helpers.domain(kvm, guest_elf("fastpaths")) as (dom, out):
+        holder = {}
+        t = threading.Thread(target=lambda: holder.setdefault("r", guest_helpers.run(dom, 120)))
+        t.start()
+        seen = []
+        while t.is_alive() and len(seen) < 400:
+            dom.pause()
+            if dom.wait_parked(10):
+                regs, sregs = dom.vcpus[0].guest_registers()
+                seen.append((sregs.cs.selector, regs.rip))
+            dom.unpause()
+            time.sleep(0.002)               # the guest runs on between pauses
+        t.join(120)
+    guest_helpers.assert_success(holder["r"], out.text)
+    assert seen, "the guest ended before a pause"
+    cpl0_code = [(L.priv(L.STUBS_OFF), L.priv(L.STUBS_OFF) + L.PAGE_SIZE),
+                 (L.priv(L.APPLY_OFF), L.priv(L.APPLY_OFF) + L.PAGE_SIZE)]
+    at_cpl0 = [(hex(cs), hex(rip)) for cs, rip in seen
+               if cs & 3 == 0 or any(a <= rip < b for a, b in cpl0_code)]
+    assert not at_cpl0, at_cpl0[:5]
+
+
+def test_kicks_with_a_flush_owed_never_move_a_vcpu_under_an_owed_int3(kvm, guest_elf):
+    """A kick that ends KVM_RUN while PVM delivers the #BP of the LSTAR
+    stub's int3 leaves the vCPU just past the int3 with the #BP still owed
+    and no event to show it: a replay stub (or an upcall) put in then got
+    the #BP at its own rip, a crash at CPL0 (seen in CI once, in seconds
+    here). The fastpaths guest makes 40,000 such calls while vCPU 0 is
+    kicked every 0.3 ms with a TLB flush owed; it must finish."""
+    import threading
+    import time
+    with guest_helpers.domain(kvm, guest_elf("fastpaths")) as (dom, out):
+        holder = {}
+        t = threading.Thread(target=lambda: holder.setdefault("r", guest_helpers.run(dom, 120)))
+        t.start()
+        v = dom.vcpus[0]
+        kicks = 0
+        while t.is_alive():
+            v.flush_pending = True
+            v.kvcpu.kick()
+            kicks += 1
+            time.sleep(0.0003)
+        t.join()
+    guest_helpers.assert_success(holder["r"], out.text)
+    assert kicks > 100, kicks
+
+
 def test_guest_handle_is_the_configs_uuid(kvm, guest_elf):
     """XENVER_guest_handle gives the guest the uuid= of its config (as
     `pyxen list -v` shows it), not one of pyxen's own."""
