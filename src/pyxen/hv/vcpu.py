@@ -24,23 +24,11 @@ from .abi import (FLAT_KERNEL_CS, FLAT_KERNEL_SS, FIRST_RESERVED_GDT_ENTRY, TRAP
 from .exits import Exit
 from .guestmem import GuestMemoryAccess, GuestFault
 from .time import precise_sleeps, VcpuTimer
-from .xenheap import (APPLY_FLUSH_STUB, APPLY_IRET_STUB, BP_FAST_STUB, FAST_CLI_OK,
-                       FAST_KERNEL_CPL0, FAST_KERNEL_MODE, FAST_MUST_EXIT, GP_FAST_READ,
-                       GP_FAST_STUB, LSTAR_INT3_RET, STACK_DATA_KERNEL_SP, STACK_DATA_KERNEL_SS,
-                       STACK_DATA_INT3_RIP, fast_stub_tail)
+from .xenheap import FAST_CLI_OK, FAST_KERNEL_MODE, GP_FAST_READ
 
 _FRAME = struct.Struct("<7Q")      # CPL0 stub frame: vector, error, rip, cs, rflags, rsp, ss
 _IRET = struct.Struct("<9Q")       # rax, r11, rcx, flags, rip, cs, rflags, rsp, ss
 _PAIR = struct.Struct("<QQ")
-_SLOT = struct.Struct("<Q")
-_CPU_FRAME = struct.Struct("<5Q")   # what the CPU pushes entering CPL0: rip, cs, rflags, rsp, ss
-# pyxen's CPL0 stubs that return to the guest with iretq instead of an exit
-# (xenheap.FAST_RETURN): where each starts, ends, and has its return's jnz
-# (PVVcpu.stub_must_exit)
-_FAST_STUBS = tuple((L.priv(off), L.priv(off) + len(code), L.priv(off) + fast_stub_tail(code))
-                    for off, code in ((L.GP_FAST_OFF, GP_FAST_STUB), (L.BP_FAST_OFF, BP_FAST_STUB),
-                                      (L.APPLY_IRET_OFF, APPLY_IRET_STUB),
-                                      (L.APPLY_FLUSH_OFF, APPLY_FLUSH_STUB)))
 SEGMENT_CACHE = 64                  # segments a vCPU keeps built (PVVcpu.segment)
 
 
@@ -59,7 +47,6 @@ _HYP_SS_SEG = _flat(L.HYP_DS, False, dpl=0)
 _REPLAY_FRAME = struct.Struct("<9Q")
 _PORT_KINDS = {L.PORT_HYPERCALL: "hypercall port", L.PORT_TRAP: "trap",
                L.PORT_SYSCALL: "syscall", L.PORT_SYSCALL32: "syscall32",
-               L.PORT_STUB_EXIT: "fast stub asked to exit",
                **{p: "direct port I/O" for p in L.PORTS_DIRECT}}
 
 
@@ -120,8 +107,9 @@ class PVState:
     user_l4: int = 0                   # mfn, 0 = none
     trap_table: dict[int, TrapEntry] = field(default_factory=dict)
     callbacks: dict[int, Callback] = field(default_factory=dict)
-    # kernel_ss, kernel_sp: properties below. No fs_base: the FS base is the
-    # vCPU's own (sregs fs.base), which BP_FAST_STUB writes with wrmsr
+    kernel_ss: int = FLAT_KERNEL_SS
+    kernel_sp: int = 0
+    fs_base: int = 0
     gs_base_kernel: int = 0
     gs_base_user: int = 0
     iopl: int = 0
@@ -134,46 +122,6 @@ class PVState:
     dr7_emul: int = 0                  # enable bits of I/O breakpoints (Xen's pv.dr7_emul)
     cr0_ts: bool = False
     online: bool = False
-    # (heap mmap, offset of the vCPU's CPL0 stack data): where kernel_ss and
-    # kernel_sp live once bound, because pyxen's #BP stub stores them for a
-    # stack_switch made with `syscall` (xenheap.BP_FAST_STUB)
-    stack_data: tuple | None = field(default=None, repr=False, compare=False)
-    _kernel_ss: int = field(default=FLAT_KERNEL_SS, repr=False)
-    _kernel_sp: int = field(default=0, repr=False)
-
-    def bind_stack_data(self, mm, off: int) -> None:
-        ss, sp = self.kernel_ss, self.kernel_sp
-        self.stack_data = (mm, off)
-        self.kernel_ss, self.kernel_sp = ss, sp
-
-    def _slot(self, which: int, value: int | None = None) -> int | None:
-        mm, off = self.stack_data
-        if value is None:
-            return _SLOT.unpack_from(mm, off + which)[0]
-        _SLOT.pack_into(mm, off + which, value)
-        return None
-
-    @property
-    def kernel_ss(self) -> int:
-        return self._kernel_ss if self.stack_data is None else self._slot(STACK_DATA_KERNEL_SS)
-
-    @kernel_ss.setter
-    def kernel_ss(self, value: int) -> None:
-        if self.stack_data is None:
-            self._kernel_ss = value
-        else:
-            self._slot(STACK_DATA_KERNEL_SS, value)
-
-    @property
-    def kernel_sp(self) -> int:
-        return self._kernel_sp if self.stack_data is None else self._slot(STACK_DATA_KERNEL_SP)
-
-    @kernel_sp.setter
-    def kernel_sp(self, value: int) -> None:
-        if self.stack_data is None:
-            self._kernel_sp = value
-        else:
-            self._slot(STACK_DATA_KERNEL_SP, value)
 
 
 class PVVcpu:
@@ -236,10 +184,6 @@ class PVVcpu:
             KI.KVM_SYNC_X86_REGS | KI.KVM_SYNC_X86_SREGS | KI.KVM_SYNC_X86_EVENTS
         self._sregs_in_run = False          # the run page's sregs are the vCPU's
         self._fast_flags_off = heap.fast_flags_offset(vcpu_id)
-        self._owed_bp_rip = heap.lstar(vcpu_id) + LSTAR_INT3_RET
-        self.pv.bind_stack_data(heap.mm, self._fast_flags_off)
-        _SLOT.pack_into(heap.mm, self._fast_flags_off + STACK_DATA_INT3_RIP,
-                        heap.lstar(vcpu_id) + LSTAR_INT3_RET)
         # where the replay stub's iretq frame goes: the top of the CPL0 stack
         # (virtual address, heap offset)
         base = heap.stack_top(vcpu_id) - _REPLAY_FRAME.size
@@ -273,55 +217,11 @@ class PVVcpu:
             if ev.exception_pending or ev.exception_injected or ev.nmi_pending \
                     or ev.nmi_injected or ev.interrupt_injected:
                 return False
-            if self.run_struct.s.regs.regs.rip == self._owed_bp_rip:
-                # just past the LSTAR stub's int3, where only a kick during
-                # the #BP's delivery leaves the vCPU (the #BP stub returns
-                # past it): PVM still owes that #BP, shown in no event, and
-                # would deliver it at a new rip. The stub is told to exit on
-                # its way back (stub_must_exit); pyxen acts then.
-                self.domain.heap.mm[self._fast_flags_off] |= FAST_MUST_EXIT
-                return False
         return True
-
-    def stub_must_exit(self) -> bool:
-        """Whether the vCPU is at CPL0 (outside a replay: a kick ended
-        KVM_RUN in one of pyxen's stubs) and must run on to its next exit
-        before pyxen acts with the guest's own state: a pause (a vCPU never
-        parks at CPL0, whose state no save could restore) or an upcall that
-        became due. The stubs that return to the guest without an exit (the
-        #GP stub's cli/sti, the #BP stub's stack_switch and FS base, a
-        page-table replay's return) are told to exit instead
-        (xenheap.FAST_RETURN); at their return's last two instructions,
-        where that comes too late, pyxen does the iretq now
-        (finish_fast_stub) and the answer is False. The others all end in
-        an exit."""
-        if self.in_replay or self.fetch_sregs().cs.selector & 3:
-            return False
-        rip = self.regs.rip
-        for start, end, jnz in _FAST_STUBS:
-            if start <= rip < end:
-                if rip == jnz or rip == jnz + 2:
-                    self.finish_fast_stub()
-                    return False
-                heap = self.domain.heap
-                heap.mm[self._fast_flags_off] |= FAST_MUST_EXIT
-                break
-        return True
-
-    def finish_fast_stub(self) -> None:
-        """Return from a fast CPL0 stub as its iretq would: the guest's
-        registers are all back, and the CPU's frame is at %rsp."""
-        heap = self.domain.heap
-        heap.mm[self._fast_flags_off] &= ~FAST_MUST_EXIT
-        rip, cs, rflags, rsp, ss = _CPU_FRAME.unpack_from(
-            heap.mm, heap.stack_offset(self.id, self.regs.rsp))
-        self.set_return(rip, rsp, rflags, cs, ss)
 
     def deliver_event_upcall(self) -> None:
         cb = self.pv.callbacks.get(0)
-        if cb is None or not cb.address:
-            return
-        if not self.may_redirect() and (self.stub_must_exit() or not self.may_redirect()):
+        if cb is None or not cb.address or not self.may_redirect():
             return                  # the upcall goes in on a later way back to the guest
         r = self.regs
         s = self.sregs
@@ -360,14 +260,12 @@ class PVVcpu:
     def sync_fast_flags(self) -> None:
         """Tell pyxen's in-guest stubs what they may answer: the #GP stub
         (xenheap.GP_FAST_STUB) whether cli/sti are no-ops now, the LSTAR stub
-        (lstar_stub) and the #BP stub (BP_FAST_STUB) whether a `syscall` is a
-        hypercall (guest kernel mode). After any change of the guest's mode
-        (toggle_mode), its IOPL or the domain's vm_assist, and when the vCPU's
-        thread starts (a new or restored vCPU): not on a page-table switch,
-        which changes neither."""
+        (lstar_stub) whether a `syscall` is a hypercall (guest kernel mode).
+        After any change of the guest's mode (toggle_mode), its IOPL or the
+        domain's vm_assist, and when the vCPU's thread starts (a new or
+        restored vCPU): not on a page-table switch, which changes neither."""
         heap = self.domain.heap
-        heap.mm[self._fast_flags_off] = (FAST_CLI_OK if self.iopl_ok() else 0) \
-            | (FAST_KERNEL_CPL0 if self.pv.kernel_mode else 0)
+        heap.mm[self._fast_flags_off] = FAST_CLI_OK if self.iopl_ok() else 0
         heap.mm[heap.mode_flags_off + self.id] = FAST_KERNEL_MODE if self.pv.kernel_mode else 0
 
     def _cr3_mfn(self) -> int:
@@ -443,7 +341,7 @@ class PVVcpu:
         pv.kernel_mode = True
         pv.iopl = (ur.rflags >> 12) & 3         # Xen takes the virtual IOPL from eflags
         pv.kernel_ss, pv.kernel_sp = c.kernel_ss, c.kernel_sp
-        pv.gs_base_kernel, pv.gs_base_user = c.gs_base_kernel, c.gs_base_user
+        pv.fs_base, pv.gs_base_kernel, pv.gs_base_user = c.fs_base, c.gs_base_kernel, c.gs_base_user
         pv.ldt_base, pv.ldt_entries = (c.ldt_base, c.ldt_ents) if c.ldt_ents else (0, 0)
         pv.trap_table.clear()
         for t in c.trap_ctxt:
@@ -1020,9 +918,6 @@ class PVVcpu:
         self.exits += 1
         self._sregs_valid = False
         self._sregs_in_run = True
-        heap_flags = self.domain.heap.mm
-        if heap_flags[self._fast_flags_off] & FAST_MUST_EXIT:
-            heap_flags[self._fast_flags_off] &= ~FAST_MUST_EXIT      # asked once, for this run
         try:
             ex = self._dispatch_exit(reason)
             if ex is None:
@@ -1038,14 +933,11 @@ class PVVcpu:
         """What must happen before guest code runs again: the page-table
         replay of this vCPU's writes and the TLB flush asked of it (with the
         upcall first, if one is due, so the stub returns into it)."""
-        if not (self.flush_pending or self.domain.mm.has_writes(self.id)):
-            return
-        if not self.may_redirect() and (self.stub_must_exit() or not self.may_redirect()):
-            return          # at the exit of the stub or exception the vCPU is in
-        vi = self.vcpu_info
-        if vi.evtchn_upcall_pending and not vi.evtchn_upcall_mask:
-            self.deliver_event_upcall()     # before the stub takes over
-        self.replay_pt_writes()
+        if (self.flush_pending or self.domain.mm.has_writes(self.id)) and self.may_redirect():
+            vi = self.vcpu_info
+            if vi.evtchn_upcall_pending and not vi.evtchn_upcall_mask:
+                self.deliver_event_upcall()     # before the stub takes over
+            self.replay_pt_writes()
 
     def _dispatch_exit(self, reason: int) -> Exit | None:
         if reason == KI.KVM_EXIT_IO:
@@ -1068,9 +960,6 @@ class PVVcpu:
                 return self.handle_trap()
             if port == L.PORT_SYSCALL or port == L.PORT_SYSCALL32:
                 return self.handle_syscall()
-            if port == L.PORT_STUB_EXIT and self.fetch_sregs().cs.selector & 3 == 0:
-                self.finish_fast_stub()             # as pyxen asked (stub_must_exit)
-                return Exit.RESUME
             raise GuestCrash(f"unexpected I/O exit on port {port:#x}")
         self.exit_kinds["kick" if reason == -1 else KI.EXIT_NAMES.get(reason, "other")] += 1
         if reason == -1:
@@ -1110,7 +999,7 @@ class PVVcpu:
                 rs.immediate_exit = 0
                 if dom.stopped:
                     return
-            if dom.paused and not self.stub_must_exit():
+            if dom.paused:
                 self.settle_io()            # nothing owed to KVM while parked
                 self.parked = True
                 dom.run_gate.wait()
