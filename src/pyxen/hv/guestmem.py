@@ -89,16 +89,25 @@ class GuestMemoryAccess:
             yield ("ram", gpa, take)
             va += take
 
+    def _ram_in_one_page(self, va: int, n: int, write: bool) -> int | None:
+        """The guest-physical address of va when va..va+n-1 lies within one
+        page of the guest's RAM it may access so (the common case: a
+        hypercall's argument, a bounce frame); else None, and the caller
+        takes _chunks, which checks and reports each page."""
+        off = va & 0xFFF
+        if off + n > 0x1000 or _in_hole(va):
+            return None
+        t = self._page(self._cr3(), va)
+        if t is None or not t[2] or (write and not t[1]) or t[0] >= self.mm.nr_pages << 12:
+            return None
+        return t[0] | off
+
     def read(self, va: int, n: int) -> bytes:
         if n == 0:
             return b""
-        off = va & 0xFFF
-        if off + n <= 0x1000 and not _in_hole(va):
-            # within one page (the common case: a hypercall's argument)
-            t = self._page(self._cr3(), va)
-            if t is not None and t[2] and t[0] < self.mm.nr_pages << 12:
-                gpa = t[0] | off
-                return bytes(self.ram[gpa:gpa + n])
+        gpa = self._ram_in_one_page(va, n, False)
+        if gpa is not None:
+            return bytes(self.ram[gpa:gpa + n])
         parts = []
         for where, off, take in self._chunks(va, n, False):
             buf = self.ram if where == "ram" else self.mm.heap.mm
@@ -107,24 +116,16 @@ class GuestMemoryAccess:
 
     def write(self, va: int, data: bytes) -> None:
         n = len(data)
-        off = va & 0xFFF
-        if 0 < n and off + n <= 0x1000 and not _in_hole(va):
-            # within one writable page of RAM (the common case: a bounce frame)
-            t = self._page(self._cr3(), va)
-            if t is not None and t[1] and t[2] and t[0] < self.mm.nr_pages << 12:
-                gpa = t[0] | off
-                self.ram[gpa:gpa + n] = data
-                dirty = self.mm.dirty               # log-dirty (migration) only
-                if dirty is not None:
-                    dirty[gpa >> 12] = 1
-                return
+        gpa = self._ram_in_one_page(va, n, True) if n else None
+        if gpa is not None:
+            self.ram[gpa:gpa + n] = data
+            self.mm.mark_dirty(gpa >> 12)           # log-dirty (migration) only
+            return
         pos = 0
-        for where, off, take in self._chunks(va, len(data), True):
+        for where, off, take in self._chunks(va, n, True):
             if where == "ram":
                 self.ram[off:off + take] = data[pos:pos + take]
-                dirty = self.mm.dirty               # log-dirty (migration) only
-                if dirty is not None:
-                    dirty[off >> 12] = 1
+                self.mm.mark_dirty(off >> 12)
             else:
                 self.mm.heap.mm[off:off + take] = data[pos:pos + take]
             pos += take
