@@ -183,9 +183,10 @@ def main() -> int:
               f"ratio {n_sh / p_sh:5.2f}x native (target >= 0.9)", end="")
         print(f"   TCG {q_sh:6.3f} s" if not args.no_qemu else "")
         pairs, c_exits, p_start, start_exits = p_c
-        ratios = sorted(n / p for n, p in pairs)
-        mid = ratios[len(ratios) // 2]
-        p_c, n_c2 = sorted(pairs, key=lambda np: np[0] / np[1])[len(pairs) // 2][::-1]
+        pairs = sorted(pairs, key=lambda np: np[0] / np[1])
+        ratios = [n / p for n, p in pairs]
+        n_c2, p_c = pairs[len(pairs) // 2]              # the median pair
+        mid = n_c2 / p_c
         print(f"C loop          pyxen {p_c:6.3f} s   native {n_c2:6.3f} s   "
               f"ratio {mid:5.2f}x native (target >= 0.95; median of {len(pairs)} interleaved "
               f"pairs: {', '.join(f'{r:.2f}' for r in ratios)})", end="")
