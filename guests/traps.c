@@ -225,6 +225,19 @@ void test_main(void)
     for (unsigned int i = 0; i < ARRAY_SIZE(cases); i++)
         run_case(&cases[i], ro_va);
 
+    /* int3s=N: N more int3s, each taken once, past the int3 (tests/hv/
+     * test_minios.py kicks the vCPU meanwhile, with TLB flushes owed) */
+    unsigned long n = cmdline_get_ulong("int3s", 0), wrong = 0;
+    memset((void *)&seen, 0, sizeof(seen));
+    resume_rip = 0;
+    for (unsigned long i = 0; i < n; i++) {
+        if (case_bp(0) != 0 || seen.vector != X86_EXC_BP
+            || seen.rip != (uint64_t)case_bp_after)
+            wrong++;
+    }
+    check(seen.count == n && wrong == 0, "%lu more int3s: %u taken, %lu wrong", n,
+          seen.count, wrong);
+
     trap_hook = NULL;
     check(vcpu_info0->evtchn_upcall_mask == 1,
           "event upcalls still masked after the iret hypercalls (mask %u)",

@@ -391,3 +391,108 @@ def test_remote_flush_and_block_hand_writes_over(dom):
     assert mm.take_writes(0) == [(0x100 << 12) + 8]
     mm.write_entry(0x100, 2, 0x2001)               # this thread runs no vCPU
     assert mm.take_writes(0) == mm.take_writes(1) == [(0x100 << 12) + 16]
+
+
+def test_a_fast_cpl0_stub_a_kick_interrupted_finishes_before_pyxen_acts(dom):
+    """A kick can end KVM_RUN inside one of pyxen's CPL0 stubs that return to
+    the guest without an exit (the #GP stub's cli/sti, a page-table replay's
+    return). Before a pause parks the vCPU or an upcall goes in, the stub
+    must finish: pyxen sets its must-exit flag (the stub then exits instead
+    of returning, and pyxen does its iretq from the CPU's frame), or, at the
+    stub's last two instructions, does the iretq itself. The flag holds for
+    one run only."""
+    from pyxen.hv.xenheap import (APPLY_FLUSH_STUB, FAST_MUST_EXIT, GP_FAST_STUB,
+                                  fast_stub_tail)
+    v = dom.vcpus[0]
+    heap = dom.heap
+    v.pv.callbacks[0] = type("Cb", (), {"address": 0xFFFF800000001000, "flags": 0})()
+    frames = []
+    v.mem.write = lambda va, data: frames.append((va, data))
+    top = heap.stack_top(0)
+    gdt = {0xE033: _user_desc(0), 0xE02B: _user_desc(0, code=False)}
+    v.descriptor = lambda sel: gdt.get(sel)
+
+    def kicked_at(rip, rsp):
+        s = v.kvcpu.get_sregs()
+        s.cs.selector, s.ss.selector = L.HYP_CS, L.HYP_DS
+        v.kvcpu.set_sregs(s)
+        v.run_struct.s.regs.sregs = s
+        v.run_struct.s.regs.regs.rip, v.run_struct.s.regs.regs.rsp = rip, rsp
+        # what the CPU pushed entering CPL0 from the guest at 0x401000
+        struct.pack_into("<5Q", heap.mm, heap.stack_offset(0, top - 40), 0x401000, 0xE033,
+                         0x246, 0x7000, 0xE02B)
+        assert v.handle_exit(-1) == Exit.RESUME
+
+    def flag():
+        return heap.mm[heap.fast_flags_offset(0)] & FAST_MUST_EXIT
+
+    gp_read = L.priv(L.GP_FAST_OFF) + 0x22          # mid-stub: reading the guest's opcode
+    kicked_at(gp_read, top - 56)
+    assert v.must_run_on() and flag()                # run on: the stub exits instead
+    v.sync_fast_flags()                              # a mode change keeps the request
+    assert flag()
+    v.vcpu_info.evtchn_upcall_mask = 0
+    v.vcpu_info.evtchn_upcall_pending = 1
+    v.deliver_event_upcall()
+    assert not frames                                   # nothing delivered at CPL0
+    assert v.handle_exit(-1) == Exit.RESUME and not flag()     # one run only
+    # the stub's exit, as asked: its registers are the guest's, the frame at %rsp
+    v.must_run_on()
+    tail = L.priv(L.GP_FAST_OFF) + fast_stub_tail(GP_FAST_STUB)
+    ex = v.handle_exit(record_io(v, L.PORT_STUB_EXIT, rip=tail + 6, rsp=top - 40))
+    assert ex == Exit.RESUME and not flag()
+    assert (v.regs.rip, v.regs.rsp, v.fetch_sregs().cs.selector) == (0x401000, 0x7000, 0xE033)
+    assert not v.must_run_on()                           # at CPL3: a pause may park
+    v.deliver_event_upcall()
+    assert v.regs.rip == 0xFFFF800000001000 and len(frames) == 1
+    assert struct.unpack_from("<Q", frames[0][1], 16)[0] == 0x401000   # rcx, r11, rip...
+
+    # at the tail's jnz or iretq, too late for the flag: pyxen does the iretq
+    for off in (0, 2):
+        kicked_at(L.priv(L.APPLY_FLUSH_OFF) + fast_stub_tail(APPLY_FLUSH_STUB) + off, top - 40)
+        assert not v.must_run_on() and not flag()
+        assert (v.regs.rip, v.regs.rsp, v.fetch_sregs().ss.selector) == (0x401000, 0x7000, 0xE02B)
+    # the stub exit port from guest code (CPL3) is no request of pyxen's
+    s = v.fetch_sregs()
+    s.cs.selector = 0xE033
+    v.sregs_changed()
+    assert v.handle_exit(record_io(v, L.PORT_STUB_EXIT, rip=0x401000)).kind == "crash"
+
+
+def test_no_redirect_just_past_an_int3_a_kick_may_have_interrupted(dom):
+    """KVM never reports a soft exception (int3, int $3, int $4) it has yet
+    to deliver, and under PVM the rip is already past the instruction: a
+    kick during the delivery leaves the vCPU there with the #BP owed unseen,
+    which KVM would deliver at an upcall's rip. After a kick just past such
+    an instruction the upcall and a pause wait for the next exit, and a
+    second kick is on its way in case nothing was owed."""
+    import pyxen.hv.vcpu as vcpu_mod
+    v = dom.vcpus[0]
+    v.pv.callbacks[0] = type("Cb", (), {"address": 0xFFFF800000001000, "flags": 0})()
+    frames = []
+    v.mem.write = lambda va, data: frames.append((va, data))
+    code = {0x401000: b"\x90\xcc", 0x402000: b"\xcd\x03", 0x403000: b"\xcd\x04",
+            0x404000: b"\x48\x90"}
+    v.mem.read = lambda va, n: code[va & ~0xFFF][(va & 0xFFF):(va & 0xFFF) + n]
+    v.run_struct.s.regs.sregs = v.fetch_sregs()
+    v.vcpu_info.evtchn_upcall_mask = 0
+    v.vcpu_info.evtchn_upcall_pending = 1
+    for page in (0x401000, 0x402000, 0x403000):
+        kicks = v.kvcpu.kicks
+        v.run_struct.s.regs.regs.rip = page + 2
+        v.handle_exit(-1)
+        assert not v.may_redirect() and v.must_run_on()
+        v.deliver_event_upcall()
+        assert not frames
+        time.sleep(vcpu_mod.REKICK_SECONDS * 20)
+        assert v.kvcpu.kicks == kicks + 1                # once, however often asked
+    v.run_struct.s.regs.regs.rip = 0x404000 + 2
+    v.handle_exit(-1)
+    assert v.may_redirect() and not v.must_run_on()
+    # after any other exit (here a hypercall's) nothing is owed at such a rip
+    v.run_struct.s.regs.regs.rip = 0x401000 + 2
+    v.handle_exit(record_io(v, L.PORT_HYPERCALL, rax=HC.xen_version, rip=0x401000 + 2))
+    v.run_struct.s.regs.regs.rip = 0x401000 + 2
+    assert v.may_redirect() and not v.must_run_on()
+    v.deliver_event_upcall()
+    assert v.regs.rip == 0xFFFF800000001000

@@ -45,6 +45,65 @@ def test_absent_vcpu_op_and_cli_cost_no_exit(kvm, guest_elf):
     assert gp < 200, gp
 
 
+def test_pauses_never_park_a_vcpu_inside_pyxens_cpl0_stubs(kvm, guest_elf):
+    """The privop guest's cli/sti loop (clisti=) spends most of its time in
+    pyxen's #GP stub at CPL0, which answers them and returns to the guest
+    without an exit, while this test pauses and unpauses it: every pause
+    finds the vCPU at CPL3 in the guest's code, never in pyxen's CPL0
+    state, which no save could restore (the stub is told to exit, and
+    pyxen does its return: PVVcpu.must_run_on). Some pauses land in the
+    stub, and the guest's checks all pass."""
+    import threading
+    import time
+    from pyxen.hv import layout as L
+    with guest_helpers.domain(kvm, guest_elf("privop"), cmdline="clisti=40000") as (dom, out):
+        holder = {}
+        t = threading.Thread(target=lambda: holder.setdefault("r", guest_helpers.run(dom, 120)))
+        t.start()
+        seen = []
+        while t.is_alive() and len(seen) < 300:
+            dom.pause()
+            if dom.wait_parked(10):
+                regs, sregs = dom.vcpus[0].guest_registers()
+                seen.append((sregs.cs.selector, regs.rip))
+            dom.unpause()
+            time.sleep(0.003)               # the guest runs on between pauses
+        t.join(120)
+        stub_exits = dom.vcpus[0].exit_kinds["fast stub asked to exit"]
+    guest_helpers.assert_success(holder["r"], out.text)
+    assert len(seen) > 20, "the guest ended too soon"
+    pyxen_code = (L.priv(0), L.priv(L.APPLY_FLUSH_OFF + 0x400))
+    at_cpl0 = [(hex(cs), hex(rip)) for cs, rip in seen
+               if cs & 3 == 0 or pyxen_code[0] <= rip < pyxen_code[1]]
+    assert not at_cpl0, at_cpl0[:5]
+    assert stub_exits > 0, f"no pause of {len(seen)} landed in the stub"
+
+
+def test_kicks_with_a_flush_owed_never_move_a_vcpu_under_an_owed_int3(kvm, guest_elf):
+    """A kick that ends KVM_RUN while PVM delivers an int3's #BP leaves the
+    vCPU just past the int3 with the #BP still owed and no event to show
+    it: a page-table replay stub (or an upcall) put in then would get the
+    #BP at its own rip, a crash at CPL0. The traps guest takes 20,000 int3s
+    while vCPU 0 is kicked every 0.3 ms with a TLB flush owed; every int3
+    reaches the guest's handler once, and the guest finishes."""
+    import threading
+    import time
+    with guest_helpers.domain(kvm, guest_elf("traps"), cmdline="int3s=20000") as (dom, out):
+        holder = {}
+        t = threading.Thread(target=lambda: holder.setdefault("r", guest_helpers.run(dom, 120)))
+        t.start()
+        v = dom.vcpus[0]
+        kicks = 0
+        while t.is_alive():
+            v.flush_pending = True
+            v.kvcpu.kick()
+            kicks += 1
+            time.sleep(0.0003)
+        t.join()
+    guest_helpers.assert_success(holder["r"], out.text)
+    assert kicks > 100, kicks
+
+
 def test_guest_handle_is_the_configs_uuid(kvm, guest_elf):
     """XENVER_guest_handle gives the guest the uuid= of its config (as
     `pyxen list -v` shows it), not one of pyxen's own."""

@@ -24,11 +24,28 @@ from .abi import (FLAT_KERNEL_CS, FLAT_KERNEL_SS, FIRST_RESERVED_GDT_ENTRY, TRAP
 from .exits import Exit
 from .guestmem import GuestMemoryAccess, GuestFault
 from .time import precise_sleeps, VcpuTimer
-from .xenheap import FAST_CLI_OK, FAST_KERNEL_MODE, GP_FAST_READ
+from .xenheap import (APPLY_FLUSH_STUB, APPLY_IRET_STUB, FAST_CLI_OK, FAST_KERNEL_MODE,
+                       FAST_MUST_EXIT, GP_FAST_READ, GP_FAST_STUB, fast_stub_tail)
 
 _FRAME = struct.Struct("<7Q")      # CPL0 stub frame: vector, error, rip, cs, rflags, rsp, ss
 _IRET = struct.Struct("<9Q")       # rax, r11, rcx, flags, rip, cs, rflags, rsp, ss
 _PAIR = struct.Struct("<QQ")
+_CPU_FRAME = struct.Struct("<5Q")   # what the CPU pushes entering CPL0: rip, cs, rflags, rsp, ss
+# pyxen's CPL0 stubs that go back to the guest with iretq instead of an exit
+# (xenheap.FAST_RETURN): where each starts and ends, and its return's jnz
+_FAST_STUBS = tuple((L.priv(off), L.priv(off) + len(code), L.priv(off) + fast_stub_tail(code))
+                    for off, code in ((L.GP_FAST_OFF, GP_FAST_STUB),
+                                      (L.APPLY_IRET_OFF, APPLY_IRET_STUB),
+                                      (L.APPLY_FLUSH_OFF, APPLY_FLUSH_STUB)))
+# The instructions that raise a soft exception through a DPL-3 gate of
+# pyxen's IDT: int3, int $3, int $4 (other `int n` meet a DPL-0 gate: #GP).
+# KVM's vcpu events never report a soft exception it has yet to deliver (it
+# expects to meet the instruction again, its rip not yet advanced), but
+# under PVM the rip is already past it: a kick during the delivery leaves
+# the vCPU just past the instruction with the exception owed unseen, and
+# would deliver it at whatever rip pyxen then set (PVVcpu.may_redirect).
+_SOFT_EXCEPTION_TAILS = (b"\xcd\x03", b"\xcd\x04")
+REKICK_SECONDS = 0.0005     # when pyxen lets a vCPU run on to finish something, it ends the run then
 SEGMENT_CACHE = 64                  # segments a vCPU keeps built (PVVcpu.segment)
 
 
@@ -47,6 +64,7 @@ _HYP_SS_SEG = _flat(L.HYP_DS, False, dpl=0)
 _REPLAY_FRAME = struct.Struct("<9Q")
 _PORT_KINDS = {L.PORT_HYPERCALL: "hypercall port", L.PORT_TRAP: "trap",
                L.PORT_SYSCALL: "syscall", L.PORT_SYSCALL32: "syscall32",
+               L.PORT_STUB_EXIT: "fast stub asked to exit",
                **{p: "direct port I/O" for p in L.PORTS_DIRECT}}
 
 
@@ -154,6 +172,8 @@ class PVVcpu:
         self.initialised = vcpu_id == 0
         self.native_tid = 0
         self.kicked = False
+        self._soft_checked = -1         # the rip may_owe_soft_exception looked at since the exit
+        self._soft_owed = False
         self.in_replay = False
         # while in_replay: the guest's registers after the stub (regs, sregs)
         # and where its rax waits on the CPL0 stack (heap offset)
@@ -217,11 +237,84 @@ class PVVcpu:
             if ev.exception_pending or ev.exception_injected or ev.nmi_pending \
                     or ev.nmi_injected or ev.interrupt_injected:
                 return False
+            if self.may_owe_soft_exception():
+                return False
         return True
+
+    def may_owe_soft_exception(self) -> bool:
+        """After a kick, at CPL3: whether the vCPU stands just past an int3,
+        `int $3` or `int $4` whose delivery KVM may still owe, and shows in
+        no event (_SOFT_EXCEPTION_TAILS). Could be a false alarm (a 0xcc
+        byte ending another instruction, Linux's int3 padding before a
+        function): then pyxen only acts a little later (rekick_soon, once
+        per exit)."""
+        rip = self.regs.rip
+        if self._soft_checked == rip:
+            return self._soft_owed
+        try:
+            owed = self.mem.read(rip - 1, 1) == b"\xcc" \
+                or self.mem.read(rip - 2, 2) in _SOFT_EXCEPTION_TAILS
+        except GuestFault:
+            owed = False
+        self._soft_checked, self._soft_owed = rip, owed
+        if owed:
+            self.rekick_soon()
+        return owed
+
+    def rekick_soon(self) -> None:
+        """End the vCPU's next run shortly (REKICK_SECONDS): pyxen lets it run
+        on to deliver an exception KVM may owe, and nothing else would end
+        that run when the alarm was false."""
+        def rekick():
+            if not self.domain.stopped:
+                self.kvcpu.kick()
+        t = threading.Timer(REKICK_SECONDS, rekick)
+        t.daemon = True
+        t.start()
+
+    def must_run_on(self) -> bool:
+        """Whether the vCPU must run on to its next exit before pyxen acts
+        with the guest's own state: a pause (a vCPU parks only in a state a
+        save can restore: never at CPL0, never with an exception KVM owes
+        unseen) or an upcall that became due. A CPL0 stub that returns to
+        the guest without an exit (xenheap.FAST_RETURN: the #GP stub's
+        cli/sti, a page-table replay's return) is told to exit instead; at
+        its return's last two instructions, where that comes too late,
+        pyxen does the iretq now (finish_fast_stub) and the answer is
+        False. Every other CPL0 stub ends in an exit."""
+        if self.in_replay:
+            return False                    # not started: guest_registers has its target
+        if self.fetch_sregs().cs.selector & 3:
+            return self.kicked and self.may_owe_soft_exception()
+        rip = self.regs.rip
+        for start, end, jnz in _FAST_STUBS:
+            if start <= rip < end:
+                if rip == jnz or rip == jnz + 2:
+                    self.finish_fast_stub()
+                    return False
+                self.domain.heap.mm[self._fast_flags_off] |= FAST_MUST_EXIT
+                return True
+        return True                         # an exception stub: it exits at once
+
+    def finish_fast_stub(self) -> None:
+        """Return from a fast CPL0 stub as its iretq would: the guest's
+        registers are all back, the CPU's frame is at %rsp."""
+        heap = self.domain.heap
+        heap.mm[self._fast_flags_off] &= ~FAST_MUST_EXIT
+        rip, cs, rflags, rsp, ss = _CPU_FRAME.unpack_from(
+            heap.mm, heap.stack_offset(self.id, self.regs.rsp))
+        self.set_return(rip, rsp, rflags, cs, ss)
+
+    def _redirect_ok(self) -> bool:
+        """may_redirect, after finishing a fast stub a kick left at its last
+        two instructions; otherwise the stub is told to exit (must_run_on)."""
+        if self.may_redirect():
+            return True
+        return not self.must_run_on() and self.may_redirect()
 
     def deliver_event_upcall(self) -> None:
         cb = self.pv.callbacks.get(0)
-        if cb is None or not cb.address or not self.may_redirect():
+        if cb is None or not cb.address or not self._redirect_ok():
             return                  # the upcall goes in on a later way back to the guest
         r = self.regs
         s = self.sregs
@@ -265,7 +358,8 @@ class PVVcpu:
         domain's vm_assist, and when the vCPU's thread starts (a new or
         restored vCPU): not on a page-table switch, which changes neither."""
         heap = self.domain.heap
-        heap.mm[self._fast_flags_off] = FAST_CLI_OK if self.iopl_ok() else 0
+        heap.mm[self._fast_flags_off] = (heap.mm[self._fast_flags_off] & FAST_MUST_EXIT) \
+            | (FAST_CLI_OK if self.iopl_ok() else 0)
         heap.mm[heap.mode_flags_off + self.id] = FAST_KERNEL_MODE if self.pv.kernel_mode else 0
 
     def _cr3_mfn(self) -> int:
@@ -915,9 +1009,13 @@ class PVVcpu:
         self.in_replay = False
         self.io_owed = False            # KVM_RUN completed what the last exit owed
         self.kicked = reason == -1
+        self._soft_checked = -1
         self.exits += 1
         self._sregs_valid = False
         self._sregs_in_run = True
+        flags = self.domain.heap.mm
+        if flags[self._fast_flags_off] & FAST_MUST_EXIT:
+            flags[self._fast_flags_off] &= ~FAST_MUST_EXIT     # asked for one run only
         try:
             ex = self._dispatch_exit(reason)
             if ex is None:
@@ -933,7 +1031,7 @@ class PVVcpu:
         """What must happen before guest code runs again: the page-table
         replay of this vCPU's writes and the TLB flush asked of it (with the
         upcall first, if one is due, so the stub returns into it)."""
-        if (self.flush_pending or self.domain.mm.has_writes(self.id)) and self.may_redirect():
+        if (self.flush_pending or self.domain.mm.has_writes(self.id)) and self._redirect_ok():
             vi = self.vcpu_info
             if vi.evtchn_upcall_pending and not vi.evtchn_upcall_mask:
                 self.deliver_event_upcall()     # before the stub takes over
@@ -960,6 +1058,9 @@ class PVVcpu:
                 return self.handle_trap()
             if port == L.PORT_SYSCALL or port == L.PORT_SYSCALL32:
                 return self.handle_syscall()
+            if port == L.PORT_STUB_EXIT and self.fetch_sregs().cs.selector & 3 == 0:
+                self.finish_fast_stub()             # as pyxen asked (must_run_on)
+                return Exit.RESUME
             raise GuestCrash(f"unexpected I/O exit on port {port:#x}")
         self.exit_kinds["kick" if reason == -1 else KI.EXIT_NAMES.get(reason, "other")] += 1
         if reason == -1:
@@ -999,7 +1100,7 @@ class PVVcpu:
                 rs.immediate_exit = 0
                 if dom.stopped:
                     return
-            if dom.paused:
+            if dom.paused and not self.must_run_on():
                 self.settle_io()            # nothing owed to KVM while parked
                 self.parked = True
                 dom.run_gate.wait()

@@ -33,6 +33,33 @@ def tss_descriptor(base: int, limit: int = 0x67) -> tuple[int, int]:
     return low, base >> 32
 
 
+# How pyxen's CPL0 stubs that go back to the guest without an exit (the
+# replay stubs below that return straight to it, GP_FAST_STUB) return, with
+# only the CPU's frame left on the CPL0 stack (rsp = the stack's top - 40,
+# so the vCPU's flags byte, at the stack's bottom, is at -0x1fd8(%rsp)):
+#      testb $FAST_MUST_EXIT,-0x1fd8(%rsp)
+#   [fast_stub_tail(stub):] jnz 1f
+#      iretq
+#   1: out %al,$PORT_STUB_EXIT; hlt
+# A kick can end KVM_RUN inside such a stub. When pyxen must then act
+# before the guest runs on (a pause: a vCPU never parks at CPL0, whose
+# state no save could restore; an upcall that became due), it sets
+# FAST_MUST_EXIT: the stub exits instead of returning, and pyxen does its
+# iretq (PVVcpu.stub_must_exit). At the jnz or the iretq the flag comes too
+# late: there pyxen does the iretq itself.
+FAST_MUST_EXIT = 4              # in the vCPU's flags byte (XenHeap.fast_flags_offset)
+_MUST_EXIT_TEST = bytes.fromhex("f6842428e0ffff") + bytes([FAST_MUST_EXIT])
+FAST_RETURN = _MUST_EXIT_TEST + bytes.fromhex("750248cf") + bytes([0xE6, L.PORT_STUB_EXIT, 0xF4])
+
+
+def fast_stub_tail(stub: bytes) -> int:
+    """Offset of the jnz of a returning stub's FAST_RETURN (its iretq follows)."""
+    at = stub.index(_MUST_EXIT_TEST) + len(_MUST_EXIT_TEST)
+    assert stub[at:at + 4] == b"\x75\x02\x48\xcf" and stub[at + 4:at + 6] == \
+        bytes([0xE6, L.PORT_STUB_EXIT])
+    return at
+
+
 # CPL0 replay stub: rsi = list of (va, value) pairs, rcx = count.
 #   1: mov (%rsi),%rdi; mov 8(%rsi),%rax; mov %rax,(%rdi); add $16,%rsi;
 #      dec %rcx; jnz 1b; out %al,$PORT_APPLY; hlt
@@ -43,7 +70,7 @@ APPLY_STUB = _APPLY_LOOP + bytes([0xE6, L.PORT_APPLY, 0xF4])
 #   test %rcx,%rcx; jz 1f; <loop>; 1: [mov %cr3,%rax; mov %rax,%cr3]
 #   pop %rdi; pop %rsi; pop %rcx; pop %rax; iretq
 _SKIP = bytes.fromhex("4885c974") + bytes([len(_APPLY_LOOP)])
-_RETURN = bytes.fromhex("5f5e595848cf") + b"\xf4"
+_RETURN = bytes.fromhex("5f5e5958") + FAST_RETURN
 APPLY_IRET_STUB = _SKIP + _APPLY_LOOP + _RETURN
 # the same, and a TLB flush (a CR3 reload, which also makes KVM resync its
 # shadow of the guest's page tables) before returning: for the guest's
@@ -67,12 +94,14 @@ APPLY_FLUSH_STUB = _SKIP + _APPLY_LOOP + bytes.fromhex("0f20d80f22d8") + _RETURN
 #      mov 16(%rsp),%rax
 #   GP_FAST_READ:
 #      movzbl (%rax),%eax; or $1,%al; cmp $0xfb,%al; jne slow_pop   cli (fa) / sti (fb)
-#      incq 16(%rsp); pop %rax; add $8,%rsp; iretq                   past it, back
+#      incq 16(%rsp); pop %rax; add $8,%rsp                          past it
+#      (FAST_RETURN)                                                  back
 #   slow_pop: pop %rax
 #   slow: push $13; out %al,$PORT_TRAP; hlt
 GP_FAST_STUB = bytes.fromhex(
-    "f644241003743148833c2400752a504889e0482500e0fffff60001741a488b442410"
-    "0fb6000c013cfb750c48ff442410584883c40848cf586a0de6") + bytes([L.PORT_TRAP, 0xF4])
+    "f644241003743e48833c24007537504889e0482500e0fffff600017427488b442410"
+    "0fb6000c013cfb751948ff442410584883c408") + FAST_RETURN \
+    + bytes.fromhex("586a0de6") + bytes([L.PORT_TRAP, 0xF4])
 GP_FAST_READ = 0x22             # offset of the guest-rip read (a #PF there is the guest's)
 FAST_CLI_OK = 1
 

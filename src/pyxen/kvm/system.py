@@ -377,6 +377,8 @@ class Vcpu:
 
     def kick(self) -> None:
         """Make a running (or about-to-run) vCPU return from run() promptly."""
+        if self.fd < 0:
+            return                          # closed: nothing runs any more
         self.run_struct.immediate_exit = 1
         tid = self.thread_id
         if tid is not None:
