@@ -496,3 +496,33 @@ def test_no_redirect_just_past_an_int3_a_kick_may_have_interrupted(dom):
     assert v.may_redirect() and not v.must_run_on()
     v.deliver_event_upcall()
     assert v.regs.rip == 0xFFFF800000001000
+
+
+def test_no_upcall_inside_a_syscall_stub(dom):
+    """Each vCPU's LSTAR stub reads that vCPU's mode byte. An upcall put in
+    while a vCPU runs one would let the guest resume the task on another
+    vCPU, inside the first vCPU's stub, with the other's mode: a user
+    sched_yield (system call 24) could then get vcpu_op's -ENOENT. So a kick
+    that lands in the stubs page leaves the upcall for later (the stub
+    exits or returns within a few instructions), with a second kick on its
+    way."""
+    import pyxen.hv.vcpu as vcpu_mod
+    v = dom.vcpus[1]
+    v.pv.callbacks[0] = type("Cb", (), {"address": 0xFFFF800000001000, "flags": 0})()
+    frames = []
+    v.mem.write = lambda va, data: frames.append((va, data))
+    v.mem.read = lambda va, n: b"\x90" * n
+    v.run_struct.s.regs.sregs = v.fetch_sregs()
+    v.vcpu_info.evtchn_upcall_mask = 0
+    v.vcpu_info.evtchn_upcall_pending = 1
+    kicks = v.kvcpu.kicks
+    v.run_struct.s.regs.regs.rip = dom.heap.lstar(1)
+    v.handle_exit(-1)
+    v.deliver_event_upcall()
+    assert not frames and not v.may_redirect()
+    time.sleep(vcpu_mod.REKICK_SECONDS * 20)
+    assert v.kvcpu.kicks == kicks + 1
+    v.run_struct.s.regs.regs.rip = 0x401000
+    v.handle_exit(-1)
+    v.deliver_event_upcall()
+    assert v.regs.rip == 0xFFFF800000001000 and len(frames) == 1

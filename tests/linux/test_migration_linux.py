@@ -69,7 +69,9 @@ def test_linux_live_migration_with_disk_writes_and_ping(two, tmp_path, linux_ima
     # a disk writer (every line synced through blkfront) and a counter, both
     # running through the migration
     s.type("(i=0; while true; do i=$((i+1)); echo $i >> /mnt/log; sync; done) &\r")
-    s.type("(i=0; while true; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.1; done) &\r")
+    # each count lands whole (a rename): a read never finds the file empty
+    s.type("(i=0; while true; do i=$((i+1)); echo $i > /tmp/counter.new; "
+           "mv /tmp/counter.new /tmp/counter; sleep 0.1; done) &\r")
     time.sleep(2)
     c0 = int(s.run("cat /tmp/counter"))
     w0 = int(s.run("tail -n 1 /mnt/log"))

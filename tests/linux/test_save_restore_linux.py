@@ -57,7 +57,9 @@ def test_linux_save_restore_with_disk_and_vif(rd, tmp_path, linux_images):
     s.run("ip link set eth0 up; ip addr add 192.0.2.2/24 dev eth0")
     assert " 0% packet loss" in s.run("ping -c 2 -W 5 192.0.2.1", timeout=60)
     s.run("mkdir -p /mnt && mount /dev/xvdb /mnt && echo before > /mnt/a && sync")
-    s.type("(i=0; while true; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.1; done) &\r")
+    # each count lands whole (a rename): a read never finds the file empty
+    s.type("(i=0; while true; do i=$((i+1)); echo $i > /tmp/counter.new; "
+           "mv /tmp/counter.new /tmp/counter; sleep 0.1; done) &\r")
     time.sleep(1)
     # a checkpoint first: Linux (SUSPEND_CANCEL) gets 1 from its suspend
     # hypercall and carries on in the same domain

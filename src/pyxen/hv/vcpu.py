@@ -45,7 +45,8 @@ _FAST_STUBS = tuple((L.priv(off), L.priv(off) + len(code), L.priv(off) + fast_st
 # the vCPU just past the instruction with the exception owed unseen, and
 # would deliver it at whatever rip pyxen then set (PVVcpu.may_redirect).
 _SOFT_EXCEPTION_TAILS = (b"\xcd\x03", b"\xcd\x04")
-REKICK_SECONDS = 0.0005     # when pyxen lets a vCPU run on to finish something, it ends the run then
+_SYSCALL_STUBS = L.priv(L.SYSCALL_STUBS_OFF)
+REKICK_SECONDS = 0.0005     # PVVcpu.rekick_soon: a run pyxen let go on ends by then
 SEGMENT_CACHE = 64                  # segments a vCPU keeps built (PVVcpu.segment)
 
 
@@ -174,6 +175,7 @@ class PVVcpu:
         self.kicked = False
         self._soft_checked = -1         # the rip may_owe_soft_exception looked at since the exit
         self._soft_owed = False
+        self._rekick_asked = False      # rekick_soon's timer runs for this exit
         self.in_replay = False
         # while in_replay: the guest's registers after the stub (regs, sregs)
         # and where its rax waits on the CPL0 stack (heap offset)
@@ -232,6 +234,14 @@ class PVVcpu:
             return False
         if self.fetch_sregs().cs.selector & 3 == 0:
             return False
+        if _SYSCALL_STUBS <= self.regs.rip < _SYSCALL_STUBS + L.PAGE_SIZE:
+            # in a syscall stub, which reads its own vCPU's mode byte: after
+            # an upcall here the guest could resume the task on another vCPU
+            # (a user sched_yield would then get vcpu_op's -ENOENT when the
+            # stub's vCPU is in kernel mode). The stub exits or returns within
+            # a few instructions.
+            self.rekick_soon()
+            return False
         if self.kicked:
             ev = self.run_struct.s.regs.events     # as the kick left them (KVM_SYNC_X86_EVENTS)
             if ev.exception_pending or ev.exception_injected or ev.nmi_pending \
@@ -262,9 +272,13 @@ class PVVcpu:
         return owed
 
     def rekick_soon(self) -> None:
-        """End the vCPU's next run shortly (REKICK_SECONDS): pyxen lets it run
-        on to deliver an exception KVM may owe, and nothing else would end
-        that run when the alarm was false."""
+        """End the vCPU's next run shortly (REKICK_SECONDS), once per exit:
+        pyxen lets it run on to leave a syscall stub or to take an exception
+        KVM may owe, and nothing else might end that run soon."""
+        if self._rekick_asked:
+            return
+        self._rekick_asked = True
+
         def rekick():
             if not self.domain.stopped:
                 self.kvcpu.kick()
@@ -1010,6 +1024,7 @@ class PVVcpu:
         self.io_owed = False            # KVM_RUN completed what the last exit owed
         self.kicked = reason == -1
         self._soft_checked = -1
+        self._rekick_asked = False
         self.exits += 1
         self._sregs_valid = False
         self._sregs_in_run = True
