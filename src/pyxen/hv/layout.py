@@ -36,7 +36,6 @@ APPLY_OFF = 0x3000        # the replay stub
 APPLY_IRET_OFF = 0x3800   # the replay stub that returns straight to the guest
 APPLY_FLUSH_OFF = 0x3C00  # the same with a TLB flush (CR3 reload) before returning
 GP_FAST_OFF = 0x3400      # the #GP stub: cli/sti answered in the guest, the rest exits
-BP_FAST_OFF = 0x3600      # the #BP stub: stack_switch, FS base from the LSTAR stub; the rest exits
 APPLY_LIST_OFF = 0x600000  # per vCPU: the replay list, (va, value) pairs
 APPLY_LIST_PAGES = 16
 APPLY_LIST_STRIDE = APPLY_LIST_PAGES * 0x1000
@@ -63,7 +62,7 @@ PORT_HYPERCALL = 0xE0     # out from the hypercall page (guest kernel, CPL3)
 PORT_TRAP = 0xE1          # out from an IDT stub (CPL0)
 PORT_SYSCALL = 0xE2       # out from the LSTAR stub (CPL0)
 PORT_SYSCALL32 = 0xE3     # out from the CSTAR stub (CPL0)
-PORT_STUB_EXIT = 0xE5     # out from a returning CPL0 stub pyxen asked to exit (PVVcpu.must_run_on)
+PORT_STUB_EXIT = 0xE5     # out from a returning CPL0 stub pyxen asked to exit (PVVcpu.stub_must_exit)
 # ports of the emulated platform the TSS's I/O bitmap lets exit straight to
 # pyxen (KVM_EXIT_IO) instead of raising #GP into a CPL0 stub: PIT channel 2,
 # which Linux reads ~100,000 times in a row while it calibrates its TSC
