@@ -62,7 +62,7 @@ PORT_HYPERCALL = 0xE0     # out from the hypercall page (guest kernel, CPL3)
 PORT_TRAP = 0xE1          # out from an IDT stub (CPL0)
 PORT_SYSCALL = 0xE2       # out from the LSTAR stub (CPL0)
 PORT_SYSCALL32 = 0xE3     # out from the CSTAR stub (CPL0)
-PORT_STUB_EXIT = 0xE5     # out from a returning CPL0 stub pyxen asked to exit (PVVcpu.stub_must_exit)
+PORT_STUB_EXIT = 0xE5     # out from a returning CPL0 stub pyxen asked to exit (PVVcpu.must_run_on)
 # ports of the emulated platform the TSS's I/O bitmap lets exit straight to
 # pyxen (KVM_EXIT_IO) instead of raising #GP into a CPL0 stub: PIT channel 2,
 # which Linux reads ~100,000 times in a row while it calibrates its TSC

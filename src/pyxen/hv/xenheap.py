@@ -45,7 +45,7 @@ def tss_descriptor(base: int, limit: int = 0x67) -> tuple[int, int]:
 # before the guest runs on (a pause: a vCPU never parks at CPL0, whose
 # state no save could restore; an upcall that became due), it sets
 # FAST_MUST_EXIT: the stub exits instead of returning, and pyxen does its
-# iretq (PVVcpu.stub_must_exit). At the jnz or the iretq the flag comes too
+# iretq (PVVcpu.must_run_on). At the jnz or the iretq the flag comes too
 # late: there pyxen does the iretq itself.
 FAST_MUST_EXIT = 4              # in the vCPU's flags byte (XenHeap.fast_flags_offset)
 _MUST_EXIT_TEST = bytes.fromhex("f6842428e0ffff") + bytes([FAST_MUST_EXIT])
