@@ -176,6 +176,7 @@ class PVVcpu:
         self._soft_checked = -1         # the rip may_owe_soft_exception looked at since the exit
         self._soft_owed = False
         self._rekick_asked = False      # rekick_soon's timer runs for this exit
+        self._must_exit_asked = False   # FAST_MUST_EXIT is set in the flags byte
         self.in_replay = False
         # while in_replay: the guest's registers after the stub (regs, sregs)
         # and where its rax waits on the CPL0 stack (heap offset)
@@ -307,6 +308,7 @@ class PVVcpu:
                     self.finish_fast_stub()
                     return False
                 self.domain.heap.mm[self._fast_flags_off] |= FAST_MUST_EXIT
+                self._must_exit_asked = True
                 return True
         return True                         # an exception stub: it exits at once
 
@@ -315,6 +317,7 @@ class PVVcpu:
         registers are all back, the CPU's frame is at %rsp."""
         heap = self.domain.heap
         heap.mm[self._fast_flags_off] &= ~FAST_MUST_EXIT
+        self._must_exit_asked = False
         rip, cs, rflags, rsp, ss = _CPU_FRAME.unpack_from(
             heap.mm, heap.stack_offset(self.id, self.regs.rsp))
         self.set_return(rip, rsp, rflags, cs, ss)
@@ -372,7 +375,7 @@ class PVVcpu:
         domain's vm_assist, and when the vCPU's thread starts (a new or
         restored vCPU): not on a page-table switch, which changes neither."""
         heap = self.domain.heap
-        heap.mm[self._fast_flags_off] = (heap.mm[self._fast_flags_off] & FAST_MUST_EXIT) \
+        heap.mm[self._fast_flags_off] = (FAST_MUST_EXIT if self._must_exit_asked else 0) \
             | (FAST_CLI_OK if self.iopl_ok() else 0)
         heap.mm[heap.mode_flags_off + self.id] = FAST_KERNEL_MODE if self.pv.kernel_mode else 0
 
@@ -1028,9 +1031,9 @@ class PVVcpu:
         self.exits += 1
         self._sregs_valid = False
         self._sregs_in_run = True
-        flags = self.domain.heap.mm
-        if flags[self._fast_flags_off] & FAST_MUST_EXIT:
-            flags[self._fast_flags_off] &= ~FAST_MUST_EXIT     # asked for one run only
+        if self._must_exit_asked:                   # asked for one run only
+            self._must_exit_asked = False
+            self.domain.heap.mm[self._fast_flags_off] &= ~FAST_MUST_EXIT
         try:
             ex = self._dispatch_exit(reason)
             if ex is None:
