@@ -139,6 +139,21 @@ static long kernel_syscall_hypercall(unsigned long nr, unsigned long a1, unsigne
 
 #define ABSENT_VCPU_CALLS 64
 
+/* the kernel stack set with stack_switch through `syscall`, and where user
+ * mode's system calls left their frames */
+static uint8_t alt_entry_stack[4096] __attribute__((aligned(16)));
+static volatile unsigned long frames_on_alt, frames_elsewhere;
+
+static bool frame_hook(struct trap_regs *r)
+{
+    uintptr_t a = (uintptr_t)r;
+    if (a >= (uintptr_t)alt_entry_stack && a < (uintptr_t)alt_entry_stack + sizeof(alt_entry_stack))
+        frames_on_alt++;
+    else
+        frames_elsewhere++;
+    return false;
+}
+
 static uint64_t read_gs0(void)
 {
     uint64_t v;
@@ -153,7 +168,9 @@ void test_main(void)
     if (user_init())
         test_error("user_init failed");
 
-    rc = HYPERVISOR_set_segment_base(SEGBASE_FS, (unsigned long)fs_area);
+    /* a first FS base through the hypercall page; the one user mode reads
+     * comes later, made with `syscall` */
+    rc = HYPERVISOR_set_segment_base(SEGBASE_FS, (unsigned long)gs_user_area);
     check(rc == 0, "set_segment_base(FS) (%ld)", rc);
     rc = HYPERVISOR_set_segment_base(SEGBASE_GS_USER, (unsigned long)gs_user_area);
     check(rc == 0, "set_segment_base(GS_USER) (%ld)", rc);
@@ -162,6 +179,21 @@ void test_main(void)
     check(read_gs0() == GS_KERNEL_MAGIC, "kernel %%gs:0 reads the kernel GS area (%#lx)",
           read_gs0());
 
+    /* stack_switch made with `syscall`, as Linux makes it at every context
+     * switch (pyxen answers it in the guest): user mode enters on the new
+     * stack from now on */
+    check(kernel_syscall_hypercall(3, FLAT_KERNEL_SS, (unsigned long)alt_entry_stack
+                                   + sizeof(alt_entry_stack)) == 0, "stack_switch via syscall");
+    syscall_hook = frame_hook;
+    /* set_segment_base(SEGBASE_FS) with `syscall` (Linux's, at every switch to
+     * a task with a TLS; pyxen answers it in the guest): a non-canonical base
+     * is -EINVAL; the base set replaces the first, and user mode reads it
+     * through %fs */
+    check(kernel_syscall_hypercall(25, SEGBASE_FS, 0x8000000000000000UL) == -XEN_EINVAL,
+          "set_segment_base(FS, non-canonical) via syscall: -EINVAL");
+    check(kernel_syscall_hypercall(25, SEGBASE_FS, (unsigned long)fs_area) == 0,
+          "set_segment_base(FS) via syscall");
+
     trap_hook = user_fault_hook;
     printk("entering user mode\n");
     long code = user_run(user_main, 1);
@@ -169,7 +201,11 @@ void test_main(void)
     printk("back in kernel mode: exit code %#lx after %lu syscalls\n", code,
            (unsigned long)user_syscall_count);
 
+    syscall_hook = NULL;
     check(code == EXIT_CODE, "user task exit code %#lx", code);
+    check(frames_on_alt == R_COUNT + 5 && frames_elsewhere == 0,
+          "user syscalls entered on the stack_switch stack (%lu there, %lu elsewhere)",
+          frames_on_alt, frames_elsewhere);
     check(user_syscall_count == R_COUNT + 5,
           "syscall count %lu (expected %u)", (unsigned long)user_syscall_count, R_COUNT + 5);
     check(user_reports[R_VCPUOP] == (uint64_t)-XEN_ENOSYS,

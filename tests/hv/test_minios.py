@@ -24,20 +24,32 @@ def test_guest_succeeds(kvm, guest_elf, name):
     assert result.reason == "poweroff", result.message
 
 
-def test_absent_vcpu_op_and_cli_cost_no_exit(kvm, guest_elf):
-    """Two in-guest answers (issue 15): vcpu_op on a vCPU the domain lacks,
+def test_absent_vcpu_op_stack_switch_and_cli_cost_no_exit(kvm, guest_elf):
+    """In-guest answers (issue 15): vcpu_op on a vCPU the domain lacks,
     made with `syscall` in guest kernel mode (Linux asks VCPUOP_is_up of
-    8,192 possible CPUs at boot), is -ENOENT from pyxen's LSTAR stub; cli/sti
-    where the guest's IOPL allows them are stepped over by the #GP stub.
-    The usermode guest checks the answers, and that the same system call
-    from guest user mode still reaches its kernel; here, that they cost no
-    exit: the guest makes 65 absent-vCPU calls and 2 present ones, and the
-    privop guest's 400 cli/sti with IOPL 1 are not among its #GP exits."""
+    8,192 possible CPUs at boot), is -ENOENT from pyxen's LSTAR stub;
+    stack_switch and set_segment_base(SEGBASE_FS) made with `syscall`
+    (Linux's, at context switches) are done by the #BP stub the LSTAR stub
+    enters; cli/sti where the guest's
+    IOPL allows them are stepped over by the #GP stub. The usermode guest
+    checks the answers, that user mode then enters the kernel on the stack
+    it switched to, and that the same system calls from guest user mode
+    still reach its kernel; here, that they cost no exit: the guest makes 65
+    absent-vCPU calls and 2 present ones, one stack_switch through the
+    hypercall page and one with `syscall`, two FS bases with `syscall` (one
+    non-canonical: pyxen's -EINVAL), and the privop guest's 400
+    cli/sti with IOPL 1 are not among its #GP exits."""
     with guest_helpers.domain(kvm, guest_elf("usermode")) as (dom, out):
         result = guest_helpers.run(dom, 120)
         vcpu_ops = dom.hypercall_counts.get(24, 0)
+        stack_switches = dom.hypercall_counts.get(3, 0)
+        segment_bases = dom.hypercall_counts.get(25, 0)
+        breakpoints = dom.vcpus[0].trap_vectors[3]
     guest_helpers.assert_success(result, out.text)
     assert 2 <= vcpu_ops < 20, vcpu_ops
+    assert stack_switches == 1 and breakpoints == 0, (stack_switches, breakpoints)
+    # three through the hypercall page and the non-canonical FS base (pyxen's -EINVAL)
+    assert segment_bases == 4, segment_bases
     with guest_helpers.domain(kvm, guest_elf("privop")) as (dom, out):
         result = guest_helpers.run(dom, 120)
         gp = dom.vcpus[0].trap_vectors[13]
@@ -45,18 +57,21 @@ def test_absent_vcpu_op_and_cli_cost_no_exit(kvm, guest_elf):
     assert gp < 200, gp
 
 
-def test_pauses_never_park_a_vcpu_inside_pyxens_cpl0_stubs(kvm, guest_elf):
+@pytest.mark.parametrize("guest,cmdline", [("privop", "clisti=40000"), ("fastpaths", "")])
+def test_pauses_never_park_a_vcpu_inside_pyxens_cpl0_stubs(kvm, guest_elf, guest, cmdline):
     """The privop guest's cli/sti loop (clisti=) spends most of its time in
-    pyxen's #GP stub at CPL0, which answers them and returns to the guest
-    without an exit, while this test pauses and unpauses it: every pause
-    finds the vCPU at CPL3 in the guest's code, never in pyxen's CPL0
-    state, which no save could restore (the stub is told to exit, and
-    pyxen does its return: PVVcpu.must_run_on). Some pauses land in the
-    stub, and the guest's checks all pass."""
+    pyxen's #GP stub at CPL0, the fastpaths guest (20,000 rounds of
+    stack_switch and an FS base made with `syscall`) in its #BP stub; both
+    answer and return to the guest without an exit. This test pauses and
+    unpauses the guest meanwhile: every pause finds the vCPU at CPL3, in
+    the guest's code or pyxen's LSTAR stub (which runs at CPL3 here), never
+    in pyxen's CPL0 state, which no save could restore (the stub is told to
+    exit, and pyxen does its return: PVVcpu.must_run_on). Some pauses land
+    in the stub, and the guest's checks all pass."""
     import threading
     import time
     from pyxen.hv import layout as L
-    with guest_helpers.domain(kvm, guest_elf("privop"), cmdline="clisti=40000") as (dom, out):
+    with guest_helpers.domain(kvm, guest_elf(guest), cmdline=cmdline) as (dom, out):
         holder = {}
         t = threading.Thread(target=lambda: holder.setdefault("r", guest_helpers.run(dom, 120)))
         t.start()
@@ -72,23 +87,27 @@ def test_pauses_never_park_a_vcpu_inside_pyxens_cpl0_stubs(kvm, guest_elf):
         stub_exits = dom.vcpus[0].exit_kinds["fast stub asked to exit"]
     guest_helpers.assert_success(holder["r"], out.text)
     assert len(seen) > 20, "the guest ended too soon"
-    pyxen_code = (L.priv(0), L.priv(L.APPLY_FLUSH_OFF + 0x400))
+    cpl0_code = [(L.priv(L.STUBS_OFF), L.priv(L.STUBS_OFF) + L.PAGE_SIZE),
+                 (L.priv(L.APPLY_OFF), L.priv(L.APPLY_OFF) + L.PAGE_SIZE)]
     at_cpl0 = [(hex(cs), hex(rip)) for cs, rip in seen
-               if cs & 3 == 0 or pyxen_code[0] <= rip < pyxen_code[1]]
+               if cs & 3 == 0 or any(a <= rip < b for a, b in cpl0_code)]
     assert not at_cpl0, at_cpl0[:5]
     assert stub_exits > 0, f"no pause of {len(seen)} landed in the stub"
 
 
-def test_kicks_with_a_flush_owed_never_move_a_vcpu_under_an_owed_int3(kvm, guest_elf):
+@pytest.mark.parametrize("guest,cmdline", [("traps", "int3s=20000"), ("fastpaths", "")])
+def test_kicks_with_a_flush_owed_never_move_a_vcpu_under_an_owed_int3(kvm, guest_elf, guest,
+                                                                     cmdline):
     """A kick that ends KVM_RUN while PVM delivers an int3's #BP leaves the
     vCPU just past the int3 with the #BP still owed and no event to show
     it: a page-table replay stub (or an upcall) put in then would get the
     #BP at its own rip, a crash at CPL0. The traps guest takes 20,000 int3s
-    while vCPU 0 is kicked every 0.3 ms with a TLB flush owed; every int3
-    reaches the guest's handler once, and the guest finishes."""
+    of its own, the fastpaths guest makes 40,000 calls through the LSTAR
+    stub's int3, while vCPU 0 is kicked every 0.3 ms with a TLB flush owed;
+    every int3 reaches its handler once, and the guest finishes."""
     import threading
     import time
-    with guest_helpers.domain(kvm, guest_elf("traps"), cmdline="int3s=20000") as (dom, out):
+    with guest_helpers.domain(kvm, guest_elf(guest), cmdline=cmdline) as (dom, out):
         holder = {}
         t = threading.Thread(target=lambda: holder.setdefault("r", guest_helpers.run(dom, 120)))
         t.start()

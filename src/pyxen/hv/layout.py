@@ -36,6 +36,7 @@ APPLY_OFF = 0x3000        # the replay stub
 APPLY_IRET_OFF = 0x3800   # the replay stub that returns straight to the guest
 APPLY_FLUSH_OFF = 0x3C00  # the same with a TLB flush (CR3 reload) before returning
 GP_FAST_OFF = 0x3400      # the #GP stub: cli/sti answered in the guest, the rest exits
+BP_FAST_OFF = 0x3600      # the #BP stub: stack_switch, FS base from the LSTAR stub; the rest exits
 APPLY_LIST_OFF = 0x600000  # per vCPU: the replay list, (va, value) pairs
 APPLY_LIST_PAGES = 16
 APPLY_LIST_STRIDE = APPLY_LIST_PAGES * 0x1000

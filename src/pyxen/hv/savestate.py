@@ -118,7 +118,7 @@ def _capture_vcpu(dom, v) -> dict:
         pv={"kernel_mode": pv.kernel_mode, "kernel_l4": pv.kernel_l4, "user_l4": pv.user_l4,
             "trap_table": [[n, t.flags, t.cs, t.address] for n, t in sorted(pv.trap_table.items())],
             "callbacks": [[n, c.address, c.flags] for n, c in sorted(pv.callbacks.items())],
-            "kernel_ss": pv.kernel_ss, "kernel_sp": pv.kernel_sp, "fs_base": pv.fs_base,
+            "kernel_ss": pv.kernel_ss, "kernel_sp": pv.kernel_sp, "fs_base": sregs.fs.base,
             "gs_base_kernel": pv.gs_base_kernel, "gs_base_user": pv.gs_base_user,
             "iopl": pv.iopl, "gdt_frames": list(pv.gdt_frames), "gdt_entries": pv.gdt_entries,
             "ldt_base": pv.ldt_base, "ldt_entries": pv.ldt_entries,
@@ -250,7 +250,8 @@ def restore_vcpu(dom, v, st: dict) -> None:
     for name in ("fs_base", "gs_base_kernel", "gs_base_user"):
         if not L.canonical(checked_int(p[name])):
             raise RestoreError(f"vCPU {v.id}: {name} not canonical")
-        setattr(pv, name, p[name])
+        if name != "fs_base":           # the FS base comes back with the sregs
+            setattr(pv, name, p[name])
     pv.iopl = checked_int(p["iopl"], 0, 3)
     pv.ldt_base, pv.ldt_entries = checked_int(p["ldt_base"]), checked_int(p["ldt_entries"], 0, 8192)
     pv.debugreg = [checked_int(x) for x in p["debugreg"]][:8]

@@ -24,17 +24,20 @@ from .abi import (FLAT_KERNEL_CS, FLAT_KERNEL_SS, FIRST_RESERVED_GDT_ENTRY, TRAP
 from .exits import Exit
 from .guestmem import GuestMemoryAccess, GuestFault
 from .time import precise_sleeps, VcpuTimer
-from .xenheap import (APPLY_FLUSH_STUB, APPLY_IRET_STUB, FAST_CLI_OK, FAST_KERNEL_MODE,
-                       FAST_MUST_EXIT, GP_FAST_READ, GP_FAST_STUB, fast_stub_tail)
+from .xenheap import (APPLY_FLUSH_STUB, APPLY_IRET_STUB, BP_FAST_STUB, FAST_CLI_OK,
+                       FAST_KERNEL_CPL0, FAST_KERNEL_MODE, FAST_MUST_EXIT, GP_FAST_READ,
+                       GP_FAST_STUB, LSTAR_INT3_RET, STACK_DATA_KERNEL_SP, STACK_DATA_KERNEL_SS,
+                       STACK_DATA_INT3_RIP, fast_stub_tail)
 
 _FRAME = struct.Struct("<7Q")      # CPL0 stub frame: vector, error, rip, cs, rflags, rsp, ss
 _IRET = struct.Struct("<9Q")       # rax, r11, rcx, flags, rip, cs, rflags, rsp, ss
 _PAIR = struct.Struct("<QQ")
+_SLOT = struct.Struct("<Q")
 _CPU_FRAME = struct.Struct("<5Q")   # what the CPU pushes entering CPL0: rip, cs, rflags, rsp, ss
 # pyxen's CPL0 stubs that go back to the guest with iretq instead of an exit
 # (xenheap.FAST_RETURN): where each starts and ends, and its return's jnz
 _FAST_STUBS = tuple((L.priv(off), L.priv(off) + len(code), L.priv(off) + fast_stub_tail(code))
-                    for off, code in ((L.GP_FAST_OFF, GP_FAST_STUB),
+                    for off, code in ((L.GP_FAST_OFF, GP_FAST_STUB), (L.BP_FAST_OFF, BP_FAST_STUB),
                                       (L.APPLY_IRET_OFF, APPLY_IRET_STUB),
                                       (L.APPLY_FLUSH_OFF, APPLY_FLUSH_STUB)))
 # The instructions that raise a soft exception through a DPL-3 gate of
@@ -126,9 +129,8 @@ class PVState:
     user_l4: int = 0                   # mfn, 0 = none
     trap_table: dict[int, TrapEntry] = field(default_factory=dict)
     callbacks: dict[int, Callback] = field(default_factory=dict)
-    kernel_ss: int = FLAT_KERNEL_SS
-    kernel_sp: int = 0
-    fs_base: int = 0
+    # kernel_ss, kernel_sp: properties below. No fs_base: the FS base is the
+    # vCPU's own (sregs fs.base), which BP_FAST_STUB writes with wrmsr
     gs_base_kernel: int = 0
     gs_base_user: int = 0
     iopl: int = 0
@@ -141,6 +143,46 @@ class PVState:
     dr7_emul: int = 0                  # enable bits of I/O breakpoints (Xen's pv.dr7_emul)
     cr0_ts: bool = False
     online: bool = False
+    # (heap mmap, offset of the vCPU's CPL0 stack data): where kernel_ss and
+    # kernel_sp live once bound, because pyxen's #BP stub stores them for a
+    # stack_switch made with `syscall` (xenheap.BP_FAST_STUB)
+    stack_data: tuple | None = field(default=None, repr=False, compare=False)
+    _kernel_ss: int = field(default=FLAT_KERNEL_SS, repr=False)
+    _kernel_sp: int = field(default=0, repr=False)
+
+    def bind_stack_data(self, mm, off: int) -> None:
+        ss, sp = self.kernel_ss, self.kernel_sp
+        self.stack_data = (mm, off)
+        self.kernel_ss, self.kernel_sp = ss, sp
+
+    def _slot(self, which: int, value: int | None = None) -> int | None:
+        mm, off = self.stack_data
+        if value is None:
+            return _SLOT.unpack_from(mm, off + which)[0]
+        _SLOT.pack_into(mm, off + which, value)
+        return None
+
+    @property
+    def kernel_ss(self) -> int:
+        return self._kernel_ss if self.stack_data is None else self._slot(STACK_DATA_KERNEL_SS)
+
+    @kernel_ss.setter
+    def kernel_ss(self, value: int) -> None:
+        if self.stack_data is None:
+            self._kernel_ss = value
+        else:
+            self._slot(STACK_DATA_KERNEL_SS, value)
+
+    @property
+    def kernel_sp(self) -> int:
+        return self._kernel_sp if self.stack_data is None else self._slot(STACK_DATA_KERNEL_SP)
+
+    @kernel_sp.setter
+    def kernel_sp(self, value: int) -> None:
+        if self.stack_data is None:
+            self._kernel_sp = value
+        else:
+            self._slot(STACK_DATA_KERNEL_SP, value)
 
 
 class PVVcpu:
@@ -207,6 +249,9 @@ class PVVcpu:
             KI.KVM_SYNC_X86_REGS | KI.KVM_SYNC_X86_SREGS | KI.KVM_SYNC_X86_EVENTS
         self._sregs_in_run = False          # the run page's sregs are the vCPU's
         self._fast_flags_off = heap.fast_flags_offset(vcpu_id)
+        self.pv.bind_stack_data(heap.mm, self._fast_flags_off)
+        _SLOT.pack_into(heap.mm, self._fast_flags_off + STACK_DATA_INT3_RIP,
+                        heap.lstar(vcpu_id) + LSTAR_INT3_RET)
         # where the replay stub's iretq frame goes: the top of the CPL0 stack
         # (virtual address, heap offset)
         base = heap.stack_top(vcpu_id) - _REPLAY_FRAME.size
@@ -370,13 +415,15 @@ class PVVcpu:
     def sync_fast_flags(self) -> None:
         """Tell pyxen's in-guest stubs what they may answer: the #GP stub
         (xenheap.GP_FAST_STUB) whether cli/sti are no-ops now, the LSTAR stub
-        (lstar_stub) whether a `syscall` is a hypercall (guest kernel mode).
-        After any change of the guest's mode (toggle_mode), its IOPL or the
-        domain's vm_assist, and when the vCPU's thread starts (a new or
-        restored vCPU): not on a page-table switch, which changes neither."""
+        (lstar_stub) and the #BP stub (BP_FAST_STUB) whether a `syscall` is a
+        hypercall (guest kernel mode). After any change of the guest's mode
+        (toggle_mode), its IOPL or the domain's vm_assist, and when the vCPU's
+        thread starts (a new or restored vCPU): not on a page-table switch,
+        which changes neither."""
         heap = self.domain.heap
         heap.mm[self._fast_flags_off] = (FAST_MUST_EXIT if self._must_exit_asked else 0) \
-            | (FAST_CLI_OK if self.iopl_ok() else 0)
+            | (FAST_CLI_OK if self.iopl_ok() else 0) \
+            | (FAST_KERNEL_CPL0 if self.pv.kernel_mode else 0)
         heap.mm[heap.mode_flags_off + self.id] = FAST_KERNEL_MODE if self.pv.kernel_mode else 0
 
     def _cr3_mfn(self) -> int:
@@ -452,7 +499,7 @@ class PVVcpu:
         pv.kernel_mode = True
         pv.iopl = (ur.rflags >> 12) & 3         # Xen takes the virtual IOPL from eflags
         pv.kernel_ss, pv.kernel_sp = c.kernel_ss, c.kernel_sp
-        pv.fs_base, pv.gs_base_kernel, pv.gs_base_user = c.fs_base, c.gs_base_kernel, c.gs_base_user
+        pv.gs_base_kernel, pv.gs_base_user = c.gs_base_kernel, c.gs_base_user
         pv.ldt_base, pv.ldt_entries = (c.ldt_base, c.ldt_ents) if c.ldt_ents else (0, 0)
         pv.trap_table.clear()
         for t in c.trap_ctxt:

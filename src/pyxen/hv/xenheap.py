@@ -34,9 +34,10 @@ def tss_descriptor(base: int, limit: int = 0x67) -> tuple[int, int]:
 
 
 # How pyxen's CPL0 stubs that go back to the guest without an exit (the
-# replay stubs below that return straight to it, GP_FAST_STUB) return, with
-# only the CPU's frame left on the CPL0 stack (rsp = the stack's top - 40,
-# so the vCPU's flags byte, at the stack's bottom, is at -0x1fd8(%rsp)):
+# replay stubs below that return straight to it, GP_FAST_STUB, BP_FAST_STUB)
+# return, with only the CPU's frame left on the CPL0 stack (rsp = the
+# stack's top - 40, so the vCPU's flags byte, at the stack's bottom, is at
+# -0x1fd8(%rsp)):
 #      testb $FAST_MUST_EXIT,-0x1fd8(%rsp)
 #   [fast_stub_tail(stub):] jnz 1f
 #      iretq
@@ -53,10 +54,12 @@ FAST_RETURN = _MUST_EXIT_TEST + bytes.fromhex("750248cf") + bytes([0xE6, L.PORT_
 
 
 def fast_stub_tail(stub: bytes) -> int:
-    """Offset of the jnz of a returning stub's FAST_RETURN (its iretq follows)."""
+    """Offset of the jnz of a returning stub's FAST_RETURN (its iretq follows;
+    the exit it jumps to may be placed further down)."""
     at = stub.index(_MUST_EXIT_TEST) + len(_MUST_EXIT_TEST)
-    assert stub[at:at + 4] == b"\x75\x02\x48\xcf" and stub[at + 4:at + 6] == \
-        bytes([0xE6, L.PORT_STUB_EXIT])
+    exit_at = at + 2 + stub[at + 1]
+    assert stub[at] == 0x75 and stub[at + 2:at + 4] == b"\x48\xcf" \
+        and stub[exit_at:exit_at + 2] == bytes([0xE6, L.PORT_STUB_EXIT])
     return at
 
 
@@ -110,34 +113,96 @@ FAST_CLI_OK = 1
 # MSR_LSTAR): the syscall stubs page holds them, the compat (CSTAR) stub, and
 # a mode byte per vCPU the stubs read (the page is read/execute-only to the
 # guest; pyxen writes it: PVVcpu.sync_fast_flags, at every mode change).
-# One hypercall is answered in the stub: vcpu_op on a vCPU the domain does
-# not have, -ENOENT whatever the command (Xen's do_vcpu_op checks the id
-# first). Linux asks VCPUOP_is_up of every possible CPU (nr_cpu_ids: 8,192
-# for Debian's kernels) as it boots, 8% of its boot's exits (issue 15). A
-# `syscall` in guest user mode is the guest kernel's, never answered here;
-# whatever else the stub sees exits as before. rflags come back from r11 as
-# set_return gives them (NT cleared), pushed on the guest kernel stack
-# (where Xen, too, writes a bounce frame at any instruction).
+# Three hypercalls are answered without an exit to pyxen (issue 15); a
+# `syscall` in guest user mode is the guest kernel's, never answered here,
+# and whatever else the stub sees exits as before.
+# - vcpu_op on a vCPU the domain does not have: -ENOENT whatever the command
+#   (Xen's do_vcpu_op checks the id first). Linux asks VCPUOP_is_up of every
+#   possible CPU (nr_cpu_ids: 8,192 for Debian's kernels) as it boots, 8% of
+#   its boot's exits.
+# - stack_switch, and set_segment_base(SEGBASE_FS): Linux makes the first at
+#   every context switch (load_sp0) and the second at every switch to a task
+#   with a TLS, together three per I/O a process waits for. The stub's int3
+#   enters BP_FAST_STUB at CPL0, which answers them in the guest (a CPL0
+#   round trip instead of an exit to pyxen) or leaves rax as it was, and then
+#   the stub exits with it.
+# rflags come back from r11 as set_return gives them (NT cleared), pushed on
+# the guest kernel stack (where Xen, too, writes a bounce frame at any
+# instruction).
+#      testb $1,mode[vcpu](%rip); jz slow       guest user mode
+#      cmp $3,%rax; je bp                       __HYPERVISOR_stack_switch
+#      cmp $25,%rax; je bp                      __HYPERVISOR_set_segment_base
 #      cmp $24,%rax; jne slow                   __HYPERVISOR_vcpu_op
 #      cmp $NR_VCPUS,%esi; jb slow              a vCPU it has: pyxen's handler
-#      testb $1,mode[vcpu](%rip); jz slow       guest user mode
-#      mov $-ENOENT,%rax
-#      push %r11; andq $~NT,(%rsp); popfq; jmp *%rcx
+#      push $-ENOENT; pop %rax
+#   back: push %r11; andq $~NT,(%rsp); popfq; jmp *%rcx
+#   bp: int3; [LSTAR_INT3_RET:] nop
+#      test %rax,%rax; jz back                  answered: rax = 0
 #   slow: out %al,$PORT_SYSCALL; hlt
 LSTAR_SLOT = 0x40               # per vCPU
 CSTAR_OFF = 0x800               # the compat stub, after L.MAX_VCPUS slots
 MODE_FLAGS_OFF = 0xF00          # a byte per vCPU: FAST_KERNEL_MODE
 FAST_KERNEL_MODE = 1
+# Just past the stub's int3, a nop: BP_FAST_STUB checks the frame's rip is
+# this, and returns past the nop, so the vCPU is never here but while PVM
+# still owes the #BP's delivery (PVVcpu.may_redirect)
+LSTAR_INT3_RET = 0x34
 
 
 def lstar_stub(nr_vcpus: int, cpu: int) -> bytes:
-    flag_rel = (MODE_FLAGS_OFF + cpu) - (cpu * LSTAR_SLOT + 0x15)
-    code = (bytes.fromhex("4883f818752581fe") + struct.pack("<I", nr_vcpus)
-            + bytes.fromhex("721df605") + struct.pack("<i", flag_rel)
-            + bytes.fromhex("01741448c7c0feffffff415348812424ffbfffff9dffe1e6")
+    flag_rel = (MODE_FLAGS_OFF + cpu) - (cpu * LSTAR_SLOT + 0x7)
+    code = (bytes.fromhex("f605") + struct.pack("<i", flag_rel)
+            + bytes.fromhex("0174314883f80374244883f819741e4883f818751f81fe")
+            + struct.pack("<I", nr_vcpus)
+            + bytes.fromhex("72176afe58415348812424ffbfffff9dffe1cc904885c074ece6")
             + bytes([L.PORT_SYSCALL, 0xF4]))
+    assert code[LSTAR_INT3_RET - 1:LSTAR_INT3_RET + 1] == b"\xcc\x90"
     assert len(code) <= LSTAR_SLOT and L.MAX_VCPUS * LSTAR_SLOT <= CSTAR_OFF
     return code
+
+
+# A vCPU's CPL0 stack data: the bottom of its CPL0 stack (8 KiB aligned, so
+# `and $~0x1fff` of any CPL0 %rsp finds it), far below the frames its stubs
+# push. pyxen owns it; the guest cannot reach it.
+STACK_DATA_FLAGS = 0            # byte: FAST_CLI_OK | FAST_KERNEL_CPL0 (sync_fast_flags)
+STACK_DATA_KERNEL_SP = 8        # the guest's kernel stack (stack_switch): PVState.kernel_sp
+STACK_DATA_KERNEL_SS = 16       # its selector, RPL 3: PVState.kernel_ss
+STACK_DATA_INT3_RIP = 24        # lstar(cpu) + LSTAR_INT3_RET
+FAST_KERNEL_CPL0 = 2            # the flags byte's copy of the mode byte, for CPL0 stubs
+
+
+# The #BP stub (IDT vector 3, DPL 3). The int3 of the vCPU's LSTAR stub, in
+# guest kernel mode, is a hypercall made with `syscall` (lstar_stub):
+# - stack_switch (rax 3): stores rsi as the kernel stack and rdi | 3 as its
+#   selector, as Xen's do_stack_switch does (no check of the stack on 64-bit);
+# - set_segment_base (rax 25) with SEGBASE_FS (edi 0) and a canonical base:
+#   writes MSR_FS_BASE, as Xen does; other kinds, and -EINVAL, are pyxen's;
+# and returns rax = 0; anything else it returns with rax as it was. Any other
+# int3 (the guest's own breakpoints, Linux's text_poke_bp; a guest jumping to
+# the LSTAR stub's int3 from user mode) takes the usual exit with the usual
+# frame, and pyxen bounces #BP to the guest.
+#      push %rax; mov %rsp,%rax; and $~0x1fff,%rax     the stack data
+#      testb $FAST_KERNEL_CPL0,(%rax); jz slow_pop
+#      push %rcx; mov 16(%rsp),%rcx; cmp STACK_DATA_INT3_RIP(%rax),%rcx; jne slow_pop2
+#      cmpq $3,8(%rsp); jne segbase
+#      mov %rsi,STACK_DATA_KERNEL_SP(%rax)
+#      movzwl %di,%ecx; or $3,%ecx; mov %rcx,STACK_DATA_KERNEL_SS(%rax)
+#   done: pop %rcx; pop %rax; xor %eax,%eax
+#   back: incq (%rsp)                                   past the LSTAR stub's nop
+#      (FAST_RETURN, its exit placed further down)
+#   segbase: cmpq $25,8(%rsp); jne not_handled; test %edi,%edi; jnz not_handled
+#      mov %rsi,%rcx; shl $16,%rcx; sar $16,%rcx; cmp %rsi,%rcx; jne not_handled
+#      push %rdx; mov %esi,%eax; mov %rsi,%rdx; shr $32,%rdx
+#      mov $MSR_FS_BASE,%ecx; wrmsr; pop %rdx; jmp done
+#   not_handled: pop %rcx; pop %rax; jmp back
+#   slow_pop2: pop %rcx
+#   slow_pop: pop %rax; push $0; push $3; out %al,$PORT_TRAP; hlt
+BP_FAST_STUB = bytes.fromhex(
+    "504889e0482500e0fffff60002746e51488b4c2410483b4818756148837c2408037522488970080fb7cf"
+    "83c90348894810595831c048ff0424f6842428e0ffff04753648cf48837c240819752885ff75244889f1"
+    "48c1e11048c1f9104839f175145289f04889f248c1ea20b9000100c00f305aebbc5958ebbce6") \
+    + bytes([L.PORT_STUB_EXIT, 0xF4]) + bytes.fromhex("59586a006a03e6") + bytes([L.PORT_TRAP, 0xF4])
+
 
 
 def exception_stub(vector: int) -> bytes:
@@ -213,7 +278,8 @@ class XenHeap:
         self.write(self.gpa(sys_stubs) + CSTAR_OFF, bytes([0xE6, L.PORT_SYSCALL32, 0xF4]))
         self.mode_flags_off = (self.gpa(sys_stubs) - L.XEN_GPA) + MODE_FLAGS_OFF
         for v in range(256):
-            target = L.priv(L.GP_FAST_OFF) if v == 13 else L.priv(L.STUBS_OFF) + v * 16
+            target = {13: L.priv(L.GP_FAST_OFF), 3: L.priv(L.BP_FAST_OFF)}.get(
+                v, L.priv(L.STUBS_OFF) + v * 16)
             dpl = 3 if v in (3, 4) else 0
             low = (target & 0xFFFF) | (L.HYP_CS << 16) | ((0x8E | (dpl << 5)) << 40) \
                 | (((target >> 16) & 0xFFFF) << 48)
@@ -228,6 +294,7 @@ class XenHeap:
         self.write(self.gpa(apply) + (L.APPLY_IRET_OFF - L.APPLY_OFF), APPLY_IRET_STUB)
         self.write(self.gpa(apply) + (L.APPLY_FLUSH_OFF - L.APPLY_OFF), APPLY_FLUSH_STUB)
         self.write(self.gpa(apply) + (L.GP_FAST_OFF - L.APPLY_OFF), GP_FAST_STUB)
+        self.write(self.gpa(apply) + (L.BP_FAST_OFF - L.APPLY_OFF), BP_FAST_STUB)
         self.apply_lists = []            # first heap page of each vCPU's list (contiguous)
         for cpu in range(nr_vcpus):
             pages = [self.alloc() for _ in range(L.APPLY_LIST_PAGES)]

@@ -342,7 +342,6 @@ def write_msr(em, vcpu, msr: int, val: int) -> None:
             raise Fault(13, 0)
         if msr == MSR_FS_BASE:
             s.fs.base = val
-            pv.fs_base = val
         elif msr == MSR_GS_BASE:
             s.gs.base = val
             pv.gs_base_kernel = val

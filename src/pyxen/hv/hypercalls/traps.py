@@ -100,8 +100,7 @@ def set_segment_base(vcpu, which, base, *_):
     s = vcpu.fetch_sregs()
     pv = vcpu.pv
     if which == SEGBASE_FS:
-        s.fs.base = base
-        pv.fs_base = base
+        s.fs.base = base            # (one made with `syscall`: BP_FAST_STUB's, no exit)
     elif which == SEGBASE_GS_USER:
         if pv.kernel_mode:
             pv.gs_base_user = base
