@@ -1,15 +1,21 @@
 /*
  * fastpaths - the hypercalls pyxen answers inside the guest, made over and
- * over with `syscall` in guest kernel mode (as Linux makes them at every
- * context switch): stack_switch and set_segment_base(SEGBASE_FS), answered
- * by pyxen's CPL0 #BP stub. The test around it pauses and unpauses the
- * domain meanwhile: each pause must find the vCPU in the guest's own state,
- * never inside pyxen's stub (PVVcpu.must_run_on). Checks that each call
- * returns 0 and that the FS base set last is the one %fs reads.
+ * over with `syscall` in guest kernel mode (as Linux makes them): at every
+ * context switch stack_switch and set_segment_base(SEGBASE_FS), answered by
+ * pyxen's CPL0 #BP stub, and at the end of every event upcall an iret back
+ * to kernel mode, answered by the LSTAR stub itself. The tests around it
+ * pause and kick the domain meanwhile: each pause must find the vCPU in the
+ * guest's own state, never inside pyxen's CPL0 stubs (PVVcpu.must_run_on).
+ * Checks that each call returns 0, that the FS base set last is the one %fs
+ * reads, and that each iret restores rax/rcx/r11, rip and rsp from its frame
+ * and sets the upcall mask to !IF. Every 100th iret finds an event pending
+ * with events unmasked, which pyxen must see (tests/hv/test_minios.py counts
+ * them). Command line `only=stack`, `only=fs` or `only=iret` for one kind.
  */
 #include "minios.h"
 
 #define ROUNDS 20000
+#define PENDING_EVERY 100
 
 static uint8_t stack_a[256] __attribute__((aligned(16)));
 static uint8_t stack_b[256] __attribute__((aligned(16)));
@@ -31,16 +37,48 @@ static uint64_t read_fs0(void)
     return v;
 }
 
+/* HYPERVISOR_iret with `syscall` (as Linux's xen_iret), to the next
+ * instruction at the same stack; returns whether rax, rcx, r11, rip and rsp
+ * came back from the frame. */
+static bool iret_round(unsigned long rflags, unsigned long i)
+{
+    unsigned long rax, rcx, r11, rsp_before, rsp_after;
+    asm volatile("mov %%rsp, %[before]\n\t"
+                 "pushq $0xe02b\n\t"                /* ss */
+                 "pushq %[before]\n\t"              /* rsp: where it was */
+                 "pushq %[fl]\n\t"                  /* rflags */
+                 "pushq $0xe030\n\t"                /* cs: kernel, RPL cleared */
+                 "lea 1f(%%rip), %%rax\n\t"
+                 "pushq %%rax\n\t"                  /* rip */
+                 "pushq $0\n\t"                     /* flags */
+                 "pushq %[c]\n\t"                   /* rcx */
+                 "pushq %[r]\n\t"                   /* r11 */
+                 "pushq %[a]\n\t"                   /* rax */
+                 "mov $23, %%eax\n\t"
+                 "syscall\n"
+                 "1:\tmov %%rsp, %[after]\n\t"
+                 "mov %%r11, %[r11]"
+                 : "=&a"(rax), "=&c"(rcx), [r11] "=&r"(r11), [before] "=&r"(rsp_before),
+                   [after] "=&r"(rsp_after)
+                 : [fl] "r"(rflags), [a] "r"(0xa0000000UL + i), [c] "r"(0xc0000000UL + i),
+                   [r] "r"(0xb0000000UL + i)
+                 : "r11", "memory", "cc");
+    return rax == 0xa0000000UL + i && rcx == 0xc0000000UL + i && r11 == 0xb0000000UL + i
+        && rsp_after == rsp_before;
+}
+
 void test_main(void)
 {
-    unsigned long bad = 0;
+    unsigned long bad = 0, bad_iret = 0, bad_mask = 0, pended = 0;
     char only[8] = "";
-    bool ss, fs_too;
+    bool ss, fs_too, iret;
 
-    /* only=stack or only=fs: one of the two (bench: what each costs) */
     cmdline_get("only", only, sizeof(only));
-    ss = strcmp(only, "fs") != 0;
-    fs_too = strcmp(only, "stack") != 0;
+    ss = !only[0] || !strcmp(only, "stack");
+    fs_too = !only[0] || !strcmp(only, "fs");
+    iret = !only[0] || !strcmp(only, "iret");
+    if (iret && traps_init())
+        test_error("traps_init failed");
 
     for (unsigned long i = 0; i < ROUNDS; i++) {
         unsigned long stack = (unsigned long)(i & 1 ? stack_b : stack_a) + 256;
@@ -50,8 +88,25 @@ void test_main(void)
         if (fs_too && (kernel_syscall_hypercall(25, SEGBASE_FS, (unsigned long)fs) != 0
                        || read_fs0() != fs[0]))
             bad++;
+        if (iret) {
+            /* alternately IF set and clear; every 100th with an event pending */
+            bool on = (i & 1) || i % PENDING_EVERY == 0;
+            if (i % PENDING_EVERY == 0) {
+                vcpu_info0->evtchn_upcall_pending = 1;
+                pended++;
+            }
+            if (!iret_round(X86_EFLAGS_FIXED | (on ? X86_EFLAGS_IF : 0), i))
+                bad_iret++;
+            if (vcpu_info0->evtchn_upcall_mask != !on)
+                bad_mask++;
+            vcpu_info0->evtchn_upcall_pending = 0;
+            vcpu_info0->evtchn_upcall_mask = 1;
+        }
     }
     check(bad == 0, "%d rounds of stack_switch and set_segment_base(FS) via syscall: "
           "%lu wrong", ROUNDS, bad);
+    check(bad_iret == 0 && bad_mask == 0, "%d irets via syscall (%lu with an event pending): "
+          "%lu with wrong registers, %lu with a wrong upcall mask", iret ? ROUNDS : 0, pended,
+          bad_iret, bad_mask);
     test_finish();
 }

@@ -57,6 +57,19 @@ def test_absent_vcpu_op_stack_switch_and_cli_cost_no_exit(kvm, guest_elf):
     assert gp < 200, gp
 
 
+def test_iret_to_kernel_mode_via_syscall_costs_no_exit(kvm, guest_elf):
+    """The fastpaths guest makes 20,000 irets with `syscall` back to kernel
+    mode, as Linux returns from every event upcall: the LSTAR stub answers
+    them (registers and stack from the frame, the upcall mask from its IF,
+    which the guest checks). The 200 that find an event pending with events
+    unmasked reach pyxen, which must deliver it; no other does."""
+    with guest_helpers.domain(kvm, guest_elf("fastpaths"), cmdline="only=iret") as (dom, out):
+        result = guest_helpers.run(dom, 120)
+        irets = dom.hypercall_counts.get(23, 0)
+    guest_helpers.assert_success(result, out.text)
+    assert irets == 200, irets
+
+
 @pytest.mark.parametrize("guest,cmdline", [("privop", "clisti=40000"), ("fastpaths", "")])
 def test_pauses_never_park_a_vcpu_inside_pyxens_cpl0_stubs(kvm, guest_elf, guest, cmdline):
     """The privop guest's cli/sti loop (clisti=) spends most of its time in

@@ -74,7 +74,7 @@ def _spinning_vcpu(kvm):
     import struct
     vm = kvm.create_vm()
     ram = GuestMemory(4 << 20)
-    heap = XenHeap(1024, 1)
+    heap = XenHeap(1024, 1, 0x40011)
 
     def close():
         vm.close()

@@ -20,6 +20,7 @@ from .exits import Exit
 from .xenheap import XenHeap
 from .events import EventChannels, DEFAULT_MAX_PORT
 from .time import Clock, TimerService
+from .hypercalls.version import XEN_MAJOR, XEN_MINOR
 from .sched import DomainScheduler, thread_cpu_seconds
 from .grant import GrantTable
 from .dom0link import Dom0Link
@@ -76,7 +77,7 @@ class Domain:
         self.max_pages = (maxmem_mb or memory_mb) * 256
         self.vm = self.kvm.create_vm()
         self.ram = GuestMemory(self.nr_pages * L.PAGE_SIZE, name=f"pyxen-dom{domid}")
-        self.heap = XenHeap(self.nr_pages, vcpus)
+        self.heap = XenHeap(self.nr_pages, vcpus, (XEN_MAJOR << 16) | XEN_MINOR)
         self.heap.build_directmaps(self.nr_pages * L.PAGE_SIZE)
         self.vm.add_memory(L.RAM_SLOT, 0, self.ram)
         self.vm.add_memory(L.XEN_SLOT, L.XEN_GPA, self.heap.mem)
@@ -556,6 +557,9 @@ class Domain:
         vcpu.vcpu_info = new
         vcpu.vcpu_info_addr = self.ram.addr + (mfn << 12) + offset
         vcpu.vcpu_info_moved = True
+        with self.lock:
+            self.mm.note_write(self.heap.set_vcpu_info(vcpu.id, (mfn << 12) + offset))
+        vcpu.flush_pending = True           # no stale mapping of the old place
         # events that were pending stay visible to the guest at the new place
         new.evtchn_upcall_pending = 1
         vcpu.timer.update_time()

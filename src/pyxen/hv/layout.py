@@ -47,6 +47,7 @@ PORT_APPLY = 0xE4
 STUBS_OFF = 0x0000        # 256 exception stubs (16 bytes each): one page
 SYSCALL_STUBS_OFF = 0x1000
 IDT_OFF = 0x2000
+VCPU_INFO_MAP_OFF = 0x8000  # per vCPU: its vcpu_info's page, for the syscall stubs
 GDT_OFF = 0x100000        # one 64 KiB GDT per vCPU
 GDT_SIZE = 0x10000
 TSS_OFF = 0x400000        # 3 pages per vCPU (TSS + I/O bitmap)

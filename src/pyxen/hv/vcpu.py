@@ -25,7 +25,7 @@ from .exits import Exit
 from .guestmem import GuestMemoryAccess, GuestFault
 from .time import precise_sleeps, VcpuTimer
 from .xenheap import (APPLY_FLUSH_STUB, APPLY_IRET_STUB, BP_FAST_STUB, FAST_CLI_OK,
-                       FAST_KERNEL_CPL0, FAST_KERNEL_MODE, FAST_MUST_EXIT, GP_FAST_READ,
+                       FAST_KERNEL_CPL0, FAST_MUST_EXIT, GP_FAST_READ,
                        GP_FAST_STUB, LSTAR_INT3_RET, STACK_DATA_KERNEL_SP, STACK_DATA_KERNEL_SS,
                        STACK_DATA_INT3_RIP, fast_stub_tail)
 
@@ -251,7 +251,7 @@ class PVVcpu:
         self._fast_flags_off = heap.fast_flags_offset(vcpu_id)
         self.pv.bind_stack_data(heap.mm, self._fast_flags_off)
         _SLOT.pack_into(heap.mm, self._fast_flags_off + STACK_DATA_INT3_RIP,
-                        heap.lstar(vcpu_id) + LSTAR_INT3_RET)
+                        L.priv(L.SYSCALL_STUBS_OFF) + LSTAR_INT3_RET)
         # where the replay stub's iretq frame goes: the top of the CPL0 stack
         # (virtual address, heap offset)
         base = heap.stack_top(vcpu_id) - _REPLAY_FRAME.size
@@ -414,17 +414,22 @@ class PVVcpu:
 
     def sync_fast_flags(self) -> None:
         """Tell pyxen's in-guest stubs what they may answer: the #GP stub
-        (xenheap.GP_FAST_STUB) whether cli/sti are no-ops now, the LSTAR stub
-        (lstar_stub) and the #BP stub (BP_FAST_STUB) whether a `syscall` is a
-        hypercall (guest kernel mode). After any change of the guest's mode
-        (toggle_mode), its IOPL or the domain's vm_assist, and when the vCPU's
-        thread starts (a new or restored vCPU): not on a page-table switch,
-        which changes neither."""
+        (xenheap.GP_FAST_STUB) whether cli/sti are no-ops now, the syscall
+        stubs (xenheap.lstar_stub, syscall_common) and the #BP stub
+        (BP_FAST_STUB) whether a `syscall` is a hypercall (guest kernel
+        mode), and what the iret and xen_version answers need (the virtual
+        IOPL, vm_assist, the event callback: XenHeap.set_fast_state). After
+        any change of one of these (toggle_mode, set_iopl, vm_assist, the
+        event callback), and when the vCPU's thread starts (a new or
+        restored vCPU): not on a page-table switch, which changes none."""
         heap = self.domain.heap
         heap.mm[self._fast_flags_off] = (FAST_MUST_EXIT if self._must_exit_asked else 0) \
             | (FAST_CLI_OK if self.iopl_ok() else 0) \
             | (FAST_KERNEL_CPL0 if self.pv.kernel_mode else 0)
-        heap.mm[heap.mode_flags_off + self.id] = FAST_KERNEL_MODE if self.pv.kernel_mode else 0
+        cb = self.pv.callbacks.get(0)
+        heap.set_fast_state(self.id, self.pv.kernel_mode,
+                            not self.domain.vm_assist & (1 << VMASST_TYPE_architectural_iopl),
+                            self.pv.iopl, cb.address if cb is not None else 0)
 
     def _cr3_mfn(self) -> int:
         return self.pv.kernel_l4 if self.pv.kernel_mode else (self.pv.user_l4 or self.pv.kernel_l4)
@@ -765,6 +770,14 @@ class PVVcpu:
             heap.mm, heap.stack_offset(self.id, r.rsp))
         self.trap_vectors[vec] += 1
         self._sregs_valid = False
+        if vec in (12, 13, 14) and _SYSCALL_STUBS <= rip < _SYSCALL_STUBS + L.PAGE_SIZE \
+                and self.pv.kernel_mode:
+            # the LSTAR stub's answers read the guest's frame and stack
+            # (xenheap.syscall_common): one it cannot use crashes the domain, as Xen's
+            # do_iret does for an unreadable frame
+            raise GuestCrash(f"{TRAP_NAMES.get(vec, vec)} in pyxen's syscall stub at {rip:#x} "
+                             f"(guest rsp {rsp:#x}, cr2 {self.fetch_sregs().cr2:#x}): an iret "
+                             f"frame or the stack it returns to the guest cannot use")
         if cs & 3 == 0:
             cr2 = self.fetch_sregs().cr2
             if vec == 14 and rip == L.priv(L.GP_FAST_OFF) + GP_FAST_READ:

@@ -109,27 +109,53 @@ GP_FAST_READ = 0x22             # offset of the guest-rip read (a #PF there is t
 FAST_CLI_OK = 1
 
 
-# The LSTAR stubs (`syscall` reaches them at CPL3 here), one per vCPU (its
-# MSR_LSTAR): the syscall stubs page holds them, the compat (CSTAR) stub, and
-# a mode byte per vCPU the stubs read (the page is read/execute-only to the
-# guest; pyxen writes it: PVVcpu.sync_fast_flags, at every mode change).
-# Three hypercalls are answered without an exit to pyxen (issue 15); a
-# `syscall` in guest user mode is the guest kernel's, never answered here,
-# and whatever else the stub sees exits as before.
+
+
+# The syscall stubs page (`syscall` reaches MSR_LSTAR at CPL3 here; the page
+# is read/execute-only to the guest, pyxen writes it): one small LSTAR stub
+# per vCPU (its MSR_LSTAR), the compat (CSTAR) stub, the code the LSTAR stubs
+# share, and a PERCPU entry per vCPU that pyxen keeps up to date
+# (PVVcpu.sync_fast_flags, at every change of what it holds):
+#   +0  the address of the vCPU's vcpu_info, mapped for the stubs
+#       (vcpu_info_va; set_vcpu_info)
+#   +8  FAST_IRET_OK | the virtual IOPL << 12
+#   +16 the guest's event callback (0: none)
+#   +24 FAST_KERNEL_MODE: the vCPU is in guest kernel mode
+# A `syscall` in guest user mode is the guest kernel's, never answered here.
+# In guest kernel mode these hypercalls are answered without an exit to
+# pyxen (issue 15); whatever else the stubs see exits as before (out
+# $PORT_SYSCALL with the registers as the guest left them, rax the number):
 # - vcpu_op on a vCPU the domain does not have: -ENOENT whatever the command
 #   (Xen's do_vcpu_op checks the id first). Linux asks VCPUOP_is_up of every
-#   possible CPU (nr_cpu_ids: 8,192 for Debian's kernels) as it boots, 8% of
-#   its boot's exits.
+#   possible CPU (nr_cpu_ids: 8,192 for Debian's kernels) as it boots.
 # - stack_switch, and set_segment_base(SEGBASE_FS): Linux makes the first at
-#   every context switch (load_sp0) and the second at every switch to a task
-#   with a TLS, together three per I/O a process waits for. The stub's int3
-#   enters BP_FAST_STUB at CPL0, which answers them in the guest (a CPL0
-#   round trip instead of an exit to pyxen) or leaves rax as it was, and then
-#   the stub exits with it.
+#   every context switch (load_sp0), the second at every switch to a task
+#   with a TLS. The shared code's int3 enters BP_FAST_STUB at CPL0, which
+#   answers them in the guest or leaves rax as it was, and then the stub
+#   exits with it.
+# - iret back to guest kernel mode: Linux returns with it from every event
+#   upcall and from exceptions in kernel mode (the iret part below).
+# - xen_version(XENVER_version): Linux makes it to have pending events
+#   delivered when it unmasks them (xen_force_evtchn_callback). Answered
+#   with pyxen's version; with an event pending and events unmasked, the
+#   upcall goes in here too, as Xen's create_bounce_frame builds it in
+#   guest kernel mode: on the current stack aligned to 16, [rcx, r11, rip,
+#   cs 0xe030 (saved mask 0), rflags (IF set, the virtual IOPL), rsp,
+#   0xe02b], events masked, rax the version, rcx and r11 as they were; it
+#   exits when the guest has no event callback.
 # rflags come back from r11 as set_return gives them (NT cleared), pushed on
-# the guest kernel stack (where Xen, too, writes a bounce frame at any
-# instruction).
-#      testb $1,mode[vcpu](%rip); jz slow       guest user mode
+# the guest kernel stack, where Xen too writes bounce frames at any moment.
+# The xen_version answer keeps rdx 88 bytes under the stack meanwhile.
+#   per vCPU (LSTAR_SLOT each):
+#      testb $FAST_KERNEL_MODE,PERCPU[vcpu]+24(%rip); jz slow     user mode
+#      cmp $23,%rax; je 1f                      __HYPERVISOR_iret
+#      cmp $17,%rax; je 2f                      __HYPERVISOR_xen_version
+#      jmp kernel
+#   1: lea PERCPU[vcpu](%rip),%rcx; jmp iret
+#   2: lea PERCPU[vcpu](%rip),%rax; jmp xen_version
+#   kernel:
+#      push %rcx; sarq $47,(%rsp); incq (%rsp); cmpq $1,(%rsp)
+#      lea 8(%rsp),%rsp; ja slow                a non-canonical return (XTF xsa-7)
 #      cmp $3,%rax; je bp                       __HYPERVISOR_stack_switch
 #      cmp $25,%rax; je bp                      __HYPERVISOR_set_segment_base
 #      cmp $24,%rax; jne slow                   __HYPERVISOR_vcpu_op
@@ -139,26 +165,119 @@ FAST_CLI_OK = 1
 #   bp: int3; [LSTAR_INT3_RET:] nop
 #      test %rax,%rax; jz back                  answered: rax = 0
 #   slow: out %al,$PORT_SYSCALL; hlt
+#   xen_version:
+#      test %rdi,%rdi; jnz xslow                XENVER_version only
+#      (rcx canonical, as above, or xslow)
+#      mov %rdx,-88(%rsp); mov (%rax),%rdx      the vcpu_info
+#      cmpb $0,1(%rdx); jne plain               masked
+#      cmpb $0,(%rdx); je plain                 nothing pending
+#      cmpq $0,16(%rax); je xslow_rdx           no callback: pyxen
+#      movb $1,1(%rdx)                          mask events
+#      mov %rsp,%rdx; and $~15,%rdx; sub $56,%rdx                    the frame
+#      mov %rcx,(%rdx); mov %r11,8(%rdx); mov %rcx,16(%rdx); movq $0xe030,24(%rdx)
+#      mov %r11,32(%rdx); mov %rsp,40(%rdx); movq $0xe02b,48(%rdx)
+#      mov 8(%rax),%rcx; and $0x3000,%ecx; or $0x202,%ecx          IOPL, IF
+#      andq $~(IF|IOPL|NT|VM),32(%rdx); or %rcx,32(%rdx)
+#      mov 16(%rax),%rcx; mov %rcx,-8(%rdx); lea -8(%rdx),%rax     the callback
+#      mov (%rdx),%rcx; mov 8(%rdx),%r11; mov -88(%rsp),%rdx
+#      mov %rax,%rsp; mov $VERSION,%eax; ret
+#   plain: mov -88(%rsp),%rdx; mov $VERSION,%eax; jmp back
+#   xslow_rdx: mov -88(%rsp),%rdx
+#   xslow: mov $17,%eax; jmp slow
+#   iret: (the iret part, below)
 LSTAR_SLOT = 0x40               # per vCPU
 CSTAR_OFF = 0x800               # the compat stub, after L.MAX_VCPUS slots
-MODE_FLAGS_OFF = 0xF00          # a byte per vCPU: FAST_KERNEL_MODE
+COMMON_OFF = 0x810              # the code the LSTAR stubs share
+PERCPU_OFF = 0xC00              # PERCPU_SIZE bytes per vCPU
+PERCPU_SIZE = 32
+PERCPU_MODE = 24
 FAST_KERNEL_MODE = 1
-# Just past the stub's int3, a nop: BP_FAST_STUB checks the frame's rip is
-# this, and returns past the nop, so the vCPU is never here but while PVM
+FAST_IRET_OK = 1                # no vm_assist makes iret change the IOPL
+_KERNEL, _SLOW, _XEN_VERSION, _IRET = 0x810, 0x857, 0x85A, 0x924
+# Just past the shared int3, a nop: BP_FAST_STUB checks the frame's rip is
+# this, and returns past the nop, so a vCPU is never here but while KVM
 # still owes the #BP's delivery (PVVcpu.may_redirect)
-LSTAR_INT3_RET = 0x34
+LSTAR_INT3_RET = 0x851
 
 
-def lstar_stub(nr_vcpus: int, cpu: int) -> bytes:
-    flag_rel = (MODE_FLAGS_OFF + cpu) - (cpu * LSTAR_SLOT + 0x7)
-    code = (bytes.fromhex("f605") + struct.pack("<i", flag_rel)
-            + bytes.fromhex("0174314883f80374244883f819741e4883f818751f81fe")
-            + struct.pack("<I", nr_vcpus)
-            + bytes.fromhex("72176afe58415348812424ffbfffff9dffe1cc904885c074ece6")
-            + bytes([L.PORT_SYSCALL, 0xF4]))
-    assert code[LSTAR_INT3_RET - 1:LSTAR_INT3_RET + 1] == b"\xcc\x90"
-    assert len(code) <= LSTAR_SLOT and L.MAX_VCPUS * LSTAR_SLOT <= CSTAR_OFF
+def lstar_stub(cpu: int) -> bytes:
+    at = cpu * LSTAR_SLOT
+    percpu = PERCPU_OFF + cpu * PERCPU_SIZE
+
+    def rel(target: int, end: int) -> bytes:
+        return struct.pack("<i", target - (at + end))
+    code = (b"\xf6\x05" + rel(percpu + PERCPU_MODE, 0x7) + bytes([FAST_KERNEL_MODE])
+            + b"\x0f\x84" + rel(_SLOW, 0xD)
+            + bytes.fromhex("4883f817740b4883f8117411") + b"\xe9" + rel(_KERNEL, 0x1E)
+            + b"\x48\x8d\x0d" + rel(percpu, 0x25) + b"\xe9" + rel(_IRET, 0x2A)
+            + b"\x48\x8d\x05" + rel(percpu, 0x31) + b"\xe9" + rel(_XEN_VERSION, 0x36))
+    assert len(code) == 0x36 and L.MAX_VCPUS * LSTAR_SLOT <= CSTAR_OFF
     return code
+
+
+# The iret part: HYPERVISOR_iret made with `syscall` in guest kernel mode,
+# returning to guest kernel mode (rcx = the vCPU's PERCPU entry). Xen's
+# do_iret, for the frame [rax, r11, rcx, flags, rip, cs, rflags, rsp, ss]
+# at %rsp: the upcall mask becomes !rflags.IF, and a pending event with
+# events now unmasked is delivered at once. Here it exits to pyxen (its
+# do_iret) for all but the plain case: vm_assist that makes iret change
+# IOPL, flags (VGCF_in_syscall), a cs other than the flat kernel one with
+# RPL 0-2 (RPL 3 goes to user mode), an ss other than the flat kernel one,
+# rflags.TF (the single step would come one instruction late), a target
+# stack inside or under the frame, a non-canonical rip or rsp (the return
+# faults, which pyxen hands the guest as Xen does: XTF xsa-7), or an event
+# pending once unmasked. The return writes rcx, rflags and rip under the
+# target stack (a kernel stack: no red zone), which Xen does not. A fault
+# here (a frame or stack the guest cannot read or write) crashes the
+# domain, as Xen's do_iret does for an unreadable frame
+# (PVVcpu.handle_trap).
+#      testb $FAST_IRET_OK,8(%rcx); jz slow
+#      cmpq $0,0x18(%rsp); jne slow                     flags
+#      movzwl 0x28(%rsp),%r11d; xor $0xe030,%r11d; cmp $2,%r11d; ja slow    cs
+#      movzwl 0x40(%rsp),%r11d; or $3,%r11d; cmp $0xe02b,%r11d; jne slow     ss
+#      testl $TF,0x30(%rsp); jnz slow
+#      lea 0x48(%rsp),%r11; cmp %r11,0x38(%rsp); jb slow                   rsp
+#      mov 0x20(%rsp),%r11; sar $47,%r11; inc %r11; cmp $1,%r11; ja slow   canonical rip
+#      mov 0x38(%rsp),%r11; sar $47,%r11; inc %r11; cmp $1,%r11; ja slow   and rsp
+#      mov (%rcx),%rcx                                  this vCPU's vcpu_info
+#      testl $IF,0x30(%rsp); jz masked
+#      movb $0,1(%rcx); cmpb $0,(%rcx); jne slow        mask 0; pending: pyxen
+#      jmp done
+#   masked: movb $1,1(%rcx)
+#   done: mov 0x38(%rsp),%rcx; sub $24,%rcx             rcx, rflags, rip
+#      mov 0x20(%rsp),%r11; mov %r11,16(%rcx)           under the new stack
+#      mov 0x30(%rsp),%r11; btr $NT,%r11; mov %r11,8(%rcx)
+#      mov 0x10(%rsp),%r11; mov %r11,(%rcx)
+#      mov 0x8(%rsp),%r11; mov (%rsp),%rax
+#      mov %rcx,%rsp; pop %rcx; popfq; ret
+#   islow: out %al,$PORT_SYSCALL; hlt                    rax is still 23
+
+
+def syscall_common(nr_vcpus: int, version: int) -> bytes:
+    """The code the LSTAR stubs share (at COMMON_OFF): kernel, xen_version, iret."""
+    code = bytearray.fromhex(
+        "5148c13c242f48ff042448833c2401488d64240877314883f80374244883f819741e4883f818751f"
+        "81fe4433221172176afe58415348812424ffbfffff9dffe1cc904885c074ece6e2f44885ff0f85b7"
+        "0000005148c13c242f48ff042448833c2401488d6424080f879d00000048895424a8488b10807a01"
+        "00757b803a0074764883781000747ec64201014889e24883e2f04883ea3848890a4c895a0848894a"
+        "1048c7421830e000004c895a204889622848c742302be00000488b480881e10030000081c9020200"
+        "0048816220ff8dfdff48094a20488b481048894af8488d42f8488b0a4c8b5a08488b5424a84889c4"
+        "b888776655c3488b5424a8b888776655e92effffff488b5424a8b811000000e933fffffff6410801"
+        "0f84cb00000048837c2418000f85bf000000440fb75c24284181f330e000004183fb020f87a80000"
+        "00440fb75c24404183cb034181fb2be000000f8591000000f7442430000100000f85830000004c8d"
+        "5c24484c395c243872774c8b5c242049c1fb2f49ffc34983fb0177654c8b5c243849c1fb2f49ffc3"
+        "4983fb017753488b09f744243000020000740bc6410100803900753deb04c6410101488b4c243848"
+        "83e9184c8b5c24204c8959104c8b5c2430490fbaf30e4c8959084c8b5c24104c89194c8b5c240848"
+        "8b04244889cc599dc3e6e2f4")
+    for mark, value, count in ((b"\x44\x33\x22\x11", nr_vcpus, 1),
+                               (b"\x88\x77\x66\x55", version, 2)):    # the immediates
+        assert code.count(mark) == count
+        code = code.replace(mark, struct.pack("<I", value))
+    assert code[LSTAR_INT3_RET - COMMON_OFF - 1:LSTAR_INT3_RET - COMMON_OFF + 1] == b"\xcc\x90"
+    assert code[_SLOW - COMMON_OFF:_SLOW - COMMON_OFF + 2] == bytes([0xE6, L.PORT_SYSCALL])
+    assert COMMON_OFF + len(code) <= PERCPU_OFF \
+        and PERCPU_OFF + PERCPU_SIZE * L.MAX_VCPUS <= L.PAGE_SIZE
+    return bytes(code)
 
 
 # A vCPU's CPL0 stack data: the bottom of its CPL0 stack (8 KiB aligned, so
@@ -201,7 +320,8 @@ BP_FAST_STUB = bytes.fromhex(
     "504889e0482500e0fffff60002746e51488b4c2410483b4818756148837c2408037522488970080fb7cf"
     "83c90348894810595831c048ff0424f6842428e0ffff04753648cf48837c240819752885ff75244889f1"
     "48c1e11048c1f9104839f175145289f04889f248c1ea20b9000100c00f305aebbc5958ebbce6") \
-    + bytes([L.PORT_STUB_EXIT, 0xF4]) + bytes.fromhex("59586a006a03e6") + bytes([L.PORT_TRAP, 0xF4])
+    + bytes([L.PORT_STUB_EXIT, 0xF4]) + bytes.fromhex("59586a006a03e6") \
+    + bytes([L.PORT_TRAP, 0xF4])
 
 
 
@@ -220,7 +340,8 @@ class XenHeap:
     """Allocates and fills pyxen's private pages, and builds the reserved
     page tables that every guest L4 gets in slot PYXEN_L4_SLOT."""
 
-    def __init__(self, max_ram_pages: int, nr_vcpus: int):
+    def __init__(self, max_ram_pages: int, nr_vcpus: int, xen_version: int):
+        # xen_version: what XENVER_version answers (the syscall stubs answer it too)
         m2p_pages = (max_ram_pages * 8 + L.PAGE_SIZE - 1) // L.PAGE_SIZE
         if m2p_pages * L.PAGE_SIZE > L.M2P_VIRT_SIZE:
             raise ValueError("guest too large for the M2P area")
@@ -274,9 +395,17 @@ class XenHeap:
             self.write(self.gpa(stubs) + v * 16, exception_stub(v))
         self.cstar = L.priv(L.SYSCALL_STUBS_OFF + CSTAR_OFF)
         for cpu in range(nr_vcpus):
-            self.write(self.gpa(sys_stubs) + cpu * LSTAR_SLOT, lstar_stub(nr_vcpus, cpu))
+            self.write(self.gpa(sys_stubs) + cpu * LSTAR_SLOT, lstar_stub(cpu))
         self.write(self.gpa(sys_stubs) + CSTAR_OFF, bytes([0xE6, L.PORT_SYSCALL32, 0xF4]))
-        self.mode_flags_off = (self.gpa(sys_stubs) - L.XEN_GPA) + MODE_FLAGS_OFF
+        self.write(self.gpa(sys_stubs) + COMMON_OFF,
+                   syscall_common(nr_vcpus, xen_version))
+        self.percpu_off = (self.gpa(sys_stubs) - L.XEN_GPA) + PERCPU_OFF
+        # each vCPU's vcpu_info, writable at CPL3 for the syscall stubs (the guest can
+        # write it anyway): the shared_info page until the guest registers
+        # one (set_vcpu_info)
+        for cpu in range(nr_vcpus):
+            self.map(self.vcpu_info_va(cpu), self.shared_info_page, L.PTE_P | L.PTE_RW | L.PTE_US)
+            _Q.pack_into(self.mm, self.percpu(cpu), self.vcpu_info_va(cpu) + cpu * 64)
         for v in range(256):
             target = {13: L.priv(L.GP_FAST_OFF), 3: L.priv(L.BP_FAST_OFF)}.get(
                 v, L.priv(L.STUBS_OFF) + v * 16)
@@ -437,6 +566,32 @@ class XenHeap:
     @staticmethod
     def tss_base(cpu: int) -> int:
         return L.priv(L.TSS_OFF) + cpu * L.TSS_STRIDE
+
+    @staticmethod
+    def vcpu_info_va(cpu: int) -> int:
+        """Where vCPU `cpu`'s vcpu_info page is mapped for the syscall stubs."""
+        return L.priv(L.VCPU_INFO_MAP_OFF) + cpu * L.PAGE_SIZE
+
+    def set_vcpu_info(self, cpu: int, gpa: int) -> int:
+        """VCPUOP_register_vcpu_info moved vCPU `cpu`'s vcpu_info to guest
+        address `gpa`: the syscall stubs use it there from now on. Returns the
+        PTE's guest-physical address, which the caller must have replayed,
+        with a TLB flush (mm.note_write)."""
+        va = self.vcpu_info_va(cpu)
+        _Q.pack_into(self.mm, self.percpu(cpu), va + (gpa & 0xFFF))
+        return self.map_gpa(va, gpa & ~0xFFF, L.PTE_P | L.PTE_RW | L.PTE_US)
+
+    def percpu(self, cpu: int) -> int:
+        """Heap offset of vCPU `cpu`'s PERCPU entry in the syscall stubs page."""
+        return self.percpu_off + cpu * PERCPU_SIZE
+
+    def set_fast_state(self, cpu: int, kernel_mode: bool, iret_ok: bool, iopl: int,
+                       event_callback: int) -> None:
+        """What the syscall stubs answer by (PERCPU): PVVcpu.sync_fast_flags."""
+        at = self.percpu(cpu)
+        _Q.pack_into(self.mm, at + 8, (FAST_IRET_OK if iret_ok else 0) | (iopl << 12))
+        _Q.pack_into(self.mm, at + 16, event_callback)
+        self.mm[at + PERCPU_MODE] = FAST_KERNEL_MODE if kernel_mode else 0
 
     @staticmethod
     def lstar(cpu: int) -> int:

@@ -52,6 +52,8 @@ def _set_callback(vcpu, cbtype, address, flags) -> int:
     if cbtype in (CALLBACKTYPE_event, CALLBACKTYPE_failsafe, CALLBACKTYPE_syscall,
                   CALLBACKTYPE_syscall32, CALLBACKTYPE_sysenter, CALLBACKTYPE_nmi):
         vcpu.pv.callbacks[cbtype] = Callback(address, flags)
+        if cbtype == CALLBACKTYPE_event:
+            vcpu.sync_fast_flags()          # the syscall stubs deliver events to it too
         return 0
     return -ENOSYS if cbtype != 3 else -EINVAL
 
