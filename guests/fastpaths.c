@@ -11,6 +11,9 @@
  * and sets the upcall mask to !IF. Every 100th iret finds an event pending
  * with events unmasked, which pyxen must see (tests/hv/test_minios.py counts
  * them). Command line `only=stack`, `only=fs` or `only=iret` for one kind.
+ * First, with %rsp at an unmapped page, as PV GRUB's relocator makes its
+ * hypercalls: xen_version (answered in the guest) and sched_op yield (by
+ * pyxen) both return, as on Xen, which writes nothing to the guest stack.
  */
 #include "minios.h"
 
@@ -35,6 +38,17 @@ static uint64_t read_fs0(void)
     uint64_t v;
     asm volatile("movq %%fs:0, %0" : "=r"(v));
     return v;
+}
+
+static long syscall_on_unmapped_stack(unsigned long nr, unsigned long a1)
+{
+    long ret;
+    asm volatile("mov %%rsp, %%r12\n\t"
+                 "mov $0x2000, %%rsp\n\t"     /* 0x1000-0x1fff is not mapped */
+                 "syscall\n\t"
+                 "mov %%r12, %%rsp"
+                 : "=a"(ret) : "a"(nr), "D"(a1), "S"(0UL) : "rcx", "r11", "r12", "memory");
+    return ret;
 }
 
 /* HYPERVISOR_iret with `syscall` (as Linux's xen_iret), to the next
@@ -79,6 +93,10 @@ void test_main(void)
     iret = !only[0] || !strcmp(only, "iret");
     if (iret && traps_init())
         test_error("traps_init failed");
+
+    long version = syscall_on_unmapped_stack(17, 0), yield = syscall_on_unmapped_stack(29, 0);
+    check(version == 0x40011 && yield == 0, "xen_version and sched_op(yield) with an unmapped "
+          "stack: %#lx, %ld", version, yield);
 
     for (unsigned long i = 0; i < ROUNDS; i++) {
         unsigned long stack = (unsigned long)(i & 1 ? stack_b : stack_a) + 256;

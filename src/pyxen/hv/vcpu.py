@@ -27,7 +27,7 @@ from .time import precise_sleeps, VcpuTimer
 from .xenheap import (APPLY_FLUSH_STUB, APPLY_IRET_STUB, BP_FAST_STUB, FAST_CLI_OK,
                        FAST_KERNEL_CPL0, FAST_MUST_EXIT, GP_FAST_READ,
                        GP_FAST_STUB, LSTAR_INT3_RET, STACK_DATA_KERNEL_SP, STACK_DATA_KERNEL_SS,
-                       STACK_DATA_INT3_RIP, fast_stub_tail)
+                       STACK_DATA_INT3_RIP, SYSCALL_BACK, fast_stub_tail)
 
 _FRAME = struct.Struct("<7Q")      # CPL0 stub frame: vector, error, rip, cs, rflags, rsp, ss
 _IRET = struct.Struct("<9Q")       # rax, r11, rcx, flags, rip, cs, rflags, rsp, ss
@@ -281,11 +281,11 @@ class PVVcpu:
         if self.fetch_sregs().cs.selector & 3 == 0:
             return False
         if _SYSCALL_STUBS <= self.regs.rip < _SYSCALL_STUBS + L.PAGE_SIZE:
-            # in a syscall stub, which reads its own vCPU's mode byte: after
-            # an upcall here the guest could resume the task on another vCPU
-            # (a user sched_yield would then get vcpu_op's -ENOENT when the
-            # stub's vCPU is in kernel mode). The stub exits or returns within
-            # a few instructions.
+            # in a syscall stub, which reads its own vCPU's PERCPU entry:
+            # after an upcall here the guest could resume the task on another
+            # vCPU, which would run this stub with this vCPU's mode and
+            # vcpu_info (docs/design.md). The stub exits or returns within a
+            # few instructions.
             self.rekick_soon()
             return False
         if self.kicked:
@@ -338,7 +338,8 @@ class PVVcpu:
         save can restore: never at CPL0, never with an exception KVM owes
         unseen) or an upcall that became due. A CPL0 stub that returns to
         the guest without an exit (xenheap.FAST_RETURN: the #GP stub's
-        cli/sti, a page-table replay's return) is told to exit instead; at
+        cli/sti, the #BP stub's answers, a page-table replay's return) is
+        told to exit instead; at
         its return's last two instructions, where that comes too late,
         pyxen does the iretq now (finish_fast_stub) and the answer is
         False. Every other CPL0 stub ends in an exit."""
@@ -770,11 +771,17 @@ class PVVcpu:
             heap.mm, heap.stack_offset(self.id, r.rsp))
         self.trap_vectors[vec] += 1
         self._sregs_valid = False
+        if vec == 14 and rip == _SYSCALL_STUBS + SYSCALL_BACK and self.pv.kernel_mode:
+            # an answer's return pushes r11 for its popfq, on a stack the
+            # guest cannot write there: pyxen returns as Xen's sysret does,
+            # which touches no memory (rax is the answer)
+            self.set_return(r.rcx, rsp, r.r11, FLAT_KERNEL_CS, FLAT_KERNEL_SS)
+            return Exit.RESUME
         if vec in (12, 13, 14) and _SYSCALL_STUBS <= rip < _SYSCALL_STUBS + L.PAGE_SIZE \
                 and self.pv.kernel_mode:
-            # the LSTAR stub's answers read the guest's frame and stack
-            # (xenheap.syscall_common): one it cannot use crashes the domain, as Xen's
-            # do_iret does for an unreadable frame
+            # the syscall stubs' answers read and write the guest's stack
+            # (xenheap.syscall_common): one they cannot use crashes the
+            # domain, as Xen's do_iret does for an unreadable frame
             raise GuestCrash(f"{TRAP_NAMES.get(vec, vec)} in pyxen's syscall stub at {rip:#x} "
                              f"(guest rsp {rsp:#x}, cr2 {self.fetch_sregs().cr2:#x}): an iret "
                              f"frame or the stack it returns to the guest cannot use")

@@ -144,8 +144,11 @@ FAST_CLI_OK = 1
 #   0xe02b], events masked, rax the version, rcx and r11 as they were; it
 #   exits when the guest has no event callback.
 # rflags come back from r11 as set_return gives them (NT cleared), pushed on
-# the guest kernel stack, where Xen too writes bounce frames at any moment.
-# The xen_version answer keeps rdx 88 bytes under the stack meanwhile.
+# the guest kernel stack, where Xen too writes bounce frames at any moment
+# (Xen's sysret writes nothing: if that push faults, pyxen makes the return
+# itself, PVVcpu.handle_trap); a hypercall the stubs do not answer touches
+# no guest memory (PV GRUB's relocator makes them with its stack read-only
+# or unmapped).
 #   per vCPU (LSTAR_SLOT each):
 #      testb $FAST_KERNEL_MODE,PERCPU[vcpu]+24(%rip); jz slow     user mode
 #      cmp $23,%rax; je 1f                      __HYPERVISOR_iret
@@ -154,8 +157,8 @@ FAST_CLI_OK = 1
 #   1: lea PERCPU[vcpu](%rip),%rcx; jmp iret
 #   2: lea PERCPU[vcpu](%rip),%rax; jmp xen_version
 #   kernel:
-#      push %rcx; sarq $47,(%rsp); incq (%rsp); cmpq $1,(%rsp)
-#      lea 8(%rsp),%rsp; ja slow                a non-canonical return (XTF xsa-7)
+#      rol $17,%rcx; lea 1(%rcx),%rcx; test $0x1fffe,%ecx     canonical rcx? (XTF
+#      lea -1(%rcx),%rcx; ror $17,%rcx; jnz slow                xsa-7; no memory used)
 #      cmp $3,%rax; je bp                       __HYPERVISOR_stack_switch
 #      cmp $25,%rax; je bp                      __HYPERVISOR_set_segment_base
 #      cmp $24,%rax; jne slow                   __HYPERVISOR_vcpu_op
@@ -166,23 +169,23 @@ FAST_CLI_OK = 1
 #      test %rax,%rax; jz back                  answered: rax = 0
 #   slow: out %al,$PORT_SYSCALL; hlt
 #   xen_version:
-#      test %rdi,%rdi; jnz xslow                XENVER_version only
+#      test %rdi,%rdi; jnz xslow                XENVER_version only (rdi = 0)
 #      (rcx canonical, as above, or xslow)
-#      mov %rdx,-88(%rsp); mov (%rax),%rdx      the vcpu_info
-#      cmpb $0,1(%rdx); jne plain               masked
-#      cmpb $0,(%rdx); je plain                 nothing pending
-#      cmpq $0,16(%rax); je xslow_rdx           no callback: pyxen
-#      movb $1,1(%rdx)                          mask events
-#      mov %rsp,%rdx; and $~15,%rdx; sub $56,%rdx                    the frame
-#      mov %rcx,(%rdx); mov %r11,8(%rdx); mov %rcx,16(%rdx); movq $0xe030,24(%rdx)
-#      mov %r11,32(%rdx); mov %rsp,40(%rdx); movq $0xe02b,48(%rdx)
-#      mov 8(%rax),%rcx; and $0x3000,%ecx; or $0x202,%ecx          IOPL, IF
-#      andq $~(IF|IOPL|NT|VM),32(%rdx); or %rcx,32(%rdx)
-#      mov 16(%rax),%rcx; mov %rcx,-8(%rdx); lea -8(%rdx),%rax     the callback
-#      mov (%rdx),%rcx; mov 8(%rdx),%r11; mov -88(%rsp),%rdx
+#      mov (%rax),%rdi                          the vcpu_info
+#      cmpb $0,1(%rdi); jne plain               masked
+#      cmpb $0,(%rdi); je plain                 nothing pending
+#      cmpq $0,16(%rax); je xslow_rdi           no callback: pyxen
+#      movb $1,1(%rdi)                          mask events
+#      mov %rsp,%rdi; and $~15,%rdi; sub $56,%rdi                    the frame
+#      mov %rcx,(%rdi); mov %r11,8(%rdi); mov %rcx,16(%rdi); movq $0xe030,24(%rdi)
+#      mov %r11,32(%rdi); mov %rsp,40(%rdi); movq $0xe02b,48(%rdi)
+#      andq $~(IF|IOPL|NT|VM),32(%rdi)
+#      mov 8(%rax),%rcx; and $0x3000,%ecx; or $0x202,%ecx; or %rcx,32(%rdi)   IOPL, IF
+#      mov 16(%rax),%rcx; mov %rcx,-8(%rdi); lea -8(%rdi),%rax     the callback
+#      mov (%rdi),%rcx; xor %edi,%edi
 #      mov %rax,%rsp; mov $VERSION,%eax; ret
-#   plain: mov -88(%rsp),%rdx; mov $VERSION,%eax; jmp back
-#   xslow_rdx: mov -88(%rsp),%rdx
+#   plain: xor %edi,%edi; mov $VERSION,%eax; jmp back
+#   xslow_rdi: xor %edi,%edi
 #   xslow: mov $17,%eax; jmp slow
 #   iret: (the iret part, below)
 LSTAR_SLOT = 0x40               # per vCPU
@@ -193,11 +196,12 @@ PERCPU_SIZE = 32
 PERCPU_MODE = 24
 FAST_KERNEL_MODE = 1
 FAST_IRET_OK = 1                # no vm_assist makes iret change the IOPL
-_KERNEL, _SLOW, _XEN_VERSION, _IRET = 0x810, 0x857, 0x85A, 0x924
+_KERNEL, _SLOW, _XEN_VERSION, _IRET = 0x810, 0x859, 0x85C, 0x916
+SYSCALL_BACK = 0x845            # `back`: its push is the answers' one write to the stack
 # Just past the shared int3, a nop: BP_FAST_STUB checks the frame's rip is
 # this, and returns past the nop, so a vCPU is never here but while KVM
 # still owes the #BP's delivery (PVVcpu.may_redirect)
-LSTAR_INT3_RET = 0x851
+LSTAR_INT3_RET = 0x853
 
 
 def lstar_stub(cpu: int) -> bytes:
@@ -256,25 +260,25 @@ def lstar_stub(cpu: int) -> bytes:
 def syscall_common(nr_vcpus: int, version: int) -> bytes:
     """The code the LSTAR stubs share (at COMMON_OFF): kernel, xen_version, iret."""
     code = bytearray.fromhex(
-        "5148c13c242f48ff042448833c2401488d64240877314883f80374244883f819741e4883f818751f"
-        "81fe4433221172176afe58415348812424ffbfffff9dffe1cc904885c074ece6e2f44885ff0f85b7"
-        "0000005148c13c242f48ff042448833c2401488d6424080f879d00000048895424a8488b10807a01"
-        "00757b803a0074764883781000747ec64201014889e24883e2f04883ea3848890a4c895a0848894a"
-        "1048c7421830e000004c895a204889622848c742302be00000488b480881e10030000081c9020200"
-        "0048816220ff8dfdff48094a20488b481048894af8488d42f8488b0a4c8b5a08488b5424a84889c4"
-        "b888776655c3488b5424a8b888776655e92effffff488b5424a8b811000000e933fffffff6410801"
-        "0f84cb00000048837c2418000f85bf000000440fb75c24284181f330e000004183fb020f87a80000"
-        "00440fb75c24404183cb034181fb2be000000f8591000000f7442430000100000f85830000004c8d"
-        "5c24484c395c243872774c8b5c242049c1fb2f49ffc34983fb0177654c8b5c243849c1fb2f49ffc3"
-        "4983fb017753488b09f744243000020000740bc6410100803900753deb04c6410101488b4c243848"
-        "83e9184c8b5c24204c8959104c8b5c2430490fbaf30e4c8959084c8b5c24104c89194c8b5c240848"
-        "8b04244889cc599dc3e6e2f4")
+        "48c1c111488d4901f7c1feff0100488d49ff48c1c91175314883f80374244883f819741e4883f818"
+        "751f81fe4433221172176afe58415348812424ffbfffff9dffe1cc904885c074ece6e2f44885ff0f"
+        "85a700000048c1c111488d4901f7c1feff0100488d49ff48c1c9110f858b000000488b38807f0100"
+        "7574803f00746f48837810007474c64701014889e74883e7f04883ef3848890f4c895f0848894f10"
+        "48c7471830e000004c895f204889672848c747302be0000048816720ff8dfdff488b480881e10030"
+        "000081c90202000048094f20488b481048894ff8488d47f8488b0f31ff4889c4b888776655c331ff"
+        "b888776655e93bffffff31ffb811000000e943fffffff64108010f84cb00000048837c2418000f85"
+        "bf000000440fb75c24284181f330e000004183fb020f87a8000000440fb75c24404183cb034181fb"
+        "2be000000f8591000000f7442430000100000f85830000004c8d5c24484c395c243872774c8b5c24"
+        "2049c1fb2f49ffc34983fb0177654c8b5c243849c1fb2f49ffc34983fb017753488b09f744243000"
+        "020000740bc6410100803900753deb04c6410101488b4c24384883e9184c8b5c24204c8959104c8b"
+        "5c2430490fbaf30e4c8959084c8b5c24104c89194c8b5c2408488b04244889cc599dc3e6e2f4")
     for mark, value, count in ((b"\x44\x33\x22\x11", nr_vcpus, 1),
                                (b"\x88\x77\x66\x55", version, 2)):    # the immediates
         assert code.count(mark) == count
         code = code.replace(mark, struct.pack("<I", value))
     assert code[LSTAR_INT3_RET - COMMON_OFF - 1:LSTAR_INT3_RET - COMMON_OFF + 1] == b"\xcc\x90"
     assert code[_SLOW - COMMON_OFF:_SLOW - COMMON_OFF + 2] == bytes([0xE6, L.PORT_SYSCALL])
+    assert code[SYSCALL_BACK - COMMON_OFF:SYSCALL_BACK - COMMON_OFF + 2] == b"\x41\x53"
     assert COMMON_OFF + len(code) <= PERCPU_OFF \
         and PERCPU_OFF + PERCPU_SIZE * L.MAX_VCPUS <= L.PAGE_SIZE
     return bytes(code)
