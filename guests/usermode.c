@@ -17,8 +17,13 @@
 #define EXIT_CODE       0x600d
 #define PF_HANDLED      0xfa17UL
 
+/* pyxen's window onto vCPU 0's vcpu_info page, for its syscall stubs
+ * (hv/layout.py: PRIV_VIRT + VCPU_INFO_MAP_OFF): mapped in guest kernel
+ * mode only, as the guest kernel's own memory is */
+#define PYXEN_VCPU_INFO_WINDOW 0xffff808040800000UL
+
 enum {
-    R_ADD, R_MAGIC, R_FS, R_GS, R_REGS, R_PF, R_CS, R_SS, R_VCPUOP, R_COUNT
+    R_ADD, R_MAGIC, R_FS, R_GS, R_REGS, R_PF, R_CS, R_SS, R_VCPUOP, R_WINDOW, R_COUNT
 };
 
 static volatile uint64_t fs_area[2] = { FS_MAGIC, 0 };
@@ -56,11 +61,11 @@ asm(".pushsection .text\n"
     "    popq %r15\n    popq %r14\n    popq %r13\n    popq %r12\n    popq %rbp\n    popq %rbx\n"
     "    ret\n"
 
-    /* unsigned long user_pf_probe(void): read 0x1000; the kernel's #PF
+    /* unsigned long user_pf_probe(addr): read addr; the kernel's #PF
      * handler resumes at user_pf_after with rax = PF_HANDLED. */
     ".globl user_pf_probe\n"
     "user_pf_probe:\n"
-    "    movl $0x1000, %edx\n"
+    "    movq %rdi, %rdx\n"
     "    xorl %eax, %eax\n"
     ".globl user_pf_insn\n"
     "user_pf_insn:\n"
@@ -72,7 +77,7 @@ asm(".pushsection .text\n"
 _Static_assert(SYS_NOP == 3, "user_regs_check hard-codes SYS_NOP");
 
 unsigned long user_regs_check(void);
-unsigned long user_pf_probe(void);
+unsigned long user_pf_probe(unsigned long addr);
 extern char user_pf_insn[], user_pf_after[];
 
 static void report(unsigned long idx, unsigned long val)
@@ -93,7 +98,9 @@ static void user_main(unsigned long arg)
     asm volatile("movq %%gs:0, %0" : "=r"(v));
     report(R_GS, v);
     report(R_REGS, user_regs_check());
-    report(R_PF, user_pf_probe());
+    report(R_PF, user_pf_probe(0x1000));
+    /* the guest kernel's vcpu_info through pyxen's window: not here */
+    report(R_WINDOW, user_pf_probe(PYXEN_VCPU_INFO_WINDOW + 8));
     asm volatile("mov %%cs, %0" : "=r"(sel));
     report(R_CS, sel);
     asm volatile("mov %%ss, %0" : "=r"(sel));
@@ -110,12 +117,19 @@ static void user_main(unsigned long arg)
 static volatile struct {
     unsigned int count;
     uint64_t vector, error_code, rip, cs, cr2, rsp;
-} upf;
+} upf, window_pf;
 
 static bool user_fault_hook(struct trap_regs *r, uint64_t cr2)
 {
     if (r->vector != X86_EXC_PF || r->rip != (uint64_t)user_pf_insn)
         return false;
+    if (cr2 == PYXEN_VCPU_INFO_WINDOW + 8) {
+        window_pf.count++;
+        window_pf.error_code = r->error_code;
+        r->rip = (uint64_t)user_pf_after;
+        r->rax = PF_HANDLED;
+        return true;
+    }
     upf.count++;
     upf.vector = r->vector;
     upf.error_code = r->error_code;
@@ -194,6 +208,13 @@ void test_main(void)
     check(kernel_syscall_hypercall(25, SEGBASE_FS, (unsigned long)fs_area) == 0,
           "set_segment_base(FS) via syscall");
 
+    /* pyxen's window onto this vCPU's vcpu_info is there in kernel mode
+     * (the syscall stubs' answers read and write it) */
+    check(((volatile struct vcpu_info *)(PYXEN_VCPU_INFO_WINDOW
+                                         + ((uintptr_t)vcpu_info0 & 0xfff)))->evtchn_upcall_mask
+          == vcpu_info0->evtchn_upcall_mask,
+          "kernel mode: pyxen's vcpu_info window shows vcpu_info");
+
     trap_hook = user_fault_hook;
     printk("entering user mode\n");
     long code = user_run(user_main, 1);
@@ -237,6 +258,13 @@ void test_main(void)
     check(upf.cr2 == 0x1000, "user #PF cr2 %#lx", (unsigned long)upf.cr2);
     check((upf.cs & 0xffff) == FLAT_USER_CS, "user #PF frame cs %#lx (RPL 3: user mode)",
           (unsigned long)(upf.cs & 0xffff));
+
+    /* The guest kernel's vcpu_info through pyxen's window, from user mode:
+     * a #PF, not present (nothing mapped there in the user view). */
+    check(window_pf.count == 1 && user_reports[R_WINDOW] == PF_HANDLED,
+          "user mode cannot read the vcpu_info window (%u faults)", window_pf.count);
+    check((window_pf.error_code & (PFEC_PRESENT | PFEC_USER)) == PFEC_USER,
+          "window #PF error code %#lx: user, not present", (unsigned long)window_pf.error_code);
 
     /* The frame of the last syscall (SYS_EXIT). */
     const volatile struct trap_regs *s = &user_last_syscall;

@@ -17,6 +17,7 @@ class FakeHeap:
     shared_info_gpa = L.XEN_GPA
     directmap_l4 = {258: 0x123000 | L.PTE_P}
     l4_entry = 0x456000 | L.PTE_P | L.PTE_US
+    l4_entry_user = 0x457000 | L.PTE_P | L.PTE_US
 
     def contains(self, gpa):
         return False

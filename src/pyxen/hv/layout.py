@@ -10,7 +10,9 @@ them: the page-table validator only accepts the guest's own frames.
 Virtual layout inside Xen's reserved hole (PML4 slots 256-271), avoiding
 slot 256, which this machine's KVM cannot map (DESIGN.md section 2):
   slot 257  0xffff808000000000  M2P table, read-only to the guest (1 GiB)
-            0xffff808040000000  pyxen private area, supervisor-only
+            0xffff808040000000  pyxen private area, supervisor-only but for
+                                the syscall stubs (read/execute) and, in
+                                guest kernel mode only, the vcpu_info windows
 """
 from __future__ import annotations
 
@@ -47,7 +49,6 @@ PORT_APPLY = 0xE4
 STUBS_OFF = 0x0000        # 256 exception stubs (16 bytes each): one page
 SYSCALL_STUBS_OFF = 0x1000
 IDT_OFF = 0x2000
-VCPU_INFO_MAP_OFF = 0x8000  # per vCPU: its vcpu_info's page, for the syscall stubs
 GDT_OFF = 0x100000        # one 64 KiB GDT per vCPU
 GDT_SIZE = 0x10000
 TSS_OFF = 0x400000        # 3 pages per vCPU (TSS + I/O bitmap)
@@ -56,7 +57,12 @@ TSS_IOMAP_OFF = 0x68
 TSS_LIMIT = TSS_IOMAP_OFF + 8192
 STACK_OFF = 0x500000      # CPL0 exception stack, 2 pages per vCPU
 STACK_SIZE = 0x2000
-PRIV_SIZE = 0x800000
+# per vCPU: its vcpu_info's page, writable for the syscall stubs. A 2 MiB
+# region of its own: only the kernel view of slot PYXEN_L4_SLOT maps it
+# (XenHeap.l4_entry_user leaves it out), so guest user mode cannot reach
+# the guest kernel's vcpu_info (nor the page around it)
+VCPU_INFO_MAP_OFF = 0x800000
+PRIV_SIZE = 0xA00000
 MAX_VCPUS = 32
 
 # I/O ports used by the exit stubs and the hypercall page

@@ -384,6 +384,15 @@ class MemoryManager:
             if self.read_entry(mfn, i) != want:
                 self.write_entry(mfn, i, want)
 
+    def set_l4_view(self, mfn: int, user: bool) -> None:
+        """Give a validated L4 the user or the kernel view of slot
+        PYXEN_L4_SLOT (XenHeap.l4_entry_user / l4_entry), as Xen's
+        zap_ro_mpt/fill_ro_mpt do when a table becomes a user or a kernel
+        page-table base. Validation installs the kernel view."""
+        want = self.heap.l4_entry_user if user else self.heap.l4_entry
+        if self.read_entry(mfn, L.PYXEN_L4_SLOT) != want:
+            self.write_entry(mfn, L.PYXEN_L4_SLOT, want)
+
     def _release(self, mfn: int, level: int) -> None:
         for i, e in enumerate(self.entries(mfn)):
             if level == 4 and L.RESERVED_L4_FIRST <= i <= L.RESERVED_L4_LAST:

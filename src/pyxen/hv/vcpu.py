@@ -500,6 +500,8 @@ class PVVcpu:
         old = self.pv.kernel_l4
         pv = self.pv
         pv.kernel_l4, pv.user_l4 = l4, 0
+        with dom.lock:
+            mm.set_l4_view(l4, user=False)
         if old:
             mm.put_type(old)
         pv.kernel_mode = True
@@ -642,6 +644,14 @@ class PVVcpu:
                 pv.kernel_l4 = mfn
             if old:
                 mm.put_type(old)
+        if mfn:
+            # the view of pyxen's slot (mm.set_l4_view): a table some vCPU
+            # runs guest kernel mode on keeps the kernel's, where the
+            # syscall stubs find the vcpu_info windows
+            if not user:
+                mm.set_l4_view(mfn, user=False)
+            elif all(v.pv.kernel_l4 != mfn for v in self.domain.vcpus):
+                mm.set_l4_view(mfn, user=True)
         if user != pv.kernel_mode:
             self.load_cr3()
 

@@ -340,6 +340,11 @@ def exception_stub(vector: int) -> bytes:
     return code.ljust(16, b"\xf4")
 
 
+# the private area's L2 index of the vcpu_info windows (only in the kernel view)
+_VCPU_INFO_L2I = (L.VCPU_INFO_MAP_OFF >> 21) & 511
+assert L.VCPU_INFO_MAP_OFF & ((1 << 21) - 1) == 0 and L.MAX_VCPUS <= 512
+
+
 class XenHeap:
     """Allocates and fills pyxen's private pages, and builds the reserved
     page tables that every guest L4 gets in slot PYXEN_L4_SLOT."""
@@ -359,13 +364,25 @@ class XenHeap:
         self.mm = self.mem.mm
         self._next = 0
         self._limit = npages
+        # Two views of slot PYXEN_L4_SLOT, as Xen's fill_ro_mpt/zap_ro_mpt
+        # give kernel and user page tables different reserved slots: the
+        # kernel view (l4_entry) maps everything; the user view
+        # (l4_entry_user), which every L4 the guest uses only as a user
+        # page-table base gets (mm.set_l4_view), shares the same tables but
+        # for the private area's L2, which leaves out the vcpu_info windows
+        # (VCPU_INFO_MAP_OFF's 2 MiB region): the guest kernel's vcpu_info,
+        # and the page it lives in, stay out of guest user mode's reach.
         self.l3 = self.alloc()
+        l3_user = self.alloc()
         l2_m2p = self.alloc()
         l2_priv = self.alloc()
+        self._l2_priv_user = self.alloc()
         self.l4_entry = self.gpa(self.l3) | L.PTE_P | L.PTE_RW | L.PTE_US | L.PTE_A
-        self._w64(self.gpa(self.l3) - L.XEN_GPA, self.gpa(l2_m2p) | L.PTE_P | L.PTE_US | L.PTE_A)
-        self._w64(self.gpa(self.l3) - L.XEN_GPA + 8,
-                  self.gpa(l2_priv) | L.PTE_P | L.PTE_RW | L.PTE_US | L.PTE_A)
+        self.l4_entry_user = self.gpa(l3_user) | L.PTE_P | L.PTE_RW | L.PTE_US | L.PTE_A
+        for l3, priv in ((self.l3, l2_priv), (l3_user, self._l2_priv_user)):
+            self._w64(l3 * L.PAGE_SIZE, self.gpa(l2_m2p) | L.PTE_P | L.PTE_US | L.PTE_A)
+            self._w64(l3 * L.PAGE_SIZE + 8,
+                      self.gpa(priv) | L.PTE_P | L.PTE_RW | L.PTE_US | L.PTE_A)
         self._l2 = {0: l2_m2p, 1: l2_priv}
         self._l1: dict[tuple[int, int], int] = {}
         # M2P: read-only to the guest
@@ -404,9 +421,9 @@ class XenHeap:
         self.write(self.gpa(sys_stubs) + COMMON_OFF,
                    syscall_common(nr_vcpus, xen_version))
         self.percpu_off = (self.gpa(sys_stubs) - L.XEN_GPA) + PERCPU_OFF
-        # each vCPU's vcpu_info, writable at CPL3 for the syscall stubs (the guest can
-        # write it anyway): the shared_info page until the guest registers
-        # one (set_vcpu_info)
+        # each vCPU's vcpu_info, writable at CPL3 for the syscall stubs in
+        # guest kernel mode (the kernel view only: see l4_entry_user): the
+        # shared_info page until the guest registers one (set_vcpu_info)
         for cpu in range(nr_vcpus):
             self.map(self.vcpu_info_va(cpu), self.shared_info_page, L.PTE_P | L.PTE_RW | L.PTE_US)
             _Q.pack_into(self.mm, self.percpu(cpu), self.vcpu_info_va(cpu) + cpu * 64)
@@ -521,6 +538,8 @@ class XenHeap:
             l1 = self._l1[(l3i, l2i)] = self.alloc()
             up = L.PTE_P | L.PTE_A | L.PTE_US | (0 if l3i == 0 else L.PTE_RW)
             self._w64(l2 * L.PAGE_SIZE + l2i * 8, self.gpa(l1) | up)
+            if l3i == 1 and l2i != _VCPU_INFO_L2I:        # the user view shares it
+                self._w64(self._l2_priv_user * L.PAGE_SIZE + l2i * 8, self.gpa(l1) | up)
         self._w64(l1 * L.PAGE_SIZE + l1i * 8, self.gpa(page) | flags | L.PTE_A | L.PTE_D)
 
     def build_directmaps(self, ram_bytes: int) -> None:
