@@ -21,9 +21,13 @@
  * (hv/layout.py: PRIV_VIRT + VCPU_INFO_MAP_OFF): mapped in guest kernel
  * mode only, as the guest kernel's own memory is */
 #define PYXEN_VCPU_INFO_WINDOW 0xffff808040800000UL
+/* and its syscall stubs' PERCPU entry of vCPU 0 (KPERCPU_OFF): the window's
+ * address, IOPL, the event callback's address; kernel mode only too */
+#define PYXEN_KPERCPU 0xffff808040820000UL
 
 enum {
-    R_ADD, R_MAGIC, R_FS, R_GS, R_REGS, R_PF, R_CS, R_SS, R_VCPUOP, R_WINDOW, R_COUNT
+    R_ADD, R_MAGIC, R_FS, R_GS, R_REGS, R_PF, R_CS, R_SS, R_VCPUOP, R_WINDOW, R_KPERCPU,
+    R_COUNT
 };
 
 static volatile uint64_t fs_area[2] = { FS_MAGIC, 0 };
@@ -101,6 +105,7 @@ static void user_main(unsigned long arg)
     report(R_PF, user_pf_probe(0x1000));
     /* the guest kernel's vcpu_info through pyxen's window: not here */
     report(R_WINDOW, user_pf_probe(PYXEN_VCPU_INFO_WINDOW + 8));
+    report(R_KPERCPU, user_pf_probe(PYXEN_KPERCPU + 16));
     asm volatile("mov %%cs, %0" : "=r"(sel));
     report(R_CS, sel);
     asm volatile("mov %%ss, %0" : "=r"(sel));
@@ -117,15 +122,16 @@ static void user_main(unsigned long arg)
 static volatile struct {
     unsigned int count;
     uint64_t vector, error_code, rip, cs, cr2, rsp;
-} upf, window_pf;
+} upf, window_pf, kpercpu_pf;
 
 static bool user_fault_hook(struct trap_regs *r, uint64_t cr2)
 {
     if (r->vector != X86_EXC_PF || r->rip != (uint64_t)user_pf_insn)
         return false;
-    if (cr2 == PYXEN_VCPU_INFO_WINDOW + 8) {
-        window_pf.count++;
-        window_pf.error_code = r->error_code;
+    if (cr2 == PYXEN_VCPU_INFO_WINDOW + 8 || cr2 == PYXEN_KPERCPU + 16) {
+        volatile typeof(window_pf) *p = cr2 == PYXEN_KPERCPU + 16 ? &kpercpu_pf : &window_pf;
+        p->count++;
+        p->error_code = r->error_code;
         r->rip = (uint64_t)user_pf_after;
         r->rax = PF_HANDLED;
         return true;
@@ -214,6 +220,9 @@ void test_main(void)
                                          + ((uintptr_t)vcpu_info0 & 0xfff)))->evtchn_upcall_mask
           == vcpu_info0->evtchn_upcall_mask,
           "kernel mode: pyxen's vcpu_info window shows vcpu_info");
+    check(*(volatile uint64_t *)PYXEN_KPERCPU
+          == PYXEN_VCPU_INFO_WINDOW + ((uintptr_t)vcpu_info0 & 0xfff),
+          "kernel mode: pyxen's PERCPU entry names the window");
 
     trap_hook = user_fault_hook;
     printk("entering user mode\n");
@@ -265,6 +274,8 @@ void test_main(void)
           "user mode cannot read the vcpu_info window (%u faults)", window_pf.count);
     check((window_pf.error_code & (PFEC_PRESENT | PFEC_USER)) == PFEC_USER,
           "window #PF error code %#lx: user, not present", (unsigned long)window_pf.error_code);
+    check(kpercpu_pf.count == 1 && user_reports[R_KPERCPU] == PF_HANDLED,
+          "user mode cannot read pyxen's PERCPU entry (%u faults)", kpercpu_pf.count);
 
     /* The frame of the last syscall (SYS_EXIT). */
     const volatile struct trap_regs *s = &user_last_syscall;

@@ -45,6 +45,8 @@ APPLY_LIST_STRIDE = APPLY_LIST_PAGES * 0x1000
 APPLY_MAX = APPLY_LIST_PAGES * 256
 PORT_APPLY = 0xE4
 
+MAX_VCPUS = 32
+
 # private area, offsets from PRIV_VIRT
 STUBS_OFF = 0x0000        # 256 exception stubs (16 bytes each): one page
 SYSCALL_STUBS_OFF = 0x1000
@@ -62,8 +64,11 @@ STACK_SIZE = 0x2000
 # (XenHeap.l4_entry_user leaves it out), so guest user mode cannot reach
 # the guest kernel's vcpu_info (nor the page around it)
 VCPU_INFO_MAP_OFF = 0x800000
+# after the windows, in the same kernel-only region: the syscall stubs'
+# PERCPU entries (the vcpu_info window's address, IOPL, the guest's event
+# callback), read-only, which user mode has no business reading
+KPERCPU_OFF = VCPU_INFO_MAP_OFF + MAX_VCPUS * PAGE_SIZE
 PRIV_SIZE = 0xA00000
-MAX_VCPUS = 32
 
 # I/O ports used by the exit stubs and the hypercall page
 PORT_HYPERCALL = 0xE0     # out from the hypercall page (guest kernel, CPL3)

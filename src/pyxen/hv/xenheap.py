@@ -115,12 +115,15 @@ FAST_CLI_OK = 1
 # is read/execute-only to the guest, pyxen writes it): one small LSTAR stub
 # per vCPU (its MSR_LSTAR), the compat (CSTAR) stub, the code the LSTAR stubs
 # share, and a PERCPU entry per vCPU that pyxen keeps up to date
-# (PVVcpu.sync_fast_flags, at every change of what it holds):
+# (PVVcpu.sync_fast_flags, at every change of what it holds). Only its mode
+# byte is in this page, which user mode can read; the rest is in the
+# KPERCPU page (L.KPERCPU_OFF), which only the kernel view of pyxen's slot
+# maps (XenHeap.l4_entry_user), at the same offsets:
 #   +0  the address of the vCPU's vcpu_info, mapped for the stubs
 #       (vcpu_info_va; set_vcpu_info)
 #   +8  FAST_IRET_OK | the virtual IOPL << 12
 #   +16 the guest's event callback (0: none)
-#   +24 FAST_KERNEL_MODE: the vCPU is in guest kernel mode
+#   +24 FAST_KERNEL_MODE: the vCPU is in guest kernel mode (this page)
 # A `syscall` in guest user mode is the guest kernel's, never answered here.
 # In guest kernel mode these hypercalls are answered without an exit to
 # pyxen (issue 15); whatever else the stubs see exits as before (out
@@ -206,15 +209,16 @@ LSTAR_INT3_RET = 0x853
 
 def lstar_stub(cpu: int) -> bytes:
     at = cpu * LSTAR_SLOT
-    percpu = PERCPU_OFF + cpu * PERCPU_SIZE
+    percpu = PERCPU_OFF + cpu * PERCPU_SIZE         # its mode byte, in this page
+    kpercpu = (L.KPERCPU_OFF - L.SYSCALL_STUBS_OFF) + cpu * PERCPU_SIZE   # the rest
 
     def rel(target: int, end: int) -> bytes:
         return struct.pack("<i", target - (at + end))
     code = (b"\xf6\x05" + rel(percpu + PERCPU_MODE, 0x7) + bytes([FAST_KERNEL_MODE])
             + b"\x0f\x84" + rel(_SLOW, 0xD)
             + bytes.fromhex("4883f817740b4883f8117411") + b"\xe9" + rel(_KERNEL, 0x1E)
-            + b"\x48\x8d\x0d" + rel(percpu, 0x25) + b"\xe9" + rel(_IRET, 0x2A)
-            + b"\x48\x8d\x05" + rel(percpu, 0x31) + b"\xe9" + rel(_XEN_VERSION, 0x36))
+            + b"\x48\x8d\x0d" + rel(kpercpu, 0x25) + b"\xe9" + rel(_IRET, 0x2A)
+            + b"\x48\x8d\x05" + rel(kpercpu, 0x31) + b"\xe9" + rel(_XEN_VERSION, 0x36))
     assert len(code) == 0x36 and L.MAX_VCPUS * LSTAR_SLOT <= CSTAR_OFF
     return code
 
@@ -420,7 +424,10 @@ class XenHeap:
         self.write(self.gpa(sys_stubs) + CSTAR_OFF, bytes([0xE6, L.PORT_SYSCALL32, 0xF4]))
         self.write(self.gpa(sys_stubs) + COMMON_OFF,
                    syscall_common(nr_vcpus, xen_version))
-        self.percpu_off = (self.gpa(sys_stubs) - L.XEN_GPA) + PERCPU_OFF
+        self.mode_off = (self.gpa(sys_stubs) - L.XEN_GPA) + PERCPU_OFF + PERCPU_MODE
+        kpercpu = self.alloc()
+        self.map(L.priv(L.KPERCPU_OFF), kpercpu, L.PTE_P | L.PTE_US)    # kernel view only
+        self.percpu_off = self.gpa(kpercpu) - L.XEN_GPA
         # each vCPU's vcpu_info, writable at CPL3 for the syscall stubs in
         # guest kernel mode (the kernel view only: see l4_entry_user): the
         # shared_info page until the guest registers one (set_vcpu_info)
@@ -605,7 +612,8 @@ class XenHeap:
         return self.map_gpa(va, gpa & ~0xFFF, L.PTE_P | L.PTE_RW | L.PTE_US)
 
     def percpu(self, cpu: int) -> int:
-        """Heap offset of vCPU `cpu`'s PERCPU entry in the syscall stubs page."""
+        """Heap offset of vCPU `cpu`'s PERCPU entry (the kernel view's
+        KPERCPU page; its mode byte is in the syscall stubs page)."""
         return self.percpu_off + cpu * PERCPU_SIZE
 
     def set_fast_state(self, cpu: int, kernel_mode: bool, iret_ok: bool, iopl: int,
@@ -614,7 +622,7 @@ class XenHeap:
         at = self.percpu(cpu)
         _Q.pack_into(self.mm, at + 8, (FAST_IRET_OK if iret_ok else 0) | (iopl << 12))
         _Q.pack_into(self.mm, at + 16, event_callback)
-        self.mm[at + PERCPU_MODE] = FAST_KERNEL_MODE if kernel_mode else 0
+        self.mm[self.mode_off + cpu * PERCPU_SIZE] = FAST_KERNEL_MODE if kernel_mode else 0
 
     @staticmethod
     def lstar(cpu: int) -> int:
