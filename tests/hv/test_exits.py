@@ -484,7 +484,7 @@ def test_no_redirect_just_past_an_int3_a_kick_may_have_interrupted(dom):
         assert not v.may_redirect() and v.must_run_on()
         v.deliver_event_upcall()
         assert not frames
-        time.sleep(vcpu_mod.REKICK_SECONDS * 20)
+        time.sleep(vcpu_mod.REKICK_NS * 20 / 1e9)
         assert v.kvcpu.kicks == kicks + 1                # once, however often asked
     v.run_struct.s.regs.regs.rip = 0x404000 + 2
     v.handle_exit(-1)
@@ -520,9 +520,30 @@ def test_no_upcall_inside_a_syscall_stub(dom):
     v.handle_exit(-1)
     v.deliver_event_upcall()
     assert not frames and not v.may_redirect()
-    time.sleep(vcpu_mod.REKICK_SECONDS * 20)
+    time.sleep(vcpu_mod.REKICK_NS * 20 / 1e9)
     assert v.kvcpu.kicks == kicks + 1
     v.run_struct.s.regs.regs.rip = 0x401000
     v.handle_exit(-1)
     v.deliver_event_upcall()
     assert v.regs.rip == 0xFFFF800000001000 and len(frames) == 1
+
+
+def test_a_rekick_still_armed_at_the_next_exit_is_cancelled(dom):
+    """rekick_soon ends a run pyxen let go on; when that run ends by itself
+    first, the next exit cancels the re-kick (it would only cost an exit),
+    and asking again arms a new one."""
+    import pyxen.hv.vcpu as vcpu_mod
+    v = dom.vcpus[1]
+    v.mem.read = lambda va, n: b"\x90" * n
+    v.run_struct.s.regs.sregs = v.fetch_sregs()
+    v.run_struct.s.regs.regs.rip = 0x401000
+    kicks = v.kvcpu.kicks
+    v.handle_exit(-1)
+    v.rekick_soon()
+    v.rekick_soon()                     # once per exit
+    v.handle_exit(-1)                   # the run ended by itself
+    time.sleep(vcpu_mod.REKICK_NS * 20 / 1e9)
+    assert v.kvcpu.kicks == kicks
+    v.rekick_soon()
+    time.sleep(vcpu_mod.REKICK_NS * 20 / 1e9)
+    assert v.kvcpu.kicks == kicks + 1

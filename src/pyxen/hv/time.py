@@ -89,31 +89,37 @@ def precise_sleeps() -> None:
 
 
 class TimerService:
-    """One thread per domain that fires vCPU timers at their deadlines
-    (domain system time, ns). fire(vcpu) is called on expiry."""
+    """One thread per domain that fires timers at their deadlines (domain
+    system time, ns): each vCPU's (set: fire(vcpu id) on expiry) and any
+    other keyed one-shot (arm: its own callback, called with its key)."""
 
     def __init__(self, clock: Clock, fire):
         self.clock = clock
         self.fire = fire
         self.cond = threading.Condition()
-        self.heap: list[tuple[int, int, int]] = []   # (deadline, seq, vcpu id)
-        self.current: dict[int, int] = {}            # vcpu id -> seq of its live timer
+        self.heap: list[tuple[int, int, object]] = []   # (deadline, seq, key)
+        self.current: dict = {}                         # key -> (seq, callback) of its live timer
         self.seq = 0
         self.stopped = False
         self.thread = threading.Thread(target=self._run, name="pyxen-timers", daemon=True)
         self.thread.start()
 
     def set(self, vcpu_id: int, deadline: int | None) -> None:
+        """A vCPU's next timer deadline (None: none)."""
+        self.arm(vcpu_id, deadline, self.fire)
+
+    def arm(self, key, deadline: int | None, callback) -> None:
+        """callback(key) at deadline, replacing key's earlier one (None: cancel it)."""
         with self.cond:
             self.seq += 1
             top = self.heap[0] if self.heap else None
-            if self.current.pop(vcpu_id, None) is not None:
-                # one entry per vCPU: a stale one would wake the thread for nothing
-                self.heap = [e for e in self.heap if e[2] != vcpu_id]
+            if self.current.pop(key, None) is not None:
+                # one entry per key: a stale one would wake the thread for nothing
+                self.heap = [e for e in self.heap if e[2] != key]
                 heapq.heapify(self.heap)
             if deadline is not None:
-                self.current[vcpu_id] = self.seq
-                heapq.heappush(self.heap, (deadline, self.seq, vcpu_id))
+                self.current[key] = (self.seq, callback)
+                heapq.heappush(self.heap, (deadline, self.seq, key))
             if (self.heap[0] if self.heap else None) != top:
                 self.cond.notify()                   # the thread's next wake-up changed
 
@@ -128,12 +134,13 @@ class TimerService:
             while not self.stopped:
                 now = self.clock.now()
                 while self.heap and self.heap[0][0] <= now:
-                    _, seq, vid = heapq.heappop(self.heap)
-                    if self.current.get(vid) == seq:
-                        del self.current[vid]
+                    _, seq, key = heapq.heappop(self.heap)
+                    live = self.current.get(key)
+                    if live is not None and live[0] == seq:
+                        del self.current[key]
                         self.cond.release()
                         try:
-                            self.fire(vid)
+                            live[1](key)
                         finally:
                             self.cond.acquire()
                 if self.heap:

@@ -49,7 +49,7 @@ _FAST_STUBS = tuple((L.priv(off), L.priv(off) + len(code), L.priv(off) + fast_st
 # would deliver it at whatever rip pyxen then set (PVVcpu.may_redirect).
 _SOFT_EXCEPTION_TAILS = (b"\xcd\x03", b"\xcd\x04")
 _SYSCALL_STUBS = L.priv(L.SYSCALL_STUBS_OFF)
-REKICK_SECONDS = 0.0005     # PVVcpu.rekick_soon: a run pyxen let go on ends by then
+REKICK_NS = 500_000         # PVVcpu.rekick_soon: a run pyxen let go on ends by then
 SEGMENT_CACHE = 64                  # segments a vCPU keeps built (PVVcpu.segment)
 
 
@@ -318,19 +318,20 @@ class PVVcpu:
         return owed
 
     def rekick_soon(self) -> None:
-        """End the vCPU's next run shortly (REKICK_SECONDS), once per exit:
-        pyxen lets it run on to leave a syscall stub or to take an exception
-        KVM may owe, and nothing else might end that run soon."""
+        """End the vCPU's next run shortly (REKICK_NS), once per exit: pyxen
+        lets it run on to leave a syscall stub or to take an exception KVM
+        may owe, and nothing else might end that run soon. The domain's
+        timer thread kicks (a re-kick the next exit finds still armed is
+        cancelled: that run ended by itself)."""
         if self._rekick_asked:
             return
         self._rekick_asked = True
+        dom = self.domain
+        dom.timers.arm(("rekick", self.id), dom.clock.now() + REKICK_NS, self._rekick)
 
-        def rekick():
-            if not self.domain.stopped:
-                self.kvcpu.kick()
-        t = threading.Timer(REKICK_SECONDS, rekick)
-        t.daemon = True
-        t.start()
+    def _rekick(self, _key) -> None:
+        if not self.domain.stopped:
+            self.kvcpu.kick()
 
     def must_run_on(self) -> bool:
         """Whether the vCPU must run on to its next exit before pyxen acts
@@ -1104,7 +1105,9 @@ class PVVcpu:
         self.io_owed = False            # KVM_RUN completed what the last exit owed
         self.kicked = reason == -1
         self._soft_checked = -1
-        self._rekick_asked = False
+        if self._rekick_asked:              # the run it was to end has ended
+            self._rekick_asked = False
+            self.domain.timers.arm(("rekick", self.id), None, None)
         self.exits += 1
         self._sregs_valid = False
         self._sregs_in_run = True
