@@ -14,11 +14,22 @@
  * First, with %rsp at an unmapped page, as PV GRUB's relocator makes its
  * hypercalls: xen_version (answered in the guest) and sched_op yield (by
  * pyxen) both return, as on Xen, which writes nothing to the guest stack.
+ *
+ * `only=timer`: VCPUOP_set_singleshot_timer with `syscall` (Linux's, in every
+ * timer tick), which the LSTAR stub answers when the deadline is not before
+ * the floor pyxen publishes (PVVcpu.publish_timer_floor): a bad argument is
+ * -EFAULT, a past deadline with VCPU_SSHOTTMR_future -ETIME, a second
+ * deadline replaces the first, a deadline answered while the guest then
+ * spins without any exit still fires, and TIMER_ROUNDS deadlines 1 ms out
+ * each fire once (the test counts how few reached pyxen).
  */
 #include "minios.h"
+#include "events.h"
 
 #define ROUNDS 20000
 #define PENDING_EVERY 100
+#define TIMER_ROUNDS 300
+#define MS 1000000UL
 
 static uint8_t stack_a[256] __attribute__((aligned(16)));
 static uint8_t stack_b[256] __attribute__((aligned(16)));
@@ -81,6 +92,74 @@ static bool iret_round(unsigned long rflags, unsigned long i)
         && rsp_after == rsp_before;
 }
 
+static long singleshot_syscall(unsigned long vcpu, const void *arg)
+{
+    long ret;
+    asm volatile("syscall" : "=a"(ret) : "a"(24UL), "D"((unsigned long)VCPUOP_set_singleshot_timer),
+                 "S"(vcpu), "d"(arg) : "rcx", "r11", "memory");
+    return ret;
+}
+
+static void timer_checks(void)
+{
+    struct vcpu_set_singleshot_timer t = { 0 };
+    long port;
+    unsigned long before, early = 0, missed = 0;
+    uint64_t t0, t1;
+
+    events_test_start();
+    port = timer_port();
+    check(port > 0, "VIRQ_TIMER bound (%ld)", port);
+
+    check(singleshot_syscall(0, (const void *)0x1000) == -XEN_EFAULT,
+          "set_singleshot_timer with an unmapped argument: -EFAULT");
+    t.timeout_abs_ns = 1;
+    t.flags = VCPU_SSHOTTMR_future;
+    check(singleshot_syscall(0, &t) == -62 /* ETIME */,
+          "set_singleshot_timer in the past with VCPU_SSHOTTMR_future: -ETIME");
+    t.flags = 0;
+
+    /* a second deadline replaces the first */
+    before = event_count[port];
+    t0 = xen_system_time();
+    t.timeout_abs_ns = t0 + 20 * MS;
+    check(singleshot_syscall(0, &t) == 0, "set_singleshot_timer(+20 ms)");
+    t.timeout_abs_ns = t0 + 60 * MS;
+    check(singleshot_syscall(0, &t) == 0, "set_singleshot_timer(+60 ms) replaces it");
+    wait_event_count(port, before + 1, 0);
+    t1 = xen_system_time();
+    check(t1 - t0 >= 60 * MS && event_count[port] == before + 1,
+          "the timer fired once, at %lu ms (not before 60)", (unsigned long)((t1 - t0) / MS));
+
+    /* a deadline set in the guest, then a spin with events on and no exit */
+    local_events_enable();
+    before = event_count[port];
+    t0 = xen_system_time();
+    t.timeout_abs_ns = t0 + 5 * MS;
+    long rc = singleshot_syscall(0, &t);
+    while (event_count[port] == before && xen_system_time() - t0 < 2000 * MS)
+        ;
+    t1 = xen_system_time();
+    check(rc == 0 && event_count[port] == before + 1 && t1 - t0 >= 5 * MS
+          && t1 - t0 < 1000 * MS, "set_singleshot_timer(+5 ms) (%ld), then a spin without an "
+          "exit: the timer fired after %lu ms", rc, (unsigned long)((t1 - t0) / MS));
+
+    for (unsigned int i = 0; i < TIMER_ROUNDS; i++) {
+        before = event_count[port];
+        t0 = xen_system_time();
+        t.timeout_abs_ns = t0 + MS;
+        if (singleshot_syscall(0, &t) != 0 || !wait_event_count(port, before + 1, 0)) {
+            missed++;
+            continue;
+        }
+        if (xen_system_time() < t0 + MS)
+            early++;
+    }
+    check(missed == 0 && early == 0, "%d single-shot timers 1 ms out: %lu missed, %lu early",
+          TIMER_ROUNDS, missed, early);
+    test_finish();
+}
+
 void test_main(void)
 {
     unsigned long bad = 0, bad_iret = 0, bad_mask = 0, pended = 0;
@@ -88,6 +167,8 @@ void test_main(void)
     bool ss, fs_too, iret;
 
     cmdline_get("only", only, sizeof(only));
+    if (!strcmp(only, "timer"))
+        timer_checks();
     ss = !only[0] || !strcmp(only, "stack");
     fs_too = !only[0] || !strcmp(only, "fs");
     iret = !only[0] || !strcmp(only, "iret");

@@ -70,6 +70,21 @@ def test_iret_to_kernel_mode_via_syscall_costs_no_exit(kvm, guest_elf):
     assert irets == 200, irets
 
 
+def test_singleshot_timer_via_syscall_answered_in_the_guest(kvm, guest_elf):
+    """VCPUOP_set_singleshot_timer made with `syscall` in guest kernel mode
+    (Linux's, in every timer tick): the fastpaths guest (only=timer) checks
+    Xen's semantics (-EFAULT, -ETIME, a second deadline replacing the
+    first, a deadline set before a spin with no exit still firing, 300
+    deadlines 1 ms out each firing once, never early); most of those calls
+    never reach pyxen: the LSTAR stub leaves the deadline for the vCPU's
+    next exit."""
+    with guest_helpers.domain(kvm, guest_elf("fastpaths"), cmdline="only=timer") as (dom, out):
+        result = guest_helpers.run(dom, 120)
+        vcpu_ops = dom.hypercall_counts.get(24, 0)
+    guest_helpers.assert_success(result, out.text)
+    assert vcpu_ops < 150, vcpu_ops
+
+
 @pytest.mark.parametrize("guest,cmdline", [("privop", "clisti=40000"), ("fastpaths", "")])
 def test_pauses_never_park_a_vcpu_inside_pyxens_cpl0_stubs(kvm, guest_elf, guest, cmdline):
     """The privop guest's cli/sti loop (clisti=) spends most of its time in

@@ -68,6 +68,9 @@ VCPU_INFO_MAP_OFF = 0x800000
 # PERCPU entries (the vcpu_info window's address, IOPL, the guest's event
 # callback), read-only, which user mode has no business reading
 KPERCPU_OFF = VCPU_INFO_MAP_OFF + MAX_VCPUS * PAGE_SIZE
+# and the singleshot slots the LSTAR stub writes in guest kernel mode
+# (xenheap.syscall_common's `single`), writable there
+TSLOTS_OFF = KPERCPU_OFF + PAGE_SIZE
 PRIV_SIZE = 0xA00000
 
 # I/O ports used by the exit stubs and the hypercall page

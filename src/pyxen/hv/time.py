@@ -171,6 +171,7 @@ class VcpuTimer:
         self.periodic_fire = 0          # when it is armed (earlier while catching up)
         self.periodic_owed = 0          # ticks due but not yet delivered
         self.in_block = False           # Domain.block waits for the timer itself
+        self.singleshots_fired = 0      # how many single-shot deadlines expired (PVVcpu.publish_timer_floor)
         self.lock = threading.Lock()    # the timer thread and hypercalls both re-arm
 
     def update_time(self) -> None:
@@ -249,6 +250,7 @@ class VcpuTimer:
             due = False
             if self.singleshot_ns and self.singleshot_ns <= now:
                 self.singleshot_ns = 0
+                self.singleshots_fired += 1
                 due = True
             period = self.periodic_ns
             if period and self.periodic_fire <= now:

@@ -19,7 +19,8 @@ from . import layout as L
 from . import cpu as C
 from .abi import (FLAT_KERNEL_CS, FLAT_KERNEL_SS, FIRST_RESERVED_GDT_ENTRY, TRAP_NAMES,
                   VMASST_TYPE_architectural_iopl,
-                  VGCF_in_syscall, CALLBACKF_mask_events, HYPERCALLS,
+                  VGCF_in_syscall, CALLBACKF_mask_events, HYPERCALLS, HC,
+                  VCPUOP_set_singleshot_timer,
                   VGCF_in_kernel, HYPERVISOR_VIRT_END, USER_REGS_GPRS, VcpuGuestContext)
 from .exits import Exit
 from .guestmem import GuestMemoryAccess, GuestFault
@@ -27,7 +28,8 @@ from .time import precise_sleeps, VcpuTimer
 from .xenheap import (APPLY_FLUSH_STUB, APPLY_IRET_STUB, BP_FAST_STUB, FAST_CLI_OK,
                        FAST_KERNEL_CPL0, FAST_MUST_EXIT, GP_FAST_READ,
                        GP_FAST_STUB, LSTAR_INT3_RET, STACK_DATA_KERNEL_SP, STACK_DATA_KERNEL_SS,
-                       STACK_DATA_INT3_RIP, SYSCALL_BACK, fast_stub_tail)
+                       STACK_DATA_INT3_RIP, SYSCALL_BACK, SINGLESHOT_READS, TSLOT_NO_ANSWER,
+                       fast_stub_tail)
 
 _FRAME = struct.Struct("<7Q")      # CPL0 stub frame: vector, error, rip, cs, rflags, rsp, ss
 _IRET = struct.Struct("<9Q")       # rax, r11, rcx, flags, rip, cs, rflags, rsp, ss
@@ -50,6 +52,10 @@ _FAST_STUBS = tuple((L.priv(off), L.priv(off) + len(code), L.priv(off) + fast_st
 _SOFT_EXCEPTION_TAILS = (b"\xcd\x03", b"\xcd\x04")
 _SYSCALL_STUBS = L.priv(L.SYSCALL_STUBS_OFF)
 REKICK_NS = 500_000         # PVVcpu.rekick_soon: a run pyxen let go on ends by then
+# PVVcpu.publish_timer_floor: with no single-shot timer armed, deadlines this
+# far ahead or more are answered by the LSTAR stub (a later exit arms them)
+TIMER_FLOOR_NS = 500_000
+_SINGLESHOT_READS = frozenset(L.priv(L.SYSCALL_STUBS_OFF) + a for a in SINGLESHOT_READS)
 SEGMENT_CACHE = 64                  # segments a vCPU keeps built (PVVcpu.segment)
 
 
@@ -252,12 +258,65 @@ class PVVcpu:
         self.pv.bind_stack_data(heap.mm, self._fast_flags_off)
         _SLOT.pack_into(heap.mm, self._fast_flags_off + STACK_DATA_INT3_RIP,
                         L.priv(L.SYSCALL_STUBS_OFF) + LSTAR_INT3_RET)
+        # the singleshot slot (xenheap.syscall_common's `single`): the floor
+        # pyxen publishes before each run, the deadline the stub leaves
+        self._tslot = heap.tslot(vcpu_id)
+        self._floor_published = TSLOT_NO_ANSWER
+        self._floor_at = 0                  # the kick armed at the floor (ns)
+        self._floor_fired = 0               # timer.singleshots_fired when it was set
         # where the replay stub's iretq frame goes: the top of the CPL0 stack
         # (virtual address, heap offset)
         base = heap.stack_top(vcpu_id) - _REPLAY_FRAME.size
         self._replay_frame = (base, heap.stack_offset(vcpu_id, base))
 
     # --- events, timers, runstate ------------------------------------------------
+    def take_answered_singleshot(self) -> None:
+        """Arm the single-shot deadline the LSTAR stub answered in the guest
+        since the last exit, if any (Xen's VCPUOP_set_singleshot_timer: it
+        replaces the one armed). Only this vCPU's thread, with the vCPU out
+        of KVM_RUN: the stub that writes it runs on this vCPU."""
+        mm = self.domain.heap.mm
+        want = _SLOT.unpack_from(mm, self._tslot + 8)[0]
+        if want:
+            _SLOT.pack_into(mm, self._tslot + 8, 0)
+            self.domain.trace(self.id, "hypercall", f"vcpu_op set_singleshot_timer {want} "
+                              f"(answered in the guest)")
+            self.timer.set_singleshot(want)
+
+    def publish_timer_floor(self) -> None:
+        """Before each run: the earliest deadline the LSTAR stub may answer
+        without an exit. With a single-shot timer armed, none (the timer
+        thread fires that one; a new deadline must replace it first). Once
+        one has fired (the guest sets its next in the handler: Linux's
+        tick), TIMER_FLOOR_NS from then, with a kick at that floor in case
+        the guest runs on without an exit until then: pyxen has looked at
+        the slot by every deadline the stub accepts. Otherwise none: a
+        guest that runs with no timer armed is not kicked for nothing."""
+        t = self.timer
+        if t.singleshot_ns:
+            floor = TSLOT_NO_ANSWER
+        else:
+            dom = self.domain
+            now = dom.clock.now()
+            if t.singleshots_fired != self._floor_fired:
+                self._floor_fired = t.singleshots_fired
+                self._floor_at = now + TIMER_FLOOR_NS
+                dom.timers.arm(("floor", self.id, self._floor_at), self._floor_at,
+                               self._floor_reached)
+            floor = self._floor_at if self._floor_at > now else TSLOT_NO_ANSWER
+        if floor != self._floor_published:
+            _SLOT.pack_into(self.domain.heap.mm, self._tslot, floor)
+            self._floor_published = floor
+
+    def _floor_reached(self, key) -> None:
+        """The timer thread, at a floor publish_timer_floor set: if the vCPU
+        still runs with it, end that run (its exit takes what the stub
+        answered)."""
+        at = key[2]
+        if not self.domain.stopped and \
+                _SLOT.unpack_from(self.domain.heap.mm, self._tslot)[0] == at:
+            self.kvcpu.kick()
+
     def notify_event(self) -> None:
         """An event became pending for this vCPU: wake it if blocked, and make a
         running vCPU leave the guest so it takes the upcall promptly.
@@ -788,6 +847,11 @@ class PVVcpu:
             # which touches no memory (rax is the answer)
             self.set_return(r.rcx, rsp, r.r11, FLAT_KERNEL_CS, FLAT_KERNEL_SS)
             return Exit.RESUME
+        if vec == 14 and rip in _SINGLESHOT_READS and self.pv.kernel_mode:
+            # the singleshot answer reading the guest's argument: the
+            # hypercall it is, made by pyxen (its read gives -EFAULT)
+            r.rax, r.rdi, r.rsp = HC.vcpu_op, VCPUOP_set_singleshot_timer, rsp
+            return self.handle_syscall()
         if vec in (12, 13, 14) and _SYSCALL_STUBS <= rip < _SYSCALL_STUBS + L.PAGE_SIZE \
                 and self.pv.kernel_mode:
             # the syscall stubs' answers read and write the guest's stack
@@ -1114,6 +1178,7 @@ class PVVcpu:
         if self._must_exit_asked:                   # asked for one run only
             self._must_exit_asked = False
             self.domain.heap.mm[self._fast_flags_off] &= ~FAST_MUST_EXIT
+        self.take_answered_singleshot()
         try:
             ex = self._dispatch_exit(reason)
             if ex is None:
@@ -1219,6 +1284,7 @@ class PVVcpu:
             except GuestCrash as e:
                 dom.crash(self, str(e))
                 return
+            self.publish_timer_floor()
             ex = self.handle_exit(kvcpu.run())
             if ex.kind == "crash":
                 dom.crash(self, ex.message)

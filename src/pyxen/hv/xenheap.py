@@ -123,7 +123,8 @@ FAST_CLI_OK = 1
 #       (vcpu_info_va; set_vcpu_info)
 #   +8  FAST_IRET_OK | the virtual IOPL << 12
 #   +16 the guest's event callback (0: none)
-#   +24 FAST_KERNEL_MODE: the vCPU is in guest kernel mode (this page)
+#   +24 FAST_KERNEL_MODE: the vCPU is in guest kernel mode (MODE_OFF + the
+#       vCPU's id, in this page)
 # A `syscall` in guest user mode is the guest kernel's, never answered here.
 # In guest kernel mode these hypercalls are answered without an exit to
 # pyxen (issue 15); whatever else the stubs see exits as before (out
@@ -146,6 +147,14 @@ FAST_CLI_OK = 1
 #   cs 0xe030 (saved mask 0), rflags (IF set, the virtual IOPL), rsp,
 #   0xe02b], events masked, rax the version, rcx and r11 as they were; it
 #   exits when the guest has no event callback.
+# - vcpu_op(VCPUOP_set_singleshot_timer) on the calling vCPU, flags 0 (Linux
+#   makes it in every timer tick): the deadline goes to the vCPU's slot in
+#   the TSLOTS page (kernel view only), if it is not before the floor pyxen
+#   published there (PVVcpu.publish_timer_floor: none while a single-shot
+#   timer is armed, which a new deadline must replace through pyxen; with
+#   none armed, a moment ahead, with a kick at that moment), and the vCPU's
+#   next exit arms it (take_answered_singleshot). A fault reading the
+#   argument is pyxen's -EFAULT (SINGLESHOT_READS, PVVcpu.handle_trap).
 # rflags come back from r11 as set_return gives them (NT cleared), pushed on
 # the guest kernel stack, where Xen too writes bounce frames at any moment
 # (Xen's sysret writes nothing: if that push faults, pyxen makes the return
@@ -156,9 +165,12 @@ FAST_CLI_OK = 1
 #      testb $FAST_KERNEL_MODE,PERCPU[vcpu]+24(%rip); jz slow     user mode
 #      cmp $23,%rax; je 1f                      __HYPERVISOR_iret
 #      cmp $17,%rax; je 2f                      __HYPERVISOR_xen_version
+#      cmp $24,%rax; je 3f                      __HYPERVISOR_vcpu_op
 #      jmp kernel
 #   1: lea PERCPU[vcpu](%rip),%rcx; jmp iret
 #   2: lea PERCPU[vcpu](%rip),%rax; jmp xen_version
+#   3: cmp $vcpu,%esi; jne kernel               another vCPU's
+#      mov $vcpu,%eax; jmp single
 #   kernel:
 #      rol $17,%rcx; lea 1(%rcx),%rcx; test $0x1fffe,%ecx     canonical rcx? (XTF
 #      lea -1(%rcx),%rcx; ror $17,%rcx; jnz slow                xsa-7; no memory used)
@@ -191,35 +203,50 @@ FAST_CLI_OK = 1
 #   xslow_rdi: xor %edi,%edi
 #   xslow: mov $17,%eax; jmp slow
 #   iret: (the iret part, below)
-LSTAR_SLOT = 0x40               # per vCPU
-CSTAR_OFF = 0x800               # the compat stub, after L.MAX_VCPUS slots
-COMMON_OFF = 0x810              # the code the LSTAR stubs share
-PERCPU_OFF = 0xC00              # PERCPU_SIZE bytes per vCPU
-PERCPU_SIZE = 32
-PERCPU_MODE = 24
+#   single:                                     rax = this vCPU's id
+#      cmp $VCPUOP_set_singleshot_timer,%edi; jne sslow
+#      (rcx canonical, as above, or sslow)
+#      cmpl $0,8(%rdx); jne sslow               flags (a fault: pyxen's -EFAULT)
+#      shl $4,%eax; movabs $TSLOTS,%rdi; add %rax,%rdi        the vCPU's slot
+#      mov (%rdx),%rax                          the deadline (a fault: the same)
+#      cmp (%rdi),%rax; jb sslow_rdi            under the floor: pyxen
+#      mov %rax,8(%rdi); xor %edi,%edi; xor %eax,%eax; jmp back
+#   sslow_rdi: mov $VCPUOP_set_singleshot_timer,%edi
+#   sslow: mov $24,%eax; jmp slow
+LSTAR_SLOT = 0x50               # per vCPU
+CSTAR_OFF = 0xA00               # the compat stub, after L.MAX_VCPUS slots
+COMMON_OFF = 0xA10              # the code the LSTAR stubs share
+MODE_OFF = 0xF00                # a mode byte per vCPU (FAST_KERNEL_MODE)
+PERCPU_SIZE = 32                # per vCPU in the KPERCPU page
 FAST_KERNEL_MODE = 1
 FAST_IRET_OK = 1                # no vm_assist makes iret change the IOPL
-_KERNEL, _SLOW, _XEN_VERSION, _IRET = 0x810, 0x859, 0x85C, 0x916
-SYSCALL_BACK = 0x845            # `back`: its push is the answers' one write to the stack
+TSLOT_NO_ANSWER = (1 << 64) - 1  # a floor no deadline is under: the stub exits
+_KERNEL, _SLOW, _XEN_VERSION, _IRET, _SINGLE = 0xA10, 0xA59, 0xA5C, 0xB16, 0xBEE
+SYSCALL_BACK = 0xA45            # `back`: its push is the answers' one write to the stack
+# the singleshot answer's reads of the guest's argument: a fault there is
+# the hypercall's -EFAULT, made by pyxen (PVVcpu.handle_trap)
+SINGLESHOT_READS = (0xC0B, 0xC21)
 # Just past the shared int3, a nop: BP_FAST_STUB checks the frame's rip is
 # this, and returns past the nop, so a vCPU is never here but while KVM
 # still owes the #BP's delivery (PVVcpu.may_redirect)
-LSTAR_INT3_RET = 0x853
+LSTAR_INT3_RET = 0xA53
 
 
 def lstar_stub(cpu: int) -> bytes:
     at = cpu * LSTAR_SLOT
-    percpu = PERCPU_OFF + cpu * PERCPU_SIZE         # its mode byte, in this page
-    kpercpu = (L.KPERCPU_OFF - L.SYSCALL_STUBS_OFF) + cpu * PERCPU_SIZE   # the rest
+    kpercpu = (L.KPERCPU_OFF - L.SYSCALL_STUBS_OFF) + cpu * PERCPU_SIZE
 
     def rel(target: int, end: int) -> bytes:
         return struct.pack("<i", target - (at + end))
-    code = (b"\xf6\x05" + rel(percpu + PERCPU_MODE, 0x7) + bytes([FAST_KERNEL_MODE])
+    code = (b"\xf6\x05" + rel(MODE_OFF + cpu, 0x7) + bytes([FAST_KERNEL_MODE])
             + b"\x0f\x84" + rel(_SLOW, 0xD)
-            + bytes.fromhex("4883f817740b4883f8117411") + b"\xe9" + rel(_KERNEL, 0x1E)
-            + b"\x48\x8d\x0d" + rel(kpercpu, 0x25) + b"\xe9" + rel(_IRET, 0x2A)
-            + b"\x48\x8d\x05" + rel(kpercpu, 0x31) + b"\xe9" + rel(_XEN_VERSION, 0x36))
-    assert len(code) == 0x36 and L.MAX_VCPUS * LSTAR_SLOT <= CSTAR_OFF
+            + bytes.fromhex("4883f81774114883f81174174883f818741d") + b"\xe9" + rel(_KERNEL, 0x24)
+            + b"\x48\x8d\x0d" + rel(kpercpu, 0x2B) + b"\xe9" + rel(_IRET, 0x30)
+            + b"\x48\x8d\x05" + rel(kpercpu, 0x37) + b"\xe9" + rel(_XEN_VERSION, 0x3C)
+            + b"\x83\xfe" + bytes([cpu]) + b"\x0f\x85" + rel(_KERNEL, 0x45)
+            + b"\xb8" + struct.pack("<I", cpu) + b"\xe9" + rel(_SINGLE, 0x4F))
+    assert len(code) == 0x4F <= LSTAR_SLOT and L.MAX_VCPUS * LSTAR_SLOT <= CSTAR_OFF \
+        and L.MAX_VCPUS <= 0x80
     return code
 
 
@@ -275,16 +302,25 @@ def syscall_common(nr_vcpus: int, version: int) -> bytes:
         "2be000000f8591000000f7442430000100000f85830000004c8d5c24484c395c243872774c8b5c24"
         "2049c1fb2f49ffc34983fb0177654c8b5c243849c1fb2f49ffc34983fb017753488b09f744243000"
         "020000740bc6410100803900753deb04c6410101488b4c24384883e9184c8b5c24204c8959104c8b"
-        "5c2430490fbaf30e4c8959084c8b5c24104c89194c8b5c2408488b04244889cc599dc3e6e2f4")
+        "5c2430490fbaf30e4c8959084c8b5c24104c89194c8b5c2408488b04244889cc599dc3e6e2f4"
+        # single (_SINGLE)
+        "83ff08754848c1c111488d4901f7c1feff0100488d49ff48c1c9117530837a0800752ac1e004"
+        "48bf00ffeeddccbbaa994801c7488b02483b07720d4889470831ff31c0e90ffeffffbf08000000"
+        "b818000000e914feffff")
     for mark, value, count in ((b"\x44\x33\x22\x11", nr_vcpus, 1),
                                (b"\x88\x77\x66\x55", version, 2)):    # the immediates
         assert code.count(mark) == count
         code = code.replace(mark, struct.pack("<I", value))
+    mark = bytes.fromhex("00ffeeddccbbaa99")                            # movabs $TSLOTS
+    assert code.count(mark) == 1
+    code = code.replace(mark, struct.pack("<Q", L.priv(L.TSLOTS_OFF)))
+    for at, insn in zip(SINGLESHOT_READS, (b"\x83\x7a\x08\x00", b"\x48\x8b\x02")):
+        assert code[at - COMMON_OFF:at - COMMON_OFF + len(insn)] == insn
     assert code[LSTAR_INT3_RET - COMMON_OFF - 1:LSTAR_INT3_RET - COMMON_OFF + 1] == b"\xcc\x90"
     assert code[_SLOW - COMMON_OFF:_SLOW - COMMON_OFF + 2] == bytes([0xE6, L.PORT_SYSCALL])
     assert code[SYSCALL_BACK - COMMON_OFF:SYSCALL_BACK - COMMON_OFF + 2] == b"\x41\x53"
-    assert COMMON_OFF + len(code) <= PERCPU_OFF \
-        and PERCPU_OFF + PERCPU_SIZE * L.MAX_VCPUS <= L.PAGE_SIZE
+    assert code[_SINGLE - COMMON_OFF:_SINGLE - COMMON_OFF + 3] == b"\x83\xff\x08"   # VCPUOP_set_singleshot_timer
+    assert COMMON_OFF + len(code) <= MODE_OFF and MODE_OFF + L.MAX_VCPUS <= L.PAGE_SIZE
     return bytes(code)
 
 
@@ -424,10 +460,17 @@ class XenHeap:
         self.write(self.gpa(sys_stubs) + CSTAR_OFF, bytes([0xE6, L.PORT_SYSCALL32, 0xF4]))
         self.write(self.gpa(sys_stubs) + COMMON_OFF,
                    syscall_common(nr_vcpus, xen_version))
-        self.mode_off = (self.gpa(sys_stubs) - L.XEN_GPA) + PERCPU_OFF + PERCPU_MODE
+        self.mode_off = (self.gpa(sys_stubs) - L.XEN_GPA) + MODE_OFF
         kpercpu = self.alloc()
         self.map(L.priv(L.KPERCPU_OFF), kpercpu, L.PTE_P | L.PTE_US)    # kernel view only
         self.percpu_off = self.gpa(kpercpu) - L.XEN_GPA
+        # the singleshot answer's slots (TSLOTS_OFF), writable in the kernel
+        # view: per vCPU the floor pyxen sets and the deadline the stub leaves
+        tslots = self.alloc()
+        self.map(L.priv(L.TSLOTS_OFF), tslots, L.PTE_P | L.PTE_RW | L.PTE_US)
+        self.tslots_off = self.gpa(tslots) - L.XEN_GPA
+        for cpu in range(nr_vcpus):
+            _Q.pack_into(self.mm, self.tslot(cpu), TSLOT_NO_ANSWER)
         # each vCPU's vcpu_info, writable at CPL3 for the syscall stubs in
         # guest kernel mode (the kernel view only: see l4_entry_user): the
         # shared_info page until the guest registers one (set_vcpu_info)
@@ -622,7 +665,12 @@ class XenHeap:
         at = self.percpu(cpu)
         _Q.pack_into(self.mm, at + 8, (FAST_IRET_OK if iret_ok else 0) | (iopl << 12))
         _Q.pack_into(self.mm, at + 16, event_callback)
-        self.mm[self.mode_off + cpu * PERCPU_SIZE] = FAST_KERNEL_MODE if kernel_mode else 0
+        self.mm[self.mode_off + cpu] = FAST_KERNEL_MODE if kernel_mode else 0
+
+    def tslot(self, cpu: int) -> int:
+        """Heap offset of vCPU `cpu`'s singleshot slot: the floor (+0), the
+        deadline answered in the guest (+8, 0: none)."""
+        return self.tslots_off + cpu * 16
 
     @staticmethod
     def lstar(cpu: int) -> int:
