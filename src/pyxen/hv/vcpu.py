@@ -276,6 +276,11 @@ class PVVcpu:
         replaces the one armed). Only this vCPU's thread, with the vCPU out
         of KVM_RUN: the stub that writes it runs on this vCPU."""
         mm = self.domain.heap.mm
+        if self._floor_published != TSLOT_NO_ANSWER:
+            # out of the guest, no floor: a vCPU that blocks or parks now is
+            # not kicked at it (publish_timer_floor sets it again)
+            _SLOT.pack_into(mm, self._tslot, TSLOT_NO_ANSWER)
+            self._floor_published = TSLOT_NO_ANSWER
         want = _SLOT.unpack_from(mm, self._tslot + 8)[0]
         if want:
             _SLOT.pack_into(mm, self._tslot + 8, 0)
