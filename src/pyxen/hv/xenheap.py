@@ -151,10 +151,11 @@ FAST_CLI_OK = 1
 #   makes it in every timer tick): the deadline goes to the vCPU's slot in
 #   the TSLOTS page (kernel view only), if it is not before the floor pyxen
 #   published there (PVVcpu.publish_timer_floor: none while a single-shot
-#   timer is armed, which a new deadline must replace through pyxen; with
-#   none armed, a moment ahead, with a kick at that moment), and the vCPU's
-#   next exit arms it (take_answered_singleshot). A fault reading the
-#   argument is pyxen's -EFAULT (SINGLESHOT_READS, PVVcpu.handle_trap).
+#   timer is armed, which a new deadline must replace through pyxen; for a
+#   moment after one fired, that moment, with a kick then; none otherwise),
+#   and the vCPU's next exit arms it (take_answered_singleshot). A fault
+#   reading the argument is pyxen's -EFAULT (SINGLESHOT_READS,
+#   PVVcpu.handle_trap).
 # rflags come back from r11 as set_return gives them (NT cleared), pushed on
 # the guest kernel stack, where Xen too writes bounce frames at any moment
 # (Xen's sysret writes nothing: if that push faults, pyxen makes the return
