@@ -230,9 +230,9 @@ def restore_vcpu(dom, v, st: dict) -> None:
     except PageTableError as e:
         raise RestoreError(f"vCPU {v.id}: page-table base: {e}") from None
     pv.kernel_l4, pv.user_l4 = k4, u4
-    mm.set_l4_view(k4, user=False)      # as switch_baseptr: a kernel base keeps the kernel's
-    if u4 and all(o.pv.kernel_l4 != u4 for o in dom.vcpus):
-        mm.set_l4_view(u4, user=True)
+    v.give_l4_view(k4, user=False)
+    if u4:
+        v.give_l4_view(u4, user=True)
     pv.kernel_mode = bool(p["kernel_mode"])
     if not pv.kernel_mode and not u4:
         raise RestoreError(f"vCPU {v.id} in user mode without a user page table")

@@ -560,13 +560,12 @@ class PVVcpu:
         try:
             with dom.lock:
                 mm.get_type(l4, 4)
+                self.give_l4_view(l4, user=False)
         except PageTableError as e:
             return -e.errno
         old = self.pv.kernel_l4
         pv = self.pv
         pv.kernel_l4, pv.user_l4 = l4, 0
-        with dom.lock:
-            mm.set_l4_view(l4, user=False)
         if old:
             mm.put_type(old)
         pv.kernel_mode = True
@@ -710,15 +709,17 @@ class PVVcpu:
             if old:
                 mm.put_type(old)
         if mfn:
-            # the view of pyxen's slot (mm.set_l4_view): a table some vCPU
-            # runs guest kernel mode on keeps the kernel's, where the
-            # syscall stubs find the vcpu_info windows
-            if not user:
-                mm.set_l4_view(mfn, user=False)
-            elif all(v.pv.kernel_l4 != mfn for v in self.domain.vcpus):
-                mm.set_l4_view(mfn, user=True)
+            self.give_l4_view(mfn, user)
         if user != pv.kernel_mode:
             self.load_cr3()
+
+    def give_l4_view(self, mfn: int, user: bool) -> None:
+        """The view of pyxen's slot (mm.set_l4_view) for an L4 that becomes
+        this vCPU's kernel or user page-table base: a table some vCPU runs
+        guest kernel mode on keeps the kernel's, where the syscall stubs
+        find the vcpu_info windows. Call with the domain lock held."""
+        if not user or all(v.pv.kernel_l4 != mfn for v in self.domain.vcpus):
+            self.domain.mm.set_l4_view(mfn, user)
 
     def set_cr0_ts(self, ts: bool) -> None:
         """The guest's virtual CR0.TS (fpu_taskswitch, clts, mov to %cr0),
