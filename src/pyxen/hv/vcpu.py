@@ -52,8 +52,8 @@ _FAST_STUBS = tuple((L.priv(off), L.priv(off) + len(code), L.priv(off) + fast_st
 _SOFT_EXCEPTION_TAILS = (b"\xcd\x03", b"\xcd\x04")
 _SYSCALL_STUBS = L.priv(L.SYSCALL_STUBS_OFF)
 REKICK_NS = 500_000         # PVVcpu.rekick_soon: a run pyxen let go on ends by then
-# PVVcpu.publish_timer_floor: with no single-shot timer armed, deadlines this
-# far ahead or more are answered by the LSTAR stub (a later exit arms them)
+# PVVcpu.publish_timer_floor: after a single-shot timer fired, deadlines
+# further ahead are answered by the LSTAR stub (a later exit arms them)
 TIMER_FLOOR_NS = 500_000
 _SINGLESHOT_READS = frozenset(L.priv(L.SYSCALL_STUBS_OFF) + a for a in SINGLESHOT_READS)
 SEGMENT_CACHE = 64                  # segments a vCPU keeps built (PVVcpu.segment)
@@ -271,16 +271,17 @@ class PVVcpu:
 
     # --- events, timers, runstate ------------------------------------------------
     def take_answered_singleshot(self) -> None:
-        """Arm the single-shot deadline the LSTAR stub answered in the guest
-        since the last exit, if any (Xen's VCPUOP_set_singleshot_timer: it
-        replaces the one armed). Only this vCPU's thread, with the vCPU out
-        of KVM_RUN: the stub that writes it runs on this vCPU."""
+        """After a run with a floor published (handle_exit: the stub answers
+        nothing under TSLOT_NO_ANSWER, so most exits skip this): withdraw
+        it, so a vCPU that blocks or parks now is not kicked at it
+        (publish_timer_floor sets it again), and arm the single-shot
+        deadline the LSTAR stub answered in the guest, if any (Xen's
+        VCPUOP_set_singleshot_timer: it replaces the one armed). Only this
+        vCPU's thread, with the vCPU out of KVM_RUN: the stub that writes it
+        runs on this vCPU."""
         mm = self.domain.heap.mm
-        if self._floor_published != TSLOT_NO_ANSWER:
-            # out of the guest, no floor: a vCPU that blocks or parks now is
-            # not kicked at it (publish_timer_floor sets it again)
-            _SLOT.pack_into(mm, self._tslot, TSLOT_NO_ANSWER)
-            self._floor_published = TSLOT_NO_ANSWER
+        _SLOT.pack_into(mm, self._tslot, TSLOT_NO_ANSWER)
+        self._floor_published = TSLOT_NO_ANSWER
         want = _SLOT.unpack_from(mm, self._tslot + 8)[0]
         if want:
             _SLOT.pack_into(mm, self._tslot + 8, 0)
@@ -1184,7 +1185,8 @@ class PVVcpu:
         if self._must_exit_asked:                   # asked for one run only
             self._must_exit_asked = False
             self.domain.heap.mm[self._fast_flags_off] &= ~FAST_MUST_EXIT
-        self.take_answered_singleshot()
+        if self._floor_published != TSLOT_NO_ANSWER:
+            self.take_answered_singleshot()
         try:
             ex = self._dispatch_exit(reason)
             if ex is None:

@@ -149,7 +149,7 @@ FAST_CLI_OK = 1
 #   exits when the guest has no event callback.
 # - vcpu_op(VCPUOP_set_singleshot_timer) on the calling vCPU, flags 0 (Linux
 #   makes it in every timer tick): the deadline goes to the vCPU's slot in
-#   the TSLOTS page (kernel view only), if it is not before the floor pyxen
+#   the TSLOTS page (kernel view only), if it is after the floor pyxen
 #   published there (PVVcpu.publish_timer_floor: none while a single-shot
 #   timer is armed, which a new deadline must replace through pyxen; for a
 #   moment after one fired, that moment, with a kick then; none otherwise),
@@ -210,7 +210,7 @@ FAST_CLI_OK = 1
 #      cmpl $0,8(%rdx); jne sslow               flags (a fault: pyxen's -EFAULT)
 #      shl $4,%eax; movabs $TSLOTS,%rdi; add %rax,%rdi        the vCPU's slot
 #      mov (%rdx),%rax                          the deadline (a fault: the same)
-#      cmp (%rdi),%rax; jb sslow_rdi            under the floor: pyxen
+#      cmp (%rdi),%rax; jbe sslow_rdi           not after the floor: pyxen
 #      mov %rax,8(%rdi); xor %edi,%edi; xor %eax,%eax; jmp back
 #   sslow_rdi: mov $VCPUOP_set_singleshot_timer,%edi
 #   sslow: mov $24,%eax; jmp slow
@@ -221,7 +221,7 @@ MODE_OFF = 0xF00                # a mode byte per vCPU (FAST_KERNEL_MODE)
 PERCPU_SIZE = 32                # per vCPU in the KPERCPU page
 FAST_KERNEL_MODE = 1
 FAST_IRET_OK = 1                # no vm_assist makes iret change the IOPL
-TSLOT_NO_ANSWER = (1 << 64) - 1  # a floor no deadline is under: the stub exits
+TSLOT_NO_ANSWER = (1 << 64) - 1  # a floor no deadline is after: the stub exits
 _KERNEL, _SLOW, _XEN_VERSION, _IRET, _SINGLE = 0xA10, 0xA59, 0xA5C, 0xB16, 0xBEE
 SYSCALL_BACK = 0xA45            # `back`: its push is the answers' one write to the stack
 # the singleshot answer's reads of the guest's argument: a fault there is
@@ -306,7 +306,7 @@ def syscall_common(nr_vcpus: int, version: int) -> bytes:
         "5c2430490fbaf30e4c8959084c8b5c24104c89194c8b5c2408488b04244889cc599dc3e6e2f4"
         # single (_SINGLE)
         "83ff08754848c1c111488d4901f7c1feff0100488d49ff48c1c9117530837a0800752ac1e004"
-        "48bf00ffeeddccbbaa994801c7488b02483b07720d4889470831ff31c0e90ffeffffbf08000000"
+        "48bf00ffeeddccbbaa994801c7488b02483b07760d4889470831ff31c0e90ffeffffbf08000000"
         "b818000000e914feffff")
     for mark, value, count in ((b"\x44\x33\x22\x11", nr_vcpus, 1),
                                (b"\x88\x77\x66\x55", version, 2)):    # the immediates
