@@ -16,7 +16,7 @@
  * pyxen) both return, as on Xen, which writes nothing to the guest stack.
  *
  * `only=timer`: VCPUOP_set_singleshot_timer with `syscall` (Linux's, in every
- * timer tick), which the LSTAR stub answers when the deadline is not before
+ * timer tick), which the LSTAR stub answers when the deadline is after
  * the floor pyxen publishes (PVVcpu.publish_timer_floor): a bad argument is
  * -EFAULT, a past deadline with VCPU_SSHOTTMR_future -ETIME, a second
  * deadline replaces the first, a deadline answered while the guest then
