@@ -14,6 +14,8 @@
  * First, with %rsp at an unmapped page, as PV GRUB's relocator makes its
  * hypercalls: xen_version (answered in the guest) and sched_op yield (by
  * pyxen) both return, as on Xen, which writes nothing to the guest stack.
+ Then an iret back to kernel mode onto an unmapped stack, which Xen also
+ * makes without writing there (it reaches pyxen: the test counts it).
  *
  * `only=timer`: VCPUOP_set_singleshot_timer with `syscall` (Linux's, in every
  * timer tick), which the LSTAR stub answers when the deadline is after
@@ -30,6 +32,7 @@
 #define PENDING_EVERY 100
 #define TIMER_ROUNDS 300
 #define MS 1000000UL
+#define UNMAPPED_HIGH 0xffffffffff000000UL   /* above the image and its stack: not mapped */
 
 static uint8_t stack_a[256] __attribute__((aligned(16)));
 static uint8_t stack_b[256] __attribute__((aligned(16)));
@@ -90,6 +93,34 @@ static bool iret_round(unsigned long rflags, unsigned long i)
                  : "r11", "memory", "cc");
     return rax == 0xa0000000UL + i && rcx == 0xc0000000UL + i && r11 == 0xb0000000UL + i
         && rsp_after == rsp_before;
+}
+
+/* HYPERVISOR_iret with `syscall` back to kernel mode onto an unmapped
+ * stack above the frame (UNMAPPED_HIGH, IF clear; a target stack under the
+ * frame reaches pyxen anyway): Xen's iret writes nothing there, so it
+ * returns; pyxen's answer writes under that stack, faults, and pyxen makes
+ * the iret itself. Returns whether rax and rsp came from the frame. */
+static bool iret_onto_unmapped_stack(void)
+{
+    unsigned long rax, rsp_after;
+    asm volatile("mov %%rsp, %%r12\n\t"
+                 "pushq $0xe02b\n\t"                /* ss */
+                 "pushq %[target]\n\t"              /* rsp */
+                 "pushq $2\n\t"                     /* rflags: IF clear */
+                 "pushq $0xe030\n\t"                /* cs */
+                 "lea 1f(%%rip), %%rax\n\t"
+                 "pushq %%rax\n\t"                  /* rip */
+                 "pushq $0\n\t"                     /* flags */
+                 "pushq $0\n\t"                     /* rcx */
+                 "pushq $0\n\t"                     /* r11 */
+                 "pushq $0x5a5a\n\t"                /* rax */
+                 "mov $23, %%eax\n\t"
+                 "syscall\n"
+                 "1:\tmov %%rsp, %[after]\n\t"
+                 "mov %%r12, %%rsp"
+                 : "=&a"(rax), [after] "=&r"(rsp_after) : [target] "r"(UNMAPPED_HIGH)
+                 : "rcx", "r11", "r12", "memory", "cc");
+    return rax == 0x5a5a && rsp_after == UNMAPPED_HIGH;
 }
 
 static long singleshot_syscall(unsigned long vcpu, const void *arg)
@@ -178,6 +209,9 @@ void test_main(void)
     long version = syscall_on_unmapped_stack(17, 0), yield = syscall_on_unmapped_stack(29, 0);
     check(version == 0x40011 && yield == 0, "xen_version and sched_op(yield) with an unmapped "
           "stack: %#lx, %ld", version, yield);
+    if (iret)
+        check(iret_onto_unmapped_stack() && vcpu_info0->evtchn_upcall_mask == 1,
+              "an iret to kernel mode onto an unmapped stack returns (IF clear: masked)");
 
     for (unsigned long i = 0; i < ROUNDS; i++) {
         unsigned long stack = (unsigned long)(i & 1 ? stack_b : stack_a) + 256;

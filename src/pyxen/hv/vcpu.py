@@ -28,7 +28,7 @@ from .time import precise_sleeps, VcpuTimer
 from .xenheap import (APPLY_FLUSH_STUB, APPLY_IRET_STUB, BP_FAST_STUB, FAST_CLI_OK,
                        FAST_KERNEL_CPL0, FAST_MUST_EXIT, GP_FAST_READ,
                        GP_FAST_STUB, LSTAR_INT3_RET, STACK_DATA_KERNEL_SP, STACK_DATA_KERNEL_SS,
-                       STACK_DATA_INT3_RIP, SYSCALL_BACK, SINGLESHOT_READS, TSLOT_NO_ANSWER,
+                       STACK_DATA_INT3_RIP, SYSCALL_BACK, SINGLESHOT_READS, IRET_WRITES, TSLOT_NO_ANSWER,
                        fast_stub_tail)
 
 _FRAME = struct.Struct("<7Q")      # CPL0 stub frame: vector, error, rip, cs, rflags, rsp, ss
@@ -56,6 +56,7 @@ REKICK_NS = 500_000         # PVVcpu.rekick_soon: a run pyxen let go on ends by 
 # further ahead are answered by the LSTAR stub (a later exit arms them)
 TIMER_FLOOR_NS = 500_000
 _SINGLESHOT_READS = frozenset(L.priv(L.SYSCALL_STUBS_OFF) + a for a in SINGLESHOT_READS)
+_IRET_WRITES = frozenset(L.priv(L.SYSCALL_STUBS_OFF) + a for a in IRET_WRITES)
 SEGMENT_CACHE = 64                  # segments a vCPU keeps built (PVVcpu.segment)
 
 
@@ -859,14 +860,21 @@ class PVVcpu:
             # hypercall it is, made by pyxen (its read gives -EFAULT)
             r.rax, r.rdi, r.rsp = HC.vcpu_op, VCPUOP_set_singleshot_timer, rsp
             return self.handle_syscall()
+        if vec == 14 and rip in _IRET_WRITES and self.pv.kernel_mode:
+            # the iret answer writing under the target stack, which Xen's
+            # iret never touches: the iret, made by pyxen from the frame
+            # still at rsp (it writes nothing there)
+            r.rax, r.rsp = HC.iret, rsp
+            return self.handle_syscall()
         if vec in (12, 13, 14) and _SYSCALL_STUBS <= rip < _SYSCALL_STUBS + L.PAGE_SIZE \
                 and self.pv.kernel_mode:
             # the syscall stubs' answers read and write the guest's stack
-            # (xenheap.syscall_common): one they cannot use crashes the
-            # domain, as Xen's do_iret does for an unreadable frame
+            # (xenheap.syscall_common): an iret frame they cannot read, or
+            # an upcall frame xen_version's cannot write, crashes the
+            # domain, as Xen's do_iret and create_bounce_frame do
             raise GuestCrash(f"{TRAP_NAMES.get(vec, vec)} in pyxen's syscall stub at {rip:#x} "
                              f"(guest rsp {rsp:#x}, cr2 {self.fetch_sregs().cr2:#x}): an iret "
-                             f"frame or the stack it returns to the guest cannot use")
+                             f"frame it cannot read or an upcall frame it cannot write")
         if cs & 3 == 0:
             cr2 = self.fetch_sregs().cr2
             if vec == 14 and rip == L.priv(L.GP_FAST_OFF) + GP_FAST_READ:

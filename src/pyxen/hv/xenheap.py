@@ -227,6 +227,9 @@ SYSCALL_BACK = 0xA45            # `back`: its push is the answers' one write to 
 # the singleshot answer's reads of the guest's argument: a fault there is
 # the hypercall's -EFAULT, made by pyxen (PVVcpu.handle_trap)
 SINGLESHOT_READS = (0xC0B, 0xC21)
+# the iret answer's writes under the target stack, which Xen's iret does
+# not make: a fault there is the iret, made by pyxen (PVVcpu.handle_trap)
+IRET_WRITES = (0xBC2, 0xBD0, 0xBD9)
 # Just past the shared int3, a nop: BP_FAST_STUB checks the frame's rip is
 # this, and returns past the nop, so a vCPU is never here but while KVM
 # still owes the #BP's delivery (PVVcpu.may_redirect)
@@ -263,10 +266,10 @@ def lstar_stub(cpu: int) -> bytes:
 # stack inside or under the frame, a non-canonical rip or rsp (the return
 # faults, which pyxen hands the guest as Xen does: XTF xsa-7), or an event
 # pending once unmasked. The return writes rcx, rflags and rip under the
-# target stack (a kernel stack: no red zone), which Xen does not. A fault
-# here (a frame or stack the guest cannot read or write) crashes the
-# domain, as Xen's do_iret does for an unreadable frame
-# (PVVcpu.handle_trap).
+# target stack (a kernel stack: no red zone), which Xen does not: if one of
+# those writes faults, pyxen makes the iret itself (IRET_WRITES,
+# PVVcpu.handle_trap), which writes nothing there, as Xen's. A frame the
+# guest cannot read crashes the domain, as Xen's do_iret does.
 #      testb $FAST_IRET_OK,8(%rcx); jz slow
 #      cmpq $0,0x18(%rsp); jne slow                     flags
 #      movzwl 0x28(%rsp),%r11d; xor $0xe030,%r11d; cmp $2,%r11d; ja slow    cs
@@ -315,7 +318,9 @@ def syscall_common(nr_vcpus: int, version: int) -> bytes:
     mark = bytes.fromhex("00ffeeddccbbaa99")                            # movabs $TSLOTS
     assert code.count(mark) == 1
     code = code.replace(mark, struct.pack("<Q", L.priv(L.TSLOTS_OFF)))
-    for at, insn in zip(SINGLESHOT_READS, (b"\x83\x7a\x08\x00", b"\x48\x8b\x02")):
+    for at, insn in zip(SINGLESHOT_READS + IRET_WRITES,
+                        (b"\x83\x7a\x08\x00", b"\x48\x8b\x02",       # cmpl $0,8(%rdx); mov (%rdx),%rax
+                         b"\x4c\x89\x59\x10", b"\x4c\x89\x59\x08", b"\x4c\x89\x19")):  # mov %r11,16/8/0(%rcx)
         assert code[at - COMMON_OFF:at - COMMON_OFF + len(insn)] == insn
     assert code[LSTAR_INT3_RET - COMMON_OFF - 1:LSTAR_INT3_RET - COMMON_OFF + 1] == b"\xcc\x90"
     assert code[_SLOW - COMMON_OFF:_SLOW - COMMON_OFF + 2] == bytes([0xE6, L.PORT_SYSCALL])
