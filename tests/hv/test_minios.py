@@ -72,6 +72,21 @@ def test_iret_to_kernel_mode_via_syscall_costs_no_exit(kvm, guest_elf):
     assert irets == 201, irets
 
 
+def test_trace_sees_the_hypercalls_the_stubs_would_answer(kvm, guest_elf):
+    """With --trace, pyxen's syscall stubs answer nothing in the guest:
+    each of the fastpaths guest's 20,001 irets made with `syscall` reaches
+    pyxen and shows in the trace, as Xen's tracing sees every hypercall,
+    and the guest's checks still pass."""
+    trace = io.StringIO()
+    with guest_helpers.domain(kvm, guest_elf("fastpaths"), cmdline="only=iret",
+                              trace=trace) as (dom, out):
+        result = guest_helpers.run(dom, 120)
+        irets = dom.hypercall_counts.get(23, 0)
+    guest_helpers.assert_success(result, out.text)
+    assert irets == 20001, irets
+    assert trace.getvalue().count(" hypercall iret(") == 20001
+
+
 def test_singleshot_timer_via_syscall_answered_in_the_guest(kvm, guest_elf):
     """VCPUOP_set_singleshot_timer made with `syscall` in guest kernel mode
     (Linux's, in every timer tick): the fastpaths guest (only=timer) checks

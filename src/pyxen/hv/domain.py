@@ -397,6 +397,13 @@ class Domain:
             return ret
         return ret & MASK64
 
+    @property
+    def traced(self) -> bool:
+        """Whether --trace records this domain: then pyxen's syscall stubs
+        answer nothing in the guest (PVVcpu.sync_fast_flags), so every
+        hypercall reaches pyxen and the trace, as Xen's tracing sees them."""
+        return self._trace is not None
+
     def trace(self, vcpu_id: int, kind: str, msg: str) -> None:
         if self._trace is not None:
             t = time.monotonic() - self.start_time

@@ -495,7 +495,9 @@ class PVVcpu:
             | (FAST_CLI_OK if self.iopl_ok() else 0) \
             | (FAST_KERNEL_CPL0 if self.pv.kernel_mode else 0)
         cb = self.pv.callbacks.get(0)
-        heap.set_fast_state(self.id, self.pv.kernel_mode,
+        # traced: the syscall stubs take the vCPU for user mode and exit
+        # (pyxen, which knows the mode, makes the hypercall and traces it)
+        heap.set_fast_state(self.id, self.pv.kernel_mode and not self.domain.traced,
                             not self.domain.vm_assist & (1 << VMASST_TYPE_architectural_iopl),
                             self.pv.iopl, cb.address if cb is not None else 0)
 
