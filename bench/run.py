@@ -7,6 +7,11 @@ same run, as a ratio.
               then where one exit's time goes (KVM_RUN, decode and register
               sync, the handler, the run loop's resume; a KVM_RUN loop with no
               pyxen work; the handling warm)
+  answers     µs per hypercall pyxen answers inside the guest: at CPL3 (the
+              LSTAR stub's iret) and at CPL0 (the #BP stub's stack_switch,
+              emulated by KVM instruction by instruction), against the same
+              calls exiting to pyxen; what one CPL0 instruction costs here
+              (whether an answer written as CPL0 code would pay on this host)
   compute     a CPU-bound loop in the PV guest kernel, against the same loop
               run natively on the host
 """
@@ -232,6 +237,50 @@ def bare_exits(elf: Path, n: int) -> float:
     return out["t"]
 
 
+FASTPATH_ROUNDS, FASTPATH_PENDING = 20000, 200     # guests/fastpaths.c: ROUNDS, ROUNDS / PENDING_EVERY
+BP_STACK_SWITCH_INSNS = 22          # xenheap.BP_FAST_STUB's stack_switch path, int3 to iretq
+
+
+def in_guest_answers(repeats: int = 2) -> dict:
+    """Seconds per hypercall answered inside the guest, by where pyxen's
+    answer runs, and per the same call through an exit (issue 15): the
+    fastpaths guest (guests/fastpaths.c) makes FASTPATH_ROUNDS of one kind,
+    timed against a run that makes none (`only=none`); traced, the same
+    calls all exit (Domain.traced). `iret`: back to kernel mode, answered by
+    the LSTAR stub at CPL3 (FASTPATH_PENDING of them find an event pending
+    and exit anyway: taken out at the traced cost). `stack`: stack_switch,
+    answered by the CPL0 #BP stub, whose instructions KVM emulates one by
+    one under PVM. Each figure is the best of `repeats` runs."""
+    import io
+    sys.path.insert(0, str(ROOT / "guests"))
+    import build as guest_build
+    elf = guest_build.build_guest("fastpaths")
+
+    def timed(only: str, traced: bool) -> float:
+        best = None
+        for _ in range(repeats):
+            cfg = DomainConfig(name="bench", kernel=str(elf), cmdline=f"only={only}", memory=32)
+            dom = build_domain(cfg, LocalServices(devices=False),
+                               trace=io.StringIO() if traced else None)
+            try:
+                t = time.perf_counter()
+                res = dom.run()
+                dt = time.perf_counter() - t
+            finally:
+                close_domain(dom)
+            if res.reason != "poweroff":
+                raise SystemExit(f"fastpaths guest (only={only}) did not power off: {res}")
+            best = dt if best is None else min(best, dt)
+        return best
+    base, base_t = timed("none", False), timed("none", True)
+    exit_iret = (timed("iret", True) - base_t) / FASTPATH_ROUNDS
+    exit_stack = (timed("stack", True) - base_t) / FASTPATH_ROUNDS
+    cpl3 = (timed("iret", False) - base - FASTPATH_PENDING * exit_iret) \
+        / (FASTPATH_ROUNDS - FASTPATH_PENDING)
+    cpl0 = (timed("stack", False) - base) / FASTPATH_ROUNDS
+    return {"cpl3": cpl3, "cpl0": cpl0, "exit_iret": exit_iret, "exit_stack": exit_stack}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--calls", type=int, default=20000)
@@ -279,6 +328,17 @@ def main() -> int:
               f"in place loses {lost_us:5.2f} us to it: ~{lost_us * 1000 / code_ns:4.0f} code lines "
               f"(the floor of any Python handler here: the interpreter walks hundreds of lines "
               f"per exit)")
+
+        ans = {k: x * 1e6 for k, x in in_guest_answers().items()}
+        per_insn = (ans["cpl0"] - ans["cpl3"]) / BP_STACK_SWITCH_INSNS
+        print(f"answers     in the guest (fastpaths guest, {FASTPATH_ROUNDS} calls each): iret to "
+              f"kernel mode by the LSTAR stub at CPL3 {ans['cpl3']:6.2f} us/call, stack_switch by "
+              f"the CPL0 #BP stub {ans['cpl0']:6.2f} us/call; the same calls through an exit to "
+              f"pyxen (a traced domain) {ans['exit_iret']:6.2f} / {ans['exit_stack']:6.2f} us/call "
+              f"({ans['exit_stack'] / floor_us:4.2f}x floor)")
+        print(f"  CPL0 code here: ~{per_insn:4.2f} us per instruction (the #BP stub's "
+              f"{BP_STACK_SWITCH_INSNS}, each emulated by KVM), so a CPL0 path of N instructions "
+              f"pays against an exit only while N < ~{ans['exit_stack'] / max(per_insn, 1e-3):4.0f}")
 
         native = float(subprocess.run([str(tmp / "native"), str(args.loops)], check=True,
                                       capture_output=True, text=True).stdout)

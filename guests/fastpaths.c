@@ -10,7 +10,8 @@
  * reads, and that each iret restores rax/rcx/r11, rip and rsp from its frame
  * and sets the upcall mask to !IF. Every 100th iret finds an event pending
  * with events unmasked, which pyxen must see (tests/hv/test_minios.py counts
- * them). Command line `only=stack`, `only=fs` or `only=iret` for one kind.
+ * them). Command line `only=stack`, `only=fs` or `only=iret` for one kind,
+ * `only=none` for none (bench/run.py times the calls against it).
  * First, with %rsp at an unmapped page, as PV GRUB's relocator makes its
  * hypercalls: xen_version (answered in the guest) and sched_op yield (by
  * pyxen) both return, as on Xen, which writes nothing to the guest stack.
