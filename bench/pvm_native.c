@@ -10,6 +10,8 @@
  * (C) an `out` exit to this process from CPL0 and from CPL3 (the C floor);
  * (A) where a user `syscall` lands; (B) a user ud2 / int3 through the IDT to
  * CPL0 and back with iretq; (E) the same with a CR3 switch at CPL0.
+ * PVM_NATIVE_KFLAGS=1 maps the CPL0 code, stacks and data supervisor-only
+ * (U=0), as pyxen maps its own: with native CPL0 the suite then hangs.
  * The `loop` and `try` subcommands are the probe's first explorations.
  */
 #define _GNU_SOURCE
@@ -449,7 +451,7 @@ int main(int argc, char **argv)
     CHK(g_kvm, KVM_GET_SUPPORTED_CPUID, g_cpuid);
     const char *t = argc > 1 ? argv[1] : "loop";
     uint64_t n = argc > 2 ? strtoull(argv[2], 0, 0) : 100000;
-    if (argc > 3) kflags = strtol(argv[3], 0, 0);
+    if (getenv("PVM_NATIVE_KFLAGS")) kflags = strtol(getenv("PVM_NATIVE_KFLAGS"), 0, 0);
     if (!strcmp(t, "suite")) {
         int native = argc > 2 ? atoi(argv[2]) : 1;
         uint64_t nl = argc > 3 ? strtoull(argv[3], 0, 0) : 200000000ull;
