@@ -45,6 +45,7 @@
 #define VCPUOP_stop_periodic_timer 7
 #define VCPUOP_set_singleshot_timer 8
 #define VCPUOP_stop_singleshot_timer 9
+#define VCPUOP_send_nmi    11
 
 #define RUNSTATE_running  0
 #define RUNSTATE_runnable 1

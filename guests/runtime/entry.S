@@ -49,6 +49,7 @@ trap_entry_\vec:
         .text
         TRAP_ENTRY 0
         TRAP_ENTRY 1
+        TRAP_ENTRY 2                    /* NMI: registered by guests/nmi.c */
         TRAP_ENTRY 3
         TRAP_ENTRY 4
         TRAP_ENTRY 5

@@ -9,7 +9,7 @@ import pytest
 
 import guest_helpers
 
-GUESTS = ["hello", "console_ring", "traps", "pagetables", "usermode"]
+GUESTS = ["hello", "console_ring", "traps", "pagetables", "usermode", "nmi"]
 
 
 def boot(kvm, elf, cmdline="", memory_mb=32, trace=None):

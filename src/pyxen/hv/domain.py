@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from ..kvm import Kvm, GuestMemory
 from . import layout as L
-from .abi import (HYPERCALLS, SharedInfo, VcpuInfo, ENOSYS, EINVAL, ENXIO, SHUTDOWN_NAMES,
+from .abi import (HYPERCALLS, SharedInfo, VcpuInfo, ENOSYS, EINVAL, ENXIO, ESRCH, SHUTDOWN_NAMES,
                   SHUTDOWN_crash, SHUTDOWN_suspend, RUNSTATE_blocked, RUNSTATE_running)
 from .hypercalls import build_table, ARG_MASKS
 from .mm import MemoryManager, PageTableError, PGT_WRITABLE
@@ -429,6 +429,21 @@ class Domain:
                     v.flush_pending = True
                     v.kvcpu.kick()
 
+    def send_trigger(self, trigger: str, vcpu_id: int) -> int:
+        """XEN_DOMCTL_sendtrigger (the toolstack's `trigger`): 0 or -errno,
+        as Xen answers for a PV domain: an NMI raised on the vCPU (Xen's
+        nmi_pending and vcpu_kick); the power and sleep buttons are an HVM
+        domain's (-EINVAL); reset and init are no domctl trigger on x86
+        (-ENOSYS)."""
+        if not 0 <= vcpu_id < len(self.vcpus):
+            return -ESRCH
+        if trigger == "nmi":
+            self.vcpus[vcpu_id].raise_nmi()
+            return 0
+        if trigger in ("power", "sleep"):
+            return -EINVAL
+        return -ENOSYS
+
     def block(self, vcpu, poll) -> int:
         """SCHEDOP_block (poll None): enable event delivery and sleep until an
         event is pending. SCHEDOP_poll: sleep until one of the ports is pending
@@ -450,6 +465,8 @@ class Domain:
         try:
             while not self.stopped and not self.suspending:
                 vcpu.wake.clear()
+                if vcpu.nmi_pending:
+                    return 0            # Xen's vcpu_kick unblocks for an NMI
                 if poll is None:
                     if vi.evtchn_upcall_pending:
                         return 0

@@ -264,6 +264,8 @@ class PVVcpu:
         self._tslot = heap.tslot(vcpu_id)
         self._floor_published = TSLOT_NO_ANSWER
         self._floor_at = 0                  # the kick armed at the floor (ns)
+        self.nmi_pending = False            # raise_nmi, deliver_nmi (Xen's v->nmi_pending)
+        self.nmi_masked = False             # an NMI handler runs until its iret
         self._floor_fired = 0               # timer.singleshots_fired when it was set
         # where the replay stub's iretq frame goes: the top of the CPL0 stack
         # (virtual address, heap offset)
@@ -442,6 +444,34 @@ class PVVcpu:
             return True
         return not self.must_run_on() and self.may_redirect()
 
+    def raise_nmi(self) -> None:
+        """An NMI for this vCPU (VCPUOP_send_nmi, the toolstack's NMI
+        trigger): Xen's nmi_pending and vcpu_kick, which also ends a block.
+        deliver_nmi puts it in before the guest runs on."""
+        self.nmi_pending = True
+        self.notify_event()
+
+    def deliver_nmi(self) -> None:
+        """Xen's process_nmi, before any event upcall: a pending NMI not
+        masked goes to the NMI vector of the guest's virtual IDT (where its
+        NMI callback is registered) as a bounce frame, and NMIs stay masked
+        until the guest's next iret (async_exception_cleanup; the iret
+        answer in the guest is off meanwhile). With no handler the NMI is
+        lost, as on Xen."""
+        if not self._redirect_ok():
+            return                  # on a later way back to the guest
+        self.nmi_pending = False
+        t = self.pv.trap_table.get(2)
+        if t is None or not t.address:
+            return
+        self.nmi_masked = True
+        self.sync_fast_flags()
+        r = self.regs
+        s = self.sregs
+        self.domain.trace(self.id, "trap", f"NMI rip={r.rip:#x}")
+        self.bounce(t.address, r.rip, s.cs.selector, r.rflags, r.rsp, s.ss.selector, None,
+                    bool(t.flags & 4))
+
     def deliver_event_upcall(self) -> None:
         cb = self.pv.callbacks.get(0)
         if cb is None or not cb.address or not self._redirect_ok():
@@ -498,7 +528,8 @@ class PVVcpu:
         # traced: the syscall stubs take the vCPU for user mode and exit
         # (pyxen, which knows the mode, makes the hypercall and traces it)
         heap.set_fast_state(self.id, self.pv.kernel_mode and not self.domain.traced,
-                            not self.domain.vm_assist & (1 << VMASST_TYPE_architectural_iopl),
+                            not self.domain.vm_assist & (1 << VMASST_TYPE_architectural_iopl)
+                            and not self.nmi_masked,
                             self.pv.iopl, cb.address if cb is not None else 0)
 
     def _cr3_mfn(self) -> int:
@@ -1052,6 +1083,9 @@ class PVVcpu:
         if self.domain.vm_assist & (1 << VMASST_TYPE_architectural_iopl):
             self.pv.iopl = (rflags >> 12) & 3      # Xen: the frame's IOPL becomes the virtual IOPL
             self.sync_fast_flags()
+        if self.nmi_masked:
+            self.nmi_masked = False             # Xen's async_exception_cleanup
+            self.sync_fast_flags()
         r.rax = rax
         if flags & VGCF_in_syscall:
             r.rcx, r.r11 = rip, rflags
@@ -1213,6 +1247,8 @@ class PVVcpu:
         replay of this vCPU's writes and the TLB flush asked of it (with the
         upcall first, if one is due, so the stub returns into it)."""
         if (self.flush_pending or self.domain.mm.has_writes(self.id)) and self._redirect_ok():
+            if self.nmi_pending and not self.nmi_masked:
+                self.deliver_nmi()              # before the stub takes over, as the upcall
             vi = self.vcpu_info
             if vi.evtchn_upcall_pending and not vi.evtchn_upcall_mask:
                 self.deliver_event_upcall()     # before the stub takes over
@@ -1295,6 +1331,8 @@ class PVVcpu:
                 continue
             vi = self.vcpu_info
             try:
+                if self.nmi_pending and not self.nmi_masked:
+                    self.deliver_nmi()
                 if vi.evtchn_upcall_pending and not vi.evtchn_upcall_mask:
                     self.deliver_event_upcall()
                 if kicked:

@@ -9,12 +9,14 @@ from ..abi import (HC, EFAULT, EINVAL, ENOSYS, CALLBACKOP_register, CALLBACKOP_u
                    CALLBACKTYPE_event, CALLBACKTYPE_failsafe, CALLBACKTYPE_syscall,
                    CALLBACKTYPE_syscall32, CALLBACKTYPE_sysenter, CALLBACKTYPE_nmi,
                    CALLBACKF_mask_events, SEGBASE_FS, SEGBASE_GS_USER, SEGBASE_GS_KERNEL,
-                   SEGBASE_GS_USER_SEL, TrapInfo, HYPERVISOR_VIRT_START, HYPERVISOR_VIRT_END)
+                   SEGBASE_GS_USER_SEL, TrapInfo, HYPERVISOR_VIRT_START, HYPERVISOR_VIRT_END,
+                   FLAT_KERNEL_CS)
 from ..guestmem import GuestFault
 from ..vcpu import TrapEntry, Callback
 from . import Hypercall
 
 MAX_TRAPS = 256
+NMI_VECTOR = 2
 
 
 def guest_code_address(addr: int) -> bool:
@@ -52,6 +54,10 @@ def _set_callback(vcpu, cbtype, address, flags) -> int:
     if cbtype in (CALLBACKTYPE_event, CALLBACKTYPE_failsafe, CALLBACKTYPE_syscall,
                   CALLBACKTYPE_syscall32, CALLBACKTYPE_sysenter, CALLBACKTYPE_nmi):
         vcpu.pv.callbacks[cbtype] = Callback(address, flags)
+        if cbtype == CALLBACKTYPE_nmi:
+            # Xen's register_guest_nmi_callback: the NMI vector of the
+            # virtual IDT, events masked on entry (TI_SET_IF)
+            vcpu.pv.trap_table[NMI_VECTOR] = TrapEntry(4, FLAT_KERNEL_CS, address)
         if cbtype == CALLBACKTYPE_event:
             vcpu.sync_fast_flags()          # the syscall stubs deliver events to it too
         return 0
@@ -77,6 +83,8 @@ def callback_op(vcpu, cmd, arg, *_):
             if cbtype == CALLBACKTYPE_event or cbtype == CALLBACKTYPE_failsafe:
                 return -EINVAL   # Xen refuses to unregister these
             vcpu.pv.callbacks.pop(cbtype, None)
+            if cbtype == CALLBACKTYPE_nmi:
+                vcpu.pv.trap_table.pop(NMI_VECTOR, None)    # unregister_guest_nmi_callback
             return 0
     except GuestFault:
         return -EFAULT

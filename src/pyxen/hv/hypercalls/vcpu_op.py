@@ -103,7 +103,10 @@ def vcpu_op(vcpu, cmd, vcpuid, arg, *_):
                 target.timer.update_time()
             return 0
         if cmd == VCPUOP_send_nmi:
-            return -ENOSYS
+            if arg:
+                return -EINVAL          # Xen: the argument must be NULL
+            target.raise_nmi()
+            return 0
     except GuestFault:
         return -EFAULT
     return -ENOSYS
