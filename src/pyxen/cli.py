@@ -967,6 +967,50 @@ def cmd_sysrq(args) -> int:
     return 0
 
 
+def _send_trigger(args, trigger: str, vcpu: int) -> None:
+    """libxl_send_trigger through pyxend: a failure is libxl's error line
+    (xl goes on and succeeds)."""
+    import os
+    res = api(args, "trigger", dom=args.domain, trigger=trigger, vcpu=vcpu & 0xFFFFFFFF)
+    if res["errno"]:
+        err(f"libxl: error: libxl_domain.c: libxl_send_trigger: Domain {res['domid']}:"
+            f"Send trigger '{trigger}' failed: {os.strerror(res['errno'])}")
+
+
+def _strtol10(text: str) -> tuple[int, bool]:
+    """C's strtol(text, &end, 10): the value of the leading digits (after
+    blanks and a sign), and whether there were any."""
+    import re
+    m = re.match(r"\s*([+-]?\d+)", text)
+    return (int(m.group(1)), True) if m else (0, False)
+
+
+def cmd_trigger(args) -> int:
+    """xl trigger (xl_vmcontrol.c main_trigger): an unknown trigger is xl's
+    error; a vCPU that is no number is 0, with xl's warning."""
+    from .toolstack.api import TRIGGERS
+    if args.trigger not in TRIGGERS:
+        err(f'Invalid trigger "{args.trigger}"')
+        return 1
+    vcpu = 0
+    if args.vcpu is not None:
+        vcpu, ok = _strtol10(args.vcpu)
+        if not ok:
+            err("Invalid vcpuid, using default vcpuid=0.\n")
+    _send_trigger(args, args.trigger, vcpu)
+    return 0
+
+
+def cmd_button_press(args) -> int:
+    """xl button-press (deprecated): trigger power or sleep on vCPU 0."""
+    err('WARNING: "button-press" is deprecated. Please use "trigger"')
+    if args.button not in ("power", "sleep"):
+        err(f"{args.button} is an invalid button identifier")
+        return 1
+    _send_trigger(args, args.button, 0)
+    return 0
+
+
 def cmd_dump_core(args) -> int:
     """xl dump-core: pyxend hands a read-only descriptor of the domain's
     memory; the core is written here (toolstack/coredump.py)."""
@@ -1497,6 +1541,24 @@ def build_parser(prog: str = "pyxen") -> argparse.ArgumentParser:
             "read and act on (h: help in the guest's log, s: sync, b: reboot...).")
     c.add_argument("domain")
     c.add_argument("letter")
+    c = cmd("trigger", cmd_trigger, "send a trigger (NMI, reset, power button...) to a domain",
+            description="Send a trigger to a domain, as xl trigger (libxl_send_trigger). "
+            "A PV domain takes an NMI (nmi: Xen's XEN_DOMCTL_sendtrigger, delivered to "
+            "the NMI callback the guest registered, on vCPU VCPU); power and sleep are an "
+            "HVM domain's buttons, and reset, init and s3resume fail for a PV domain, with "
+            "libxl's error, as on Xen. An HVM domain's QEMU gets them over QMP: nmi "
+            "(inject-nmi, to every vCPU), reset, power (the ACPI power button) and "
+            "s3resume; QEMU's ACPI has no sleep button and Xen has no init trigger "
+            "(-ENOSYS). As xl, the command succeeds when the trigger fails.")
+    c.add_argument("domain")
+    c.add_argument("trigger", metavar="TRIGGER", help="nmi, reset, init, power, sleep or s3resume")
+    c.add_argument("vcpu", nargs="?", metavar="VCPU", help="the vCPU (default 0)")
+    c = cmd("button-press", cmd_button_press, "press a domain's power or sleep button "
+            "(deprecated: trigger)",
+            description="Deprecated form of trigger, as xl button-press: BUTTON is power "
+            "or sleep, sent to vCPU 0.")
+    c.add_argument("domain")
+    c.add_argument("button", metavar="BUTTON", help="power or sleep")
     c = cmd("dump-core", cmd_dump_core, "write a domain's memory to a core file",
             description="Write a domain's memory to FILE as an ELF core in the layout of "
             "xl dump-core (Xen's xc_core: .note.Xen, .xen_p2m, .xen_pages), without "

@@ -493,3 +493,36 @@ def test_xl_conf_applies_to_create_and_network_attach(netns, rd, cfgs, tmp_path,
     r = cli(rd, "list", "-l", "xc")
     assert r.stderr == f'{conf}:1: warning: output_format "sxp" is not supported by pyxen: ' \
         "JSON is printed\n" and json.loads(r.stdout)[0]["domid"] == domid
+
+
+def test_trigger_nmi_reaches_a_pv_guest_and_the_rest_fail_as_on_xen(rd, cfgs):
+    """xl trigger on a PV domain: `nmi` reaches the NMI callback the guest
+    registered (the nmi guest, blocked, waits for one after its own checks
+    and then powers off with SUCCESS); power and sleep are an HVM domain's
+    buttons, so they fail with libxl's error and xl still succeeds; a vCPU
+    the domain lacks fails (-ESRCH); an unknown trigger and button are xl's
+    errors; button-press is trigger's deprecated form."""
+    assert cli(rd, "create", cfgs("nmi", guest="nmi", extra="external=60",
+                                  on_poweroff="preserve")).returncode == 0
+    assert wait_until(lambda: "nmi" in rows(rd))
+    domid = rows(rd)["nmi"]["id"]
+    log = rd / "log" / f"domain-{domid}.log"
+    assert wait_until(lambda: log.exists() and b"waiting for an NMI" in log.read_bytes(), 60)
+    r = cli(rd, "trigger", "nmi", "power")
+    assert r.returncode == 0 and r.stderr.endswith(
+        f"Domain {domid}:Send trigger 'power' failed: Invalid argument\n"), r.stderr
+    r = cli(rd, "button-press", "nmi", "sleep")
+    assert r.returncode == 0 and r.stderr.startswith('WARNING: "button-press" is deprecated')
+    assert "Send trigger 'sleep' failed: Invalid argument" in r.stderr
+    r = cli(rd, "trigger", "nmi", "nmi", "5")
+    assert r.returncode == 0 and "Send trigger 'nmi' failed: No such process" in r.stderr
+    r = cli(rd, "trigger", "nmi", "bogus")
+    assert r.returncode == 1 and r.stderr == 'Invalid trigger "bogus"\n'
+    r = cli(rd, "button-press", "nmi", "reset")
+    assert r.returncode == 1 and r.stderr.endswith("reset is an invalid button identifier\n")
+    assert b"Test result:" not in log.read_bytes(), "none of those reached the guest"
+    r = cli(rd, "trigger", "nmi", "nmi")
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert wait_until(lambda: b"Test result:" in log.read_bytes(), 60), log.read_bytes()[-2000:]
+    assert b"Test result: SUCCESS" in log.read_bytes(), log.read_bytes().decode()
+    assert b"an NMI from the toolstack woke the blocked vCPU (4 NMIs)" in log.read_bytes()

@@ -28,6 +28,8 @@ from .domconfig import MAX_MEMORY_MIB, MAX_VCPUS
 
 __all__ = ["Request", "REQUESTS", "describe"]
 
+# xl trigger's names (libxl_trigger), in libxl's order
+TRIGGERS = ("nmi", "reset", "init", "power", "sleep", "s3resume")
 _PORT = Annotated[int, Range(1, (1 << 17) - 1)]
 _KB = Annotated[int, Range(0, MAX_MEMORY_MIB * 1024)]
 _XL_CONF = list[Annotated[str, MaxLen(4096)]]
@@ -194,6 +196,11 @@ _TABLE = [
        "after reading, as xl dmesg -c)"),
     _r("sysrq", (Param("dom", DomRef), Param("key", Annotated[str, MaxLen(1)])), "null",
        "send a magic SysRq key to the guest: writes control/sysrq like xl"),
+    _r("trigger", (Param("dom", DomRef), Param("trigger", Annotated[str, MaxLen(16)]),
+                   Param("vcpu", Annotated[int, Range(0, 0xFFFFFFFF)], 0)), '{"errno": int}',
+       "(xl trigger, button-press) nmi, reset, init, power, sleep or s3resume, as "
+       "libxl_send_trigger: 0, or the errno it failed with (XEN_DOMCTL_sendtrigger's for "
+       "a PV domain; QMP for an HVM one)"),
     _r("cd_insert", (Param("dom", DomRef), Param("vdev", Annotated[str, MaxLen(16)]),
                      Param("target", Annotated[str, MaxLen(4096)])), "null",
        "(xl cd-insert) a medium (a file, or a disk spec's format=...,target=...) in an HVM "

@@ -1193,6 +1193,14 @@ class Daemon(PoolsDaemon):          # cpupools and cgroups: toolstack/cpupools.p
     def api_cd_eject(self, dom, vdev):
         self._call(self._hvm_domain(dom, "cd-eject"), "cd_eject", vdev=vdev)
 
+    def api_trigger(self, dom, trigger, vcpu=0):
+        """libxl_send_trigger: the domain's process sends it (domproc:
+        XEN_DOMCTL_sendtrigger's rules; hvmproc: QMP) and says 0 or the
+        errno; xl prints libxl's error and succeeds either way."""
+        if trigger not in api.TRIGGERS:
+            raise ApiError("EINVAL", f'Invalid trigger "{trigger}"')
+        return self._call(self.find(dom), "trigger", kind=trigger, vcpu=int(vcpu))
+
     def api_sysrq(self, dom, key):
         """libxl_send_sysrq: the letter in the guest's control/sysrq."""
         d = self.find(dom)

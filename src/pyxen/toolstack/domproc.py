@@ -342,6 +342,11 @@ class DomainProcess:
         if method == "destroy":
             dom.destroy()
             return None, ()
+        if method == "trigger":             # libxl_send_trigger on a PV domain
+            # s3resume is libxl's, and refused for a PV domain (ERROR_INVAL)
+            rc = -EINVAL if p["kind"] == "s3resume" else dom.send_trigger(p["kind"],
+                                                                          int(p["vcpu"]))
+            return {"errno": -rc, "domid": dom.domid}, ()
         if method == "sched":
             dom.sched.set_params(weight=p.get("weight"), cap=p.get("cap"),
                                  external=p.get("external"))

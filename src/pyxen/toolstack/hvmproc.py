@@ -37,6 +37,7 @@ drivers).
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -306,6 +307,24 @@ class HvmDomain:
                  "console_port": 0, "paused": self.status == "paused"},
                 [self.ram, self.heap, st_out, st_in, con_out, con_in])
 
+    def trigger(self, kind: str, vcpu: int) -> int:
+        """0 or the errno: an NMI (QMP inject-nmi, which QEMU sends to every
+        vCPU), the ACPI power button, a reset, a wake-up from S3. QEMU's
+        ACPI has no sleep button, and Xen has no INIT trigger (-ENOSYS)."""
+        if not 0 <= vcpu < len(self.vcpu_tids):
+            return errno.ESRCH
+        cmd = {"nmi": "inject-nmi", "power": "system_powerdown", "reset": "system_reset",
+               "s3resume": "system_wakeup"}.get(kind)
+        if cmd is None:
+            return errno.ENOSYS
+        try:
+            self.qmp.command(cmd)
+        except QmpError as e:
+            self.say(f"trigger {kind}: {e}")
+            return errno.EINVAL
+        self.say(f"trigger {kind}")
+        return 0
+
     def info(self) -> dict:
         vcpus = []
         for i, tid in enumerate(self.vcpu_tids):
@@ -352,6 +371,8 @@ class HvmDomain:
         if method == "destroy":
             self.destroy()
             return None, ()
+        if method == "trigger":             # libxl_send_trigger on an HVM domain: QMP
+            return {"errno": self.trigger(p["kind"], int(p["vcpu"])), "domid": self.domid}, ()
         if method == "sched":
             # pyxend put this process in the domain's cgroups (weight, cap, pool):
             # QEMU, which runs the guest, goes where its supervisor is
