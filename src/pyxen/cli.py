@@ -393,6 +393,16 @@ def cmd_list(args) -> int:
     return 0
 
 
+def cmd_vm_list(args) -> int:
+    """xl vm-list (xl_info.c list_vm): the guests (not Domain-0) by UUID,
+    domain id and name, in xl's columns."""
+    print("UUID                                  ID    name")
+    for r in api(args, "list"):
+        if r["domid"] != 0:
+            print("%s  %d    %-30s" % (r["uuid"], r["domid"], r["name"]))
+    return 0
+
+
 #: libxl_shutdown_reason (Xen's SHUTDOWN_* codes)
 SHUTDOWN_CODES = {"poweroff": 0, "reboot": 1, "suspend": 2, "crash": 3, "watchdog": 4,
                   "soft_reset": 5}
@@ -1466,6 +1476,9 @@ def build_parser(prog: str = "pyxen") -> argparse.ArgumentParser:
                    help="print the parsed configuration as libxl's JSON")
     c.add_argument("-q", dest="quiet", action="store_true", help="accepted (as xl)")
 
+    cmd("vm-list", cmd_vm_list, "list the guest domains by UUID, id and name",
+        description="List the guest domains (every domain but Domain-0) as xl vm-list: "
+        "UUID, domain id and name.")
     c = cmd("list", cmd_list, "list domains",
             description="List domains as xl list does. -l prints each domain's "
             "configuration in libxl's JSON (c_info, b_info, disks, nics, on_*), the format "

@@ -91,7 +91,6 @@ ABSENT = {
           "is the host kernel's (resctrl), not a guest's"
        for c in ("psr-hwinfo", "psr-cmt-attach", "psr-cmt-detach", "psr-cmt-show",
                  "psr-cat-set", "psr-cat-show", "psr-mba-set", "psr-mba-show")},
-    "vm-list": "not yet",
     "sharing": "not applicable: Xen's memory sharing is for HVM guests",
     "sched-rtds": "not applicable: no RTDS scheduler; vCPUs are Linux threads",
     "debug-keys": "not applicable: Xen's debug keys dump hypervisor state; pyxend's log "

@@ -526,3 +526,17 @@ def test_trigger_nmi_reaches_a_pv_guest_and_the_rest_fail_as_on_xen(rd, cfgs):
     assert wait_until(lambda: b"Test result:" in log.read_bytes(), 60), log.read_bytes()[-2000:]
     assert b"Test result: SUCCESS" in log.read_bytes(), log.read_bytes().decode()
     assert b"an NMI from the toolstack woke the blocked vCPU (4 NMIs)" in log.read_bytes()
+
+
+def test_vm_list_shows_the_guests_by_uuid(rd, cfgs):
+    """xl vm-list: the header and one line per guest (not Domain-0), UUID,
+    id and name in xl's columns; the UUID is the one list -v shows."""
+    assert cli(rd, "create", cfgs("listed")).returncode == 0
+    assert wait_until(lambda: "listed" in rows(rd))
+    domid = rows(rd)["listed"]["id"]
+    uuid = next(line.split()[6] for line in cli(rd, "list", "-v").stdout.splitlines()
+                if line.startswith("listed "))
+    r = cli(rd, "vm-list")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["UUID                                  ID    name",
+                                     f"{uuid}  {domid}    {'listed':<30}"]
