@@ -968,6 +968,14 @@ def cmd_cd_eject(args) -> int:
     return 0
 
 
+def cmd_qemu_monitor_command(args) -> int:
+    """xl qemu-monitor-command (xl_misc.c): the output, and a newline."""
+    out = api(args, "qemu_monitor_command", dom=args.domain, command=args.command)
+    if out:
+        print(out)
+    return 0
+
+
 def cmd_sysrq(args) -> int:
     """xl sysrq (xl_misc.c main_sysrq): one letter, else xl's message."""
     if len(args.letter) != 1:
@@ -1548,6 +1556,13 @@ def build_parser(prog: str = "pyxen") -> argparse.ArgumentParser:
             "cd-eject; the drive stays, empty.")
     c.add_argument("domain")
     c.add_argument("vdev", help="the drive, e.g. hdc")
+    c = cmd("qemu-monitor-command", cmd_qemu_monitor_command,
+            "run a QEMU monitor command in an HVM domain's device model",
+            description="Issue a QEMU monitor (HMP) command to an HVM domain's QEMU, as xl "
+            "qemu-monitor-command (QMP human-monitor-command), and print its output. A PV "
+            "domain has no device model.")
+    c.add_argument("domain")
+    c.add_argument("command", metavar="COMMAND", help="e.g. \"info status\" (quote it)")
     c = cmd("sysrq", cmd_sysrq, "send a magic SysRq key to a domain",
             description="Send a magic SysRq key (one letter) to a domain, as xl sysrq: it "
             "is written to the guest's XenStore control/sysrq, which Linux's Xen drivers "

@@ -31,7 +31,6 @@ psr-cmt-detach psr-cmt-show psr-cat-set psr-cat-show psr-mba-set psr-mba-show us
 usbctrl-detach usbdev-attach usbdev-detach usb-list qemu-monitor-command
 """.split()
 
-_HVM = "not yet: an HVM device-model command (HVM domains run under QEMU: issue 19)"
 _NO_PCI = ("not applicable here: PCI passthrough needs an IOMMU-assigned device; PVM "
            "guests get none")
 _PV_FRONT = "not yet: pyxen has no backend for this PV device class (only vbd and vif)"
@@ -79,7 +78,6 @@ PARTIAL = {
 ABSENT = {
     **{c: _NO_PCI for c in ("pci-attach", "pci-detach", "pci-list", "pci-assignable-add",
                             "pci-assignable-remove", "pci-assignable-list")},
-    "qemu-monitor-command": _HVM,
     **{c: _PV_FRONT for c in ("vtpm-attach", "vtpm-list", "vtpm-detach", "vkb-attach",
                               "vkb-list", "vkb-detach", "vdispl-attach", "vdispl-list",
                               "vdispl-detach", "vsnd-attach", "vsnd-list", "vsnd-detach",

@@ -148,6 +148,8 @@ def test_hvm_linux_under_pyxend(rd, tmp_path, linux_images):
     assert cli(rd, "trigger", "hvm1", "nmi").returncode == 0
     guest_log = rd / "log" / "guest-hvm1.log"
     assert wait_until(lambda: b"NMI received for unknown reason" in guest_log.read_bytes(), 10)
+    r = cli(rd, "qemu-monitor-command", "hvm1", "info status")
+    assert r.returncode == 0 and "VM status: running" in r.stdout, (r.stdout, r.stderr)
     r = cli(rd, "trigger", "hvm1", "sleep")
     assert r.returncode == 0 and "Send trigger 'sleep' failed: Function not implemented" \
         in r.stderr, r.stderr

@@ -518,6 +518,8 @@ def test_trigger_nmi_reaches_a_pv_guest_and_the_rest_fail_as_on_xen(rd, cfgs):
     assert r.returncode == 0 and "Send trigger 'nmi' failed: No such process" in r.stderr
     r = cli(rd, "trigger", "nmi", "bogus")
     assert r.returncode == 1 and r.stderr == 'Invalid trigger "bogus"\n'
+    r = cli(rd, "qemu-monitor-command", "nmi", "info status")
+    assert r.returncode == 1 and "is not an HVM domain" in r.stderr, r.stderr
     r = cli(rd, "button-press", "nmi", "reset")
     assert r.returncode == 1 and r.stderr.endswith("reset is an invalid button identifier\n")
     assert b"Test result:" not in log.read_bytes(), "none of those reached the guest"

@@ -205,6 +205,9 @@ _TABLE = [
                      Param("target", Annotated[str, MaxLen(4096)])), "null",
        "(xl cd-insert) a medium (a file, or a disk spec's format=...,target=...) in an HVM "
        "domain's emulated cdrom drive: QMP blockdev-change-medium"),
+    _r("qemu_monitor_command", (Param("dom", DomRef), Param("command", Annotated[str, MaxLen(4096)])),
+       "output", "(xl qemu-monitor-command) a QEMU monitor (HMP) command run by an HVM "
+       "domain's QEMU (QMP human-monitor-command); its output"),
     _r("cd_eject", (Param("dom", DomRef), Param("vdev", Annotated[str, MaxLen(16)])), "null",
        "(xl cd-eject) take the medium out of an HVM domain's emulated cdrom drive"),
     _r("dump_core", (Param("dom", DomRef),), '{"domid", "name", "size"} + 1 fd',

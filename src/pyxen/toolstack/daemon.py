@@ -1183,12 +1183,18 @@ class Daemon(PoolsDaemon):          # cpupools and cgroups: toolstack/cpupools.p
     def _hvm_domain(self, dom, what: str):
         d = self.find(dom)
         if d.config.get("type") != "hvm":
-            raise ApiError("EINVAL", f"domain {d.domid} is not an HVM domain: {what} works on "
-                           "an HVM domain's emulated drives")
+            raise ApiError("EINVAL", f"domain {d.domid} is not an HVM domain: {what} needs "
+                           "a device model (QEMU)")
         return d
 
     def api_cd_insert(self, dom, vdev, target):
         self._call(self._hvm_domain(dom, "cd-insert"), "cd_insert", vdev=vdev, target=target)
+
+    def api_qemu_monitor_command(self, dom, command):
+        """libxl_qemu_monitor_command: a QEMU monitor (HMP) command line run
+        by the HVM domain's QEMU; its output."""
+        return self._call(self._hvm_domain(dom, "qemu-monitor-command"), "monitor",
+                          command=command)
 
     def api_cd_eject(self, dom, vdev):
         self._call(self._hvm_domain(dom, "cd-eject"), "cd_eject", vdev=vdev)

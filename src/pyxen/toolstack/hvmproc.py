@@ -371,6 +371,8 @@ class HvmDomain:
         if method == "destroy":
             self.destroy()
             return None, ()
+        if method == "monitor":             # xl qemu-monitor-command
+            return self.qmp.command("human-monitor-command", **{"command-line": p["command"]}), ()
         if method == "trigger":             # libxl_send_trigger on an HVM domain: QMP
             return {"errno": self.trigger(p["kind"], int(p["vcpu"])), "domid": self.domid}, ()
         if method == "sched":
