@@ -58,6 +58,7 @@ TIMER_FLOOR_NS = 500_000
 _SINGLESHOT_READS = frozenset(L.priv(L.SYSCALL_STUBS_OFF) + a for a in SINGLESHOT_READS)
 _IRET_WRITES = frozenset(L.priv(L.SYSCALL_STUBS_OFF) + a for a in IRET_WRITES)
 SEGMENT_CACHE = 64                  # segments a vCPU keeps built (PVVcpu.segment)
+NMI_VECTOR = 2                      # where an NMI goes in the virtual IDT (and CALLBACKTYPE_nmi)
 
 
 def _flat(selector: int, code: bool, dpl: int = 3) -> bytes:
@@ -264,9 +265,9 @@ class PVVcpu:
         self._tslot = heap.tslot(vcpu_id)
         self._floor_published = TSLOT_NO_ANSWER
         self._floor_at = 0                  # the kick armed at the floor (ns)
+        self._floor_fired = 0               # timer.singleshots_fired when it was set
         self.nmi_pending = False            # raise_nmi, deliver_nmi (Xen's v->nmi_pending)
         self.nmi_masked = False             # an NMI handler runs until its iret
-        self._floor_fired = 0               # timer.singleshots_fired when it was set
         # where the replay stub's iretq frame goes: the top of the CPL0 stack
         # (virtual address, heap offset)
         base = heap.stack_top(vcpu_id) - _REPLAY_FRAME.size
@@ -461,7 +462,7 @@ class PVVcpu:
         if not self._redirect_ok():
             return                  # on a later way back to the guest
         self.nmi_pending = False
-        t = self.pv.trap_table.get(2)
+        t = self.pv.trap_table.get(NMI_VECTOR)
         if t is None or not t.address:
             return
         self.nmi_masked = True

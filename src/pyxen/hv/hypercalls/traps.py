@@ -12,11 +12,10 @@ from ..abi import (HC, EFAULT, EINVAL, ENOSYS, CALLBACKOP_register, CALLBACKOP_u
                    SEGBASE_GS_USER_SEL, TrapInfo, HYPERVISOR_VIRT_START, HYPERVISOR_VIRT_END,
                    FLAT_KERNEL_CS)
 from ..guestmem import GuestFault
-from ..vcpu import TrapEntry, Callback
+from ..vcpu import TrapEntry, Callback, NMI_VECTOR
 from . import Hypercall
 
 MAX_TRAPS = 256
-NMI_VECTOR = 2
 
 
 def guest_code_address(addr: int) -> bool:
