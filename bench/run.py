@@ -102,9 +102,11 @@ def build_guest(tmp: Path, hc: int, cpu: int) -> Path:
     return out
 
 
-def run_guest(elf: Path) -> float:
-    cfg = DomainConfig(name="bench", kernel=str(elf), memory=16)
-    dom = build_domain(cfg, LocalServices(devices=False))
+def run_guest(elf: Path, trace=None, **cfg) -> float:
+    """Seconds the guest runs until it powers off (cfg: DomainConfig keys
+    beyond the 16 MiB default; trace: Domain's trace file)."""
+    conf = DomainConfig(name="bench", kernel=str(elf), **{"memory": 16, **cfg})
+    dom = build_domain(conf, LocalServices(devices=False), trace=trace)
     try:
         t = time.perf_counter()
         res = dom.run()
@@ -112,7 +114,7 @@ def run_guest(elf: Path) -> float:
     finally:
         close_domain(dom)
     if res.reason != "poweroff":
-        raise SystemExit(f"bench guest did not power off: {res}")
+        raise SystemExit(f"bench guest {elf.name} ({cfg}) did not power off: {res}")
     return dt
 
 
@@ -257,21 +259,8 @@ def in_guest_answers(repeats: int = 2) -> dict:
     elf = guest_build.build_guest("fastpaths")
 
     def timed(only: str, traced: bool) -> float:
-        best = None
-        for _ in range(repeats):
-            cfg = DomainConfig(name="bench", kernel=str(elf), cmdline=f"only={only}", memory=32)
-            dom = build_domain(cfg, LocalServices(devices=False),
-                               trace=io.StringIO() if traced else None)
-            try:
-                t = time.perf_counter()
-                res = dom.run()
-                dt = time.perf_counter() - t
-            finally:
-                close_domain(dom)
-            if res.reason != "poweroff":
-                raise SystemExit(f"fastpaths guest (only={only}) did not power off: {res}")
-            best = dt if best is None else min(best, dt)
-        return best
+        return min(run_guest(elf, io.StringIO() if traced else None,
+                             cmdline=f"only={only}", memory=32) for _ in range(repeats))
     base, base_t = timed("none", False), timed("none", True)
     exit_iret = (timed("iret", True) - base_t) / FASTPATH_ROUNDS
     exit_stack = (timed("stack", True) - base_t) / FASTPATH_ROUNDS
